@@ -1,0 +1,1 @@
+"""Label Studio adapter of the active-learning backend (HTTP, Redis/RQ, storage) around model/."""

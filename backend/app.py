@@ -1,0 +1,264 @@
+"""The HTTP backend Label Studio talks to: /health, /setup, /predict, /webhook, plus /status.
+
+Handlers only validate, read or enqueue: Label Studio gives /webhook 1 s and never retries, so all
+training and scoring happen in the RQ worker. Flask 1.1.2 / Werkzeug 2.0.2 (pinned by
+label-studio-ml 1.0.9) are old: the app is served by gunicorn, never the Werkzeug dev server or
+debugger, and request bodies are capped (MAX_REQUEST_BYTES).
+"""
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import time
+
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend import queueing, training_state, webhooks
+from backend.converters import parse_project_id
+from backend.labeling_config import UnsupportedConfig, parse_image_classification
+from backend.model_store import ModelStore
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+MODEL_CLASS = "ActiveLearningModel"
+
+
+def _error(status: int, message: str):
+    response = jsonify({"status": "error", "error": message})
+    response.status_code = status
+    return response
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _json_body() -> dict:
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # read at most limit + 1 bytes: also bounds bodies sent without a Content-Length
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise _TooLarge()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _BadRequest("request body must be a JSON object")
+    return body
+
+
+def _basic_auth_ok(settings: Settings) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    # compare both parts in constant time, always both, so timing tells nothing
+    ok_user = hmac.compare_digest(user.encode(), settings.basic_auth_user.encode())
+    ok_pass = hmac.compare_digest(password.encode(), settings.basic_auth_pass.encode())
+    return ok_user and ok_pass
+
+
+def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=None) -> Flask:
+    app = Flask("backend")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    store = store or ModelStore(settings.model_dir, settings.keep_model_versions)
+    state = {"conn": redis_conn}
+
+    def conn():
+        if state["conn"] is None:
+            state["conn"] = queueing.redis_connection(settings)
+        return state["conn"]
+
+    @app.before_request
+    def limit_size():
+        if (request.content_length or 0) > settings.max_request_bytes:
+            return too_large(None)
+        return None
+
+    @app.before_request
+    def require_auth():
+        if not settings.basic_auth_enabled or request.path == "/health":
+            return None
+        if _basic_auth_ok(settings):
+            return None
+        response = _error(401, "authentication required")
+        response.headers["WWW-Authenticate"] = 'Basic realm="active-learning-backend"'
+        return response
+
+    @app.errorhandler(_BadRequest)
+    def bad_request(exc):
+        return _error(400, str(exc))
+
+    @app.errorhandler(UnsupportedConfig)
+    def unsupported(exc):
+        log.warning("unsupported labeling config: %s", exc)
+        return _error(400, f"unsupported labeling config: {exc}")
+
+    @app.errorhandler(_TooLarge)
+    def too_large(_exc):
+        return _error(413, f"request body larger than MAX_REQUEST_BYTES "
+                           f"({settings.max_request_bytes} bytes)")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        if exc.code == 413:
+            return too_large(exc)
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    @app.route("/health", methods=["GET"])
+    @app.route("/", methods=["GET"])
+    def health():
+        # Label Studio gives /health 1 s: answer from memory only.
+        return jsonify({"status": "UP", "model_class": MODEL_CLASS, "v2": True,
+                        "status_url": "/status"})
+
+    @app.route("/status", methods=["GET"])
+    def status():
+        """Queue and per-project training state (see README, 'Progress')."""
+        out = {"status": "UP", "model_class": MODEL_CLASS, "strategy": settings.strategy,
+               "retrain_after_annotations": settings.retrain_after_annotations}
+        try:
+            c = conn()
+            queue = queueing.training_queue(settings, c)
+            out["queue"] = {"name": queue.name, "queued_jobs": queue.count,
+                            "started_jobs": queue.started_job_registry.count,
+                            "failed_jobs": queue.failed_job_registry.count}
+            from rq import Worker
+            out["workers"] = len(Worker.all(connection=c))
+            out["projects"] = {}
+            for project_id in training_state.known_projects(c):
+                record = training_state.get_status(c, project_id)
+                published = store.published(project_id)
+                record["published_version"] = published.version if published else None
+                out["projects"][str(project_id)] = record
+        except Exception as exc:
+            out["redis_error"] = f"{type(exc).__name__}: {exc}"
+            return jsonify(out), 503
+        return jsonify(out)
+
+    @app.route("/setup", methods=["POST"])
+    def setup():
+        body = _json_body()
+        try:
+            project_id = parse_project_id(body.get("project"))
+        except ValueError as exc:
+            raise _BadRequest(f"/setup needs a project: {exc}")
+        schema = parse_image_classification(body.get("schema"))
+        published = store.published(project_id)
+        log.info("project %s: setup (labels %s), serving %s", project_id, ",".join(schema.labels),
+                 published.version if published else "untrained")
+        try:
+            c = conn()
+            c.sadd(training_state.projects_key(), project_id)
+        except Exception as exc:   # setup must not fail because Redis blinked
+            log.warning("project %s: could not record setup in Redis: %s", project_id, exc)
+        return jsonify({"model_version": published.version if published else "untrained"})
+
+    @app.route("/predict", methods=["POST"])
+    def predict():
+        started = time.monotonic()
+        body = _json_body()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise _BadRequest("/predict needs 'tasks': a list of task objects")
+        try:
+            project_id = parse_project_id(body.get("project"))
+        except ValueError as exc:
+            raise _BadRequest(f"/predict needs a project: {exc}")
+        from backend.ml_model import ActiveLearningModel   # imports torch lazily
+        model = ActiveLearningModel(label_config=body.get("label_config"), project_id=project_id,
+                                    settings=settings, store=store)
+        results = model.predict(tasks, context=(body.get("params") or {}).get("context"))
+        log.info("project %s: /predict %d task(s) with %s in %.2fs", project_id, len(tasks),
+                 model.model_version, time.monotonic() - started)
+        return jsonify({"results": results, "model_version": model.model_version})
+
+    @app.route("/webhook", methods=["POST"])
+    def webhook():
+        body = _json_body()
+        try:
+            decision = webhooks.decide(body)
+        except webhooks.BadEvent as exc:
+            raise _BadRequest(str(exc))
+        if decision.kind == "ignore":
+            log.info("webhook %s (project %s) ignored: %s", decision.action, decision.project_id,
+                     decision.reason)
+            return jsonify({"status": "ignored", "action": decision.action,
+                            "reason": decision.reason})
+        if decision.kind == "train":
+            labeling = (body.get("project") or {}).get("label_config")
+            if labeling:
+                try:
+                    parse_image_classification(labeling)
+                except UnsupportedConfig as exc:
+                    log.info("webhook %s for project %s ignored: %s", decision.action,
+                             decision.project_id, exc)
+                    return jsonify({"status": "ignored", "reason": f"unsupported config: {exc}"})
+        try:
+            return jsonify(_handle_training_event(settings, conn(), decision))
+        except Exception as exc:  # Redis down: answer fast and loud; state is reconciled later
+            log.error("webhook %s for project %s not recorded: %s", decision.action,
+                      decision.project_id, exc)
+            return _error(503, f"event not recorded, queue unavailable: {type(exc).__name__}")
+
+    @app.route("/train", methods=["POST"])
+    def train_legacy():
+        """Label Studio < 1.4.1 called /train; treat it like Start Training."""
+        body = _json_body()
+        body = {"action": webhooks.START_TRAINING, "project": body.get("project")}
+        decision = webhooks.decide(body)
+        if decision.project_id is None:
+            raise _BadRequest("/train needs a project")
+        return jsonify(_handle_training_event(settings, conn(), decision)), 201
+
+    @app.route("/versions", methods=["GET", "POST"])
+    def versions():
+        raw = request.args.get("project") or ((request.get_json(silent=True) or {}).get("project"))
+        try:
+            project_id = parse_project_id(raw)
+        except ValueError:
+            raise _BadRequest("/versions needs ?project=<id>")
+        return jsonify({"versions": store.versions(project_id)})
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics():
+        return jsonify({})
+
+    return app
+
+
+def _handle_training_event(settings: Settings, conn, decision: webhooks.Decision) -> dict:
+    project_id = decision.project_id
+    training_state.remember_last_seen(conn, project_id, decision.action)
+    if decision.kind == "train":
+        enqueued, job_id = queueing.request_training(settings, conn, project_id, decision.reason)
+        log.info("project %s: %s -> %s %s", project_id, decision.action,
+                 "queued" if enqueued else "already queued", job_id)
+        return {"status": "queued" if enqueued else "already_queued", "job_id": job_id}
+    pending = training_state.count_changes(conn, project_id, decision.changes)
+    if webhooks.should_retrain(pending, settings.retrain_after_annotations):
+        enqueued, job_id = queueing.request_training(
+            settings, conn, project_id, f"{pending} annotation changes")
+        log.info("project %s: %d annotation changes -> retrain (%s)", project_id, pending,
+                 "queued" if enqueued else "already queued")
+        return {"status": "queued" if enqueued else "already_queued", "job_id": job_id,
+                "pending_changes": pending}
+    return {"status": "counted", "pending_changes": pending,
+            "retrain_after": settings.retrain_after_annotations}

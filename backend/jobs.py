@@ -1,0 +1,80 @@
+"""RQ job entry points (run by the worker started in scripts/serve.sh)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+from rq import get_current_job
+
+from backend import queueing, training_state
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the project's run lock while a job works, so a killed worker's lock expires."""
+
+    def __init__(self, lock: training_state.RunLock):
+        super().__init__(daemon=True, name=f"heartbeat-{lock.project_id}")
+        self.lock = lock
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lock.ttl_s / 4):
+            try:
+                self.lock.renew()
+            except Exception as exc:   # Redis blip: the next beat retries
+                log.warning("project %s: lock renewal failed: %s", self.lock.project_id, exc)
+
+
+def run_training_job(project_id: int, reason: str = "") -> dict:
+    """Train, score, push and publish a new model version for one project (coalesced)."""
+    settings = Settings.from_env()
+    job = get_current_job()
+    conn = job.connection if job else queueing.redis_connection(settings)
+    job_id = job.id if job else training_state.new_job_id(project_id)
+    lock = training_state.start_run(conn, project_id, job_id)
+    if lock is None:
+        log.info("project %s: another training job runs; %s deferred to a follow-up", project_id,
+                 job_id)
+        return {"state": "deferred", "project_id": project_id}
+
+    heartbeat = _Heartbeat(lock)
+    heartbeat.start()
+    changes = training_state.take_changes(conn, project_id)
+    started = time.monotonic()
+    training_state.update_status(conn, project_id, state="running", job_id=job_id, reason=reason,
+                                 started_at=training_state.now_iso(), finished_at=None,
+                                 annotation_changes_consumed=changes, error=None, phase="starting")
+    log.info("project %s: training job %s started (%s)", project_id, job_id, reason)
+
+    def status(**fields) -> None:
+        training_state.update_status(conn, project_id, **fields)
+
+    summary: dict
+    try:
+        from backend.pipeline import run_training_round   # heavy (torch): import in the worker
+        summary = run_training_round(settings, project_id, status)
+        status(state=summary["state"], phase="finished", finished_at=training_state.now_iso(),
+               duration_s=round(time.monotonic() - started, 2), last_summary=summary,
+               **({"model_version": summary["model_version"],
+                   "annotations_used": summary["annotations_used"],
+                   "metrics": summary["metrics"]} if summary["state"] == "done" else {}))
+        log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary["state"],
+                 time.monotonic() - started)
+        return summary
+    except Exception as exc:
+        status(state="failed", phase="failed", finished_at=training_state.now_iso(),
+               duration_s=round(time.monotonic() - started, 2),
+               error=f"{type(exc).__name__}: {exc}"[:2000])
+        log.error("project %s: job %s failed: %s\n%s", project_id, job_id, exc,
+                  traceback.format_exc())
+        raise
+    finally:
+        heartbeat.stopped.set()
+        training_state.finish_run(
+            conn, lock,
+            lambda: queueing.request_training(settings, conn, project_id, "follow-up"))

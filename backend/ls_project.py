@@ -1,0 +1,45 @@
+"""What the backend sets up in a Label Studio project so annotators see the ranking."""
+from __future__ import annotations
+
+import logging
+
+from backend.ls_client import LabelStudioClient
+
+log = logging.getLogger(__name__)
+
+SCORE_ORDERING = ["tasks:predictions_score"]      # ascending: lower score = more informative
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"       # exact value of label_studio projects.models
+# Only tasks without annotations, so the top of the tab is always work to do.
+UNANNOTATED_FILTER = {"conjunction": "and", "items": [{
+    "filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
+
+
+def informative_view_data(title: str, template: dict | None) -> dict:
+    """A tab ordered by score ascending. Column visibility is copied from an existing tab, since a
+    tab created without hiddenColumns shows several columns blank."""
+    data = {"title": title, "ordering": list(SCORE_ORDERING), "filters": UNANNOTATED_FILTER}
+    hidden = (template or {}).get("hiddenColumns")
+    if hidden:
+        data["hiddenColumns"] = hidden
+    return data
+
+
+def ensure_informative_view(client: LabelStudioClient, project_id: int, title: str) -> int:
+    """Create the "Most informative first" tab, or restore its ordering; return its id."""
+    views = client.list_views(project_id)
+    ours = [v for v in views if (v.get("data") or {}).get("title") == title]
+    template = next((v.get("data") for v in views if v not in ours and v.get("data")), None)
+    if ours:
+        view = ours[0]
+        data = dict(view.get("data") or {})
+        if data.get("ordering") != SCORE_ORDERING:
+            data["ordering"] = list(SCORE_ORDERING)
+            client.update_view(view["id"], project_id, data)
+        return int(view["id"])
+    created = client.create_view(project_id, informative_view_data(title, template))
+    log.info("project %s: created tab %r (id %s)", project_id, title, created.get("id"))
+    return int(created["id"])
+
+
+def set_uncertainty_sampling(client: LabelStudioClient, project_id: int) -> None:
+    client.patch_project(project_id, {"sampling": UNCERTAINTY_SAMPLING})

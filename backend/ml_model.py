@@ -1,0 +1,155 @@
+"""The LabelStudioMLBase subclass: answers /predict from the published model of a project.
+
+/predict must stay fast (Label Studio gives it 100 s and calls it when a task is opened), so tasks
+scored by the last background round are answered from that round's stored predictions, and only
+tasks created since are run through the model here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+from label_studio_ml.model import LabelStudioMLBase
+
+from backend import converters
+from backend.converters import TaskError, TaskPrediction
+from backend.images import FetchReport, ImageFetcher
+from backend.labeling_config import parse_image_classification
+from backend.ls_client import LabelStudioClient
+from backend.model_store import ModelStore
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+UNSCORED_VERSION = "unscored"   # version of placeholder answers LS should not treat as current
+
+
+class _StoredPredictions:
+    """Per-process cache of a version's stored predictions file."""
+
+    _lock = threading.Lock()
+    _cache: dict[str, dict] = {}
+
+    @classmethod
+    def get(cls, path: Path) -> dict:
+        key = str(path)
+        with cls._lock:
+            if key not in cls._cache:
+                try:
+                    cls._cache[key] = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    log.warning("stored predictions %s unreadable (%s)", path, exc)
+                    return {"tasks": {}, "reference_predicted_loss": []}
+                if len(cls._cache) > 64:
+                    cls._cache.pop(next(iter(cls._cache)))
+            return cls._cache[key]
+
+
+class ActiveLearningModel(LabelStudioMLBase):
+    """Image classifier + loss prediction module for one Label Studio project."""
+
+    def __init__(self, label_config=None, train_output=None, *, project_id: int,
+                 settings: Settings, store: ModelStore, client: LabelStudioClient | None = None,
+                 **kwargs):
+        super().__init__(label_config=label_config, train_output=train_output, **kwargs)
+        self.project_id = project_id
+        self.settings = settings
+        self.store = store
+        self._client = client
+        self.schema = parse_image_classification(label_config)   # raises UnsupportedConfig
+
+    @property
+    def client(self) -> LabelStudioClient:
+        if self._client is None:
+            self._client = LabelStudioClient.from_settings(self.settings)
+        return self._client
+
+    @property
+    def model_version(self) -> str:
+        published = self.store.published(self.project_id)
+        return published.version if published else converters.UNTRAINED_VERSION
+
+    def predict(self, tasks, **kwargs) -> list[dict]:
+        published = self.store.published(self.project_id)
+        if published is None:
+            return [converters.untrained_payload() for _ in tasks]
+        from backend.pipeline import predictions_file   # local import: pipeline imports torch
+        stored = _StoredPredictions.get(predictions_file(self.store, self.project_id,
+                                                         published.version))
+        answers: list[dict | None] = [None] * len(tasks)
+        to_compute: list[tuple[int, int, str]] = []   # (position, task id, url)
+        for position, task in enumerate(tasks):
+            task_id = task.get("id") if isinstance(task, dict) else None
+            hit = stored["tasks"].get(str(task_id)) if task_id is not None else None
+            if hit:
+                answers[position] = converters.prediction_payload(
+                    TaskPrediction(hit["label"], hit["probability"], hit["score"], hit.get("cluster")),
+                    self.schema, published.version)
+                continue
+            try:
+                url = converters.task_image_url(task, self.schema)
+            except TaskError as exc:
+                answers[position] = self._placeholder(f"TaskError: {exc}")
+                continue
+            to_compute.append((position, task_id, url))
+
+        if len(to_compute) > self.settings.predict_max_tasks:
+            log.warning("project %s: /predict got %d new tasks, above PREDICT_MAX_TASKS=%d; the "
+                        "background round scores the rest", self.project_id, len(to_compute),
+                        self.settings.predict_max_tasks)
+            for position, _, _ in to_compute[self.settings.predict_max_tasks:]:
+                answers[position] = self._placeholder("left to the background scoring round")
+            to_compute = to_compute[:self.settings.predict_max_tasks]
+        if to_compute:
+            self._compute(to_compute, answers, published.version,
+                          np.asarray(stored.get("reference_predicted_loss") or [], dtype=np.float64))
+        return answers
+
+    def _placeholder(self, reason: str) -> dict:
+        payload = converters.untrained_payload()
+        payload["model_version"] = UNSCORED_VERSION
+        log.info("project %s: task not scored: %s", self.project_id, reason)
+        return payload
+
+    def _compute(self, items, answers, version: str, reference: np.ndarray) -> None:
+        from model import scoring, strategies
+        loaded = self.store.load_published(self.project_id, device=self.settings.device)
+        if loaded is None:
+            for position, _, _ in items:
+                answers[position] = self._placeholder("published model unavailable")
+            return
+        fetcher = ImageFetcher(self.client, self.settings.resolved_image_cache_dir,
+                               max_bytes=self.settings.image_max_bytes,
+                               max_pixels=self.settings.image_max_pixels,
+                               timeout_s=self.settings.image_fetch_timeout_s)
+        report = FetchReport()
+        position_of = {task_id: position for position, task_id, _ in items}
+        fetched = fetcher.fetch_many([(task_id, url) for _, task_id, url in items], report)
+        for task_id, reason in report.failed.items():
+            answers[position_of[task_id]] = self._placeholder(reason)
+        if not fetched:
+            return
+        outputs = scoring.score(loaded.model, [img for _, img in fetched], loaded.model_config,
+                                batch_size=self.settings.score_batch_size,
+                                device=self.settings.device)
+        if reference.size:
+            scores = strategies.value_to_score(outputs.predicted_loss, reference)
+        else:
+            scores = strategies.value_to_score(outputs.predicted_loss, outputs.predicted_loss)
+        labels = list(loaded.labels)
+        for row, (task_id, _) in enumerate(fetched):
+            top = int(outputs.probs[row].argmax())
+            pred = TaskPrediction(labels[top], float(outputs.probs[row, top]), float(scores[row]))
+            answers[position_of[task_id]] = converters.prediction_payload(pred, self.schema, version)
+
+    def fit(self, tasks=(), workdir=None, **kwargs):
+        """Synchronous training round (the worker calls backend.jobs, which calls the pipeline)."""
+        from backend.pipeline import run_training_round
+        return run_training_round(self.settings, self.project_id, kwargs.get("status", _no_status),
+                                  client=self._client, store=self.store)
+
+
+def _no_status(**_fields) -> None:
+    return None

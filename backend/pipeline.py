@@ -1,0 +1,266 @@
+"""One training round for one project: fetch, train target + LPM, score the pool, push, publish.
+
+Runs in an RQ worker, never in the web process. Every phase is logged with counts and durations
+and mirrored into the project's status in Redis, so progress is visible at /status.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from backend import converters
+from backend.converters import TaskError, TaskPrediction
+from backend.images import FetchReport, ImageFetcher
+from backend.labeling_config import ImageClassificationSchema, parse_image_classification
+from backend.ls_client import LabelStudioClient
+from backend.model_store import ModelStore, atomic_write_text, new_version
+from backend.settings import Settings
+from model import checkpoint as model_checkpoint
+from model import scoring, strategies, trainer
+from model.config import ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+StatusCallback = Callable[..., None]
+SCORE_CHUNK_IMAGES = 1024   # images held in memory at once while scoring the pool
+MC_SAMPLES = 10             # stochastic forward passes for BALD (MC dropout)
+
+
+def model_config_from(settings: Settings) -> ModelConfig:
+    return ModelConfig(backbone=settings.backbone, image_size=settings.image_size,
+                       pretrained_weights=(str(settings.pretrained_weights)
+                                           if settings.pretrained_weights else None))
+
+
+def train_config_from(settings: Settings) -> TrainConfig:
+    return TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size,
+                       lpm_loss=settings.lpm_loss, seed=settings.seed, device=settings.device)
+
+
+@dataclass
+class LabeledSplit:
+    labeled: list[tuple[int, str, str]]      # (task id, image url, label)
+    unlabeled: list[tuple[int, str]]         # (task id, image url)
+
+
+def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: FetchReport
+                ) -> LabeledSplit:
+    labeled, unlabeled = [], []
+    for task in tasks:
+        task_id = task.get("id")
+        if not isinstance(task_id, int):
+            continue
+        try:
+            url = converters.task_image_url(task, schema)
+        except TaskError as exc:
+            report.add(task_id, f"TaskError: {exc}")
+            continue
+        label = converters.annotated_label(task, schema)
+        if label is None:
+            unlabeled.append((task_id, url))
+        else:
+            labeled.append((task_id, url, label))
+    return LabeledSplit(labeled, unlabeled)
+
+
+def predictions_file(store: ModelStore, project_id: int, version: str):
+    return store.checkpoint_path(project_id, version).with_suffix(".predictions.json")
+
+
+def concat_outputs(parts: list) -> scoring.ScoreOutputs:
+    """Join the outputs of pool chunks scored one after another."""
+    mc = [p.mc_probs for p in parts]
+    return scoring.ScoreOutputs(
+        probs=np.concatenate([p.probs for p in parts]),
+        predicted_loss=np.concatenate([p.predicted_loss for p in parts]),
+        embedding=np.concatenate([p.embedding for p in parts]),
+        mc_probs=None if any(m is None for m in mc) else np.concatenate(mc, axis=1))
+
+
+def subset_outputs(outputs: scoring.ScoreOutputs, rows: np.ndarray) -> scoring.ScoreOutputs:
+    return scoring.ScoreOutputs(
+        probs=outputs.probs[rows], predicted_loss=outputs.predicted_loss[rows],
+        embedding=outputs.embedding[rows],
+        mc_probs=None if outputs.mc_probs is None else outputs.mc_probs[:, rows])
+
+
+def score_pool(model, model_config: ModelConfig, fetcher: ImageFetcher,
+               items: list[tuple[int, str]], report: FetchReport, settings: Settings,
+               on_progress: Callable[[int, int], None]):
+    """Score every (task id, url) in chunks so memory stays bounded; return ids + outputs."""
+    ids, parts = [], []
+    for start in range(0, len(items), SCORE_CHUNK_IMAGES):
+        chunk = fetcher.fetch_many(items[start:start + SCORE_CHUNK_IMAGES], report)
+        if chunk:
+            outputs = scoring.score(
+                model, [img for _, img in chunk], model_config,
+                batch_size=settings.score_batch_size, device=settings.device, seed=settings.seed,
+                mc_samples=MC_SAMPLES if strategies.needs_mc_samples(settings.strategy) else 0)
+            ids.extend(task_id for task_id, _ in chunk)
+            parts.append(outputs)
+        on_progress(min(start + SCORE_CHUNK_IMAGES, len(items)), len(items))
+    return ids, concat_outputs(parts) if parts else None
+
+
+def rank_for_label_studio(strategy: str, outputs, n_unlabeled: int, seed: int, budget: int):
+    """Scores for all scored tasks: unlabeled ones ranked by the strategy, labeled ones after them.
+
+    Returns (scores, clusters) aligned with the outputs' rows (unlabeled rows first).
+    """
+    n_total = len(outputs.predicted_loss)
+    pool = subset_outputs(outputs, np.arange(n_unlabeled))
+    labeled_embedding = outputs.embedding[n_unlabeled:] if n_total > n_unlabeled else None
+    ranking = strategies.rank(strategy, pool, seed=seed, budget=min(budget, n_unlabeled) or None,
+                              labeled_embedding=labeled_embedding)
+    # labeled tasks follow the pool, most uncertain first, so the tab's top is always work to do
+    labeled_order = n_unlabeled + np.argsort(-outputs.predicted_loss[n_unlabeled:], kind="stable")
+    full_order = np.concatenate([np.asarray(ranking.order, dtype=np.int64), labeled_order])
+    scores = strategies.ranking_to_scores(full_order)
+    clusters = None
+    if ranking.cluster is not None:
+        clusters = np.full(n_total, -1, dtype=np.int64)
+        clusters[:n_unlabeled] = ranking.cluster
+    return scores, clusters
+
+
+def run_training_round(settings: Settings, project_id: int, status: StatusCallback,
+                       client: LabelStudioClient | None = None,
+                       store: ModelStore | None = None) -> dict:
+    """Train, score, push and publish one new version. Returns the job summary."""
+    client = client or LabelStudioClient.from_settings(settings)
+    store = store or ModelStore(settings.model_dir, settings.keep_model_versions)
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    status(phase="fetching_tasks")
+    project = client.get_project(project_id)
+    schema = parse_image_classification(project.get("label_config"))
+    tasks = list(client.iter_tasks(project_id))
+    report = FetchReport()
+    split = split_tasks(tasks, schema, report)
+    timings["list_tasks_s"] = time.monotonic() - t0
+    log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs)", project_id, len(tasks),
+             len(split.labeled), len(split.unlabeled), timings["list_tasks_s"])
+
+    fetcher = ImageFetcher(client, settings.resolved_image_cache_dir,
+                           max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
+                           timeout_s=settings.image_fetch_timeout_s)
+    status(phase="downloading_training_images", annotated_tasks=len(split.labeled))
+    t = time.monotonic()
+    label_of = {task_id: label for task_id, _, label in split.labeled}
+    train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
+    timings["download_train_s"] = time.monotonic() - t
+    labels = list(schema.labels)
+    targets = [labels.index(label_of[tid]) for tid, _ in train_images]
+    if len(train_images) < settings.min_annotations_to_train:
+        summary = {"state": "skipped", "reason": (
+            f"{len(train_images)} usable annotated image(s); MIN_ANNOTATIONS_TO_TRAIN is "
+            f"{settings.min_annotations_to_train}"), "tasks": len(tasks),
+            "images": report.summary()}
+        log.info("project %s: training skipped: %s", project_id, summary["reason"])
+        return summary
+
+    status(phase="training", annotations_used=len(train_images))
+    t = time.monotonic()
+    model_config = model_config_from(settings)
+    train_config = train_config_from(settings)
+    last_progress = [0.0]
+
+    def on_train_progress(info: dict) -> None:
+        if time.monotonic() - last_progress[0] >= 1.0:   # throttle Redis writes
+            last_progress[0] = time.monotonic()
+            status(phase="training", training_progress=info)
+
+    result = trainer.train([img for _, img in train_images], targets, labels, model_config,
+                           train_config, progress=on_train_progress)
+    timings["train_s"] = time.monotonic() - t
+    version = new_version()
+    checkpoint_path = store.checkpoint_path(project_id, version)
+    model_checkpoint.save_checkpoint(checkpoint_path, result, extra={
+        "project_id": project_id, "version": version, "schema": schema.to_dict()})
+    log.info("project %s: trained %s on %d images in %.1fs: %s", project_id, version,
+             len(train_images), timings["train_s"], _short_metrics(result.metrics))
+
+    status(phase="scoring", model_version=version)
+    t = time.monotonic()
+    pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
+    n_unlabeled_requested = len(split.unlabeled)
+
+    def on_score_progress(done: int, total: int) -> None:
+        status(phase="scoring", scoring_progress={"done": done, "total": total})
+
+    ids, outputs = score_pool(result.model, model_config, fetcher, pool_items, report, settings,
+                              on_score_progress)
+    unlabeled_ids = {tid for tid, _ in split.unlabeled}
+    # fetch_many keeps input order, and the pool lists unlabeled tasks first
+    n_unlabeled = sum(1 for tid in ids if tid in unlabeled_ids)
+    timings["score_s"] = time.monotonic() - t
+    if outputs is None:
+        raise RuntimeError("no task image of the project could be scored: "
+                           + json.dumps(report.summary()))
+    scores, clusters = rank_for_label_studio(settings.strategy, outputs, n_unlabeled,
+                                             settings.seed, settings.query_batch_size)
+    predictions = build_predictions(ids, outputs.probs, scores, clusters, labels)
+    log.info("project %s: scored %d tasks (%d unlabeled of %d) with %s in %.1fs", project_id,
+             len(ids), n_unlabeled, n_unlabeled_requested, settings.strategy, timings["score_s"])
+
+    status(phase="pushing_predictions")
+    t = time.monotonic()
+    payload = [converters.import_payload(tid, pred, schema, version) for tid, pred in predictions]
+    for start in range(0, len(payload), settings.prediction_chunk_size):
+        client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
+    atomic_write_text(predictions_file(store, project_id, version), json.dumps({
+        "reference_predicted_loss": outputs.predicted_loss[:n_unlabeled].tolist(),
+        "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
+                             "cluster": p.cluster} for tid, p in predictions}}))
+    store.publish(project_id, version, info={"metrics": _plain(result.metrics),
+                                             "annotations_used": len(train_images)})
+    client.patch_project(project_id, {"model_version": version})
+    timings["push_s"] = time.monotonic() - t
+    log.info("project %s: pushed %d predictions of %s in %.1fs", project_id, len(payload),
+             version, timings["push_s"])
+
+    status(phase="updating_views")
+    from backend import ls_project   # local import: keeps this module's import graph small
+    ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)
+    if settings.set_uncertainty_sampling:
+        ls_project.set_uncertainty_sampling(client, project_id)
+
+    timings["total_s"] = time.monotonic() - t0
+    return {"state": "done", "model_version": version, "tasks": len(tasks),
+            "annotations_used": len(train_images), "predictions_pushed": len(payload),
+            "strategy": settings.strategy, "metrics": _plain(result.metrics),
+            "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+
+
+def build_predictions(ids: list[int], probs: np.ndarray, scores: np.ndarray,
+                      clusters: np.ndarray | None, labels: list[str]
+                      ) -> list[tuple[int, TaskPrediction]]:
+    top = probs.argmax(axis=1)
+    out = []
+    for row, task_id in enumerate(ids):
+        cluster = None if clusters is None or clusters[row] < 0 else int(clusters[row])
+        out.append((task_id, TaskPrediction(label=labels[int(top[row])],
+                                            probability=float(probs[row, top[row]]),
+                                            score=float(scores[row]), cluster=cluster)))
+    return out
+
+
+def _plain(metrics: dict) -> dict:
+    out = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, (np.floating, np.integer)):
+            value = value.item()
+        if isinstance(value, float):
+            value = round(value, 5)
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            out[key] = value
+    return out
+
+
+def _short_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in _plain(metrics).items())

@@ -1,0 +1,34 @@
+"""Queue wiring: the Redis connection and how a training job is put on the RQ queue."""
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue
+
+from backend import training_state
+from backend.settings import Settings
+
+TRAIN_JOB = "backend.jobs.run_training_job"
+REDIS_SOCKET_TIMEOUT_S = 2.0   # a webhook must answer within 1 s: fail fast when Redis is down
+
+
+def redis_connection(settings: Settings) -> Redis:
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set (scripts/serve.sh starts an embedded Redis)")
+    return Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                          socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
+
+
+def training_queue(settings: Settings, conn: Redis) -> Queue:
+    return Queue(settings.queue_name, connection=conn)
+
+
+def request_training(settings: Settings, conn: Redis, project_id: int, reason: str):
+    """Coalesced enqueue of one training job for a project (see training_state)."""
+    queue = training_queue(settings, conn)
+
+    def enqueue(job_id: str) -> None:
+        queue.enqueue(TRAIN_JOB, args=(int(project_id), reason), job_id=job_id,
+                      job_timeout=settings.job_timeout_s, result_ttl=7 * 24 * 3600,
+                      failure_ttl=7 * 24 * 3600, description=f"train project {project_id}: {reason}")
+
+    return training_state.request_training(conn, project_id, reason, enqueue)

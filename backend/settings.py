@@ -1,0 +1,195 @@
+"""The one typed, documented configuration object of the backend.
+
+Every tunable is read from the environment here and nowhere else, so a value has one source of
+truth and the README's settings table can be checked against this file (tests do so).
+Settings are read when a process starts (``Settings.from_env()``), never at import time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+
+class SettingsError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+def _doc(text: str, unit: str = "") -> dict:
+    return {"doc": text, "unit": unit}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Label Studio connection -------------------------------------------------------------
+    label_studio_url: str = field(default="http://127.0.0.1:8080", metadata=_doc(
+        "Base URL of Label Studio as the backend reaches it (images, predictions, project updates)."))
+    label_studio_api_key: str = field(default="", repr=False, metadata=_doc(
+        "Label Studio token: a personal access token (JWT, refreshed automatically) or a legacy token."))
+    label_studio_timeout_s: float = field(default=30.0, metadata=_doc(
+        "Timeout of one HTTP request to Label Studio.", "seconds"))
+    label_studio_retries: int = field(default=4, metadata=_doc(
+        "Retries of a failed Label Studio request (connection error, 5xx, 429) with exponential backoff.",
+        "attempts"))
+    # --- storage and queue ---------------------------------------------------------------------
+    model_dir: Path = field(default=Path("./data/models"), metadata=_doc(
+        "Directory holding one sub-directory per project with its versioned checkpoints."))
+    keep_model_versions: int = field(default=5, metadata=_doc(
+        "How many newest model versions to keep per project; older checkpoints are deleted.", "versions"))
+    image_cache_dir: Path | None = field(default=None, metadata=_doc(
+        "Where downloaded images are cached (default: MODEL_DIR/../image-cache)."))
+    redis_url: str = field(default="", metadata=_doc(
+        "Redis server for the job queue and training state. scripts/serve.sh starts an embedded one "
+        "when unset."))
+    queue_name: str = field(default="active-learning", metadata=_doc("RQ queue name."))
+    job_timeout_s: int = field(default=6 * 3600, metadata=_doc(
+        "Longest a training + scoring job may run before RQ stops it.", "seconds"))
+    # --- HTTP server ---------------------------------------------------------------------------
+    port: int = field(default=9090, metadata=_doc("Port of the HTTP backend.", "TCP port"))
+    basic_auth_user: str = field(default="", metadata=_doc(
+        "If set (with BASIC_AUTH_PASS), every endpoint but /health requires this HTTP basic auth user."))
+    basic_auth_pass: str = field(default="", repr=False, metadata=_doc("HTTP basic auth password."))
+    max_request_bytes: int = field(default=20 * 1024 * 1024, metadata=_doc(
+        "Largest request body accepted; larger bodies get 413.", "bytes"))
+    predict_max_tasks: int = field(default=200, metadata=_doc(
+        "Most tasks /predict answers with a model in one call; larger selections get an honest 'not "
+        "scored here' answer because Label Studio gives /predict 100 s. The background job scores "
+        "every task anyway.", "tasks"))
+    # --- retraining policy ---------------------------------------------------------------------
+    retrain_after_annotations: int = field(default=10, metadata=_doc(
+        "Annotation changes (created/updated/deleted) that trigger an automatic retrain; 0 disables "
+        "automatic retraining (Start Training still works).", "annotation events"))
+    min_annotations_to_train: int = field(default=2, metadata=_doc(
+        "Fewest usable annotated images a training job needs; below it the job records 'skipped'.",
+        "annotations"))
+    # --- what is pushed to Label Studio --------------------------------------------------------
+    strategy: str = field(default="learning_loss", metadata=_doc(
+        "Acquisition strategy whose ranking becomes the prediction score (see README)."))
+    query_batch_size: int = field(default=50, metadata=_doc(
+        "Size of the batch the diversity strategies (hybrid, coreset, badge) pick before the rest "
+        "follows by score; about how many tasks annotators label between retrains.", "tasks"))
+    prediction_chunk_size: int = field(default=500, metadata=_doc(
+        "Predictions per bulk import request to Label Studio.", "predictions"))
+    informative_view_title: str = field(default="Most informative first", metadata=_doc(
+        "Title of the Data Manager tab the backend keeps ordered by score ascending."))
+    set_uncertainty_sampling: bool = field(default=False, metadata=_doc(
+        "Also switch the project to Label Studio's 'Uncertainty sampling' so 'Label All Tasks' serves "
+        "the most informative task next."))
+    # --- images ---------------------------------------------------------------------------------
+    image_max_bytes: int = field(default=30 * 1024 * 1024, metadata=_doc(
+        "Largest image file downloaded.", "bytes"))
+    image_max_pixels: int = field(default=50_000_000, metadata=_doc(
+        "Largest image accepted (width x height); guards against decompression bombs.", "pixels"))
+    image_fetch_timeout_s: float = field(default=20.0, metadata=_doc(
+        "Timeout of one image download.", "seconds"))
+    allowed_image_hosts: tuple[str, ...] = field(default=(), metadata=_doc(
+        "Comma-separated extra hosts images may be fetched from besides LABEL_STUDIO_URL's host "
+        "(host or host:port)."))
+    local_files_document_root: Path | None = field(default=None, metadata=_doc(
+        "If set and shared with Label Studio, /data/local-files/?d=... images are read from this disk "
+        "directory instead of over HTTP."))
+    # --- model and training ---------------------------------------------------------------------
+    backbone: str = field(default="small_cnn", metadata=_doc(
+        "Network: small_cnn (fast on CPU), cifar_resnet18, or any torchvision classification model "
+        "name (resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)."))
+    pretrained_weights: Path | None = field(default=None, metadata=_doc(
+        "Local file with a state_dict to fine-tune from (no downloads happen at run time)."))
+    image_size: int = field(default=32, metadata=_doc("Square input size images are resized to.",
+                                                      "pixels"))
+    train_epochs: int = field(default=0, metadata=_doc(
+        "Training epochs; 0 scales them to the labeled-set size so a first retrain takes seconds.",
+        "epochs"))
+    train_batch_size: int = field(default=64, metadata=_doc("Training mini-batch size.", "images"))
+    lpm_loss: str = field(default="v1", metadata=_doc(
+        "Loss prediction module objective: v1 (margin ranking, paper), v2 (ranking BCE), mse."))
+    score_batch_size: int = field(default=128, metadata=_doc(
+        "Images per forward pass when scoring the project.", "images"))
+    device: str = field(default="auto", metadata=_doc(
+        "Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N."))
+    seed: int = field(default=0, metadata=_doc("Random seed of training and of random strategies."))
+    # --- logging --------------------------------------------------------------------------------
+    log_level: str = field(default="INFO", metadata=_doc("Python log level."))
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def resolved_image_cache_dir(self) -> Path:
+        return self.image_cache_dir or (self.model_dir.parent / "image-cache")
+
+    @property
+    def basic_auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Field name -> environment variable name (upper case of the field name)."""
+        return {f.name: f.name.upper() for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f, raw.strip())
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not self.label_studio_url.startswith(("http://", "https://")):
+            raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got "
+                                f"{self.label_studio_url!r}")
+        positive = ("label_studio_timeout_s", "keep_model_versions", "max_request_bytes",
+                    "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
+                    "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
+                    "job_timeout_s", "predict_max_tasks", "query_batch_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
+        if self.retrain_after_annotations < 0:
+            raise SettingsError("RETRAIN_AFTER_ANNOTATIONS must be >= 0")
+        if self.lpm_loss not in ("v1", "v2", "mse"):
+            raise SettingsError(f"LPM_LOSS must be v1, v2 or mse, got {self.lpm_loss!r}")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+
+    def describe(self) -> dict:
+        """Settings as plain data with secrets masked, for logs and /health."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not f.repr:
+                value = "***" if value else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+
+def _parse(f: dataclasses.Field, raw: str):
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "bool":
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("Path"):
+            return Path(raw).expanduser()
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if f.name == "label_studio_url":
+            return raw.rstrip("/")
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{f.name.upper()}={raw!r} is not a valid {kind}: {exc}") from None

@@ -1,0 +1,157 @@
+"""Per-project training state in Redis: coalescing of triggers, the run lock, visible progress.
+
+Invariants (tested against a real Redis):
+- at most one queued and one running training job per project;
+- a trigger while a job runs schedules exactly one follow-up;
+- annotation changes are counted, and reaching the threshold triggers a retrain.
+All keys live under ``al:`` and the Redis connection is always passed in, never global.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Callable
+
+from redis import Redis
+
+PREFIX = "al"
+LOCK_TTL_S = 120            # a running job renews its lock every LOCK_TTL_S / 4; a killed worker's
+                            # lock expires so the next trigger can run
+QUEUED_TTL_S = 7 * 24 * 3600
+
+
+def _key(project_id: int, name: str) -> str:
+    return f"{PREFIX}:project:{int(project_id)}:{name}"
+
+
+def projects_key() -> str:
+    return f"{PREFIX}:projects"
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- annotation change counting ----------------------------------------------------------------
+def count_changes(conn: Redis, project_id: int, n: int = 1) -> int:
+    conn.sadd(projects_key(), int(project_id))
+    return int(conn.incrby(_key(project_id, "changes"), n))
+
+
+def pending_changes(conn: Redis, project_id: int) -> int:
+    return int(conn.get(_key(project_id, "changes")) or 0)
+
+
+def take_changes(conn: Redis, project_id: int) -> int:
+    """Reset the counter at the start of a run; changes arriving later count toward the next."""
+    return int(conn.getset(_key(project_id, "changes"), 0) or 0)
+
+
+# --- coalescing ----------------------------------------------------------------------------------
+def new_job_id(project_id: int) -> str:
+    # unique (uuid), deterministic prefix so logs and RQ's registries show the project
+    return f"train-p{int(project_id)}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+def request_training(conn: Redis, project_id: int, reason: str,
+                     enqueue: Callable[[str], None]) -> tuple[bool, str | None]:
+    """Enqueue a training job unless one is already waiting; return (enqueued, waiting job id).
+
+    ``enqueue(job_id)`` puts the job on the queue. The queued marker is taken with SET NX so two
+    webhooks racing each other enqueue one job.
+    """
+    conn.sadd(projects_key(), int(project_id))
+    job_id = new_job_id(project_id)
+    if not conn.set(_key(project_id, "queued"), job_id, nx=True, ex=QUEUED_TTL_S):
+        existing = conn.get(_key(project_id, "queued"))
+        return False, existing.decode() if existing else None
+    try:
+        enqueue(job_id)
+    except Exception:
+        conn.delete(_key(project_id, "queued"))
+        raise
+    update_status(conn, project_id, last_queued_job_id=job_id, last_queued_at=now_iso(),
+                  last_queued_reason=reason)
+    return True, job_id
+
+
+def queued_job(conn: Redis, project_id: int) -> str | None:
+    value = conn.get(_key(project_id, "queued"))
+    return value.decode() if value else None
+
+
+class RunLock:
+    """The per-project lock a running job holds, renewed by a heartbeat thread."""
+
+    def __init__(self, conn: Redis, project_id: int, job_id: str, ttl_s: int = LOCK_TTL_S):
+        self.conn, self.project_id, self.job_id, self.ttl_s = conn, project_id, job_id, ttl_s
+        self.key = _key(project_id, "lock")
+
+    def acquire(self) -> bool:
+        return bool(self.conn.set(self.key, self.job_id, nx=True, ex=self.ttl_s))
+
+    def renew(self) -> bool:
+        # only renew our own lock (compare-and-expire in one Lua call)
+        return bool(self.conn.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end",
+            1, self.key, self.job_id, self.ttl_s))
+
+    def release(self) -> None:
+        self.conn.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+            "else return 0 end", 1, self.key, self.job_id)
+
+
+def start_run(conn: Redis, project_id: int, job_id: str) -> RunLock | None:
+    """Called when a job starts. Returns the held lock, or None when another run holds it.
+
+    When another job runs, this one marks a follow-up (the running job enqueues it at its end)
+    and gives up, so two jobs of one project never train at once even with several workers.
+    """
+    lock = RunLock(conn, project_id, job_id)
+    # this job is no longer "queued": new triggers from now on enqueue the follow-up
+    conn.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+              "else return 0 end", 1, _key(project_id, "queued"), job_id)
+    if not lock.acquire():
+        conn.set(_key(project_id, "followup"), 1, ex=QUEUED_TTL_S)
+        return None
+    return lock
+
+
+def finish_run(conn: Redis, lock: RunLock, request_followup: Callable[[], None]) -> bool:
+    """Release the lock; if a follow-up was asked for meanwhile, request exactly one."""
+    lock.release()
+    if conn.delete(_key(lock.project_id, "followup")):
+        request_followup()
+        return True
+    return False
+
+
+def running_job(conn: Redis, project_id: int) -> str | None:
+    value = conn.get(_key(project_id, "lock"))
+    return value.decode() if value else None
+
+
+# --- visible progress ------------------------------------------------------------------------
+def update_status(conn: Redis, project_id: int, **fields) -> None:
+    key = _key(project_id, "status")
+    conn.hset(key, mapping={k: json.dumps(v) for k, v in fields.items()})
+
+
+def get_status(conn: Redis, project_id: int) -> dict:
+    raw = conn.hgetall(_key(project_id, "status"))
+    out = {k.decode(): json.loads(v) for k, v in raw.items()}
+    out["pending_annotation_changes"] = pending_changes(conn, project_id)
+    out["queued_job_id"] = queued_job(conn, project_id)
+    out["running_job_id"] = running_job(conn, project_id)
+    return out
+
+
+def known_projects(conn: Redis) -> list[int]:
+    return sorted(int(p) for p in conn.smembers(projects_key()))
+
+
+def remember_last_seen(conn: Redis, project_id: int, event: str) -> None:
+    update_status(conn, project_id, last_event=event, last_event_at=now_iso())

@@ -1,0 +1,67 @@
+import pytest
+
+from backend import converters
+from backend.converters import TaskError, TaskPrediction
+from backend.labeling_config import parse_image_classification
+from tests.unit.backend.test_labeling_config import DIGITS
+
+SCHEMA = parse_image_classification(DIGITS)
+
+
+def annotation(label, **extra):
+    return {"result": [{"from_name": "digit", "to_name": "image", "type": "choices",
+                        "value": {"choices": [label]}}], **extra}
+
+
+@pytest.mark.parametrize("value, expected", [(7, 7), ("7", 7), ("7.1700000000", 7),
+                                             ({"id": 7, "title": "x"}, 7)])
+def test_project_ids_in_every_form_label_studio_sends(value, expected):
+    assert converters.parse_project_id(value) == expected
+
+
+@pytest.mark.parametrize("value", [None, "", "abc", {}, 0, -3, True, "x.1"])
+def test_bad_project_ids_are_refused(value):
+    with pytest.raises(ValueError):
+        converters.parse_project_id(value)
+
+
+def test_image_url_comes_from_the_configured_key():
+    assert converters.task_image_url({"data": {"image": " /data/upload/1/a.png "}}, SCHEMA) == \
+        "/data/upload/1/a.png"
+    for bad in ({}, {"data": None}, {"data": {"img": "x"}}, {"data": {"image": 3}}):
+        with pytest.raises(TaskError):
+            converters.task_image_url(bad, SCHEMA)
+
+
+def test_newest_usable_annotation_wins_and_cancelled_ones_are_ignored():
+    task = {"annotations": [
+        annotation("0", id=1, updated_at="2026-01-01T00:00:00Z"),
+        annotation("1", id=2, updated_at="2026-01-02T00:00:00Z"),
+        annotation("two", id=3, updated_at="2026-01-03T00:00:00Z", was_cancelled=True),
+    ]}
+    assert converters.annotated_label(task, SCHEMA) == "1"
+
+
+def test_labels_outside_the_config_and_other_controls_are_not_training_data():
+    task = {"annotations": [annotation("9"), {"result": [{"from_name": "other", "type": "choices",
+                                                          "value": {"choices": ["0"]}}]}]}
+    assert converters.annotated_label(task, SCHEMA) is None
+    assert converters.annotated_label({"annotations": []}, SCHEMA) is None
+
+
+def test_prediction_payload_is_a_choices_result_with_score_and_version():
+    payload = converters.prediction_payload(TaskPrediction("two", 0.91234567, 0.25, cluster=3),
+                                            SCHEMA, "al-20260101-000000-abcdef")
+    assert payload["score"] == 0.25 and payload["cluster"] == 3
+    assert payload["model_version"] == "al-20260101-000000-abcdef"
+    (result,) = payload["result"]
+    assert result["from_name"] == "digit" and result["to_name"] == "image"
+    assert result["value"] == {"choices": ["two"]} and result["type"] == "choices"
+    item = converters.import_payload(12, TaskPrediction("0", 0.5, 0.1), SCHEMA, "v")
+    assert item["task"] == 12 and "cluster" not in item
+
+
+def test_untrained_answer_is_honest():
+    payload = converters.untrained_payload()
+    assert payload["result"] == [] and payload["model_version"] == "untrained"
+    assert 0.0 <= payload["score"] <= 1.0

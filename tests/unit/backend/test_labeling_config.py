@@ -1,0 +1,32 @@
+import pytest
+
+from backend.labeling_config import UnsupportedConfig, parse_image_classification
+
+DIGITS = """<View><Image name="image" value="$image"/>
+<Choices name="digit" toName="image" choice="single"><Choice value="0"/><Choice value="1"/>
+<Choice value="2" alias="two"/></Choices></View>"""
+
+
+def test_image_classification_is_parsed_with_labels_in_config_order():
+    schema = parse_image_classification(DIGITS)
+    assert schema.from_name == "digit" and schema.to_name == "image"
+    assert schema.image_key == "image"
+    assert schema.labels == ("0", "1", "two")   # alias is what Label Studio stores in results
+
+
+@pytest.mark.parametrize("config, reason", [
+    ("", "no labeling config"),
+    ("<View><Image", "not valid XML"),
+    ('<View><Text name="t" value="$text"/><Choices name="c" toName="t"><Choice value="a"/>'
+     '<Choice value="b"/></Choices></View>', "image classification"),
+    ('<View><Image name="i" value="$img"/><RectangleLabels name="r" toName="i">'
+     '<Label value="a"/></RectangleLabels></View>', "RectangleLabels"),
+    ('<View><Image name="i" value="$img"/><Choices name="a" toName="i"><Choice value="x"/>'
+     '<Choice value="y"/></Choices><Choices name="b" toName="i"><Choice value="x"/>'
+     '<Choice value="y"/></Choices></View>', "several"),
+    ('<View><Image name="i" value="$img"/><Choices name="a" toName="i"><Choice value="x"/>'
+     '</Choices></View>', "at least 2"),
+])
+def test_unsupported_configs_are_refused_with_a_reason(config, reason):
+    with pytest.raises(UnsupportedConfig, match=reason):
+        parse_image_classification(config)

@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from backend.settings import Settings, SettingsError
+
+
+def test_defaults_are_valid_and_documented():
+    settings = Settings.from_env({})
+    assert settings.port == 9090
+    assert settings.strategy
+    import dataclasses
+    for f in dataclasses.fields(Settings):
+        assert f.metadata.get("doc"), f"{f.name} has no documentation"
+
+
+def test_environment_values_are_parsed_by_type():
+    settings = Settings.from_env({
+        "PORT": "9191", "LABEL_STUDIO_URL": "http://ls:8080/", "MODEL_DIR": "/tmp/m",
+        "SET_UNCERTAINTY_SAMPLING": "yes", "ALLOWED_IMAGE_HOSTS": "a.example, b.example:81",
+        "LABEL_STUDIO_TIMEOUT_S": "2.5", "PRETRAINED_WEIGHTS": "/w.pt"})
+    assert settings.port == 9191
+    assert settings.label_studio_url == "http://ls:8080"
+    assert settings.model_dir == Path("/tmp/m")
+    assert settings.set_uncertainty_sampling is True
+    assert settings.allowed_image_hosts == ("a.example", "b.example:81")
+    assert settings.label_studio_timeout_s == 2.5
+    assert settings.pretrained_weights == Path("/w.pt")
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"PORT": "abc"}, "PORT"),
+    ({"LABEL_STUDIO_URL": "ftp://x"}, "LABEL_STUDIO_URL"),
+    ({"PREDICTION_CHUNK_SIZE": "0"}, "PREDICTION_CHUNK_SIZE"),
+    ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH"),
+    ({"LPM_LOSS": "hinge"}, "LPM_LOSS"),
+    ({"SET_UNCERTAINTY_SAMPLING": "maybe"}, "SET_UNCERTAINTY_SAMPLING"),
+])
+def test_bad_values_name_the_variable(env, needle):
+    with pytest.raises(SettingsError, match=needle):
+        Settings.from_env(env)
+
+
+def test_secrets_are_masked_in_description():
+    settings = Settings.from_env({"LABEL_STUDIO_API_KEY": "secret-token-123",
+                                  "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p4ss"})
+    text = repr(settings) + str(settings.describe())
+    assert "secret-token-123" not in text and "p4ss" not in text
+    assert settings.describe()["label_studio_api_key"] == "***"
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    missing = [env for env in Settings.env_names().values() if f"`{env}`" not in readme]
+    assert not missing, f"README lacks settings: {missing}"
