@@ -1,0 +1,46 @@
+"""Image classifier + Loss Prediction Module (Learning Loss for Active Learning) and the
+acquisition strategies that rank an unlabeled pool. Knows torch, torchvision, numpy and PIL only."""
+
+from model.checkpoint import CheckpointError, LoadedModel, load_checkpoint, save_checkpoint
+from model.config import ModelConfig, TrainConfig
+from model.data import ImageError, images_to_tensor, load_image_bytes, to_rgb_image
+from model.networks import LossLearningNet, NetOutput, build_network
+from model.scoring import ScoreOutputs, score
+from model.strategies import (
+    STRATEGIES,
+    Ranking,
+    informativeness_values,
+    needs_mc_samples,
+    rank,
+    ranking_to_scores,
+    value_to_score,
+)
+from model.trainer import TrainingError, TrainResult, train
+
+__all__ = [
+    "STRATEGIES",
+    "CheckpointError",
+    "ImageError",
+    "LoadedModel",
+    "LossLearningNet",
+    "ModelConfig",
+    "NetOutput",
+    "Ranking",
+    "ScoreOutputs",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "build_network",
+    "images_to_tensor",
+    "informativeness_values",
+    "load_checkpoint",
+    "load_image_bytes",
+    "needs_mc_samples",
+    "rank",
+    "ranking_to_scores",
+    "save_checkpoint",
+    "score",
+    "to_rgb_image",
+    "train",
+    "value_to_score",
+]

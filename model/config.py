@@ -1,0 +1,168 @@
+"""Settings of the network and of its training, as plain frozen dataclasses.
+
+Both are JSON-serialisable with ``dataclasses.asdict`` and are rebuilt with ``from_dict``, which
+ignores unknown keys (so a checkpoint written by a newer version with extra fields still loads) and
+turns JSON lists back into tuples. Every tunable is a documented field; units are in the comment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, TypeVar
+
+_Config = TypeVar("_Config", bound="_FromDict")
+
+LPM_LOSSES = ("v1", "v2", "mse")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+class _FromDict:
+    """``from_dict`` shared by both configs: unknown keys are ignored, lists become tuples."""
+
+    @classmethod
+    def from_dict(cls: type[_Config], data: Mapping[str, Any]) -> _Config:
+        known = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs = {}
+        for key, value in data.items():
+            if key not in known:
+                continue
+            # JSON has no tuples; the frozen configs hold tuples so that they stay hashable.
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class ModelConfig(_FromDict):
+    # "small_cnn" (our own 3-block CNN, fast on CPU), "cifar_resnet18" (the paper's network:
+    # torchvision resnet18 with a 3x3 stride-1 stem and no max-pool), or any torchvision
+    # classification model name (resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...).
+    backbone: str = "small_cnn"
+    # Side of the square the images are resized to, in pixels.
+    image_size: int = 32
+    # 3: images are converted to RGB; 1: to grayscale (small_cnn only, torchvision nets expect RGB).
+    channels: int = 3
+    # Per-channel normalisation applied after scaling pixels to [0, 1].
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    # Training-time augmentation, the paper's: random crop after zero padding + optional flip.
+    augment: bool = True
+    # Horizontal flip during augmentation. Off by default: it is wrong for digits, text, arrows.
+    hflip: bool = False
+    # Zero padding before the random crop, in pixels at image_size 32; scaled with image_size
+    # (the paper pads CIFAR's 32 px images by 4).
+    crop_padding: int = 4
+    # Feature-extraction node names (torchvision.models.feature_extraction) fed to the loss
+    # prediction module. None = the backbone family's default (see networks.default_taps).
+    taps: tuple[str, ...] | None = None
+    # Width of each tap's FC layer inside the loss prediction module, in units (paper: 128).
+    lpm_width: int = 128
+    # Local file with a state_dict (torch.save) to start from; loaded with weights_only=True, the
+    # classifier head is re-initialised when its shape differs. Never downloaded.
+    pretrained_weights: str | None = None
+    # Dropout probability before the classifier head. It regularises tiny labeled sets and is
+    # what MC-dropout (BALD) samples; 0 disables both.
+    dropout: float = 0.2
+    # Channels of small_cnn's first block, doubled in each following block (16-32-64). 16 trains
+    # ~2x faster on CPU than 32 for a small loss in LPM ranking quality. Ignored by others.
+    small_cnn_width: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.backbone:
+            raise ValueError("backbone must be a non-empty name")
+        if self.image_size < 4:
+            raise ValueError(f"image_size must be >= 4 pixels, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(
+                f"mean and std need one value per channel ({self.channels}), "
+                f"got {len(self.mean)} and {len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}")
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0 pixels, got {self.crop_padding}")
+        if self.taps is not None and len(self.taps) == 0:
+            raise ValueError("taps must name at least one node, or be None for the default")
+        if self.lpm_width < 1:
+            raise ValueError(f"lpm_width must be >= 1, got {self.lpm_width}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.small_cnn_width < 1:
+            raise ValueError(f"small_cnn_width must be >= 1, got {self.small_cnn_width}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_FromDict):
+    # Passes over the labeled set. 0 = auto (see trainer.auto_epochs):
+    # epochs = clamp(ceil(auto_target_steps / batches_per_epoch), auto_min_epochs, auto_max_epochs),
+    # i.e. roughly a fixed number of optimizer steps, so tens of images train in seconds and
+    # large sets still see every image at least auto_min_epochs times.
+    epochs: int = 0
+    auto_target_steps: int = 600
+    auto_min_epochs: int = 10
+    auto_max_epochs: int = 100
+    # Images per optimizer step (the paper: 128; 64 keeps tiny sets at several steps per epoch).
+    batch_size: int = 64
+    # "sgd" (momentum, the paper's) or "adamw".
+    optimizer: str = "sgd"
+    # Learning rate. 0.1 is the paper's for SGD with batch 128; 0.05 is steadier on tiny sets.
+    # For adamw use ~1e-3.
+    lr: float = 0.05
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4
+    # The learning rate is multiplied by lr_gamma once this fraction of epochs is done
+    # (paper: epoch 160 of 200 = 0.8).
+    lr_milestone_fraction: float = 0.8
+    lr_gamma: float = 0.1
+    # Loss prediction objective: "v1" pairwise margin ranking (paper), "v2" pairwise ranking BCE
+    # (TA-VAAL), "mse" regression on the per-sample loss (worse in the paper; kept as an option).
+    lpm_loss: str = "v1"
+    lpm_weight: float = 1.0  # lambda: weight of the LPM loss in the joint objective
+    margin: float = 1.0  # xi: margin of the v1 ranking hinge
+    # After this fraction of epochs the features fed to the LPM are detached, so the LPM stops
+    # shaping the backbone (paper: epoch 120 of 200 = 0.6). 1.0 = never detach.
+    detach_fraction: float = 0.6
+    seed: int = 0
+    # "auto" -> "cuda" when available, else "cpu"; or any torch device string.
+    device: str = "auto"
+    # Weight the classification loss by inverse class frequency (clipped to max_class_weight) so
+    # rare classes are not ignored. The LPM's target stays the unweighted per-sample loss.
+    class_balance: bool = True
+    max_class_weight: float = 10.0
+    # Mixed precision and channels_last memory format; only applied on CUDA.
+    amp: bool = True
+    # Fraction of the labeled images held out (stratification-free random split) to report
+    # val_acc and lpm_spearman in the metrics; 0 trains on everything. Skipped when fewer than
+    # 2 images would remain for training.
+    val_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0 (0 = auto), got {self.epochs}")
+        if self.auto_target_steps < 1 or self.auto_min_epochs < 1:
+            raise ValueError("auto_target_steps and auto_min_epochs must be >= 1")
+        if self.auto_max_epochs < self.auto_min_epochs:
+            raise ValueError("auto_max_epochs must be >= auto_min_epochs")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (ranking pairs), got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lpm_loss not in LPM_LOSSES:
+            raise ValueError(f"lpm_loss must be one of {LPM_LOSSES}, got {self.lpm_loss!r}")
+        if self.lpm_weight < 0 or self.margin < 0 or self.weight_decay < 0:
+            raise ValueError("lpm_weight, margin and weight_decay must be >= 0")
+        for name in ("lr_milestone_fraction", "detach_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.max_class_weight < 1.0:
+            raise ValueError(f"max_class_weight must be >= 1, got {self.max_class_weight}")

@@ -1,0 +1,90 @@
+"""Every supported family builds with its LPM taps; pretrained weights load from a local file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from model import LossLearningNet, ModelConfig, build_network
+
+FAMILIES = [
+    ("small_cnn", 32, ("block1", "block2", "block3")),
+    ("cifar_resnet18", 32, ("layer1", "layer2", "layer3", "layer4")),
+    ("resnet18", 32, ("layer1", "layer2", "layer3", "layer4")),
+    ("resnet34", 32, ("layer1", "layer2", "layer3", "layer4")),
+    ("resnet50", 32, ("layer1", "layer2", "layer3", "layer4")),
+    ("mobilenet_v3_small", 32, None),
+    ("mobilenet_v3_large", 32, None),
+    ("efficientnet_b0", 32, None),
+    ("convnext_tiny", 32, ("features.1", "features.3", "features.5", "features.7")),
+]
+
+
+@pytest.mark.parametrize("backbone,size,expected_taps", FAMILIES)
+def test_family_builds_with_taps_and_gives_three_outputs(backbone, size, expected_taps):
+    torch.manual_seed(0)
+    model = build_network(ModelConfig(backbone=backbone, image_size=size), num_classes=5)
+    assert isinstance(model, LossLearningNet)
+    if expected_taps is not None:
+        assert model.taps == expected_taps
+    assert 2 <= len(model.taps) <= 4
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        with torch.no_grad():
+            out = model(torch.randn(2, 3, size, size))
+        assert out.logits.shape == (2, 5)
+        assert out.predicted_loss.shape == (2,)
+        assert out.embedding.shape == (2, model.embedding_dim)
+        assert torch.isfinite(out.predicted_loss).all()
+
+
+def test_cifar_resnet18_keeps_full_resolution_in_the_stem():
+    model = build_network(ModelConfig(backbone="cifar_resnet18", image_size=32), num_classes=10)
+    conv1 = model.features.conv1
+    assert conv1.kernel_size == (3, 3) and conv1.stride == (1, 1)
+    assert isinstance(model.features.maxpool, torch.nn.Identity)
+
+
+def test_custom_taps_and_a_clear_error_for_unknown_ones():
+    model = build_network(ModelConfig(backbone="resnet18", image_size=32, taps=("layer3", "layer4")), 3)
+    assert model.taps == ("layer3", "layer4") and len(model.lpm.branches) == 2
+    with pytest.raises(ValueError, match="taps"):
+        build_network(ModelConfig(backbone="resnet18", image_size=32, taps=("nope",)), 3)
+
+
+def test_unknown_backbone_and_too_small_input_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_network(ModelConfig(backbone="resnet9000"), 3)
+    with pytest.raises(ValueError, match="image_size"):
+        build_network(ModelConfig(backbone="alexnet", image_size=32), 3)
+
+
+def test_pretrained_weights_load_from_a_local_file_with_a_new_head(tmp_path):
+    torch.manual_seed(1)
+    source = torchvision.models.resnet18(weights=None, num_classes=1000)
+    path = tmp_path / "resnet18.pt"
+    torch.save(source.state_dict(), path)
+    model = build_network(ModelConfig(backbone="resnet18", image_size=32, pretrained_weights=str(path)), 4)
+    torch.testing.assert_close(model.features.conv1.weight, source.conv1.weight)
+    torch.testing.assert_close(model.features.get_submodule("layer4.1.conv2").weight, source.layer4[1].conv2.weight)
+    assert model.head.out_features == 4  # head replaced for our classes
+
+
+def test_pretrained_head_is_kept_when_it_fits(tmp_path):
+    source = torchvision.models.mobilenet_v3_small(weights=None, num_classes=3)
+    path = tmp_path / "mnv3.pt"
+    torch.save({"state_dict": source.state_dict()}, path)  # wrapped dicts are unwrapped
+    model = build_network(ModelConfig(backbone="mobilenet_v3_small", pretrained_weights=str(path)), 3)
+    torch.testing.assert_close(model.head.weight, source.classifier[3].weight)
+
+
+def test_wrong_pretrained_weights_fail_loudly(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="do not fit"):
+        build_network(ModelConfig(backbone="resnet18", pretrained_weights=str(path)), 3)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot load pretrained"):
+        build_network(ModelConfig(pretrained_weights=str(garbage)), 3)
