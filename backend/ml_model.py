@@ -41,7 +41,7 @@ class _StoredPredictions:
                     cls._cache[key] = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError) as exc:
                     log.warning("stored predictions %s unreadable (%s)", path, exc)
-                    return {"tasks": {}, "reference_predicted_loss": []}
+                    return {"tasks": {}, "reference_values": []}
                 if len(cls._cache) > 64:
                     cls._cache.pop(next(iter(cls._cache)))
             return cls._cache[key]
@@ -104,7 +104,8 @@ class ActiveLearningModel(LabelStudioMLBase):
             to_compute = to_compute[:self.settings.predict_max_tasks]
         if to_compute:
             self._compute(to_compute, answers, published.version,
-                          np.asarray(stored.get("reference_predicted_loss") or [], dtype=np.float64))
+                          np.asarray(stored.get("reference_values") or [], dtype=np.float64),
+                          stored.get("strategy") or self.settings.strategy)
         return answers
 
     def _placeholder(self, reason: str) -> dict:
@@ -113,7 +114,9 @@ class ActiveLearningModel(LabelStudioMLBase):
         log.info("project %s: task not scored: %s", self.project_id, reason)
         return payload
 
-    def _compute(self, items, answers, version: str, reference: np.ndarray) -> None:
+    def _compute(self, items, answers, version: str, reference: np.ndarray, strategy: str) -> None:
+        """Score tasks the last round did not see; map their informativeness onto the score scale
+        of that round (its pool is the reference), so old and new scores sort together."""
         from model import scoring, strategies
         loaded = self.store.load_published(self.project_id, device=self.settings.device)
         if loaded is None:
@@ -131,13 +134,13 @@ class ActiveLearningModel(LabelStudioMLBase):
             answers[position_of[task_id]] = self._placeholder(reason)
         if not fetched:
             return
-        outputs = scoring.score(loaded.model, [img for _, img in fetched], loaded.model_config,
-                                batch_size=self.settings.score_batch_size,
-                                device=self.settings.device)
-        if reference.size:
-            scores = strategies.value_to_score(outputs.predicted_loss, reference)
-        else:
-            scores = strategies.value_to_score(outputs.predicted_loss, outputs.predicted_loss)
+        outputs = scoring.score(
+            loaded.model, [img for _, img in fetched], loaded.model_config,
+            batch_size=self.settings.score_batch_size, device=self.settings.device,
+            mc_samples=(self.settings.mc_dropout_samples
+                        if strategies.needs_mc_samples(strategy) else 0))
+        values = strategies.informativeness_values(strategy, outputs, seed=self.settings.seed)
+        scores = strategies.value_to_score(values, reference if reference.size else values)
         labels = list(loaded.labels)
         for row, (task_id, _) in enumerate(fetched):
             top = int(outputs.probs[row].argmax())

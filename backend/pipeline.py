@@ -27,7 +27,6 @@ from model.config import ModelConfig, TrainConfig
 log = logging.getLogger(__name__)
 StatusCallback = Callable[..., None]
 SCORE_CHUNK_IMAGES = 1024   # images held in memory at once while scoring the pool
-MC_SAMPLES = 10             # stochastic forward passes for BALD (MC dropout)
 
 
 def model_config_from(settings: Settings) -> ModelConfig:
@@ -99,7 +98,8 @@ def score_pool(model, model_config: ModelConfig, fetcher: ImageFetcher,
             outputs = scoring.score(
                 model, [img for _, img in chunk], model_config,
                 batch_size=settings.score_batch_size, device=settings.device, seed=settings.seed,
-                mc_samples=MC_SAMPLES if strategies.needs_mc_samples(settings.strategy) else 0)
+                mc_samples=(settings.mc_dropout_samples
+                            if strategies.needs_mc_samples(settings.strategy) else 0))
             ids.extend(task_id for task_id, _ in chunk)
             parts.append(outputs)
         on_progress(min(start + SCORE_CHUNK_IMAGES, len(items)), len(items))
@@ -213,8 +213,13 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     payload = [converters.import_payload(tid, pred, schema, version) for tid, pred in predictions]
     for start in range(0, len(payload), settings.prediction_chunk_size):
         client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
+    pool_outputs = subset_outputs(outputs, np.arange(n_unlabeled))
+    reference = strategies.informativeness_values(
+        settings.strategy, pool_outputs, labeled_embedding=outputs.embedding[n_unlabeled:],
+        seed=settings.seed)
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
-        "reference_predicted_loss": outputs.predicted_loss[:n_unlabeled].tolist(),
+        "strategy": settings.strategy,
+        "reference_values": np.asarray(reference, dtype=float).tolist(),
         "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
                              "cluster": p.cluster} for tid, p in predictions}}))
     store.publish(project_id, version, info={"metrics": _plain(result.metrics),

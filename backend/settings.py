@@ -106,6 +106,8 @@ class Settings:
         "Loss prediction module objective: v1 (margin ranking, paper), v2 (ranking BCE), mse."))
     score_batch_size: int = field(default=128, metadata=_doc(
         "Images per forward pass when scoring the project.", "images"))
+    mc_dropout_samples: int = field(default=10, metadata=_doc(
+        "Stochastic forward passes per image for the bald strategy (MC dropout).", "passes"))
     device: str = field(default="auto", metadata=_doc(
         "Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N."))
     seed: int = field(default=0, metadata=_doc("Random seed of training and of random strategies."))
@@ -146,7 +148,7 @@ class Settings:
         positive = ("label_studio_timeout_s", "keep_model_versions", "max_request_bytes",
                     "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
                     "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
-                    "job_timeout_s", "predict_max_tasks", "query_batch_size")
+                    "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")

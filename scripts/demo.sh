@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The demo, on a fresh machine: installs what is missing, starts a real Label Studio 1.23.2 and
+# this backend (embedded Redis + worker), creates a digits project, connects the backend and
+# prints the URL and login. Ctrl-C stops everything; data stays in ./demo-data.
+#   scripts/demo.sh                       serve until Ctrl-C
+#   scripts/demo.sh --auto-annotate 40    also label 40 images as a simulated annotator and train
+#   scripts/demo.sh --help                all options
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$REPO_ROOT"
+ensure_venv
+ensure_ls_venv
+export VENV_DIR LS_VENV_DIR
+exec "$PY" "$REPO_ROOT/scripts/demo.py" "$@"
