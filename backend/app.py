@@ -50,6 +50,8 @@ def _json_body() -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _BadRequest("request body is not valid JSON") from None
+    except RecursionError:   # e.g. [[[[...]]]] nested deeper than the interpreter's stack
+        raise _BadRequest("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise _BadRequest("request body must be a JSON object")
     return body
@@ -178,14 +180,22 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise _BadRequest("/predict needs 'tasks': a list of task objects")
+        ids = [t.get("id") for t in tasks]
+        # answers are matched to tasks by id: ids must be present, integers and unique
+        if not all(type(i) is int for i in ids) or len(set(ids)) != len(ids):
+            raise _BadRequest("/predict needs every task to have a unique integer 'id'")
         try:
             project_id = parse_project_id(body.get("project"))
         except ValueError as exc:
             raise _BadRequest(f"/predict needs a project: {exc}")
+        # refuse a bad config (UnsupportedConfig -> 400) before LabelStudioMLBase parses it
+        parse_image_classification(body.get("label_config"))
+        params = body.get("params")
         from backend.ml_model import ActiveLearningModel   # imports torch lazily
         model = ActiveLearningModel(label_config=body.get("label_config"), project_id=project_id,
                                     settings=settings, store=store)
-        results = model.predict(tasks, context=(body.get("params") or {}).get("context"))
+        results = model.predict(tasks, context=params.get("context")
+                                if isinstance(params, dict) else None)
         log.info("project %s: /predict %d task(s) with %s in %.2fs", project_id, len(tasks),
                  model.model_version, time.monotonic() - started)
         return jsonify({"results": results, "model_version": model.model_version})
@@ -203,7 +213,8 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
             return jsonify({"status": "ignored", "action": decision.action,
                             "reason": decision.reason})
         if decision.kind == "train":
-            labeling = (body.get("project") or {}).get("label_config")
+            project = body.get("project")
+            labeling = project.get("label_config") if isinstance(project, dict) else None
             if labeling:
                 try:
                     parse_image_classification(labeling)

@@ -21,7 +21,17 @@ export LABEL_STUDIO_URL="${LABEL_STUDIO_URL:-http://127.0.0.1:8080}"
 [[ -n "${LABEL_STUDIO_API_KEY:-}" ]] || log "warning: LABEL_STUDIO_API_KEY is empty: training cannot read Label Studio"
 
 # Fail before starting anything if a setting is wrong (the message names the variable).
-"$PY" -c "from backend.settings import Settings; Settings.from_env()"
+"$PY" - <<'PYCHECK'
+import sys
+from backend.settings import Settings, SettingsError
+from model.strategies import STRATEGIES
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:
+    sys.exit(f"error: {exc}")
+if settings.strategy not in STRATEGIES:
+    sys.exit(f"error: STRATEGY={settings.strategy!r} is unknown; known: {', '.join(sorted(STRATEGIES))}")
+PYCHECK
 
 children=()
 stop_all() {
