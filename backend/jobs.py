@@ -60,6 +60,7 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
         summary = run_training_round(settings, project_id, status)
         status(state=summary["state"], phase="finished", finished_at=training_state.now_iso(),
                duration_s=round(time.monotonic() - started, 2), last_summary=summary,
+               annotated_tasks=summary.get("annotated_tasks"),
                **({"model_version": summary["model_version"],
                    "annotations_used": summary["annotations_used"],
                    "metrics": summary["metrics"]} if summary["state"] == "done" else {}))
@@ -67,6 +68,11 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
                  time.monotonic() - started)
         return summary
     except Exception as exc:
+        # remember the annotated-task count this round saw, so the reconciler does not retry a
+        # failing round every pass: it retrains once the count drifts again
+        seen = training_state.get_status(conn, project_id).get("annotated_tasks_in_round")
+        if seen is not None:
+            status(annotated_tasks=seen)
         status(state="failed", phase="failed", finished_at=training_state.now_iso(),
                duration_s=round(time.monotonic() - started, 2),
                error=f"{type(exc).__name__}: {exc}"[:2000])

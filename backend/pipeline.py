@@ -149,7 +149,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     fetcher = ImageFetcher(client, settings.resolved_image_cache_dir,
                            max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
                            timeout_s=settings.image_fetch_timeout_s)
-    status(phase="downloading_training_images", annotated_tasks=len(split.labeled))
+    status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled))
     t = time.monotonic()
     label_of = {task_id: label for task_id, _, label in split.labeled}
     train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
@@ -160,6 +160,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
         summary = {"state": "skipped", "reason": (
             f"{len(train_images)} usable annotated image(s); MIN_ANNOTATIONS_TO_TRAIN is "
             f"{settings.min_annotations_to_train}"), "tasks": len(tasks),
+            "annotated_tasks": len(split.labeled),
             "images": report.summary()}
         log.info("project %s: training skipped: %s", project_id, summary["reason"])
         return summary
@@ -237,6 +238,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     timings["total_s"] = time.monotonic() - t0
     return {"state": "done", "model_version": version, "tasks": len(tasks),
+            "annotated_tasks": len(split.labeled),
             "annotations_used": len(train_images), "predictions_pushed": len(payload),
             "strategy": settings.strategy, "metrics": _plain(result.metrics),
             "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}

@@ -61,6 +61,10 @@ class Settings:
     retrain_after_annotations: int = field(default=10, metadata=_doc(
         "Annotation changes (created/updated/deleted) that trigger an automatic retrain; 0 disables "
         "automatic retraining (Start Training still works).", "annotation events"))
+    reconcile_interval_s: int = field(default=300, metadata=_doc(
+        "How often the worker compares Label Studio's count of annotated tasks with the last "
+        "round, to catch missed webhooks (retrains when it drifted by RETRAIN_AFTER_ANNOTATIONS); "
+        "0 disables.", "seconds"))
     min_annotations_to_train: int = field(default=2, metadata=_doc(
         "Fewest usable annotated images a training job needs; below it the job records 'skipped'.",
         "annotations"))
@@ -152,6 +156,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
+        if self.reconcile_interval_s < 0:
+            raise SettingsError("RECONCILE_INTERVAL_S must be >= 0")
         if self.retrain_after_annotations < 0:
             raise SettingsError("RETRAIN_AFTER_ANNOTATIONS must be >= 0")
         if self.lpm_loss not in ("v1", "v2", "mse"):

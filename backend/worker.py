@@ -19,6 +19,9 @@ def main(argv=None) -> int:
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     conn = queueing.redis_connection(settings)
+    if settings.reconcile_interval_s > 0:
+        from backend.reconcile import Reconciler
+        Reconciler(settings, conn).start()
     worker = Worker([queueing.training_queue(settings, conn)], connection=conn)
     log.info("worker listening on queue %r (model dir %s, device %s)", settings.queue_name,
              settings.model_dir, settings.device)

@@ -1,0 +1,83 @@
+"""Catch what webhooks missed: compare Label Studio's own annotation count with the last round.
+
+Label Studio sends each webhook once, with a 1 s timeout, and never retries; a webhook that
+arrives while Redis is down is answered 503 and lost. So the worker periodically asks Label Studio
+how many tasks carry annotations and retrains a project whose count drifted by at least
+RETRAIN_AFTER_ANNOTATIONS since its last training round. It also notices a round whose worker died
+(state "running" but nobody holds the project's run lock) and records it as failed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from backend import queueing, training_state
+from backend.ls_client import LabelStudioClient, LabelStudioError
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def annotation_drift(annotated_tasks_now: int, annotated_tasks_at_last_round: int | None) -> int:
+    """How many annotated tasks the last round did not see (new or deleted ones both count)."""
+    if annotated_tasks_at_last_round is None:
+        return annotated_tasks_now
+    return abs(annotated_tasks_now - annotated_tasks_at_last_round)
+
+
+def needs_retrain(drift: int, threshold: int, busy: bool) -> bool:
+    return threshold > 0 and not busy and drift >= threshold
+
+
+def reconcile_project(settings: Settings, conn, client: LabelStudioClient, project_id: int) -> str:
+    """One check of one project; returns what was done (for logs and tests)."""
+    status = training_state.get_status(conn, project_id)
+    running = status.get("running_job_id")
+    if status.get("state") == "running" and not running:
+        training_state.update_status(conn, project_id, state="failed", phase="failed",
+                                     error="the worker stopped during this round (no heartbeat); "
+                                           "the next trigger retrains")
+        log.warning("project %s: a training round was abandoned by its worker", project_id)
+    busy = bool(running or status.get("queued_job_id"))
+    try:
+        project = client.get_project(project_id)
+    except LabelStudioError as exc:
+        if exc.status == 404:
+            return "project gone"
+        raise
+    drift = annotation_drift(int(project.get("num_tasks_with_annotations") or 0),
+                             status.get("annotated_tasks"))
+    if needs_retrain(drift, settings.retrain_after_annotations, busy):
+        queueing.request_training(settings, conn, project_id,
+                                  f"reconcile: {drift} annotated tasks since the last round")
+        log.info("project %s: %d annotated tasks since the last round -> retrain", project_id, drift)
+        return "retrain"
+    return "in sync"
+
+
+def reconcile_all(settings: Settings, conn, client: LabelStudioClient | None = None) -> dict:
+    client = client or LabelStudioClient.from_settings(settings)
+    results = {}
+    for project_id in training_state.known_projects(conn):
+        try:
+            results[project_id] = reconcile_project(settings, conn, client, project_id)
+        except Exception as exc:   # one unreachable project must not stop the others
+            results[project_id] = f"error: {type(exc).__name__}"
+            log.warning("project %s: reconcile failed: %s", project_id, exc)
+    return results
+
+
+class Reconciler(threading.Thread):
+    """Runs reconcile_all every RECONCILE_INTERVAL_S seconds inside the worker process."""
+
+    def __init__(self, settings: Settings, conn):
+        super().__init__(daemon=True, name="reconciler")
+        self.settings, self.conn = settings, conn
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.reconcile_interval_s):
+            try:
+                reconcile_all(self.settings, self.conn)
+            except Exception as exc:
+                log.warning("reconcile pass failed: %s", exc)

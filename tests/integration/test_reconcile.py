@@ -1,0 +1,65 @@
+"""Missed webhooks are caught from Label Studio's own count (real Redis; a stand-in LS project API)."""
+import pytest
+from flask import Flask, jsonify
+from rq import Queue
+
+from backend import reconcile, training_state
+from backend.ls_client import LabelStudioClient
+from backend.settings import Settings
+
+pytestmark = pytest.mark.redis
+
+
+def test_drift_rules():
+    assert reconcile.annotation_drift(12, None) == 12
+    assert reconcile.annotation_drift(12, 10) == 2
+    assert reconcile.annotation_drift(8, 10) == 2          # deletions count too
+    assert reconcile.needs_retrain(10, 10, busy=False)
+    assert not reconcile.needs_retrain(10, 10, busy=True)
+    assert not reconcile.needs_retrain(99, 0, busy=False)  # automatic retraining disabled
+
+
+@pytest.fixture
+def fake_label_studio(serve_wsgi):
+    """Stand-in for Label Studio's project endpoint only (the real one is covered in tests/e2e)."""
+    counts = {1: 25, 2: 3}
+    app = Flask("fake-ls")
+
+    @app.route("/api/projects/<int:pid>/")
+    def project(pid):
+        if pid not in counts:
+            return jsonify({"detail": "Not found."}), 404
+        return jsonify({"id": pid, "num_tasks_with_annotations": counts[pid]})
+
+    server = serve_wsgi(app)
+    server.counts = counts
+    return server
+
+
+def test_reconcile_requests_one_retrain_for_drifted_projects_only(redis_server, redis_conn,
+                                                                   fake_label_studio, tmp_path):
+    settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": fake_label_studio.url,
+                                  "MODEL_DIR": str(tmp_path), "RETRAIN_AFTER_ANNOTATIONS": "10",
+                                  "QUEUE_NAME": "reconcile-test"})
+    client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
+    for pid in (1, 2, 3):
+        redis_conn.sadd(training_state.projects_key(), pid)
+    training_state.update_status(redis_conn, 1, state="done", annotated_tasks=10)
+    training_state.update_status(redis_conn, 2, state="done", annotated_tasks=0)
+    results = reconcile.reconcile_all(settings, redis_conn, client)
+    assert results == {1: "retrain", 2: "in sync", 3: "project gone"}
+    assert Queue("reconcile-test", connection=redis_conn).count == 1
+    # a second pass while the job is queued does not queue another
+    assert reconcile.reconcile_all(settings, redis_conn, client)[1] == "in sync"
+    assert Queue("reconcile-test", connection=redis_conn).count == 1
+
+
+def test_an_abandoned_round_is_recorded_as_failed(redis_server, redis_conn, fake_label_studio, tmp_path):
+    settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": fake_label_studio.url,
+                                  "MODEL_DIR": str(tmp_path), "QUEUE_NAME": "reconcile-test-2"})
+    redis_conn.sadd(training_state.projects_key(), 2)
+    training_state.update_status(redis_conn, 2, state="running", annotated_tasks=3)
+    reconcile.reconcile_project(settings, redis_conn,
+                                LabelStudioClient(settings.label_studio_url, "t", retries=0), 2)
+    status = training_state.get_status(redis_conn, 2)
+    assert status["state"] == "failed" and "no heartbeat" in status["error"]
