@@ -12,6 +12,7 @@ ensure_dev_tools
 ensure_ls_venv
 log "environments ready in $((SECONDS - t0)) s"
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$VENV_DIR/bin:$PATH"   # tools installed into the venv (docker compose, hadolint)
 export PYTHONDONTWRITEBYTECODE=1
 set +e
 "$PY" -m pytest -p no:cacheprovider "$@"
