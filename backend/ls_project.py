@@ -9,6 +9,7 @@ log = logging.getLogger(__name__)
 
 SCORE_ORDERING = ["tasks:predictions_score"]      # ascending: lower score = more informative
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"       # exact value of label_studio projects.models
+PLACEHOLDER_VERSIONS = ("untrained", "unscored")      # /predict answers before/outside a round
 # Only tasks without annotations, so the top of the tab is always work to do.
 UNANNOTATED_FILTER = {"conjunction": "and", "items": [{
     "filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
@@ -43,3 +44,23 @@ def ensure_informative_view(client: LabelStudioClient, project_id: int, title: s
 
 def set_uncertainty_sampling(client: LabelStudioClient, project_id: int) -> None:
     client.patch_project(project_id, {"sampling": UNCERTAINTY_SAMPLING})
+
+
+def prune_prediction_versions(client: LabelStudioClient, project_id: int, current: str,
+                              keep: int, is_ours) -> list[str]:
+    """Delete the predictions of this backend's older versions, keeping the newest `keep`.
+
+    Label Studio never removes predictions itself, so every round would add one prediction per
+    task. Only versions this backend made (``is_ours``) and its placeholder versions are touched;
+    the current version is always kept.
+    """
+    counts = client.get_json(f"/api/projects/{int(project_id)}/model-versions/")
+    ours = sorted((v for v in counts if is_ours(v)), reverse=True)   # version strings sort by time
+    keep_set = set(ours[:max(keep, 1)]) | {current}
+    doomed = [v for v in counts if v not in keep_set and (is_ours(v) or v in PLACEHOLDER_VERSIONS)]
+    for version in doomed:
+        client.request("DELETE", f"/api/projects/{int(project_id)}/model-versions/",
+                       json={"model_version": version})
+    if doomed:
+        log.info("project %s: deleted predictions of %d old version(s)", project_id, len(doomed))
+    return doomed

@@ -18,7 +18,7 @@ from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
 from backend.labeling_config import ImageClassificationSchema, parse_image_classification
 from backend.ls_client import LabelStudioClient
-from backend.model_store import ModelStore, atomic_write_text, new_version
+from backend.model_store import VERSION_RE, ModelStore, atomic_write_text, new_version
 from backend.settings import Settings
 from model import checkpoint as model_checkpoint
 from model import scoring, strategies, trainer
@@ -235,6 +235,12 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)
     if settings.set_uncertainty_sampling:
         ls_project.set_uncertainty_sampling(client, project_id)
+    try:
+        ls_project.prune_prediction_versions(client, project_id, version,
+                                             settings.keep_prediction_versions,
+                                             lambda v: bool(VERSION_RE.match(v)))
+    except Exception as exc:   # housekeeping: never fails a round that already published
+        log.warning("project %s: could not delete old predictions: %s", project_id, exc)
 
     timings["total_s"] = time.monotonic() - t0
     return {"state": "done", "model_version": version, "tasks": len(tasks),

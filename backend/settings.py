@@ -38,6 +38,10 @@ class Settings:
         "Directory holding one sub-directory per project with its versioned checkpoints."))
     keep_model_versions: int = field(default=5, metadata=_doc(
         "How many newest model versions to keep per project; older checkpoints are deleted.", "versions"))
+    keep_prediction_versions: int = field(default=2, metadata=_doc(
+        "How many of this backend's newest versions keep their predictions in Label Studio; "
+        "older ones are deleted there after each round (other models' predictions are never "
+        "touched).", "versions"))
     image_cache_dir: Path | None = field(default=None, metadata=_doc(
         "Where downloaded images are cached (default: MODEL_DIR/../image-cache)."))
     redis_url: str = field(default="", metadata=_doc(
@@ -152,7 +156,8 @@ class Settings:
         positive = ("label_studio_timeout_s", "keep_model_versions", "max_request_bytes",
                     "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
                     "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
-                    "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples")
+                    "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples",
+                    "keep_prediction_versions")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")

@@ -65,7 +65,8 @@ def backend(label_studio, pat, tmp_path_factory):
            "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
            "MODEL_DIR": str(data / "models"), "PORT": str(port), "VENV_DIR": sys.prefix,
            "RETRAIN_AFTER_ANNOTATIONS": str(RETRAIN_AFTER),   # > FIRST_ANNOTATIONS
-           "SET_UNCERTAINTY_SAMPLING": "true", "LOG_LEVEL": "INFO"}
+           "SET_UNCERTAINTY_SAMPLING": "true", "LOG_LEVEL": "INFO",
+           "KEEP_PREDICTION_VERSIONS": "1"}
     env.pop("REDIS_URL", None)   # serve.sh starts its embedded Redis
     log_path = data / "backend.log"
     started = time.monotonic()
@@ -205,6 +206,10 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     # round, so the retrain can fire a little before the last of these annotations
     assert len(annotated) < status2["annotations_used"] <= len(annotated) + len(remaining)
     assert admin.get_project(pid)["model_version"] == status2["model_version"]
+    # with KEEP_PREDICTION_VERSIONS=1 the first version's predictions are gone from Label Studio
+    versions = admin.get_json(f"/api/projects/{pid}/model-versions/")
+    assert versions.get(status2["model_version"]) == N_TASKS
+    assert version not in versions and "untrained" not in versions
 
 
 def test_backend_client_accepts_both_token_kinds(label_studio, pat):
