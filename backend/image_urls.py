@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit
@@ -51,13 +52,38 @@ def _normalise_allowed(allowed_hosts: tuple[str, ...]) -> set[str]:
     return out
 
 
+METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
+METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"),      # AWS IMDS over IPv6
+                      ipaddress.ip_address("100.100.100.200")}    # Alibaba Cloud metadata
+
+
+def parse_ip(hostname: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a numeric host means to the OS resolver, or None for a name.
+
+    Besides dotted quads, getaddrinfo accepts inet_aton's forms (2852039166, 0xa9fea9fe,
+    0251.0376.0251.0376, 169.254.43518), so they are normalised the same way here; an
+    IPv4-mapped IPv6 address (::ffff:169.254.169.254) is checked as its IPv4 address.
+    """
+    host = hostname.strip("[]").rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
 def is_link_local_or_metadata(hostname: str) -> bool:
     """Cloud metadata endpoints live on link-local addresses; never fetch from them."""
-    try:
-        address = ipaddress.ip_address(hostname.strip("[]"))
-    except ValueError:
-        return hostname.lower() in ("metadata.google.internal", "metadata")
-    return address.is_link_local or address.is_multicast or address.is_unspecified
+    address = parse_ip(hostname)
+    if address is None:
+        return hostname.lower().rstrip(".") in METADATA_HOSTS
+    return (address.is_link_local or address.is_multicast or address.is_unspecified
+            or address in METADATA_ADDRESSES)
 
 
 def check_fetch_allowed(url: str, label_studio_url: str, allowed_hosts: tuple[str, ...]) -> bool:
@@ -65,7 +91,11 @@ def check_fetch_allowed(url: str, label_studio_url: str, allowed_hosts: tuple[st
 
     Used for the first URL and again for every redirect hop.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port   # noqa: B018 - raises ValueError for a port that is not a number / too big
+    except ValueError as exc:   # e.g. "http://[::1" or "http://host:99999"
+        raise ImageURLRefused(f"malformed URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise ImageURLRefused(f"scheme {parts.scheme or '(none)'!r} is not fetched")
     if not parts.hostname:
@@ -85,7 +115,16 @@ def resolve_image_source(raw: str, *, task_id: int | None, label_studio_url: str
                          allowed_hosts: tuple[str, ...] = (),
                          local_files_root: Path | None = None) -> ImageSource:
     """Map a task's image reference to how to get it, or refuse it with a reason."""
-    raw = raw.strip()
+    try:
+        return _resolve(raw.strip(), task_id, label_studio_url, allowed_hosts, local_files_root)
+    except ImageURLRefused:
+        raise
+    except ValueError as exc:   # urlsplit/urljoin on e.g. "http://[" or a non-numeric port
+        raise ImageURLRefused(f"malformed URL: {exc}") from None
+
+
+def _resolve(raw: str, task_id: int | None, label_studio_url: str,
+             allowed_hosts: tuple[str, ...], local_files_root: Path | None) -> ImageSource:
     if raw.startswith("data:"):
         return ImageSource("data_uri", raw, False)
     scheme = urlsplit(raw).scheme.lower()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from backend.ls_client import ImageFetchError, LabelStudioClient
+from backend.ls_client import ImageFetchError, LabelStudioClient, LabelStudioError
 from model.data import ImageError, load_image_bytes
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,8 @@ class ImageFetcher:
             task_id, url = item
             try:
                 return task_id, self.fetch_image(url, task_id), None
-            except (ImageFetchError, ImageError, ValueError, OSError) as exc:
+            except (ImageFetchError, ImageError, ValueError, OSError, LabelStudioError) as exc:
+                # LabelStudioError: the token refresh failed; this task is skipped, not the batch
                 return task_id, None, f"{type(exc).__name__}: {exc}"
 
         out = []

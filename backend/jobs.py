@@ -36,7 +36,7 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
     job = get_current_job()
     conn = job.connection if job else queueing.redis_connection(settings)
     job_id = job.id if job else training_state.new_job_id(project_id)
-    lock = training_state.start_run(conn, project_id, job_id)
+    lock = training_state.start_run(conn, project_id, job_id, settings.run_lock_ttl_s)
     if lock is None:
         log.info("project %s: another training job runs; %s deferred to a follow-up", project_id,
                  job_id)

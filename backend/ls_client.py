@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import requests
+import urllib3
 
 from backend import image_urls
 from backend.image_urls import ImageSource, ImageURLRefused
@@ -65,6 +66,26 @@ class _TokenAuth:
                 self._access_at = time.monotonic()
             return {"Authorization": f"Bearer {self._access}"}
 
+    def refresh(self, refused: dict[str, str]) -> None:
+        """After a 401 sent with header ``refused``: get a new access token, once.
+
+        Several threads (parallel image downloads) may see the same expired token at once; only
+        the first exchanges it, the others find the header already changed and reuse the new one.
+        """
+        if not is_jwt(self._token):
+            return
+        with self._lock:
+            if self._access is None or refused.get("Authorization") == f"Bearer {self._access}":
+                self._access = self._exchange()
+                self._access_at = time.monotonic()
+
+    def redact(self, text: str) -> str:
+        """``text`` with the token and the current access token masked (e.g. an echoed header)."""
+        for secret in (self._token, self._access):
+            if secret and len(secret) >= 6:
+                text = text.replace(secret, "***")
+        return text
+
     def _exchange(self) -> str:
         url = f"{self._base_url}/api/token/refresh/"
         try:
@@ -115,24 +136,31 @@ class LabelStudioClient:
     def request(self, method: str, path: str, *, expected=(200, 201, 204), **kwargs) -> requests.Response:
         url = path if path.startswith("http") else f"{self.url}{path}"
         kwargs.setdefault("timeout", self.timeout_s)
+        extra_headers = dict(kwargs.pop("headers", None) or {})   # kept for every retry
         refreshed = False
         attempt = 0
         while True:
             try:
-                headers = dict(kwargs.pop("headers", {}) or {})
-                headers.update(self._auth.header())
-                response = self._session.request(method, url, headers=headers, **kwargs)
-            except LabelStudioError:
+                auth = self._auth.header()
+            except LabelStudioError as exc:   # the token endpoint itself failed
+                if (exc.status is None or exc.status in RETRY_STATUS) and attempt < self.retries:
+                    self._sleep(attempt)
+                    attempt += 1
+                    continue
                 raise
+            try:
+                response = self._session.request(method, url, headers={**extra_headers, **auth},
+                                                 **kwargs)
             except requests.RequestException as exc:
                 if attempt >= self.retries:
-                    raise LabelStudioError(f"{method} {path}: Label Studio unreachable after "
-                                           f"{attempt + 1} attempts ({type(exc).__name__})") from None
+                    raise LabelStudioError(
+                        f"{method} {path}: Label Studio at {self.url} unreachable after "
+                        f"{attempt + 1} attempt(s) ({type(exc).__name__})") from None
                 self._sleep(attempt)
                 attempt += 1
                 continue
             if response.status_code == 401 and is_jwt(self._auth._token) and not refreshed:
-                self._auth.header(force_refresh=True)
+                self._auth.refresh(auth)   # the access token expired: one refresh, then retry
                 refreshed = True
                 continue
             if response.status_code in RETRY_STATUS and attempt < self.retries:
@@ -140,8 +168,9 @@ class LabelStudioClient:
                 attempt += 1
                 continue
             if response.status_code not in expected:
-                raise LabelStudioError(f"{method} {path}: HTTP {response.status_code}: "
-                                       f"{response.text[:300]}", response.status_code)
+                raise LabelStudioError(
+                    f"{method} {path}: HTTP {response.status_code} after {attempt + 1} "
+                    f"attempt(s): {self._auth.redact(response.text[:300])}", response.status_code)
             return response
 
     def _sleep(self, attempt: int) -> None:
@@ -215,14 +244,26 @@ class LabelStudioClient:
 
     def _download(self, source: ImageSource, max_bytes: int, timeout_s: float) -> bytes:
         url, send_auth = source.url, source.send_auth
-        for _hop in range(MAX_REDIRECTS + 1):
+        deadline = time.monotonic() + timeout_s   # for the whole download, redirects included
+        refreshed = False
+        hops = 0
+        while hops <= MAX_REDIRECTS:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ImageFetchError(_too_slow(timeout_s))
             headers = self._auth.header() if send_auth else {}
             try:
-                response = self._session.get(url, headers=headers, timeout=timeout_s,
+                response = self._session.get(url, headers=headers, timeout=remaining,
                                              allow_redirects=False, stream=True)
             except requests.RequestException as exc:
                 raise ImageFetchError(f"image download failed: {type(exc).__name__}") from None
             with response:
+                if (response.status_code == 401 and send_auth and not refreshed
+                        and is_jwt(self._auth._token)):
+                    self._auth.refresh(headers)   # access token expired mid-job: refresh once
+                    refreshed = True
+                    continue
+                hops += 1
                 if response.status_code in (301, 302, 303, 307, 308):
                     location = response.headers.get("Location", "")
                     url = requests.compat.urljoin(url, location)
@@ -241,18 +282,41 @@ class LabelStudioClient:
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
                     raise ImageFetchError(f"image larger than IMAGE_MAX_BYTES ({max_bytes} bytes)")
-                chunks, total = [], 0
-                try:
-                    for chunk in response.iter_content(64 * 1024):
-                        total += len(chunk)
-                        if total > max_bytes:
-                            raise ImageFetchError(
-                                f"image larger than IMAGE_MAX_BYTES ({max_bytes} bytes)")
-                        chunks.append(chunk)
-                except requests.RequestException as exc:
-                    raise ImageFetchError(f"image download broke off: {type(exc).__name__}") from None
-                return b"".join(chunks)
+                return _read_body(response, max_bytes, deadline, timeout_s)
         raise ImageFetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _too_slow(timeout_s: float) -> str:
+    return f"image download took longer than IMAGE_FETCH_TIMEOUT_S ({timeout_s:g} s)"
+
+
+def _read_body(response: requests.Response, max_bytes: int, deadline: float,
+               timeout_s: float) -> bytes:
+    """The body, at most max_bytes, read before the deadline.
+
+    requests' timeout bounds each socket read, not the download: a server dripping one byte per
+    second would hold a fetch thread for hours. read1() does at most one socket read per call, so
+    the deadline is checked between reads.
+    """
+    read1 = getattr(response.raw, "read1", None)          # urllib3 >= 2
+    chunks_iter = None if read1 else response.iter_content(16 * 1024)
+    chunks, total = [], 0
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise ImageFetchError(_too_slow(timeout_s))
+            chunk = read1(64 * 1024, decode_content=True) if read1 else next(chunks_iter, b"")
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ImageFetchError(f"image larger than IMAGE_MAX_BYTES ({max_bytes} bytes)")
+            chunks.append(chunk)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        name = type(exc).__name__
+        if "timeout" in name.lower() or "timeout" in str(exc).lower():
+            raise ImageFetchError(f"{_too_slow(timeout_s)}: {name}") from None
+        raise ImageFetchError(f"image download broke off: {name}") from None
 
 
 def _check_presigned_target(url: str) -> bool:

@@ -4,7 +4,8 @@ Label Studio sends each webhook once, with a 1 s timeout, and never retries; a w
 arrives while Redis is down is answered 503 and lost. So the worker periodically asks Label Studio
 how many tasks carry annotations and retrains a project whose count drifted by at least
 RETRAIN_AFTER_ANNOTATIONS since its last training round. It also notices a round whose worker died
-(state "running" but nobody holds the project's run lock) and records it as failed.
+(state "running" but nobody holds the project's run lock), records it as failed, and requests the
+follow-up a trigger asked for while that dead round still held the lock.
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
                                      error="the worker stopped during this round (no heartbeat); "
                                            "the next trigger retrains")
         log.warning("project %s: a training round was abandoned by its worker", project_id)
+    if training_state.take_orphaned_followup(conn, project_id):
+        queueing.request_training(settings, conn, project_id, "follow-up of an abandoned round")
+        log.info("project %s: follow-up of an abandoned round requested", project_id)
+        return "retrain"
     busy = bool(running or status.get("queued_job_id"))
     try:
         project = client.get_project(project_id)

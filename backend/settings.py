@@ -50,6 +50,9 @@ class Settings:
     queue_name: str = field(default="active-learning", metadata=_doc("RQ queue name."))
     job_timeout_s: int = field(default=6 * 3600, metadata=_doc(
         "Longest a training + scoring job may run before RQ stops it.", "seconds"))
+    run_lock_ttl_s: int = field(default=120, metadata=_doc(
+        "Lifetime of a project's run lock, renewed every quarter of it while a round runs; after a "
+        "worker is killed, the project can train again once it expires.", "seconds"))
     # --- HTTP server ---------------------------------------------------------------------------
     port: int = field(default=9090, metadata=_doc("Port of the HTTP backend.", "TCP port"))
     basic_auth_user: str = field(default="", metadata=_doc(
@@ -157,7 +160,7 @@ class Settings:
                     "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
                     "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
                     "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples",
-                    "keep_prediction_versions")
+                    "keep_prediction_versions", "run_lock_ttl_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")

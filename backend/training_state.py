@@ -16,8 +16,8 @@ from typing import Callable
 from redis import Redis
 
 PREFIX = "al"
-LOCK_TTL_S = 120            # a running job renews its lock every LOCK_TTL_S / 4; a killed worker's
-                            # lock expires so the next trigger can run
+LOCK_TTL_S = 120            # default of RUN_LOCK_TTL_S: a running job renews its lock every ttl/4;
+                            # a killed worker's lock expires so the next trigger can run
 QUEUED_TTL_S = 7 * 24 * 3600
 
 
@@ -104,13 +104,14 @@ class RunLock:
             "else return 0 end", 1, self.key, self.job_id)
 
 
-def start_run(conn: Redis, project_id: int, job_id: str) -> RunLock | None:
+def start_run(conn: Redis, project_id: int, job_id: str, ttl_s: int = LOCK_TTL_S
+              ) -> RunLock | None:
     """Called when a job starts. Returns the held lock, or None when another run holds it.
 
     When another job runs, this one marks a follow-up (the running job enqueues it at its end)
     and gives up, so two jobs of one project never train at once even with several workers.
     """
-    lock = RunLock(conn, project_id, job_id)
+    lock = RunLock(conn, project_id, job_id, ttl_s)
     # this job is no longer "queued": new triggers from now on enqueue the follow-up
     conn.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
               "else return 0 end", 1, _key(project_id, "queued"), job_id)
@@ -127,6 +128,16 @@ def finish_run(conn: Redis, lock: RunLock, request_followup: Callable[[], None])
         request_followup()
         return True
     return False
+
+
+def take_orphaned_followup(conn: Redis, project_id: int) -> bool:
+    """A follow-up whose run lock holder is gone (killed worker): claim it so it can be requested.
+
+    Normally the lock holder's finish_run requests the follow-up; a SIGKILLed holder never does.
+    """
+    if running_job(conn, project_id) is not None:
+        return False
+    return bool(conn.delete(_key(project_id, "followup")))
 
 
 def running_job(conn: Redis, project_id: int) -> str | None:
