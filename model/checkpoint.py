@@ -23,6 +23,7 @@ import torch
 
 from model.config import ModelConfig, TrainConfig
 from model.networks import LossLearningNet, build_network
+from model.runtime import resolve_device
 from model.trainer import TrainResult
 
 FORMAT = "learning-loss-checkpoint"
@@ -174,7 +175,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedModel:
         raise CheckpointError(
             f"checkpoint {path} weights do not match its configuration: {str(error)[:500]}"
         ) from error
-    model.to(torch.device(device)).eval()
+    model.to(resolve_device(device)).eval()   # "auto" -> CUDA when present, else CPU
     return LoadedModel(
         model=model,
         labels=list(labels),

@@ -196,6 +196,17 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     next_task = admin.next_task(pid)
     assert next_task["id"] == min(unlabeled_scores, key=unlabeled_scores.get)
 
+    # a task imported after the round is run through the published model by /predict
+    extra = demo_data.render_digits("digits", tmp_path / "late", 1, seed=99)
+    (late_id,) = admin.import_images(pid, [extra[0][0]])
+    r = requests.post(backend.url + "/predict", json={
+        "tasks": [admin.get_task(late_id)], "project": f"{pid}.0",
+        "label_config": DIGITS_CONFIG}, timeout=60)
+    assert r.status_code == 200, r.text
+    late = r.json()["results"][0]
+    assert late["model_version"] == version and len(late["result"]) == 1
+    assert 0.0 <= late["score"] <= 1.0
+
     # 4. more annotations retrain on their own
     remaining = [t for t in tasks if t["id"] not in annotated_ids][:RETRAIN_AFTER]
     for task in remaining:
@@ -208,7 +219,7 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     assert admin.get_project(pid)["model_version"] == status2["model_version"]
     # with KEEP_PREDICTION_VERSIONS=1 the first version's predictions are gone from Label Studio
     versions = admin.get_json(f"/api/projects/{pid}/model-versions/")
-    assert versions.get(status2["model_version"]) == N_TASKS
+    assert versions.get(status2["model_version"]) == N_TASKS + 1   # + the late task
     assert version not in versions and "untrained" not in versions
 
 

@@ -147,3 +147,20 @@ def test_torchvision_backbone_trains_and_round_trips(tmp_path, digits, backbone)
     after = score(loaded.model, images[6:9], loaded.model_config)
     np.testing.assert_array_equal(before.probs, after.probs)
     np.testing.assert_array_equal(before.embedding, after.embedding)
+
+
+def test_load_accepts_device_auto_as_the_backend_passes_it(tmp_path):
+    """The backend's DEVICE setting defaults to "auto"; loading must resolve it (CPU here)."""
+    import numpy as np
+    from PIL import Image
+
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.config import ModelConfig, TrainConfig
+    from model.trainer import train
+
+    images = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (0, 255, 10, 245)]
+    result = train(images, [0, 1, 0, 1], ["a", "b"], ModelConfig(image_size=8),
+                   TrainConfig(epochs=1, batch_size=2))
+    save_checkpoint(tmp_path / "m.pt", result)
+    loaded = load_checkpoint(tmp_path / "m.pt", device="auto")
+    assert next(loaded.model.parameters()).device.type == "cpu"
