@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from backend.ls_client import ImageFetchError, LabelStudioClient, LabelStudioError
-from model.data import ImageError, load_image_bytes
+from model.data import ImageError, load_image_bytes, resize_for_model
 
 log = logging.getLogger(__name__)
 FETCH_THREADS = 8   # downloads are I/O bound; 8 parallel requests keep Label Studio responsive
@@ -43,12 +43,14 @@ def _reason_kind(reason: str) -> str:
 
 class ImageFetcher:
     def __init__(self, client: LabelStudioClient, cache_dir: Path | None, *, max_bytes: int,
-                 max_pixels: int, timeout_s: float, threads: int = FETCH_THREADS):
+                 max_pixels: int, timeout_s: float, resize_to: int | None = None,
+                 threads: int = FETCH_THREADS):
         self.client = client
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.timeout_s = timeout_s
+        self.resize_to = resize_to      # the model's input size: keeps a big labeled set in memory
         self.threads = threads
 
     def _cache_path(self, url: str) -> Path | None:
@@ -73,7 +75,8 @@ class ImageFetcher:
     def fetch_image(self, url: str, task_id: int | None) -> Image.Image:
         """Raises ImageFetchError or ImageError with a per-task reason."""
         data = self.fetch_bytes(url, task_id)
-        return load_image_bytes(data, max_pixels=self.max_pixels)
+        image = load_image_bytes(data, max_pixels=self.max_pixels)
+        return resize_for_model(image, self.resize_to) if self.resize_to else image
 
     def fetch_many(self, items: list[tuple[int, str]], report: FetchReport
                    ) -> list[tuple[int, Image.Image]]:

@@ -126,7 +126,8 @@ class ActiveLearningModel(LabelStudioMLBase):
         fetcher = ImageFetcher(self.client, self.settings.resolved_image_cache_dir,
                                max_bytes=self.settings.image_max_bytes,
                                max_pixels=self.settings.image_max_pixels,
-                               timeout_s=self.settings.image_fetch_timeout_s)
+                               timeout_s=self.settings.image_fetch_timeout_s,
+                               resize_to=loaded.model_config.image_size)
         report = FetchReport()
         position_of = {task_id: position for position, task_id, _ in items}
         fetched = fetcher.fetch_many([(task_id, url) for _, task_id, url in items], report)

@@ -148,7 +148,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     fetcher = ImageFetcher(client, settings.resolved_image_cache_dir,
                            max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
-                           timeout_s=settings.image_fetch_timeout_s)
+                           timeout_s=settings.image_fetch_timeout_s,
+                           resize_to=settings.image_size)
     status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled))
     t = time.monotonic()
     label_of = {task_id: label for task_id, _, label in split.labeled}
@@ -186,7 +187,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     log.info("project %s: trained %s on %d images in %.1fs: %s", project_id, version,
              len(train_images), timings["train_s"], _short_metrics(result.metrics))
 
-    status(phase="scoring", model_version=version)
+    status(phase="scoring", version_in_progress=version)
     t = time.monotonic()
     pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
     n_unlabeled_requested = len(split.unlabeled)

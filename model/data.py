@@ -114,12 +114,24 @@ def _to_model_mode(img: Image.Image, channels: int) -> Image.Image:
     return rgb if channels == 3 else rgb.convert("L")
 
 
+def resize_for_model(img: Image.Image, image_size: int) -> Image.Image:
+    """The image at the model's square input size, in RGB: what images_to_uint8 feeds the network.
+
+    Callers that hold many images (a whole labeled set) resize on arrival, so memory scales with
+    image_size², not with the originals' megapixels; resizing again later is then a no-op.
+    """
+    rgb = img if img.mode == "RGB" else to_rgb_image(img)
+    if rgb.size == (image_size, image_size):
+        return rgb
+    return rgb.resize((image_size, image_size), Image.BILINEAR)
+
+
 def images_to_uint8(images: list[Image.Image], cfg: ModelConfig) -> torch.Tensor:
     """Resize to image_size x image_size and stack as a uint8 tensor (N, C, H, W)."""
     size = cfg.image_size
     out = torch.empty((len(images), cfg.channels, size, size), dtype=torch.uint8)
     for index, img in enumerate(images):
-        resized = _to_model_mode(img, cfg.channels).resize((size, size), Image.BILINEAR)
+        resized = _to_model_mode(resize_for_model(img, size), cfg.channels)
         array = np.asarray(resized, dtype=np.uint8).reshape(size, size, cfg.channels)
         out[index] = torch.from_numpy(array.copy()).permute(2, 0, 1)
     return out
