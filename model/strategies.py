@@ -11,6 +11,7 @@ single conversion to Label Studio scores (lower = more informative).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -345,6 +346,11 @@ def informativeness_values(
     if strategy == "badge":
         a, e = _gradient_factors(outputs)
         return np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", e, e))
+    if strategy in ("margin_class_capped", "margin_diverse"):
+        return margin_values(outputs.probs)
+    if strategy in ("ll_margin_rank_avg", "ll_margin_class_capped", "ll_margin_diverse"):
+        # Rank-average within ``outputs`` (meaningful when they hold the pool, not one item).
+        return rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))
     # learning_loss, learning_loss_v2, hybrid and any strategy built on the LPM
     return outputs.predicted_loss.astype(np.float64)
 
@@ -421,3 +427,95 @@ def value_to_score(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     greater = m - np.searchsorted(reference, values, side="right")
     scores = np.clip(greater / max(m - 1, 1), 0.0, 1.0)
     return np.where(np.isnan(values), 1.0, scores)
+
+
+# ----------------------------------------------------------------------------- combinations
+# Added after the MNIST / digits benchmarks (benchmarks/results/ablation.md): the LPM ranks worse
+# than the classifier's own margin, and top-K by any single score over-samples one confusable class.
+
+
+def rank_average_values(*value_arrays: np.ndarray) -> np.ndarray:
+    """Mean of each item's normalised rank under every value array (1 = most informative under
+    all of them). Ties share their mean rank; scale-free, so losses and margins mix fairly."""
+    from model.metrics import average_ranks
+
+    n = len(value_arrays[0])
+    if n == 0:
+        return np.zeros(0)
+    scale = max(n - 1, 1)
+    return np.mean([average_ranks(np.asarray(v, dtype=np.float64)) / scale for v in value_arrays], axis=0)
+
+
+@register("ll_margin_rank_avg")
+def ll_margin_rank_avg(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """Rank-average of the LPM's predicted loss and the margin (smallest top-2 gap)."""
+    return Ranking(order_by_value(rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))))
+
+
+def class_capped_order(values: np.ndarray, predicted: np.ndarray, budget: int, num_classes: int) -> np.ndarray:
+    """Walk items by descending value; skip an item while its predicted class already has
+    ceil(2 * budget / num_classes) picks, until ``budget`` items are picked (skipped items are
+    taken afterwards if the caps leave the budget unfilled). Then the rest by value."""
+    order = order_by_value(values)
+    picks = min(budget, len(order))
+    if picks == 0:
+        return order
+    cap = max(1, math.ceil(2 * picks / max(num_classes, 1)))
+    counts = np.zeros(max(num_classes, int(predicted.max(initial=0)) + 1), dtype=np.int64)
+    picked: list[int] = []
+    skipped: list[int] = []
+    for index in order:
+        if len(picked) == picks:
+            break
+        c = int(predicted[index])
+        if counts[c] < cap:
+            counts[c] += 1
+            picked.append(int(index))
+        else:
+            skipped.append(int(index))
+    picked.extend(skipped[: picks - len(picked)])
+    return _picked_then_rest(np.asarray(picked, dtype=np.int64), values)
+
+
+@register("margin_class_capped")
+def margin_class_capped(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """Margin order with a per-predicted-class cap of ceil(2 x budget / C) picks in the batch."""
+    probs = outputs.probs
+    return Ranking(class_capped_order(margin_values(probs), probs.argmax(axis=1), budget, probs.shape[1]))
+
+
+@register("ll_margin_class_capped")
+def ll_margin_class_capped(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """Rank-average of predicted loss and margin, with the per-predicted-class cap."""
+    probs = outputs.probs
+    values = rank_average_values(outputs.predicted_loss, margin_values(probs))
+    return Ranking(class_capped_order(values, probs.argmax(axis=1), budget, probs.shape[1]))
+
+
+def _preselect_k_center(values: np.ndarray, outputs, rng, budget, labeled_embedding) -> Ranking:
+    """Top HYBRID_PRESELECT_FACTOR x budget by ``values``, k-center greedy among them (seeded by
+    the labeled set), then the other candidates and the rest by value; cluster = nearest pick."""
+    n = len(outputs)
+    picks = min(budget, n)
+    by_value = order_by_value(values)
+    candidates = by_value[: min(n, max(picks, HYBRID_PRESELECT_FACTOR * picks))]
+    local, _ = k_center_greedy(outputs.embedding[candidates], picks, rng, labeled_embedding)
+    picked = candidates[local]
+    order = _picked_then_rest(picked, _rank_values(by_value))
+    embedding = outputs.embedding
+    cluster = nearest_center(embedding, embedding[picked]) if len(picked) else np.full(n, -1, np.int64)
+    return Ranking(order, cluster)
+
+
+@register("margin_diverse")
+def margin_diverse(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """Like hybrid, with the margin instead of the predicted loss: the 10 x budget smallest-margin
+    items are candidates, k-center greedy on their embeddings picks the batch."""
+    return _preselect_k_center(margin_values(outputs.probs), outputs, rng, budget, labeled_embedding)
+
+
+@register("ll_margin_diverse")
+def ll_margin_diverse(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """Rank-average of predicted loss and margin preselects 10 x budget; k-center picks the batch."""
+    values = rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))
+    return _preselect_k_center(values, outputs, rng, budget, labeled_embedding)
