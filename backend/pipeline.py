@@ -206,6 +206,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                            + json.dumps(report.summary()))
     scores, clusters = rank_for_label_studio(settings.strategy, outputs, n_unlabeled,
                                              settings.seed, settings.query_batch_size)
+    if not settings.push_clusters:
+        clusters = None
     predictions = build_predictions(ids, outputs.probs, scores, clusters, labels)
     log.info("project %s: scored %d tasks (%d unlabeled of %d) with %s in %.1fs", project_id,
              len(ids), n_unlabeled, n_unlabeled_requested, settings.strategy, timings["score_s"])

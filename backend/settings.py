@@ -76,8 +76,12 @@ class Settings:
         "Fewest usable annotated images a training job needs; below it the job records 'skipped'.",
         "annotations"))
     # --- what is pushed to Label Studio --------------------------------------------------------
-    strategy: str = field(default="learning_loss", metadata=_doc(
-        "Acquisition strategy whose ranking becomes the prediction score (see README)."))
+    strategy: str = field(default="margin_diverse", metadata=_doc(
+        "Acquisition strategy whose ranking becomes the prediction score; the default won the "
+        "benchmark (README, 'Which ranking, measured')."))
+    push_clusters: bool = field(default=False, metadata=_doc(
+        "Also push the diversity strategies' cluster ids; Label Studio's uncertainty sampling then "
+        "serves the least-annotated cluster first instead of strictly the lowest score."))
     query_batch_size: int = field(default=50, metadata=_doc(
         "Size of the batch the diversity strategies (hybrid, coreset, badge) pick before the rest "
         "follows by score; about how many tasks annotators label between retrains.", "tasks"))
