@@ -66,13 +66,19 @@ class ActiveLearningModel(LabelStudioMLBase):
             self._client = LabelStudioClient.from_settings(self.settings)
         return self._client
 
+    def _published(self):
+        """The published version, read once per instance (one instance serves one request)."""
+        if not hasattr(self, "_published_cache"):
+            self._published_cache = self.store.published(self.project_id)
+        return self._published_cache
+
     @property
     def model_version(self) -> str:
-        published = self.store.published(self.project_id)
+        published = self._published()
         return published.version if published else converters.UNTRAINED_VERSION
 
     def predict(self, tasks, **kwargs) -> list[dict]:
-        published = self.store.published(self.project_id)
+        published = self._published()
         if published is None:
             return [converters.untrained_payload() for _ in tasks]
         from backend.pipeline import predictions_file   # local import: pipeline imports torch

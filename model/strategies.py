@@ -273,18 +273,9 @@ def hybrid(outputs, rng, budget, labeled_embedding) -> Ranking:
     """Learning-loss preselection + k-center diversity: the top HYBRID_PRESELECT_FACTOR x budget
     items by predicted loss are candidates, k-center greedy on their embeddings picks ``budget``
     of them (no near-duplicates). Order: picks, other candidates, then the rest, each by
-    predicted loss. cluster = nearest pick (in embedding space) for every pool item."""
-    n = len(outputs)
-    picks = min(budget, n)
-    by_loss = order_by_value(outputs.predicted_loss)
-    candidates = by_loss[: min(n, max(picks, HYBRID_PRESELECT_FACTOR * picks))]
-    local, _ = k_center_greedy(outputs.embedding[candidates], picks, rng, labeled_embedding)
-    picked = candidates[local]
-    order = _picked_then_rest(picked, _rank_values(by_loss))
-    embedding = outputs.embedding
-    # With a budget of 0 nothing is picked and no item has a cluster: -1.
-    cluster = nearest_center(embedding, embedding[picked]) if len(picked) else np.full(n, -1, np.int64)
-    return Ranking(order, cluster)
+    predicted loss. cluster = nearest pick (in embedding space) for every pool item; with a
+    budget of 0 nothing is picked and every cluster is -1."""
+    return _preselect_k_center(outputs.predicted_loss, outputs, rng, budget, labeled_embedding)
 
 
 def _rank_values(order: np.ndarray) -> np.ndarray:

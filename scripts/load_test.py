@@ -149,43 +149,39 @@ def run_load(url: str, pid: int, tasks: list[dict], args) -> dict:
     predict = {"latencies_s": [], "errors": 0, "status": {}}
     hooks = {"latencies_s": [], "errors": 0, "acknowledged": 0, "status": {}}
 
+    def timed_post(session, path: str, body: dict, timeout_s: float, accept, into: dict) -> None:
+        """POST once; record latency, status and whether ``accept(response)`` holds."""
+        t0 = time.monotonic()
+        try:
+            r = session.post(url + path, json=body, timeout=timeout_s)
+            code, ok = r.status_code, r.status_code == 200 and accept(r.json())
+        except requests.RequestException as exc:
+            code, ok = type(exc).__name__, False
+        with lock:
+            into["latencies_s"].append(time.monotonic() - t0)
+            into["status"][str(code)] = into["status"].get(str(code), 0) + 1
+            into["errors"] += 0 if ok else 1
+            if "acknowledged" in into:
+                into["acknowledged"] += 1 if ok else 0
+
     def predict_loop(seed: int) -> None:
         rng = random.Random(seed)
         with requests.Session() as session:
             while time.monotonic() < stop_at:
                 batch = rng.sample(tasks, rng.randint(1, 5))
-                t0 = time.monotonic()
-                try:
-                    r = session.post(url + "/predict", timeout=60, json={
-                        "tasks": batch, "project": f"{pid}.0", "label_config": CONFIG})
-                    ok = r.status_code == 200 and len(r.json()["results"]) == len(batch)
-                    code = r.status_code
-                except requests.RequestException as exc:
-                    ok, code = False, type(exc).__name__
-                with lock:
-                    predict["latencies_s"].append(time.monotonic() - t0)
-                    predict["status"][str(code)] = predict["status"].get(str(code), 0) + 1
-                    predict["errors"] += 0 if ok else 1
+                timed_post(session, "/predict",
+                           {"tasks": batch, "project": f"{pid}.0", "label_config": CONFIG}, 60,
+                           lambda body, n=len(batch): len(body["results"]) == n, predict)
 
     def webhook_loop(seed: int) -> None:
         with requests.Session() as session:
             n = 0
             while time.monotonic() < stop_at:
                 n += 1
-                t0 = time.monotonic()
-                try:
-                    r = session.post(url + "/webhook", timeout=10, json={
-                        "action": "ANNOTATION_CREATED", "project": {"id": pid},
-                        "annotation": {"id": seed * 10**6 + n}})
-                    code, ok = r.status_code, r.status_code == 200 and \
-                        r.json().get("status") == "counted"
-                except requests.RequestException as exc:
-                    ok, code = False, type(exc).__name__
-                with lock:
-                    hooks["latencies_s"].append(time.monotonic() - t0)
-                    hooks["status"][str(code)] = hooks["status"].get(str(code), 0) + 1
-                    hooks["acknowledged"] += 1 if ok else 0
-                    hooks["errors"] += 0 if ok else 1
+                timed_post(session, "/webhook",
+                           {"action": "ANNOTATION_CREATED", "project": {"id": pid},
+                            "annotation": {"id": seed * 10**6 + n}}, 10,
+                           lambda body: body.get("status") == "counted", hooks)
 
     threads = [threading.Thread(target=predict_loop, args=(i,)) for i in range(args.predict_threads)]
     threads += [threading.Thread(target=webhook_loop, args=(i,)) for i in range(args.webhook_threads)]
