@@ -30,9 +30,16 @@ SCORE_CHUNK_IMAGES = 1024   # images held in memory at once while scoring the po
 
 
 def model_config_from(settings: Settings) -> ModelConfig:
-    return ModelConfig(backbone=settings.backbone, image_size=settings.image_size,
-                       pretrained_weights=(str(settings.pretrained_weights)
-                                           if settings.pretrained_weights else None))
+    config = ModelConfig(backbone=settings.backbone, image_size=settings.image_size,
+                         pretrained_weights=(str(settings.pretrained_weights)
+                                             if settings.pretrained_weights else None),
+                         weights=settings.backbone_weights or None)
+    if config.weights is None:
+        return config
+    from model.pretrained import with_weights_preprocessing
+    # The weights' own input size, mean and std; an IMAGE_SIZE other than the default wins.
+    default_size = Settings.__dataclass_fields__["image_size"].default
+    return with_weights_preprocessing(config, keep_image_size=settings.image_size != default_size)
 
 
 def train_config_from(settings: Settings) -> TrainConfig:

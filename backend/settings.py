@@ -111,6 +111,11 @@ class Settings:
         "name (resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)."))
     pretrained_weights: Path | None = field(default=None, metadata=_doc(
         "Local file with a state_dict to fine-tune from (no downloads happen at run time)."))
+    backbone_weights: str = field(default="", metadata=_doc(
+        "torchvision's pretrained weights for a torchvision BACKBONE: DEFAULT, a weights name "
+        "(IMAGENET1K_V2) or ResNet50_Weights.IMAGENET1K_V2. Read from TORCH_HOME/hub/checkpoints, "
+        "downloaded there once if missing (offline: the error names the file to place). Sets the "
+        "input size (IMAGE_SIZE other than the default 32 wins), mean and std the weights expect."))
     image_size: int = field(default=32, metadata=_doc("Square input size images are resized to.",
                                                       "pixels"))
     train_epochs: int = field(default=0, metadata=_doc(
@@ -174,6 +179,13 @@ class Settings:
             raise SettingsError("RETRAIN_AFTER_ANNOTATIONS must be >= 0")
         if self.lpm_loss not in ("v1", "v2", "mse"):
             raise SettingsError(f"LPM_LOSS must be v1, v2 or mse, got {self.lpm_loss!r}")
+        if self.backbone_weights:
+            if self.pretrained_weights:
+                raise SettingsError("set BACKBONE_WEIGHTS (torchvision's) or PRETRAINED_WEIGHTS (a "
+                                    "local file), not both")
+            if self.backbone in ("small_cnn", "cifar_resnet18"):
+                raise SettingsError(f"BACKBONE_WEIGHTS needs a torchvision BACKBONE (e.g. resnet50), "
+                                    f"not {self.backbone}; use PRETRAINED_WEIGHTS for a local file")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
 

@@ -63,6 +63,13 @@ class ModelConfig(_FromDict):
     # Local file with a state_dict (torch.save) to start from; loaded with weights_only=True, the
     # classifier head is re-initialised when its shape differs. Never downloaded.
     pretrained_weights: str | None = None
+    # torchvision's own pretrained weights for a torchvision backbone: "DEFAULT", a member of the
+    # backbone's weights enum ("IMAGENET1K_V2") or a qualified name ("ResNet50_Weights.IMAGENET1K_V2").
+    # Read from torch's hub cache (TORCH_HOME/hub/checkpoints), downloaded once when missing and
+    # online (model/pretrained.py). Use pretrained.with_weights_preprocessing(cfg) to take the
+    # weights' input size, mean and std. Not with pretrained_weights; not for small_cnn /
+    # cifar_resnet18. None = random init.
+    weights: str | None = None
     # Dropout probability before the classifier head. It regularises tiny labeled sets and is
     # what MC-dropout (BALD) samples; 0 disables both.
     dropout: float = 0.2
@@ -94,6 +101,17 @@ class ModelConfig(_FromDict):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.small_cnn_width < 1:
             raise ValueError(f"small_cnn_width must be >= 1, got {self.small_cnn_width}")
+        if self.weights is not None:
+            if not self.weights.strip():
+                raise ValueError("weights must name torchvision weights (e.g. DEFAULT) or be None")
+            if self.pretrained_weights:
+                raise ValueError("set weights (torchvision's) or pretrained_weights (a local file), not both")
+            # The names of networks.SMALL_CNN / networks.CIFAR_RESNET18 (networks imports this module).
+            if self.backbone in ("small_cnn", "cifar_resnet18"):
+                raise ValueError(
+                    f"weights are torchvision's pretrained weights and need a torchvision backbone "
+                    f"(e.g. resnet18), not {self.backbone!r}; use pretrained_weights for a local file"
+                )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from model.config import ModelConfig
+from model.pretrained import load_weights_state_dict, qualified_name, resolve_weights
 
 SMALL_CNN = "small_cnn"
 CIFAR_RESNET18 = "cifar_resnet18"
@@ -91,6 +92,10 @@ def _torchvision_classifier(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if name in ("googlenet", "inception_v3"):
         # Auxiliary classifiers change the training-mode output type; we do not use them.
         kwargs.update(aux_logits=False, init_weights=True)
+        if cfg.weights:
+            # As torchvision builds them for their pretrained weights: inputs normalised with
+            # ImageNet's mean / std are mapped to the normalisation those weights were trained on.
+            kwargs["transform_input"] = True
     if name.startswith("vit_"):
         kwargs["image_size"] = cfg.image_size
     return torchvision.models.get_model(name, **kwargs)
@@ -120,18 +125,25 @@ def _unwrap_state_dict(loaded: object, source: str) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(net: nn.Module, path: str | Path, head_name: str) -> None:
-    """Load a local state_dict into ``net``; the head is kept at random init if its shape differs.
-
-    Every non-head key must be present with the same shape and no others may be left over (a
-    wrong architecture fails loudly instead of silently training from scratch); only the weights
-    of the auxiliary classifiers we build without (GoogLeNet / Inception) are ignored.
-    """
+    """Load a local state_dict file into ``net`` (see ``load_matching_state_dict``)."""
     source = str(path)
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
         raise ValueError(f"cannot load pretrained weights {source}: {error}") from error
-    state = _unwrap_state_dict(loaded, source)
+    load_matching_state_dict(net, _unwrap_state_dict(loaded, source), head_name, source)
+
+
+def load_matching_state_dict(
+    net: nn.Module, state: dict[str, torch.Tensor], head_name: str, source: str
+) -> None:
+    """Load pretrained ``state`` into ``net``; the head is kept at random init if its shape differs.
+
+    Every non-head key must be present with the same shape and no others may be left over (a
+    wrong architecture fails loudly instead of silently training from scratch); only the weights
+    of the auxiliary classifiers we build without (GoogLeNet / Inception) are ignored. ``source``
+    names the weights in errors.
+    """
     own = net.state_dict()
     head_prefix = head_name + "."
     usable, problems = {}, []
@@ -165,6 +177,10 @@ def build_classifier(cfg: ModelConfig, num_classes: int, load_weights: bool = Tr
         net = _torchvision_classifier(cfg, num_classes)
     if load_weights and cfg.pretrained_weights:
         load_pretrained(net, cfg.pretrained_weights, _last_linear_name(net))
+    if load_weights and cfg.weights:
+        weights = resolve_weights(cfg.backbone, cfg.weights)
+        state = load_weights_state_dict(cfg.backbone, weights)
+        load_matching_state_dict(net, state, _last_linear_name(net), qualified_name(weights))
     return net
 
 
@@ -365,8 +381,9 @@ class LossLearningNet(nn.Module):
 
 
 def build_network(cfg: ModelConfig, num_classes: int, load_weights: bool = True) -> LossLearningNet:
-    """Build the LossLearningNet for ``cfg``; ``load_weights=False`` skips pretrained_weights
-    (used when a checkpoint's own weights follow)."""
+    """Build the LossLearningNet for ``cfg``; ``load_weights=False`` skips pretrained_weights and
+    torchvision ``weights`` without touching their files or the hub cache (used when a
+    checkpoint's own weights follow)."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     net = build_classifier(cfg, num_classes, load_weights)
