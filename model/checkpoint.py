@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.config import ModelConfig, TrainConfig
+from model.config import LEGACY_MODEL_DEFAULTS, ModelConfig, TrainConfig
 from model.networks import LossLearningNet, build_network
 from model.runtime import resolve_device
 from model.trainer import TrainResult
@@ -164,7 +164,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedModel:
     if not labels or not all(isinstance(label, str) for label in labels):
         raise CheckpointError(f"checkpoint {path} has invalid labels")
     try:
-        model_config = ModelConfig.from_dict(_require(payload, "model_config", dict, path))
+        stored_model_config = _require(payload, "model_config", dict, path)
+        model_config = ModelConfig.from_dict({**LEGACY_MODEL_DEFAULTS, **stored_model_config})
         train_config = TrainConfig.from_dict(_require(payload, "train_config", dict, path))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} has an invalid configuration: {error}") from error

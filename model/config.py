@@ -15,6 +15,12 @@ _Config = TypeVar("_Config", bound="_FromDict")
 
 LPM_LOSSES = ("v1", "v2", "mse")
 OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("cosine", "step")
+AUGMENT_POLICIES = ("strong", "crop_flip")
+INPUT_NORMS = ("per_image", "dataset")
+# Values that checkpoints written before a field existed were trained with: a stored config that
+# lacks the key gets these instead of today's defaults, so an old model keeps predicting as trained.
+LEGACY_MODEL_DEFAULTS = {"augment_policy": "crop_flip", "input_norm": "dataset"}
 
 
 class _FromDict:
@@ -48,8 +54,18 @@ class ModelConfig(_FromDict):
     # Per-channel normalisation applied after scaling pixels to [0, 1].
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    # Training-time augmentation, the paper's: random crop after zero padding + optional flip.
+    # Training-time augmentation on or off; which one is augment_policy.
     augment: bool = True
+    # "strong": generic few-label policy (random resized crop, rotation, colour jitter, random
+    # grayscale and inversion; model/augment.py), the default because it is what makes 20-200
+    # labels of an unknown domain learnable. "crop_flip": the paper's random crop after zero
+    # padding + optional flip (its CIFAR recipe with 1,000+ labels).
+    augment_policy: str = "strong"
+    # How pixels are standardised after scaling to [0, 1]. "per_image": each image by its own
+    # mean and std over all pixels and channels, so brightness and contrast differences between
+    # images (or domains) do not have to be learned from a few labels. "dataset": the fixed
+    # mean / std below (what pretrained weights expect).
+    input_norm: str = "per_image"
     # Horizontal flip during augmentation. Off by default: it is wrong for digits, text, arrows.
     hflip: bool = False
     # Zero padding before the random crop, in pixels at image_size 32; scaled with image_size
@@ -91,6 +107,10 @@ class ModelConfig(_FromDict):
             )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be > 0, got {self.std}")
+        if self.augment_policy not in AUGMENT_POLICIES:
+            raise ValueError(f"augment_policy must be one of {AUGMENT_POLICIES}, got {self.augment_policy!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 pixels, got {self.crop_padding}")
         if self.taps is not None and len(self.taps) == 0:
@@ -133,6 +153,11 @@ class TrainConfig(_FromDict):
     lr: float = 0.05
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
+    # "cosine": the learning rate decays from lr to 0 along a cosine over all steps (after a
+    # warm-up of warmup_fraction of them): steadier than a step on tiny sets. "step": the paper's,
+    # lr is multiplied by lr_gamma once lr_milestone_fraction of the epochs is done.
+    lr_schedule: str = "step"
+    warmup_fraction: float = 0.0
     # The learning rate is multiplied by lr_gamma once this fraction of epochs is done
     # (paper: epoch 160 of 200 = 0.8).
     lr_milestone_fraction: float = 0.8
@@ -172,6 +197,10 @@ class TrainConfig(_FromDict):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.lpm_loss not in LPM_LOSSES:
             raise ValueError(f"lpm_loss must be one of {LPM_LOSSES}, got {self.lpm_loss!r}")
         if self.lpm_weight < 0 or self.margin < 0 or self.weight_decay < 0:

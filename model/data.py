@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model.augment import StrongAugment
 from model.config import ModelConfig
 
 
@@ -168,12 +169,45 @@ def augment_batch(
     return out
 
 
+# Floor of a per-image standard deviation (pixels in [0, 1]): a flat image stays flat instead of
+# having its sensor noise blown up to unit variance.
+_PER_IMAGE_MIN_STD = 1e-2
+
+
+def to_unit_float(batch_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1]."""
+    return batch_uint8.to(torch.float32) / 255.0
+
+
+def standardize(batch: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """float (N, C, H, W) in [0, 1] -> the network's input, by cfg.input_norm:
+    "per_image" subtracts each image's own mean and divides by its own std (all pixels and
+    channels together, so colour relations are kept); "dataset" uses cfg.mean / cfg.std."""
+    if cfg.input_norm == "per_image":
+        mean = batch.mean(dim=(1, 2, 3), keepdim=True)
+        std = batch.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp(min=_PER_IMAGE_MIN_STD)
+        return (batch - mean) / std
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=batch.device)
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=batch.device)
+    return (batch - mean[None, :, None, None]) / std[None, :, None, None]
+
+
 def normalize(batch_uint8: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 scaled to [0, 1] then standardised with cfg.mean / cfg.std."""
-    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=batch_uint8.device)
-    std = torch.tensor(cfg.std, dtype=torch.float32, device=batch_uint8.device)
-    scaled = batch_uint8.to(torch.float32) / 255.0
-    return (scaled - mean[None, :, None, None]) / std[None, :, None, None]
+    """uint8 (N, C, H, W) -> float32 scaled to [0, 1] then standardised (see ``standardize``)."""
+    return standardize(to_unit_float(batch_uint8), cfg)
+
+
+def train_batch(
+    batch_uint8: torch.Tensor, cfg: ModelConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A training mini-batch as the network's input: augmented by cfg.augment_policy (when
+    cfg.augment), then standardised."""
+    if not cfg.augment:
+        return normalize(batch_uint8, cfg)
+    if cfg.augment_policy == "crop_flip":
+        return normalize(augment_batch(batch_uint8, cfg, generator), cfg)
+    policy = StrongAugment(hflip=cfg.hflip)
+    return standardize(policy(to_unit_float(batch_uint8), generator), cfg)
 
 
 def images_to_tensor(
@@ -184,9 +218,9 @@ def images_to_tensor(
 ) -> torch.Tensor:
     """PIL images -> normalised float32 tensor (N, C, image_size, image_size).
 
-    ``train=True`` applies the augmentation when ``cfg.augment`` is on.
+    ``train=True`` applies the augmentation when ``cfg.augment`` is on (see ``train_batch``).
     """
     batch = images_to_uint8(images, cfg)
-    if train and cfg.augment:
-        batch = augment_batch(batch, cfg, generator)
+    if train:
+        return train_batch(batch, cfg, generator)
     return normalize(batch, cfg)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from model.config import ModelConfig, TrainConfig
-from model.data import augment_batch, images_to_uint8, normalize
+from model.data import images_to_uint8, train_batch
 from model.losses import lpm_loss
 from model.metrics import spearman
 from model.networks import LossLearningNet, build_network
@@ -51,6 +51,21 @@ def auto_epochs(n_train: int, cfg: TrainConfig) -> int:
     batches = len(batch_index_lists(max(n_train, 1), cfg.batch_size, torch.arange(max(n_train, 1))))
     epochs = math.ceil(cfg.auto_target_steps / batches)
     return int(min(max(epochs, cfg.auto_min_epochs), cfg.auto_max_epochs))
+
+
+def lr_at(cfg: TrainConfig, step_schedule_lr: float, step: int, total_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    "step" schedule: ``step_schedule_lr`` (cfg.lr, times lr_gamma after the milestone epoch).
+    "cosine": linear warm-up over warmup_fraction of the steps, then cosine decay to 0.
+    """
+    if cfg.lr_schedule == "step":
+        return step_schedule_lr
+    warmup = int(cfg.warmup_fraction * total_steps)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(total_steps - warmup, 1)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def batch_index_lists(n: int, batch_size: int, permutation: torch.Tensor) -> list[torch.Tensor]:
@@ -186,6 +201,7 @@ def _train(images, targets, labels, model_config, train_config, progress, device
     ).to(device)
 
     optimizer = _optimizer(model, train_config)
+    total_steps = epochs * len(batch_index_lists(n_train, train_config.batch_size, torch.arange(n_train)))
     dtype = amp_dtype(device, train_config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
@@ -194,15 +210,12 @@ def _train(images, targets, labels, model_config, train_config, progress, device
         model.train()
         model.detach_lpm_input = epoch >= detach_epoch
         lr = train_config.lr * (train_config.lr_gamma if epoch >= milestone_epoch else 1.0)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         sums = {"loss": 0.0, "ce": 0.0, "lpm": 0.0, "correct": 0, "seen": 0}
         for batch in batch_index_lists(n_train, train_config.batch_size, torch.randperm(n_train, generator=generator)):
             batch = batch.to(device)
-            x = train_data[batch]
-            if model_config.augment:
-                x = augment_batch(x, model_config, generator)
-            x = normalize(x, model_config).contiguous(memory_format=fmt)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(train_config, lr, step, total_steps)
+            x = train_batch(train_data[batch], model_config, generator).contiguous(memory_format=fmt)
             y = train_targets[batch]
             with autocast(device, dtype):
                 out = model(x)
@@ -237,7 +250,7 @@ def _train(images, targets, labels, model_config, train_config, progress, device
             "train_ce": sums["ce"] / sums["seen"],
             "lpm_loss": sums["lpm"] / sums["seen"],
             "train_acc": sums["correct"] / sums["seen"],
-            "lr": lr,
+            "lr": optimizer.param_groups[0]["lr"],
             "lpm_input_detached": model.detach_lpm_input,
             "seconds": time.monotonic() - started,
         }

@@ -89,7 +89,7 @@ def test_decompression_bomb_is_rejected_from_the_header():
 
 
 def test_tensor_shape_dtype_and_normalisation():
-    cfg = ModelConfig(image_size=12)
+    cfg = ModelConfig(image_size=12, input_norm="dataset")
     images = [Image.new("RGB", (30, 20), (255, 255, 255)), Image.new("L", (5, 5), 0)]
     x = images_to_tensor(images, cfg)
     assert x.shape == (2, 3, 12, 12) and x.dtype == torch.float32
@@ -128,3 +128,19 @@ def test_uint8_cache_matches_resize():
     cfg = ModelConfig(image_size=4)
     cached = images_to_uint8([Image.new("RGB", (8, 8), (9, 8, 7))], cfg)
     assert cached.dtype == torch.uint8 and cached[0, :, 0, 0].tolist() == [9, 8, 7]
+
+
+def test_per_image_standardisation_removes_brightness_and_contrast():
+    """The default input_norm: an image and a dimmer, lower-contrast copy give the same input."""
+    cfg = ModelConfig(image_size=8)
+    assert cfg.input_norm == "per_image"
+    rng = np.random.default_rng(0)
+    bright = rng.integers(0, 256, size=(8, 8, 3)).astype(np.float64)
+    dim = 40 + 0.5 * bright
+    x = images_to_tensor([Image.fromarray(bright.astype(np.uint8)), Image.fromarray(np.rint(dim).astype(np.uint8))], cfg)
+    assert torch.allclose(x[0].mean(), torch.tensor(0.0), atol=1e-5)
+    assert torch.allclose(x[0].std(unbiased=False), torch.tensor(1.0), atol=1e-4)
+    assert torch.allclose(x[0], x[1], atol=0.05)
+    # a flat image is not blown up to unit variance
+    flat = images_to_tensor([Image.new("RGB", (8, 8), (90, 90, 90))], cfg)
+    assert torch.count_nonzero(flat) == 0
