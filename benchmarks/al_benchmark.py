@@ -47,9 +47,11 @@ if str(REPO_ROOT) not in sys.path:
 import model.trainer as trainer_module  # noqa: E402
 from model import STRATEGIES, ModelConfig, TrainConfig, needs_mc_samples, rank, score, train  # noqa: E402
 from model.metrics import spearman  # noqa: E402
+from benchmarks.domains import DOMAINS, load_domain  # noqa: E402
 
 RESULTS_ROOT = REPO_ROOT / "benchmarks" / "results"
-DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "fake")
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "fake", *DOMAINS)
+DOMAIN_SIZE = 3000  # images generated for a synthetic domain (benchmarks/domains.py) by default
 ALL_PAPER_STRATEGIES = (
     "random", "entropy", "margin", "coreset", "badge", "bald", "learning_loss", "learning_loss_v2", "hybrid",
 )
@@ -75,6 +77,7 @@ class BenchConfig:
     dataset: str = "digits"
     data_dir: Optional[str] = None  # cifar10/cifar100 root (torchvision layout) or ImageFolder root
     fake_size: int = 0  # > 0: replace the dataset by this many random 32x32 RGB images (10 classes)
+    domain_size: int = 0  # synthetic domains: images generated, pool + test (0 = DOMAIN_SIZE)
     test_size: int = 500  # held-out images (datasets without their own test split)
     pool_limit: int = 0  # > 0: use a random subset of this many training images as the pool
     split_seed: int = 0  # fixes the pool/test split, shared by all seeds
@@ -126,6 +129,8 @@ class BenchConfig:
         data = dataclasses.asdict(self)
         for key in ("strategies", "seeds", "reference", "device"):
             data.pop(key)
+        if data["domain_size"] == 0:  # added later: the default leaves earlier fingerprints unchanged
+            data.pop("domain_size")
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -244,6 +249,10 @@ def load_dataset(cfg: BenchConfig) -> Dataset:
         images, targets = _load_demo_data().load_source(cfg.dataset)
         pool_x, pool_y, test_x, test_y = _split(images, targets, cfg.test_size, cfg.split_seed)
         return _limit(Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels10), cfg)
+    if cfg.dataset in DOMAINS:
+        images, targets, labels = load_domain(cfg.dataset, cfg.domain_size or DOMAIN_SIZE, seed=cfg.split_seed)
+        pool_x, pool_y, test_x, test_y = _split(images, targets, cfg.test_size, cfg.split_seed)
+        return _limit(Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels), cfg)
     if cfg.dataset in ("cifar10", "cifar100"):
         import torchvision
 

@@ -1,0 +1,121 @@
+"""The synthetic non-digit domains (benchmarks/domains.py): deterministic, balanced, well-formed, not
+separable by colour, and loadable by the active-learning benchmark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import domains
+from benchmarks.al_benchmark import DATASETS, BenchConfig, load_dataset
+from benchmarks.domains import DOMAINS, load_domain
+
+torch.set_num_threads(1)
+
+N = 288  # divisible by 4, 6 and 8: every domain exactly balanced
+EXPECTED_CLASSES = {
+    "shapes": ["circle", "square", "triangle", "star"],
+    "letters": ["C", "E", "F", "G", "O", "P", "Q", "R"],
+    "textures": ["stripes", "checkerboard", "dots", "waves", "blobs", "grid"],
+}
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return {name: load_domain(name, N, seed=0) for name in DOMAINS}
+
+
+def nearest_mean_colour_accuracy(images: np.ndarray, targets: np.ndarray, num_classes: int) -> float:
+    """Fit class means of the images' mean RGB on the first half, classify the second half."""
+    feats = images.reshape(len(images), -1, 3).mean(1)
+    half = len(images) // 2
+    means = np.stack([feats[:half][targets[:half] == c].mean(0) for c in range(num_classes)])
+    dist = ((feats[half:, None, :] - means[None]) ** 2).sum(-1)
+    return float((dist.argmin(1) == targets[half:]).mean())
+
+
+def test_registry_and_benchmark_dataset_names():
+    assert set(DOMAINS) == set(EXPECTED_CLASSES)
+    for name in DOMAINS:
+        assert name in DATASETS
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CLASSES))
+def test_shapes_dtypes_balance_and_classes(generated, name):
+    images, targets, names = generated[name]
+    assert names == EXPECTED_CLASSES[name]
+    assert images.shape == (N, 64, 64, 3) and images.dtype == np.uint8
+    assert targets.shape == (N,) and targets.dtype == np.int64
+    counts = np.bincount(targets, minlength=len(names))
+    assert len(counts) == len(names) and (counts == N // len(names)).all()
+    assert not (np.diff(targets) == 0).all() and (targets[: len(names)] != np.arange(len(names))).any()  # shuffled
+    # every image has content (not a flat colour) and images differ from each other
+    assert (images.reshape(N, -1).std(1) > 3).all()
+    assert len({im.tobytes() for im in images}) == N
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CLASSES))
+def test_same_seed_is_byte_identical_and_seeds_differ(name):
+    first, first_targets, _ = load_domain(name, 24, seed=0)
+    again, again_targets, _ = load_domain(name, 24, seed=0)
+    assert first.tobytes() == again.tobytes() and np.array_equal(first_targets, again_targets)
+    other, other_targets, _ = load_domain(name, 24, seed=1)
+    assert not np.array_equal(first, other)
+    assert not np.array_equal(first_targets, other_targets)
+
+
+def test_counts_when_n_is_not_divisible():
+    images, targets, names = load_domain("shapes", 10, seed=3, size=32)
+    assert images.shape == (10, 32, 32, 3)
+    assert sorted(np.bincount(targets, minlength=4).tolist()) == [2, 2, 3, 3]
+
+
+@pytest.mark.parametrize("name, bound", [("shapes", 0.45), ("letters", 0.3), ("textures", 0.35)])
+def test_mean_colour_does_not_separate_classes(generated, name, bound):
+    images, targets, names = generated[name]
+    # Chance is 1/C (0.25, 0.125, 0.17); a colour-coded set scores near 1 (checked below).
+    assert nearest_mean_colour_accuracy(images, targets, len(names)) < bound
+
+
+def test_the_colour_check_catches_a_colour_coded_set(generated):
+    images, targets, names = generated["shapes"]
+    tint = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.float32)
+    coded = (0.5 * images + 0.5 * tint[targets][:, None, None, :]).astype(np.uint8)
+    assert nearest_mean_colour_accuracy(coded, targets, len(names)) > 0.9
+
+
+def test_colours_vary_within_every_class(generated):
+    for name, (images, targets, names) in generated.items():
+        feats = images.reshape(len(images), -1, 3).mean(1)
+        for c in range(len(names)):
+            assert feats[targets == c].std(0).mean() > 25, (name, names[c])
+
+
+def test_load_domain_rejects_unknown_names_and_missing_fonts(tmp_path):
+    with pytest.raises(ValueError, match="unknown domain"):
+        load_domain("nope", 4)
+    with pytest.raises(FileNotFoundError, match="no .ttf"):
+        domains.generate_letters(4, seed=0, font_dir=str(tmp_path))
+    assert all(path.endswith(".ttf") for path in domains.font_files())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CLASSES))
+def test_load_dataset_splits_a_domain(name):
+    cfg = BenchConfig(dataset=name, domain_size=48, test_size=12, device="cpu")
+    data = load_dataset(cfg)
+    assert data.labels == EXPECTED_CLASSES[name]
+    assert len(data.pool_images) == 36 and len(data.test_images) == 12
+    assert len(data.pool_targets) == 36 and len(data.test_targets) == 12
+    assert data.pool_images[0].size == (64, 64) and data.pool_images[0].mode == "RGB"
+    all_targets = np.concatenate([data.pool_targets, data.test_targets])
+    assert sorted(np.bincount(all_targets).tolist()) == [48 // len(data.labels)] * len(data.labels)
+    assert BenchConfig(dataset=name).fingerprint() != cfg.fingerprint()  # the size is part of it
+
+
+def test_default_domain_size_leaves_earlier_fingerprints_unchanged():
+    # The committed digits-ablation results were fingerprinted before domain_size existed.
+    from benchmarks.al_benchmark import PRESETS
+
+    assert BenchConfig(**PRESETS["digits-ablation"]).fingerprint() == "6521701554686a0c"
+    assert BenchConfig(**PRESETS["mnist"]).fingerprint() == "476d01d697a513bb"
