@@ -225,6 +225,19 @@ def coreset(outputs, rng, budget, labeled_embedding) -> Ranking:
     return Ranking(order, cluster if len(picked) else None)
 
 
+@register("typiclust")
+def typiclust(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """TypiClust (Hacohen et al. 2022, model/coldstart.py): k-means on the embeddings into
+    ``budget`` clusters, the most typical item of each cluster no labeled item covers first
+    (largest cluster first), then round-robin over the clusters. For a cold start (few labels),
+    where uncertainty is meaningless; cluster = k-means cluster. The seed comes from ``rng``."""
+    from model.coldstart import typiclust as typiclust_ranking   # scikit-learn: imported on use
+
+    seed = int(rng.integers(2**31 - 1))
+    result = typiclust_ranking(outputs.embedding, labeled_embedding, n_clusters=max(budget, 1), seed=seed)
+    return Ranking(result.order, result.cluster)
+
+
 def _gradient_factors(outputs: ScoreOutputs) -> tuple[np.ndarray, np.ndarray]:
     """BADGE's gradient embedding g_i = (p_i - onehot(argmax p_i)) (x) e_i, kept factored:
     a = p - onehot (N, C) and e (N, D), never materialising the (N, C*D) matrix."""
@@ -309,8 +322,9 @@ def informativeness_values(
 ) -> np.ndarray:
     """Per-item informativeness (higher = more informative) for scoring items one at a time,
     e.g. with value_to_score against a reference pool. Batch strategies have no per-item value,
-    so they use the value behind their choice: hybrid -> predicted loss, coreset -> squared
-    distance to the nearest labeled embedding (0 without one), badge -> gradient-embedding norm;
+    so they use the value behind their choice: hybrid -> predicted loss, coreset and typiclust
+    -> squared distance to the nearest labeled embedding (0 without one; typicality needs the
+    whole pool), badge -> gradient-embedding norm;
     random -> seeded uniform values."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")
@@ -328,7 +342,7 @@ def informativeness_values(
         return entropy_values(outputs.probs)
     if strategy == "bald":
         return bald_values(outputs.mc_probs)
-    if strategy == "coreset":
+    if strategy in ("coreset", "typiclust"):
         if labeled_embedding is None or len(labeled_embedding) == 0 or n == 0:
             return np.zeros(n)
         rng = np.random.default_rng(seed)

@@ -1,0 +1,274 @@
+"""Cold start: rank a pool before any classifier can be trained (few or no labels).
+
+Pure numpy + scikit-learn (no torch). Two pieces:
+
+* ``pixel_embedding``: a label-free embedding for when no learned features exist yet —
+  downsample to ``size`` x ``size``, standardise each image (zero mean, unit variance over its
+  own pixels, so brightness and contrast do not dominate), then PCA to ``dims`` components.
+* ``typiclust_order``: TypiClust (Hacohen, Dekel & Weinshall, ICML 2022, "Active Learning on a
+  Budget"): k-means into ``n_clusters``; the typicality of an item is the inverse of its mean
+  distance to its ``k_neighbors`` nearest neighbours *within its cluster*; clusters that no
+  labeled item covers come first (largest first), and from each cluster its most typical item
+  is taken. Then the next round over the clusters takes each one's second most typical item,
+  and so on, so the whole pool gets a permutation, most useful first. Optionally coarse to fine
+  (``start_clusters``), so that every prefix of the one ranking is a good batch.
+
+Bounded cost for large pools:
+
+* PCA is fitted on at most ``PCA_FIT_ROWS`` images (seeded subsample) and applied in chunks.
+* k-means is ``KMeans`` up to ``MINIBATCH_KMEANS_ABOVE`` items, ``MiniBatchKMeans`` beyond.
+* No N x N matrix is ever formed: nearest neighbours are searched within each cluster, in
+  blocks of ``CHUNK_ROWS`` rows. A cluster larger than ``TYPICALITY_SAMPLE`` items measures its
+  members' typicality against a seeded random subsample of ``TYPICALITY_SAMPLE`` of its members
+  (the neighbours are then drawn from that sample; typicality is a density estimate, and a few
+  thousand points estimate it well), so the cost per cluster is O(size x TYPICALITY_SAMPLE x D).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+PCA_FIT_ROWS = 20_000          # images the PCA is fitted on (seeded subsample above it)
+MINIBATCH_KMEANS_ABOVE = 20_000  # pool size above which k-means runs in mini-batches
+TYPICALITY_SAMPLE = 3_000      # neighbours of a cluster's members are searched among at most this many
+CHUNK_ROWS = 1_024             # rows per block in distance computations
+_EPS = 1e-8
+
+
+# ----------------------------------------------------------------------------- embedding
+
+
+def thumbnails(images, size: int = 16) -> np.ndarray:
+    """uint8 (N, size, size, C) from a uint8 array (N, H, W[, C]), C in {1, 3}, or a list of PIL
+    images (any mode; converted to RGB, C = 3). Bilinear resize; an array already at ``size`` is
+    returned as is. Lets a caller keep a large pool in memory as small thumbnails."""
+    from PIL import Image
+
+    if isinstance(images, np.ndarray):
+        if images.ndim == 3:            # (N, H, W) grayscale
+            images = images[..., None]
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with C in 1, 3; got {images.shape}")
+        n, h, w, c = images.shape
+        if (h, w) == (size, size):
+            return images.astype(np.uint8, copy=False)
+        out = np.empty((n, size, size, c), dtype=np.uint8)
+        for i in range(n):
+            pil = Image.fromarray(np.ascontiguousarray(images[i, ..., 0] if c == 1 else images[i]),
+                                  "L" if c == 1 else "RGB")
+            out[i] = np.asarray(pil.resize((size, size), Image.BILINEAR)).reshape(size, size, c)
+        return out
+    images = list(images)
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        out[i] = np.asarray(img.resize((size, size), Image.BILINEAR))
+    return out
+
+
+def pixel_embedding(images: "np.ndarray | Sequence", size: int = 16, dims: int = 64,
+                    seed: int = 0) -> np.ndarray:
+    """A label-free embedding (N, d) float32, d = min(dims, N, pixels) (0 columns for N < 2).
+
+    ``images``: uint8 array (N, H, W) or (N, H, W, C) with C in {1, 3}, or a list of PIL images
+    (any mode; converted to RGB). Each image is resized to ``size`` x ``size`` (bilinear),
+    standardised over its own pixels, and the pool is projected on its first ``dims`` principal
+    components (PCA fitted on at most PCA_FIT_ROWS images). Deterministic for a seed.
+    Embed the pool and the labeled images in ONE call so they share the projection.
+    """
+    if size < 1 or dims < 1:
+        raise ValueError(f"size and dims must be >= 1, got {size}, {dims}")
+    x = thumbnails(images, size)
+    x = x.reshape(len(x), size * size * x.shape[-1]).astype(np.float32)
+    n = len(x)
+    if n < 2:
+        return np.zeros((n, 0), dtype=np.float32)
+    x -= x.mean(axis=1, keepdims=True)
+    x /= x.std(axis=1, keepdims=True) + 1e-3   # a blank image stays all zeros
+    from sklearn.decomposition import PCA
+
+    components = min(dims, n, x.shape[1])
+    rng = np.random.default_rng(seed)
+    fit_rows = x if n <= PCA_FIT_ROWS else x[np.sort(rng.choice(n, PCA_FIT_ROWS, replace=False))]
+    pca = PCA(n_components=min(components, len(fit_rows)), random_state=seed)
+    pca.fit(fit_rows)
+    out = np.empty((n, pca.n_components_), dtype=np.float32)
+    for start in range(0, n, 8 * CHUNK_ROWS):
+        out[start:start + 8 * CHUNK_ROWS] = pca.transform(x[start:start + 8 * CHUNK_ROWS])
+    return out
+
+
+# ----------------------------------------------------------------------------- TypiClust
+
+
+@dataclass
+class TypiClustResult:
+    order: np.ndarray       # (N,) int64 permutation, most useful first
+    cluster: np.ndarray     # (N,) int64 k-means cluster of each item
+    typicality: np.ndarray  # (N,) float64, 1 / mean distance to the k nearest cluster neighbours
+    covered: np.ndarray     # (n_clusters,) bool: a labeled item falls in that cluster
+
+
+def _kmeans(x: np.ndarray, n_clusters: int, seed: int):
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    if len(x) > MINIBATCH_KMEANS_ABOVE:
+        model = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3,
+                                batch_size=max(1024, 4 * n_clusters))
+    else:
+        model = KMeans(n_clusters=n_clusters, random_state=seed, n_init=3)
+    with warnings.catch_warnings():
+        # duplicates can leave fewer distinct points than clusters: sklearn warns, result is usable
+        warnings.simplefilter("ignore")
+        labels = model.fit_predict(x)
+    return model, labels.astype(np.int64)
+
+
+def _mean_knn_distance(members: np.ndarray, reference: np.ndarray, self_in_reference: np.ndarray,
+                       k: int) -> np.ndarray:
+    """Mean Euclidean distance of each member to its k nearest rows of ``reference``, excluding
+    itself (``self_in_reference[i]`` = its row in reference, or -1). Chunked over members."""
+    out = np.zeros(len(members), dtype=np.float64)
+    if k <= 0:
+        return out
+    ref_sq = np.einsum("ij,ij->i", reference, reference)
+    for start in range(0, len(members), CHUNK_ROWS):
+        block = members[start:start + CHUNK_ROWS]
+        d = ref_sq[None, :] - 2.0 * (block @ reference.T)
+        d += np.einsum("ij,ij->i", block, block)[:, None]
+        np.maximum(d, 0.0, out=d)
+        own = self_in_reference[start:start + CHUNK_ROWS]
+        rows = np.nonzero(own >= 0)[0]
+        d[rows, own[rows]] = np.inf
+        nearest = np.partition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else d
+        out[start:start + CHUNK_ROWS] = np.sqrt(nearest).mean(axis=1)
+    return out
+
+
+def _typicality(x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors: int,
+                rng: np.random.Generator) -> np.ndarray:
+    typicality = np.zeros(len(x), dtype=np.float64)
+    for c in range(n_clusters):
+        idx = np.nonzero(labels == c)[0]
+        if len(idx) == 0:
+            continue
+        if len(idx) > TYPICALITY_SAMPLE:
+            sample = np.sort(rng.choice(len(idx), TYPICALITY_SAMPLE, replace=False))
+        else:
+            sample = np.arange(len(idx))
+        position = np.full(len(idx), -1, dtype=np.int64)
+        position[sample] = np.arange(len(sample))
+        k = min(k_neighbors, len(sample) - 1)
+        mean_distance = _mean_knn_distance(x[idx], x[idx[sample]], position, k)
+        typicality[idx] = 1.0 / (mean_distance + _EPS)
+    return typicality
+
+
+def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, seed: int,
+                    k_neighbors: int) -> tuple[TypiClustResult, object]:
+    """One clustering of the pool (x float32 (N, D), N >= 1) and its round-robin order."""
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    model, labels = _kmeans(x, n_clusters, seed)
+    typicality = _typicality(x, labels, n_clusters, k_neighbors, rng)
+    covered_count = np.zeros(n_clusters, dtype=np.int64)
+    if labeled is not None and len(labeled):
+        covered_count = np.bincount(model.predict(labeled), minlength=n_clusters)[:n_clusters]
+    sizes = np.bincount(labels, minlength=n_clusters)
+    # uncovered clusters first, then those with the fewest labeled items; larger clusters first;
+    # the cluster id breaks remaining ties (deterministic)
+    cluster_order = np.lexsort((np.arange(n_clusters), -sizes, covered_count))
+    cluster_order = cluster_order[sizes[cluster_order] > 0]
+
+    members = []
+    for c in cluster_order:
+        idx = np.nonzero(labels == c)[0]
+        # most typical first; ties keep pool order
+        members.append(idx[np.argsort(-typicality[idx], kind="stable")])
+    # round-robin: position r of every cluster (in cluster order) before position r + 1 of any
+    rank_in_cluster = np.empty(n, dtype=np.int64)
+    cluster_rank = np.empty(n, dtype=np.int64)
+    for position, idx in enumerate(members):
+        rank_in_cluster[idx] = np.arange(len(idx))
+        cluster_rank[idx] = position
+    order = np.lexsort((cluster_rank, rank_in_cluster)).astype(np.int64)
+    return TypiClustResult(order, labels, typicality, covered_count > 0), model
+
+
+def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
+              n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
+              start_clusters: int | None = None) -> TypiClustResult:
+    """TypiClust ranking of the whole pool with its clusters and typicality (see module doc).
+
+    ``start_clusters`` (optional, < n_clusters): coarse to fine. One ranking is read from the
+    top, and its first k items should be a good batch for every k, not only for k = n_clusters
+    (with 50 clusters the first 10 picks are the 10 largest clusters, which on digits cover no
+    more classes than 10 random images; benchmarks/results/coldstart-coverage.md). So the first
+    ``start_clusters`` picks come from a clustering into ``start_clusters``, the picks up to
+    2 x ``start_clusters`` from one into twice as many clusters with the earlier picks counted as
+    covered, and so on up to ``n_clusters`` — TypiClust as if each batch had been labeled before
+    the next; then the rest by the round-robin of the final ``n_clusters`` clustering (earlier
+    picks covered). ``cluster``, ``typicality`` and ``covered`` (by labeled items only) describe
+    that final clustering.
+    """
+    x = np.asarray(embedding, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embedding must be (N, D), got {x.shape}")
+    n, dim = x.shape
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return TypiClustResult(empty, empty.copy(), np.zeros(0), np.zeros(0, dtype=bool))
+    if k_neighbors < 1:
+        raise ValueError(f"k_neighbors must be >= 1, got {k_neighbors}")
+    labeled = None
+    if labeled_embedding is not None and len(labeled_embedding):
+        labeled = np.asarray(labeled_embedding, dtype=np.float32)
+        if labeled.ndim != 2 or labeled.shape[1] != dim:
+            raise ValueError(f"labeled_embedding must be (L, {dim}), got {labeled.shape}")
+    if dim == 0:   # no features (e.g. a pool of one image): every item is alike
+        x = np.zeros((n, 1), dtype=np.float32)
+        labeled = None if labeled is None else np.zeros((len(labeled), 1), dtype=np.float32)
+    n_clusters = max(1, min(int(n_clusters), n))
+
+    picked: list[int] = []
+    k = n_clusters if start_clusters is None else max(1, int(start_clusters))
+    while k < n_clusters:
+        covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
+        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors)
+        first_round = result.order[:len(np.unique(result.cluster))]   # one item per cluster
+        chosen = set(picked)
+        fresh = [int(i) for i in first_round
+                 if not result.covered[result.cluster[i]] and int(i) not in chosen]
+        picked += fresh[:k - len(picked)]
+        k *= 2
+    covered_by = labeled
+    if picked:
+        covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
+    result, model = _typiclust_once(x, covered_by, n_clusters, seed, k_neighbors)
+    if not picked:
+        return result
+    chosen = np.zeros(n, dtype=bool)
+    chosen[picked] = True
+    order = np.concatenate([np.asarray(picked, dtype=np.int64), result.order[~chosen[result.order]]])
+    covered = np.zeros(n_clusters, dtype=bool)
+    if labeled is not None:
+        covered[model.predict(labeled)] = True
+    return TypiClustResult(order, result.cluster, result.typicality, covered)
+
+
+def typiclust_order(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
+                    n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
+                    start_clusters: int | None = None) -> np.ndarray:
+    """TypiClust permutation of the pool (N,) int64, most useful first; empty pool -> empty.
+
+    ``labeled_embedding`` (L, D): items already labeled, in the same space; the clusters they
+    fall in are covered and come after the uncovered ones. ``n_clusters`` is capped at N.
+    ``start_clusters``: coarse to fine (see ``typiclust``).
+    """
+    return typiclust(embedding, labeled_embedding, n_clusters, seed, k_neighbors,
+                     start_clusters).order
