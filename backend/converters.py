@@ -70,10 +70,21 @@ def annotated_label(task: dict, schema: ImageClassificationSchema) -> str | None
 
 @dataclass(frozen=True)
 class TaskPrediction:
-    label: str
-    probability: float
-    score: float          # Label Studio score: lower = more informative
+    label: str | None          # None: no model yet (cold start), nothing to pre-select
+    probability: float | None  # the model's probability of ``label``
+    score: float               # Label Studio score: lower = more informative
     cluster: int | None = None
+
+
+def preselects(probability: float | None, min_confidence: float) -> bool:
+    """THE pre-selection rule, for the bulk push and /predict alike: a prediction pre-selects its
+    top class only when the model gives it at least ``min_confidence`` (PRESELECT_MIN_CONFIDENCE);
+    below it the prediction goes out with an empty result and keeps its score, so annotators are
+    not anchored on a guess exactly on the uncertain tasks served first. 0 always pre-selects; no
+    probability (no model) never does."""
+    if probability is None:
+        return False
+    return min_confidence <= 0.0 or float(probability) >= min_confidence
 
 
 def prediction_result(pred: TaskPrediction, schema: ImageClassificationSchema) -> list[dict]:
@@ -87,19 +98,20 @@ def prediction_result(pred: TaskPrediction, schema: ImageClassificationSchema) -
 
 
 def prediction_payload(pred: TaskPrediction, schema: ImageClassificationSchema,
-                       model_version: str) -> dict:
-    """The answer of /predict for one task."""
-    payload = {"result": prediction_result(pred, schema), "score": round(float(pred.score), 6),
-               "model_version": model_version}
+                       model_version: str, min_confidence: float = 0.0) -> dict:
+    """The answer of /predict for one task; its result is empty unless ``preselects``."""
+    chosen = pred.label is not None and preselects(pred.probability, min_confidence)
+    payload = {"result": prediction_result(pred, schema) if chosen else [],
+               "score": round(float(pred.score), 6), "model_version": model_version}
     if pred.cluster is not None:
         payload["cluster"] = int(pred.cluster)
     return payload
 
 
 def import_payload(task_id: int, pred: TaskPrediction, schema: ImageClassificationSchema,
-                   model_version: str) -> dict:
+                   model_version: str, min_confidence: float = 0.0) -> dict:
     """One item of a bulk prediction import (POST /api/projects/{id}/import/predictions)."""
-    item = prediction_payload(pred, schema, model_version)
+    item = prediction_payload(pred, schema, model_version, min_confidence)
     item["task"] = int(task_id)
     return item
 

@@ -58,12 +58,17 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
     try:
         from backend.pipeline import run_training_round   # heavy (torch): import in the worker
         summary = run_training_round(settings, project_id, status)
+        published = {}
+        if summary["state"] == "done":
+            published = {"model_version": summary["model_version"],
+                         "annotations_used": summary["annotations_used"],
+                         "metrics": summary["metrics"]}
+        elif summary["state"] == "cold_start":   # a ranking without a model: no metrics
+            published = {"model_version": summary["model_version"],
+                         "annotations_used": summary["annotations_used"], "metrics": None}
         status(state=summary["state"], phase="finished", finished_at=training_state.now_iso(),
                duration_s=round(time.monotonic() - started, 2), last_summary=summary,
-               annotated_tasks=summary.get("annotated_tasks"),
-               **({"model_version": summary["model_version"],
-                   "annotations_used": summary["annotations_used"],
-                   "metrics": summary["metrics"]} if summary["state"] == "done" else {}))
+               annotated_tasks=summary.get("annotated_tasks"), **published)
         log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary["state"],
                  time.monotonic() - started)
         return summary

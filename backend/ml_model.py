@@ -81,9 +81,8 @@ class ActiveLearningModel(LabelStudioMLBase):
         published = self._published()
         if published is None:
             return [converters.untrained_payload() for _ in tasks]
-        from backend.pipeline import predictions_file   # local import: pipeline imports torch
-        stored = _StoredPredictions.get(predictions_file(self.store, self.project_id,
-                                                         published.version))
+        stored = _StoredPredictions.get(self.store.predictions_path(self.project_id,
+                                                                    published.version))
         answers: list[dict | None] = [None] * len(tasks)
         to_compute: list[tuple[int, int, str]] = []   # (position, task id, url)
         for position, task in enumerate(tasks):
@@ -92,7 +91,11 @@ class ActiveLearningModel(LabelStudioMLBase):
             if hit:
                 answers[position] = converters.prediction_payload(
                     TaskPrediction(hit["label"], hit["probability"], hit["score"], hit.get("cluster")),
-                    self.schema, published.version)
+                    self.schema, published.version, self.settings.preselect_min_confidence)
+                continue
+            if published.cold_start:
+                # no model yet and the task is new since the cold-start ranking: nothing to say
+                answers[position] = converters.untrained_payload()
                 continue
             try:
                 url = converters.task_image_url(task, self.schema)
@@ -152,7 +155,8 @@ class ActiveLearningModel(LabelStudioMLBase):
         for row, (task_id, _) in enumerate(fetched):
             top = int(outputs.probs[row].argmax())
             pred = TaskPrediction(labels[top], float(outputs.probs[row, top]), float(scores[row]))
-            answers[position_of[task_id]] = converters.prediction_payload(pred, self.schema, version)
+            answers[position_of[task_id]] = converters.prediction_payload(
+                pred, self.schema, version, self.settings.preselect_min_confidence)
 
     def fit(self, tasks=(), workdir=None, **kwargs):
         """Synchronous training round (the worker calls backend.jobs, which calls the pipeline)."""

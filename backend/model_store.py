@@ -3,7 +3,11 @@
 Layout::
 
     MODEL_DIR/project-<id>/versions/<version>.pt   one checkpoint per trained version
+    MODEL_DIR/project-<id>/versions/<version>.predictions.json   what that version pushed
     MODEL_DIR/project-<id>/current.json            the published version (what /predict serves)
+
+A cold-start round (too few labels to train) publishes a ``coldstart-...`` version: it has a
+predictions file (TypiClust scores, no labels) but no checkpoint, so no model is loaded for it.
 
 A version is *published* only after its predictions are in Label Studio, so the pointer never names
 a version whose predictions are incomplete. Writes are atomic (temp file, fsync, rename).
@@ -23,11 +27,30 @@ from pathlib import Path
 from model.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
-VERSION_RE = re.compile(r"^al-\d{8}-\d{6}-[0-9a-f]{6}$")
+VERSION_RE = re.compile(r"^al-\d{8}-\d{6}-[0-9a-f]{6}$")              # a trained model
+COLDSTART_VERSION_RE = re.compile(r"^coldstart-\d{8}-\d{6}-[0-9a-f]{6}$")   # a cold-start ranking
 
 
-def new_version() -> str:
-    return f"al-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+def new_version(prefix: str = "al") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+def new_coldstart_version() -> str:
+    return new_version("coldstart")
+
+
+def is_cold_start_version(version: str) -> bool:
+    return bool(COLDSTART_VERSION_RE.match(version or ""))
+
+
+def is_own_version(version: str) -> bool:
+    """A version this backend made: a trained model or a cold-start ranking."""
+    return bool(VERSION_RE.match(version or "") or COLDSTART_VERSION_RE.match(version or ""))
+
+
+def version_sort_key(version: str) -> str:
+    """Creation time of one of our versions (both kinds sort together); the string otherwise."""
+    return version.split("-", 1)[1] if is_own_version(version) else version
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -52,6 +75,11 @@ class Published:
     published_at: str
     info: dict
 
+    @property
+    def cold_start(self) -> bool:
+        """A cold-start ranking: stored scores, no model to load."""
+        return is_cold_start_version(self.version)
+
 
 class ModelStore:
     def __init__(self, model_dir: Path, keep_versions: int = 5):
@@ -68,6 +96,12 @@ class ModelStore:
             raise ValueError(f"not a model version: {version!r}")
         return self.project_dir(project_id) / "versions" / f"{version}.pt"
 
+    def predictions_path(self, project_id: int, version: str) -> Path:
+        """What a version pushed to Label Studio (both kinds of versions have one)."""
+        if not is_own_version(version):
+            raise ValueError(f"not a model version: {version!r}")
+        return self.project_dir(project_id) / "versions" / f"{version}.predictions.json"
+
     def published(self, project_id: int) -> Published | None:
         pointer = self.project_dir(project_id) / "current.json"
         try:
@@ -79,13 +113,15 @@ class ModelStore:
             return None
         version = data.get("version", "")
         try:
-            path = self.checkpoint_path(project_id, version)
+            path = (self.predictions_path(project_id, version) if is_cold_start_version(version)
+                    else self.checkpoint_path(project_id, version))
         except ValueError:
             return None
         return Published(version, path, data.get("published_at", ""), data.get("info", {}))
 
     def publish(self, project_id: int, version: str, info: dict | None = None) -> None:
-        path = self.checkpoint_path(project_id, version)
+        path = (self.predictions_path(project_id, version) if is_cold_start_version(version)
+                else self.checkpoint_path(project_id, version))
         if not path.exists():
             raise FileNotFoundError(f"cannot publish {version}: {path} is missing")
         atomic_write_text(self.project_dir(project_id) / "current.json", json.dumps({
@@ -110,18 +146,27 @@ class ModelStore:
                 self.checkpoint_path(project_id, version).unlink()
             except FileNotFoundError:
                 pass
+        # cold-start rankings have only a predictions file: keep the newest keep_versions
+        folder = self.project_dir(project_id) / "versions"
+        cold = sorted(p.name[:-len(".predictions.json")]
+                      for p in folder.glob("coldstart-*.predictions.json")) if folder.exists() else []
+        for version in cold[:-self.keep_versions]:
+            if not current or version != current.version:
+                self.predictions_path(project_id, version).unlink(missing_ok=True)
+                doomed.append(version)
         if doomed:
             log.info("project %s: pruned %d old model version(s)", project_id, len(doomed))
         return doomed
 
     def load_published(self, project_id: int, device: str = "cpu"):
-        """The published model (cached per process), or None before the first published version.
+        """The published model (cached per process), or None before the first published version
+        and while a cold-start ranking (no model) is published.
 
         A corrupt checkpoint is logged and treated as no model, so /predict answers honestly
         instead of failing.
         """
         current = self.published(project_id)
-        if current is None:
+        if current is None or current.cold_start:
             return None
         with self._lock:
             cached = self._cache.get(project_id)

@@ -18,7 +18,8 @@ from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
 from backend.labeling_config import ImageClassificationSchema, parse_image_classification
 from backend.ls_client import LabelStudioClient
-from backend.model_store import VERSION_RE, ModelStore, atomic_write_text, new_version
+from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
+                                  new_coldstart_version, new_version, version_sort_key)
 from backend.settings import Settings
 from model import checkpoint as model_checkpoint
 from model import scoring, strategies, trainer
@@ -27,6 +28,11 @@ from model.config import ModelConfig, TrainConfig
 log = logging.getLogger(__name__)
 StatusCallback = Callable[..., None]
 SCORE_CHUNK_IMAGES = 1024   # images held in memory at once while scoring the pool
+COLDSTART_THUMBNAIL_PX = 16  # side of the thumbnails a cold-start round embeds (pixel PCA)
+# A cold-start ranking is coarse to fine: its first 10 picks come from 10 clusters, the next 10
+# from 20, ... up to QUERY_BATCH_SIZE clusters, so the top of the tab is a good batch whatever
+# its length (benchmarks/results/coldstart-coverage.md).
+COLDSTART_FIRST_CLUSTERS = 10
 
 
 def model_config_from(settings: Settings) -> ModelConfig:
@@ -74,7 +80,7 @@ def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: Fe
 
 
 def predictions_file(store: ModelStore, project_id: int, version: str):
-    return store.checkpoint_path(project_id, version).with_suffix(".predictions.json")
+    return store.predictions_path(project_id, version)
 
 
 def concat_outputs(parts: list) -> scoring.ScoreOutputs:
@@ -164,14 +170,11 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     timings["download_train_s"] = time.monotonic() - t
     labels = list(schema.labels)
     targets = [labels.index(label_of[tid]) for tid, _ in train_images]
-    if len(train_images) < settings.min_annotations_to_train:
-        summary = {"state": "skipped", "reason": (
-            f"{len(train_images)} usable annotated image(s); MIN_ANNOTATIONS_TO_TRAIN is "
-            f"{settings.min_annotations_to_train}"), "tasks": len(tasks),
-            "annotated_tasks": len(split.labeled),
-            "images": report.summary()}
-        log.info("project %s: training skipped: %s", project_id, summary["reason"])
-        return summary
+    reason = cold_start_reason(len(train_images), len(set(targets)), settings)
+    if reason is not None:
+        return run_cold_start_round(settings, project_id, status, client, store, ColdStartInputs(
+            schema=schema, n_tasks=len(tasks), split=split, train_images=train_images,
+            fetcher=fetcher, report=report, reason=reason, timings=timings, t0=t0))
 
     status(phase="training", annotations_used=len(train_images))
     t = time.monotonic()
@@ -221,26 +224,58 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     status(phase="pushing_predictions")
     t = time.monotonic()
-    payload = [converters.import_payload(tid, pred, schema, version) for tid, pred in predictions]
-    for start in range(0, len(payload), settings.prediction_chunk_size):
-        client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
     pool_outputs = subset_outputs(outputs, np.arange(n_unlabeled))
     reference = strategies.informativeness_values(
         settings.strategy, pool_outputs, labeled_embedding=outputs.embedding[n_unlabeled:],
         seed=settings.seed)
-    atomic_write_text(predictions_file(store, project_id, version), json.dumps({
-        "strategy": settings.strategy,
-        "reference_values": np.asarray(reference, dtype=float).tolist(),
-        "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
-                             "cluster": p.cluster} for tid, p in predictions}}))
-    store.publish(project_id, version, info={"metrics": _plain(result.metrics),
-                                             "annotations_used": len(train_images)})
-    client.patch_project(project_id, {"model_version": version})
+    pushed = push_and_publish(settings, client, store, project_id, version, schema, predictions,
+                              stored={"strategy": settings.strategy,
+                                      "reference_values": np.asarray(reference, float).tolist()},
+                              info={"metrics": _plain(result.metrics),
+                                    "annotations_used": len(train_images)})
     timings["push_s"] = time.monotonic() - t
-    log.info("project %s: pushed %d predictions of %s in %.1fs", project_id, len(payload),
-             version, timings["push_s"])
+    log.info("project %s: pushed %d predictions of %s (%d pre-selecting a choice) in %.1fs",
+             project_id, pushed["predictions_pushed"], version, pushed["preselected"],
+             timings["push_s"])
 
     status(phase="updating_views")
+    update_views(settings, client, project_id, version)
+
+    timings["total_s"] = time.monotonic() - t0
+    return {"state": "done", "model_version": version, "tasks": len(tasks),
+            "annotated_tasks": len(split.labeled),
+            "annotations_used": len(train_images), **pushed,
+            "strategy": settings.strategy, "metrics": _plain(result.metrics),
+            "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+
+
+def push_and_publish(settings: Settings, client: LabelStudioClient, store: ModelStore,
+                     project_id: int, version: str, schema: ImageClassificationSchema,
+                     predictions: list[tuple[int, TaskPrediction]], stored: dict, info: dict
+                     ) -> dict:
+    """Bulk-push a version's predictions, store them for /predict, publish, point LS at them.
+
+    Order matters: Label Studio refuses a project model_version without predictions, and the
+    pointer is published only once every prediction is in Label Studio.
+    """
+    payload = [converters.import_payload(tid, pred, schema, version,
+                                         settings.preselect_min_confidence)
+               for tid, pred in predictions]
+    for start in range(0, len(payload), settings.prediction_chunk_size):
+        client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
+    atomic_write_text(predictions_file(store, project_id, version), json.dumps({
+        **stored,
+        "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
+                             "cluster": p.cluster} for tid, p in predictions}}))
+    store.publish(project_id, version, info=info)
+    client.patch_project(project_id, {"model_version": version})
+    return {"predictions_pushed": len(payload),
+            "preselected": sum(1 for item in payload if item["result"])}
+
+
+def update_views(settings: Settings, client: LabelStudioClient, project_id: int,
+                 version: str) -> None:
+    """The "Most informative first" tab, optional uncertainty sampling, old versions' cleanup."""
     from backend import ls_project   # local import: keeps this module's import graph small
     ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)
     if settings.set_uncertainty_sampling:
@@ -248,16 +283,125 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     try:
         ls_project.prune_prediction_versions(client, project_id, version,
                                              settings.keep_prediction_versions,
-                                             lambda v: bool(VERSION_RE.match(v)))
+                                             is_own_version, sort_key=version_sort_key)
     except Exception as exc:   # housekeeping: never fails a round that already published
         log.warning("project %s: could not delete old predictions: %s", project_id, exc)
 
-    timings["total_s"] = time.monotonic() - t0
-    return {"state": "done", "model_version": version, "tasks": len(tasks),
-            "annotated_tasks": len(split.labeled),
-            "annotations_used": len(train_images), "predictions_pushed": len(payload),
-            "strategy": settings.strategy, "metrics": _plain(result.metrics),
-            "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+
+# ----------------------------------------------------------------------------- cold start
+
+
+def cold_start_reason(n_usable: int, n_classes: int, settings: Settings) -> str | None:
+    """Why no useful classifier can be trained from these labels, or None when one can."""
+    if n_usable < settings.min_annotations_to_train:
+        return (f"{n_usable} usable annotated image(s); MIN_ANNOTATIONS_TO_TRAIN is "
+                f"{settings.min_annotations_to_train}")
+    if n_classes < settings.min_classes_to_train:
+        return (f"{n_classes} distinct class(es) among the annotations; MIN_CLASSES_TO_TRAIN is "
+                f"{settings.min_classes_to_train}")
+    return None
+
+
+@dataclass
+class ColdStartInputs:
+    """What run_training_round already has when it decides the round is a cold start."""
+    schema: ImageClassificationSchema
+    n_tasks: int
+    split: LabeledSplit
+    train_images: list      # (task id, image) of the usable annotated tasks
+    fetcher: ImageFetcher
+    report: FetchReport
+    reason: str
+    timings: dict
+    t0: float
+
+
+def pool_thumbnails(fetcher: ImageFetcher, items: list[tuple[int, str]], report: FetchReport,
+                    on_progress: Callable[[int, int], None]) -> tuple[list[int], np.ndarray]:
+    """Fetch images in chunks, keeping only small uint8 thumbnails (bounded memory)."""
+    from model import coldstart
+    ids, parts = [], []
+    for start in range(0, len(items), SCORE_CHUNK_IMAGES):
+        chunk = fetcher.fetch_many(items[start:start + SCORE_CHUNK_IMAGES], report)
+        if chunk:
+            ids.extend(task_id for task_id, _ in chunk)
+            parts.append(coldstart.thumbnails([img for _, img in chunk], COLDSTART_THUMBNAIL_PX))
+        on_progress(min(start + SCORE_CHUNK_IMAGES, len(items)), len(items))
+    side = COLDSTART_THUMBNAIL_PX
+    return ids, (np.concatenate(parts) if parts else np.zeros((0, side, side, 3), np.uint8))
+
+
+def run_cold_start_round(settings: Settings, project_id: int, status: StatusCallback,
+                         client: LabelStudioClient, store: ModelStore,
+                         inputs: ColdStartInputs) -> dict:
+    """Too few labels (or classes) to train: rank the pool by TypiClust on a pixel embedding
+    (QUERY_BATCH_SIZE clusters, coarse to fine) and push it with no pre-selected choice, as
+    version ``coldstart-<timestamp>``.
+
+    The labeled tasks' embeddings mark their clusters as covered; labeled tasks follow the pool.
+    """
+    from model import coldstart
+    log.info("project %s: cold-start round: %s", project_id, inputs.reason)
+    timings, report = inputs.timings, inputs.report
+    summary = {"reason": inputs.reason, "tasks": inputs.n_tasks,
+               "annotated_tasks": len(inputs.split.labeled),
+               "annotations_used": len(inputs.train_images)}
+    status(phase="cold_start_ranking", cold_start_reason=inputs.reason)
+    t = time.monotonic()
+
+    def on_progress(done: int, total: int) -> None:
+        status(phase="cold_start_ranking", scoring_progress={"done": done, "total": total})
+
+    pool_ids, pool_thumbs = pool_thumbnails(inputs.fetcher, inputs.split.unlabeled, report,
+                                            on_progress)
+    if not pool_ids:
+        if inputs.split.unlabeled:
+            raise RuntimeError("no unlabeled task image of the project could be read: "
+                               + json.dumps(report.summary()))
+        log.info("project %s: cold start: no unlabeled task to rank", project_id)
+        return {"state": "skipped", **summary, "reason": inputs.reason + "; no unlabeled task",
+                "images": report.summary()}
+    labeled_ids = [tid for tid, _ in inputs.train_images]
+    labeled_thumbs = coldstart.thumbnails([img for _, img in inputs.train_images],
+                                          COLDSTART_THUMBNAIL_PX)
+    embedding = coldstart.pixel_embedding(np.concatenate([pool_thumbs, labeled_thumbs]),
+                                          size=COLDSTART_THUMBNAIL_PX, seed=settings.seed)
+    n_pool = len(pool_ids)
+    ranking = coldstart.typiclust(embedding[:n_pool], embedding[n_pool:] if labeled_ids else None,
+                                  n_clusters=min(settings.query_batch_size, n_pool),
+                                  seed=settings.seed, start_clusters=COLDSTART_FIRST_CLUSTERS)
+    # the pool in TypiClust order, then the labeled tasks: the tab's top is always work to do
+    full_order = np.concatenate([ranking.order, n_pool + np.arange(len(labeled_ids))])
+    scores = strategies.ranking_to_scores(full_order)
+    clusters = np.concatenate([ranking.cluster, np.full(len(labeled_ids), -1, np.int64)])
+    predictions = [(tid, TaskPrediction(
+        label=None, probability=None, score=float(scores[row]),
+        cluster=int(clusters[row]) if settings.push_clusters and clusters[row] >= 0 else None))
+        for row, tid in enumerate(pool_ids + labeled_ids)]
+    timings["rank_s"] = time.monotonic() - t
+    log.info("project %s: cold start ranked %d unlabeled tasks in %d clusters (%d covered by "
+             "labels) in %.1fs", project_id, n_pool, len(ranking.covered),
+             int(ranking.covered.sum()), timings["rank_s"])
+
+    status(phase="pushing_predictions")
+    t = time.monotonic()
+    version = new_coldstart_version()
+    pushed = push_and_publish(settings, client, store, project_id, version, inputs.schema,
+                              predictions, stored={"strategy": "typiclust", "cold_start": True,
+                                                   "reference_values": []},
+                              info={"cold_start": True, "reason": inputs.reason,
+                                    "annotations_used": len(inputs.train_images)})
+    timings["push_s"] = time.monotonic() - t
+    status(phase="updating_views")
+    update_views(settings, client, project_id, version)
+    timings["total_s"] = time.monotonic() - inputs.t0
+    log.info("project %s: cold start pushed %d predictions of %s", project_id,
+             pushed["predictions_pushed"], version)
+    return {"state": "cold_start", "model_version": version, **summary, **pushed,
+            "strategy": "typiclust", "clusters": len(ranking.covered),
+            "clusters_covered_by_labels": int(ranking.covered.sum()),
+            "images": report.summary(),
+            "timings_s": {k: round(v, 2) for k, v in timings.items()}}
 
 
 def build_predictions(ids: list[int], probs: np.ndarray, scores: np.ndarray,

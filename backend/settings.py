@@ -73,8 +73,14 @@ class Settings:
         "round, to catch missed webhooks (retrains when it drifted by RETRAIN_AFTER_ANNOTATIONS); "
         "0 disables.", "seconds"))
     min_annotations_to_train: int = field(default=2, metadata=_doc(
-        "Fewest usable annotated images a training job needs; below it the job records 'skipped'.",
+        "Fewest usable annotated images a training job needs; below it (or below "
+        "MIN_CLASSES_TO_TRAIN) the round is a cold-start round: no model is trained, the pool is "
+        "ranked by TypiClust on a pixel embedding and pushed without a pre-selected choice.",
         "annotations"))
+    min_classes_to_train: int = field(default=2, metadata=_doc(
+        "Fewest distinct classes among the usable annotations a training job needs; a classifier "
+        "trained on fewer would rank the whole project by one class, so the round is a cold-start "
+        "round instead.", "classes"))
     # --- what is pushed to Label Studio --------------------------------------------------------
     strategy: str = field(default="margin_diverse", metadata=_doc(
         "Acquisition strategy whose ranking becomes the prediction score; the default won the "
@@ -87,6 +93,11 @@ class Settings:
         "follows by score; about how many tasks annotators label between retrains.", "tasks"))
     prediction_chunk_size: int = field(default=500, metadata=_doc(
         "Predictions per bulk import request to Label Studio.", "predictions"))
+    preselect_min_confidence: float = field(default=0.5, metadata=_doc(
+        "A prediction whose top-class probability is below this is pushed (and answered by "
+        "/predict) with an empty result, keeping its score, so annotators are not anchored on a "
+        "guess for exactly the uncertain tasks served first; 0 always pre-selects.",
+        "probability (0..1)"))
     informative_view_title: str = field(default="Most informative first", metadata=_doc(
         "Title of the Data Manager tab the backend keeps ordered by score ascending."))
     set_uncertainty_sampling: bool = field(default=False, metadata=_doc(
@@ -175,6 +186,13 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
         if self.reconcile_interval_s < 0:
             raise SettingsError("RECONCILE_INTERVAL_S must be >= 0")
+        if self.min_annotations_to_train < 1:
+            raise SettingsError("MIN_ANNOTATIONS_TO_TRAIN must be >= 1")
+        if self.min_classes_to_train < 1:
+            raise SettingsError("MIN_CLASSES_TO_TRAIN must be >= 1")
+        if not 0.0 <= self.preselect_min_confidence <= 1.0:
+            raise SettingsError(f"PRESELECT_MIN_CONFIDENCE must be a probability in [0, 1], got "
+                                f"{self.preselect_min_confidence}")
         if self.retrain_after_annotations < 0:
             raise SettingsError("RETRAIN_AFTER_ANNOTATIONS must be >= 0")
         if self.lpm_loss not in ("v1", "v2", "mse"):

@@ -172,16 +172,24 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
           f"summary: {status.get('last_summary')}")
     assert status["annotations_used"] == len(annotated)
 
-    # every task holds exactly one prediction of the new version, score in [0, 1]
-    scores = {}
+    # every task holds exactly one prediction of the new version, score in [0, 1]; it
+    # pre-selects a choice only when the model is sure enough (PRESELECT_MIN_CONFIDENCE 0.5)
+    scores, without_choice = {}, 0
     for task in admin.list_tasks(pid):
         current = [p for p in admin.list_predictions(task_id=task["id"])
                    if p.get("model_version") == version]
         assert len(current) == 1, f"task {task['id']}: {len(current)} predictions of {version}"
         assert 0.0 <= current[0]["score"] <= 1.0
-        choice = current[0]["result"][0]["value"]["choices"][0]
-        assert choice in labels_by_name.values()
+        if current[0]["result"]:
+            (result,) = current[0]["result"]
+            assert result["value"]["choices"][0] in labels_by_name.values()
+            assert result["score"] >= 0.5
+        else:
+            without_choice += 1
         scores[task["id"]] = current[0]["score"]
+    assert without_choice == status["last_summary"]["predictions_pushed"] - \
+        status["last_summary"]["preselected"]
+    print(f"{without_choice} of {len(scores)} predictions pushed without a pre-selected choice")
     project = admin.get_project(pid)
     assert project["model_version"] == version
     assert project["sampling"] == "Uncertainty sampling"
@@ -204,7 +212,8 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
         "label_config": DIGITS_CONFIG}, timeout=60)
     assert r.status_code == 200, r.text
     late = r.json()["results"][0]
-    assert late["model_version"] == version and len(late["result"]) == 1
+    assert late["model_version"] == version and len(late["result"]) <= 1
+    assert all(item["score"] >= 0.5 for item in late["result"])
     assert 0.0 <= late["score"] <= 1.0
 
     # 4. more annotations retrain on their own
@@ -221,6 +230,100 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     versions = admin.get_json(f"/api/projects/{pid}/model-versions/")
     assert versions.get(status2["model_version"]) == N_TASKS + 1   # + the late task
     assert version not in versions and "untrained" not in versions
+
+
+def _wait_for_state(backend, project_id: int, state: str, not_version: str | None) -> dict:
+    def reached():
+        status = _project_status(backend, project_id)
+        if status.get("state") == "failed":
+            raise AssertionError(f"round failed: {status.get('error')}")
+        if (status.get("state") == state and status.get("model_version") not in (None, not_version)
+                and not status.get("running_job_id")):
+            return status
+        return None
+    return _wait_for(reached, 120, f"a {state} round", lambda: backend.log.read_text()[-4000:])
+
+
+def _tab_order(admin, project_id: int, title: str) -> list[dict]:
+    """Tasks as the tab lists them (its filter and ordering applied by Label Studio)."""
+    (view,) = [v for v in admin.list_views(project_id) if (v.get("data") or {}).get("title") == title]
+    body = admin.get_json("/api/tasks/", params={"view": view["id"], "project": project_id,
+                                                 "page_size": 100, "fields": "all"})
+    return body["tasks"] if isinstance(body, dict) else body
+
+
+def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio, pat, backend,
+                                                                   tmp_path):
+    """No labels, then labels of one class: no classifier is trained; the pool is ranked by
+    TypiClust on a pixel embedding and pushed with empty results, which Label Studio stores,
+    orders in the tab and serves through uncertainty sampling."""
+    t_start = time.monotonic()
+    admin = lslocal.LabelStudioAdmin(label_studio.url, pat)
+    pid = admin.create_project("Cold start e2e", DIGITS_CONFIG)["id"]
+    rendered = demo_data.render_digits("digits", tmp_path / "images", 40, seed=1)
+    labels_by_name = {Path(path).name: label for path, label in rendered}
+    admin.import_images(pid, [path for path, _ in rendered])
+    tasks = admin.list_tasks(pid)
+    ml = admin.add_ml_backend(pid, backend.url, title="Active learning")
+
+    # 1. Start Training with no annotation at all: a cold-start round
+    admin.start_training(ml["id"])
+    status = _wait_for_state(backend, pid, "cold_start", None)
+    version = status["model_version"]
+    summary = status["last_summary"]
+    assert version.startswith("coldstart-") and "MIN_ANNOTATIONS_TO_TRAIN" in summary["reason"]
+    assert summary["predictions_pushed"] == len(tasks) and summary["preselected"] == 0
+    predictions = [p for p in admin.list_predictions(project_id=pid)
+                   if p["model_version"] == version]
+    assert len(predictions) == len(tasks) and all(p["result"] == [] for p in predictions)
+    score_of = {p["task"]: p["score"] for p in predictions}
+    assert sorted(score_of.values()) == pytest.approx(   # pushed rounded to 6 decimals
+        [i / (len(tasks) - 1) for i in range(len(tasks))], abs=1e-5)
+    project = admin.get_project(pid)
+    assert project["model_version"] == version and project["sampling"] == "Uncertainty sampling"
+    # the tab lists them by score ascending; "Label All Tasks" serves the lowest score
+    listed = [t["id"] for t in _tab_order(admin, pid, "Most informative first")]
+    assert listed == sorted(score_of, key=score_of.get)
+    first = admin.next_task(pid)
+    assert first["id"] == listed[0]
+    first_picks = {_label_of_task(admin.get_task(tid), labels_by_name) for tid in listed[:10]}
+    print(f"cold start: {len(first_picks)} of 10 classes among the first 10 tasks of the tab")
+    # /predict for a task imported after the round: honest, no guess
+    extra = demo_data.render_digits("digits", tmp_path / "late", 1, seed=98)
+    (late_id,) = admin.import_images(pid, [extra[0][0]])
+    r = requests.post(backend.url + "/predict", json={
+        "tasks": [admin.get_task(late_id)], "project": f"{pid}.0",
+        "label_config": DIGITS_CONFIG}, timeout=30)
+    assert r.status_code == 200 and r.json()["results"][0] == {
+        "result": [], "score": 0.5, "model_version": "untrained"}
+
+    # 2. the annotator labels what it was served, then two more tasks of the same class: still
+    #    one class only, so the next round is a cold start too, with that class's cluster covered
+    label = _label_of_task(first, labels_by_name)
+    same = [t for t in tasks if _label_of_task(t, labels_by_name) == label
+            and t["id"] != first["id"]][:2]
+    annotated = [first["id"]] + [t["id"] for t in same]
+    for task_id in annotated:
+        admin.create_annotation(task_id, lslocal.choice_annotation("digit", "image", label))
+    admin.start_training(ml["id"])
+    status2 = _wait_for_state(backend, pid, "cold_start", version)
+    version2 = status2["model_version"]
+    assert "MIN_CLASSES_TO_TRAIN" in status2["last_summary"]["reason"]
+    assert status2["annotations_used"] == len(annotated)
+    assert status2["last_summary"]["clusters_covered_by_labels"] >= 1
+    assert admin.get_project(pid)["model_version"] == version2
+    scores2 = {p["task"]: p["score"] for p in admin.list_predictions(project_id=pid)
+               if p["model_version"] == version2}
+    assert min(scores2[t] for t in annotated) > max(s for t, s in scores2.items()
+                                                    if t not in annotated)
+    listed2 = [t["id"] for t in _tab_order(admin, pid, "Most informative first")]
+    assert not set(listed2) & set(annotated)                  # the tab hides annotated tasks
+    assert listed2 == sorted(listed2, key=scores2.get)
+    assert admin.next_task(pid)["id"] == listed2[0]
+    # KEEP_PREDICTION_VERSIONS=1: the first cold-start version and the placeholders are gone
+    versions = admin.get_json(f"/api/projects/{pid}/model-versions/")
+    assert version not in versions and "untrained" not in versions
+    print(f"cold-start e2e (2 rounds, {len(tasks)} tasks): {time.monotonic() - t_start:.1f} s")
 
 
 def test_backend_client_accepts_both_token_kinds(label_studio, pat):
