@@ -18,6 +18,7 @@ from model.strategies import (
     value_to_score,
 )
 from model.trainer import TrainingError, TrainResult, train
+from model.selfsup import SelfSupConfig, pretrain as pretrain_selfsup, save_pretrained  # noqa: F401
 
 __all__ = [
     "STRATEGIES",
