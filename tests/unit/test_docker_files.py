@@ -44,6 +44,8 @@ SERVE_SH = REPO / "scripts" / "serve.sh"
 
 # Variables read by scripts/serve.sh and docker/entrypoint.sh that are not backend settings.
 PROCESS_KNOBS = {"WORKERS", "THREADS", "GUNICORN_TIMEOUT_S", "HOST", "PORT", "RQ_WORKERS"}
+# Read by torch itself (where torchvision's pretrained weights are cached), set by the compose file.
+LIBRARY_VARIABLES = {"TORCH_HOME"}
 SETTING_NAMES = set(Settings.env_names().values())
 SECRET_WORDS = re.compile(r"(API_?KEY|TOKEN|PASS(WORD)?|SECRET|CREDENTIAL)", re.I)
 BACKEND_SERVICES = ("backend", "worker")
@@ -420,7 +422,7 @@ def test_multi_gpu_override_pins_one_gpu_per_worker_service():
 def test_backend_and_worker_variables_are_real_settings(compose):
     for name in BACKEND_SERVICES:
         for key, value in service_env(compose["services"][name]).items():
-            assert key in SETTING_NAMES | PROCESS_KNOBS, \
+            assert key in SETTING_NAMES | PROCESS_KNOBS | LIBRARY_VARIABLES, \
                 f"{name} sets {key}, which is neither a backend setting nor a serve.sh knob"
             # a value taken from docker/.env keeps the setting's name there
             assert referenced_vars(value) <= {key}, f"{key} is read from {referenced_vars(value)}"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model import TrainConfig, TrainResult, score, train
-from model.trainer import auto_epochs, batch_index_lists, class_weights
+from model.trainer import auto_epochs, batch_index_lists, class_weights, lr_at
 
 DIGIT_LABELS = [str(digit) for digit in range(10)]
 
@@ -82,7 +82,8 @@ def test_progress_reports_each_epoch_and_can_cancel(digits, tiny_model_config):
 def test_learning_rate_milestone_and_detach_schedule(digits, tiny_model_config):
     images, targets = _subset(digits, range(16))
     events = []
-    config = TrainConfig(epochs=10, batch_size=16, lr=0.01, lr_milestone_fraction=0.8, detach_fraction=0.6)
+    config = TrainConfig(epochs=10, batch_size=16, lr=0.01, lr_schedule="step", lr_milestone_fraction=0.8,
+                         detach_fraction=0.6)
     train(images, targets, DIGIT_LABELS, tiny_model_config, config, events.append)
     assert [e["lr"] for e in events] == pytest.approx([0.01] * 8 + [0.001] * 2)
     assert [e["lpm_input_detached"] for e in events] == [False] * 6 + [True] * 4
@@ -108,10 +109,26 @@ def test_bad_inputs_are_rejected(digits, tiny_model_config, quick_train_config):
 
 def test_auto_epochs_rule():
     config = TrainConfig()
-    assert auto_epochs(30, config) == config.auto_max_epochs  # tiny set: capped
-    assert auto_epochs(1000, config) == 38  # 16 batches -> ceil(600 / 16)
+    assert auto_epochs(30, config) == 2000  # one batch per epoch -> 2,000 steps
+    assert auto_epochs(1000, config) == 125  # 16 batches -> ceil(2000 / 16)
     assert auto_epochs(50_000, config) == config.auto_min_epochs
+    assert auto_epochs(30, TrainConfig(auto_target_steps=600, auto_max_epochs=100)) == 100  # capped
     assert auto_epochs(5, TrainConfig(epochs=7)) == 7
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero(digits, tiny_model_config):
+    cfg = TrainConfig(lr=0.01, lr_schedule="cosine", warmup_fraction=0.1)
+    lrs = [lr_at(cfg, cfg.lr, step, 100) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.001) and lrs[9] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))  # never rises after the warm-up
+    assert lrs[-1] < 0.0001
+    images, targets = _subset(digits, range(16))
+    events = []
+    train(images, targets, DIGIT_LABELS, tiny_model_config,
+          TrainConfig(epochs=4, batch_size=16, lr=0.01, warmup_fraction=0.0), events.append)
+    seen = [e["lr"] for e in events]  # one step per epoch: the lr of steps 0..3
+    assert seen == pytest.approx([lr_at(TrainConfig(lr=0.01, warmup_fraction=0.0), 0.01, s, 4) for s in range(4)])
+    assert seen[0] == pytest.approx(0.01) and seen == sorted(seen, reverse=True) and seen[-1] < 0.002
 
 
 def test_batches_never_hold_a_single_sample():
