@@ -225,7 +225,9 @@ def markdown(summary: dict, recipes: Sequence[str]) -> str:
             row = []
             for c in counts:
                 cell = cells.get(c)
-                row.append(f"{100 * cell['acc_mean']:.1f} ± {100 * cell['acc_std']:.1f}" if cell else "")
+                seeds_note = "" if not cell or cell["n"] >= 3 else f" (n={cell['n']})"
+                row.append(f"{100 * cell['acc_mean']:.1f} ± {100 * cell['acc_std']:.1f}{seeds_note}"
+                           if cell else "")
             at100 = cells.get(100, {})
             rho = at100.get("rho_mean")
             row.append("" if rho is None else f"{rho:.2f}")
@@ -246,21 +248,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a shared 2-core machine)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite results.json / results.md from every saved run under --out")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    if args.report_only:
+        records = [json.loads(p.read_text()) for p in sorted((out_dir / "runs").glob("*/*.json"))]
+        recipes = [r for r in RECIPES if any(rec["recipe"] == r for rec in records)]
+        write_report(out_dir, records, recipes)
+        return 0
     recipes = [r for r in args.recipes.split(",") if r]
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; known: {sorted(RECIPES)}")
-    out_dir = Path(args.out)
     records = run_suite(recipes, [d for d in args.domains.split(",") if d],
                         [int(c) for c in args.labels.split(",")], [int(s) for s in args.seeds.split(",")],
                         out_dir, device=args.device)
+    print(markdown(summarize(records), recipes))
+    return 0
+
+
+def write_report(out_dir: Path, records: list[dict], recipes: Sequence[str]) -> None:
     summary = summarize(records)
-    (out_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": records}, indent=1))
+    compact = [{k: v for k, v in r.items() if k not in ("model_config", "train_config")} for r in records]
+    (out_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": compact}, indent=1))
     (out_dir / "results.md").write_text(markdown(summary, recipes))
     print(markdown(summary, recipes))
-    return 0
 
 
 if __name__ == "__main__":
