@@ -412,6 +412,41 @@ def pool_thumbnails(fetcher: ImageFetcher, items: list[tuple[int, str]], report:
     return ids, (np.concatenate(parts) if parts else np.zeros((0, side, side, 3), np.uint8))
 
 
+def _pixel_cold_start_embedding(settings: Settings, inputs: "ColdStartInputs",
+                                on_progress: Callable[[int, int], None]):
+    """Pool ids, labeled ids and a label-free pixel embedding (pool rows first)."""
+    from model import coldstart
+    pool_ids, pool_thumbs = pool_thumbnails(inputs.fetcher, inputs.split.unlabeled, inputs.report,
+                                            on_progress)
+    labeled_ids = [tid for tid, _ in inputs.train_images]
+    labeled_thumbs = coldstart.thumbnails([img for _, img in inputs.train_images],
+                                          COLDSTART_THUMBNAIL_PX)
+    embedding = coldstart.pixel_embedding(np.concatenate([pool_thumbs, labeled_thumbs]),
+                                          size=COLDSTART_THUMBNAIL_PX, seed=settings.seed)
+    return pool_ids, labeled_ids, embedding
+
+
+def _learned_cold_start_embedding(settings: Settings, store: ModelStore, project_id: int,
+                                  model_config: ModelConfig, inputs: "ColdStartInputs",
+                                  on_progress: Callable[[int, int], None]):
+    """Pool ids, labeled ids and the pretrained backbone's embeddings (pool rows first), through
+    the project's feature cache."""
+    model = build_network(model_config, num_classes=max(len(inputs.schema.labels), 1))
+    cache = feature_cache_for(store.project_dir(project_id) / "features", model, model_config)
+    labeled_items = [(tid, url) for tid, url, _ in inputs.split.labeled]
+    ids, features, _ = pooled_features(model, model_config, inputs.split.unlabeled + labeled_items,
+                                       inputs.fetcher, cache, inputs.report, device=settings.device,
+                                       batch_size=settings.score_batch_size, on_progress=on_progress)
+    if features is None:
+        return [], [], np.zeros((0, 0), np.float32)
+    unlabeled = {tid for tid, _ in inputs.split.unlabeled}
+    usable_labeled = {tid for tid, _ in inputs.train_images}
+    pool_rows = [row for row, tid in enumerate(ids) if tid in unlabeled]
+    labeled_rows = [row for row, tid in enumerate(ids) if tid in usable_labeled]
+    embedding = np.asarray(features.embedding, dtype=np.float32)[pool_rows + labeled_rows]
+    return [ids[r] for r in pool_rows], [ids[r] for r in labeled_rows], embedding
+
+
 def run_cold_start_round(settings: Settings, project_id: int, status: StatusCallback,
                          client: LabelStudioClient, store: ModelStore,
                          inputs: ColdStartInputs) -> dict:
@@ -433,8 +468,16 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
     def on_progress(done: int, total: int) -> None:
         status(phase="cold_start_ranking", scoring_progress={"done": done, "total": total})
 
-    pool_ids, pool_thumbs = pool_thumbnails(inputs.fetcher, inputs.split.unlabeled, report,
-                                            on_progress)
+    model_config = model_config_from(settings)
+    if model_config.weights or model_config.pretrained_weights:
+        # a learned backbone: TypiClust on its embeddings (cached; the first trained round reuses them)
+        pool_ids, labeled_ids, embedding = _learned_cold_start_embedding(
+            settings, store, project_id, model_config, inputs, on_progress)
+        embedding_kind = "backbone"
+    else:
+        pool_ids, labeled_ids, embedding = _pixel_cold_start_embedding(settings, inputs, on_progress)
+        embedding_kind = "pixels"
+    summary["embedding"] = embedding_kind
     if not pool_ids:
         if inputs.split.unlabeled:
             raise RuntimeError("no unlabeled task image of the project could be read: "
@@ -442,11 +485,6 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
         log.info("project %s: cold start: no unlabeled task to rank", project_id)
         return {"state": "skipped", **summary, "reason": inputs.reason + "; no unlabeled task",
                 "images": report.summary()}
-    labeled_ids = [tid for tid, _ in inputs.train_images]
-    labeled_thumbs = coldstart.thumbnails([img for _, img in inputs.train_images],
-                                          COLDSTART_THUMBNAIL_PX)
-    embedding = coldstart.pixel_embedding(np.concatenate([pool_thumbs, labeled_thumbs]),
-                                          size=COLDSTART_THUMBNAIL_PX, seed=settings.seed)
     n_pool = len(pool_ids)
     ranking = coldstart.typiclust(embedding[:n_pool], embedding[n_pool:] if labeled_ids else None,
                                   n_clusters=min(settings.query_batch_size, n_pool),

@@ -105,3 +105,18 @@ def test_full_mode_round_trains_the_whole_network(tmp_path):
     summary, store, _ = run(settings, client)
     assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"
     assert summary["metrics"]["steps"] >= 20 and summary["predictions_pushed"] == 12
+
+
+def test_cold_start_with_a_pretrained_backbone_ranks_on_its_cached_embeddings(settings):
+    client = FakeClient(16, {})
+    summary, _, _ = run(settings, client)
+    assert summary["state"] == "cold_start" and summary["embedding"] == "backbone"
+    assert summary["predictions_pushed"] == 16 and all(p["result"] == [] for p in client.imported)
+    # the labels arrive: the first trained round finds every image's features already cached
+    for task in client.tasks:
+        if task["id"] in LABELS:
+            task["annotations"] = [{"id": task["id"], "result": [{
+                "from_name": "digit", "to_name": "image", "type": "choices",
+                "value": {"choices": [LABELS[task["id"]]]}}]}]
+    trained, _, _ = run(settings, client)
+    assert trained["state"] == "done" and trained["metrics"]["features_extracted"] == 0
