@@ -274,7 +274,41 @@ def write_report(out_dir: Path, records: list[dict], recipes: Sequence[str]) -> 
     compact = [{k: v for k, v in r.items() if k not in ("model_config", "train_config")} for r in records]
     (out_dir / "results.json").write_text(json.dumps({"summary": summary, "runs": compact}, indent=1))
     (out_dir / "results.md").write_text(markdown(summary, recipes))
+    plot(summary, recipes, out_dir / "accuracy.png")
     print(markdown(summary, recipes))
+
+
+def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
+    """Accuracy vs labels, one panel per domain, one line per recipe (mean ± std band)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the backend's own venv has no matplotlib; the dev tools do
+        print("matplotlib not installed: no plot (pip install -r requirements-dev.txt)")
+        return
+    domains = [d for d in DOMAINS if any(d in summary.get(r, {}) for r in recipes)]
+    fig, axes = plt.subplots(1, len(domains), figsize=(3.2 * len(domains), 3.0), squeeze=False)
+    for ax, domain in zip(axes[0], domains):
+        for recipe in recipes:
+            cells = summary.get(recipe, {}).get(domain, {})
+            counts = sorted(cells)
+            if not counts:
+                continue
+            mean = np.array([100 * cells[c]["acc_mean"] for c in counts])
+            std = np.array([100 * cells[c]["acc_std"] for c in counts])
+            ax.plot(counts, mean, marker="o", label=recipe)
+            ax.fill_between(counts, mean - std, mean + std, alpha=0.2)
+        ax.set_title(domain)
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled images")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

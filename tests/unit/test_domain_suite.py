@@ -1,0 +1,46 @@
+"""The few-label domain suite: paired draws, one real (tiny) training per recipe, the report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from benchmarks import domain_suite as ds
+
+
+def test_labeled_draw_is_paired_across_recipes_and_differs_by_seed():
+    a, b = ds.draw_labeled(1500, 50, seed=0), ds.draw_labeled(1500, 50, seed=0)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == 50
+    assert not np.array_equal(a, ds.draw_labeled(1500, 50, seed=1))
+
+
+def test_a_tiny_run_trains_scores_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds, "POOL_SIZE", 60)
+    monkeypatch.setattr(ds, "TEST_SIZE", 40)
+    monkeypatch.setitem(ds.RECIPES, "tiny", ds.Recipe(
+        "test", model=dict(image_size=16), train=dict(auto_target_steps=4, auto_min_epochs=1, auto_max_epochs=4)))
+    data = ds.load_domain_data("shapes", pool_size=60, test_size=40)
+    assert len(data.pool_images) == 60 and len(data.test_images) == 40 and len(data.labels) == 4
+    records = ds.run_suite(["tiny", "legacy"], ["shapes"], [8], [0], tmp_path, log=lambda m: None)
+    assert [r["recipe"] for r in records] == ["tiny", "legacy"]
+    tiny = records[0]
+    assert 0.0 <= tiny["accuracy"] <= 1.0 and tiny["steps"] >= 4
+    assert tiny["model_config"]["input_norm"] == "per_image"           # the new defaults
+    assert records[1]["model_config"]["augment_policy"] == "crop_flip"  # the recipe before
+    saved = json.loads(ds.run_path(tmp_path, "tiny", "shapes", 8, 0).read_text())
+    assert saved["accuracy"] == tiny["accuracy"]
+    # a rerun reads the saved runs instead of training again
+    monkeypatch.setattr(ds, "run_one", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    assert ds.run_suite(["tiny"], ["shapes"], [8], [0], tmp_path, log=lambda m: None) == [saved]
+
+
+def test_report_tables_every_recipe_with_mean_std_and_seed_counts():
+    records = [{"recipe": r, "domain": "shapes", "labels": 100, "seed": s, "accuracy": acc,
+                "lpm_spearman": 0.5, "train_s": 1.0}
+               for r, accs in (("legacy", (0.25, 0.27)), ("default", (0.5, 0.6, 0.55)))
+               for s, acc in enumerate(accs)]
+    summary = ds.summarize(records)
+    assert summary["default"]["shapes"][100]["acc_mean"] == np.mean([0.5, 0.6, 0.55])
+    table = ds.markdown(summary, ["legacy", "default"])
+    assert "| shapes | default | 55.0 ± 4.1 |" in table
+    assert "26.0 ± 1.0 (n=2)" in table
