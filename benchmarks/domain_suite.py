@@ -298,10 +298,11 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
                 continue
             mean = np.array([100 * cells[c]["acc_mean"] for c in counts])
             std = np.array([100 * cells[c]["acc_std"] for c in counts])
-            ax.plot(counts, mean, marker="o", label=recipe)
-            ax.fill_between(counts, mean - std, mean + std, alpha=0.2)
+            color = f"C{list(recipes).index(recipe)}"  # one colour per recipe in every panel
+            ax.plot(counts, mean, marker="o", label=recipe, color=color)
+            ax.fill_between(counts, mean - std, mean + std, alpha=0.2, color=color)
         ax.set_title(domain)
-        ax.set_xscale("log")
+        ax.set_xticks(list(LABEL_COUNTS))
         ax.set_xlabel("labeled images")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
