@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.atomic import atomic_write
 from model.config import LEGACY_MODEL_DEFAULTS, ModelConfig, TrainConfig
 from model.networks import LossLearningNet, build_network
 from model.runtime import resolve_device
@@ -79,17 +78,6 @@ def content_digest(payload: dict) -> str:
     return digest.hexdigest()
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: str | Path, result: TrainResult, extra: dict | None = None) -> None:
     """Write atomically: a temp file in the same directory, flushed and fsynced, then
     os.replace onto ``path`` and an fsync of the directory. Readers see the old or the new file,
@@ -106,19 +94,7 @@ def save_checkpoint(path: str | Path, result: TrainResult, extra: dict | None = 
         "extra": plain(extra or {}),
     }
     payload["sha256"] = content_digest(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other service users
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def _require(payload: dict, key: str, kind: type, path: Path) -> Any:

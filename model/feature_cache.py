@@ -32,10 +32,8 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -43,6 +41,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from model.atomic import atomic_write
 from model.config import ModelConfig
 from model.frozen import PooledFeatures
 
@@ -319,14 +318,14 @@ class FeatureCache:
         def write(handle):
             np.save(handle, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
 
-        _atomic_write(directory / name, write)
+        atomic_write(directory / name, write)
         return name
 
     def _write_index(self, index: dict) -> None:
         def write(handle):
             handle.write(json.dumps(index, separators=(",", ":")).encode("utf-8"))
 
-        _atomic_write(self.directory / INDEX_NAME, write)
+        atomic_write(self.directory / INDEX_NAME, write)
         self._index, self._index_stamp = index, self._stamp()
 
     def _compact(self, index: dict) -> dict:
@@ -387,16 +386,3 @@ def _check_index(index: dict, key: str) -> None:
             raise ValueError(f"bad item position {entry!r}")
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write through a temp file in the same directory, fsync, os.replace onto ``path``."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -33,7 +33,7 @@ from model.metrics import spearman
 from model.networks import LossLearningNet, LossPredictionModule
 from model.runtime import amp_dtype, autocast, memory_format, resolve_device
 from model.scoring import ScoreOutputs, mc_dropout_probs
-from model.trainer import TrainingError, TrainResult, batch_index_lists, class_weights
+from model.trainer import TrainingError, TrainResult, batch_index_lists, class_weights, split_validation
 
 MODE = "frozen"
 # Rows per forward pass when scoring pooled features (tiny matrices: memory is rows x widths).
@@ -317,15 +317,6 @@ def _cpu_threads(device: torch.device, threads: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def _split(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random held-out split as the trainer makes it: none when fewer than 2 rows would remain."""
-    permutation = torch.randperm(n, generator=generator)
-    n_val = int(math.floor(n * fraction))
-    if n_val < 1 or n - n_val < 2:
-        return permutation, permutation[:0]
-    return permutation[n_val:], permutation[:n_val]
-
-
 def train_frozen(
     model: LossLearningNet,
     features: PooledFeatures,
@@ -403,7 +394,7 @@ def _train_frozen(
     started = time.monotonic()
     generator = torch.Generator().manual_seed(train_config.seed)
     all_targets = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
-    train_index, val_index = _split(len(features), train_config.val_fraction, generator)
+    train_index, val_index = split_validation(len(features), train_config.val_fraction, generator)
     train_index = train_index.sort().values  # keeps the rows in their given order
     n_train = len(train_index)
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from model.atomic import atomic_write
 from model.augment import StrongAugment
 from model.config import ModelConfig
 from model.data import images_to_uint8, standardize, to_unit_float
@@ -283,36 +282,11 @@ def _pretrain(images, model_config, cfg, progress, device) -> dict[str, torch.Te
     return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in backbone.state_dict().items()}
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported on every platform / filesystem
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_pretrained(state_dict: dict[str, torch.Tensor], path: str | Path) -> str:
     """Write ``state_dict`` with torch.save, atomically (temp file in the same directory, fsync,
     os.replace, fsync of the directory); returns the file's ``fingerprint``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other service users
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(state_dict), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    atomic_write(path, lambda handle: torch.save(dict(state_dict), handle))
     return fingerprint(path)
 
 

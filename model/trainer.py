@@ -94,7 +94,8 @@ def class_weights(targets: torch.Tensor, num_classes: int, max_weight: float) ->
     return weights.clamp(1.0 / max_weight, max_weight).float()
 
 
-def _split_validation(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def split_validation(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (train, held-out) index split; no held-out rows when fewer than 2 would remain."""
     permutation = torch.randperm(n, generator=generator)
     n_val = int(math.floor(n * fraction))
     if n_val < 1 or n - n_val < 2:
@@ -182,7 +183,7 @@ def _train(images, targets, labels, model_config, train_config, progress, device
     started = time.monotonic()
     generator = torch.Generator().manual_seed(train_config.seed)
     all_targets = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
-    train_index, val_index = _split_validation(len(images), train_config.val_fraction, generator)
+    train_index, val_index = split_validation(len(images), train_config.val_fraction, generator)
 
     model = build_network(model_config, num_classes=len(labels))
     fmt = memory_format(device)
