@@ -6,13 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.pipeline import run_training_round
 from backend.settings import Settings, SettingsError
 from model import load_checkpoint
 from model.config import ModelConfig
 from model.modes import choose_train_mode
 from model.networks import build_classifier
-from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient
+from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, run
 from backend.model_store import ModelStore
 
 LABELS = {1: "0", 2: "1", 3: "two", 5: "0", 6: "1", 7: "two", 9: "0", 10: "1", 11: "two"}
@@ -30,14 +29,6 @@ def settings(tmp_path):
     return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
                     pretrained_weights=pretrained_file(tmp_path / "backbone.pt", seed=1),
                     device="cpu")
-
-
-def run(settings, client):
-    store = ModelStore(settings.model_dir, settings.keep_model_versions)
-    events = []
-    summary = run_training_round(settings, PROJECT, lambda **kw: events.append(kw), client=client,
-                                 store=store)
-    return summary, store, events
 
 
 def test_auto_picks_frozen_with_pretrained_weights_and_caches_features(settings, tmp_path):

@@ -57,3 +57,13 @@ def make_outputs(n: int, classes: int = 4, dim: int = 6, mc: int = 3, seed: int 
 @pytest.fixture
 def outputs_factory():
     return make_outputs
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matrices and small convolutions run fastest on one intra-op thread (and do not fight
+    other jobs for the cores); the previous count is restored after the module."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
