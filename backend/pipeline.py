@@ -24,7 +24,7 @@ from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
 from backend.feature_round import feature_cache_for, pooled_features
 from backend.settings import Settings
 from model import checkpoint as model_checkpoint
-from model import scoring, strategies, trainer
+from model import recipe_search, scoring, strategies, trainer
 from model.config import ModelConfig, TrainConfig
 from model.frozen import score_pooled, train_frozen
 from model.modes import choose_train_mode
@@ -246,6 +246,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
             "annotated_tasks": len(split.labeled),
             "annotations_used": len(train_images), **pushed,
             "strategy": settings.strategy, "metrics": _plain(result.metrics),
+            **({"recipe_search": round_inputs.recipe_search} if round_inputs.recipe_search else {}),
             "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
 
 
@@ -263,6 +264,7 @@ class RoundInputs:
     train_config: TrainConfig
     status: StatusCallback
     timings: dict[str, float]
+    recipe_search: dict | None = None   # what the recipe search did (full mode), for the summary
 
     def training_progress(self) -> Callable[[dict], None]:
         last = [0.0]
@@ -279,18 +281,51 @@ class RoundInputs:
         return report_progress
 
 
+def recipe_search_skip_reason(settings: Settings, n_labeled: int) -> str | None:
+    """Why a round trains with the configured recipe without cross-validating, or None."""
+    if settings.recipe_search_budget_s <= 0:
+        return "RECIPE_SEARCH_BUDGET_S is 0"
+    if n_labeled < settings.recipe_search_min_labels:
+        return f"{n_labeled} labels, fewer than RECIPE_SEARCH_MIN_LABELS={settings.recipe_search_min_labels}"
+    return None
+
+
+def choose_recipe(settings: Settings, inputs: RoundInputs) -> tuple[ModelConfig, TrainConfig, dict]:
+    """The configs the round's model trains with, and what the recipe search did (for the
+    round summary): k-fold cross-validation of model/recipe_search.CANDIDATES within the budget."""
+    skip = recipe_search_skip_reason(settings, len(inputs.train_images))
+    if skip is not None:
+        return inputs.model_config, inputs.train_config, {"chosen": "configured", "reason": skip}
+    inputs.status(phase="recipe_search")
+    found = recipe_search.search(
+        [img for _, img in inputs.train_images], inputs.targets, inputs.labels, inputs.model_config,
+        inputs.train_config, folds=settings.recipe_search_folds, budget_s=settings.recipe_search_budget_s,
+        progress=lambda info: inputs.status(phase="recipe_search", recipe_search_progress=info))
+    model_config, train_config = recipe_search.resolve(
+        recipe_search.candidate_named(found.chosen), inputs.model_config, inputs.train_config)
+    return model_config, train_config, found.summary()
+
+
 def _train_and_score_full(settings: Settings, inputs: RoundInputs):
-    """Mode "full": train the whole network with the module, then score every pool image."""
-    inputs.status(phase="training", annotations_used=len(inputs.train_images), train_mode="full")
+    """Mode "full": train the whole network with the module (with the recipe the search chose),
+    then score every pool image."""
+    t = time.monotonic()
+    model_config, train_config, inputs.recipe_search = choose_recipe(settings, inputs)
+    inputs.timings["recipe_search_s"] = time.monotonic() - t
+    inputs.status(phase="training", annotations_used=len(inputs.train_images), train_mode="full",
+                  recipe=inputs.recipe_search)
     t = time.monotonic()
     result = trainer.train([img for _, img in inputs.train_images], inputs.targets, inputs.labels,
-                           inputs.model_config, inputs.train_config,
-                           progress=inputs.training_progress())
+                           model_config, train_config, progress=inputs.training_progress())
     result.metrics["mode"] = "full"
+    result.metrics["recipe"] = inputs.recipe_search["chosen"]
+    cv_acc = inputs.recipe_search.get("cv_acc", {}).get(inputs.recipe_search["chosen"])
+    if cv_acc is not None:
+        result.metrics["recipe_cv_acc"] = cv_acc
     inputs.timings["train_s"] = time.monotonic() - t
     inputs.status(phase="scoring")
     t = time.monotonic()
-    ids, outputs = score_pool(result.model, inputs.model_config, inputs.fetcher, inputs.pool_items,
+    ids, outputs = score_pool(result.model, result.model_config, inputs.fetcher, inputs.pool_items,
                               inputs.report, settings, inputs.scoring_progress())
     inputs.timings["score_s"] = time.monotonic() - t
     return result, ids, outputs

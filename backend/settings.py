@@ -152,6 +152,16 @@ class Settings:
         "Training epochs; 0 scales them to the labeled-set size so a first retrain takes seconds.",
         "epochs"))
     train_batch_size: int = field(default=64, metadata=_doc("Training mini-batch size.", "images"))
+    recipe_search_budget_s: float = field(default=0.0, metadata=_doc(
+        "Time a full-mode round may spend choosing its training recipe by k-fold cross-validation "
+        "on the labeled set (model/recipe_search.py lists the candidates); the winner and its CV "
+        "accuracy are in the round summary. 0 = off, train with the configured recipe.", "seconds"))
+    recipe_search_min_labels: int = field(default=40, metadata=_doc(
+        "Labeled images from which a round searches its recipe (fewer make folds too small to "
+        "tell recipes apart).", "annotations"))
+    recipe_search_folds: int = field(default=3, metadata=_doc(
+        "Folds of the recipe search's cross-validation (each candidate trains once per fold).",
+        "folds"))
     lpm_loss: str = field(default="v1", metadata=_doc(
         "Loss prediction module objective: v1 (margin ranking, paper), v2 (ranking BCE), mse."))
     score_batch_size: int = field(default=128, metadata=_doc(
@@ -225,6 +235,10 @@ class Settings:
                                 "PRETRAINED_WEIGHTS, or use TRAIN_MODE=auto or full")
         if self.train_steps < 0 or self.finetune_min_labels < 0:
             raise SettingsError("TRAIN_STEPS and FINETUNE_MIN_LABELS must be >= 0")
+        if self.recipe_search_budget_s < 0 or self.recipe_search_min_labels < 0:
+            raise SettingsError("RECIPE_SEARCH_BUDGET_S and RECIPE_SEARCH_MIN_LABELS must be >= 0")
+        if self.recipe_search_folds < 2:
+            raise SettingsError(f"RECIPE_SEARCH_FOLDS must be >= 2, got {self.recipe_search_folds}")
         if self.lpm_loss not in ("v1", "v2", "mse"):
             raise SettingsError(f"LPM_LOSS must be v1, v2 or mse, got {self.lpm_loss!r}")
         if self.backbone_weights:
