@@ -15,7 +15,8 @@ and the others are variants measured to choose it.
 Outputs under ``benchmarks/results/domains/``: ``runs/<recipe>/<domain>-<labels>-s<seed>.json``
 (one per training, reused by a rerun: resume), ``results.json`` and ``results.md``.
 
-CLI: ``python scripts/benchmark_domains.py --recipes legacy,default --domains shapes,letters``.
+CLI: ``python benchmarks/domain_suite.py --recipes legacy,default --domains shapes,letters``
+(``scripts/benchmark_domains.py`` is the same entry point).
 """
 
 from __future__ import annotations
