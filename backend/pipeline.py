@@ -19,6 +19,7 @@ from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
 from backend.labeling_config import ImageClassificationSchema, parse_image_classification
 from backend.ls_client import LabelStudioClient
+from backend.prediction_push import push_predictions
 from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
                                   new_coldstart_version, new_version, version_sort_key)
 from backend.feature_round import feature_cache_for, pooled_features
@@ -342,15 +343,16 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
     payload = [converters.import_payload(tid, pred, schema, version,
                                          settings.preselect_min_confidence)
                for tid, pred in predictions]
-    for start in range(0, len(payload), settings.prediction_chunk_size):
-        client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
+    # chunked, each chunk checked rather than blindly re-posted; tasks deleted meanwhile dropped
+    push = push_predictions(client, project_id, payload, version, settings.prediction_chunk_size)
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
         **stored,
         "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
                              "cluster": p.cluster} for tid, p in predictions}}))
     store.publish(project_id, version, info=info)
     client.patch_project(project_id, {"model_version": version})
-    return {"predictions_pushed": len(payload),
+    return {"predictions_pushed": push.created,
+            "tasks_deleted_during_round": len(push.deleted_tasks),
             "preselected": sum(1 for item in payload if item["result"])}
 
 

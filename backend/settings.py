@@ -31,8 +31,15 @@ class Settings:
     label_studio_timeout_s: float = field(default=30.0, metadata=_doc(
         "Timeout of one HTTP request to Label Studio.", "seconds"))
     label_studio_retries: int = field(default=4, metadata=_doc(
-        "Retries of a failed Label Studio request (connection error, 5xx, 429) with exponential backoff.",
-        "attempts"))
+        "Retries of a failed Label Studio request with exponential backoff: reads, updates and "
+        "deletes after a connection error, a lost answer, a 5xx or a 429; a creating POST "
+        "(predictions, tabs) only after a connection error or a 429, and after a lost answer or a "
+        "5xx only once the backend has checked what Label Studio already created.", "attempts"))
+    label_studio_bulk_timeout_s: float = field(default=600.0, metadata=_doc(
+        "Timeout of one bulk request to Label Studio: a prediction import chunk, deleting a "
+        "version's predictions.", "seconds"))
+    label_studio_retry_after_max_s: float = field(default=60.0, metadata=_doc(
+        "Longest wait honoured from a Retry-After header (429/503) before retrying.", "seconds"))
     # --- storage and queue ---------------------------------------------------------------------
     model_dir: Path = field(default=Path("./data/models"), metadata=_doc(
         "Directory holding one sub-directory per project with its versioned checkpoints."))
@@ -195,7 +202,8 @@ class Settings:
         if not self.label_studio_url.startswith(("http://", "https://")):
             raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got "
                                 f"{self.label_studio_url!r}")
-        positive = ("label_studio_timeout_s", "keep_model_versions", "max_request_bytes",
+        positive = ("label_studio_timeout_s", "label_studio_bulk_timeout_s", "keep_model_versions",
+                    "max_request_bytes",
                     "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
                     "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
                     "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples",
@@ -203,6 +211,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
+        if self.label_studio_retries < 0 or self.label_studio_retry_after_max_s < 0:
+            raise SettingsError("LABEL_STUDIO_RETRIES and LABEL_STUDIO_RETRY_AFTER_MAX_S must be >= 0")
         if self.reconcile_interval_s < 0:
             raise SettingsError("RECONCILE_INTERVAL_S must be >= 0")
         if self.min_annotations_to_train < 1:
