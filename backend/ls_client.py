@@ -50,13 +50,17 @@ class CappedRetry(Retry):
     """urllib3's Retry (backoff, Retry-After on 429/503) with a ceiling on the Retry-After wait,
     so a server asking for an hour cannot park a worker for an hour."""
 
-    def __init__(self, *args, retry_after_max_s: float = 60.0, **kwargs):
+    def __init__(self, *args, retry_after_max_s: float = 60.0,
+                 retry_after_statuses: frozenset = Retry.RETRY_AFTER_STATUS_CODES, **kwargs):
         super().__init__(*args, **kwargs)
         self.retry_after_max_s = retry_after_max_s
+        # urllib3 also retries any method on these statuses when they carry Retry-After
+        self.RETRY_AFTER_STATUS_CODES = retry_after_statuses
 
     def new(self, **kwargs) -> "CappedRetry":
         retry = super().new(**kwargs)
         retry.retry_after_max_s = self.retry_after_max_s
+        retry.RETRY_AFTER_STATUS_CODES = self.RETRY_AFTER_STATUS_CODES
         return retry
 
     def parse_retry_after(self, retry_after: str) -> float:
@@ -78,7 +82,9 @@ def retry_policy(retries: int, backoff_s: float, retry_after_max_s: float, *,
         allowed_methods=IDEMPOTENT_METHODS if idempotent else None,   # None: any method
         backoff_factor=backoff_s, backoff_max=10.0, respect_retry_after_header=True,
         raise_on_status=False,   # the last response comes back and becomes a LabelStudioError
-        redirect=False, retry_after_max_s=retry_after_max_s)
+        redirect=False, retry_after_max_s=retry_after_max_s,
+        # a 503 may come after the work was done, Retry-After or not; a 429 never does
+        retry_after_statuses=Retry.RETRY_AFTER_STATUS_CODES if idempotent else frozenset({429}))
 
 
 def _session_with(retry: Retry) -> requests.Session:

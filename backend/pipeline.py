@@ -174,7 +174,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     fetcher = ImageFetcher(client, settings.resolved_image_cache_dir,
                            max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
                            timeout_s=settings.image_fetch_timeout_s,
-                           resize_to=model_config.image_size)
+                           resize_to=model_config.image_size,
+                           cache_max_bytes=settings.image_cache_max_bytes)
     status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled))
     t = time.monotonic()
     label_of = {task_id: label for task_id, _, label in split.labeled}

@@ -51,6 +51,9 @@ class Settings:
         "touched).", "versions"))
     image_cache_dir: Path | None = field(default=None, metadata=_doc(
         "Where downloaded images are cached (default: MODEL_DIR/../image-cache)."))
+    image_cache_max_bytes: int = field(default=5 * 1024 ** 3, metadata=_doc(
+        "Bound of the image cache: past it the least recently used images are deleted; 0: no "
+        "bound. Only images that decode are cached.", "bytes"))
     redis_url: str = field(default="", metadata=_doc(
         "Redis server for the job queue and training state. scripts/serve.sh starts an embedded one "
         "when unset."))
@@ -213,6 +216,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
         if self.label_studio_retries < 0 or self.label_studio_retry_after_max_s < 0:
             raise SettingsError("LABEL_STUDIO_RETRIES and LABEL_STUDIO_RETRY_AFTER_MAX_S must be >= 0")
+        if self.image_cache_max_bytes < 0:
+            raise SettingsError("IMAGE_CACHE_MAX_BYTES must be >= 0 (0: no bound)")
         if self.reconcile_interval_s < 0:
             raise SettingsError("RECONCILE_INTERVAL_S must be >= 0")
         if self.min_annotations_to_train < 1:
