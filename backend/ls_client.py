@@ -298,14 +298,13 @@ class LabelStudioClient:
         body = _json_or_empty(response)
         return int(body.get("created", len(predictions)))
 
-    def task_prediction_versions(self, project_id: int, task_ids: list[int]
-                                 ) -> dict[int, set[str]]:
-        """task id -> model versions of its predictions, for those of ``task_ids`` that still
-        exist in the project (a deleted task is absent). One Data Manager query per call: it
-        selects the given ids, so its cost follows len(task_ids), not the project's size, and it
-        never opens a task (``GET /api/tasks/<id>`` would call the ML backend's /predict)."""
+    def task_predictions(self, project_id: int, task_ids: list[int]) -> dict[int, list[dict]]:
+        """task id -> its predictions (``id``, ``model_version``), for those of ``task_ids`` that
+        still exist in the project (a deleted task is absent). One Data Manager query per 1,000
+        ids: it selects the given ids, so its cost follows len(task_ids), not the project's
+        size, and it never opens a task (``GET /api/tasks/<id>`` calls the backend's /predict)."""
         import json
-        out: dict[int, set[str]] = {}
+        out: dict[int, list[dict]] = {}
         ids = [int(t) for t in task_ids]
         for start in range(0, len(ids), 1000):   # keeps the query string a sane length
             part = ids[start:start + 1000]
@@ -315,9 +314,14 @@ class LabelStudioClient:
                 "fields": "all", "query": json.dumps(query)})
             tasks = body.get("tasks", []) if isinstance(body, dict) else body
             for task in tasks:
-                out[int(task["id"])] = {str(p.get("model_version"))
-                                        for p in task.get("predictions") or []}
+                out[int(task["id"])] = [{"id": p.get("id"), "model_version": p.get("model_version")}
+                                        for p in task.get("predictions") or []]
         return out
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        """Delete one prediction; one already gone counts as deleted."""
+        self.request("DELETE", f"/api/predictions/{int(prediction_id)}/",
+                     expected=(200, 204, 404))
 
     def delete_model_version(self, project_id: int, version: str) -> None:
         """Delete one version's predictions (Label Studio deletes them one by one: a bulk call)."""

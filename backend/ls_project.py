@@ -62,17 +62,19 @@ def set_uncertainty_sampling(client: LabelStudioClient, project_id: int) -> None
 
 
 def prune_prediction_versions(client: LabelStudioClient, project_id: int, current: str,
-                              keep: int, is_ours, sort_key=None) -> list[str]:
+                              keep: int, is_ours, sort_key=None, also_keep=frozenset()
+                              ) -> list[str]:
     """Delete the predictions of this backend's older versions, keeping the newest `keep`.
 
     Label Studio never removes predictions itself, so every round would add one prediction per
     task. Only versions this backend made (``is_ours``) and its placeholder versions are touched;
-    the current version is always kept. ``sort_key`` orders our versions by creation time (the
-    version string itself by default).
+    the current version and ``also_keep`` (the project's live version, read when a background
+    job prunes after a newer round published) are always kept. ``sort_key`` orders our versions
+    by creation time (the version string itself by default).
     """
     counts = client.get_json(f"/api/projects/{int(project_id)}/model-versions/")
     ours = sorted((v for v in counts if is_ours(v)), key=sort_key, reverse=True)
-    keep_set = set(ours[:max(keep, 1)]) | {current}
+    keep_set = set(ours[:max(keep, 1)]) | {current} | set(also_keep)
     doomed = [v for v in counts if v not in keep_set and (is_ours(v) or v in PLACEHOLDER_VERSIONS)]
     for version in doomed:
         client.delete_model_version(project_id, version)

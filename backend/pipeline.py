@@ -364,12 +364,25 @@ def update_views(settings: Settings, client: LabelStudioClient, project_id: int,
     ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)
     if settings.set_uncertainty_sampling:
         ls_project.set_uncertainty_sampling(client, project_id)
+    # Label Studio deletes a version's predictions one by one: in a job of its own, the round
+    # ends (and the next one may start) without waiting for it.
+    from backend import queueing
+    if not queueing.enqueue_prune(settings, project_id, version):   # no queue: do it here
+        prune_old_predictions(settings, client, project_id, version)
+
+
+def prune_old_predictions(settings: Settings, client: LabelStudioClient, project_id: int,
+                          version: str) -> list[str]:
+    """Delete older versions' predictions, keeping ``version`` and the project's live version."""
+    from backend import ls_project
     try:
-        ls_project.prune_prediction_versions(client, project_id, version,
-                                             settings.keep_prediction_versions,
-                                             is_own_version, sort_key=version_sort_key)
+        live = client.get_project(project_id).get("model_version")
+        return ls_project.prune_prediction_versions(
+            client, project_id, version, settings.keep_prediction_versions, is_own_version,
+            sort_key=version_sort_key, also_keep={live} if live else set())
     except Exception as exc:   # housekeeping: never fails a round that already published
         log.warning("project %s: could not delete old predictions: %s", project_id, exc)
+        return []
 
 
 # ----------------------------------------------------------------------------- cold start

@@ -10,6 +10,12 @@ push the others", instead of failing a round that already trained and scored.
 
 Each round pushes a fresh version, so "this task holds a prediction of this version" means "this
 push created it".
+
+One race remains: an answer lost while Label Studio had not yet created anything (a proxy timing
+out a long request, say) looks like "nothing landed", and the original request may still create
+its predictions after the re-post. So once every chunk is sent, the tasks of every chunk whose
+outcome was unknown are looked up again and any second prediction of this version is deleted,
+before the version is published.
 """
 from __future__ import annotations
 
@@ -27,6 +33,8 @@ class PushReport:
     deleted_tasks: list[int] = field(default_factory=list)   # tasks gone before their chunk landed
     checked_chunks: int = 0             # chunks whose outcome had to be looked up
     requests: int = 0                   # import requests sent
+    uncertain_tasks: list[int] = field(default_factory=list)  # tasks of chunks lost or 5xx'd
+    duplicates_removed: int = 0
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -35,20 +43,29 @@ def chunks(items: list, size: int) -> list[list]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
-def still_to_send(chunk: list[dict], version: str, versions_of: dict[int, set[str]]
+def still_to_send(chunk: list[dict], version: str, held: dict[int, list[dict]]
                   ) -> tuple[list[dict], list[int]]:
     """(predictions of ``chunk`` Label Studio still lacks, task ids that no longer exist).
 
-    ``versions_of`` maps each existing task of the chunk to the versions of its predictions.
+    ``held`` maps each existing task of the chunk to its predictions (``model_version``, ``id``).
     """
     remaining, deleted = [], []
     for item in chunk:
         task_id = int(item["task"])
-        if task_id not in versions_of:
+        if task_id not in held:
             deleted.append(task_id)
-        elif version not in versions_of[task_id]:
+        elif not any(p["model_version"] == version for p in held[task_id]):
             remaining.append(item)
     return remaining, deleted
+
+
+def duplicate_ids(held: dict[int, list[dict]], version: str) -> list[int]:
+    """Ids of every prediction of ``version`` beyond the first (lowest id) of its task."""
+    extra = []
+    for predictions in held.values():
+        ids = sorted(int(p["id"]) for p in predictions if p["model_version"] == version)
+        extra.extend(ids[1:])
+    return extra
 
 
 def push_predictions(client: LabelStudioClient, project_id: int, payload: list[dict],
@@ -61,6 +78,14 @@ def push_predictions(client: LabelStudioClient, project_id: int, payload: list[d
     report = PushReport()
     for chunk in chunks(payload, chunk_size):
         _push_chunk(client, project_id, chunk, version, report)
+    if report.uncertain_tasks:
+        held = client.task_predictions(project_id, report.uncertain_tasks)
+        for prediction_id in duplicate_ids(held, version):
+            client.delete_prediction(prediction_id)
+            report.duplicates_removed += 1
+        if report.duplicates_removed:
+            log.warning("project %s: a lost import answer left %d duplicate prediction(s); "
+                        "deleted", project_id, report.duplicates_removed)
     if report.deleted_tasks:
         log.warning("project %s: %d task(s) were deleted during the round; their predictions were "
                     "dropped (e.g. %s)", project_id, len(report.deleted_tasks),
@@ -87,8 +112,10 @@ def _push_chunk(client: LabelStudioClient, project_id: int, chunk: list[dict], v
                 raise
             failure = exc
         report.checked_chunks += 1
-        versions_of = client.task_prediction_versions(project_id, [p["task"] for p in chunk])
-        remaining, deleted = still_to_send(chunk, version, versions_of)
+        if failure.outcome_unknown:
+            report.uncertain_tasks.extend(int(p["task"]) for p in chunk)
+        held = client.task_predictions(project_id, [p["task"] for p in chunk])
+        remaining, deleted = still_to_send(chunk, version, held)
         report.deleted_tasks.extend(deleted)
         landed = len(chunk) - len(remaining) - len(deleted)
         report.created += landed

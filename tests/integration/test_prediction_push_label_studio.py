@@ -12,7 +12,7 @@ import pytest
 
 import lslocal
 from backend.ls_client import LabelStudioClient, LabelStudioError
-from backend.prediction_push import push_predictions
+from backend.prediction_push import duplicate_ids, push_predictions
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.labelstudio
@@ -70,16 +70,32 @@ def test_a_task_deleted_before_the_push_is_dropped_and_the_rest_lands_once(label
     assert predictions_per_task(admin, project_id, "v1") == {t: 1 for t in ids if t != gone}
 
 
-def test_the_lookup_sees_only_the_given_existing_tasks_and_their_versions(label_studio):
+def test_the_lookup_sees_only_the_given_existing_tasks_and_their_predictions(label_studio):
     server, admin, token, _ = label_studio
     project_id, ids = new_project(admin, 6)
     client = LabelStudioClient(server.url, token)
     push_predictions(client, project_id, payload(ids[:2], "v1"), "v1", chunk_size=10)
     admin.request("DELETE", f"/api/tasks/{ids[3]}/")
 
-    found = client.task_prediction_versions(project_id, [ids[0], ids[2], ids[3]])
+    found = client.task_predictions(project_id, [ids[0], ids[2], ids[3]])
 
-    assert found == {ids[0]: {"v1"}, ids[2]: set()}
+    assert set(found) == {ids[0], ids[2]} and found[ids[2]] == []
+    assert [p["model_version"] for p in found[ids[0]]] == ["v1"]
+    assert isinstance(found[ids[0]][0]["id"], int)
+
+
+def test_duplicates_of_a_version_are_found_and_deleted(label_studio):
+    server, admin, token, _ = label_studio
+    project_id, ids = new_project(admin, 4)
+    admin.import_predictions(project_id, payload(ids, "v1"))
+    admin.import_predictions(project_id, payload(ids[:2], "v1"))   # a re-post that raced
+    client = LabelStudioClient(server.url, token)
+    extra = duplicate_ids(client.task_predictions(project_id, ids), "v1")
+    assert len(extra) == 2
+    for prediction_id in extra:
+        client.delete_prediction(prediction_id)
+    client.delete_prediction(extra[0])                                # already gone: fine
+    assert predictions_per_task(admin, project_id, "v1") == {t: 1 for t in ids}
 
 
 def test_a_chunk_label_studio_cannot_store_never_lands_twice(label_studio):

@@ -18,7 +18,7 @@ from flask import Flask, jsonify, request
 
 from backend import ls_project
 from backend.ls_client import LabelStudioClient, LabelStudioError
-from backend.prediction_push import push_predictions, still_to_send
+from backend.prediction_push import duplicate_ids, push_predictions, still_to_send
 from tests.conftest import ServerThread
 
 TOKEN = "legacy-token-for-fault-tests"
@@ -40,6 +40,14 @@ class FaultyLabelStudio:
         self.import_bodies: list[list[int]] = []
         self.view_posts = 0
         self.retry_after = "1"
+        self.late: threading.Thread | None = None   # an import still running after its answer
+        self.next_id = 1
+
+    def store(self, predictions: list[dict]) -> None:
+        with self.lock:
+            for p in predictions:
+                self.predictions.append({**p, "id": self.next_id})
+                self.next_id += 1
 
     def per_task(self, version="v1") -> Counter:
         return Counter(p["task"] for p in self.predictions if p["model_version"] == version)
@@ -51,6 +59,9 @@ def make_app(state: FaultyLabelStudio) -> Flask:
     @app.route("/api/projects/<int:pid>/import/predictions", methods=["POST"])
     def import_predictions(pid):
         body = request.get_json()
+        if state.late is not None:          # the earlier request finishes before this one
+            state.late.join()
+            state.late = None
         with state.lock:
             state.import_bodies.append([p["task"] for p in body])
             fault = state.import_plan.pop(0) if state.import_plan else "ok"
@@ -58,11 +69,15 @@ def make_app(state: FaultyLabelStudio) -> Flask:
             return jsonify({"detail": "slow down"}), 429, {"Retry-After": state.retry_after}
         if fault == "502 before storing":
             return jsonify({"detail": "bad gateway"}), 502
+        if fault == "504 while still working":
+            # a proxy gives up at once; Label Studio stores the chunk a moment later
+            state.late = threading.Thread(target=lambda: (time.sleep(0.2), state.store(body)))
+            state.late.start()
+            return jsonify({"detail": "gateway timeout"}), 504
         if any(p["task"] not in state.tasks for p in body):
             return jsonify({"detail": "invalid task"}), 400
         stored = body[:len(body) // 2] if fault == "500 after storing half" else body
-        with state.lock:
-            state.predictions.extend(stored)
+        state.store(stored)
         if fault == "hang after storing":
             time.sleep(HANG_S)
         if fault in ("500 after storing", "500 after storing half"):
@@ -73,10 +88,16 @@ def make_app(state: FaultyLabelStudio) -> Flask:
     def tasks():
         query = json.loads(request.args["query"])
         wanted = query["selectedItems"]["included"]
-        out = [{"id": t, "predictions": [{"model_version": p["model_version"]}
+        out = [{"id": t, "predictions": [{"id": p["id"], "model_version": p["model_version"]}
                                           for p in state.predictions if p["task"] == t]}
                for t in wanted if t in state.tasks]
         return jsonify({"tasks": out, "total": len(out)})
+
+    @app.route("/api/predictions/<int:prediction_id>/", methods=["DELETE"])
+    def delete_prediction(prediction_id):
+        with state.lock:
+            state.predictions = [p for p in state.predictions if p["id"] != prediction_id]
+        return "", 204
 
     @app.route("/api/dm/views/")
     def list_views():
@@ -153,6 +174,14 @@ def test_a_5xx_that_stored_nothing_is_posted_again(ls, client):
     assert ls.import_bodies == [[1, 2, 3, 4]] * 2 and report.checked_chunks == 1
 
 
+def test_a_chunk_stored_after_its_answer_was_lost_leaves_no_duplicate(ls, client):
+    ls.import_plan = ["504 while still working"]
+    report = push_predictions(client, 1, payload(range(1, 7)), "v1", chunk_size=4)
+    assert ls.import_bodies == [[1, 2, 3, 4], [1, 2, 3, 4], [5, 6]]   # looked up: none yet
+    assert ls.per_task() == Counter({t: 1 for t in range(1, 7)})     # the late copies removed
+    assert report.duplicates_removed == 4
+
+
 def test_a_429_waits_for_retry_after_then_posts_again_without_a_lookup(ls, client):
     ls.import_plan = ["429"]
     started = time.monotonic()
@@ -205,5 +234,12 @@ def test_a_tab_created_despite_a_503_is_found_not_created_twice(ls, client):
 
 def test_still_to_send_splits_a_chunk_by_what_label_studio_holds():
     chunk = payload([1, 2, 3, 4])
-    remaining, deleted = still_to_send(chunk, "v1", {1: {"v1"}, 2: {"v0"}, 4: set()})
+    held = {1: [{"id": 1, "model_version": "v1"}], 2: [{"id": 2, "model_version": "v0"}], 4: []}
+    remaining, deleted = still_to_send(chunk, "v1", held)
     assert [p["task"] for p in remaining] == [2, 4] and deleted == [3]
+
+
+def test_duplicate_ids_keeps_the_first_prediction_of_each_task():
+    held = {1: [{"id": 9, "model_version": "v1"}, {"id": 4, "model_version": "v1"},
+                {"id": 2, "model_version": "v0"}], 2: [{"id": 5, "model_version": "v1"}]}
+    assert duplicate_ids(held, "v1") == [9]
