@@ -198,7 +198,7 @@ class LabelStudioClient:
         self.backoff_s = backoff_s
         self.allowed_image_hosts = allowed_image_hosts
         self.local_files_root = local_files_root
-        # Reads, updates and deletes, and the token exchange (it creates nothing): retried freely.
+        # Reads, updates and deletes: a repeat changes nothing, so they are retried freely.
         self._session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
                                                    idempotent=True))
         # Creating POSTs: retried only where Label Studio surely did nothing (see retry_policy).
