@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,42 +42,118 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0][:60]
 
 
+class ImageCache:
+    """Downloaded image files on disk, keyed by URL, at most ``max_bytes`` in all (0: no bound).
+
+    Only bytes that decoded as an image are stored (the caller decodes first), so a truncated or
+    non-image download is fetched again next round rather than skipped forever. When the files
+    pass the bound, the least recently used are deleted down to PRUNE_TO of it (a hit refreshes a
+    file's mtime). Several processes may share the directory: each counts what it wrote since its
+    last scan, and each prune rescans, so the bound holds within what the others wrote meanwhile.
+    """
+    PRUNE_TO = 0.9   # prune below the bound, so a full cache is not rescanned on every write
+
+    def __init__(self, directory: Path, max_bytes: int = 0):
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._total: int | None = None    # bytes on disk as last counted plus our writes since
+
+    def path(self, url: str) -> Path:
+        digest = hashlib.sha256(url.encode()).hexdigest()
+        return self.directory / digest[:2] / digest
+
+    def get(self, url: str) -> bytes | None:
+        path = self.path(url)
+        try:
+            data = path.read_bytes()
+            os.utime(path)            # recently used: evicted last
+        except OSError:               # absent, or evicted by another process meanwhile
+            return None
+        return data
+
+    def discard(self, url: str) -> None:
+        self.path(url).unlink(missing_ok=True)
+
+    def put(self, url: str, data: bytes) -> None:
+        path = self.path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        if not self.max_bytes:
+            return
+        with self._lock:
+            if self._total is None:
+                self._total = sum(size for _, _, size in cache_files(self.directory))
+            else:
+                self._total += len(data)
+            if self._total > self.max_bytes:
+                self._total = prune(self.directory, int(self.max_bytes * self.PRUNE_TO))
+
+
+def cache_files(directory: Path) -> list[tuple[float, Path, int]]:
+    """(mtime, path, size) of every cached file (temporary files of writes in flight excluded)."""
+    out = []
+    for sub in directory.iterdir() if directory.is_dir() else ():
+        if not sub.is_dir():
+            continue
+        for entry in os.scandir(sub):
+            if entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            out.append((st.st_mtime, Path(entry.path), st.st_size))
+    return out
+
+
+def prune(directory: Path, keep_bytes: int) -> int:
+    """Delete the least recently used files until at most ``keep_bytes`` remain; the bytes left."""
+    files = sorted(cache_files(directory))
+    total = sum(size for _, _, size in files)
+    for _, path, size in files:
+        if total <= keep_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+    return total
+
+
 class ImageFetcher:
     def __init__(self, client: LabelStudioClient, cache_dir: Path | None, *, max_bytes: int,
                  max_pixels: int, timeout_s: float, resize_to: int | None = None,
-                 threads: int = FETCH_THREADS):
+                 threads: int = FETCH_THREADS, cache_max_bytes: int = 0):
         self.client = client
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache = ImageCache(cache_dir, cache_max_bytes) if cache_dir else None
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.timeout_s = timeout_s
         self.resize_to = resize_to      # the model's input size: keeps a big labeled set in memory
         self.threads = threads
 
-    def _cache_path(self, url: str) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        digest = hashlib.sha256(url.encode()).hexdigest()
-        return self.cache_dir / digest[:2] / digest
-
-    def fetch_bytes(self, url: str, task_id: int | None) -> bytes:
-        cached = self._cache_path(url)
-        if cached is not None and cached.exists():
-            return cached.read_bytes()
-        data = self.client.fetch_image_bytes(url, task_id=task_id, max_bytes=self.max_bytes,
-                                             timeout_s=self.timeout_s)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{secrets.token_hex(4)}")
-            tmp.write_bytes(data)
-            os.replace(tmp, cached)
-        return data
-
     def fetch_image(self, url: str, task_id: int | None) -> Image.Image:
         """Raises ImageFetchError or ImageError with a per-task reason."""
-        data = self.fetch_bytes(url, task_id)
-        image = load_image_bytes(data, max_pixels=self.max_pixels)
+        image = self._cached_image(url)
+        if image is None:
+            data = self.client.fetch_image_bytes(url, task_id=task_id, max_bytes=self.max_bytes,
+                                                 timeout_s=self.timeout_s)
+            image = load_image_bytes(data, max_pixels=self.max_pixels)   # raises: not cached
+            if self.cache is not None:
+                self.cache.put(url, data)
         return resize_for_model(image, self.resize_to) if self.resize_to else image
+
+    def _cached_image(self, url: str) -> Image.Image | None:
+        data = self.cache.get(url) if self.cache is not None else None
+        if data is None:
+            return None
+        try:
+            return load_image_bytes(data, max_pixels=self.max_pixels)
+        except ImageError:
+            # written before downloads were checked, or damaged on disk: fetch it again
+            self.cache.discard(url)
+            return None
 
     def fetch_many(self, items: list[tuple[int, str]], report: FetchReport
                    ) -> list[tuple[int, Image.Image]]:

@@ -89,3 +89,13 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
         training_state.finish_run(
             conn, lock,
             lambda: queueing.request_training(settings, conn, project_id, "follow-up"))
+
+
+def run_prune_job(project_id: int, version: str) -> dict:
+    """Delete the predictions of this backend's older versions (queued by a finished round)."""
+    from backend.ls_client import LabelStudioClient
+    from backend.pipeline import prune_old_predictions
+    settings = Settings.from_env()
+    deleted = prune_old_predictions(settings, LabelStudioClient.from_settings(settings),
+                                    project_id, version)
+    return {"project_id": project_id, "kept": version, "deleted_versions": deleted}

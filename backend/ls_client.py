@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from backend import image_urls
 from backend.image_urls import ImageSource, ImageURLRefused
@@ -23,7 +25,11 @@ log = logging.getLogger(__name__)
 
 ACCESS_TOKEN_REFRESH_AFTER_S = 240.0   # Label Studio access tokens live 300 s; refresh early
 MAX_REDIRECTS = 3
-RETRY_STATUS = {429, 500, 502, 503, 504}
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Methods whose repetition changes nothing more than their first success did, so a lost answer
+# (read timeout) or a 5xx may be retried blindly. POST creates (predictions, tabs) and is not here:
+# a POST is repeated only when Label Studio surely did not act on it (connection refused, 429).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
 
 class LabelStudioError(RuntimeError):
@@ -32,6 +38,61 @@ class LabelStudioError(RuntimeError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """True when Label Studio may have acted on the request although it failed: no answer
+        (read timeout, connection broken after sending) or a server error. A 4xx was refused."""
+        return self.status is None or self.status >= 500
+
+
+class CappedRetry(Retry):
+    """urllib3's Retry (backoff, Retry-After on 429/503) with a ceiling on the Retry-After wait,
+    so a server asking for an hour cannot park a worker for an hour."""
+
+    def __init__(self, *args, retry_after_max_s: float = 60.0,
+                 retry_after_statuses: frozenset = Retry.RETRY_AFTER_STATUS_CODES, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.retry_after_max_s = retry_after_max_s
+        # urllib3 also retries any method on these statuses when they carry Retry-After
+        self.RETRY_AFTER_STATUS_CODES = retry_after_statuses
+
+    def new(self, **kwargs) -> "CappedRetry":
+        retry = super().new(**kwargs)
+        retry.retry_after_max_s = self.retry_after_max_s
+        retry.RETRY_AFTER_STATUS_CODES = self.RETRY_AFTER_STATUS_CODES
+        return retry
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.retry_after_max_s)
+
+
+def retry_policy(retries: int, backoff_s: float, retry_after_max_s: float, *,
+                 idempotent: bool) -> CappedRetry:
+    """The retry policy of one kind of call.
+
+    Idempotent calls are retried after connection errors, read errors and RETRY_STATUS. A
+    creating call only after a connection error (nothing was sent) or a 429 (refused before any
+    work); after a read error or a 5xx the caller must first look at what exists.
+    """
+    return CappedRetry(
+        total=retries, connect=retries, status=retries, other=0,
+        read=retries if idempotent else False,
+        status_forcelist=RETRY_STATUS if idempotent else frozenset({429}),
+        allowed_methods=IDEMPOTENT_METHODS if idempotent else None,   # None: any method
+        backoff_factor=backoff_s, backoff_max=10.0, respect_retry_after_header=True,
+        raise_on_status=False,   # the last response comes back and becomes a LabelStudioError
+        redirect=False, retry_after_max_s=retry_after_max_s,
+        # a 503 may come after the work was done, Retry-After or not; a 429 never does
+        retry_after_statuses=Retry.RETRY_AFTER_STATUS_CODES if idempotent else frozenset({429}))
+
+
+def _session_with(retry: Retry) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class ImageFetchError(ValueError):
@@ -100,6 +161,23 @@ class _TokenAuth:
         return response.json()["access"]
 
 
+def _attempts(response: requests.Response) -> int:
+    """How many times urllib3 sent the request that ended in ``response``."""
+    retries = getattr(response.raw, "retries", None)
+    return len(getattr(retries, "history", ())) + 1
+
+
+def _failure_message(method: str, path: str, base_url: str, exc: requests.RequestException,
+                     retries: int) -> str:
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(exc, requests.ConnectTimeout) or isinstance(
+            reason, urllib3.exceptions.NewConnectionError):
+        # nothing was sent: urllib3 retried the connection `retries` times
+        return (f"{method} {path}: Label Studio at {base_url} unreachable after {retries + 1} "
+                f"attempt(s) ({type(exc).__name__})")
+    return f"{method} {path}: no answer from Label Studio at {base_url} ({type(exc).__name__})"
+
+
 def _json_or_empty(response: requests.Response) -> dict:
     try:
         body = response.json()
@@ -110,21 +188,35 @@ def _json_or_empty(response: requests.Response) -> dict:
 
 class LabelStudioClient:
     def __init__(self, url: str, api_key: str, *, timeout_s: float = 30.0, retries: int = 4,
-                 backoff_s: float = 0.5, allowed_image_hosts: tuple[str, ...] = (),
+                 backoff_s: float = 0.5, bulk_timeout_s: float = 600.0,
+                 retry_after_max_s: float = 60.0, allowed_image_hosts: tuple[str, ...] = (),
                  local_files_root: Path | None = None):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.bulk_timeout_s = bulk_timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.allowed_image_hosts = allowed_image_hosts
         self.local_files_root = local_files_root
-        self._session = requests.Session()
-        self._auth = _TokenAuth(self.url, api_key, self._session, timeout_s)
+        # Reads, updates and deletes: a repeat changes nothing, so they are retried freely.
+        self._session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
+                                                   idempotent=True))
+        # Creating POSTs: retried only where Label Studio surely did nothing (see retry_policy).
+        self._create_session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
+                                                          idempotent=False))
+        # Image downloads keep their own deadline (_download) and are never retried.
+        self._image_session = requests.Session()
+        # Exchanging the token twice creates nothing, so its POST is retried like a read.
+        token_session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
+                                                   idempotent=True).new(allowed_methods=None))
+        self._auth = _TokenAuth(self.url, api_key, token_session, timeout_s)
 
     @classmethod
     def from_settings(cls, settings) -> "LabelStudioClient":
         return cls(settings.label_studio_url, settings.label_studio_api_key,
                    timeout_s=settings.label_studio_timeout_s, retries=settings.label_studio_retries,
+                   bulk_timeout_s=settings.label_studio_bulk_timeout_s,
+                   retry_after_max_s=settings.label_studio_retry_after_max_s,
                    allowed_image_hosts=settings.allowed_image_hosts,
                    local_files_root=settings.local_files_document_root)
 
@@ -132,48 +224,41 @@ class LabelStudioClient:
     def token_kind(self) -> str:
         return self._auth.kind
 
-    # --- the HTTP core: retries with backoff, one transparent token refresh ---------------------
-    def request(self, method: str, path: str, *, expected=(200, 201, 204), **kwargs) -> requests.Response:
+    # --- the HTTP core: retries by urllib3's Retry, one transparent token refresh -------------
+    def request(self, method: str, path: str, *, expected=(200, 201, 204), idempotent=None,
+                **kwargs) -> requests.Response:
+        """One call; ``idempotent`` defaults to the method's nature (POST creates).
+
+        Raises LabelStudioError; its ``outcome_unknown`` says whether a creating call may have
+        taken effect anyway.
+        """
         url = path if path.startswith("http") else f"{self.url}{path}"
         kwargs.setdefault("timeout", self.timeout_s)
-        extra_headers = dict(kwargs.pop("headers", None) or {})   # kept for every retry
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
+        session = self._session if idempotent else self._create_session
+        extra_headers = dict(kwargs.pop("headers", None) or {})
         refreshed = False
-        attempt = 0
         while True:
+            auth = self._auth.header()
             try:
-                auth = self._auth.header()
-            except LabelStudioError as exc:   # the token endpoint itself failed
-                if (exc.status is None or exc.status in RETRY_STATUS) and attempt < self.retries:
-                    self._sleep(attempt)
-                    attempt += 1
-                    continue
-                raise
-            try:
-                response = self._session.request(method, url, headers={**extra_headers, **auth},
-                                                 **kwargs)
+                response = session.request(method, url, headers={**extra_headers, **auth},
+                                           **kwargs)
             except requests.RequestException as exc:
-                if attempt >= self.retries:
-                    raise LabelStudioError(
-                        f"{method} {path}: Label Studio at {self.url} unreachable after "
-                        f"{attempt + 1} attempt(s) ({type(exc).__name__})") from None
-                self._sleep(attempt)
-                attempt += 1
-                continue
+                raise LabelStudioError(_failure_message(method, path, self.url, exc,
+                                                        self.retries)) from None
             if response.status_code == 401 and is_jwt(self._auth._token) and not refreshed:
-                self._auth.refresh(auth)   # the access token expired: one refresh, then retry
+                self._auth.refresh(auth)   # the access token expired: one refresh, then again
                 refreshed = True
-                continue
-            if response.status_code in RETRY_STATUS and attempt < self.retries:
-                self._sleep(attempt)
-                attempt += 1
                 continue
             if response.status_code not in expected:
                 raise LabelStudioError(
-                    f"{method} {path}: HTTP {response.status_code} after {attempt + 1} "
+                    f"{method} {path}: HTTP {response.status_code} after {_attempts(response)} "
                     f"attempt(s): {self._auth.redact(response.text[:300])}", response.status_code)
             return response
 
-    def _sleep(self, attempt: int) -> None:
+    def wait_before_retry(self, attempt: int) -> None:
+        """The pause before the ``attempt``-th re-post of a creating call that was checked."""
         time.sleep(min(self.backoff_s * (2 ** attempt), 10.0))
 
     def get_json(self, path: str, **kwargs) -> Any:
@@ -207,10 +292,41 @@ class LabelStudioClient:
             page += 1
 
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
+        """One bulk import request (not retried after a lost answer: see prediction_push)."""
         response = self.request("POST", f"/api/projects/{int(project_id)}/import/predictions",
-                                json=predictions)
+                                json=predictions, timeout=self.bulk_timeout_s)
         body = _json_or_empty(response)
         return int(body.get("created", len(predictions)))
+
+    def task_predictions(self, project_id: int, task_ids: list[int]) -> dict[int, list[dict]]:
+        """task id -> its predictions (``id``, ``model_version``), for those of ``task_ids`` that
+        still exist in the project (a deleted task is absent). One Data Manager query per 1,000
+        ids: it selects the given ids, so its cost follows len(task_ids), not the project's
+        size, and it never opens a task (``GET /api/tasks/<id>`` calls the backend's /predict)."""
+        import json
+        out: dict[int, list[dict]] = {}
+        ids = [int(t) for t in task_ids]
+        for start in range(0, len(ids), 1000):   # keeps the query string a sane length
+            part = ids[start:start + 1000]
+            query = {"selectedItems": {"all": False, "included": part}}
+            body = self.get_json("/api/tasks/", params={
+                "project": int(project_id), "page": 1, "page_size": len(part),
+                "fields": "all", "query": json.dumps(query)})
+            tasks = body.get("tasks", []) if isinstance(body, dict) else body
+            for task in tasks:
+                out[int(task["id"])] = [{"id": p.get("id"), "model_version": p.get("model_version")}
+                                        for p in task.get("predictions") or []]
+        return out
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        """Delete one prediction; one already gone counts as deleted."""
+        self.request("DELETE", f"/api/predictions/{int(prediction_id)}/",
+                     expected=(200, 204, 404))
+
+    def delete_model_version(self, project_id: int, version: str) -> None:
+        """Delete one version's predictions (Label Studio deletes them one by one: a bulk call)."""
+        self.request("DELETE", f"/api/projects/{int(project_id)}/model-versions/",
+                     json={"model_version": version}, timeout=self.bulk_timeout_s)
 
     def list_views(self, project_id: int) -> list[dict]:
         return self.get_json("/api/dm/views/", params={"project": int(project_id)})
@@ -253,7 +369,7 @@ class LabelStudioClient:
                 raise ImageFetchError(_too_slow(timeout_s))
             headers = self._auth.header() if send_auth else {}
             try:
-                response = self._session.get(url, headers=headers, timeout=remaining,
+                response = self._image_session.get(url, headers=headers, timeout=remaining,
                                              allow_redirects=False, stream=True)
             except requests.RequestException as exc:
                 raise ImageFetchError(f"image download failed: {type(exc).__name__}") from None

@@ -136,7 +136,8 @@ class ActiveLearningModel(LabelStudioMLBase):
                                max_bytes=self.settings.image_max_bytes,
                                max_pixels=self.settings.image_max_pixels,
                                timeout_s=self.settings.image_fetch_timeout_s,
-                               resize_to=loaded.model_config.image_size)
+                               resize_to=loaded.model_config.image_size,
+                               cache_max_bytes=self.settings.image_cache_max_bytes)
         report = FetchReport()
         position_of = {task_id: position for position, task_id, _ in items}
         fetched = fetcher.fetch_many([(task_id, url) for _, task_id, url in items], report)

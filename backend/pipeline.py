@@ -19,6 +19,7 @@ from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
 from backend.labeling_config import ImageClassificationSchema, parse_image_classification
 from backend.ls_client import LabelStudioClient
+from backend.prediction_push import push_predictions
 from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
                                   new_coldstart_version, new_version, version_sort_key)
 from backend.feature_round import feature_cache_for, pooled_features
@@ -173,7 +174,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     fetcher = ImageFetcher(client, settings.resolved_image_cache_dir,
                            max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
                            timeout_s=settings.image_fetch_timeout_s,
-                           resize_to=model_config.image_size)
+                           resize_to=model_config.image_size,
+                           cache_max_bytes=settings.image_cache_max_bytes)
     status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled))
     t = time.monotonic()
     label_of = {task_id: label for task_id, _, label in split.labeled}
@@ -377,15 +379,16 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
     payload = [converters.import_payload(tid, pred, schema, version,
                                          settings.preselect_min_confidence)
                for tid, pred in predictions]
-    for start in range(0, len(payload), settings.prediction_chunk_size):
-        client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
+    # chunked, each chunk checked rather than blindly re-posted; tasks deleted meanwhile dropped
+    push = push_predictions(client, project_id, payload, version, settings.prediction_chunk_size)
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
         **stored,
         "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
                              "cluster": p.cluster} for tid, p in predictions}}))
     store.publish(project_id, version, info=info)
     client.patch_project(project_id, {"model_version": version})
-    return {"predictions_pushed": len(payload),
+    return {"predictions_pushed": push.created,
+            "tasks_deleted_during_round": len(push.deleted_tasks),
             "preselected": sum(1 for item in payload if item["result"])}
 
 
@@ -396,12 +399,25 @@ def update_views(settings: Settings, client: LabelStudioClient, project_id: int,
     ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)
     if settings.set_uncertainty_sampling:
         ls_project.set_uncertainty_sampling(client, project_id)
+    # Label Studio deletes a version's predictions one by one: in a job of its own, the round
+    # ends (and the next one may start) without waiting for it.
+    from backend import queueing
+    if not queueing.enqueue_prune(settings, project_id, version):   # no queue: do it here
+        prune_old_predictions(settings, client, project_id, version)
+
+
+def prune_old_predictions(settings: Settings, client: LabelStudioClient, project_id: int,
+                          version: str) -> list[str]:
+    """Delete older versions' predictions, keeping ``version`` and the project's live version."""
+    from backend import ls_project
     try:
-        ls_project.prune_prediction_versions(client, project_id, version,
-                                             settings.keep_prediction_versions,
-                                             is_own_version, sort_key=version_sort_key)
+        live = client.get_project(project_id).get("model_version")
+        return ls_project.prune_prediction_versions(
+            client, project_id, version, settings.keep_prediction_versions, is_own_version,
+            sort_key=version_sort_key, also_keep={live} if live else set())
     except Exception as exc:   # housekeeping: never fails a round that already published
         log.warning("project %s: could not delete old predictions: %s", project_id, exc)
+        return []
 
 
 # ----------------------------------------------------------------------------- cold start

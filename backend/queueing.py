@@ -1,13 +1,17 @@
 """Queue wiring: the Redis connection and how a training job is put on the RQ queue."""
 from __future__ import annotations
 
+import logging
+
 from redis import Redis
-from rq import Queue
+from rq import Queue, get_current_job
 
 from backend import training_state
 from backend.settings import Settings
 
 TRAIN_JOB = "backend.jobs.run_training_job"
+PRUNE_JOB = "backend.jobs.run_prune_job"
+log = logging.getLogger(__name__)
 REDIS_SOCKET_TIMEOUT_S = 2.0   # a webhook must answer within 1 s: fail fast when Redis is down
 
 
@@ -32,3 +36,21 @@ def request_training(settings: Settings, conn: Redis, project_id: int, reason: s
                       failure_ttl=7 * 24 * 3600, description=f"train project {project_id}: {reason}")
 
     return training_state.request_training(conn, project_id, reason, enqueue)
+
+
+def enqueue_prune(settings: Settings, project_id: int, version: str) -> bool:
+    """From inside a round's RQ job: queue deleting older versions' predictions as a job of its
+    own. False when not in a job or Redis refused: the caller prunes in place."""
+    job = get_current_job()
+    if job is None:
+        return False
+    try:
+        training_queue(settings, job.connection).enqueue(
+            PRUNE_JOB, args=(int(project_id), version), job_timeout=settings.job_timeout_s,
+            result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
+            description=f"delete old predictions of project {project_id}")
+    except Exception as exc:   # Redis blip: housekeeping falls back to the round itself
+        log.warning("project %s: could not queue the old predictions' deletion: %s",
+                    project_id, exc)
+        return False
+    return True

@@ -31,8 +31,15 @@ class Settings:
     label_studio_timeout_s: float = field(default=30.0, metadata=_doc(
         "Timeout of one HTTP request to Label Studio.", "seconds"))
     label_studio_retries: int = field(default=4, metadata=_doc(
-        "Retries of a failed Label Studio request (connection error, 5xx, 429) with exponential backoff.",
-        "attempts"))
+        "Retries of a failed Label Studio request with exponential backoff: reads, updates and "
+        "deletes after a connection error, a lost answer, a 5xx or a 429; a creating POST "
+        "(predictions, tabs) only after a connection error or a 429, and after a lost answer or a "
+        "5xx only once the backend has checked what Label Studio already created.", "attempts"))
+    label_studio_bulk_timeout_s: float = field(default=600.0, metadata=_doc(
+        "Timeout of one bulk request to Label Studio: a prediction import chunk, deleting a "
+        "version's predictions.", "seconds"))
+    label_studio_retry_after_max_s: float = field(default=60.0, metadata=_doc(
+        "Longest wait honoured from a Retry-After header (429/503) before retrying.", "seconds"))
     # --- storage and queue ---------------------------------------------------------------------
     model_dir: Path = field(default=Path("./data/models"), metadata=_doc(
         "Directory holding one sub-directory per project with its versioned checkpoints."))
@@ -44,6 +51,9 @@ class Settings:
         "touched).", "versions"))
     image_cache_dir: Path | None = field(default=None, metadata=_doc(
         "Where downloaded images are cached (default: MODEL_DIR/../image-cache)."))
+    image_cache_max_bytes: int = field(default=5 * 1024 ** 3, metadata=_doc(
+        "Bound of the image cache: past it the least recently used images are deleted; 0: no "
+        "bound. Only images that decode are cached.", "bytes"))
     redis_url: str = field(default="", metadata=_doc(
         "Redis server for the job queue and training state. scripts/serve.sh starts an embedded one "
         "when unset."))
@@ -91,8 +101,12 @@ class Settings:
     query_batch_size: int = field(default=50, metadata=_doc(
         "Size of the batch the diversity strategies (hybrid, coreset, badge) pick before the rest "
         "follows by score; about how many tasks annotators label between retrains.", "tasks"))
-    prediction_chunk_size: int = field(default=500, metadata=_doc(
-        "Predictions per bulk import request to Label Studio.", "predictions"))
+    prediction_chunk_size: int = field(default=10_000, metadata=_doc(
+        "Predictions per bulk import request to Label Studio. A stock Label Studio 1.23 recounts "
+        "every task of the project after each request, so the push stays linear only while a "
+        "project fits in few requests; with its flag "
+        "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short=true any size is "
+        "linear (benchmarks/results/push-cost.md).", "predictions"))
     preselect_min_confidence: float = field(default=0.5, metadata=_doc(
         "A prediction whose top-class probability is below this is pushed (and answered by "
         "/predict) with an empty result, keeping its score, so annotators are not anchored on a "
@@ -205,7 +219,8 @@ class Settings:
         if not self.label_studio_url.startswith(("http://", "https://")):
             raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got "
                                 f"{self.label_studio_url!r}")
-        positive = ("label_studio_timeout_s", "keep_model_versions", "max_request_bytes",
+        positive = ("label_studio_timeout_s", "label_studio_bulk_timeout_s", "keep_model_versions",
+                    "max_request_bytes",
                     "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
                     "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
                     "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples",
@@ -213,6 +228,10 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
+        if self.label_studio_retries < 0 or self.label_studio_retry_after_max_s < 0:
+            raise SettingsError("LABEL_STUDIO_RETRIES and LABEL_STUDIO_RETRY_AFTER_MAX_S must be >= 0")
+        if self.image_cache_max_bytes < 0:
+            raise SettingsError("IMAGE_CACHE_MAX_BYTES must be >= 0 (0: no bound)")
         if self.reconcile_interval_s < 0:
             raise SettingsError("RECONCILE_INTERVAL_S must be >= 0")
         if self.min_annotations_to_train < 1:

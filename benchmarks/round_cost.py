@@ -95,7 +95,7 @@ class StandInLabelStudio:
     def get_json(self, path):
         return {}
 
-    def request(self, method, path, json=None, **kwargs):
+    def delete_model_version(self, project_id, version):
         return None
 
 

@@ -36,6 +36,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 import requests
 
 LABEL_STUDIO_VERSION = "1.23.2"
+# Label Studio reads a feature flag from an environment variable of the same name.
+PREDICTIONS_IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 INSTALL_MARKER = ".installed"  # same marker as scripts/lib/common.sh's ensure_ls_venv
 DB_TEMPLATE_NAME = f"lslocal-empty-db-{LABEL_STUDIO_VERSION}.sqlite3"
 DB_FILE_NAME = "label_studio.sqlite3"
@@ -147,6 +149,9 @@ def offline_environment(data_dir: Path, local_files_root: Path, extra_env: Optio
             # Without these, connecting an ML backend at 127.0.0.1 fails with 403 "reserved network address".
             "ML_BLOCK_LOCAL_IP": "false",
             "SSRF_PROTECTION_ENABLED": "false",
+            # Prediction import recounts only the tasks it touched instead of every task of the
+            # project per request (quadratic push on a stock 1.23; benchmarks/push_cost.py).
+            PREDICTIONS_IMPORT_FLAG: "true",
             "LOCAL_FILES_SERVING_ENABLED": "true",
             "LOCAL_FILES_DOCUMENT_ROOT": str(local_files_root),
             # No calls home: PyPI version check, analytics, Sentry (an empty DSN disables it).

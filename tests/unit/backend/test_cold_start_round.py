@@ -140,8 +140,8 @@ class FakeClient:
             counts[item["model_version"]] = counts.get(item["model_version"], 0) + 1
         return {v: c for v, c in counts.items() if v not in self.deleted}
 
-    def request(self, method, path, json=None, **kwargs):
-        self.deleted.append(json["model_version"])
+    def delete_model_version(self, project_id, version):
+        self.deleted.append(version)
 
 
 @pytest.fixture

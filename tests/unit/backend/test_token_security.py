@@ -185,7 +185,7 @@ def test_5xx_is_retried_with_bounded_backoff_then_raises_a_clear_error(ls):
     assert ls.state.hits["/api/projects/5/"] == 4          # 1 + 3 retries, then it gives up
     assert "GET /api/projects/5/: HTTP 504 after 4 attempt(s)" in str(error.value)
     assert error.value.status == 504
-    assert 0.05 + 0.1 + 0.2 <= elapsed < 3.0               # 0.05 * (1 + 2 + 4) of backoff
+    assert 0.1 + 0.2 <= elapsed < 3.0    # urllib3: first retry at once, then 0.05 * (2 + 4)
 
 
 def test_a_transient_5xx_is_retried_and_the_caller_headers_survive_the_retry(ls):
@@ -214,7 +214,7 @@ def test_backoff_is_capped(monkeypatch):
     monkeypatch.setattr("backend.ls_client.time.sleep", slept.append)
     c = LabelStudioClient("http://127.0.0.1:1", LEGACY, backoff_s=0.5)
     for attempt in (0, 1, 2, 3, 10, 60):
-        c._sleep(attempt)
+        c.wait_before_retry(attempt)
     assert slept == [0.5, 1.0, 2.0, 4.0, 10.0, 10.0]
 
 
