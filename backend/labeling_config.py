@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from label_studio_tools.core.label_config import parse_config
+from lxml import etree
 
 
 class UnsupportedConfig(ValueError):
@@ -24,6 +25,25 @@ class ImageClassificationSchema:
     def to_dict(self) -> dict:
         return {"from_name": self.from_name, "to_name": self.to_name, "image_key": self.image_key,
                 "labels": list(self.labels)}
+
+
+# Label Studio's <Choices choice=...> values that let an annotation hold one label only
+# (the attribute is absent: "single"). "multiple" is refused: see parse_image_classification.
+SINGLE_CHOICE_MODES = ("single", "single-radio")
+
+
+def choices_mode(label_config: str, from_name: str) -> str:
+    """The ``choice`` attribute of the <Choices name=from_name> tag ("single" when absent).
+
+    parse_config does not return tag attributes, so the config is read again here, with a parser
+    that neither resolves entities nor reaches the network (the config is user input).
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    root = etree.fromstring(str(label_config).encode("utf-8"), parser)
+    for tag in root.iter("Choices"):
+        if tag.get("name") == from_name:
+            return (tag.get("choice") or "single").strip().lower()
+    return "single"
 
 
 def parse_image_classification(label_config: str | None) -> ImageClassificationSchema:
@@ -64,6 +84,12 @@ def parse_image_classification(label_config: str | None) -> ImageClassificationS
                                 f"{len(labels)}")
     if len(set(labels)) != len(labels):
         raise UnsupportedConfig(f"<Choices name={from_name!r}> has duplicate choice values")
+    mode = choices_mode(label_config, from_name)
+    if mode not in SINGLE_CHOICE_MODES:
+        raise UnsupportedConfig(
+            f"<Choices name={from_name!r}> has choice={mode!r}: annotations may then hold several "
+            "labels, and a single-label classifier cannot learn from them; use choice=\"single\" "
+            "or \"single-radio\"")
     image_key = image_inputs[0].get("value", "")
     if not image_key:
         raise UnsupportedConfig("the <Image> tag needs value=\"$<data key>\"")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -66,11 +66,14 @@ def train_config_from(settings: Settings) -> TrainConfig:
 class LabeledSplit:
     labeled: list[tuple[int, str, str]]      # (task id, image url, label)
     unlabeled: list[tuple[int, str]]         # (task id, image url)
+    labels: dict = field(default_factory=dict)   # converters.label_report of the round
 
 
 def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: FetchReport
                 ) -> LabeledSplit:
-    labeled, unlabeled = [], []
+    """Labeled (under converters.decide_label) and unlabeled tasks; tasks whose annotations give
+    no training label (a tie, empty, ...) stay in the pool and are counted in ``labels``."""
+    labeled, unlabeled, decisions = [], [], []
     for task in tasks:
         task_id = task.get("id")
         if not isinstance(task_id, int):
@@ -80,12 +83,13 @@ def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: Fe
         except TaskError as exc:
             report.add(task_id, f"TaskError: {exc}")
             continue
-        label = converters.annotated_label(task, schema)
-        if label is None:
+        decision = converters.decide_label(task, schema)
+        decisions.append(decision)
+        if decision.label is None:
             unlabeled.append((task_id, url))
         else:
-            labeled.append((task_id, url, label))
-    return LabeledSplit(labeled, unlabeled)
+            labeled.append((task_id, url, decision.label))
+    return LabeledSplit(labeled, unlabeled, converters.label_report(decisions))
 
 
 def predictions_file(store: ModelStore, project_id: int, version: str):
@@ -165,8 +169,9 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     report = FetchReport()
     split = split_tasks(tasks, schema, report)
     timings["list_tasks_s"] = time.monotonic() - t0
-    log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs)", project_id, len(tasks),
-             len(split.labeled), len(split.unlabeled), timings["list_tasks_s"])
+    log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs); labels: %s", project_id,
+             len(tasks), len(split.labeled), len(split.unlabeled), timings["list_tasks_s"],
+             json.dumps(split.labels))
 
     model_config = model_config_from(settings)
     # images are held at the model's input size (pretrained weights set their own, e.g. 224 px)
@@ -174,7 +179,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                            max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
                            timeout_s=settings.image_fetch_timeout_s,
                            resize_to=model_config.image_size)
-    status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled))
+    status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled),
+           labels=split.labels)
     t = time.monotonic()
     label_of = {task_id: label for task_id, _, label in split.labeled}
     train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
@@ -243,7 +249,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     timings["total_s"] = time.monotonic() - t0
     return {"state": "done", "model_version": version, "tasks": len(tasks),
-            "annotated_tasks": len(split.labeled),
+            "annotated_tasks": len(split.labeled), "labels": split.labels,
             "annotations_used": len(train_images), **pushed,
             "strategy": settings.strategy, "metrics": _plain(result.metrics),
             "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
@@ -460,7 +466,7 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
     log.info("project %s: cold-start round: %s", project_id, inputs.reason)
     timings, report = inputs.timings, inputs.report
     summary = {"reason": inputs.reason, "tasks": inputs.n_tasks,
-               "annotated_tasks": len(inputs.split.labeled),
+               "annotated_tasks": len(inputs.split.labeled), "labels": inputs.split.labels,
                "annotations_used": len(inputs.train_images)}
     status(phase="cold_start_ranking", cold_start_reason=inputs.reason)
     t = time.monotonic()

@@ -26,7 +26,17 @@ def test_image_classification_is_parsed_with_labels_in_config_order():
      '<Choice value="y"/></Choices></View>', "several"),
     ('<View><Image name="i" value="$img"/><Choices name="a" toName="i"><Choice value="x"/>'
      '</Choices></View>', "at least 2"),
+    # several labels per annotation: a single-label classifier would silently drop them
+    ('<View><Image name="i" value="$img"/><Choices name="a" toName="i" choice="multiple">'
+     '<Choice value="x"/><Choice value="y"/></Choices></View>', 'choice=.multiple.'),
 ])
 def test_unsupported_configs_are_refused_with_a_reason(config, reason):
     with pytest.raises(UnsupportedConfig, match=reason):
         parse_image_classification(config)
+
+
+def test_single_choice_modes_are_served():
+    for mode in ('', ' choice="single"', ' choice="single-radio"', ' choice="Single"'):
+        config = (f'<View><Image name="i" value="$img"/><Choices name="a" toName="i"{mode}>'
+                  '<Choice value="x"/><Choice value="y"/></Choices></View>')
+        assert parse_image_classification(config).labels == ("x", "y")
