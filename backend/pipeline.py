@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from backend import converters
+from backend import converters, reconcile, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
 from backend.labeling_config import ImageClassificationSchema, parse_image_classification
@@ -164,6 +164,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     status(phase="fetching_tasks")
     project = client.get_project(project_id)
+    # Label Studio's own count as the round starts: the reconciler's reference (like with like)
+    status(**{training_state.LS_COUNT_IN_ROUND: reconcile.label_studio_count(project)})
     schema = parse_image_classification(project.get("label_config"))
     tasks = list(client.iter_tasks(project_id))
     report = FetchReport()
@@ -238,7 +240,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                               stored={"strategy": settings.strategy,
                                       "reference_values": np.asarray(reference, float).tolist()},
                               info={"metrics": _plain(result.metrics),
-                                    "annotations_used": len(train_images)})
+                                    "annotations_used": len(train_images)}, status=status)
     timings["push_s"] = time.monotonic() - t
     log.info("project %s: pushed %d predictions of %s (%d pre-selecting a choice) in %.1fs",
              project_id, pushed["predictions_pushed"], version, pushed["preselected"],
@@ -338,8 +340,8 @@ def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: Round
 
 def push_and_publish(settings: Settings, client: LabelStudioClient, store: ModelStore,
                      project_id: int, version: str, schema: ImageClassificationSchema,
-                     predictions: list[tuple[int, TaskPrediction]], stored: dict, info: dict
-                     ) -> dict:
+                     predictions: list[tuple[int, TaskPrediction]], stored: dict, info: dict,
+                     status: StatusCallback = lambda **_: None) -> dict:
     """Bulk-push a version's predictions, store them for /predict, publish, point LS at them.
 
     Order matters: Label Studio refuses a project model_version without predictions, and the
@@ -354,6 +356,9 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
         **stored,
         "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
                              "cluster": p.cluster} for tid, p in predictions}}))
+    # the job's status callback refuses this phase once its run lock is lost (backend.jobs):
+    # a round another worker may have taken over never publishes
+    status(phase="publishing")
     store.publish(project_id, version, info=info)
     client.patch_project(project_id, {"model_version": version})
     return {"predictions_pushed": len(payload),
@@ -515,7 +520,7 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
                               predictions, stored={"strategy": "typiclust", "cold_start": True,
                                                    "reference_values": []},
                               info={"cold_start": True, "reason": inputs.reason,
-                                    "annotations_used": len(inputs.train_images)})
+                                    "annotations_used": len(inputs.train_images)}, status=status)
     timings["push_s"] = time.monotonic() - t
     status(phase="updating_views")
     update_views(settings, client, project_id, version)
