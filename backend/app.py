@@ -32,6 +32,15 @@ def _error(status: int, message: str):
     return response
 
 
+REASON_PHRASE_CHARS = 300   # HTTP reason phrases have no set limit; keep status lines short
+
+
+def reason_phrase(message: str) -> str:
+    """``message`` as an HTTP reason phrase: printable ASCII on one line."""
+    text = "".join(c if " " <= c <= "~" else " " for c in str(message)).strip()
+    return text[:REASON_PHRASE_CHARS] or "Bad Request"
+
+
 class _BadRequest(Exception):
     pass
 
@@ -106,7 +115,12 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
     @app.errorhandler(UnsupportedConfig)
     def unsupported(exc):
         log.warning("unsupported labeling config: %s", exc)
-        return _error(400, f"unsupported labeling config: {exc}")
+        message = f"unsupported labeling config: {exc}"
+        response = _error(400, message)
+        # Label Studio drops the body of a failed /setup and shows only the status line
+        # ("400 Client Error: <reason phrase> for url ..."): the reason goes there too
+        response.status = f"400 {reason_phrase(message)}"
+        return response
 
     @app.errorhandler(_TooLarge)
     def too_large(_exc):
