@@ -166,7 +166,9 @@ def prediction_result(pred: TaskPrediction, schema: ImageClassificationSchema) -
 def prediction_payload(pred: TaskPrediction, schema: ImageClassificationSchema,
                        model_version: str, min_confidence: float = 0.0) -> dict:
     """The answer of /predict for one task; its result is empty unless ``preselects``."""
-    chosen = pred.label is not None and preselects(pred.probability, min_confidence)
+    # a label the current config no longer has (renamed or removed since the model was trained)
+    # is never pre-selected
+    chosen = pred.label in schema.labels and preselects(pred.probability, min_confidence)
     payload = {"result": prediction_result(pred, schema) if chosen else [],
                "score": round(float(pred.score), 6), "model_version": model_version}
     if pred.cluster is not None:

@@ -5,6 +5,8 @@ Label names always come from the project's labeling config (one source of truth)
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from label_studio_tools.core.label_config import parse_config
@@ -25,6 +27,26 @@ class ImageClassificationSchema:
     def to_dict(self) -> dict:
         return {"from_name": self.from_name, "to_name": self.to_name, "image_key": self.image_key,
                 "labels": list(self.labels)}
+
+    @property
+    def hash(self) -> str:
+        """Identifies what a model trained for this config depends on (names, labels, order);
+        stored with each published version to notice a changed labeling config."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def schema_change(published_info: dict | None, schema: ImageClassificationSchema) -> dict | None:
+    """How the project's config differs from the one the published version was made for, or None
+    when it does not (or the published version predates stored schemas: nothing to compare)."""
+    info = published_info or {}
+    old_hash, old = info.get("schema_hash"), info.get("schema")
+    if not old_hash or old_hash == schema.hash:
+        return None
+    old_labels = list((old or {}).get("labels") or [])
+    return {"from_hash": old_hash, "to_hash": schema.hash,
+            "labels_added": [label for label in schema.labels if label not in old_labels],
+            "labels_removed": [label for label in old_labels if label not in schema.labels]}
 
 
 # Label Studio's <Choices choice=...> values that let an annotation hold one label only

@@ -17,7 +17,8 @@ from PIL import Image
 from backend import converters, reconcile, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
-from backend.labeling_config import ImageClassificationSchema, parse_image_classification
+from backend.labeling_config import (ImageClassificationSchema, parse_image_classification,
+                                     schema_change)
 from backend.ls_client import LabelStudioClient
 from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
                                   new_coldstart_version, new_version, version_sort_key)
@@ -167,6 +168,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     # Label Studio's own count as the round starts: the reconciler's reference (like with like)
     status(**{training_state.LS_COUNT_IN_ROUND: reconcile.label_studio_count(project)})
     schema = parse_image_classification(project.get("label_config"))
+    previous = store.published(project_id)
+    status(labeling_config_change=schema_change(previous.info if previous else None, schema))
     tasks = list(client.iter_tasks(project_id))
     report = FetchReport()
     split = split_tasks(tasks, schema, report)
@@ -213,7 +216,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
         result, ids, outputs = _train_and_score_full(settings, round_inputs)
     checkpoint_path = store.checkpoint_path(project_id, version)
     model_checkpoint.save_checkpoint(checkpoint_path, result, extra={
-        "project_id": project_id, "version": version, "schema": schema.to_dict()})
+        "project_id": project_id, "version": version, "schema": schema.to_dict(),
+        "schema_hash": schema.hash})
     log.info("project %s: trained %s (%s mode) on %d images in %.1fs: %s", project_id, version, mode,
              len(train_images), timings["train_s"], _short_metrics(result.metrics))
     unlabeled_ids = {tid for tid, _ in split.unlabeled}
@@ -352,6 +356,8 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
                for tid, pred in predictions]
     for start in range(0, len(payload), settings.prediction_chunk_size):
         client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
+    # the config a version was made for: the reconciler retrains when the project's changes
+    info = {**info, "schema": schema.to_dict(), "schema_hash": schema.hash}
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
         **stored,
         "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,

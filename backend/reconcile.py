@@ -20,7 +20,9 @@ import threading
 import uuid
 
 from backend import queueing, training_state
+from backend.labeling_config import UnsupportedConfig, parse_image_classification, schema_change
 from backend.ls_client import LabelStudioClient, LabelStudioError
+from backend.model_store import ModelStore
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,16 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
         if exc.status == 404:
             return "project gone"
         raise
+    change = config_change(settings, project_id, project)
+    # one retrain per changed config: a round that then fails is not retried every pass
+    if (change is not None and not busy
+            and status.get("config_retrain_requested_for") != change["to_hash"]):
+        queueing.request_training(settings, conn, project_id, "reconcile: labeling config changed")
+        training_state.update_status(conn, project_id, labeling_config_change=change,
+                                     config_retrain_requested_for=change["to_hash"])
+        log.info("project %s: labeling config changed since the published version (%s) -> "
+                 "retrain", project_id, change)
+        return "config changed"
     drift = annotation_drift(label_studio_count(project),
                              status.get(training_state.LS_COUNT_AT_LAST_ROUND))
     if needs_retrain(drift, settings.retrain_after_annotations, busy):
@@ -74,6 +86,17 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
         log.info("project %s: %d annotated tasks since the last round -> retrain", project_id, drift)
         return "retrain"
     return "in sync"
+
+
+def config_change(settings: Settings, project_id: int, project: dict) -> dict | None:
+    """How the project's labeling config differs from the published version's (a renamed, added
+    or removed label), or None; an unsupported config is not ours to retrain."""
+    try:
+        schema = parse_image_classification(project.get("label_config"))
+    except UnsupportedConfig:
+        return None
+    published = ModelStore(settings.model_dir, settings.keep_model_versions).published(project_id)
+    return schema_change(published.info if published else None, schema)
 
 
 def reconcile_all(settings: Settings, conn, client: LabelStudioClient | None = None) -> dict:

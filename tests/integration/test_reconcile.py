@@ -89,3 +89,40 @@ def test_one_reconciler_for_many_workers(redis_server, redis_conn, fake_label_st
     workers[2].lease.release()
     workers[0].lease.release()                               # not its lease: nothing happens
     assert redis_conn.get(reconcile.lease_key()) is None
+
+
+def test_a_changed_labeling_config_is_retrained_once(redis_server, redis_conn, serve_wsgi, tmp_path):
+    from backend.labeling_config import parse_image_classification
+    from backend.model_store import ModelStore, new_coldstart_version
+    from tests.unit.backend.test_labeling_config import DIGITS
+
+    configs = {4: DIGITS}
+    app = Flask("fake-ls-config")
+
+    @app.route("/api/projects/<int:pid>/")
+    def project(pid):
+        return jsonify({"id": pid, "num_tasks_with_annotations": 3, "label_config": configs[pid]})
+
+    ls = serve_wsgi(app)
+    settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": ls.url,
+                                  "MODEL_DIR": str(tmp_path), "QUEUE_NAME": "reconcile-test-4",
+                                  "RETRAIN_AFTER_ANNOTATIONS": "10"})
+    client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
+    store = ModelStore(settings.model_dir)
+    schema = parse_image_classification(DIGITS)
+    version = new_coldstart_version()
+    store.predictions_path(4, version).parent.mkdir(parents=True)
+    store.predictions_path(4, version).write_text("{}")
+    store.publish(4, version, info={"schema": schema.to_dict(), "schema_hash": schema.hash})
+    redis_conn.sadd(training_state.projects_key(), 4)
+    training_state.update_status(redis_conn, 4, **{training_state.LS_COUNT_AT_LAST_ROUND: 3})
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "in sync"
+
+    configs[4] = DIGITS.replace('alias="two"', 'alias="deux"')      # a label renamed in LS
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "config changed"
+    status = training_state.get_status(redis_conn, 4)
+    assert status["labeling_config_change"]["labels_removed"] == ["two"]
+    assert Queue("reconcile-test-4", connection=redis_conn).count == 1
+    redis_conn.delete(training_state._key(4, "queued"))   # the round ran and failed: not again
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "in sync"
+    assert Queue("reconcile-test-4", connection=redis_conn).count == 1

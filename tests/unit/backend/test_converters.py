@@ -128,3 +128,9 @@ def test_untrained_answer_is_honest():
     payload = converters.untrained_payload()
     assert payload["result"] == [] and payload["model_version"] == "untrained"
     assert 0.0 <= payload["score"] <= 1.0
+
+
+def test_a_label_the_config_no_longer_has_is_never_preselected():
+    # a model trained before "2" was renamed still predicts the old name until the next round
+    payload = converters.prediction_payload(TaskPrediction("2", 0.99, 0.4), SCHEMA, "v")
+    assert payload["result"] == [] and payload["score"] == 0.4

@@ -27,3 +27,27 @@ def test_a_round_reports_tasks_used_dropped_and_why(settings):  # noqa: F811
     # the tied and the empty task are still work to do: ranked with the pool, before labeled ones
     by_score = [p["task"] for p in sorted(client.imported, key=lambda p: p["score"])]
     assert set(by_score[-3:]) == {1, 2, 6}
+
+
+def test_a_round_stores_the_schema_and_reports_a_changed_config(settings):  # noqa: F811
+    from tests.unit.backend.test_labeling_config import DIGITS
+
+    class RenamedLabel(FakeClient):
+        config = DIGITS
+
+        def get_project(self, project_id):
+            return {"id": project_id, "label_config": self.config}
+
+    client = RenamedLabel(8, {1: "two", 2: "two"})
+    first, store, events = run(settings, client)
+    info = store.published(5).info
+    assert info["schema"]["labels"] == ["0", "1", "two"] and len(info["schema_hash"]) == 16
+    assert any("labeling_config_change" in e and e["labeling_config_change"] is None
+               for e in events)
+    client.config = DIGITS.replace('alias="two"', 'alias="deux"')
+    second, store, events = run(settings, client)
+    (change,) = [e["labeling_config_change"] for e in events if "labeling_config_change" in e]
+    assert change["labels_removed"] == ["two"] and change["labels_added"] == ["deux"]
+    # the old label's annotations are not training data any more, and the round says so
+    assert second["labels"]["dropped_by_reason"] == {"choice_not_in_config": 2}
+    assert store.published(5).info["schema_hash"] != info["schema_hash"]

@@ -40,3 +40,21 @@ def test_single_choice_modes_are_served():
         config = (f'<View><Image name="i" value="$img"/><Choices name="a" toName="i"{mode}>'
                   '<Choice value="x"/><Choice value="y"/></Choices></View>')
         assert parse_image_classification(config).labels == ("x", "y")
+
+
+def test_the_schema_hash_changes_with_labels_names_and_order():
+    from backend.labeling_config import schema_change
+    schema = parse_image_classification(DIGITS)
+    assert schema.hash == parse_image_classification(DIGITS + " ").hash
+    renamed = parse_image_classification(DIGITS.replace('alias="two"', 'alias="deux"'))
+    reordered = parse_image_classification(DIGITS.replace(
+        '<Choice value="0"/><Choice value="1"/>', '<Choice value="1"/><Choice value="0"/>'))
+    assert len({schema.hash, renamed.hash, reordered.hash}) == 3
+    info = {"schema": schema.to_dict(), "schema_hash": schema.hash}
+    assert schema_change(info, schema) is None
+    assert schema_change(None, schema) is None              # nothing published yet
+    assert schema_change({"metrics": {}}, renamed) is None   # published before hashes were stored
+    change = schema_change(info, renamed)
+    assert change["labels_added"] == ["deux"] and change["labels_removed"] == ["two"]
+    assert change["to_hash"] == renamed.hash
+    assert schema_change(info, reordered)["labels_added"] == []
