@@ -221,6 +221,19 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
             decision = webhooks.decide(body)
         except webhooks.BadEvent as exc:
             raise _BadRequest(str(exc))
+        if decision.action == webhooks.PROJECT_UPDATED and isinstance(body.get("project"), dict):
+            # a changed labeling config retrains at once (the reconciler would catch it later);
+            # the backend's own model_version PATCH leaves the config alone, so this never loops
+            try:
+                from backend.reconcile import retrain_on_config_change
+                change = retrain_on_config_change(settings, conn(), decision.project_id,
+                                                  body["project"], "webhook")
+            except Exception as exc:   # Redis down: the reconciler catches the change later
+                log.warning("project %s: config change check failed: %s", decision.project_id, exc)
+                change = None
+            if change is not None:
+                return jsonify({"status": "queued", "reason": "labeling config changed",
+                                "labeling_config_change": change})
         if decision.kind == "ignore":
             log.info("webhook %s (project %s) ignored: %s", decision.action, decision.project_id,
                      decision.reason)

@@ -68,15 +68,7 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
         if exc.status == 404:
             return "project gone"
         raise
-    change = config_change(settings, project_id, project)
-    # one retrain per changed config: a round that then fails is not retried every pass
-    if (change is not None and not busy
-            and status.get("config_retrain_requested_for") != change["to_hash"]):
-        queueing.request_training(settings, conn, project_id, "reconcile: labeling config changed")
-        training_state.update_status(conn, project_id, labeling_config_change=change,
-                                     config_retrain_requested_for=change["to_hash"])
-        log.info("project %s: labeling config changed since the published version (%s) -> "
-                 "retrain", project_id, change)
+    if not busy and retrain_on_config_change(settings, conn, project_id, project, "reconcile"):
         return "config changed"
     drift = annotation_drift(label_studio_count(project),
                              status.get(training_state.LS_COUNT_AT_LAST_ROUND))
@@ -97,6 +89,26 @@ def config_change(settings: Settings, project_id: int, project: dict) -> dict | 
         return None
     published = ModelStore(settings.model_dir, settings.keep_model_versions).published(project_id)
     return schema_change(published.info if published else None, schema)
+
+
+def retrain_on_config_change(settings: Settings, conn, project_id: int, project: dict,
+                             source: str) -> dict | None:
+    """Request one retrain when the project's labeling config differs from the published
+    version's; returns the change (also in /status as labeling_config_change), else None.
+
+    One retrain per changed config: a round that then fails is not requested again for it."""
+    change = config_change(settings, project_id, project)
+    if change is None:
+        return None
+    status = training_state.get_status(conn, project_id)
+    if status.get("config_retrain_requested_for") == change["to_hash"]:
+        return None
+    queueing.request_training(settings, conn, project_id, f"{source}: labeling config changed")
+    training_state.update_status(conn, project_id, labeling_config_change=change,
+                                 config_retrain_requested_for=change["to_hash"])
+    log.info("project %s: labeling config changed since the published version (%s) -> retrain",
+             project_id, change)
+    return change
 
 
 def reconcile_all(settings: Settings, conn, client: LabelStudioClient | None = None) -> dict:
