@@ -14,9 +14,12 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 
-# Phases after which a round changes what annotators see: each first checks, with one Redis
-# call, that this job still holds the run lock (the heartbeat alone could be a beat late).
-GUARDED_PHASES = frozenset({"pushing_predictions", "publishing", "updating_views"})
+# Phases that change what annotators see: each first checks, with one Redis call, that this job
+# still holds the run lock (the heartbeat alone could be a beat late).
+GUARDED_PHASES = frozenset({"pushing_predictions", "publishing"})
+# Once a round has published (this phase follows), it finishes its housekeeping (tab, pruning):
+# stopping it then would only leave a published version reported as failed.
+AFTER_PUBLISHING = "updating_views"
 
 
 class _Heartbeat(threading.Thread):
@@ -46,14 +49,20 @@ class _Heartbeat(threading.Thread):
 
 
 def guarded_status(lock: training_state.RunLock, heartbeat: _Heartbeat, update):
-    """The status callback a round gets: records progress, and raises RunLockLost once the lock
-    is lost (checked synchronously before the phases in GUARDED_PHASES)."""
+    """The status callback a round gets: records progress, and until the round has published
+    raises RunLockLost once the lock is lost (checked synchronously before GUARDED_PHASES)."""
+    published = threading.Event()
+
     def status(**fields) -> None:
-        if heartbeat.lost.is_set():
-            raise training_state.RunLockLost(
-                f"project {lock.project_id}: job {lock.job_id} lost its run lock")
-        if fields.get("phase") in GUARDED_PHASES:
-            lock.ensure_held()
+        phase = fields.get("phase")
+        if phase == AFTER_PUBLISHING:
+            published.set()
+        if not published.is_set():
+            if heartbeat.lost.is_set():
+                raise training_state.RunLockLost(
+                    f"project {lock.project_id}: job {lock.job_id} lost its run lock")
+            if phase in GUARDED_PHASES:
+                lock.ensure_held()
         update(**fields)
     return status
 
