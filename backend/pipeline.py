@@ -356,7 +356,7 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
                for tid, pred in predictions]
     for start in range(0, len(payload), settings.prediction_chunk_size):
         client.import_predictions(project_id, payload[start:start + settings.prediction_chunk_size])
-    # the config a version was made for: the reconciler retrains when the project's changes
+    # the config a version was made for: a later change of the project's config retrains
     info = {**info, "schema": schema.to_dict(), "schema_hash": schema.hash}
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
         **stored,
