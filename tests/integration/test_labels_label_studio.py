@@ -82,12 +82,15 @@ def test_empty_and_multi_choice_annotations_never_look_like_drift(admin, images,
     admin.create_annotation(ids[5], choice("2"), was_cancelled=True)   # skipped
     admin.create_annotation(ids[6], choice("1"))               # outvoted by a ground truth
     admin.create_annotation(ids[6], choice("2"), ground_truth=True)
+    admin.create_annotation(ids[8], choice("2"), ground_truth=True)    # a ground truth alone
     ls_count = admin.get_project(project["id"])["num_tasks_with_annotations"]
-    assert ls_count == 6          # Label Studio counts the empty, two-choice and tied tasks
+    # Label Studio counts the empty, two-choice and tied tasks, but not a task whose only
+    # annotation is a ground truth
+    assert ls_count == 6
 
     summary = jobs.run_training_job(project["id"], "test")
     assert summary["state"] == "cold_start"
-    assert summary["labels"] == {"labeled": 3, "from_ground_truth": 1, "dropped": 3,
+    assert summary["labels"] == {"labeled": 4, "from_ground_truth": 2, "dropped": 3,
                                  "dropped_by_reason": {"empty_result": 1, "not_a_single_choice": 1,
                                                        "tie": 1},
                                  "skipped_only": 1}
