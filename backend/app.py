@@ -32,6 +32,15 @@ def _error(status: int, message: str):
     return response
 
 
+REASON_PHRASE_CHARS = 300   # HTTP reason phrases have no set limit; keep status lines short
+
+
+def reason_phrase(message: str) -> str:
+    """``message`` as an HTTP reason phrase: printable ASCII on one line."""
+    text = "".join(c if " " <= c <= "~" else " " for c in str(message)).strip()
+    return text[:REASON_PHRASE_CHARS] or "Bad Request"
+
+
 class _BadRequest(Exception):
     pass
 
@@ -106,7 +115,12 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
     @app.errorhandler(UnsupportedConfig)
     def unsupported(exc):
         log.warning("unsupported labeling config: %s", exc)
-        return _error(400, f"unsupported labeling config: {exc}")
+        message = f"unsupported labeling config: {exc}"
+        response = _error(400, message)
+        # Label Studio drops the body of a failed /setup and shows only the status line
+        # ("400 Client Error: <reason phrase> for url ..."): the reason goes there too
+        response.status = f"400 {reason_phrase(message)}"
+        return response
 
     @app.errorhandler(_TooLarge)
     def too_large(_exc):
@@ -207,6 +221,19 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
             decision = webhooks.decide(body)
         except webhooks.BadEvent as exc:
             raise _BadRequest(str(exc))
+        if decision.action == webhooks.PROJECT_UPDATED and isinstance(body.get("project"), dict):
+            # a changed labeling config retrains at once (the reconciler would catch it later);
+            # the backend's own model_version PATCH leaves the config alone, so this never loops
+            try:
+                from backend.reconcile import retrain_on_config_change
+                change = retrain_on_config_change(settings, conn(), decision.project_id,
+                                                  body["project"], "webhook")
+            except Exception as exc:   # Redis down: the reconciler catches the change later
+                log.warning("project %s: config change check failed: %s", decision.project_id, exc)
+                change = None
+            if change is not None:
+                return jsonify({"status": "queued", "reason": "labeling config changed",
+                                "labeling_config_change": change})
         if decision.kind == "ignore":
             log.info("webhook %s (project %s) ignored: %s", decision.action, decision.project_id,
                      decision.reason)

@@ -1,8 +1,9 @@
 """Pure conversions between Label Studio JSON and what the model consumes and produces."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from backend.labeling_config import ImageClassificationSchema
 
@@ -41,31 +42,96 @@ def task_image_url(task: dict, schema: ImageClassificationSchema) -> str:
     return url.strip()
 
 
-def _choice_of(result: Iterable[dict], schema: ImageClassificationSchema) -> str | None:
-    for item in result or ():
-        if not isinstance(item, dict) or item.get("from_name") != schema.from_name:
-            continue
-        choices = (item.get("value") or {}).get("choices")
-        if isinstance(choices, list) and len(choices) == 1 and isinstance(choices[0], str):
-            return choices[0]
-    return None
+# Why an annotated task gives no training label (the keys of the per-round label report).
+DROP_TIE = "tie"                         # annotators disagree and no label has a majority
+DROP_EMPTY = "empty_result"              # submitted with nothing chosen
+DROP_NOT_SINGLE = "not_a_single_choice"  # several choices, or none on the configured <Choices>
+DROP_UNKNOWN = "choice_not_in_config"    # a label the current config does not have (renamed?)
+
+
+@dataclass(frozen=True)
+class LabelDecision:
+    """What THE label rule makes of one task: a training label, or why not."""
+    label: str | None            # the training label; None when the task gives none
+    dropped: str | None = None   # a DROP_* reason when completed annotations give no label
+    source: str | None = None    # "ground_truth" or "majority" when ``label`` is set
+    skipped: bool = False        # only skipped/cancelled annotations (still work to do)
+
+
+def completed_annotations(task: dict) -> list[dict]:
+    """Annotations Label Studio counts as completed: not skipped/cancelled, with a result.
+
+    (Label Studio's counts use ``was_cancelled=False`` and ``result IS NOT NULL``: an empty list
+    counts as an annotation there, and the rule reports it as dropped here.)
+    """
+    return [a for a in (task.get("annotations") or [])
+            if isinstance(a, dict) and not a.get("was_cancelled") and a.get("result") is not None]
+
+
+def annotation_vote(annotation: dict, schema: ImageClassificationSchema
+                    ) -> tuple[str | None, str | None]:
+    """(label, None) when the annotation chose exactly one label of the config, else (None, why)."""
+    result = annotation.get("result")
+    if not isinstance(result, list) or not result:
+        return None, DROP_EMPTY
+    ours = [item for item in result
+            if isinstance(item, dict) and item.get("from_name") == schema.from_name]
+    choices = [c for item in ours for c in ((item.get("value") or {}).get("choices") or [])
+               if isinstance(c, str)]
+    if len(choices) != 1:
+        return None, DROP_NOT_SINGLE
+    if choices[0] not in schema.labels:
+        return None, DROP_UNKNOWN
+    return choices[0], None
+
+
+def majority(votes: list[str]) -> str | None:
+    """The label with strictly more votes than any other; None on a tie or without votes."""
+    counts = Counter(votes).most_common()
+    if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
+
+
+# When no annotation of a task gives a label, the most telling reason is reported.
+_DROP_PRIORITY = (DROP_UNKNOWN, DROP_NOT_SINGLE, DROP_EMPTY)
+
+
+def decide_label(task: dict, schema: ImageClassificationSchema) -> LabelDecision:
+    """THE label rule: ground truth first, then the majority of completed annotations; a tie
+    gives no training label (reported). Skipped/cancelled and empty annotations never vote."""
+    completed = completed_annotations(task)
+    if not completed:
+        skipped = any(isinstance(a, dict) and a.get("was_cancelled")
+                      for a in (task.get("annotations") or []))
+        return LabelDecision(None, skipped=skipped)
+    voted = [(a, *annotation_vote(a, schema)) for a in completed]
+    ground_truth = [label for a, label, _ in voted if label is not None and a.get("ground_truth")]
+    # ground truths that disagree are a tie: other annotators' votes do not overrule them
+    votes = ground_truth or [label for _, label, _ in voted if label is not None]
+    if votes:
+        label = majority(votes)
+        if label is None:
+            return LabelDecision(None, DROP_TIE)
+        return LabelDecision(label, source="ground_truth" if ground_truth else "majority")
+    reasons = {why for _, _, why in voted}
+    return LabelDecision(None, next(r for r in _DROP_PRIORITY if r in reasons))
 
 
 def annotated_label(task: dict, schema: ImageClassificationSchema) -> str | None:
-    """The label of the task's newest usable annotation, or None when it has none.
+    """The task's training label under ``decide_label``, or None."""
+    return decide_label(task, schema).label
 
-    Cancelled (skipped) annotations and results with a choice outside the config are ignored,
-    so a label removed from the config never reaches training.
-    """
-    annotations = [a for a in (task.get("annotations") or [])
-                   if isinstance(a, dict) and not a.get("was_cancelled")]
-    annotations.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""),
-                                    a.get("id") or 0), reverse=True)
-    for annotation in annotations:
-        label = _choice_of(annotation.get("result"), schema)
-        if label in schema.labels:
-            return label
-    return None
+
+def label_report(decisions: list[LabelDecision]) -> dict:
+    """Per-round counts of the label rule: tasks with a training label, tasks dropped and why,
+    tasks only skipped."""
+    dropped = Counter(d.dropped for d in decisions if d.dropped)
+    return {"labeled": sum(1 for d in decisions if d.label is not None),
+            "from_ground_truth": sum(1 for d in decisions if d.source == "ground_truth"),
+            "dropped": sum(dropped.values()),
+            "dropped_by_reason": dict(sorted(dropped.items())),
+            "skipped_only": sum(1 for d in decisions if d.skipped)}
 
 
 @dataclass(frozen=True)
@@ -100,7 +166,9 @@ def prediction_result(pred: TaskPrediction, schema: ImageClassificationSchema) -
 def prediction_payload(pred: TaskPrediction, schema: ImageClassificationSchema,
                        model_version: str, min_confidence: float = 0.0) -> dict:
     """The answer of /predict for one task; its result is empty unless ``preselects``."""
-    chosen = pred.label is not None and preselects(pred.probability, min_confidence)
+    # a label the current config no longer has (renamed or removed since the model was trained)
+    # is never pre-selected
+    chosen = pred.label in schema.labels and preselects(pred.probability, min_confidence)
     payload = {"result": prediction_result(pred, schema) if chosen else [],
                "score": round(float(pred.score), 6), "model_version": model_version}
     if pred.cluster is not None:

@@ -14,20 +14,57 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# Phases that change what annotators see: each first checks, with one Redis call, that this job
+# still holds the run lock (the heartbeat alone could be a beat late).
+GUARDED_PHASES = frozenset({"pushing_predictions", "publishing"})
+# Once a round has published (this phase follows), it finishes its housekeeping (tab, pruning):
+# stopping it then would only leave a published version reported as failed.
+AFTER_PUBLISHING = "updating_views"
+
+
 class _Heartbeat(threading.Thread):
-    """Renews the project's run lock while a job works, so a killed worker's lock expires."""
+    """Renews the project's run lock while a job works, so a killed worker's lock expires.
+
+    A renewal that finds the lock gone (expired, or another worker's) sets ``lost``; the job's
+    status callback then stops the round at its next step (RunLockLost)."""
 
     def __init__(self, lock: training_state.RunLock):
         super().__init__(daemon=True, name=f"heartbeat-{lock.project_id}")
         self.lock = lock
         self.stopped = threading.Event()
+        self.lost = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.lock.ttl_s / 4):
             try:
-                self.lock.renew()
+                held = self.lock.renew()
             except Exception as exc:   # Redis blip: the next beat retries
                 log.warning("project %s: lock renewal failed: %s", self.lock.project_id, exc)
+                continue
+            if not held:
+                log.error("project %s: job %s lost its run lock; the round stops",
+                          self.lock.project_id, self.lock.job_id)
+                self.lost.set()
+                return
+
+
+def guarded_status(lock: training_state.RunLock, heartbeat: _Heartbeat, update):
+    """The status callback a round gets: records progress, and until the round has published
+    raises RunLockLost once the lock is lost (checked synchronously before GUARDED_PHASES)."""
+    published = threading.Event()
+
+    def status(**fields) -> None:
+        phase = fields.get("phase")
+        if phase == AFTER_PUBLISHING:
+            published.set()
+        if not published.is_set():
+            if heartbeat.lost.is_set():
+                raise training_state.RunLockLost(
+                    f"project {lock.project_id}: job {lock.job_id} lost its run lock")
+            if phase in GUARDED_PHASES:
+                lock.ensure_held()
+        update(**fields)
+    return status
 
 
 def run_training_job(project_id: int, reason: str = "") -> dict:
@@ -57,7 +94,7 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
     summary: dict
     try:
         from backend.pipeline import run_training_round   # heavy (torch): import in the worker
-        summary = run_training_round(settings, project_id, status)
+        summary = run_training_round(settings, project_id, guarded_status(lock, heartbeat, status))
         published = {}
         if summary["state"] == "done":
             published = {"model_version": summary["model_version"],
@@ -66,18 +103,28 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
         elif summary["state"] == "cold_start":   # a ranking without a model: no metrics
             published = {"model_version": summary["model_version"],
                          "annotations_used": summary["annotations_used"], "metrics": None}
+        training_state.remember_round_count(conn, project_id)
         status(state=summary["state"], phase="finished", finished_at=training_state.now_iso(),
                duration_s=round(time.monotonic() - started, 2), last_summary=summary,
                annotated_tasks=summary.get("annotated_tasks"), **published)
         log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary["state"],
                  time.monotonic() - started)
         return summary
+    except training_state.RunLockLost as exc:
+        # another worker may run this project now: its status is not ours to overwrite, unless
+        # nobody holds the lock (then the round is recorded as failed like any other)
+        holder = training_state.running_job(conn, project_id)
+        status(last_lost_lock={"job_id": job_id, "at": training_state.now_iso(),
+                               "held_by": holder})
+        if holder is None:
+            status(state="failed", phase="failed", finished_at=training_state.now_iso(),
+                   error=f"RunLockLost: {exc}"[:2000])
+        log.error("project %s: job %s stopped before publishing: %s", project_id, job_id, exc)
+        raise
     except Exception as exc:
-        # remember the annotated-task count this round saw, so the reconciler does not retry a
-        # failing round every pass: it retrains once the count drifts again
-        seen = training_state.get_status(conn, project_id).get("annotated_tasks_in_round")
-        if seen is not None:
-            status(annotated_tasks=seen)
+        # remember Label Studio's count this round started from, so the reconciler does not retry
+        # a failing round every pass: it retrains once the count drifts again
+        training_state.remember_round_count(conn, project_id)
         status(state="failed", phase="failed", finished_at=training_state.now_iso(),
                duration_s=round(time.monotonic() - started, 2),
                error=f"{type(exc).__name__}: {exc}"[:2000])

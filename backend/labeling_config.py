@@ -5,9 +5,12 @@ Label names always come from the project's labeling config (one source of truth)
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from label_studio_tools.core.label_config import parse_config
+from lxml import etree
 
 
 class UnsupportedConfig(ValueError):
@@ -24,6 +27,45 @@ class ImageClassificationSchema:
     def to_dict(self) -> dict:
         return {"from_name": self.from_name, "to_name": self.to_name, "image_key": self.image_key,
                 "labels": list(self.labels)}
+
+    @property
+    def hash(self) -> str:
+        """Identifies what a model trained for this config depends on (names, labels, order);
+        stored with each published version to notice a changed labeling config."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def schema_change(published_info: dict | None, schema: ImageClassificationSchema) -> dict | None:
+    """How the project's config differs from the one the published version was made for, or None
+    when it does not (or the published version predates stored schemas: nothing to compare)."""
+    info = published_info or {}
+    old_hash, old = info.get("schema_hash"), info.get("schema")
+    if not old_hash or old_hash == schema.hash:
+        return None
+    old_labels = list((old or {}).get("labels") or [])
+    return {"from_hash": old_hash, "to_hash": schema.hash,
+            "labels_added": [label for label in schema.labels if label not in old_labels],
+            "labels_removed": [label for label in old_labels if label not in schema.labels]}
+
+
+# Label Studio's <Choices choice=...> values that let an annotation hold one label only
+# (the attribute is absent: "single"). "multiple" is refused: see parse_image_classification.
+SINGLE_CHOICE_MODES = ("single", "single-radio")
+
+
+def choices_mode(label_config: str, from_name: str) -> str:
+    """The ``choice`` attribute of the <Choices name=from_name> tag ("single" when absent).
+
+    parse_config does not return tag attributes, so the config is read again here, with a parser
+    that neither resolves entities nor reaches the network (the config is user input).
+    """
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    root = etree.fromstring(str(label_config).encode("utf-8"), parser)
+    for tag in root.iter("Choices"):
+        if tag.get("name") == from_name:
+            return (tag.get("choice") or "single").strip().lower()
+    return "single"
 
 
 def parse_image_classification(label_config: str | None) -> ImageClassificationSchema:
@@ -64,6 +106,12 @@ def parse_image_classification(label_config: str | None) -> ImageClassificationS
                                 f"{len(labels)}")
     if len(set(labels)) != len(labels):
         raise UnsupportedConfig(f"<Choices name={from_name!r}> has duplicate choice values")
+    mode = choices_mode(label_config, from_name)
+    if mode not in SINGLE_CHOICE_MODES:
+        raise UnsupportedConfig(
+            f"<Choices name={from_name!r}> has choice={mode!r}: annotations may then hold several "
+            "labels, and a single-label classifier cannot learn from them; use choice=\"single\" "
+            "or \"single-radio\"")
     image_key = image_inputs[0].get("value", "")
     if not image_key:
         raise UnsupportedConfig("the <Image> tag needs value=\"$<data key>\"")

@@ -10,9 +10,18 @@ log = logging.getLogger(__name__)
 SCORE_ORDERING = ["tasks:predictions_score"]      # ascending: lower score = more informative
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"       # exact value of label_studio projects.models
 PLACEHOLDER_VERSIONS = ("untrained", "unscored")      # /predict answers before/outside a round
-# Only tasks without annotations, so the top of the tab is always work to do.
+# Only tasks Label Studio does not count as completed, so the top of the tab is always work to do.
+# "Completed" is Label Studio's own is_labeled (the Data Manager's "Completed" column is empty until
+# then): as many annotators as the task's overlap submitted a non-skipped annotation. With overlap
+# (several annotators per task) a task that holds one annotation still needs more, so "no
+# annotations" would hide it.
 UNANNOTATED_FILTER = {"conjunction": "and", "items": [{
-    "filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
+    "filter": "filter:tasks:completed_at", "operator": "empty", "type": "Datetime", "value": True}]}
+# The filter earlier versions created; a tab still holding it is moved to UNANNOTATED_FILTER
+# (a filter a user set on the tab is left alone).
+LEGACY_FILTERS = ({"conjunction": "and", "items": [{
+    "filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number",
+    "value": 0}]},)
 
 
 def informative_view_data(title: str, template: dict | None) -> dict:
@@ -26,7 +35,7 @@ def informative_view_data(title: str, template: dict | None) -> dict:
 
 
 def ensure_informative_view(client: LabelStudioClient, project_id: int, title: str) -> int:
-    """Create the "Most informative first" tab, or restore its ordering; return its id.
+    """Create the "Most informative first" tab, or restore its ordering and filter; return its id.
 
     Creating a tab is not idempotent: after a lost answer or a 5xx the tabs are listed again
     before another POST, so a retried round never leaves two tabs of the same title.
@@ -39,8 +48,10 @@ def ensure_informative_view(client: LabelStudioClient, project_id: int, title: s
         if ours:
             view = ours[0]
             data = dict(view.get("data") or {})
-            if data.get("ordering") != SCORE_ORDERING:
+            if data.get("ordering") != SCORE_ORDERING or data.get("filters") in LEGACY_FILTERS:
                 data["ordering"] = list(SCORE_ORDERING)
+                if data.get("filters") in LEGACY_FILTERS:
+                    data["filters"] = UNANNOTATED_FILTER
                 client.update_view(view["id"], project_id, data)
             return int(view["id"])
         try:

@@ -8,16 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from backend import converters
+from backend import converters, reconcile, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
-from backend.labeling_config import ImageClassificationSchema, parse_image_classification
+from backend.labeling_config import (ImageClassificationSchema, parse_image_classification,
+                                     schema_change)
 from backend.ls_client import LabelStudioClient
 from backend.prediction_push import push_predictions
 from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
@@ -67,11 +68,14 @@ def train_config_from(settings: Settings) -> TrainConfig:
 class LabeledSplit:
     labeled: list[tuple[int, str, str]]      # (task id, image url, label)
     unlabeled: list[tuple[int, str]]         # (task id, image url)
+    labels: dict = field(default_factory=dict)   # converters.label_report of the round
 
 
 def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: FetchReport
                 ) -> LabeledSplit:
-    labeled, unlabeled = [], []
+    """Labeled (under converters.decide_label) and unlabeled tasks; tasks whose annotations give
+    no training label (a tie, empty, ...) stay in the pool and are counted in ``labels``."""
+    labeled, unlabeled, decisions = [], [], []
     for task in tasks:
         task_id = task.get("id")
         if not isinstance(task_id, int):
@@ -81,12 +85,13 @@ def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: Fe
         except TaskError as exc:
             report.add(task_id, f"TaskError: {exc}")
             continue
-        label = converters.annotated_label(task, schema)
-        if label is None:
+        decision = converters.decide_label(task, schema)
+        decisions.append(decision)
+        if decision.label is None:
             unlabeled.append((task_id, url))
         else:
-            labeled.append((task_id, url, label))
-    return LabeledSplit(labeled, unlabeled)
+            labeled.append((task_id, url, decision.label))
+    return LabeledSplit(labeled, unlabeled, converters.label_report(decisions))
 
 
 def predictions_file(store: ModelStore, project_id: int, version: str):
@@ -161,13 +166,18 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     status(phase="fetching_tasks")
     project = client.get_project(project_id)
+    # Label Studio's own count as the round starts: the reconciler's reference (like with like)
+    status(**{training_state.LS_COUNT_IN_ROUND: reconcile.label_studio_count(project)})
     schema = parse_image_classification(project.get("label_config"))
+    previous = store.published(project_id)
+    status(labeling_config_change=schema_change(previous.info if previous else None, schema))
     tasks = list(client.iter_tasks(project_id))
     report = FetchReport()
     split = split_tasks(tasks, schema, report)
     timings["list_tasks_s"] = time.monotonic() - t0
-    log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs)", project_id, len(tasks),
-             len(split.labeled), len(split.unlabeled), timings["list_tasks_s"])
+    log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs); labels: %s", project_id,
+             len(tasks), len(split.labeled), len(split.unlabeled), timings["list_tasks_s"],
+             json.dumps(split.labels))
 
     model_config = model_config_from(settings)
     # images are held at the model's input size (pretrained weights set their own, e.g. 224 px)
@@ -176,7 +186,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                            timeout_s=settings.image_fetch_timeout_s,
                            resize_to=model_config.image_size,
                            cache_max_bytes=settings.image_cache_max_bytes)
-    status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled))
+    status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled),
+           labels=split.labels)
     t = time.monotonic()
     label_of = {task_id: label for task_id, _, label in split.labeled}
     train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
@@ -207,7 +218,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
         result, ids, outputs = _train_and_score_full(settings, round_inputs)
     checkpoint_path = store.checkpoint_path(project_id, version)
     model_checkpoint.save_checkpoint(checkpoint_path, result, extra={
-        "project_id": project_id, "version": version, "schema": schema.to_dict()})
+        "project_id": project_id, "version": version, "schema": schema.to_dict(),
+        "schema_hash": schema.hash})
     log.info("project %s: trained %s (%s mode) on %d images in %.1fs: %s", project_id, version, mode,
              len(train_images), timings["train_s"], _short_metrics(result.metrics))
     unlabeled_ids = {tid for tid, _ in split.unlabeled}
@@ -234,7 +246,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                               stored={"strategy": settings.strategy,
                                       "reference_values": np.asarray(reference, float).tolist()},
                               info={"metrics": _plain(result.metrics),
-                                    "annotations_used": len(train_images)})
+                                    "annotations_used": len(train_images)}, status=status)
     timings["push_s"] = time.monotonic() - t
     log.info("project %s: pushed %d predictions of %s (%d pre-selecting a choice) in %.1fs",
              project_id, pushed["predictions_pushed"], version, pushed["preselected"],
@@ -245,7 +257,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     timings["total_s"] = time.monotonic() - t0
     return {"state": "done", "model_version": version, "tasks": len(tasks),
-            "annotated_tasks": len(split.labeled),
+            "annotated_tasks": len(split.labeled), "labels": split.labels,
             "annotations_used": len(train_images), **pushed,
             "strategy": settings.strategy, "metrics": _plain(result.metrics),
             **({"recipe_search": round_inputs.recipe_search} if round_inputs.recipe_search else {}),
@@ -369,8 +381,8 @@ def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: Round
 
 def push_and_publish(settings: Settings, client: LabelStudioClient, store: ModelStore,
                      project_id: int, version: str, schema: ImageClassificationSchema,
-                     predictions: list[tuple[int, TaskPrediction]], stored: dict, info: dict
-                     ) -> dict:
+                     predictions: list[tuple[int, TaskPrediction]], stored: dict, info: dict,
+                     status: StatusCallback = lambda **_: None) -> dict:
     """Bulk-push a version's predictions, store them for /predict, publish, point LS at them.
 
     Order matters: Label Studio refuses a project model_version without predictions, and the
@@ -381,10 +393,15 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
                for tid, pred in predictions]
     # chunked, each chunk checked rather than blindly re-posted; tasks deleted meanwhile dropped
     push = push_predictions(client, project_id, payload, version, settings.prediction_chunk_size)
+    # the config a version was made for: a later change of the project's config retrains
+    info = {**info, "schema": schema.to_dict(), "schema_hash": schema.hash}
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
         **stored,
         "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
                              "cluster": p.cluster} for tid, p in predictions}}))
+    # the job's status callback refuses this phase once its run lock is lost (backend.jobs):
+    # a round another worker may have taken over never publishes
+    status(phase="publishing")
     store.publish(project_id, version, info=info)
     client.patch_project(project_id, {"model_version": version})
     return {"predictions_pushed": push.created,
@@ -511,7 +528,7 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
     log.info("project %s: cold-start round: %s", project_id, inputs.reason)
     timings, report = inputs.timings, inputs.report
     summary = {"reason": inputs.reason, "tasks": inputs.n_tasks,
-               "annotated_tasks": len(inputs.split.labeled),
+               "annotated_tasks": len(inputs.split.labeled), "labels": inputs.split.labels,
                "annotations_used": len(inputs.train_images)}
     status(phase="cold_start_ranking", cold_start_reason=inputs.reason)
     t = time.monotonic()
@@ -560,7 +577,7 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
                               predictions, stored={"strategy": "typiclust", "cold_start": True,
                                                    "reference_values": []},
                               info={"cold_start": True, "reason": inputs.reason,
-                                    "annotations_used": len(inputs.train_images)})
+                                    "annotations_used": len(inputs.train_images)}, status=status)
     timings["push_s"] = time.monotonic() - t
     status(phase="updating_views")
     update_views(settings, client, project_id, version)

@@ -6,17 +6,35 @@ how many tasks carry annotations and retrains a project whose count drifted by a
 RETRAIN_AFTER_ANNOTATIONS since its last training round. It also notices a round whose worker died
 (state "running" but nobody holds the project's run lock), records it as failed, and requests the
 follow-up a trigger asked for while that dead round still held the lock.
+
+Label Studio's count is compared with Label Studio's count as the last round started (stored by
+the round), never with the backend's count of usable labels. Only one worker process reconciles
+at a time (a Redis lease), however many RQ workers run.
 """
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
 
 from backend import queueing, training_state
+from backend.labeling_config import UnsupportedConfig, parse_image_classification, schema_change
 from backend.ls_client import LabelStudioClient, LabelStudioError
+from backend.model_store import ModelStore
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def label_studio_count(project: dict) -> int:
+    """Label Studio's own count of annotated tasks (tasks with a non-skipped, non-ground-truth
+    annotation, empty ones included): what a round stores and the reconciler compares."""
+    try:
+        return max(int(project.get("num_tasks_with_annotations") or 0), 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def annotation_drift(annotated_tasks_now: int, annotated_tasks_at_last_round: int | None) -> int:
@@ -50,14 +68,47 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
         if exc.status == 404:
             return "project gone"
         raise
-    drift = annotation_drift(int(project.get("num_tasks_with_annotations") or 0),
-                             status.get("annotated_tasks"))
+    if not busy and retrain_on_config_change(settings, conn, project_id, project, "reconcile"):
+        return "config changed"
+    drift = annotation_drift(label_studio_count(project),
+                             status.get(training_state.LS_COUNT_AT_LAST_ROUND))
     if needs_retrain(drift, settings.retrain_after_annotations, busy):
         queueing.request_training(settings, conn, project_id,
                                   f"reconcile: {drift} annotated tasks since the last round")
         log.info("project %s: %d annotated tasks since the last round -> retrain", project_id, drift)
         return "retrain"
     return "in sync"
+
+
+def config_change(settings: Settings, project_id: int, project: dict) -> dict | None:
+    """How the project's labeling config differs from the published version's (a renamed, added
+    or removed label), or None; an unsupported config is not ours to retrain."""
+    try:
+        schema = parse_image_classification(project.get("label_config"))
+    except UnsupportedConfig:
+        return None
+    published = ModelStore(settings.model_dir, settings.keep_model_versions).published(project_id)
+    return schema_change(published.info if published else None, schema)
+
+
+def retrain_on_config_change(settings: Settings, conn, project_id: int, project: dict,
+                             source: str) -> dict | None:
+    """Request one retrain when the project's labeling config differs from the published
+    version's; returns the change (also in /status as labeling_config_change), else None.
+
+    One retrain per changed config: a round that then fails is not requested again for it."""
+    change = config_change(settings, project_id, project)
+    if change is None:
+        return None
+    status = training_state.get_status(conn, project_id)
+    if status.get("config_retrain_requested_for") == change["to_hash"]:
+        return None
+    queueing.request_training(settings, conn, project_id, f"{source}: labeling config changed")
+    training_state.update_status(conn, project_id, labeling_config_change=change,
+                                 config_retrain_requested_for=change["to_hash"])
+    log.info("project %s: labeling config changed since the published version (%s) -> retrain",
+             project_id, change)
+    return change
 
 
 def reconcile_all(settings: Settings, conn, client: LabelStudioClient | None = None) -> dict:
@@ -72,17 +123,60 @@ def reconcile_all(settings: Settings, conn, client: LabelStudioClient | None = N
     return results
 
 
-class Reconciler(threading.Thread):
-    """Runs reconcile_all every RECONCILE_INTERVAL_S seconds inside the worker process."""
+def lease_key() -> str:
+    return f"{training_state.PREFIX}:reconciler"
 
-    def __init__(self, settings: Settings, conn):
+
+class ReconcilerLease:
+    """Which one of the N worker processes runs the reconciler (N workers would otherwise make
+    N times the project GETs). The holder renews it at every pass; it lives LEASE_INTERVALS
+    intervals, so a dead holder's lease lapses and another worker takes over."""
+
+    LEASE_INTERVALS = 3
+
+    def __init__(self, conn, interval_s: int, owner: str | None = None):
+        self.conn = conn
+        self.ttl_s = max(int(interval_s) * self.LEASE_INTERVALS, 1)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def hold(self) -> bool:
+        """Take the lease when free, renew it when ours (one atomic call); False: another's."""
+        return bool(self.conn.eval(
+            "local v = redis.call('get', KEYS[1]) "
+            "if v == false or v == ARGV[1] then "
+            "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end return 0",
+            1, lease_key(), self.owner, self.ttl_s))
+
+    def release(self) -> None:
+        self.conn.eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                       "return redis.call('del', KEYS[1]) else return 0 end",
+                       1, lease_key(), self.owner)
+
+
+class Reconciler(threading.Thread):
+    """Runs reconcile_all every RECONCILE_INTERVAL_S seconds in whichever worker process holds
+    the reconciler lease."""
+
+    def __init__(self, settings: Settings, conn, client: LabelStudioClient | None = None,
+                 owner: str | None = None):
         super().__init__(daemon=True, name="reconciler")
-        self.settings, self.conn = settings, conn
+        self.settings, self.conn, self.client = settings, conn, client
+        self.lease = ReconcilerLease(conn, settings.reconcile_interval_s, owner)
         self.stopped = threading.Event()
+
+    def run_once(self) -> dict | None:
+        """One pass if this process holds the lease; None when another process does."""
+        if not self.lease.hold():
+            return None
+        return reconcile_all(self.settings, self.conn, self.client)
 
     def run(self) -> None:
         while not self.stopped.wait(self.settings.reconcile_interval_s):
             try:
-                reconcile_all(self.settings, self.conn)
+                self.run_once()
             except Exception as exc:
                 log.warning("reconcile pass failed: %s", exc)
+        try:
+            self.lease.release()
+        except Exception:   # Redis gone at shutdown: the lease lapses by itself
+            pass

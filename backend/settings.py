@@ -79,9 +79,10 @@ class Settings:
         "Annotation changes (created/updated/deleted) that trigger an automatic retrain; 0 disables "
         "automatic retraining (Start Training still works).", "annotation events"))
     reconcile_interval_s: int = field(default=300, metadata=_doc(
-        "How often the worker compares Label Studio's count of annotated tasks with the last "
-        "round, to catch missed webhooks (retrains when it drifted by RETRAIN_AFTER_ANNOTATIONS); "
-        "0 disables.", "seconds"))
+        "How often the worker compares Label Studio's count of annotated tasks with its count as "
+        "the last round started, to catch missed webhooks (retrains when it drifted by "
+        "RETRAIN_AFTER_ANNOTATIONS, or once when the labeling config changed); one worker does it "
+        "(a lease of 3 intervals); 0 disables.", "seconds"))
     min_annotations_to_train: int = field(default=2, metadata=_doc(
         "Fewest usable annotated images a training job needs; below it (or below "
         "MIN_CLASSES_TO_TRAIN) the round is a cold-start round: no model is trained, the pool is "

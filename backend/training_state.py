@@ -19,6 +19,12 @@ PREFIX = "al"
 LOCK_TTL_S = 120            # default of RUN_LOCK_TTL_S: a running job renews its lock every ttl/4;
                             # a killed worker's lock expires so the next trigger can run
 QUEUED_TTL_S = 7 * 24 * 3600
+# Status fields holding Label Studio's OWN count of annotated tasks (project.num_tasks_with_annotations):
+# as the running round started, and as the last finished or failed round started. The reconciler
+# compares Label Studio's count now with the second one, never with the backend's count of usable
+# labels (empty or unusable annotations would then look like drift forever).
+LS_COUNT_IN_ROUND = "ls_annotated_tasks_in_round"
+LS_COUNT_AT_LAST_ROUND = "ls_annotated_tasks_at_last_round"
 
 
 def _key(project_id: int, name: str) -> str:
@@ -81,6 +87,11 @@ def queued_job(conn: Redis, project_id: int) -> str | None:
     return value.decode() if value else None
 
 
+class RunLockLost(RuntimeError):
+    """The job no longer holds its project's run lock (expired while Redis was unreachable, or
+    taken by another worker): it must stop before it pushes or publishes anything."""
+
+
 class RunLock:
     """The per-project lock a running job holds, renewed by a heartbeat thread."""
 
@@ -97,6 +108,12 @@ class RunLock:
             "if redis.call('get', KEYS[1]) == ARGV[1] then "
             "return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end",
             1, self.key, self.job_id, self.ttl_s))
+
+    def ensure_held(self) -> None:
+        """Renew now; raise RunLockLost when the lock is no longer this job's."""
+        if not self.renew():
+            raise RunLockLost(f"project {self.project_id}: job {self.job_id} lost its run lock "
+                              f"(now held by {running_job(self.conn, self.project_id)!r})")
 
     def release(self) -> None:
         self.conn.eval(
@@ -158,6 +175,14 @@ def get_status(conn: Redis, project_id: int) -> dict:
     out["queued_job_id"] = queued_job(conn, project_id)
     out["running_job_id"] = running_job(conn, project_id)
     return out
+
+
+def remember_round_count(conn: Redis, project_id: int) -> int | None:
+    """At the end of a round (done or failed): the count it started from becomes the reference."""
+    seen = get_status(conn, project_id).get(LS_COUNT_IN_ROUND)
+    if seen is not None:
+        update_status(conn, project_id, **{LS_COUNT_AT_LAST_ROUND: seen})
+    return seen
 
 
 def known_projects(conn: Redis) -> list[int]:

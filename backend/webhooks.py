@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from backend.converters import parse_project_id
 
 START_TRAINING = "START_TRAINING"
+PROJECT_UPDATED = "PROJECT_UPDATED"   # retrains only when the labeling config changed (backend.app)
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED",
                      "ANNOTATIONS_CREATED", "ANNOTATION_DELETED"}
 # Label Studio sends PROJECT_UPDATED also when this backend PATCHes model_version: retraining on it

@@ -156,3 +156,30 @@ def test_worker_runs_the_job_and_records_a_clear_failure_when_label_studio_is_do
     assert status["state"] == "failed"
     assert "unreachable" in status["error"] and status["running_job_id"] is None
     assert "legacy-token-for-tests" not in json.dumps(status)
+
+
+def test_project_updated_with_a_changed_labeling_config_retrains_once(backend, redis_conn):
+    from backend.labeling_config import parse_image_classification
+    from backend.model_store import ModelStore, new_coldstart_version
+    store = ModelStore(backend.settings.model_dir)
+    schema = parse_image_classification(DIGITS)
+    version = new_coldstart_version()
+    store.predictions_path(41, version).parent.mkdir(parents=True)
+    store.predictions_path(41, version).write_text("{}")
+    store.publish(41, version, info={"schema": schema.to_dict(), "schema_hash": schema.hash})
+    queue = Queue(backend.settings.queue_name, connection=redis_conn)
+    # the backend's own model_version PATCH: same config, nothing to do (no loop)
+    same = {"action": "PROJECT_UPDATED", "project": {"id": 41, "label_config": DIGITS,
+                                                     "model_version": version}}
+    assert post(backend, "/webhook", same).json()["status"] == "ignored"
+    renamed = {"action": "PROJECT_UPDATED",
+               "project": {"id": 41, "label_config": DIGITS.replace('alias="two"', 'alias="deux"')}}
+    started = time.monotonic()
+    answer = post(backend, "/webhook", renamed).json()
+    assert time.monotonic() - started < 1.0, "Label Studio gives webhooks 1 s"
+    assert answer["status"] == "queued"
+    assert answer["labeling_config_change"]["labels_added"] == ["deux"]
+    assert queue.count == 1
+    redis_conn.delete("al:project:41:queued")    # that round ran (and failed): not requested again
+    assert post(backend, "/webhook", renamed).json()["status"] == "ignored"
+    assert queue.count == 1

@@ -44,8 +44,10 @@ def test_reconcile_requests_one_retrain_for_drifted_projects_only(redis_server, 
     client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
     for pid in (1, 2, 3):
         redis_conn.sadd(training_state.projects_key(), pid)
-    training_state.update_status(redis_conn, 1, state="done", annotated_tasks=10)
-    training_state.update_status(redis_conn, 2, state="done", annotated_tasks=0)
+    training_state.update_status(redis_conn, 1, state="done",
+                                 **{training_state.LS_COUNT_AT_LAST_ROUND: 10})
+    training_state.update_status(redis_conn, 2, state="done",
+                                 **{training_state.LS_COUNT_AT_LAST_ROUND: 0})
     results = reconcile.reconcile_all(settings, redis_conn, client)
     assert results == {1: "retrain", 2: "in sync", 3: "project gone"}
     assert Queue("reconcile-test", connection=redis_conn).count == 1
@@ -63,3 +65,64 @@ def test_an_abandoned_round_is_recorded_as_failed(redis_server, redis_conn, fake
                                 LabelStudioClient(settings.label_studio_url, "t", retries=0), 2)
     status = training_state.get_status(redis_conn, 2)
     assert status["state"] == "failed" and "no heartbeat" in status["error"]
+
+
+def test_one_reconciler_for_many_workers(redis_server, redis_conn, fake_label_studio, tmp_path):
+    """Three worker processes' reconcilers: one pass per interval reaches Label Studio, and another
+    takes over once the holder's lease is gone."""
+    settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": fake_label_studio.url,
+                                  "MODEL_DIR": str(tmp_path), "QUEUE_NAME": "reconcile-test-3",
+                                  "RECONCILE_INTERVAL_S": "60"})
+    client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
+    redis_conn.sadd(training_state.projects_key(), 2)
+    workers = [reconcile.Reconciler(settings, redis_conn, client, owner=f"worker-{i}")
+               for i in range(3)]
+    passes = [w.run_once() for w in workers]
+    assert [p is not None for p in passes] == [True, False, False]
+    assert passes[0] == {2: "in sync"}
+    assert redis_conn.ttl(reconcile.lease_key()) == 180      # 3 intervals: a dead holder lapses
+    assert workers[0].run_once() is not None                 # the holder renews at every pass
+    assert workers[1].run_once() is None
+    redis_conn.delete(reconcile.lease_key())                 # the holder died and its lease lapsed
+    assert workers[2].run_once() == {2: "in sync"}
+    assert workers[0].run_once() is None
+    workers[2].lease.release()
+    workers[0].lease.release()                               # not its lease: nothing happens
+    assert redis_conn.get(reconcile.lease_key()) is None
+
+
+def test_a_changed_labeling_config_is_retrained_once(redis_server, redis_conn, serve_wsgi, tmp_path):
+    from backend.labeling_config import parse_image_classification
+    from backend.model_store import ModelStore, new_coldstart_version
+    from tests.unit.backend.test_labeling_config import DIGITS
+
+    configs = {4: DIGITS}
+    app = Flask("fake-ls-config")
+
+    @app.route("/api/projects/<int:pid>/")
+    def project(pid):
+        return jsonify({"id": pid, "num_tasks_with_annotations": 3, "label_config": configs[pid]})
+
+    ls = serve_wsgi(app)
+    settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": ls.url,
+                                  "MODEL_DIR": str(tmp_path), "QUEUE_NAME": "reconcile-test-4",
+                                  "RETRAIN_AFTER_ANNOTATIONS": "10"})
+    client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
+    store = ModelStore(settings.model_dir)
+    schema = parse_image_classification(DIGITS)
+    version = new_coldstart_version()
+    store.predictions_path(4, version).parent.mkdir(parents=True)
+    store.predictions_path(4, version).write_text("{}")
+    store.publish(4, version, info={"schema": schema.to_dict(), "schema_hash": schema.hash})
+    redis_conn.sadd(training_state.projects_key(), 4)
+    training_state.update_status(redis_conn, 4, **{training_state.LS_COUNT_AT_LAST_ROUND: 3})
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "in sync"
+
+    configs[4] = DIGITS.replace('alias="two"', 'alias="deux"')      # a label renamed in LS
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "config changed"
+    status = training_state.get_status(redis_conn, 4)
+    assert status["labeling_config_change"]["labels_removed"] == ["two"]
+    assert Queue("reconcile-test-4", connection=redis_conn).count == 1
+    redis_conn.delete(training_state._key(4, "queued"))   # the round ran and failed: not again
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "in sync"
+    assert Queue("reconcile-test-4", connection=redis_conn).count == 1

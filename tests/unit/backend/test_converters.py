@@ -33,13 +33,76 @@ def test_image_url_comes_from_the_configured_key():
             converters.task_image_url(bad, SCHEMA)
 
 
-def test_newest_usable_annotation_wins_and_cancelled_ones_are_ignored():
+def test_a_tie_is_no_label_and_cancelled_annotations_do_not_vote():
+    # before the rule the newest annotation ("1") won a 1-1 disagreement
     task = {"annotations": [
         annotation("0", id=1, updated_at="2026-01-01T00:00:00Z"),
         annotation("1", id=2, updated_at="2026-01-02T00:00:00Z"),
-        annotation("two", id=3, updated_at="2026-01-03T00:00:00Z", was_cancelled=True),
+        annotation("0", id=3, updated_at="2026-01-03T00:00:00Z", was_cancelled=True),
     ]}
-    assert converters.annotated_label(task, SCHEMA) == "1"
+    assert converters.decide_label(task, SCHEMA) == converters.LabelDecision(None, "tie")
+    assert converters.annotated_label(task, SCHEMA) is None
+
+
+def test_the_majority_of_completed_annotations_wins_over_the_newest():
+    task = {"annotations": [annotation("0", id=1, updated_at="2026-01-01T00:00:00Z"),
+                            annotation("0", id=2, updated_at="2026-01-02T00:00:00Z"),
+                            annotation("1", id=3, updated_at="2026-01-03T00:00:00Z")]}
+    assert converters.decide_label(task, SCHEMA) == converters.LabelDecision("0", source="majority")
+
+
+def test_ground_truth_comes_first():
+    task = {"annotations": [annotation("0"), annotation("0"),
+                            annotation("two", ground_truth=True)]}
+    assert converters.decide_label(task, SCHEMA) == \
+        converters.LabelDecision("two", source="ground_truth")
+    # a ground truth that is empty or cancelled does not count as one
+    task["annotations"][2] = annotation("two", ground_truth=True, was_cancelled=True)
+    assert converters.decide_label(task, SCHEMA).label == "0"
+    # ground truths that disagree are a tie, whatever the other annotators say
+    disagreeing = {"annotations": [annotation("0", ground_truth=True),
+                                   annotation("1", ground_truth=True), annotation("0")]}
+    assert converters.decide_label(disagreeing, SCHEMA).dropped == "tie"
+
+
+def test_empty_multi_choice_and_unknown_annotations_are_dropped_with_their_reason():
+    empty = {"result": []}
+    several = {"result": [{"from_name": "digit", "to_name": "image", "type": "choices",
+                           "value": {"choices": ["0", "1"]}}]}
+    other_control = {"result": [{"from_name": "other", "type": "choices",
+                                 "value": {"choices": ["0"]}}]}
+    cases = {"empty_result": [empty], "not_a_single_choice": [several],
+             "choice_not_in_config": [annotation("9")]}
+    for reason, annotations in cases.items():
+        decision = converters.decide_label({"annotations": annotations}, SCHEMA)
+        assert (decision.label, decision.dropped) == (None, reason)
+    assert converters.decide_label({"annotations": [other_control]}, SCHEMA).dropped == \
+        "not_a_single_choice"
+    # an unusable annotation never votes: the other one decides
+    assert converters.annotated_label({"annotations": [empty, several, annotation("1")]},
+                                      SCHEMA) == "1"
+
+
+def test_skipped_only_and_unannotated_tasks_are_unlabeled_but_not_dropped():
+    skipped = converters.decide_label({"annotations": [annotation("0", was_cancelled=True)]},
+                                      SCHEMA)
+    assert skipped == converters.LabelDecision(None, skipped=True)
+    assert converters.decide_label({"annotations": []}, SCHEMA) == converters.LabelDecision(None)
+    assert converters.decide_label({}, SCHEMA) == converters.LabelDecision(None)
+    # a result Label Studio stored as null is not a completed annotation (LS does not count it)
+    assert converters.decide_label({"annotations": [{"result": None}]}, SCHEMA).dropped is None
+
+
+def test_the_label_report_counts_used_dropped_and_why():
+    tasks = [{"annotations": [annotation("0")]},
+             {"annotations": [annotation("1", ground_truth=True)]},
+             {"annotations": [annotation("0"), annotation("1")]},
+             {"annotations": [{"result": []}]},
+             {"annotations": [annotation("0", was_cancelled=True)]},
+             {"annotations": []}]
+    report = converters.label_report([converters.decide_label(t, SCHEMA) for t in tasks])
+    assert report == {"labeled": 2, "from_ground_truth": 1, "dropped": 2,
+                      "dropped_by_reason": {"empty_result": 1, "tie": 1}, "skipped_only": 1}
 
 
 def test_labels_outside_the_config_and_other_controls_are_not_training_data():
@@ -65,3 +128,9 @@ def test_untrained_answer_is_honest():
     payload = converters.untrained_payload()
     assert payload["result"] == [] and payload["model_version"] == "untrained"
     assert 0.0 <= payload["score"] <= 1.0
+
+
+def test_a_label_the_config_no_longer_has_is_never_preselected():
+    # a model trained before "2" was renamed still predicts the old name until the next round
+    payload = converters.prediction_payload(TaskPrediction("2", 0.99, 0.4), SCHEMA, "v")
+    assert payload["result"] == [] and payload["score"] == 0.4

@@ -26,7 +26,35 @@ def test_image_classification_is_parsed_with_labels_in_config_order():
      '<Choice value="y"/></Choices></View>', "several"),
     ('<View><Image name="i" value="$img"/><Choices name="a" toName="i"><Choice value="x"/>'
      '</Choices></View>', "at least 2"),
+    # several labels per annotation: a single-label classifier would silently drop them
+    ('<View><Image name="i" value="$img"/><Choices name="a" toName="i" choice="multiple">'
+     '<Choice value="x"/><Choice value="y"/></Choices></View>', 'choice=.multiple.'),
 ])
 def test_unsupported_configs_are_refused_with_a_reason(config, reason):
     with pytest.raises(UnsupportedConfig, match=reason):
         parse_image_classification(config)
+
+
+def test_single_choice_modes_are_served():
+    for mode in ('', ' choice="single"', ' choice="single-radio"', ' choice="Single"'):
+        config = (f'<View><Image name="i" value="$img"/><Choices name="a" toName="i"{mode}>'
+                  '<Choice value="x"/><Choice value="y"/></Choices></View>')
+        assert parse_image_classification(config).labels == ("x", "y")
+
+
+def test_the_schema_hash_changes_with_labels_names_and_order():
+    from backend.labeling_config import schema_change
+    schema = parse_image_classification(DIGITS)
+    assert schema.hash == parse_image_classification(DIGITS + " ").hash
+    renamed = parse_image_classification(DIGITS.replace('alias="two"', 'alias="deux"'))
+    reordered = parse_image_classification(DIGITS.replace(
+        '<Choice value="0"/><Choice value="1"/>', '<Choice value="1"/><Choice value="0"/>'))
+    assert len({schema.hash, renamed.hash, reordered.hash}) == 3
+    info = {"schema": schema.to_dict(), "schema_hash": schema.hash}
+    assert schema_change(info, schema) is None
+    assert schema_change(None, schema) is None              # nothing published yet
+    assert schema_change({"metrics": {}}, renamed) is None   # published before hashes were stored
+    change = schema_change(info, renamed)
+    assert change["labels_added"] == ["deux"] and change["labels_removed"] == ["two"]
+    assert change["to_hash"] == renamed.hash
+    assert schema_change(info, reordered)["labels_added"] == []
