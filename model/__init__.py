@@ -43,7 +43,7 @@ _EXPORTS = {
     "rank": ("strategies", "rank"),
     "ranking_to_scores": ("strategies", "ranking_to_scores"),
     "spec": ("strategies", "spec"),
-    "value_to_score": ("strategies", "value_to_score"),
+    "place_by_nearest": ("strategies", "place_by_nearest"),
     "TrainingError": ("trainer", "TrainingError"),
     "TrainResult": ("trainer", "TrainResult"),
     "train": ("trainer", "train"),
