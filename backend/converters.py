@@ -170,7 +170,8 @@ def prediction_payload(pred: TaskPrediction, schema: ImageClassificationSchema,
     # is never pre-selected
     chosen = pred.label in schema.labels and preselects(pred.probability, min_confidence)
     payload = {"result": prediction_result(pred, schema) if chosen else [],
-               "score": round(float(pred.score), 6), "model_version": model_version}
+               # full double precision: rounding would tie neighbours from ~1M tasks (1/(N-1) < 1e-6)
+               "score": float(pred.score), "model_version": model_version}
     if pred.cluster is not None:
         payload["cluster"] = int(pred.cluster)
     return payload

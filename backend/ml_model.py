@@ -11,7 +11,6 @@ import logging
 import threading
 from pathlib import Path
 
-import numpy as np
 from label_studio_ml.model import LabelStudioMLBase
 
 from backend import converters
@@ -41,7 +40,7 @@ class _StoredPredictions:
                     cls._cache[key] = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError) as exc:
                     log.warning("stored predictions %s unreadable (%s)", path, exc)
-                    return {"tasks": {}, "reference_values": []}
+                    return {"tasks": {}}
                 if len(cls._cache) > 64:
                     cls._cache.pop(next(iter(cls._cache)))
             return cls._cache[key]
@@ -112,9 +111,7 @@ class ActiveLearningModel(LabelStudioMLBase):
                 answers[position] = self._placeholder("left to the background scoring round")
             to_compute = to_compute[:self.settings.predict_max_tasks]
         if to_compute:
-            self._compute(to_compute, answers, published.version,
-                          np.asarray(stored.get("reference_values") or [], dtype=np.float64),
-                          stored.get("strategy") or self.settings.strategy)
+            self._compute(to_compute, answers, published.version, stored["tasks"])
         return answers
 
     def _placeholder(self, reason: str) -> dict:
@@ -123,14 +120,19 @@ class ActiveLearningModel(LabelStudioMLBase):
         log.info("project %s: task not scored: %s", self.project_id, reason)
         return payload
 
-    def _compute(self, items, answers, version: str, reference: np.ndarray, strategy: str) -> None:
-        """Score tasks the last round did not see; map their informativeness onto the score scale
-        of that round (its pool is the reference), so old and new scores sort together."""
+    def _compute(self, items, answers, version: str, stored_tasks: dict) -> None:
+        """Score tasks the last round did not see. Each gets the pushed score of its nearest task
+        in that round's ranking (embedding space, unlabeled and labeled tasks): one scale with the
+        push for every strategy, and a duplicate of a ranked task gets its twin's score."""
         from model import scoring, strategies
         loaded = self.store.load_published(self.project_id, device=self.settings.device)
-        if loaded is None:
+        neighbours = self.store.load_neighbours(self.project_id, version)
+        if loaded is None or neighbours is None or len(neighbours[0]) == 0:
+            reason = ("published model unavailable" if loaded is None else
+                      "the published round kept no embeddings to place new tasks by (the next "
+                      "round does)")
             for position, _, _ in items:
-                answers[position] = self._placeholder("published model unavailable")
+                answers[position] = self._placeholder(reason)
             return
         fetcher = ImageFetcher(self.client, self.settings.resolved_image_cache_dir,
                                max_bytes=self.settings.image_max_bytes,
@@ -147,15 +149,23 @@ class ActiveLearningModel(LabelStudioMLBase):
             return
         outputs = scoring.score(
             loaded.model, [img for _, img in fetched], loaded.model_config,
-            batch_size=self.settings.score_batch_size, device=self.settings.device,
-            mc_samples=(self.settings.mc_dropout_samples
-                        if strategies.needs_mc_samples(strategy) else 0))
-        values = strategies.informativeness_values(strategy, outputs, seed=self.settings.seed)
-        scores = strategies.value_to_score(values, reference if reference.size else values)
+            batch_size=self.settings.score_batch_size, device=self.settings.device)
+        ranked_ids, ranked_embedding = neighbours
+        try:
+            nearest = strategies.place_by_nearest(outputs.embedding, ranked_embedding)
+        except ValueError as exc:   # e.g. a neighbours file of another width: say so, do not fail
+            for task_id, _ in fetched:
+                answers[position_of[task_id]] = self._placeholder(str(exc))
+            return
         labels = list(loaded.labels)
         for row, (task_id, _) in enumerate(fetched):
+            twin = stored_tasks.get(str(int(ranked_ids[nearest[row]])))
+            if twin is None:
+                answers[position_of[task_id]] = self._placeholder("nearest ranked task not stored")
+                continue
             top = int(outputs.probs[row].argmax())
-            pred = TaskPrediction(labels[top], float(outputs.probs[row, top]), float(scores[row]))
+            pred = TaskPrediction(labels[top], float(outputs.probs[row, top]), float(twin["score"]),
+                                  twin.get("cluster"))
             answers[position_of[task_id]] = converters.prediction_payload(
                 pred, self.schema, version, self.settings.preselect_min_confidence)
 

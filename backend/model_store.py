@@ -4,6 +4,8 @@ Layout::
 
     MODEL_DIR/project-<id>/versions/<version>.pt   one checkpoint per trained version
     MODEL_DIR/project-<id>/versions/<version>.predictions.json   what that version pushed
+    MODEL_DIR/project-<id>/versions/<version>.neighbours.npz   task ids + embeddings of what it
+                                                   ranked, to place tasks created since (/predict)
     MODEL_DIR/project-<id>/current.json            the published version (what /predict serves)
 
 A cold-start round (too few labels to train) publishes a ``coldstart-...`` version: it has a
@@ -24,11 +26,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from model.atomic import atomic_write
 from model.checkpoint import CheckpointError, load_checkpoint
+from model.strategies import neighbour_embedding
 
 log = logging.getLogger(__name__)
 VERSION_RE = re.compile(r"^al-\d{8}-\d{6}-[0-9a-f]{6}$")              # a trained model
 COLDSTART_VERSION_RE = re.compile(r"^coldstart-\d{8}-\d{6}-[0-9a-f]{6}$")   # a cold-start ranking
+# Versions whose neighbour files a process keeps in memory (one per project is the usual need).
+NEIGHBOUR_CACHE_VERSIONS = 4
 
 
 def new_version(prefix: str = "al") -> str:
@@ -86,6 +94,7 @@ class ModelStore:
         self.model_dir = Path(model_dir)
         self.keep_versions = keep_versions
         self._cache: dict[int, tuple[str, object]] = {}
+        self._neighbours: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
 
     def project_dir(self, project_id: int) -> Path:
@@ -101,6 +110,43 @@ class ModelStore:
         if not is_own_version(version):
             raise ValueError(f"not a model version: {version!r}")
         return self.project_dir(project_id) / "versions" / f"{version}.predictions.json"
+
+    def neighbours_path(self, project_id: int, version: str) -> Path:
+        """Task ids and (projected) embeddings of every task a trained version ranked."""
+        if not VERSION_RE.match(version):
+            raise ValueError(f"not a trained model version: {version!r}")
+        return self.project_dir(project_id) / "versions" / f"{version}.neighbours.npz"
+
+    def save_neighbours(self, project_id: int, version: str, task_ids, embedding) -> None:
+        """Keep what /predict needs to place a new task by its nearest ranked task."""
+        task_ids = np.asarray(task_ids, dtype=np.int64)
+        embedding = neighbour_embedding(embedding)
+        if len(task_ids) != len(embedding):
+            raise ValueError(f"{len(task_ids)} task ids but {len(embedding)} embeddings")
+        atomic_write(self.neighbours_path(project_id, version),
+                     lambda handle: np.savez(handle, task_ids=task_ids, embedding=embedding))
+
+    def load_neighbours(self, project_id: int, version: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(task ids, embeddings) of a version (cached per process, the newest few), or None when
+        the version has none (published before they were kept) or the file is unreadable."""
+        path = self.neighbours_path(project_id, version)
+        with self._lock:
+            cached = self._neighbours.get(path)
+            if cached is not None:
+                return cached
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                loaded = (data["task_ids"], data["embedding"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("project %s: unreadable %s (%s)", project_id, path, exc)
+            return None
+        with self._lock:
+            self._neighbours[path] = loaded
+            while len(self._neighbours) > NEIGHBOUR_CACHE_VERSIONS:
+                self._neighbours.pop(next(iter(self._neighbours)))
+        return loaded
 
     def published(self, project_id: int) -> Published | None:
         pointer = self.project_dir(project_id) / "current.json"
@@ -146,6 +192,7 @@ class ModelStore:
                 self.checkpoint_path(project_id, version).unlink()
             except FileNotFoundError:
                 pass
+            self.neighbours_path(project_id, version).unlink(missing_ok=True)
         # cold-start rankings have only a predictions file: keep the newest keep_versions
         folder = self.project_dir(project_id) / "versions"
         cold = sorted(p.name[:-len(".predictions.json")]

@@ -238,13 +238,10 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 
     status(phase="pushing_predictions")
     t = time.monotonic()
-    pool_outputs = subset_outputs(outputs, np.arange(n_unlabeled))
-    reference = strategies.informativeness_values(
-        settings.strategy, pool_outputs, labeled_embedding=outputs.embedding[n_unlabeled:],
-        seed=settings.seed)
+    # /predict places tasks created after this round by their nearest ranked task (its score)
+    store.save_neighbours(project_id, version, ids, outputs.embedding)
     pushed = push_and_publish(settings, client, store, project_id, version, schema, predictions,
-                              stored={"strategy": settings.strategy,
-                                      "reference_values": np.asarray(reference, float).tolist()},
+                              stored={"strategy": settings.strategy},
                               info={"metrics": _plain(result.metrics),
                                     "annotations_used": len(train_images)}, status=status)
     timings["push_s"] = time.monotonic() - t
@@ -574,8 +571,7 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
     t = time.monotonic()
     version = new_coldstart_version()
     pushed = push_and_publish(settings, client, store, project_id, version, inputs.schema,
-                              predictions, stored={"strategy": "typiclust", "cold_start": True,
-                                                   "reference_values": []},
+                              predictions, stored={"strategy": "typiclust", "cold_start": True},
                               info={"cold_start": True, "reason": inputs.reason,
                                     "annotations_used": len(inputs.train_images)}, status=status)
     timings["push_s"] = time.monotonic() - t

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+# numpy only, never torch (a test checks): every entry point validates STRATEGY before it starts.
+from model.strategies import STRATEGIES
+
 
 class SettingsError(ValueError):
     """A setting is present but unusable; the message names the variable."""
@@ -94,8 +97,10 @@ class Settings:
         "round instead.", "classes"))
     # --- what is pushed to Label Studio --------------------------------------------------------
     strategy: str = field(default="margin_diverse", metadata=_doc(
-        "Acquisition strategy whose ranking becomes the prediction score; the default won the "
-        "benchmark (README, 'Which ranking, measured')."))
+        "Acquisition strategy whose ranking becomes the prediction score (a name registered in "
+        "model/strategies.py; an unknown name stops every entry point at start); the default won "
+        "the benchmark (README, 'Which ranking, measured'). learning_loss_v2 ranks exactly like "
+        "learning_loss and needs LPM_LOSS=v2, the training objective it stands for."))
     push_clusters: bool = field(default=False, metadata=_doc(
         "Also push the diversity strategies' cluster ids; Label Studio's uncertainty sampling then "
         "serves the least-annotated cluster first instead of strictly the lowest score."))
@@ -261,6 +266,7 @@ class Settings:
             raise SettingsError(f"RECIPE_SEARCH_FOLDS must be >= 2, got {self.recipe_search_folds}")
         if self.lpm_loss not in ("v1", "v2", "mse"):
             raise SettingsError(f"LPM_LOSS must be v1, v2 or mse, got {self.lpm_loss!r}")
+        self._validate_strategy()
         if self.backbone_weights:
             if self.pretrained_weights:
                 raise SettingsError("set BACKBONE_WEIGHTS (torchvision's) or PRETRAINED_WEIGHTS (a "
@@ -270,6 +276,19 @@ class Settings:
                                     f"not {self.backbone}; use PRETRAINED_WEIGHTS for a local file")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+
+    def _validate_strategy(self) -> None:
+        """STRATEGY must be a registered strategy, and the training settings its name stands for
+        must be the ones set (learning_loss_v2 ranks like learning_loss; what differs is
+        LPM_LOSS=v2, so the name alone must not pretend to be something else)."""
+        entry = STRATEGIES.get(self.strategy)
+        if entry is None:
+            raise SettingsError(f"STRATEGY={self.strategy!r} is unknown; known: "
+                                f"{', '.join(sorted(STRATEGIES))}")
+        for name, wanted in entry.train_overrides.items():
+            if hasattr(self, name) and getattr(self, name) != wanted:
+                raise SettingsError(f"STRATEGY={self.strategy} is {entry.summary}: set "
+                                    f"{name.upper()}={wanted} (now {getattr(self, name)!r})")
 
     def describe(self) -> dict:
         """Settings as plain data with secrets masked, for logs and /health."""

@@ -15,8 +15,10 @@ Outputs (``benchmarks/results/<preset>/``): ``results.json`` (config + every raw
 finished cycles (resume). Runs made with a different configuration are refused (fingerprint).
 
 Strategy names are the names in ``model.STRATEGIES``; ``name@key=value[,key=value]`` trains that
-run with TrainConfig overrides (e.g. ``learning_loss@lpm_loss=mse``). ``learning_loss_v2`` trains
-with ``lpm_loss="v2"`` automatically, as the backend does.
+run with TrainConfig overrides (e.g. ``learning_loss@lpm_loss=mse``). A strategy's registry entry
+may imply overrides (``train_overrides``): ``learning_loss_v2`` is learning_loss's ranking of a module
+trained with ``lpm_loss="v2"``, the pair the backend requires (STRATEGY=learning_loss_v2 needs
+LPM_LOSS=v2).
 
 CLI: ``python scripts/benchmark_al.py --preset digits-fast`` (see ``--list-presets``).
 """
@@ -45,7 +47,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import model.trainer as trainer_module  # noqa: E402
-from model import STRATEGIES, ModelConfig, TrainConfig, needs_mc_samples, rank, score, train  # noqa: E402
+from model import STRATEGIES, ModelConfig, TrainConfig, rank, score, train  # noqa: E402
 from model.metrics import spearman  # noqa: E402
 from benchmarks.domains import DOMAINS, load_domain  # noqa: E402
 
@@ -59,10 +61,6 @@ ABLATION_STRATEGIES = (
     "random", "margin", "entropy", "learning_loss", "ll_margin_rank_avg", "margin_class_capped",
     "margin_diverse", "ll_margin_diverse",
 )
-# TrainConfig overrides implied by a strategy name (the backend trains v2 models for v2 ranking).
-STRATEGY_TRAIN_OVERRIDES: dict[str, dict[str, Any]] = {"learning_loss_v2": {"lpm_loss": "v2"}}
-# Strategies that use the labeled set's embeddings as initial centers.
-USES_LABELED_EMBEDDING = {"coreset", "hybrid", "margin_diverse", "ll_margin_diverse"}
 # Share of the test set in the top / bottom slice by predicted loss (error rate of each slice).
 SLICE_FRACTION = 0.2
 REACH_FRACTION = 0.95  # "labels needed to reach 95 % of full-data accuracy"
@@ -219,7 +217,7 @@ def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
     name, _, rest = spec.partition("@")
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}")
-    overrides = dict(STRATEGY_TRAIN_OVERRIDES.get(name, {}))
+    overrides = dict(STRATEGIES[name].train_overrides)
     known = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
@@ -518,11 +516,12 @@ class Benchmark:
                 rng = np.random.default_rng([seed, cycle, 104729])
                 if len(unlabeled) > cfg.pool_subsample:
                     unlabeled = np.sort(rng.choice(unlabeled, cfg.pool_subsample, replace=False))
-                mc = MC_SAMPLES if needs_mc_samples(name) else 0
+                entry = STRATEGIES[name]
+                mc = MC_SAMPLES if entry.needs_mc_samples else 0
                 out = score(result.model, [data.pool_images[i] for i in unlabeled], model_cfg,
                             batch_size=256, mc_samples=mc, device=cfg.device, seed=seed)
                 labeled_embedding = None
-                if name in USES_LABELED_EMBEDDING:
+                if entry.uses_labeled_embedding:
                     labeled_embedding = score(result.model, [data.pool_images[i] for i in labeled], model_cfg,
                                               batch_size=256, device=cfg.device).embedding
                 score_seconds = time.monotonic() - t0

@@ -446,7 +446,12 @@ def _train_frozen(
                 # Dropout acts on the raw embedding, as in the network (and in MC-dropout scoring).
                 logits = model.head(embedding_scale.apply(model.dropout(embedding[batch]))).float()
                 predicted = lpm_from_pooled(model.lpm, [tap[batch] for tap in taps])
-                loss, per_sample_ce, ranking = _objective(logits, predicted, y, weights, train_config)
+                # The module's target is the loss without dropout, as scoring computes it.
+                clean = logits
+                if model.dropout.p > 0:
+                    with torch.no_grad():
+                        clean = model.head(embedding_scale.apply(embedding[batch])).float()
+                loss, per_sample_ce, ranking = _objective(logits, predicted, y, weights, train_config, clean)
                 if not torch.isfinite(loss.detach()):
                     raise TrainingError(
                         f"loss became {float(loss.detach())} at step {step + 1}; try a lower lr (now {lr})"
@@ -500,13 +505,15 @@ def _train_frozen(
     return TrainResult(model, list(labels), model_config, train_config, metrics)
 
 
-def _objective(logits, predicted, y, weights, train_config):
+def _objective(logits, predicted, y, weights, train_config, target_logits=None):
     """The trainer's joint objective: class-weighted CE + lpm_weight * LPM loss on the detached
-    unweighted per-sample CE. Returns (loss, per-sample CE, LPM loss)."""
+    unweighted per-sample CE of ``target_logits`` (the head without dropout; default ``logits``).
+    Returns (loss, per-sample CE, LPM loss)."""
     per_sample_ce = F.cross_entropy(logits, y, reduction="none")
     sample_weights = weights[y]
     target_loss = (sample_weights * per_sample_ce).sum() / sample_weights.sum()
-    ranking = lpm_loss(train_config.lpm_loss, predicted.float(), per_sample_ce.detach(), train_config.margin)
+    target = per_sample_ce if target_logits is None else F.cross_entropy(target_logits, y, reduction="none")
+    ranking = lpm_loss(train_config.lpm_loss, predicted.float(), target.detach(), train_config.margin)
     return target_loss + train_config.lpm_weight * ranking, per_sample_ce, ranking
 
 

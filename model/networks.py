@@ -308,6 +308,11 @@ def _embedding_node(net: nn.Module) -> str:
     return node
 
 
+def _full_precision(reference: torch.Tensor):
+    """Autocast switched off on ``reference``'s device type for the block it guards."""
+    return torch.autocast(device_type=reference.device.type, enabled=False)
+
+
 class LossPredictionModule(nn.Module):
     """Per tap: global average pooling -> FC(width) -> ReLU; concatenated -> FC -> one scalar."""
 
@@ -330,11 +335,15 @@ class LossPredictionModule(nn.Module):
         return feature
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        pooled = [
-            branch(self.pool(feature, layout).flatten(1).float())
-            for branch, feature, layout in zip(self.branches, features, self.tap_layouts)
-        ]
-        return self.out(torch.cat(pooled, dim=1)).squeeze(1)
+        # Always fp32, also under autocast: in bf16 the predicted losses of a large pool collapse
+        # to ~1,000 distinct values (8 mantissa bits) and the ranking breaks ties by task order.
+        # Pooling first in fp32, then small Linear layers: negligible cost next to the backbone.
+        with _full_precision(features[0]):
+            pooled = [
+                branch(self.pool(feature.float(), layout).flatten(1))
+                for branch, feature, layout in zip(self.branches, features, self.tap_layouts)
+            ]
+            return self.out(torch.cat(pooled, dim=1)).squeeze(1)
 
 
 class LossLearningNet(nn.Module):
@@ -372,8 +381,11 @@ class LossLearningNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> NetOutput:
         outputs = self.features(x)
-        embedding = outputs["embedding"].flatten(1)
-        logits = self.head(self.dropout(embedding))
+        # The backbone may run under autocast; the embedding, head and LPM are fp32, so margins,
+        # probabilities and predicted losses (what the strategies rank by) are not bf16-coarse.
+        embedding = outputs["embedding"].flatten(1).float()
+        with _full_precision(embedding):
+            logits = self.head(self.dropout(embedding))
         taps = [outputs[name] for name in self.taps]
         if self.detach_lpm_input:
             taps = [t.detach() for t in taps]

@@ -12,18 +12,8 @@ from PIL import Image
 from model.config import ModelConfig
 from model.data import images_to_uint8, normalize
 from model.networks import LossLearningNet
+from model.outputs import ScoreOutputs
 from model.runtime import amp_dtype, autocast, memory_format, resolve_device
-
-
-@dataclass
-class ScoreOutputs:
-    probs: np.ndarray  # (N, C) float32, softmax of the logits
-    predicted_loss: np.ndarray  # (N,) float32, LPM output (higher = more informative)
-    embedding: np.ndarray  # (N, D) float32, penultimate features (classifier-head input)
-    mc_probs: np.ndarray | None = None  # (T, N, C) float32 MC-dropout samples, or None
-
-    def __len__(self) -> int:
-        return int(self.probs.shape[0])
 
 
 @dataclass

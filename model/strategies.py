@@ -1,23 +1,31 @@
 """Acquisition strategies: pure numpy functions of ScoreOutputs that rank the whole pool.
 
-A strategy is one function ``(outputs, rng, budget, labeled_embedding) -> Ranking`` registered
-under a name in STRATEGIES. Every strategy orders ALL N pool items, most informative first.
-Batch-aware strategies (coreset, badge, hybrid) pick ``budget`` items jointly; the rest follow in
-the order of their remaining score (distance to the picked set, or predicted loss).
+A strategy is ONE registry entry (``StrategySpec`` in ``STRATEGIES``) holding everything about it:
+its per-item values function, its ranking (``order_by_value`` of the values unless it is
+batch-aware and brings its own ranking function), whether it needs MC-dropout samples, whether it
+uses the labeled set's embeddings, whether its ranking carries cluster ids, and the training
+settings its name implies. A new strategy is one function + one ``register(...)`` call; the
+registry test fails when an entry is incomplete or inconsistent.
+
+Every strategy orders ALL N pool items, most informative first. Batch-aware strategies pick
+``budget`` items jointly; the rest follow in the order of their remaining score.
 
 Informativeness values are "higher = more informative" everywhere; ``ranking_to_scores`` is the
 single conversion to Label Studio scores (lower = more informative).
+
+numpy only, no torch: backend/settings.py imports this module to check STRATEGY.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from model.scoring import ScoreOutputs
+from model.outputs import ScoreOutputs
 
 # Picks made by the batch-aware strategies when rank() gets no budget: greedy selection costs
 # O(picks x N x D), so the whole pool is not selected greedily; the rest follows by score.
@@ -37,18 +45,66 @@ class Ranking:
     cluster: np.ndarray | None = None  # (N,) int64 index of the nearest picked item, or None
 
 
-Strategy = Callable[[ScoreOutputs, np.random.Generator, int, "np.ndarray | None"], Ranking]
-STRATEGIES: dict[str, Strategy] = {}
-# Strategies that need ScoreOutputs.mc_probs, i.e. score(..., mc_samples > 0).
-NEEDS_MC_SAMPLES = frozenset({"bald"})
+# (outputs, rng, labeled_embedding) -> (N,) per-item values, higher = more informative
+ValuesFunction = Callable[[ScoreOutputs, np.random.Generator, "np.ndarray | None"], np.ndarray]
+# (outputs, rng, budget, labeled_embedding) -> Ranking of the whole pool
+RankFunction = Callable[[ScoreOutputs, np.random.Generator, int, "np.ndarray | None"], Ranking]
 
 
-def register(name: str) -> Callable[[Strategy], Strategy]:
-    def decorator(function: Strategy) -> Strategy:
-        STRATEGIES[name] = function
-        return function
+@dataclass(frozen=True)
+class StrategySpec:
+    """Everything the code base needs to know about one strategy, in one place."""
 
-    return decorator
+    name: str
+    summary: str  # one line for docs and error messages
+    # Per-item informativeness (higher = more informative): the strategy's ranking for value-based
+    # strategies; for batch-aware ones the value behind the choice (preselection or rest order).
+    values: ValuesFunction
+    # Own ranking function; None = order_by_value(values). Required when batch_aware.
+    ranking: RankFunction | None = None
+    batch_aware: bool = False  # picks ``budget`` items jointly (uses rank()'s budget)
+    needs_mc_samples: bool = False  # needs ScoreOutputs.mc_probs: score(..., mc_samples > 0)
+    uses_labeled_embedding: bool = False  # rank() uses labeled_embedding (pass it)
+    clusters: bool = False  # its Ranking carries cluster ids (pushed with PUSH_CLUSTERS)
+    # Training settings the name stands for (TrainConfig field -> value), e.g. learning_loss_v2 is
+    # learning_loss's ranking of a module trained with lpm_loss="v2".
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+STRATEGIES: dict[str, StrategySpec] = {}
+
+
+def register(
+    name: str,
+    summary: str,
+    values: ValuesFunction,
+    ranking: RankFunction | None = None,
+    *,
+    batch_aware: bool = False,
+    needs_mc_samples: bool = False,
+    uses_labeled_embedding: bool = False,
+    clusters: bool = False,
+    train_overrides: Mapping[str, Any] | None = None,
+) -> StrategySpec:
+    """Add one strategy to the registry; refuses a duplicate name or an entry that cannot work."""
+    if name in STRATEGIES:
+        raise ValueError(f"strategy {name!r} is registered twice")
+    if batch_aware and ranking is None:
+        raise ValueError(f"batch-aware strategy {name!r} needs its own ranking function")
+    entry = StrategySpec(
+        name, summary, values, ranking, batch_aware, needs_mc_samples, uses_labeled_embedding,
+        clusters, MappingProxyType(dict(train_overrides or {})),
+    )
+    STRATEGIES[name] = entry
+    return entry
+
+
+def spec(name: str) -> StrategySpec:
+    """The registry entry of ``name``; ValueError naming the known strategies otherwise."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(STRATEGIES))}") from None
 
 
 # ----------------------------------------------------------------------------- value helpers
@@ -170,52 +226,58 @@ def _picked_then_rest(picked: np.ndarray, rest_values: np.ndarray) -> np.ndarray
     return np.concatenate([picked, rest[remaining[rest]]]).astype(np.int64)
 
 
-# ----------------------------------------------------------------------------- strategies
+# ----------------------------------------------------------------------------- values functions
+# Signature (outputs, rng, labeled_embedding) -> (N,) values, higher = more informative.
 
 
-@register("random")
-def random_strategy(outputs, rng, budget, labeled_embedding) -> Ranking:
-    """The baseline every result is measured against: a seeded random permutation."""
+def _random_values(outputs, rng, labeled_embedding) -> np.ndarray:
+    return rng.random(len(outputs))
+
+
+def _least_confidence(outputs, rng, labeled_embedding) -> np.ndarray:
+    return least_confidence_values(outputs.probs)
+
+
+def _margin(outputs, rng, labeled_embedding) -> np.ndarray:
+    return margin_values(outputs.probs)
+
+
+def _entropy(outputs, rng, labeled_embedding) -> np.ndarray:
+    return entropy_values(outputs.probs)
+
+
+def _bald(outputs, rng, labeled_embedding) -> np.ndarray:
+    return bald_values(outputs.mc_probs)
+
+
+def _predicted_loss(outputs, rng, labeled_embedding) -> np.ndarray:
+    return outputs.predicted_loss.astype(np.float64)
+
+
+def _distance_to_labeled(outputs, rng, labeled_embedding) -> np.ndarray:
+    """Squared distance to the nearest labeled embedding (0 without a labeled set)."""
+    n = len(outputs)
+    if labeled_embedding is None or len(labeled_embedding) == 0 or n == 0:
+        return np.zeros(n)
+    labeled = _subsample_rows(np.asarray(labeled_embedding, np.float32), MAX_LABELED_CENTERS, rng)
+    return min_squared_distances(outputs.embedding.astype(np.float32), labeled)
+
+
+def _ll_margin(outputs, rng, labeled_embedding) -> np.ndarray:
+    # Rank average within ``outputs``: meaningful when they hold the pool, not one item.
+    return rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))
+
+
+# ----------------------------------------------------------------------------- ranking functions
+# Signature (outputs, rng, budget, labeled_embedding) -> Ranking; only strategies whose order is
+# not order_by_value(values) have one.
+
+
+def _random_ranking(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """A seeded random permutation (kept as the original draw, so seeded runs stay comparable)."""
     return Ranking(rng.permutation(len(outputs)).astype(np.int64))
 
 
-@register("least_confidence")
-def least_confidence(outputs, rng, budget, labeled_embedding) -> Ranking:
-    return Ranking(order_by_value(least_confidence_values(outputs.probs)))
-
-
-@register("margin")
-def margin(outputs, rng, budget, labeled_embedding) -> Ranking:
-    return Ranking(order_by_value(margin_values(outputs.probs)))
-
-
-@register("entropy")
-def entropy(outputs, rng, budget, labeled_embedding) -> Ranking:
-    return Ranking(order_by_value(entropy_values(outputs.probs)))
-
-
-@register("bald")
-def bald(outputs, rng, budget, labeled_embedding) -> Ranking:
-    """BALD with MC dropout. No silent fallback: without MC samples it is not BALD."""
-    if outputs.mc_probs is None:
-        raise ValueError("strategy 'bald' needs MC-dropout samples: call score(..., mc_samples=T > 0)")
-    return Ranking(order_by_value(bald_values(outputs.mc_probs)))
-
-
-@register("learning_loss")
-def learning_loss(outputs, rng, budget, labeled_embedding) -> Ranking:
-    """Yoo & Kweon 2019: highest predicted loss first."""
-    return Ranking(order_by_value(outputs.predicted_loss))
-
-
-@register("learning_loss_v2")
-def learning_loss_v2(outputs, rng, budget, labeled_embedding) -> Ranking:
-    """Same ranking as learning_loss. v2 differs in how the LPM is trained (TrainConfig.lpm_loss
-    = "v2", ranking BCE); at query time both rank by the LPM output."""
-    return Ranking(order_by_value(outputs.predicted_loss))
-
-
-@register("coreset")
 def coreset(outputs, rng, budget, labeled_embedding) -> Ranking:
     """k-center greedy on the embeddings, seeded by the labeled set when given; the rest by
     distance to the picked + labeled set (farthest first). cluster = nearest picked item."""
@@ -225,13 +287,12 @@ def coreset(outputs, rng, budget, labeled_embedding) -> Ranking:
     return Ranking(order, cluster if len(picked) else None)
 
 
-@register("typiclust")
 def typiclust(outputs, rng, budget, labeled_embedding) -> Ranking:
     """TypiClust (Hacohen et al. 2022, model/coldstart.py): k-means on the embeddings into
     ``budget`` clusters, the most typical item of each cluster no labeled item covers first
     (largest cluster first), then round-robin over the clusters. For a cold start (few labels),
     where uncertainty is meaningless; cluster = k-means cluster. The seed comes from ``rng``."""
-    from model.coldstart import typiclust as typiclust_ranking   # scikit-learn: imported on use
+    from model.coldstart import typiclust as typiclust_ranking  # scikit-learn: imported on use
 
     seed = int(rng.integers(2**31 - 1))
     result = typiclust_ranking(outputs.embedding, labeled_embedding, n_clusters=max(budget, 1), seed=seed)
@@ -253,7 +314,6 @@ def _gradient_sq_distances(a, e, a_sq, e_sq, index: int) -> np.ndarray:
     return np.maximum(a_sq * e_sq + a_sq[index] * e_sq[index] - 2.0 * cross, 0.0)
 
 
-@register("badge")
 def badge(outputs, rng, budget, labeled_embedding) -> Ranking:
     """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings. The first pick has
     the largest gradient norm, each next one is drawn with probability proportional to its
@@ -281,159 +341,6 @@ def badge(outputs, rng, budget, labeled_embedding) -> Ranking:
     return Ranking(_picked_then_rest(np.asarray(picked, dtype=np.int64), distance))
 
 
-@register("hybrid")
-def hybrid(outputs, rng, budget, labeled_embedding) -> Ranking:
-    """Learning-loss preselection + k-center diversity: the top HYBRID_PRESELECT_FACTOR x budget
-    items by predicted loss are candidates, k-center greedy on their embeddings picks ``budget``
-    of them (no near-duplicates). Order: picks, other candidates, then the rest, each by
-    predicted loss. cluster = nearest pick (in embedding space) for every pool item; with a
-    budget of 0 nothing is picked and every cluster is -1."""
-    return _preselect_k_center(outputs.predicted_loss, outputs, rng, budget, labeled_embedding)
-
-
-def _rank_values(order: np.ndarray) -> np.ndarray:
-    """Values whose descending order is ``order`` (first item gets the highest value)."""
-    values = np.empty(len(order), dtype=np.float64)
-    values[order] = -np.arange(len(order), dtype=np.float64)
-    return values
-
-
-# ----------------------------------------------------------------------------- public entry points
-
-
-def _check_outputs(outputs: ScoreOutputs) -> None:
-    n = len(outputs.probs)
-    if outputs.probs.ndim != 2 or outputs.predicted_loss.shape != (n,) or outputs.embedding.ndim != 2:
-        raise ValueError(
-            "ScoreOutputs shapes must be probs (N, C), predicted_loss (N,), embedding (N, D); got "
-            f"{outputs.probs.shape}, {outputs.predicted_loss.shape}, {outputs.embedding.shape}"
-        )
-    if len(outputs.embedding) != n:
-        raise ValueError(f"embedding has {len(outputs.embedding)} rows, probs {n}")
-    if outputs.mc_probs is not None and (outputs.mc_probs.ndim != 3 or outputs.mc_probs.shape[1] != n):
-        raise ValueError(f"mc_probs must be (T, N, C), got {outputs.mc_probs.shape}")
-
-
-def informativeness_values(
-    strategy: str,
-    outputs: ScoreOutputs,
-    labeled_embedding: np.ndarray | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """Per-item informativeness (higher = more informative) for scoring items one at a time,
-    e.g. with value_to_score against a reference pool. Batch strategies have no per-item value,
-    so they use the value behind their choice: hybrid -> predicted loss, coreset and typiclust
-    -> squared distance to the nearest labeled embedding (0 without one; typicality needs the
-    whole pool), badge -> gradient-embedding norm;
-    random -> seeded uniform values."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")
-    _check_outputs(outputs)
-    n = len(outputs)
-    if strategy in NEEDS_MC_SAMPLES and outputs.mc_probs is None:
-        raise ValueError(f"strategy {strategy!r} needs MC-dropout samples: call score(..., mc_samples=T > 0)")
-    if strategy == "random":
-        return np.random.default_rng(seed).random(n)
-    if strategy == "least_confidence":
-        return least_confidence_values(outputs.probs)
-    if strategy == "margin":
-        return margin_values(outputs.probs)
-    if strategy == "entropy":
-        return entropy_values(outputs.probs)
-    if strategy == "bald":
-        return bald_values(outputs.mc_probs)
-    if strategy in ("coreset", "typiclust"):
-        if labeled_embedding is None or len(labeled_embedding) == 0 or n == 0:
-            return np.zeros(n)
-        rng = np.random.default_rng(seed)
-        labeled = _subsample_rows(np.asarray(labeled_embedding, np.float32), MAX_LABELED_CENTERS, rng)
-        return min_squared_distances(outputs.embedding.astype(np.float32), labeled)
-    if strategy == "badge":
-        a, e = _gradient_factors(outputs)
-        return np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", e, e))
-    if strategy in ("margin_class_capped", "margin_diverse"):
-        return margin_values(outputs.probs)
-    if strategy in ("ll_margin_rank_avg", "ll_margin_class_capped", "ll_margin_diverse"):
-        # Rank-average within ``outputs`` (meaningful when they hold the pool, not one item).
-        return rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))
-    # learning_loss, learning_loss_v2, hybrid and any strategy built on the LPM
-    return outputs.predicted_loss.astype(np.float64)
-
-
-def needs_mc_samples(strategy: str) -> bool:
-    """Whether ``strategy`` needs score(..., mc_samples > 0)."""
-    return strategy in NEEDS_MC_SAMPLES
-
-
-def rank(
-    strategy: str,
-    outputs: ScoreOutputs,
-    seed: int = 0,
-    budget: int | None = None,
-    labeled_embedding: np.ndarray | None = None,
-) -> Ranking:
-    """Rank the whole pool with ``strategy``; deterministic for a given seed.
-
-    ``budget``: items picked jointly by batch-aware strategies (coreset, badge, hybrid; default
-    DEFAULT_BUDGET, capped at N); ignored by the others. ``labeled_embedding`` (L, D): embeddings
-    of already-labeled items, used as initial centers by coreset and hybrid.
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}")
-    if budget is not None and budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
-    _check_outputs(outputs)
-    if labeled_embedding is not None:
-        labeled_embedding = np.asarray(labeled_embedding)
-        if labeled_embedding.ndim != 2 or labeled_embedding.shape[1] != outputs.embedding.shape[1]:
-            raise ValueError(
-                f"labeled_embedding must be (L, {outputs.embedding.shape[1]}), got {labeled_embedding.shape}"
-            )
-    n = len(outputs)
-    if strategy in NEEDS_MC_SAMPLES and outputs.mc_probs is None:
-        raise ValueError(f"strategy {strategy!r} needs MC-dropout samples: call score(..., mc_samples=T > 0)")
-    if n == 0:
-        return Ranking(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64) if strategy == "hybrid" else None)
-    picks = min(DEFAULT_BUDGET if budget is None else budget, n)
-    ranking = STRATEGIES[strategy](outputs, np.random.default_rng(seed), picks, labeled_embedding)
-    if len(ranking.order) != n or not np.array_equal(np.sort(ranking.order), np.arange(n)):
-        raise RuntimeError(f"strategy {strategy!r} did not return a permutation of the pool")
-    return ranking
-
-
-def ranking_to_scores(order: np.ndarray) -> np.ndarray:
-    """THE conversion from a ranking to Label Studio scores: item order[k] gets k / (N - 1).
-
-    Range [0, 1], LOWER = MORE INFORMATIVE (0.0 = label first); N == 1 gives [0.0]. Distinct
-    positions give distinct scores, so ties were already broken (stably) by the strategy.
-    """
-    order = np.asarray(order, dtype=np.int64)
-    n = len(order)
-    if not np.array_equal(np.sort(order), np.arange(n)):
-        raise ValueError("order must be a permutation of range(N)")
-    scores = np.zeros(n, dtype=np.float64)
-    if n > 1:
-        scores[order] = np.arange(n, dtype=np.float64) / (n - 1)
-    return scores
-
-
-def value_to_score(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Map informativeness values (higher = more informative) to scores on the same scale as
-    ranking_to_scores, using a reference pool's values: score = (number of reference values
-    strictly greater) / (M - 1), clipped to [0, 1]. A value equal to the reference's k-th largest
-    gets exactly k / (M - 1), the score it would have in that pool's ranking. NaN values get 1.0
-    (least informative); an empty reference gives 0.5 (no information)."""
-    values = np.asarray(values, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64).ravel()
-    reference = np.sort(reference[~np.isnan(reference)])
-    m = len(reference)
-    if m == 0:
-        return np.full(values.shape, 0.5)
-    greater = m - np.searchsorted(reference, values, side="right")
-    scores = np.clip(greater / max(m - 1, 1), 0.0, 1.0)
-    return np.where(np.isnan(values), 1.0, scores)
-
-
 # ----------------------------------------------------------------------------- combinations
 # Added after the MNIST / digits benchmarks (benchmarks/results/ablation.md): the LPM ranks worse
 # than the classifier's own margin, and top-K by any single score over-samples one confusable class.
@@ -449,12 +356,6 @@ def rank_average_values(*value_arrays: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     scale = max(n - 1, 1)
     return np.mean([average_ranks(np.asarray(v, dtype=np.float64)) / scale for v in value_arrays], axis=0)
-
-
-@register("ll_margin_rank_avg")
-def ll_margin_rank_avg(outputs, rng, budget, labeled_embedding) -> Ranking:
-    """Rank-average of the LPM's predicted loss and the margin (smallest top-2 gap)."""
-    return Ranking(order_by_value(rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))))
 
 
 def class_capped_order(values: np.ndarray, predicted: np.ndarray, budget: int, num_classes: int) -> np.ndarray:
@@ -482,14 +383,12 @@ def class_capped_order(values: np.ndarray, predicted: np.ndarray, budget: int, n
     return _picked_then_rest(np.asarray(picked, dtype=np.int64), values)
 
 
-@register("margin_class_capped")
 def margin_class_capped(outputs, rng, budget, labeled_embedding) -> Ranking:
     """Margin order with a per-predicted-class cap of ceil(2 x budget / C) picks in the batch."""
     probs = outputs.probs
     return Ranking(class_capped_order(margin_values(probs), probs.argmax(axis=1), budget, probs.shape[1]))
 
 
-@register("ll_margin_class_capped")
 def ll_margin_class_capped(outputs, rng, budget, labeled_embedding) -> Ranking:
     """Rank-average of predicted loss and margin, with the per-predicted-class cap."""
     probs = outputs.probs
@@ -512,15 +411,230 @@ def _preselect_k_center(values: np.ndarray, outputs, rng, budget, labeled_embedd
     return Ranking(order, cluster)
 
 
-@register("margin_diverse")
+def _rank_values(order: np.ndarray) -> np.ndarray:
+    """Values whose descending order is ``order`` (first item gets the highest value)."""
+    values = np.empty(len(order), dtype=np.float64)
+    values[order] = -np.arange(len(order), dtype=np.float64)
+    return values
+
+
+def hybrid(outputs, rng, budget, labeled_embedding) -> Ranking:
+    """Learning-loss preselection + k-center diversity: the top HYBRID_PRESELECT_FACTOR x budget
+    items by predicted loss are candidates, k-center greedy on their embeddings picks ``budget``
+    of them (no near-duplicates). Order: picks, other candidates, then the rest, each by
+    predicted loss. cluster = nearest pick (in embedding space) for every pool item; with a
+    budget of 0 nothing is picked and every cluster is -1."""
+    return _preselect_k_center(outputs.predicted_loss, outputs, rng, budget, labeled_embedding)
+
+
 def margin_diverse(outputs, rng, budget, labeled_embedding) -> Ranking:
     """Like hybrid, with the margin instead of the predicted loss: the 10 x budget smallest-margin
     items are candidates, k-center greedy on their embeddings picks the batch."""
     return _preselect_k_center(margin_values(outputs.probs), outputs, rng, budget, labeled_embedding)
 
 
-@register("ll_margin_diverse")
 def ll_margin_diverse(outputs, rng, budget, labeled_embedding) -> Ranking:
     """Rank-average of predicted loss and margin preselects 10 x budget; k-center picks the batch."""
     values = rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))
     return _preselect_k_center(values, outputs, rng, budget, labeled_embedding)
+
+
+def _gradient_norm(outputs, rng, labeled_embedding) -> np.ndarray:
+    a, e = _gradient_factors(outputs)
+    return np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", e, e))
+
+
+# ----------------------------------------------------------------------------- the registry
+# One entry per strategy. Value-based entries rank by order_by_value(values); batch-aware ones
+# bring their ranking. tests/unit/model/test_model_strategies.py checks every entry's flags
+# against what its functions actually do.
+
+register("random", "seeded random permutation: the baseline to beat", _random_values, _random_ranking)
+register("least_confidence", "1 - max p", _least_confidence)
+register("margin", "smallest gap between the two most probable classes first", _margin)
+register("entropy", "highest softmax entropy first", _entropy)
+register("bald", "mutual information over MC-dropout samples (needs score(..., mc_samples=T))",
+         _bald, needs_mc_samples=True)
+register("learning_loss", "highest predicted loss first (Yoo & Kweon 2019)", _predicted_loss)
+# Not a second ranking: the same ranking as learning_loss of a module trained with the ranking
+# BCE objective (TA-VAAL). The name stands for that training setting (LPM_LOSS=v2).
+register("learning_loss_v2", "learning_loss's ranking, module trained with lpm_loss=v2",
+         _predicted_loss, train_overrides={"lpm_loss": "v2"})
+register("coreset", "k-center greedy on the embeddings from the labeled set, then farthest first",
+         _distance_to_labeled, coreset, batch_aware=True, uses_labeled_embedding=True, clusters=True)
+register("typiclust", "most typical item of each uncovered k-means cluster (cold start)",
+         _distance_to_labeled, typiclust, batch_aware=True, uses_labeled_embedding=True, clusters=True)
+register("badge", "k-means++ on gradient embeddings, then farthest first", _gradient_norm, badge,
+         batch_aware=True)
+register("hybrid", "top 10 x budget by predicted loss, k-center greedy among them", _predicted_loss,
+         hybrid, batch_aware=True, uses_labeled_embedding=True, clusters=True)
+register("ll_margin_rank_avg", "rank average of predicted loss and margin", _ll_margin)
+register("margin_class_capped", "margin order, at most ceil(2 x budget / C) picks per predicted class",
+         _margin, margin_class_capped, batch_aware=True)
+register("ll_margin_class_capped", "ll_margin_rank_avg with the per-class cap", _ll_margin,
+         ll_margin_class_capped, batch_aware=True)
+register("margin_diverse", "top 10 x budget by margin, k-center greedy among them", _margin,
+         margin_diverse, batch_aware=True, uses_labeled_embedding=True, clusters=True)
+register("ll_margin_diverse", "top 10 x budget by ll_margin_rank_avg, k-center greedy among them",
+         _ll_margin, ll_margin_diverse, batch_aware=True, uses_labeled_embedding=True, clusters=True)
+
+
+# ----------------------------------------------------------------------------- public entry points
+
+
+def _check_outputs(outputs: ScoreOutputs, entry: StrategySpec) -> None:
+    n = len(outputs.probs)
+    if outputs.probs.ndim != 2 or outputs.predicted_loss.shape != (n,) or outputs.embedding.ndim != 2:
+        raise ValueError(
+            "ScoreOutputs shapes must be probs (N, C), predicted_loss (N,), embedding (N, D); got "
+            f"{outputs.probs.shape}, {outputs.predicted_loss.shape}, {outputs.embedding.shape}"
+        )
+    if len(outputs.embedding) != n:
+        raise ValueError(f"embedding has {len(outputs.embedding)} rows, probs {n}")
+    if outputs.mc_probs is not None and (outputs.mc_probs.ndim != 3 or outputs.mc_probs.shape[1] != n):
+        raise ValueError(f"mc_probs must be (T, N, C), got {outputs.mc_probs.shape}")
+    # No silent fallback: without MC samples, bald is not BALD.
+    if entry.needs_mc_samples and outputs.mc_probs is None:
+        raise ValueError(f"strategy {entry.name!r} needs MC-dropout samples: call score(..., mc_samples=T > 0)")
+
+
+def informativeness_values(
+    strategy: str,
+    outputs: ScoreOutputs,
+    labeled_embedding: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Per-item informativeness (higher = more informative): the registry entry's values function.
+    Value-based strategies rank by it; batch strategies have no per-item value, so it is the
+    value behind their choice: hybrid -> predicted loss, coreset and typiclust -> squared
+    distance to the nearest labeled embedding (0 without one), badge -> gradient-embedding norm,
+    the diverse ones -> their preselection value; random -> seeded uniform values."""
+    entry = spec(strategy)
+    _check_outputs(outputs, entry)
+    return np.asarray(entry.values(outputs, np.random.default_rng(seed), labeled_embedding), dtype=np.float64)
+
+
+def needs_mc_samples(strategy: str) -> bool:
+    """Whether ``strategy`` needs score(..., mc_samples > 0)."""
+    return spec(strategy).needs_mc_samples
+
+
+def rank(
+    strategy: str,
+    outputs: ScoreOutputs,
+    seed: int = 0,
+    budget: int | None = None,
+    labeled_embedding: np.ndarray | None = None,
+) -> Ranking:
+    """Rank the whole pool with ``strategy``; deterministic for a given seed.
+
+    ``budget``: items picked jointly by batch-aware strategies (default DEFAULT_BUDGET, capped at
+    N); ignored by the others. ``labeled_embedding`` (L, D): embeddings of already-labeled items,
+    used by the strategies whose entry says ``uses_labeled_embedding`` (initial k-center centers).
+    """
+    entry = spec(strategy)
+    if budget is not None and budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    _check_outputs(outputs, entry)
+    if labeled_embedding is not None:
+        labeled_embedding = np.asarray(labeled_embedding)
+        if labeled_embedding.ndim != 2 or labeled_embedding.shape[1] != outputs.embedding.shape[1]:
+            raise ValueError(
+                f"labeled_embedding must be (L, {outputs.embedding.shape[1]}), got {labeled_embedding.shape}"
+            )
+    n = len(outputs)
+    if n == 0:
+        return Ranking(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64) if entry.clusters else None)
+    picks = min(DEFAULT_BUDGET if budget is None else budget, n)
+    rng = np.random.default_rng(seed)
+    if entry.ranking is None:
+        ranking = Ranking(order_by_value(entry.values(outputs, rng, labeled_embedding)))
+    else:
+        ranking = entry.ranking(outputs, rng, picks, labeled_embedding)
+    if len(ranking.order) != n or not np.array_equal(np.sort(ranking.order), np.arange(n)):
+        raise RuntimeError(f"strategy {strategy!r} did not return a permutation of the pool")
+    return ranking
+
+
+def ranking_to_scores(order: np.ndarray) -> np.ndarray:
+    """THE conversion from a ranking to Label Studio scores: item order[k] gets k / (N - 1).
+
+    Range [0, 1], LOWER = MORE INFORMATIVE (0.0 = label first); N == 1 gives [0.0]. Distinct
+    positions give distinct scores, so ties were already broken (stably) by the strategy.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    n = len(order)
+    if not np.array_equal(np.sort(order), np.arange(n)):
+        raise ValueError("order must be a permutation of range(N)")
+    scores = np.zeros(n, dtype=np.float64)
+    if n > 1:
+        scores[order] = np.arange(n, dtype=np.float64) / (n - 1)
+    return scores
+
+
+
+# ----------------------------------------------------------------------------- placing new items
+# A task the published round did not rank (created since) is placed by its nearest already-ranked
+# task in embedding space and gets that task's pushed score: the one mapping for value-based and
+# batch-aware strategies alike, on the scale of the push (unlabeled and labeled tasks), so an
+# exact or near duplicate of a ranked task gets its twin's score (a diversity pick's included).
+
+# Width of the embeddings a round keeps for placing new tasks. A fixed seeded Gaussian projection
+# (Johnson-Lindenstrauss) to this many dimensions keeps nearest neighbours, and exact duplicates
+# exactly, while bounding the file to 256 bytes per task whatever the backbone's width (100,000
+# tasks: 25.6 MB; resnet50's 2,048 dims would take 819 MB).
+NEIGHBOUR_DIMS = 64
+# Rows of new items per block in nearest_rows (with CHUNK_ROWS reference rows: 32 MB of doubles).
+NEAREST_BLOCK_ROWS = 1_024
+
+
+def neighbour_embedding(embedding: np.ndarray) -> np.ndarray:
+    """(N, D) embeddings -> (N, min(D, NEIGHBOUR_DIMS)) float32; the same D always gets the same
+    projection, so a round and a later /predict agree."""
+    embedding = np.asarray(embedding, dtype=np.float32)
+    if embedding.ndim != 2:
+        raise ValueError(f"embedding must be (N, D), got {embedding.shape}")
+    d = embedding.shape[1]
+    if d <= NEIGHBOUR_DIMS:
+        return np.ascontiguousarray(embedding)
+    matrix = np.random.default_rng(d).standard_normal((d, NEIGHBOUR_DIMS)).astype(np.float32)
+    return embedding @ (matrix / np.float32(np.sqrt(NEIGHBOUR_DIMS)))
+
+
+def nearest_rows(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Index of the nearest row of ``reference`` for each row of ``x`` (Euclidean; the lowest
+    index among equals). float64, so near duplicates are told apart from their neighbours
+    (float32's cancellation in |r|^2 - 2 x.r would blur distances below ~1e-3 |x|); chunked so
+    memory stays NEAREST_BLOCK_ROWS x CHUNK_ROWS doubles (32 MB)."""
+    x = np.asarray(x, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if len(reference) == 0:
+        raise ValueError("nearest_rows needs at least one reference row")
+    best = np.full(len(x), np.inf)
+    index = np.zeros(len(x), dtype=np.int64)
+    r_sq = np.einsum("ij,ij->i", reference, reference)
+    for start in range(0, len(x), NEAREST_BLOCK_ROWS):
+        rows = slice(start, start + NEAREST_BLOCK_ROWS)
+        block = x[rows]
+        for r_start in range(0, len(reference), CHUNK_ROWS):
+            cols = slice(r_start, r_start + CHUNK_ROWS)
+            # ||x||^2 is the same for every reference row, so it is left out of the comparison.
+            d = r_sq[None, cols] - 2.0 * (block @ reference[cols].T)
+            local = d.argmin(axis=1)
+            local_best = d[np.arange(len(block)), local]
+            better = local_best < best[rows]
+            best[rows] = np.where(better, local_best, best[rows])
+            index[rows] = np.where(better, local + r_start, index[rows])
+    return index
+
+
+def place_by_nearest(embedding: np.ndarray, ranked_embedding: np.ndarray) -> np.ndarray:
+    """For new items' embeddings (N, D), the row of the nearest ranked item (``ranked_embedding``
+    as kept by the round, i.e. already through neighbour_embedding); the caller gives each new
+    item that row's pushed score."""
+    ranked_embedding = np.asarray(ranked_embedding, dtype=np.float32)
+    projected = neighbour_embedding(embedding)
+    if ranked_embedding.ndim != 2 or ranked_embedding.shape[1] != projected.shape[1]:
+        raise ValueError(f"ranked embeddings {ranked_embedding.shape} do not match new ones "
+                         f"{projected.shape} (another backbone?)")
+    return nearest_rows(projected, ranked_embedding)

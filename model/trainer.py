@@ -2,8 +2,10 @@
 
 Objective per mini-batch: L = CE_weighted(logits, y) + lpm_weight * L_lpm(predicted_loss, CE),
 where CE is the unweighted per-sample cross-entropy, detached (the LPM learns to predict it, it
-does not change it). After ``detach_fraction`` of the epochs the LPM's input features are detached
-so only the classifier shapes the backbone (Yoo & Kweon 2019).
+does not change it). The classifier's CE sees dropout (regularisation); the LPM's target CE is
+the head's output WITHOUT dropout, the loss inference actually has (``lpm_target``). After
+``detach_fraction`` of the epochs the LPM's input features are detached so only the classifier
+shapes the backbone (Yoo & Kweon 2019).
 """
 
 from __future__ import annotations
@@ -92,6 +94,18 @@ def class_weights(targets: torch.Tensor, num_classes: int, max_weight: float) ->
     weights = torch.ones(num_classes, dtype=torch.float64)
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return weights.clamp(1.0 / max_weight, max_weight).float()
+
+
+def lpm_target(model: LossLearningNet, embedding: torch.Tensor, logits: torch.Tensor,
+                y: torch.Tensor) -> torch.Tensor:
+    """The per-sample loss the LPM learns to predict: cross-entropy of the head WITHOUT dropout,
+    as the model computes it at inference (scoring runs in eval mode), detached. ``logits`` (the
+    training forward's, with dropout) are reused when dropout is off: they are the same then.
+    MC-dropout scoring (bald) keeps sampling the dropout; only this target leaves it out."""
+    with torch.no_grad():
+        if model.dropout.p > 0 and model.dropout.training:
+            logits = model.head(embedding.float())
+        return F.cross_entropy(logits.float(), y, reduction="none")
 
 
 def split_validation(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +238,8 @@ def _train(images, targets, labels, model_config, train_config, progress, device
             sample_weights = weights[y]
             target_loss = (sample_weights * per_sample_ce).sum() / sample_weights.sum()
             ranking_loss = lpm_loss(
-                train_config.lpm_loss, out.predicted_loss.float(), per_sample_ce.detach(), train_config.margin
+                train_config.lpm_loss, out.predicted_loss.float(), lpm_target(model, out.embedding, out.logits, y),
+                train_config.margin,
             )
             loss = target_loss + train_config.lpm_weight * ranking_loss
             if not torch.isfinite(loss.detach()):

@@ -24,13 +24,10 @@ export LABEL_STUDIO_URL="${LABEL_STUDIO_URL:-http://127.0.0.1:8080}"
 "$PY" - <<'PYCHECK'
 import sys
 from backend.settings import Settings, SettingsError
-from model.strategies import STRATEGIES
 try:
-    settings = Settings.from_env()
+    Settings.from_env()   # also rejects an unknown STRATEGY
 except SettingsError as exc:
     sys.exit(f"error: {exc}")
-if settings.strategy not in STRATEGIES:
-    sys.exit(f"error: STRATEGY={settings.strategy!r} is unknown; known: {', '.join(sorted(STRATEGIES))}")
 PYCHECK
 
 children=()

@@ -227,6 +227,19 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     assert all(item["score"] >= 0.5 for item in late["result"])
     assert 0.0 <= late["score"] <= 1.0
 
+    # the same images re-uploaded as new tasks (as a user re-importing a folder would) get their
+    # twins' pushed scores: the round's first pick (a diversity pick), a middle one, a labeled one
+    path_by_name = {Path(path).name: path for path, _ in rendered}
+    by_score = sorted(scores, key=scores.get)
+    twins = [by_score[0], by_score[len(by_score) // 2], next(iter(annotated_ids))]
+    stored_name = {t["id"]: t["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1] for t in tasks}
+    copies = admin.import_images(pid, [path_by_name[stored_name[twin]] for twin in twins])
+    r = requests.post(backend.url + "/predict", json={
+        "tasks": [admin.get_task(copy) for copy in copies], "project": f"{pid}.0",
+        "label_config": DIGITS_CONFIG}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [item["score"] for item in r.json()["results"]] == [scores[twin] for twin in twins]
+
     # 4. more annotations retrain on their own
     remaining = [t for t in tasks if t["id"] not in annotated_ids][:RETRAIN_AFTER]
     for task in remaining:
@@ -240,7 +253,8 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     # with KEEP_PREDICTION_VERSIONS=1 the first version's predictions are gone from Label Studio
     # (deleted by a job queued after the round published)
     versions = _wait_for_pruned(admin, pid, version)
-    assert versions.get(status2["model_version"]) == N_TASKS + 1   # + the late task
+    assert versions.get(status2["model_version"]) == N_TASKS + 1 + len(copies)   # + late tasks
+    assert version not in versions and "untrained" not in versions
 
 
 def _wait_for_state(backend, project_id: int, state: str, not_version: str | None) -> dict:
@@ -288,8 +302,8 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
                    if p["model_version"] == version]
     assert len(predictions) == len(tasks) and all(p["result"] == [] for p in predictions)
     score_of = {p["task"]: p["score"] for p in predictions}
-    assert sorted(score_of.values()) == pytest.approx(   # pushed rounded to 6 decimals
-        [i / (len(tasks) - 1) for i in range(len(tasks))], abs=1e-5)
+    assert sorted(score_of.values()) == pytest.approx(   # pushed at full double precision
+        [i / (len(tasks) - 1) for i in range(len(tasks))], abs=1e-12)
     project = admin.get_project(pid)
     assert project["model_version"] == version and project["sampling"] == "Uncertainty sampling"
     # the tab lists them by score ascending; "Label All Tasks" serves the lowest score

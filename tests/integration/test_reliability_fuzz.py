@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
@@ -212,8 +213,9 @@ def _publish_random_model(settings: Settings, project_id: int) -> None:
     version = new_version()
     save_checkpoint(store.checkpoint_path(project_id, version), result)
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
-        "strategy": "learning_loss", "reference_values": [0.1, 0.5, 0.9],
+        "strategy": "learning_loss",
         "tasks": {"1": {"label": "0", "probability": 0.9, "score": 0.3, "cluster": None}}}))
+    store.save_neighbours(project_id, version, [1], np.zeros((1, result.model.embedding_dim)))
     store.publish(project_id, version)
 
 

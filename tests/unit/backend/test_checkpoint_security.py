@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,11 +100,13 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
 
 def publish(store: ModelStore, project_id: int) -> str:
     version = new_version()
-    save_checkpoint(store.checkpoint_path(project_id, version), small_result())
+    result = small_result()
+    save_checkpoint(store.checkpoint_path(project_id, version), result)
     from backend.pipeline import predictions_file
     atomic_write_text(predictions_file(store, project_id, version), json.dumps({
-        "strategy": "learning_loss", "reference_values": [0.2, 0.4],
+        "strategy": "learning_loss",
         "tasks": {"1": {"label": "1", "probability": 0.8, "score": 0.25, "cluster": None}}}))
+    store.save_neighbours(project_id, version, [1], np.zeros((1, result.model.embedding_dim)))
     store.publish(project_id, version)
     return version
 

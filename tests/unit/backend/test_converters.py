@@ -134,3 +134,21 @@ def test_a_label_the_config_no_longer_has_is_never_preselected():
     # a model trained before "2" was renamed still predicts the old name until the next round
     payload = converters.prediction_payload(TaskPrediction("2", 0.99, 0.4), SCHEMA, "v")
     assert payload["result"] == [] and payload["score"] == 0.4
+
+
+def test_neighbouring_scores_of_a_two_million_task_project_stay_distinct():
+    # ranking_to_scores gives positions k / (N - 1); at N = 2M neighbours differ by 5e-7, which
+    # 6-decimal rounding tied. The pushed payload (JSON over HTTP) must keep them apart.
+    import json
+
+    import numpy as np
+
+    from model.strategies import ranking_to_scores
+
+    n = 2_000_000
+    scores = ranking_to_scores(np.arange(n))[:1000]
+    schema = parse_image_classification(DIGITS)
+    pushed = [json.loads(json.dumps(converters.import_payload(
+        k, TaskPrediction("0", 0.9, float(s)), schema, "v")))["score"] for k, s in enumerate(scores)]
+    assert len(set(pushed)) == len(pushed)
+    assert pushed == sorted(pushed) and pushed == scores.tolist()

@@ -53,3 +53,52 @@ def test_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     missing = [env for env in Settings.env_names().values() if f"`{env}`" not in readme]
     assert not missing, f"README lacks settings: {missing}"
+
+
+def test_unknown_strategy_is_refused_with_the_known_names():
+    with pytest.raises(SettingsError, match=r"STRATEGY='margn_diverse' is unknown.*margin_diverse"):
+        Settings.from_env({"STRATEGY": "margn_diverse"})
+    assert Settings.from_env({"STRATEGY": "coreset"}).strategy == "coreset"
+
+
+def test_a_strategy_name_must_match_the_training_it_stands_for():
+    # learning_loss_v2 ranks exactly like learning_loss; it means "with LPM_LOSS=v2".
+    with pytest.raises(SettingsError, match="LPM_LOSS=v2"):
+        Settings.from_env({"STRATEGY": "learning_loss_v2"})
+    assert Settings.from_env({"STRATEGY": "learning_loss_v2", "LPM_LOSS": "v2"}).lpm_loss == "v2"
+
+
+def test_settings_validation_does_not_import_torch():
+    # A fresh interpreter: the check every entry point runs first must not pay for torch.
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from backend.settings import Settings, SettingsError\n"
+            "Settings.from_env({'STRATEGY': 'margin_diverse'})\n"
+            "try:\n"
+            "    Settings.from_env({'STRATEGY': 'nope'})\n"
+            "    raise SystemExit('unknown STRATEGY accepted')\n"
+            "except SettingsError:\n"
+            "    pass\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_docker_entrypoint_check_refuses_an_unknown_strategy():
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "STRATEGY": "margn_diverse"}
+    result = subprocess.run(["bash", str(root / "docker" / "entrypoint.sh"), "check"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "STRATEGY='margn_diverse' is unknown" in result.stderr
+    env["STRATEGY"] = "margin_diverse"
+    assert subprocess.run(["bash", str(root / "docker" / "entrypoint.sh"), "check"], env=env,
+                          capture_output=True, timeout=120).returncode == 0

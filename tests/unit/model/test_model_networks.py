@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -88,3 +89,34 @@ def test_wrong_pretrained_weights_fail_loudly(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot load pretrained"):
         build_network(ModelConfig(pretrained_weights=str(garbage)), 3)
+
+
+def test_head_and_loss_module_stay_fp32_under_autocast_and_rankings_agree(digits):
+    # CPU autocast in bfloat16 stands in for the GPU's: the backbone may run in bf16, but the
+    # head and the loss prediction module must not, or 1,797 predicted losses collapse to a few
+    # hundred distinct values (783 before the fix) and the ranking breaks ties by task order.
+    from model import ModelConfig, TrainConfig, train
+    from model.data import images_to_uint8, normalize
+    from model.metrics import spearman
+    from model.strategies import margin_values, order_by_value
+
+    images, targets = digits
+    config = ModelConfig(image_size=16, small_cnn_width=8, lpm_width=16)
+    result = train(images[:300], targets[:300].tolist(), [str(d) for d in range(10)], config,
+                   TrainConfig(epochs=4, batch_size=32))
+    net = result.model.eval()
+    x = normalize(images_to_uint8(images, config), config)
+    with torch.inference_mode():
+        full = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = net(x)
+    assert mixed.logits.dtype == mixed.predicted_loss.dtype == mixed.embedding.dtype == torch.float32
+    loss32, loss16 = full.predicted_loss.numpy(), mixed.predicted_loss.numpy()
+    margin32 = margin_values(torch.softmax(full.logits, 1).numpy())
+    margin16 = margin_values(torch.softmax(mixed.logits, 1).numpy())
+    assert len(np.unique(loss16)) == len(loss16)
+    assert spearman(loss32, loss16) > 0.999 and spearman(margin32, margin16) > 0.999
+    top = 100
+    assert len(set(order_by_value(loss32)[:top]) & set(order_by_value(loss16)[:top])) >= 0.95 * top
+    # margins see the bf16 backbone's rounding; near-ties at the cut may swap, no more
+    assert len(set(order_by_value(margin32)[:top]) & set(order_by_value(margin16)[:top])) >= 0.85 * top

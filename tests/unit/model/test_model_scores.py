@@ -1,4 +1,5 @@
-"""ranking_to_scores and value_to_score: [0, 1], lower = more informative, stable, consistent."""
+"""ranking_to_scores: [0, 1], lower = more informative, stable; new items placed by their nearest
+ranked item (place_by_nearest)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model import ranking_to_scores, value_to_score
-from model.strategies import order_by_value
+from model import place_by_nearest, ranking_to_scores
+from model.strategies import nearest_rows, neighbour_embedding, order_by_value
 
 
 def test_positions_become_evenly_spaced_scores():
@@ -44,18 +45,34 @@ def test_ties_are_stable():
     np.testing.assert_allclose(scores, [0.0, 0.5, 1.0])
 
 
-def test_value_to_score_agrees_with_the_pool_ranking():
-    reference = np.array([0.3, 2.0, -1.0, 0.9, 5.0])
-    pool_scores = ranking_to_scores(order_by_value(reference))
-    np.testing.assert_allclose(value_to_score(reference, reference), pool_scores)
+def test_nearest_rows_matches_brute_force_across_chunks(monkeypatch):
+    from model import strategies
+
+    monkeypatch.setattr(strategies, "CHUNK_ROWS", 7)       # several reference chunks
+    monkeypatch.setattr(strategies, "NEAREST_BLOCK_ROWS", 5)
+    rng = np.random.default_rng(0)
+    x, reference = rng.normal(size=(23, 4)), rng.normal(size=(31, 4))
+    brute = ((x[:, None, :] - reference[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(nearest_rows(x, reference), brute)
+    with pytest.raises(ValueError, match="at least one"):
+        nearest_rows(x, reference[:0])
 
 
-def test_value_to_score_range_and_direction():
-    reference = np.linspace(0, 1, 11)
-    scores = value_to_score(np.array([-5.0, 0.5, 1.0, 7.0, np.nan]), reference)
-    assert scores[0] == 1.0  # below everything: least informative
-    assert scores[1] == pytest.approx(0.5)
-    assert scores[2] == 0.0 and scores[3] == 0.0  # at or above the max: most informative
-    assert scores[4] == 1.0  # NaN: never first
-    assert value_to_score(np.array([1.0]), np.array([])).tolist() == [0.5]
-    assert value_to_score(np.array([1.0, 0.0]), np.array([0.5])).tolist() == [0.0, 1.0]
+@pytest.mark.parametrize("dim", [6, 2048])
+def test_duplicates_and_near_duplicates_are_placed_on_their_twin(dim):
+    # A pool of near-identical items (as images of one class are), wide or narrow embeddings:
+    # a twin with a tiny perturbation must still find its own row, not a neighbour's.
+    rng = np.random.default_rng(1)
+    ranked = (rng.normal(size=(500, dim)) * 0.01 + 5.0).astype(np.float32)
+    kept = neighbour_embedding(ranked)
+    assert kept.shape == (500, min(dim, 64)) and kept.dtype == np.float32
+    twins = np.array([0, 17, 250, 499])
+    exact = ranked[twins]
+    near = exact + rng.normal(size=exact.shape).astype(np.float32) * 1e-4
+    np.testing.assert_array_equal(place_by_nearest(exact, kept), twins)
+    np.testing.assert_array_equal(place_by_nearest(near, kept), twins)
+
+
+def test_placement_refuses_embeddings_of_another_width():
+    with pytest.raises(ValueError, match="do not match"):
+        place_by_nearest(np.zeros((2, 8)), neighbour_embedding(np.zeros((3, 6))))
