@@ -26,7 +26,6 @@ CLI: ``python scripts/benchmark_al.py --preset digits-fast`` (see ``--list-prese
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +45,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import model.trainer as trainer_module  # noqa: E402
 from model import STRATEGIES, ModelConfig, TrainConfig, rank, score, train  # noqa: E402
 from model.metrics import spearman  # noqa: E402
 from benchmarks.domains import DOMAINS, load_domain  # noqa: E402
@@ -401,27 +399,6 @@ def initial_indices(n_pool: int, initial: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 7919]).choice(n_pool, size=min(initial, n_pool), replace=False))
 
 
-@contextlib.contextmanager
-def _warm_start_from(state_dict: Optional[dict]) -> Iterator[None]:
-    """Make model.train start from ``state_dict`` (warm start) instead of a fresh init: the
-    trainer's network factory is wrapped for the duration; training itself is unchanged."""
-    if state_dict is None:
-        yield
-        return
-    original = trainer_module.build_network
-
-    def build(cfg, num_classes, load_weights=True):
-        net = original(cfg, num_classes, load_weights)
-        net.load_state_dict(state_dict)
-        return net
-
-    trainer_module.build_network = build
-    try:
-        yield
-    finally:
-        trainer_module.build_network = original
-
-
 class Benchmark:
     def __init__(self, cfg: BenchConfig, out_dir: Path, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
@@ -494,11 +471,11 @@ class Benchmark:
                 evaluation = dict(evaluation)
             else:
                 t0 = time.monotonic()
-                with _warm_start_from(state_dict if cfg.warm_start else None):
-                    result = train(
-                        [data.pool_images[i] for i in labeled], data.pool_targets[labeled].tolist(),
-                        data.labels, model_cfg, train_cfg,
-                    )
+                result = train(
+                    [data.pool_images[i] for i in labeled], data.pool_targets[labeled].tolist(),
+                    data.labels, model_cfg, train_cfg,
+                    initial_state=state_dict if cfg.warm_start else None,
+                )
                 train_seconds = time.monotonic() - t0
                 t0 = time.monotonic()
                 evaluation = evaluate_on_test(result, data, model_cfg, cfg.device)

@@ -178,8 +178,12 @@ def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
     progress: Callable[[dict], None] | None = None,
+    initial_state: dict | None = None,
 ) -> TrainResult:
     """Train a fresh LossLearningNet on the labeled images (targets index into ``labels``).
+
+    ``initial_state``: a state_dict of the same network (model_config and number of labels) to
+    start from instead of a fresh initialisation (warm start, e.g. the previous round's model).
 
     ``progress`` is called after every epoch with a dict (epoch, epochs, step, train_loss,
     train_ce, train_acc, lpm_loss, lr, lpm_input_detached, seconds); an exception raised from it aborts training (cancellation).
@@ -190,16 +194,20 @@ def train(
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(train_config.seed)
-        return _train(images, targets, labels, model_config, train_config, progress, device)
+        return _train(images, targets, labels, model_config, train_config, progress, device,
+                      initial_state)
 
 
-def _train(images, targets, labels, model_config, train_config, progress, device) -> TrainResult:
+def _train(images, targets, labels, model_config, train_config, progress, device,
+           initial_state=None) -> TrainResult:
     started = time.monotonic()
     generator = torch.Generator().manual_seed(train_config.seed)
     all_targets = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
     train_index, val_index = split_validation(len(images), train_config.val_fraction, generator)
 
     model = build_network(model_config, num_classes=len(labels))
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     fmt = memory_format(device)
     model.to(device).to(memory_format=fmt)
 

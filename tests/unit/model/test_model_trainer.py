@@ -153,3 +153,19 @@ def test_training_result_scores_its_own_images(digits, tiny_model_config, quick_
     result = train(images, targets, DIGIT_LABELS, tiny_model_config, quick_train_config)
     out = score(result.model, images, tiny_model_config)
     assert out.probs.shape == (12, 10)
+
+
+def test_initial_state_starts_training_from_given_weights(digits, tiny_model_config):
+    images, targets = digits
+    first = train(images[:40], targets[:40].tolist(), DIGIT_LABELS, tiny_model_config,
+                  TrainConfig(epochs=2, batch_size=8, seed=0))
+    start = {k: v.clone() for k, v in first.model.state_dict().items()}
+    # a learning rate too small to move anything: the result is the state it started from
+    still = TrainConfig(epochs=1, batch_size=8, seed=5, lr=1e-12, weight_decay=0.0)
+    warm = train(images[40:80], targets[40:80].tolist(), DIGIT_LABELS, tiny_model_config, still,
+                 initial_state=start)
+    cold = train(images[40:80], targets[40:80].tolist(), DIGIT_LABELS, tiny_model_config, still)
+    key = "features.block1.0.weight"
+    assert key in start
+    assert torch.allclose(warm.model.state_dict()[key], start[key], atol=1e-6)
+    assert not torch.allclose(cold.model.state_dict()[key], start[key], atol=1e-3)
