@@ -369,6 +369,8 @@ def test_label_studio_service_allows_the_backend_and_serves_local_files(compose)
     assert env["ML_BLOCK_LOCAL_IP"] == "false"
     assert env["SSRF_PROTECTION_ENABLED"] == "false"
     assert env["LOCAL_FILES_SERVING_ENABLED"] == "true"
+    # the linear prediction import (the stock one recounts the whole project per request)
+    assert env["fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"] == "true"
     root = env["LOCAL_FILES_DOCUMENT_ROOT"]
     ls_mounts = volume_mounts(ls)
     assert root in ls_mounts, "LOCAL_FILES_DOCUMENT_ROOT must be a mounted volume"
