@@ -34,6 +34,7 @@
 #                           (default: the first deb URI of the machine's apt sources)
 # Results (timings, what was substituted) are appended to $COMPOSE_CHECK_DIR/results.txt.
 set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$REPO_ROOT"
 
@@ -106,7 +107,9 @@ compose() {
 WHEEL_SERVER_PIDS=()
 stop_wheel_servers() {
   local pid
-  for pid in "${WHEEL_SERVER_PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done
+  for pid in "${WHEEL_SERVER_PIDS[@]:-}"; do
+    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi
+  done
   WHEEL_SERVER_PIDS=()
 }
 
@@ -303,7 +306,7 @@ write_check_override() {
     echo "# written by scripts/compose_check.sh: builds on the host network ($network)"
     echo "services:"
     local service
-    for service in backend worker rq-dashboard; do
+    for service in backend rq-dashboard; do
       [[ -n "$network" ]] && printf '  %s:\n    build:\n      network: %s\n' "$service" "$network"
     done
   } >"$CHECK_OVERRIDE"
@@ -429,7 +432,11 @@ stage_down() {
 }
 
 # ------------------------------------------------------------------------------------------------
+# the images the check makes stand-ins for, one per line (no engine needed)
+print_images() { printf '%s\n' "$PYTHON_IMAGE" "$REDIS_IMAGE" "$LS_IMAGE"; }
+
 main() {
+  if [[ "${1:-}" == images ]]; then print_images; return 0; fi
   local stages=("$@")
   [[ ${#stages[@]} -gt 0 ]] || stages=(engine bases build up round restart down)
   trap 'stop_wheel_servers; stop_private_engine' EXIT
