@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -264,8 +265,10 @@ def main(argv=None) -> int:
     parser.add_argument("--ls-url", required=True)
     parser.add_argument("--backend-url", default="http://127.0.0.1:9090")
     parser.add_argument("--email")
-    parser.add_argument("--password")
-    parser.add_argument("--pat")
+    parser.add_argument("--password", default=os.environ.get("COMPOSE_CHECK_PASSWORD"),
+                        help="the admin's password (default: $COMPOSE_CHECK_PASSWORD)")
+    parser.add_argument("--pat", default=os.environ.get("COMPOSE_CHECK_PAT"),
+                        help="personal access token (default: $COMPOSE_CHECK_PAT)")
     parser.add_argument("--state", help="JSON file shared by the sub-commands")
     parser.add_argument("--work", help="scratch folder")
     parser.add_argument("--local-files", help="host folder the stack mounts at /label-studio/files")

@@ -34,6 +34,9 @@
 #                           (default: $AL_CACHE_DIR or ~/.cache/ls-active-learning, + /compose-check)
 #   COMPOSE_CHECK_REAL_PULL 0 skips the pull attempt and uses stand-ins straight away (default: 1)
 #   COMPOSE_CHECK_TIMEOUT_S longest wait for the stack to become healthy, in seconds (default: 900)
+#   COMPOSE_CHECK_TRAIN_STEPS TRAIN_STEPS of the check's rounds, in optimizer steps (default: 300)
+#   COMPOSE_CHECK_LS_PORT, COMPOSE_CHECK_BACKEND_PORT host ports of the stack's Label Studio and
+#                           backend (defaults: 18080, 19090; the dashboard gets backend + 91)
 #   COMPOSE_CHECK_WHEELS_PORT first loopback port of the local wheel indexes served to builds
 #                           (default: 38711; one port per local index of the machine's pip config)
 #   DEBIAN_MIRROR           Debian mirror debootstrap uses for stand-ins
@@ -150,14 +153,14 @@ start_wheel_servers() {
     [[ "$url" == file://* ]] || continue
     dir="${url#file://}"; [[ -d "$dir" ]] || continue
     # a simple index links its files relatively (../../files/...): serve the index's parent folder
-    python3 -m http.server --bind 127.0.0.1 --directory "$(dirname "$dir")" "$port" >/dev/null 2>&1 &
+    python3 -m http.server --bind 127.0.0.1 --directory "$(dirname "$dir")" "$port" >"$CHECK_DIR/wheels-$port.log" 2>&1 &
     WHEEL_SERVER_PIDS+=($!)
     index_urls+=("http://127.0.0.1:$port/$(basename "$dir")/")
     port=$((port + 1))
   done
   for dir in $(pip config get global.find-links 2>/dev/null || true); do
     dir="${dir#file://}"; [[ -d "$dir" ]] || continue
-    python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >/dev/null 2>&1 &
+    python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$CHECK_DIR/wheels-$port.log" 2>&1 &
     WHEEL_SERVER_PIDS+=($!)
     find_links+=("http://127.0.0.1:$port/")
     port=$((port + 1))
@@ -172,7 +175,7 @@ start_wheel_servers() {
   local pid
   for pid in "${WHEEL_SERVER_PIDS[@]}"; do
     # the stand-in's pip.conf names these ports: another program on them breaks builds
-    kill -0 "$pid" 2>/dev/null || die "a local wheel index could not listen on 127.0.0.1:$WHEELS_PORT..$((port - 1)) (busy?); is another compose_check.sh running?"
+    kill -0 "$pid" 2>/dev/null || die "a local wheel index on 127.0.0.1:$WHEELS_PORT..$((port - 1)) stopped (port busy? another compose_check.sh?): $(tail -qn 2 "$CHECK_DIR"/wheels-*.log)"
   done
   log "local wheel indexes served on 127.0.0.1:$WHEELS_PORT..$((port - 1))"
 }
@@ -234,16 +237,22 @@ build_from_python() {
     || die "stand-in $image did not build: $(tail -20 "$CHECK_DIR/standin-build.log")"
 }
 
-# Stand-in for redis:<7.x>-alpine: Debian bookworm's redis-server (7.0), run as the redis user in /data
+# Stand-in for redis:<7.x>-alpine: Debian bookworm's redis-server (7.0), run as the redis user in
+# /data. The official image's redis-server runs with protected mode off (other containers connect
+# without a password); Debian's keeps it on and resets every non-loopback client, so the stand-in's
+# entry point adds --protected-mode no to a redis-server command, as the official image behaves.
 standin_redis() {
-  if [[ "$1" == describe ]]; then echo "Debian bookworm's redis-server 7.0 on the Python stand-in"; return; fi
+  if [[ "$1" == describe ]]; then echo "Debian bookworm's redis-server 7.0 on the Python stand-in, protected mode off"; return; fi
   build_from_python "$1" "FROM $PYTHON_IMAGE
 LABEL $STANDIN_LABEL=true
 RUN apt-get update && apt-get install -y --no-install-recommends redis-server redis-tools \\
- && rm -rf /var/lib/apt/lists/* && mkdir -p /data && chown redis:redis /data
+ && rm -rf /var/lib/apt/lists/* && mkdir -p /data && chown redis:redis /data \\
+ && printf '#!/bin/sh\\nif [ \"\$1\" = redis-server ]; then shift; exec redis-server \"\$@\" --protected-mode no; fi\\nexec \"\$@\"\\n' >/usr/local/bin/docker-entrypoint.sh \\
+ && chmod 755 /usr/local/bin/docker-entrypoint.sh
 WORKDIR /data
 USER redis
 EXPOSE 6379
+ENTRYPOINT [\"docker-entrypoint.sh\"]
 CMD [\"redis-server\"]"
 }
 
@@ -283,7 +292,9 @@ LS_URL="http://127.0.0.1:$LS_PORT"
 BACKEND_URL="http://127.0.0.1:$BACKEND_PORT"
 
 # The check's docker/.env: the example with the check's ports, admin account and local files.
-# Start Training is the only trigger (RETRAIN_AFTER_ANNOTATIONS=0), so the rounds are the check's.
+# Start Training is the only trigger (RETRAIN_AFTER_ANNOTATIONS=0), so the rounds are the check's;
+# TRAIN_STEPS=300 (as in the end-to-end test) keeps a CPU round to minutes: the wiring is under
+# test here, not accuracy.
 write_env() {
   local password; password="check-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   mkdir -p "$CHECK_DIR/local-files"
@@ -294,6 +305,7 @@ write_env() {
       -e "s|^LABEL_STUDIO_PASSWORD=.*|LABEL_STUDIO_PASSWORD=$password|" \
       -e "s|^LOCAL_FILES_HOST_DIR=.*|LOCAL_FILES_HOST_DIR=$CHECK_DIR/local-files|" \
       -e "s|^RETRAIN_AFTER_ANNOTATIONS=.*|RETRAIN_AFTER_ANNOTATIONS=0|" \
+      -e "s|^TRAIN_STEPS=.*|TRAIN_STEPS=${COMPOSE_CHECK_TRAIN_STEPS:-300}|" \
       docker/.env.example >"$ENV_FILE"
   chmod 600 "$ENV_FILE"
 }
@@ -334,14 +346,13 @@ import json, sys
 rows = []
 for line in sys.stdin:
     line = line.strip()
-    if not line:
-        continue
-    data = json.loads(line)
-    rows.extend(data if isinstance(data, list) else [data])
-bad = [f"{r[\"Name\"]}={r.get(\"Health\") or r.get(\"State\")}" for r in rows
+    if line:
+        data = json.loads(line)
+        rows.extend(data if isinstance(data, list) else [data])
+bad = ["%s=%s" % (r.get("Name"), r.get("Health") or r.get("State")) for r in rows
        if r.get("State") != "running" or r.get("Health") != "healthy"]
 print(("waiting: " + " ".join(bad)) if bad or not rows else "healthy: %d containers" % len(rows))
-')"
+')" || summary="waiting: compose ps failed"
     if [[ "$summary" == healthy:* ]]; then
       record "$what: $summary after $((SECONDS - t0)) s"; return 0
     fi
@@ -351,7 +362,8 @@ print(("waiting: " + " ".join(bad)) if bad or not rows else "healthy: %d contain
   die "$what: not healthy after $HEALTH_TIMEOUT_S s ($summary)"
 }
 
-driver() { "$PY" scripts/compose_check.py "$1" --ls-url "$LS_URL" --backend-url "$BACKEND_URL" \
+# the token goes through the environment (COMPOSE_CHECK_PAT), not the command line
+driver() { COMPOSE_CHECK_PAT="$(env_value LABEL_STUDIO_API_KEY)" "$PY" scripts/compose_check.py "$1" --ls-url "$LS_URL" --backend-url "$BACKEND_URL" \
   --state "$STATE" --work "$CHECK_DIR" --local-files "$CHECK_DIR/local-files" "${@:2}"; }
 
 stage_build() {
@@ -379,7 +391,7 @@ stage_up() {
   record "first start: up -d to all healthy in $((SECONDS - t0)) s"
   # the token step of the README: create a token in Label Studio, paste it into .env, up -d again
   local pat
-  pat="$(driver pat --email "$(env_value LABEL_STUDIO_USERNAME)" --password "$(env_value LABEL_STUDIO_PASSWORD)")" \
+  pat="$(COMPOSE_CHECK_PASSWORD="$(env_value LABEL_STUDIO_PASSWORD)" driver pat --email "$(env_value LABEL_STUDIO_USERNAME)")" \
     || die "could not create a personal access token in the stack's Label Studio"
   set_env_value LABEL_STUDIO_API_KEY "$pat"
   t0=$SECONDS
@@ -392,7 +404,7 @@ stage_round() {
   local pat; pat="$(env_value LABEL_STUDIO_API_KEY)"
   [[ -n "$pat" ]] || die "no LABEL_STUDIO_API_KEY in $ENV_FILE: run the up stage first"
   local t0=$SECONDS out
-  out="$(driver first-round --pat "$pat")" || { diagnostics; die "first round"; }
+  out="$(driver first-round)" || { diagnostics; die "first round"; }
   record "first round: $out (whole stage $((SECONDS - t0)) s)"
 
   t0=$SECONDS
@@ -401,12 +413,12 @@ stage_round() {
   driver workers --count 2 >/dev/null || { diagnostics; die "2 workers did not register"; }
   record "scale: 2 workers registered in $((SECONDS - t0)) s"
 
-  out="$(driver start-round --pat "$pat")" || { diagnostics; die "second round did not start"; }
+  out="$(driver start-round)" || { diagnostics; die "second round did not start"; }
   log "$out"
   t0=$SECONDS
   compose restart worker >>"$CHECK_DIR/up.log" 2>&1 || { diagnostics; die "compose restart worker"; }
   record "worker restart mid-round: compose restart worker took $((SECONDS - t0)) s"
-  out="$(driver finish-round --pat "$pat")" || { diagnostics; die "the round interrupted by the restart"; }
+  out="$(driver finish-round)" || { diagnostics; die "the round interrupted by the restart"; }
   record "second round (workers restarted mid-round): $out"
   wait_healthy "after the worker restart"
   driver workers --count 2 >/dev/null || { diagnostics; die "2 workers did not register again"; }
@@ -423,7 +435,7 @@ stage_restart() {
   compose --profile dashboard up -d --no-build >>"$CHECK_DIR/up.log" 2>&1 || { diagnostics; die "compose up after down"; }
   wait_healthy "up again after down (volumes kept)"
   local out
-  out="$(driver survived --pat "$(env_value LABEL_STUDIO_API_KEY)")" || { diagnostics; die "state after down + up"; }
+  out="$(driver survived)" || { diagnostics; die "state after down + up"; }
   record "down + up in $((SECONDS - t0)) s: $out"
 }
 
@@ -453,7 +465,8 @@ main() {
     [[ "$stage" == engine ]] || [[ ${#COMPOSE_BIN[@]} -gt 0 ]] || find_compose
     "stage_$stage"
   done
+  # exit here: bash reads a script as it runs, so it never runs lines edited in meanwhile
+  exit 0
 }
 
-# exit on the same line: bash reads a script as it runs, so an edit made meanwhile is never run
-main "$@"; exit $?
+main "$@"
