@@ -221,14 +221,41 @@ def cmd_start_round(args) -> None:
         status = project_status(args.backend_url, state["project_id"])
         return status if status.get("state") == "running" and status.get("running_job_id") else None
     status = _wait_for(running, args.round_timeout_s, "a worker to start the round")
+    state["interrupted_job_id"] = status["running_job_id"]
+    _save(Path(args.state), state)
     print(f"round running: job {status['running_job_id']}, phase {status.get('phase')}")
 
 
 def cmd_finish_round(args) -> None:
+    """After `compose restart worker` mid-round: the round ends with a new version, either because
+    it finished within the workers' stop grace period, or, as the README says of a longer one,
+    because it was cut off, recorded as failed, and Start Training pressed again trains anew."""
     admin = lslocal.LabelStudioAdmin(args.ls_url, args.pat)
     state = _load(Path(args.state))
-    started = time.monotonic() - (time.time() - state["round_started_at"])
-    _round(admin, args, state, previous=state["versions"][-1], started_at=started)
+    previous = state["versions"][-1]
+    interrupted = state.get("interrupted_job_id")
+    started = time.monotonic()
+
+    def outcome():
+        status = project_status(args.backend_url, state["project_id"])
+        if (status.get("state") == "done" and status.get("model_version") not in (None, previous)
+                and not status.get("running_job_id")):
+            return "finished", status
+        if status.get("state") == "failed":
+            return "failed", status
+        return None
+    what, status = _wait_for(outcome, args.round_timeout_s,
+                             "the interrupted round to finish or be recorded as failed")
+    waited = time.monotonic() - started
+    if what == "finished":
+        note = f"the interrupted round finished within the stop grace period ({waited:.0f} s)"
+        round_started = time.monotonic() - (time.time() - state["round_started_at"])
+        _round(admin, args, state, previous=previous, started_at=round_started)
+    else:
+        note = (f"job {interrupted} was cut off and recorded as failed {waited:.0f} s after the "
+                f"restart ({status.get('error')}); Start Training pressed again")
+        _round(admin, args, state, previous=previous)
+    print(note)
 
 
 def cmd_survived(args) -> None:
