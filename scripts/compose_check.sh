@@ -3,7 +3,8 @@
 # override, drive a whole active-learning round through the stack's own Label Studio, scale the
 # workers, restart one mid-round, and check that models and Redis state survive `down` + `up`.
 #
-#   scripts/compose_check.sh            every stage (about 15-25 minutes on 2 cores, ~15 GB of disk)
+#   scripts/compose_check.sh            every stage (~15 GB of disk; on 2 busy cores about an hour
+#                                       from nothing, 21 minutes with stand-ins and build cached)
 #   scripts/compose_check.sh STAGE ...  only these stages, in this order (names below)
 #
 # Not part of scripts/test.sh: it needs a Docker engine, ~15 GB of free disk and minutes.
