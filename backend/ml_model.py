@@ -26,24 +26,33 @@ UNSCORED_VERSION = "unscored"   # version of placeholder answers LS should not t
 
 
 class _StoredPredictions:
-    """Per-process cache of a version's stored predictions file."""
+    """Per-process cache of the stored predictions file /predict reads: one parsed file per
+    project directory (a new version replaces the old one's entry), parsed outside the lock so a
+    slow parse of one project's file never blocks /predict of another."""
 
     _lock = threading.Lock()
-    _cache: dict[str, dict] = {}
+    _cache: dict[str, tuple[str, dict]] = {}   # project directory -> (file path, parsed content)
 
     @classmethod
     def get(cls, path: Path) -> dict:
-        key = str(path)
+        project_key, key = str(path.parent.parent), str(path)
         with cls._lock:
-            if key not in cls._cache:
-                try:
-                    cls._cache[key] = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError) as exc:
-                    log.warning("stored predictions %s unreadable (%s)", path, exc)
-                    return {"tasks": {}}
-                if len(cls._cache) > 64:
-                    cls._cache.pop(next(iter(cls._cache)))
-            return cls._cache[key]
+            cached = cls._cache.get(project_key)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        try:
+            parsed = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("stored predictions %s unreadable (%s)", path, exc)
+            return {"tasks": {}}
+        with cls._lock:
+            cls._cache[project_key] = (key, parsed)
+        return parsed
+
+    @classmethod
+    def cached_files(cls) -> list[str]:
+        with cls._lock:
+            return [key for key, _ in cls._cache.values()]
 
 
 class ActiveLearningModel(LabelStudioMLBase):

@@ -193,6 +193,7 @@ class ModelStore:
             except FileNotFoundError:
                 pass
             self.neighbours_path(project_id, version).unlink(missing_ok=True)
+            self.predictions_path(project_id, version).unlink(missing_ok=True)
         # cold-start rankings have only a predictions file: keep the newest keep_versions
         folder = self.project_dir(project_id) / "versions"
         cold = sorted(p.name[:-len(".predictions.json")]
