@@ -100,6 +100,7 @@ FoldScorer = Callable[[list, list, list, list, list[str], ModelConfig, TrainConf
 def train_and_evaluate(train_images, train_targets, val_images, val_targets, labels,
                        model_config: ModelConfig, train_config: TrainConfig) -> float:
     """Held-out accuracy of a model trained with the backend's own trainer."""
+    # imported here: the candidates and the search itself need no torch (tests pass a cheap scorer)
     from model.scoring import score
     from model.trainer import train
 

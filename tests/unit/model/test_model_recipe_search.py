@@ -7,7 +7,7 @@ import pytest
 
 from model import ModelConfig, TrainConfig
 from model import recipe_search
-from model.recipe_search import CANDIDATES, Candidate, resolve, search, stratified_folds
+from model.recipe_search import CANDIDATES, resolve, search, stratified_folds
 from tests.unit.model.conftest import DIGIT_LABELS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
