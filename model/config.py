@@ -66,6 +66,9 @@ class ModelConfig(_FromDict):
     # images (or domains) do not have to be learned from a few labels. "dataset": the fixed
     # mean / std below (what pretrained weights expect).
     input_norm: str = "per_image"
+    # Smallest share of the image area the strong policy's random resized crop keeps (the largest
+    # is the whole image). Lower crops harder; too low cuts a small object out of its own image.
+    crop_scale_min: float = 0.45
     # Horizontal flip during augmentation. Off by default: it is wrong for digits, text, arrows.
     hflip: bool = False
     # Zero padding before the random crop, in pixels at image_size 32; scaled with image_size
@@ -111,6 +114,8 @@ class ModelConfig(_FromDict):
             raise ValueError(f"augment_policy must be one of {AUGMENT_POLICIES}, got {self.augment_policy!r}")
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(f"crop_scale_min must be in (0, 1] (a share of the image area), got {self.crop_scale_min}")
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 pixels, got {self.crop_padding}")
         if self.taps is not None and len(self.taps) == 0:
@@ -184,6 +189,9 @@ class TrainConfig(_FromDict):
     # val_acc and lpm_spearman in the metrics; 0 trains on everything. Skipped when fewer than
     # 2 images would remain for training.
     val_fraction: float = 0.0
+    # Exponential moving average of the weights (and BatchNorm statistics), updated after every
+    # optimizer step with this decay; the averaged weights are the trained model. 0 = off.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -212,5 +220,7 @@ class TrainConfig(_FromDict):
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.max_class_weight < 1.0:
             raise ValueError(f"max_class_weight must be >= 1, got {self.max_class_weight}")

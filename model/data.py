@@ -206,7 +206,7 @@ def train_batch(
         return normalize(batch_uint8, cfg)
     if cfg.augment_policy == "crop_flip":
         return normalize(augment_batch(batch_uint8, cfg, generator), cfg)
-    policy = StrongAugment(hflip=cfg.hflip)
+    policy = StrongAugment(crop_scale=(cfg.crop_scale_min, 1.0), hflip=cfg.hflip)
     return standardize(policy(to_unit_float(batch_uint8), generator), cfg)
 
 

@@ -108,6 +108,29 @@ def lpm_target(model: LossLearningNet, embedding: torch.Tensor, logits: torch.Te
         return F.cross_entropy(logits.float(), y, reduction="none")
 
 
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers (BatchNorm
+    running statistics included); integer buffers (BatchNorm's step count) follow the model.
+    With few labels the last weights of a run depend on its last mini-batches; their average over
+    the final steps does not, and generalises more steadily."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for name, value in model.state_dict().items():
+            average = self.state[name]
+            if average.is_floating_point():
+                average.mul_(self.decay).add_(value.detach(), alpha=1.0 - self.decay)
+            else:
+                average.copy_(value)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        model.load_state_dict(self.state)
+
+
 def split_validation(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (train, held-out) index split; no held-out rows when fewer than 2 would remain."""
     permutation = torch.randperm(n, generator=generator)
@@ -228,6 +251,7 @@ def _train(images, targets, labels, model_config, train_config, progress, device
     dtype = amp_dtype(device, train_config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
+    average = WeightAverage(model, train_config.ema_decay) if train_config.ema_decay > 0 else None
     step, history = 0, {}
     for epoch in range(epochs):
         model.train()
@@ -259,6 +283,8 @@ def _train(images, targets, labels, model_config, train_config, progress, device
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if average is not None:
+                average.update(model)
             step += 1
             count = len(batch)
             sums["loss"] += float(loss.detach()) * count
@@ -281,6 +307,8 @@ def _train(images, targets, labels, model_config, train_config, progress, device
         if progress is not None:
             progress(dict(history))
 
+    if average is not None:
+        average.copy_to(model)
     model.eval()
     model.detach_lpm_input = False
     metrics = {

@@ -1,6 +1,7 @@
 """The generic few-label augmentation: shapes, ranges, determinism, and each operation doing what it says."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.augment import StrongAugment, strong_augment
@@ -58,3 +59,17 @@ def test_crop_zooms_in():
 def test_empty_batch():
     x = torch.zeros(0, 3, 8, 8)
     assert strong_augment(x, StrongAugment()).shape == x.shape
+
+
+def test_crop_scale_min_setting_reaches_the_policy():
+    from model import ModelConfig
+    from model.data import train_batch
+
+    batch = (torch.arange(2 * 3 * 16 * 16) % 251).to(torch.uint8).reshape(2, 3, 16, 16)
+    whole = ModelConfig(image_size=16, crop_scale_min=1.0)
+    cropped = ModelConfig(image_size=16, crop_scale_min=0.2)
+    first = train_batch(batch, whole, torch.Generator().manual_seed(0))
+    second = train_batch(batch, cropped, torch.Generator().manual_seed(0))
+    assert first.shape == second.shape and not torch.allclose(first, second)
+    with pytest.raises(ValueError, match="crop_scale_min"):
+        ModelConfig(crop_scale_min=0.0)

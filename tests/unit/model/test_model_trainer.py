@@ -169,3 +169,33 @@ def test_initial_state_starts_training_from_given_weights(digits, tiny_model_con
     assert key in start
     assert torch.allclose(warm.model.state_dict()[key], start[key], atol=1e-6)
     assert not torch.allclose(cold.model.state_dict()[key], start[key], atol=1e-3)
+
+
+def test_weight_average_is_the_trained_model_when_ema_is_on(digits, tiny_model_config):
+    from model.trainer import WeightAverage
+
+    images, targets = _subset(digits, range(24))
+    plain = TrainConfig(epochs=3, batch_size=8, seed=3, device="cpu")
+    averaged = TrainConfig(epochs=3, batch_size=8, seed=3, device="cpu", ema_decay=0.9)
+    last = train(images, targets, DIGIT_LABELS, tiny_model_config, plain).model.state_dict()
+    smooth = train(images, targets, DIGIT_LABELS, tiny_model_config, averaged).model.state_dict()
+    key = "features.block1.0.weight"
+    # Same seed, same batches: only the averaging differs, so the weights differ.
+    assert not torch.allclose(last[key], smooth[key])
+    # Integer buffers (BatchNorm's step count) follow the model instead of being averaged.
+    counts = [k for k in last if k.endswith("num_batches_tracked")]
+    assert counts and all(torch.equal(last[k], smooth[k]) for k in counts)
+
+    # The average itself: decay 0.5 between two states is their midpoint.
+    net = torch.nn.Linear(2, 1)
+    average = WeightAverage(net, decay=0.5)
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(2.0)
+    average.update(net)
+    assert torch.allclose(average.state["weight"], start + 1.0)
+
+
+def test_ema_decay_must_be_below_one():
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
