@@ -78,7 +78,8 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
     if lock is None:
         log.info("project %s: another training job runs; %s deferred to a follow-up", project_id,
                  job_id)
-        return {"state": RoundState.DEFERRED, "project_id": project_id}
+        # a plain string, as in every job result: RQ pickles it for readers without this package
+        return {"state": RoundState.DEFERRED.value, "project_id": project_id}
 
     heartbeat = _Heartbeat(lock)
     heartbeat.start()
