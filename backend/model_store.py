@@ -12,7 +12,9 @@ A cold-start round (too few labels to train) publishes a ``coldstart-...`` versi
 predictions file (TypiClust scores, no labels) but no checkpoint, so no model is loaded for it.
 
 A version is *published* only after its predictions are in Label Studio, so the pointer never names
-a version whose predictions are incomplete. Writes are atomic (temp file, fsync, rename).
+a version whose predictions are incomplete. Writes are atomic (temp file, fsync, rename). These
+files are written and read here only (the round saves through ``ModelStore``, /predict reads
+through it).
 """
 from __future__ import annotations
 
