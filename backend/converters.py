@@ -5,9 +5,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from backend.defaults import PlaceholderVersion
 from backend.labeling_config import ImageClassificationSchema
-
-UNTRAINED_VERSION = "untrained"
 
 
 class TaskError(ValueError):
@@ -187,4 +186,4 @@ def import_payload(task_id: int, pred: TaskPrediction, schema: ImageClassificati
 
 def untrained_payload() -> dict:
     """Honest answer before any model exists: no result, a neutral score, a clear version."""
-    return {"result": [], "score": 0.5, "model_version": UNTRAINED_VERSION}
+    return {"result": [], "score": 0.5, "model_version": PlaceholderVersion.UNTRAINED}

@@ -9,6 +9,7 @@ import traceback
 from rq import get_current_job
 
 from backend import queueing, training_state
+from backend.defaults import RUN_LOCK_RENEWALS_PER_TTL, RoundPhase, RoundState
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -16,10 +17,10 @@ log = logging.getLogger(__name__)
 
 # Phases that change what annotators see: each first checks, with one Redis call, that this job
 # still holds the run lock (the heartbeat alone could be a beat late).
-GUARDED_PHASES = frozenset({"pushing_predictions", "publishing"})
+GUARDED_PHASES = frozenset({RoundPhase.PUSHING_PREDICTIONS, RoundPhase.PUBLISHING})
 # Once a round has published (this phase follows), it finishes its housekeeping (tab, pruning):
 # stopping it then would only leave a published version reported as failed.
-AFTER_PUBLISHING = "updating_views"
+AFTER_PUBLISHING = RoundPhase.UPDATING_VIEWS
 
 
 class _Heartbeat(threading.Thread):
@@ -35,7 +36,7 @@ class _Heartbeat(threading.Thread):
         self.lost = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.lock.ttl_s / 4):
+        while not self.stopped.wait(self.lock.ttl_s / RUN_LOCK_RENEWALS_PER_TTL):
             try:
                 held = self.lock.renew()
             except Exception as exc:   # Redis blip: the next beat retries
@@ -77,15 +78,17 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
     if lock is None:
         log.info("project %s: another training job runs; %s deferred to a follow-up", project_id,
                  job_id)
-        return {"state": "deferred", "project_id": project_id}
+        # a plain string, as in every job result: RQ pickles it for readers without this package
+        return {"state": RoundState.DEFERRED.value, "project_id": project_id}
 
     heartbeat = _Heartbeat(lock)
     heartbeat.start()
     changes = training_state.take_changes(conn, project_id)
     started = time.monotonic()
-    training_state.update_status(conn, project_id, state="running", job_id=job_id, reason=reason,
-                                 started_at=training_state.now_iso(), finished_at=None,
-                                 annotation_changes_consumed=changes, error=None, phase="starting")
+    training_state.update_status(conn, project_id, state=RoundState.RUNNING, job_id=job_id,
+                                 reason=reason, started_at=training_state.now_iso(),
+                                 finished_at=None, annotation_changes_consumed=changes, error=None,
+                                 phase=RoundPhase.STARTING)
     log.info("project %s: training job %s started (%s)", project_id, job_id, reason)
 
     def status(**fields) -> None:
@@ -96,15 +99,16 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
         from backend.pipeline import run_training_round   # heavy (torch): import in the worker
         summary = run_training_round(settings, project_id, guarded_status(lock, heartbeat, status))
         published = {}
-        if summary["state"] == "done":
+        if summary["state"] == RoundState.DONE:
             published = {"model_version": summary["model_version"],
                          "annotations_used": summary["annotations_used"],
                          "metrics": summary["metrics"]}
-        elif summary["state"] == "cold_start":   # a ranking without a model: no metrics
+        elif summary["state"] == RoundState.COLD_START:   # a ranking without a model: no metrics
             published = {"model_version": summary["model_version"],
                          "annotations_used": summary["annotations_used"], "metrics": None}
         training_state.remember_round_count(conn, project_id)
-        status(state=summary["state"], phase="finished", finished_at=training_state.now_iso(),
+        status(state=summary["state"], phase=RoundPhase.FINISHED,
+               finished_at=training_state.now_iso(),
                duration_s=round(time.monotonic() - started, 2), last_summary=summary,
                annotated_tasks=summary.get("annotated_tasks"), **published)
         log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary["state"],
@@ -117,16 +121,16 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
         status(last_lost_lock={"job_id": job_id, "at": training_state.now_iso(),
                                "held_by": holder})
         if holder is None:
-            status(state="failed", phase="failed", finished_at=training_state.now_iso(),
-                   error=f"RunLockLost: {exc}"[:2000])
+            status(state=RoundState.FAILED, phase=RoundPhase.FAILED,
+                   finished_at=training_state.now_iso(), error=f"RunLockLost: {exc}"[:2000])
         log.error("project %s: job %s stopped before publishing: %s", project_id, job_id, exc)
         raise
     except Exception as exc:
         # remember Label Studio's count this round started from, so the reconciler does not retry
         # a failing round every pass: it retrains once the count drifts again
         training_state.remember_round_count(conn, project_id)
-        status(state="failed", phase="failed", finished_at=training_state.now_iso(),
-               duration_s=round(time.monotonic() - started, 2),
+        status(state=RoundState.FAILED, phase=RoundPhase.FAILED,
+               finished_at=training_state.now_iso(), duration_s=round(time.monotonic() - started, 2),
                error=f"{type(exc).__name__}: {exc}"[:2000])
         log.error("project %s: job %s failed: %s\n%s", project_id, job_id, exc,
                   traceback.format_exc())

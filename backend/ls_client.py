@@ -19,11 +19,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from backend import image_urls
+from backend.defaults import ACCESS_TOKEN_REFRESH_AFTER_S
 from backend.image_urls import ImageSource, ImageURLRefused
 
 log = logging.getLogger(__name__)
 
-ACCESS_TOKEN_REFRESH_AFTER_S = 240.0   # Label Studio access tokens live 300 s; refresh early
 MAX_REDIRECTS = 3
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Methods whose repetition changes nothing more than their first success did, so a lost answer

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 
+from backend.defaults import PlaceholderVersion
 from backend.ls_client import LabelStudioClient, LabelStudioError
 
 log = logging.getLogger(__name__)
 
 SCORE_ORDERING = ["tasks:predictions_score"]      # ascending: lower score = more informative
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"       # exact value of label_studio projects.models
-PLACEHOLDER_VERSIONS = ("untrained", "unscored")      # /predict answers before/outside a round
+PLACEHOLDER_VERSIONS = tuple(PlaceholderVersion)      # /predict answers before/outside a round
 # Only tasks Label Studio does not count as completed, so the top of the tab is always work to do.
 # "Completed" is Label Studio's own is_labeled (the Data Manager's "Completed" column is empty until
 # then): as many annotators as the task's overlap submitted a non-skipped annotation. With overlap

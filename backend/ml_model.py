@@ -2,57 +2,26 @@
 
 /predict must stay fast (Label Studio gives it 100 s and calls it when a task is opened), so tasks
 scored by the last background round are answered from that round's stored predictions, and only
-tasks created since are run through the model here.
+tasks created since are run through the model here. Training never starts here: only the worker's
+jobs (backend.jobs) run a round, under the project's run lock.
 """
 from __future__ import annotations
 
-import json
 import logging
-import threading
-from pathlib import Path
 
 from label_studio_ml.model import LabelStudioMLBase
 
 from backend import converters
 from backend.converters import TaskError, TaskPrediction
-from backend.images import FetchReport, ImageFetcher
+from backend.defaults import PlaceholderVersion
+from backend.images import FetchReport
 from backend.labeling_config import parse_image_classification
 from backend.ls_client import LabelStudioClient
-from backend.model_store import ModelStore
+from backend.model_store import ModelStore, StoredPredictions
+from backend.scoring_setup import image_fetcher, score_images
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
-UNSCORED_VERSION = "unscored"   # version of placeholder answers LS should not treat as current
-
-
-class _StoredPredictions:
-    """Per-process cache of the stored predictions file /predict reads: one parsed file per
-    project directory (a new version replaces the old one's entry), parsed outside the lock so a
-    slow parse of one project's file never blocks /predict of another."""
-
-    _lock = threading.Lock()
-    _cache: dict[str, tuple[str, dict]] = {}   # project directory -> (file path, parsed content)
-
-    @classmethod
-    def get(cls, path: Path) -> dict:
-        project_key, key = str(path.parent.parent), str(path)
-        with cls._lock:
-            cached = cls._cache.get(project_key)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-        try:
-            parsed = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("stored predictions %s unreadable (%s)", path, exc)
-            return {"tasks": {}}
-        with cls._lock:
-            cls._cache[project_key] = (key, parsed)
-        return parsed
-
-    @classmethod
-    def cached_files(cls) -> list[str]:
-        with cls._lock:
-            return [key for key, _ in cls._cache.values()]
 
 
 class ActiveLearningModel(LabelStudioMLBase):
@@ -83,23 +52,21 @@ class ActiveLearningModel(LabelStudioMLBase):
     @property
     def model_version(self) -> str:
         published = self._published()
-        return published.version if published else converters.UNTRAINED_VERSION
+        return published.version if published else PlaceholderVersion.UNTRAINED
 
     def predict(self, tasks, **kwargs) -> list[dict]:
         published = self._published()
         if published is None:
             return [converters.untrained_payload() for _ in tasks]
-        stored = _StoredPredictions.get(self.store.predictions_path(self.project_id,
-                                                                    published.version))
+        stored = self.store.stored_predictions(self.project_id, published.version)
         answers: list[dict | None] = [None] * len(tasks)
         to_compute: list[tuple[int, int, str]] = []   # (position, task id, url)
         for position, task in enumerate(tasks):
             task_id = task.get("id") if isinstance(task, dict) else None
-            hit = stored["tasks"].get(str(task_id)) if task_id is not None else None
+            hit = stored.get(task_id) if task_id is not None else None
             if hit:
                 answers[position] = converters.prediction_payload(
-                    TaskPrediction(hit["label"], hit["probability"], hit["score"], hit.get("cluster")),
-                    self.schema, published.version, self.settings.preselect_min_confidence)
+                    hit, self.schema, published.version, self.settings.preselect_min_confidence)
                 continue
             if published.cold_start:
                 # no model yet and the task is new since the cold-start ranking: nothing to say
@@ -120,20 +87,20 @@ class ActiveLearningModel(LabelStudioMLBase):
                 answers[position] = self._placeholder("left to the background scoring round")
             to_compute = to_compute[:self.settings.predict_max_tasks]
         if to_compute:
-            self._compute(to_compute, answers, published.version, stored["tasks"])
+            self._compute(to_compute, answers, published.version, stored)
         return answers
 
     def _placeholder(self, reason: str) -> dict:
         payload = converters.untrained_payload()
-        payload["model_version"] = UNSCORED_VERSION
+        payload["model_version"] = PlaceholderVersion.UNSCORED
         log.info("project %s: task not scored: %s", self.project_id, reason)
         return payload
 
-    def _compute(self, items, answers, version: str, stored_tasks: dict) -> None:
+    def _compute(self, items, answers, version: str, stored: StoredPredictions) -> None:
         """Score tasks the last round did not see. Each gets the pushed score of its nearest task
         in that round's ranking (embedding space, unlabeled and labeled tasks): one scale with the
         push for every strategy, and a duplicate of a ranked task gets its twin's score."""
-        from model import scoring, strategies
+        from model import strategies
         loaded = self.store.load_published(self.project_id, device=self.settings.device)
         neighbours = self.store.load_neighbours(self.project_id, version)
         if loaded is None or neighbours is None or len(neighbours[0]) == 0:
@@ -143,12 +110,7 @@ class ActiveLearningModel(LabelStudioMLBase):
             for position, _, _ in items:
                 answers[position] = self._placeholder(reason)
             return
-        fetcher = ImageFetcher(self.client, self.settings.resolved_image_cache_dir,
-                               max_bytes=self.settings.image_max_bytes,
-                               max_pixels=self.settings.image_max_pixels,
-                               timeout_s=self.settings.image_fetch_timeout_s,
-                               resize_to=loaded.model_config.image_size,
-                               cache_max_bytes=self.settings.image_cache_max_bytes)
+        fetcher = image_fetcher(self.settings, self.client, loaded.model_config.image_size)
         report = FetchReport()
         position_of = {task_id: position for position, task_id, _ in items}
         fetched = fetcher.fetch_many([(task_id, url) for _, task_id, url in items], report)
@@ -156,9 +118,9 @@ class ActiveLearningModel(LabelStudioMLBase):
             answers[position_of[task_id]] = self._placeholder(reason)
         if not fetched:
             return
-        outputs = scoring.score(
-            loaded.model, [img for _, img in fetched], loaded.model_config,
-            batch_size=self.settings.score_batch_size, device=self.settings.device)
+        # placed by embedding, not ranked: no MC-dropout samples whatever the strategy
+        outputs = score_images(loaded.model, [img for _, img in fetched], loaded.model_config,
+                               self.settings)
         ranked_ids, ranked_embedding = neighbours
         try:
             nearest = strategies.place_by_nearest(outputs.embedding, ranked_embedding)
@@ -168,22 +130,12 @@ class ActiveLearningModel(LabelStudioMLBase):
             return
         labels = list(loaded.labels)
         for row, (task_id, _) in enumerate(fetched):
-            twin = stored_tasks.get(str(int(ranked_ids[nearest[row]])))
+            twin = stored.get(int(ranked_ids[nearest[row]]))
             if twin is None:
                 answers[position_of[task_id]] = self._placeholder("nearest ranked task not stored")
                 continue
             top = int(outputs.probs[row].argmax())
-            pred = TaskPrediction(labels[top], float(outputs.probs[row, top]), float(twin["score"]),
-                                  twin.get("cluster"))
+            pred = TaskPrediction(labels[top], float(outputs.probs[row, top]), float(twin.score),
+                                  twin.cluster)
             answers[position_of[task_id]] = converters.prediction_payload(
                 pred, self.schema, version, self.settings.preselect_min_confidence)
-
-    def fit(self, tasks=(), workdir=None, **kwargs):
-        """Synchronous training round (the worker calls backend.jobs, which calls the pipeline)."""
-        from backend.pipeline import run_training_round
-        return run_training_round(self.settings, self.project_id, kwargs.get("status", _no_status),
-                                  client=self._client, store=self.store)
-
-
-def _no_status(**_fields) -> None:
-    return None

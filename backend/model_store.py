@@ -12,7 +12,9 @@ A cold-start round (too few labels to train) publishes a ``coldstart-...`` versi
 predictions file (TypiClust scores, no labels) but no checkpoint, so no model is loaded for it.
 
 A version is *published* only after its predictions are in Label Studio, so the pointer never names
-a version whose predictions are incomplete. Writes are atomic (temp file, fsync, rename).
+a version whose predictions are incomplete. Writes are atomic (temp file, fsync, rename). These
+files are written and read here only (the round saves through ``ModelStore``, /predict reads
+through it).
 """
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from backend.converters import TaskPrediction
 from model.atomic import atomic_write
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.strategies import neighbour_embedding
@@ -76,6 +80,49 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+class _StoredPredictions:
+    """Per-process cache of the stored predictions files /predict reads: one parsed file per
+    project directory (a new version replaces the old one's entry), parsed outside the lock so a
+    slow parse of one project's file never blocks /predict of another."""
+
+    _lock = threading.Lock()
+    _cache: dict[str, tuple[str, dict]] = {}   # project directory -> (file path, parsed content)
+
+    @classmethod
+    def get(cls, path: Path) -> dict:
+        project_key, key = str(path.parent.parent), str(path)
+        with cls._lock:
+            cached = cls._cache.get(project_key)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        try:
+            parsed = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("stored predictions %s unreadable (%s)", path, exc)
+            return {"tasks": {}}
+        with cls._lock:
+            cls._cache[project_key] = (key, parsed)
+        return parsed
+
+    @classmethod
+    def cached_files(cls) -> list[str]:
+        with cls._lock:
+            return [key for key, _ in cls._cache.values()]
+
+
+class StoredPredictions:
+    """What one version pushed to Label Studio, by task id (a read-only view of its file)."""
+
+    def __init__(self, content: dict):
+        self._content = content
+
+    def get(self, task_id: int) -> TaskPrediction | None:
+        hit = self._content["tasks"].get(str(task_id))
+        if not hit:
+            return None
+        return TaskPrediction(hit["label"], hit["probability"], hit["score"], hit.get("cluster"))
+
+
 @dataclass(frozen=True)
 class Published:
     version: str
@@ -110,6 +157,19 @@ class ModelStore:
         if not is_own_version(version):
             raise ValueError(f"not a model version: {version!r}")
         return self.project_dir(project_id) / "versions" / f"{version}.predictions.json"
+
+    def save_predictions(self, project_id: int, version: str,
+                         predictions: Iterable[tuple[int, TaskPrediction]], **about) -> None:
+        """Keep what a version pushed, for /predict to answer from; ``about`` says how it was made
+        (e.g. its strategy)."""
+        atomic_write_text(self.predictions_path(project_id, version), json.dumps({
+            **about,
+            "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
+                                 "cluster": p.cluster} for tid, p in predictions}}))
+
+    def stored_predictions(self, project_id: int, version: str) -> StoredPredictions:
+        """What ``version`` pushed, parsed once per process (empty when its file is unreadable)."""
+        return StoredPredictions(_StoredPredictions.get(self.predictions_path(project_id, version)))
 
     def neighbours_path(self, project_id: int, version: str) -> Path:
         """Task ids and (projected) embeddings of every task a trained version ranked."""

@@ -1,37 +1,45 @@
 """One training round for one project: fetch, train target + LPM, score the pool, push, publish.
 
-Runs in an RQ worker, never in the web process. Every phase is logged with counts and durations
-and mirrored into the project's status in Redis, so progress is visible at /status.
+Runs in an RQ worker, never in the web process. A round is a sequence of named phases, each a
+function of its own (``run_training_round`` shows the order): collect the project's tasks and the
+labeled images, train and score the pool, save the version, rank, push and publish, update the
+views. Every phase is logged with counts and durations and mirrored into the project's status in
+Redis (``RoundRun.phase``), so progress is visible at /status.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from backend import converters, reconcile, training_state
 from backend.converters import TaskError, TaskPrediction
+from backend.defaults import PROGRESS_STATUS_INTERVAL_S, RoundPhase, RoundState
+from backend.feature_round import feature_cache_for, pooled_features
 from backend.images import FetchReport, ImageFetcher
 from backend.labeling_config import (ImageClassificationSchema, parse_image_classification,
                                      schema_change)
 from backend.ls_client import LabelStudioClient
+from backend.model_store import (ModelStore, is_own_version, new_coldstart_version, new_version,
+                                 version_sort_key)
 from backend.prediction_push import push_predictions
-from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
-                                  new_coldstart_version, new_version, version_sort_key)
-from backend.feature_round import feature_cache_for, pooled_features
+from backend.scoring_setup import image_fetcher, mc_samples_for, score_images
 from backend.settings import Settings
 from model import checkpoint as model_checkpoint
-from model import recipe_search, scoring, strategies, trainer
+from model import recipe_search, strategies, trainer
 from model.config import ModelConfig, TrainConfig
 from model.frozen import score_pooled, train_frozen
 from model.modes import choose_train_mode
 from model.networks import build_network
+from model.outputs import ScoreOutputs
 from model.runtime import resolve_device
+from model.trainer import TrainResult
 
 log = logging.getLogger(__name__)
 StatusCallback = Callable[..., None]
@@ -64,6 +72,47 @@ def train_config_from(settings: Settings) -> TrainConfig:
                        lpm_loss=settings.lpm_loss, seed=settings.seed, device=settings.device, **steps)
 
 
+class RoundRun:
+    """One round's progress: the status callback it reports to and the seconds its steps took."""
+
+    def __init__(self, status: StatusCallback):
+        self.status = status
+        self.timings: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    @contextmanager
+    def phase(self, timing: str | None = None, phase: RoundPhase | None = None,
+              **fields) -> Iterator[None]:
+        """Announce ``phase`` (with ``fields``) in the status, then time the block as
+        ``timings[timing]`` (a block that raises ends the round: nothing is recorded)."""
+        if phase is not None:
+            self.status(phase=phase, **fields)
+        started = time.monotonic()
+        yield
+        if timing is not None:
+            self.timings[timing] = time.monotonic() - started
+
+    def training_progress(self) -> Callable[[dict], None]:
+        last = [0.0]
+
+        def report_progress(info: dict) -> None:
+            if time.monotonic() - last[0] >= PROGRESS_STATUS_INTERVAL_S:   # throttle Redis writes
+                last[0] = time.monotonic()
+                self.status(phase=RoundPhase.TRAINING, training_progress=info)
+        return report_progress
+
+    def scoring_progress(self, phase: RoundPhase = RoundPhase.SCORING
+                         ) -> Callable[[int, int], None]:
+        def report_progress(done: int, total: int) -> None:
+            self.status(phase=phase, scoring_progress={"done": done, "total": total})
+        return report_progress
+
+    def timings_summary(self) -> dict[str, float]:
+        """Every timing so far and the round's total, in seconds (for the round's summary)."""
+        self.timings["total_s"] = time.monotonic() - self.started
+        return {k: round(v, 2) for k, v in self.timings.items()}
+
+
 @dataclass
 class LabeledSplit:
     labeled: list[tuple[int, str, str]]      # (task id, image url, label)
@@ -94,27 +143,6 @@ def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: Fe
     return LabeledSplit(labeled, unlabeled, converters.label_report(decisions))
 
 
-def predictions_file(store: ModelStore, project_id: int, version: str):
-    return store.predictions_path(project_id, version)
-
-
-def concat_outputs(parts: list) -> scoring.ScoreOutputs:
-    """Join the outputs of pool chunks scored one after another."""
-    mc = [p.mc_probs for p in parts]
-    return scoring.ScoreOutputs(
-        probs=np.concatenate([p.probs for p in parts]),
-        predicted_loss=np.concatenate([p.predicted_loss for p in parts]),
-        embedding=np.concatenate([p.embedding for p in parts]),
-        mc_probs=None if any(m is None for m in mc) else np.concatenate(mc, axis=1))
-
-
-def subset_outputs(outputs: scoring.ScoreOutputs, rows: np.ndarray) -> scoring.ScoreOutputs:
-    return scoring.ScoreOutputs(
-        probs=outputs.probs[rows], predicted_loss=outputs.predicted_loss[rows],
-        embedding=outputs.embedding[rows],
-        mc_probs=None if outputs.mc_probs is None else outputs.mc_probs[:, rows])
-
-
 def score_pool(model, model_config: ModelConfig, fetcher: ImageFetcher,
                items: list[tuple[int, str]], report: FetchReport, settings: Settings,
                on_progress: Callable[[int, int], None]):
@@ -123,15 +151,12 @@ def score_pool(model, model_config: ModelConfig, fetcher: ImageFetcher,
     for start in range(0, len(items), SCORE_CHUNK_IMAGES):
         chunk = fetcher.fetch_many(items[start:start + SCORE_CHUNK_IMAGES], report)
         if chunk:
-            outputs = scoring.score(
-                model, [img for _, img in chunk], model_config,
-                batch_size=settings.score_batch_size, device=settings.device, seed=settings.seed,
-                mc_samples=(settings.mc_dropout_samples
-                            if strategies.needs_mc_samples(settings.strategy) else 0))
+            outputs = score_images(model, [img for _, img in chunk], model_config, settings,
+                                   settings.strategy)
             ids.extend(task_id for task_id, _ in chunk)
             parts.append(outputs)
         on_progress(min(start + SCORE_CHUNK_IMAGES, len(items)), len(items))
-    return ids, concat_outputs(parts) if parts else None
+    return ids, ScoreOutputs.concat(parts) if parts else None
 
 
 def rank_for_label_studio(strategy: str, outputs, n_unlabeled: int, seed: int, budget: int):
@@ -140,7 +165,7 @@ def rank_for_label_studio(strategy: str, outputs, n_unlabeled: int, seed: int, b
     Returns (scores, clusters) aligned with the outputs' rows (unlabeled rows first).
     """
     n_total = len(outputs.predicted_loss)
-    pool = subset_outputs(outputs, np.arange(n_unlabeled))
+    pool = outputs.subset(np.arange(n_unlabeled))
     labeled_embedding = outputs.embedding[n_unlabeled:] if n_total > n_unlabeled else None
     ranking = strategies.rank(strategy, pool, seed=seed, budget=min(budget, n_unlabeled) or None,
                               labeled_embedding=labeled_embedding)
@@ -161,104 +186,82 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     """Train, score, push and publish one new version. Returns the job summary."""
     client = client or LabelStudioClient.from_settings(settings)
     store = store or ModelStore(settings.model_dir, settings.keep_model_versions)
-    timings: dict[str, float] = {}
-    t0 = time.monotonic()
+    run = RoundRun(status)
+    collected = collect(settings, client, store, project_id, run)
+    reason = cold_start_reason(len(collected.train_images), len(set(collected.targets)), settings)
+    if reason is not None:
+        return run_cold_start_round(settings, project_id, client, store, collected, reason, run)
+    trained = train_and_score(settings, store, project_id, collected, run)
+    save_version(store, project_id, collected, trained, run)
+    predictions = rank_pool(settings, project_id, collected, trained, run)
+    pushed = push_version(settings, client, store, project_id, collected, trained, predictions,
+                          run)
+    with run.phase(phase=RoundPhase.UPDATING_VIEWS):
+        update_views(settings, client, project_id, trained.version)
+    # states as plain strings (.value): RQ pickles a job's result, and a reader without this
+    # package (rq-dashboard) must be able to load it
+    return {"state": RoundState.DONE.value, "model_version": trained.version,
+            "tasks": collected.n_tasks, "annotated_tasks": len(collected.split.labeled),
+            "labels": collected.split.labels, "annotations_used": len(collected.train_images),
+            **pushed, "strategy": settings.strategy, "metrics": _plain(trained.result.metrics),
+            **({"recipe_search": trained.recipe_search} if trained.recipe_search else {}),
+            "images": collected.report.summary(), "timings_s": run.timings_summary()}
 
-    status(phase="fetching_tasks")
-    project = client.get_project(project_id)
-    # Label Studio's own count as the round starts: the reconciler's reference (like with like)
-    status(**{training_state.LS_COUNT_IN_ROUND: reconcile.label_studio_count(project)})
-    schema = parse_image_classification(project.get("label_config"))
-    previous = store.published(project_id)
-    status(labeling_config_change=schema_change(previous.info if previous else None, schema))
-    tasks = list(client.iter_tasks(project_id))
-    report = FetchReport()
-    split = split_tasks(tasks, schema, report)
-    timings["list_tasks_s"] = time.monotonic() - t0
+
+# ----------------------------------------------------------------------------- collect
+
+
+@dataclass
+class CollectedRound:
+    """What the collect phase gathers: the project's labeling config and tasks, and the images
+    of the tasks with a training label."""
+    schema: ImageClassificationSchema
+    n_tasks: int
+    split: LabeledSplit
+    model_config: ModelConfig
+    fetcher: ImageFetcher
+    report: FetchReport
+    train_images: list[tuple[int, Image.Image]]   # (task id, image) of the usable labeled tasks
+    targets: list[int]                            # class index of each train image
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.schema.labels)
+
+
+def collect(settings: Settings, client: LabelStudioClient, store: ModelStore, project_id: int,
+            run: RoundRun) -> CollectedRound:
+    """The project's config and tasks from Label Studio, split by the label rule, and the images
+    of the tasks with a training label."""
+    with run.phase("list_tasks_s", RoundPhase.FETCHING_TASKS):
+        project = client.get_project(project_id)
+        # Label Studio's own count as the round starts: the reconciler's reference (like with like)
+        run.status(**{training_state.LS_COUNT_IN_ROUND: reconcile.label_studio_count(project)})
+        schema = parse_image_classification(project.get("label_config"))
+        previous = store.published(project_id)
+        run.status(labeling_config_change=schema_change(previous.info if previous else None,
+                                                        schema))
+        tasks = list(client.iter_tasks(project_id))
+        report = FetchReport()
+        split = split_tasks(tasks, schema, report)
     log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs); labels: %s", project_id,
-             len(tasks), len(split.labeled), len(split.unlabeled), timings["list_tasks_s"],
+             len(tasks), len(split.labeled), len(split.unlabeled), run.timings["list_tasks_s"],
              json.dumps(split.labels))
 
     model_config = model_config_from(settings)
     # images are held at the model's input size (pretrained weights set their own, e.g. 224 px)
-    fetcher = ImageFetcher(client, settings.resolved_image_cache_dir,
-                           max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
-                           timeout_s=settings.image_fetch_timeout_s,
-                           resize_to=model_config.image_size,
-                           cache_max_bytes=settings.image_cache_max_bytes)
-    status(phase="downloading_training_images", annotated_tasks_in_round=len(split.labeled),
-           labels=split.labels)
-    t = time.monotonic()
+    fetcher = image_fetcher(settings, client, model_config.image_size)
+    with run.phase("download_train_s", RoundPhase.DOWNLOADING_TRAINING_IMAGES,
+                   annotated_tasks_in_round=len(split.labeled), labels=split.labels):
+        train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
     label_of = {task_id: label for task_id, _, label in split.labeled}
-    train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
-    timings["download_train_s"] = time.monotonic() - t
     labels = list(schema.labels)
     targets = [labels.index(label_of[tid]) for tid, _ in train_images]
-    reason = cold_start_reason(len(train_images), len(set(targets)), settings)
-    if reason is not None:
-        return run_cold_start_round(settings, project_id, status, client, store, ColdStartInputs(
-            schema=schema, n_tasks=len(tasks), split=split, train_images=train_images,
-            fetcher=fetcher, report=report, reason=reason, timings=timings, t0=t0))
+    return CollectedRound(schema, len(tasks), split, model_config, fetcher, report, train_images,
+                          targets)
 
-    train_config = train_config_from(settings)
-    mode = choose_train_mode(
-        settings.train_mode, n_labeled=len(train_images),
-        has_representation=bool(model_config.weights or model_config.pretrained_weights),
-        finetune_min_labels=settings.finetune_min_labels,
-        cuda_available=resolve_device(settings.device).type == "cuda")
-    pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
-    n_unlabeled_requested = len(split.unlabeled)
-    round_inputs = RoundInputs(project_id, labels, train_images, targets, pool_items, fetcher,
-                               report, model_config, train_config, status, timings)
-    version = new_version()
-    status(version_in_progress=version)
-    if mode == "frozen":
-        result, ids, outputs = _train_and_score_frozen(settings, store, round_inputs)
-    else:
-        result, ids, outputs = _train_and_score_full(settings, round_inputs)
-    checkpoint_path = store.checkpoint_path(project_id, version)
-    model_checkpoint.save_checkpoint(checkpoint_path, result, extra={
-        "project_id": project_id, "version": version, "schema": schema.to_dict(),
-        "schema_hash": schema.hash})
-    log.info("project %s: trained %s (%s mode) on %d images in %.1fs: %s", project_id, version, mode,
-             len(train_images), timings["train_s"], _short_metrics(result.metrics))
-    unlabeled_ids = {tid for tid, _ in split.unlabeled}
-    # fetch_many keeps input order, and the pool lists unlabeled tasks first
-    n_unlabeled = sum(1 for tid in ids if tid in unlabeled_ids)
-    if outputs is None:
-        raise RuntimeError("no task image of the project could be scored: "
-                           + json.dumps(report.summary()))
-    scores, clusters = rank_for_label_studio(settings.strategy, outputs, n_unlabeled,
-                                             settings.seed, settings.query_batch_size)
-    if not settings.push_clusters:
-        clusters = None
-    predictions = build_predictions(ids, outputs.probs, scores, clusters, labels)
-    log.info("project %s: scored %d tasks (%d unlabeled of %d) with %s in %.1fs", project_id,
-             len(ids), n_unlabeled, n_unlabeled_requested, settings.strategy, timings["score_s"])
 
-    status(phase="pushing_predictions")
-    t = time.monotonic()
-    # /predict places tasks created after this round by their nearest ranked task (its score)
-    store.save_neighbours(project_id, version, ids, outputs.embedding)
-    pushed = push_and_publish(settings, client, store, project_id, version, schema, predictions,
-                              stored={"strategy": settings.strategy},
-                              info={"metrics": _plain(result.metrics),
-                                    "annotations_used": len(train_images)}, status=status)
-    timings["push_s"] = time.monotonic() - t
-    log.info("project %s: pushed %d predictions of %s (%d pre-selecting a choice) in %.1fs",
-             project_id, pushed["predictions_pushed"], version, pushed["preselected"],
-             timings["push_s"])
-
-    status(phase="updating_views")
-    update_views(settings, client, project_id, version)
-
-    timings["total_s"] = time.monotonic() - t0
-    return {"state": "done", "model_version": version, "tasks": len(tasks),
-            "annotated_tasks": len(split.labeled), "labels": split.labels,
-            "annotations_used": len(train_images), **pushed,
-            "strategy": settings.strategy, "metrics": _plain(result.metrics),
-            **({"recipe_search": round_inputs.recipe_search} if round_inputs.recipe_search else {}),
-            "images": report.summary(), "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+# ----------------------------------------------------------------------------- train and score
 
 
 @dataclass
@@ -273,23 +276,44 @@ class RoundInputs:
     report: FetchReport
     model_config: ModelConfig
     train_config: TrainConfig
-    status: StatusCallback
-    timings: dict[str, float]
+    run: RoundRun
     recipe_search: dict | None = None   # what the recipe search did (full mode), for the summary
 
-    def training_progress(self) -> Callable[[dict], None]:
-        last = [0.0]
 
-        def report_progress(info: dict) -> None:
-            if time.monotonic() - last[0] >= 1.0:   # throttle Redis writes
-                last[0] = time.monotonic()
-                self.status(phase="training", training_progress=info)
-        return report_progress
+@dataclass
+class TrainedRound:
+    """A trained model and its scores of the pool (not yet saved, ranked or pushed)."""
+    version: str
+    mode: str                        # "full" or "frozen" (model.modes)
+    result: TrainResult
+    ids: list[int]                   # task ids scored, in pool order (unlabeled first)
+    outputs: ScoreOutputs | None     # their outputs; None when no image could be scored
+    recipe_search: dict | None
 
-    def scoring_progress(self, phase: str = "scoring") -> Callable[[int, int], None]:
-        def report_progress(done: int, total: int) -> None:
-            self.status(phase=phase, scoring_progress={"done": done, "total": total})
-        return report_progress
+
+def train_and_score(settings: Settings, store: ModelStore, project_id: int,
+                    collected: CollectedRound, run: RoundRun) -> TrainedRound:
+    """Train the round's model in the mode the labels and hardware call for, and score every
+    pool task with it (the frozen mode scores from the very features it trained on)."""
+    model_config = collected.model_config
+    train_config = train_config_from(settings)
+    mode = choose_train_mode(
+        settings.train_mode, n_labeled=len(collected.train_images),
+        has_representation=bool(model_config.weights or model_config.pretrained_weights),
+        finetune_min_labels=settings.finetune_min_labels,
+        cuda_available=resolve_device(settings.device).type == "cuda")
+    split = collected.split
+    pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
+    inputs = RoundInputs(project_id, collected.labels, collected.train_images, collected.targets,
+                         pool_items, collected.fetcher, collected.report, model_config,
+                         train_config, run)
+    version = new_version()
+    run.status(version_in_progress=version)
+    if mode == "frozen":
+        result, ids, outputs = _train_and_score_frozen(settings, store, inputs)
+    else:
+        result, ids, outputs = _train_and_score_full(settings, inputs)
+    return TrainedRound(version, mode, result, ids, outputs, inputs.recipe_search)
 
 
 def recipe_search_skip_reason(settings: Settings, n_labeled: int) -> str | None:
@@ -307,11 +331,12 @@ def choose_recipe(settings: Settings, inputs: RoundInputs) -> tuple[ModelConfig,
     skip = recipe_search_skip_reason(settings, len(inputs.train_images))
     if skip is not None:
         return inputs.model_config, inputs.train_config, {"chosen": "configured", "reason": skip}
-    inputs.status(phase="recipe_search")
+    inputs.run.status(phase=RoundPhase.RECIPE_SEARCH)
     found = recipe_search.search(
         [img for _, img in inputs.train_images], inputs.targets, inputs.labels, inputs.model_config,
         inputs.train_config, folds=settings.recipe_search_folds, budget_s=settings.recipe_search_budget_s,
-        progress=lambda info: inputs.status(phase="recipe_search", recipe_search_progress=info))
+        progress=lambda info: inputs.run.status(phase=RoundPhase.RECIPE_SEARCH,
+                                                recipe_search_progress=info))
     model_config, train_config = recipe_search.resolve(
         recipe_search.candidate_named(found.chosen), inputs.model_config, inputs.train_config)
     return model_config, train_config, found.summary()
@@ -320,70 +345,127 @@ def choose_recipe(settings: Settings, inputs: RoundInputs) -> tuple[ModelConfig,
 def _train_and_score_full(settings: Settings, inputs: RoundInputs):
     """Mode "full": train the whole network with the module (with the recipe the search chose),
     then score every pool image."""
-    t = time.monotonic()
-    model_config, train_config, inputs.recipe_search = choose_recipe(settings, inputs)
-    inputs.timings["recipe_search_s"] = time.monotonic() - t
-    inputs.status(phase="training", annotations_used=len(inputs.train_images), train_mode="full",
-                  recipe=inputs.recipe_search)
-    t = time.monotonic()
-    result = trainer.train([img for _, img in inputs.train_images], inputs.targets, inputs.labels,
-                           model_config, train_config, progress=inputs.training_progress())
-    result.metrics["mode"] = "full"
-    result.metrics["recipe"] = inputs.recipe_search["chosen"]
-    cv_acc = inputs.recipe_search.get("cv_acc", {}).get(inputs.recipe_search["chosen"])
-    if cv_acc is not None:
-        result.metrics["recipe_cv_acc"] = cv_acc
-    inputs.timings["train_s"] = time.monotonic() - t
-    inputs.status(phase="scoring")
-    t = time.monotonic()
-    ids, outputs = score_pool(result.model, result.model_config, inputs.fetcher, inputs.pool_items,
-                              inputs.report, settings, inputs.scoring_progress())
-    inputs.timings["score_s"] = time.monotonic() - t
+    run = inputs.run
+    with run.phase("recipe_search_s"):
+        model_config, train_config, inputs.recipe_search = choose_recipe(settings, inputs)
+    with run.phase("train_s", RoundPhase.TRAINING, annotations_used=len(inputs.train_images),
+                   train_mode="full", recipe=inputs.recipe_search):
+        result = trainer.train([img for _, img in inputs.train_images], inputs.targets,
+                               inputs.labels, model_config, train_config,
+                               progress=run.training_progress())
+        result.metrics["mode"] = "full"
+        result.metrics["recipe"] = inputs.recipe_search["chosen"]
+        cv_acc = inputs.recipe_search.get("cv_acc", {}).get(inputs.recipe_search["chosen"])
+        if cv_acc is not None:
+            result.metrics["recipe_cv_acc"] = cv_acc
+    with run.phase("score_s", RoundPhase.SCORING):
+        ids, outputs = score_pool(result.model, result.model_config, inputs.fetcher,
+                                  inputs.pool_items, inputs.report, settings,
+                                  run.scoring_progress())
     return result, ids, outputs
 
 
 def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: RoundInputs):
     """Mode "frozen": pooled features of every pool image (cached: only new images run the
     backbone), a head + the module trained on the labeled rows, the pool scored from the rows."""
-    t = time.monotonic()
-    model = build_network(inputs.model_config, num_classes=len(inputs.labels))
-    cache = feature_cache_for(store.project_dir(inputs.project_id) / "features", model,
-                              inputs.model_config)
-    inputs.status(phase="extracting_features", train_mode="frozen")
-    ids, features, extracted = pooled_features(
-        model, inputs.model_config, inputs.pool_items, inputs.fetcher, cache, inputs.report,
-        device=settings.device, batch_size=settings.score_batch_size,
-        on_progress=inputs.scoring_progress("extracting_features"))
-    inputs.timings["features_s"] = time.monotonic() - t
+    run = inputs.run
+    with run.phase("features_s"):
+        model = build_network(inputs.model_config, num_classes=len(inputs.labels))
+        cache = feature_cache_for(store.project_dir(inputs.project_id) / "features", model,
+                                  inputs.model_config)
+        run.status(phase=RoundPhase.EXTRACTING_FEATURES, train_mode="frozen")
+        ids, features, extracted = pooled_features(
+            model, inputs.model_config, inputs.pool_items, inputs.fetcher, cache, inputs.report,
+            device=settings.device, batch_size=settings.score_batch_size,
+            on_progress=run.scoring_progress(RoundPhase.EXTRACTING_FEATURES))
     if features is None:
         raise RuntimeError("no task image of the project could be scored: "
                            + json.dumps(inputs.report.summary()))
     target_of = {tid: target for (tid, _), target in zip(inputs.train_images, inputs.targets)}
     rows = np.array([row for row, tid in enumerate(ids) if tid in target_of], dtype=np.int64)
     log.info("project %s: pooled features of %d images (%d new, %d from the cache) in %.1fs",
-             inputs.project_id, len(ids), extracted, len(ids) - extracted, inputs.timings["features_s"])
-    inputs.status(phase="training", annotations_used=len(rows), train_mode="frozen")
-    t = time.monotonic()
-    result = train_frozen(model, features.subset(rows), [target_of[ids[r]] for r in rows],
-                          inputs.labels, inputs.model_config, inputs.train_config,
-                          progress=inputs.training_progress())
-    result.metrics.update(mode="frozen", features_extracted=extracted)
-    inputs.timings["train_s"] = time.monotonic() - t
-    t = time.monotonic()
-    mc = settings.mc_dropout_samples if strategies.needs_mc_samples(settings.strategy) else 0
-    outputs = score_pooled(result.model, features, mc_samples=mc, seed=settings.seed)
-    inputs.timings["score_s"] = time.monotonic() - t
+             inputs.project_id, len(ids), extracted, len(ids) - extracted,
+             run.timings["features_s"])
+    with run.phase("train_s", RoundPhase.TRAINING, annotations_used=len(rows),
+                   train_mode="frozen"):
+        result = train_frozen(model, features.subset(rows), [target_of[ids[r]] for r in rows],
+                              inputs.labels, inputs.model_config, inputs.train_config,
+                              progress=run.training_progress())
+        result.metrics.update(mode="frozen", features_extracted=extracted)
+    with run.phase("score_s"):
+        outputs = score_pooled(result.model, features,
+                               mc_samples=mc_samples_for(settings, settings.strategy),
+                               seed=settings.seed)
     return result, ids, outputs
+
+
+# ----------------------------------------------------------------------------- save and rank
+
+
+def save_version(store: ModelStore, project_id: int, collected: CollectedRound,
+                 trained: TrainedRound, run: RoundRun) -> None:
+    """The trained model's checkpoint, with the labeling config it was trained for."""
+    model_checkpoint.save_checkpoint(
+        store.checkpoint_path(project_id, trained.version), trained.result,
+        extra={"project_id": project_id, "version": trained.version,
+               "schema": collected.schema.to_dict(), "schema_hash": collected.schema.hash})
+    log.info("project %s: trained %s (%s mode) on %d images in %.1fs: %s", project_id,
+             trained.version, trained.mode, len(collected.train_images), run.timings["train_s"],
+             _short_metrics(trained.result.metrics))
+
+
+def rank_pool(settings: Settings, project_id: int, collected: CollectedRound,
+              trained: TrainedRound, run: RoundRun) -> list[tuple[int, TaskPrediction]]:
+    """Every scored task's prediction: the model's label and the strategy's ranking as score."""
+    unlabeled_ids = {tid for tid, _ in collected.split.unlabeled}
+    # fetch_many keeps input order, and the pool lists unlabeled tasks first
+    n_unlabeled = sum(1 for tid in trained.ids if tid in unlabeled_ids)
+    if trained.outputs is None:
+        raise RuntimeError("no task image of the project could be scored: "
+                           + json.dumps(collected.report.summary()))
+    scores, clusters = rank_for_label_studio(settings.strategy, trained.outputs, n_unlabeled,
+                                             settings.seed, settings.query_batch_size)
+    if not settings.push_clusters:
+        clusters = None
+    predictions = build_predictions(trained.ids, trained.outputs.probs, scores, clusters,
+                                    collected.labels)
+    log.info("project %s: scored %d tasks (%d unlabeled of %d) with %s in %.1fs", project_id,
+             len(trained.ids), n_unlabeled, len(collected.split.unlabeled), settings.strategy,
+             run.timings["score_s"])
+    return predictions
+
+
+# ----------------------------------------------------------------------------- push and publish
+
+
+def push_version(settings: Settings, client: LabelStudioClient, store: ModelStore,
+                 project_id: int, collected: CollectedRound, trained: TrainedRound,
+                 predictions: list[tuple[int, TaskPrediction]], run: RoundRun) -> dict:
+    """A trained version's predictions into Label Studio, then the version published."""
+    with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
+        # /predict places tasks created after this round by their nearest ranked task (its score)
+        store.save_neighbours(project_id, trained.version, trained.ids, trained.outputs.embedding)
+        pushed = push_and_publish(settings, client, store, project_id, trained.version,
+                                  collected.schema, predictions,
+                                  about={"strategy": settings.strategy},
+                                  info={"metrics": _plain(trained.result.metrics),
+                                        "annotations_used": len(collected.train_images)},
+                                  status=run.status)
+    log.info("project %s: pushed %d predictions of %s (%d pre-selecting a choice) in %.1fs",
+             project_id, pushed["predictions_pushed"], trained.version, pushed["preselected"],
+             run.timings["push_s"])
+    return pushed
 
 
 def push_and_publish(settings: Settings, client: LabelStudioClient, store: ModelStore,
                      project_id: int, version: str, schema: ImageClassificationSchema,
-                     predictions: list[tuple[int, TaskPrediction]], stored: dict, info: dict,
+                     predictions: list[tuple[int, TaskPrediction]], about: dict, info: dict,
                      status: StatusCallback = lambda **_: None) -> dict:
     """Bulk-push a version's predictions, store them for /predict, publish, point LS at them.
 
     Order matters: Label Studio refuses a project model_version without predictions, and the
-    pointer is published only once every prediction is in Label Studio.
+    pointer is published only once every prediction is in Label Studio. ``about`` (how the
+    version ranked) is stored with the predictions, ``info`` with the published pointer.
     """
     payload = [converters.import_payload(tid, pred, schema, version,
                                          settings.preselect_min_confidence)
@@ -392,18 +474,18 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
     push = push_predictions(client, project_id, payload, version, settings.prediction_chunk_size)
     # the config a version was made for: a later change of the project's config retrains
     info = {**info, "schema": schema.to_dict(), "schema_hash": schema.hash}
-    atomic_write_text(predictions_file(store, project_id, version), json.dumps({
-        **stored,
-        "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
-                             "cluster": p.cluster} for tid, p in predictions}}))
+    store.save_predictions(project_id, version, predictions, **about)
     # the job's status callback refuses this phase once its run lock is lost (backend.jobs):
     # a round another worker may have taken over never publishes
-    status(phase="publishing")
+    status(phase=RoundPhase.PUBLISHING)
     store.publish(project_id, version, info=info)
     client.patch_project(project_id, {"model_version": version})
     return {"predictions_pushed": push.created,
             "tasks_deleted_during_round": len(push.deleted_tasks),
             "preselected": sum(1 for item in payload if item["result"])}
+
+
+# ----------------------------------------------------------------------------- update views
 
 
 def update_views(settings: Settings, client: LabelStudioClient, project_id: int,
@@ -448,20 +530,6 @@ def cold_start_reason(n_usable: int, n_classes: int, settings: Settings) -> str 
     return None
 
 
-@dataclass
-class ColdStartInputs:
-    """What run_training_round already has when it decides the round is a cold start."""
-    schema: ImageClassificationSchema
-    n_tasks: int
-    split: LabeledSplit
-    train_images: list      # (task id, image) of the usable annotated tasks
-    fetcher: ImageFetcher
-    report: FetchReport
-    reason: str
-    timings: dict
-    t0: float
-
-
 def pool_thumbnails(fetcher: ImageFetcher, items: list[tuple[int, str]], report: FetchReport,
                     on_progress: Callable[[int, int], None]) -> tuple[list[int], np.ndarray]:
     """Fetch images in chunks, keeping only small uint8 thumbnails (bounded memory)."""
@@ -477,14 +545,14 @@ def pool_thumbnails(fetcher: ImageFetcher, items: list[tuple[int, str]], report:
     return ids, (np.concatenate(parts) if parts else np.zeros((0, side, side, 3), np.uint8))
 
 
-def _pixel_cold_start_embedding(settings: Settings, inputs: "ColdStartInputs",
+def _pixel_cold_start_embedding(settings: Settings, collected: CollectedRound,
                                 on_progress: Callable[[int, int], None]):
     """Pool ids, labeled ids and a label-free pixel embedding (pool rows first)."""
     from model import coldstart
-    pool_ids, pool_thumbs = pool_thumbnails(inputs.fetcher, inputs.split.unlabeled, inputs.report,
-                                            on_progress)
-    labeled_ids = [tid for tid, _ in inputs.train_images]
-    labeled_thumbs = coldstart.thumbnails([img for _, img in inputs.train_images],
+    pool_ids, pool_thumbs = pool_thumbnails(collected.fetcher, collected.split.unlabeled,
+                                            collected.report, on_progress)
+    labeled_ids = [tid for tid, _ in collected.train_images]
+    labeled_thumbs = coldstart.thumbnails([img for _, img in collected.train_images],
                                           COLDSTART_THUMBNAIL_PX)
     embedding = coldstart.pixel_embedding(np.concatenate([pool_thumbs, labeled_thumbs]),
                                           size=COLDSTART_THUMBNAIL_PX, seed=settings.seed)
@@ -492,29 +560,32 @@ def _pixel_cold_start_embedding(settings: Settings, inputs: "ColdStartInputs",
 
 
 def _learned_cold_start_embedding(settings: Settings, store: ModelStore, project_id: int,
-                                  model_config: ModelConfig, inputs: "ColdStartInputs",
+                                  model_config: ModelConfig, collected: CollectedRound,
                                   on_progress: Callable[[int, int], None]):
     """Pool ids, labeled ids and the pretrained backbone's embeddings (pool rows first), through
     the project's feature cache."""
-    model = build_network(model_config, num_classes=max(len(inputs.schema.labels), 1))
+    model = build_network(model_config, num_classes=max(len(collected.schema.labels), 1))
     cache = feature_cache_for(store.project_dir(project_id) / "features", model, model_config)
-    labeled_items = [(tid, url) for tid, url, _ in inputs.split.labeled]
-    ids, features, _ = pooled_features(model, model_config, inputs.split.unlabeled + labeled_items,
-                                       inputs.fetcher, cache, inputs.report, device=settings.device,
-                                       batch_size=settings.score_batch_size, on_progress=on_progress)
+    labeled_items = [(tid, url) for tid, url, _ in collected.split.labeled]
+    ids, features, _ = pooled_features(model, model_config,
+                                       collected.split.unlabeled + labeled_items,
+                                       collected.fetcher, cache, collected.report,
+                                       device=settings.device,
+                                       batch_size=settings.score_batch_size,
+                                       on_progress=on_progress)
     if features is None:
         return [], [], np.zeros((0, 0), np.float32)
-    unlabeled = {tid for tid, _ in inputs.split.unlabeled}
-    usable_labeled = {tid for tid, _ in inputs.train_images}
+    unlabeled = {tid for tid, _ in collected.split.unlabeled}
+    usable_labeled = {tid for tid, _ in collected.train_images}
     pool_rows = [row for row, tid in enumerate(ids) if tid in unlabeled]
     labeled_rows = [row for row, tid in enumerate(ids) if tid in usable_labeled]
     embedding = np.asarray(features.embedding, dtype=np.float32)[pool_rows + labeled_rows]
     return [ids[r] for r in pool_rows], [ids[r] for r in labeled_rows], embedding
 
 
-def run_cold_start_round(settings: Settings, project_id: int, status: StatusCallback,
-                         client: LabelStudioClient, store: ModelStore,
-                         inputs: ColdStartInputs) -> dict:
+def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudioClient,
+                         store: ModelStore, collected: CollectedRound, reason: str,
+                         run: RoundRun) -> dict:
     """Too few labels (or classes) to train: rank the pool by TypiClust on a pixel embedding
     (QUERY_BATCH_SIZE clusters, coarse to fine) and push it with no pre-selected choice, as
     version ``coldstart-<timestamp>``.
@@ -522,69 +593,64 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
     The labeled tasks' embeddings mark their clusters as covered; labeled tasks follow the pool.
     """
     from model import coldstart
-    log.info("project %s: cold-start round: %s", project_id, inputs.reason)
-    timings, report = inputs.timings, inputs.report
-    summary = {"reason": inputs.reason, "tasks": inputs.n_tasks,
-               "annotated_tasks": len(inputs.split.labeled), "labels": inputs.split.labels,
-               "annotations_used": len(inputs.train_images)}
-    status(phase="cold_start_ranking", cold_start_reason=inputs.reason)
-    t = time.monotonic()
-
-    def on_progress(done: int, total: int) -> None:
-        status(phase="cold_start_ranking", scoring_progress={"done": done, "total": total})
-
-    model_config = model_config_from(settings)
-    if model_config.weights or model_config.pretrained_weights:
-        # a learned backbone: TypiClust on its embeddings (cached; the first trained round reuses them)
-        pool_ids, labeled_ids, embedding = _learned_cold_start_embedding(
-            settings, store, project_id, model_config, inputs, on_progress)
-        embedding_kind = "backbone"
-    else:
-        pool_ids, labeled_ids, embedding = _pixel_cold_start_embedding(settings, inputs, on_progress)
-        embedding_kind = "pixels"
-    summary["embedding"] = embedding_kind
-    if not pool_ids:
-        if inputs.split.unlabeled:
-            raise RuntimeError("no unlabeled task image of the project could be read: "
-                               + json.dumps(report.summary()))
-        log.info("project %s: cold start: no unlabeled task to rank", project_id)
-        return {"state": "skipped", **summary, "reason": inputs.reason + "; no unlabeled task",
-                "images": report.summary()}
-    n_pool = len(pool_ids)
-    ranking = coldstart.typiclust(embedding[:n_pool], embedding[n_pool:] if labeled_ids else None,
-                                  n_clusters=min(settings.query_batch_size, n_pool),
-                                  seed=settings.seed, start_clusters=COLDSTART_FIRST_CLUSTERS)
-    # the pool in TypiClust order, then the labeled tasks: the tab's top is always work to do
-    full_order = np.concatenate([ranking.order, n_pool + np.arange(len(labeled_ids))])
-    scores = strategies.ranking_to_scores(full_order)
-    clusters = np.concatenate([ranking.cluster, np.full(len(labeled_ids), -1, np.int64)])
-    predictions = [(tid, TaskPrediction(
-        label=None, probability=None, score=float(scores[row]),
-        cluster=int(clusters[row]) if settings.push_clusters and clusters[row] >= 0 else None))
-        for row, tid in enumerate(pool_ids + labeled_ids)]
-    timings["rank_s"] = time.monotonic() - t
+    log.info("project %s: cold-start round: %s", project_id, reason)
+    report = collected.report
+    summary = {"reason": reason, "tasks": collected.n_tasks,
+               "annotated_tasks": len(collected.split.labeled), "labels": collected.split.labels,
+               "annotations_used": len(collected.train_images)}
+    with run.phase("rank_s", RoundPhase.COLD_START_RANKING, cold_start_reason=reason):
+        on_progress = run.scoring_progress(RoundPhase.COLD_START_RANKING)
+        model_config = model_config_from(settings)
+        if model_config.weights or model_config.pretrained_weights:
+            # a learned backbone: TypiClust on its embeddings (cached; the first trained round
+            # reuses them)
+            pool_ids, labeled_ids, embedding = _learned_cold_start_embedding(
+                settings, store, project_id, model_config, collected, on_progress)
+            embedding_kind = "backbone"
+        else:
+            pool_ids, labeled_ids, embedding = _pixel_cold_start_embedding(settings, collected,
+                                                                           on_progress)
+            embedding_kind = "pixels"
+        summary["embedding"] = embedding_kind
+        if not pool_ids:
+            if collected.split.unlabeled:
+                raise RuntimeError("no unlabeled task image of the project could be read: "
+                                   + json.dumps(report.summary()))
+            log.info("project %s: cold start: no unlabeled task to rank", project_id)
+            return {"state": RoundState.SKIPPED.value, **summary,
+                    "reason": reason + "; no unlabeled task", "images": report.summary()}
+        n_pool = len(pool_ids)
+        ranking = coldstart.typiclust(embedding[:n_pool],
+                                      embedding[n_pool:] if labeled_ids else None,
+                                      n_clusters=min(settings.query_batch_size, n_pool),
+                                      seed=settings.seed, start_clusters=COLDSTART_FIRST_CLUSTERS)
+        # the pool in TypiClust order, then the labeled tasks: the tab's top is always work to do
+        full_order = np.concatenate([ranking.order, n_pool + np.arange(len(labeled_ids))])
+        scores = strategies.ranking_to_scores(full_order)
+        clusters = np.concatenate([ranking.cluster, np.full(len(labeled_ids), -1, np.int64)])
+        predictions = [(tid, TaskPrediction(
+            label=None, probability=None, score=float(scores[row]),
+            cluster=int(clusters[row]) if settings.push_clusters and clusters[row] >= 0 else None))
+            for row, tid in enumerate(pool_ids + labeled_ids)]
     log.info("project %s: cold start ranked %d unlabeled tasks in %d clusters (%d covered by "
              "labels) in %.1fs", project_id, n_pool, len(ranking.covered),
-             int(ranking.covered.sum()), timings["rank_s"])
+             int(ranking.covered.sum()), run.timings["rank_s"])
 
-    status(phase="pushing_predictions")
-    t = time.monotonic()
-    version = new_coldstart_version()
-    pushed = push_and_publish(settings, client, store, project_id, version, inputs.schema,
-                              predictions, stored={"strategy": "typiclust", "cold_start": True},
-                              info={"cold_start": True, "reason": inputs.reason,
-                                    "annotations_used": len(inputs.train_images)}, status=status)
-    timings["push_s"] = time.monotonic() - t
-    status(phase="updating_views")
-    update_views(settings, client, project_id, version)
-    timings["total_s"] = time.monotonic() - inputs.t0
+    with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
+        version = new_coldstart_version()
+        pushed = push_and_publish(settings, client, store, project_id, version, collected.schema,
+                                  predictions, about={"strategy": "typiclust", "cold_start": True},
+                                  info={"cold_start": True, "reason": reason,
+                                        "annotations_used": len(collected.train_images)},
+                                  status=run.status)
+    with run.phase(phase=RoundPhase.UPDATING_VIEWS):
+        update_views(settings, client, project_id, version)
     log.info("project %s: cold start pushed %d predictions of %s", project_id,
              pushed["predictions_pushed"], version)
-    return {"state": "cold_start", "model_version": version, **summary, **pushed,
+    return {"state": RoundState.COLD_START.value, "model_version": version, **summary, **pushed,
             "strategy": "typiclust", "clusters": len(ranking.covered),
             "clusters_covered_by_labels": int(ranking.covered.sum()),
-            "images": report.summary(),
-            "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+            "images": report.summary(), "timings_s": run.timings_summary()}
 
 
 def build_predictions(ids: list[int], probs: np.ndarray, scores: np.ndarray,

@@ -7,12 +7,13 @@ from redis import Redis
 from rq import Queue, get_current_job
 
 from backend import training_state
+from backend.defaults import (JOB_FAILURE_TTL_S, PRUNE_JOB_RESULT_TTL_S, REDIS_SOCKET_TIMEOUT_S,
+                              TRAIN_JOB_RESULT_TTL_S)
 from backend.settings import Settings
 
 TRAIN_JOB = "backend.jobs.run_training_job"
 PRUNE_JOB = "backend.jobs.run_prune_job"
 log = logging.getLogger(__name__)
-REDIS_SOCKET_TIMEOUT_S = 2.0   # a webhook must answer within 1 s: fail fast when Redis is down
 
 
 def redis_connection(settings: Settings) -> Redis:
@@ -32,8 +33,9 @@ def request_training(settings: Settings, conn: Redis, project_id: int, reason: s
 
     def enqueue(job_id: str) -> None:
         queue.enqueue(TRAIN_JOB, args=(int(project_id), reason), job_id=job_id,
-                      job_timeout=settings.job_timeout_s, result_ttl=7 * 24 * 3600,
-                      failure_ttl=7 * 24 * 3600, description=f"train project {project_id}: {reason}")
+                      job_timeout=settings.job_timeout_s, result_ttl=TRAIN_JOB_RESULT_TTL_S,
+                      failure_ttl=JOB_FAILURE_TTL_S,
+                      description=f"train project {project_id}: {reason}")
 
     return training_state.request_training(conn, project_id, reason, enqueue)
 
@@ -47,7 +49,7 @@ def enqueue_prune(settings: Settings, project_id: int, version: str) -> bool:
     try:
         training_queue(settings, job.connection).enqueue(
             PRUNE_JOB, args=(int(project_id), version), job_timeout=settings.job_timeout_s,
-            result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
+            result_ttl=PRUNE_JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S,
             description=f"delete old predictions of project {project_id}")
     except Exception as exc:   # Redis blip: housekeeping falls back to the round itself
         log.warning("project %s: could not queue the old predictions' deletion: %s",

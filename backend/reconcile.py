@@ -20,6 +20,7 @@ import threading
 import uuid
 
 from backend import queueing, training_state
+from backend.defaults import RECONCILER_LEASE_INTERVALS, RoundPhase, RoundState
 from backend.labeling_config import UnsupportedConfig, parse_image_classification, schema_change
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.model_store import ModelStore
@@ -52,8 +53,9 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
     """One check of one project; returns what was done (for logs and tests)."""
     status = training_state.get_status(conn, project_id)
     running = status.get("running_job_id")
-    if status.get("state") == "running" and not running:
-        training_state.update_status(conn, project_id, state="failed", phase="failed",
+    if status.get("state") == RoundState.RUNNING and not running:
+        training_state.update_status(conn, project_id, state=RoundState.FAILED,
+                                     phase=RoundPhase.FAILED,
                                      error="the worker stopped during this round (no heartbeat); "
                                            "the next trigger retrains")
         log.warning("project %s: a training round was abandoned by its worker", project_id)
@@ -132,7 +134,7 @@ class ReconcilerLease:
     N times the project GETs). The holder renews it at every pass; it lives LEASE_INTERVALS
     intervals, so a dead holder's lease lapses and another worker takes over."""
 
-    LEASE_INTERVALS = 3
+    LEASE_INTERVALS = RECONCILER_LEASE_INTERVALS
 
     def __init__(self, conn, interval_s: int, owner: str | None = None):
         self.conn = conn

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 # numpy only, never torch (a test checks): every entry point validates STRATEGY before it starts.
+from backend.defaults import RUN_LOCK_TTL_S
 from model.strategies import STRATEGIES
 
 
@@ -63,7 +64,7 @@ class Settings:
     queue_name: str = field(default="active-learning", metadata=_doc("RQ queue name."))
     job_timeout_s: int = field(default=6 * 3600, metadata=_doc(
         "Longest a training + scoring job may run before RQ stops it.", "seconds"))
-    run_lock_ttl_s: int = field(default=120, metadata=_doc(
+    run_lock_ttl_s: int = field(default=RUN_LOCK_TTL_S, metadata=_doc(
         "Lifetime of a project's run lock, renewed every quarter of it while a round runs; after a "
         "worker is killed, the project can train again once it expires.", "seconds"))
     # --- HTTP server ---------------------------------------------------------------------------

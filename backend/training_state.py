@@ -15,10 +15,9 @@ from typing import Callable
 
 from redis import Redis
 
+from backend.defaults import QUEUED_TTL_S, RUN_LOCK_TTL_S
+
 PREFIX = "al"
-LOCK_TTL_S = 120            # default of RUN_LOCK_TTL_S: a running job renews its lock every ttl/4;
-                            # a killed worker's lock expires so the next trigger can run
-QUEUED_TTL_S = 7 * 24 * 3600
 # Status fields holding Label Studio's OWN count of annotated tasks (project.num_tasks_with_annotations):
 # as the running round started, and as the last finished or failed round started. The reconciler
 # compares Label Studio's count now with the second one, never with the backend's count of usable
@@ -95,7 +94,7 @@ class RunLockLost(RuntimeError):
 class RunLock:
     """The per-project lock a running job holds, renewed by a heartbeat thread."""
 
-    def __init__(self, conn: Redis, project_id: int, job_id: str, ttl_s: int = LOCK_TTL_S):
+    def __init__(self, conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S):
         self.conn, self.project_id, self.job_id, self.ttl_s = conn, project_id, job_id, ttl_s
         self.key = _key(project_id, "lock")
 
@@ -121,7 +120,7 @@ class RunLock:
             "else return 0 end", 1, self.key, self.job_id)
 
 
-def start_run(conn: Redis, project_id: int, job_id: str, ttl_s: int = LOCK_TTL_S
+def start_run(conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S
               ) -> RunLock | None:
     """Called when a job starts. Returns the held lock, or None when another run holds it.
 

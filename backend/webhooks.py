@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backend.converters import parse_project_id
+from backend.defaults import WebhookDecision
 
 START_TRAINING = "START_TRAINING"
 PROJECT_UPDATED = "PROJECT_UPDATED"   # retrains only when the labeling config changed (backend.app)
@@ -19,7 +20,7 @@ class BadEvent(ValueError):
 
 @dataclass(frozen=True)
 class Decision:
-    kind: str                 # "train" | "count" | "ignore"
+    kind: WebhookDecision
     action: str
     project_id: int | None
     changes: int = 0
@@ -35,12 +36,14 @@ def decide(payload) -> Decision:
     try:
         project_id = parse_project_id(payload.get("project"))
     except ValueError:
-        return Decision("ignore", action, None, reason="event names no project")
+        return Decision(WebhookDecision.IGNORE, action, None, reason="event names no project")
     if action == START_TRAINING:
-        return Decision("train", action, project_id, reason="Start Training pressed")
+        return Decision(WebhookDecision.TRAIN, action, project_id, reason="Start Training pressed")
     if action in ANNOTATION_EVENTS:
-        return Decision("count", action, project_id, changes=_changes_in(payload, action))
-    return Decision("ignore", action, project_id, reason=f"{action} does not affect training")
+        return Decision(WebhookDecision.COUNT, action, project_id,
+                        changes=_changes_in(payload, action))
+    return Decision(WebhookDecision.IGNORE, action, project_id,
+                    reason=f"{action} does not affect training")
 
 
 def _changes_in(payload: dict, action: str) -> int:

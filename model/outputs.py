@@ -4,6 +4,7 @@ settings check that names them) can be imported by processes that never load a m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -17,3 +18,24 @@ class ScoreOutputs:
 
     def __len__(self) -> int:
         return int(self.probs.shape[0])
+
+    @classmethod
+    def concat(cls, parts: Sequence[ScoreOutputs]) -> ScoreOutputs:
+        """The outputs of chunks scored one after another, as one pass over their rows in order
+        (MC-dropout samples only when every chunk has them)."""
+        mc = [p.mc_probs for p in parts]
+        return cls(
+            probs=np.concatenate([p.probs for p in parts]),
+            predicted_loss=np.concatenate([p.predicted_loss for p in parts]),
+            embedding=np.concatenate([p.embedding for p in parts]),
+            mc_probs=None if any(m is None for m in mc) else np.concatenate(mc, axis=1),
+        )
+
+    def subset(self, rows: np.ndarray) -> ScoreOutputs:
+        """The outputs of ``rows`` only (indices or a boolean mask), in that order."""
+        return ScoreOutputs(
+            probs=self.probs[rows],
+            predicted_loss=self.predicted_loss[rows],
+            embedding=self.embedding[rows],
+            mc_probs=None if self.mc_probs is None else self.mc_probs[:, rows],
+        )

@@ -199,8 +199,8 @@ def test_bodies_that_gave_a_500_before(backend, path, body):
 
 def _publish_random_model(settings: Settings, project_id: int) -> None:
     """A published (untrained-weights) small model plus its stored predictions for task 1."""
-    from backend.model_store import ModelStore, atomic_write_text, new_version
-    from backend.pipeline import predictions_file
+    from backend.converters import TaskPrediction
+    from backend.model_store import ModelStore, new_version
     from model.checkpoint import save_checkpoint
     from model.config import ModelConfig, TrainConfig
     from model.networks import build_network
@@ -212,9 +212,8 @@ def _publish_random_model(settings: Settings, project_id: int) -> None:
     result = TrainResult(build_network(config, len(labels)), labels, config, TrainConfig(), {})
     version = new_version()
     save_checkpoint(store.checkpoint_path(project_id, version), result)
-    atomic_write_text(predictions_file(store, project_id, version), json.dumps({
-        "strategy": "learning_loss",
-        "tasks": {"1": {"label": "0", "probability": 0.9, "score": 0.3, "cluster": None}}}))
+    store.save_predictions(project_id, version, [(1, TaskPrediction("0", 0.9, 0.3, None))],
+                           strategy="learning_loss")
     store.save_neighbours(project_id, version, [1], np.zeros((1, result.model.embedding_dim)))
     store.publish(project_id, version)
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.model_store import ModelStore, atomic_write_text, new_version
+from backend.converters import TaskPrediction
+from backend.model_store import ModelStore, new_version
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.config import ModelConfig, TrainConfig
 from model.networks import build_network
@@ -102,10 +103,8 @@ def publish(store: ModelStore, project_id: int) -> str:
     version = new_version()
     result = small_result()
     save_checkpoint(store.checkpoint_path(project_id, version), result)
-    from backend.pipeline import predictions_file
-    atomic_write_text(predictions_file(store, project_id, version), json.dumps({
-        "strategy": "learning_loss",
-        "tasks": {"1": {"label": "1", "probability": 0.8, "score": 0.25, "cluster": None}}}))
+    store.save_predictions(project_id, version, [(1, TaskPrediction("1", 0.8, 0.25, None))],
+                           strategy="learning_loss")
     store.save_neighbours(project_id, version, [1], np.zeros((1, result.model.embedding_dim)))
     store.publish(project_id, version)
     return version

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from backend.ml_model import _StoredPredictions
-from backend.model_store import ModelStore
+from backend.model_store import ModelStore, _StoredPredictions
 
 
 def fake_version(store: ModelStore, project_id: int, version: str) -> None:
