@@ -173,7 +173,7 @@ def _to_png(pixels: np.ndarray, source: str) -> Image.Image:
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))  # 2-D uint8 -> mode 'L'
     if source == "digits":
         # Nearest keeps the 8x8 data exact while making it big enough to see and label.
-        image = image.resize((DIGITS_RENDER_SIDE, DIGITS_RENDER_SIDE), Image.NEAREST)
+        image = image.resize((DIGITS_RENDER_SIDE, DIGITS_RENDER_SIDE), Image.Resampling.NEAREST)
     return image
 
 

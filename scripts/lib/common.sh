@@ -1,8 +1,12 @@
+# shellcheck shell=bash
 # Shared shell helpers: where the virtual environments live and how they are installed.
-# Sourced by scripts/serve.sh, scripts/test.sh and scripts/demo.sh.
+# Sourced by scripts/serve.sh, scripts/test.sh, scripts/demo.sh, scripts/python.sh and
+# scripts/compose_check.sh.
 #
 # The project venv (torch, torchvision, label-studio-ml ...) is ~5.5 GB, so it lives in a cache
 # directory keyed by the hash of requirements.txt and is reused by every checkout on the machine.
+# So the project itself is never installed into it (an editable install would point every
+# checkout at one of them): the scripts put their own checkout on PYTHONPATH instead.
 #   VENV_DIR       project venv (default: $CACHE_ROOT/venv-<hash of requirements.txt>)
 #   LS_VENV_DIR    Label Studio 1.23.2's own venv (its pins conflict with label-studio-ml's)
 #   PYTHON         interpreter used to create venvs (default: python3.11)
@@ -48,12 +52,13 @@ ensure_venv() {
   log "project venv ready in $((SECONDS - t0)) s"
 }
 
-# ensure_dev_tools: test-only packages into the project venv.
+# ensure_dev_tools: the development tools of requirements-dev.txt (pytest, ruff, mypy, matplotlib,
+# ...) into the project venv; a changed requirements-dev.txt installs only what is new.
 ensure_dev_tools() {
   ensure_venv || return 1
   local dev_hash; dev_hash="$(_hash_of "$REPO_ROOT/requirements-dev.txt")"
   if [[ -f "$VENV_DIR/.dev-installed-$dev_hash" ]]; then return 0; fi
-  log "installing test tools into the project venv ..."
+  log "installing the development tools (requirements-dev.txt) into the project venv ..."
   _pip_quiet "$PY" -m pip install -q -r "$REPO_ROOT/requirements-dev.txt" || { log "error: pip install failed"; return 1; }
   touch "$VENV_DIR/.dev-installed-$dev_hash"
 }
