@@ -20,7 +20,7 @@ log "project environment ready in $((SECONDS - t0)) s"
 if [[ "${LINT:-1}" != 0 ]]; then
   t0=$SECONDS
   if ! "$VENV_DIR/bin/ruff" check --no-cache --quiet .; then
-    log "error: ruff found the lint errors above (rules: pyproject.toml [tool.ruff]); 'ruff check --fix' fixes those marked [*]"
+    log "error: ruff found the lint errors above (rules: pyproject.toml [tool.ruff]; 'scripts/python.sh -m ruff check --fix' repairs the fixable ones)"
     exit 1
   fi
   if ! "$PY" -m mypy --cache-dir "$CACHE_ROOT/mypy-cache"; then
