@@ -29,7 +29,7 @@ def project_venv() -> Path:
     """This interpreter's venv, when scripts/lib/common.sh has installed the development tools
     into it (scripts/test.sh does); the wrapper would install them otherwise, not a test's job."""
     venv = Path(sys.prefix)
-    dev_hash = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _hash_of requirements-dev.txt'],
+    dev_hash = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash requirements-dev.txt'],
                               cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     if not (venv / f".dev-installed-{dev_hash}").is_file():
         pytest.skip("the development tools are not installed in this venv: run scripts/test.sh")
@@ -51,6 +51,31 @@ def test_python_wrapper_runs_a_readme_command(project_venv):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "| variable | default | unit | meaning |"
     assert "| `STRATEGY` |" in result.stdout
+
+
+def _requirements_hash(path: Path) -> str:
+    result = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash "$1"', "-",
+                             str(path)], cwd=REPO, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def test_venv_key_ignores_comments_but_not_requirements(tmp_path):
+    # the ~5.5 GB venv is keyed on this hash: a comment edit must not reinstall it
+    variants = {
+        "plain": "torch==2.14.1\nrq==2.6.1\n",
+        "commented": "# runtime\ntorch==2.14.1  # CUDA wheels\n\n  \nrq==2.6.1   \n# end\n",
+        "bumped": "torch==2.14.2\nrq==2.6.1\n",
+        "url": "pkg @ https://example.org/pkg.tar.gz#sha256=ab\n",
+        "url_other": "pkg @ https://example.org/pkg.tar.gz#sha256=cd\n",
+    }
+    hashes = {}
+    for name, text in variants.items():
+        (tmp_path / name).write_text(text)
+        hashes[name] = _requirements_hash(tmp_path / name)
+    assert re.fullmatch(r"[0-9a-f]{10}", hashes["plain"])
+    assert hashes["commented"] == hashes["plain"]
+    assert hashes["bumped"] != hashes["plain"]
+    assert hashes["url"] != hashes["url_other"]   # a "#" inside a URL is not a comment, for pip either
 
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS)
