@@ -9,7 +9,7 @@ Sources:
 Both render as light ink on a black background (MNIST's own convention). File names carry no label,
 so a model cannot read the answer from the uploaded file name.
 
-CLI: ``python scripts/demo_data.py --source mnist --count 200 --out demo-data/mnist --seed 0``
+CLI: ``scripts/python.sh scripts/demo_data.py --source mnist --count 200 --out demo-data/mnist --seed 0``
 """
 
 from __future__ import annotations
