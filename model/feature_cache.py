@@ -166,7 +166,8 @@ class FeatureCache:
         by_shard: dict[str, list[int]] = {}
         for name, row in hits:
             by_shard.setdefault(name, []).append(row)
-        opened = {name: array for name, array in readable.items() if array is not None}   # every hit's
+        # every hit is a row of a shard that opened (the others went to ``missing``)
+        opened = {name: array for name, array in readable.items() if array is not None}
         gathered = {name: opened[name][np.asarray(rows, dtype=np.int64)] for name, rows in by_shard.items()}
         cursor = dict.fromkeys(by_shard, 0)
         matrix = np.empty((len(hits), sum(index["tap_widths"]) + index["embedding_dim"]), dtype=np.float32)
