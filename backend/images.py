@@ -145,7 +145,9 @@ class ImageFetcher:
         return resize_for_model(image, self.resize_to) if self.resize_to else image
 
     def _cached_image(self, url: str) -> Image.Image | None:
-        data = self.cache.get(url) if self.cache is not None else None
+        if self.cache is None:
+            return None
+        data = self.cache.get(url)
         if data is None:
             return None
         try:

@@ -415,8 +415,9 @@ def _read_body(response: requests.Response, max_bytes: int, deadline: float,
     the deadline is checked between reads.
     """
     read1 = getattr(response.raw, "read1", None)          # urllib3 >= 2
-    chunks_iter = None if read1 else response.iter_content(16 * 1024)
-    chunks, total = [], 0
+    chunks_iter: Iterator[bytes] = iter(()) if read1 else response.iter_content(16 * 1024)
+    chunks: list[bytes] = []
+    total = 0
     try:
         while True:
             if time.monotonic() > deadline:

@@ -1,6 +1,6 @@
 """Paired-seed comparison tables for the issue-B ablation, from benchmark results.json files.
 
-    python benchmarks/ablation.py benchmarks/results/digits-ablation benchmarks/results/mnist-ablation \
+    scripts/python.sh benchmarks/ablation.py benchmarks/results/digits-ablation benchmarks/results/mnist-ablation \
         > benchmarks/results/ablation_tables.md
 
 For every strategy: AUBC mean ± std over seeds, and per-seed paired differences (same seed = same
@@ -17,9 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.al_benchmark import aubc  # noqa: E402
+from benchmarks.al_benchmark import aubc
 
 
 def per_seed_aubc(results: dict) -> dict[str, dict[int, float]]:

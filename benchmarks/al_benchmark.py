@@ -20,7 +20,7 @@ may imply overrides (``train_overrides``): ``learning_loss_v2`` is learning_loss
 trained with ``lpm_loss="v2"``, the pair the backend requires (STRATEGY=learning_loss_v2 needs
 LPM_LOSS=v2).
 
-CLI: ``python scripts/benchmark_al.py --preset digits-fast`` (see ``--list-presets``).
+CLI: ``scripts/python.sh scripts/benchmark_al.py --preset digits-fast`` (see ``--list-presets``).
 """
 
 from __future__ import annotations
@@ -41,13 +41,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from model import STRATEGIES, ModelConfig, TrainConfig, rank, score, train
+from model.metrics import spearman
+from benchmarks.domains import DOMAINS, load_domain
 
-from model import STRATEGIES, ModelConfig, TrainConfig, rank, score, train  # noqa: E402
-from model.metrics import spearman  # noqa: E402
-from benchmarks.domains import DOMAINS, load_domain  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS_ROOT = REPO_ROOT / "benchmarks" / "results"
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "fake", *DOMAINS)
@@ -604,9 +602,8 @@ class Benchmark:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_json(self.out_dir / "results.json", results)
         (self.out_dir / "results.md").write_text(markdown_report(results, self.out_dir.name))
-        if runs:
-            plot_curves(results, self.out_dir / "learning_curve.png", self.out_dir.name)
-        self.log(f"wrote {self.out_dir / 'results.json'}, results.md, learning_curve.png")
+        plotted = bool(runs) and plot_curves(results, self.out_dir / "learning_curve.png", self.out_dir.name)
+        self.log(f"wrote {self.out_dir / 'results.json'}, results.md" + (", learning_curve.png" if plotted else ""))
         return results
 
 
@@ -715,8 +712,15 @@ def markdown_report(results: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(results: dict, path: Path, title: str) -> None:
-    import matplotlib
+def plot_curves(results: dict, path: Path, title: str) -> bool:
+    """Write the learning curves to ``path``; False (and a note) when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:  # a development tool: requirements-dev.txt, which scripts/python.sh installs
+        print(f"no {path.name}: matplotlib is not installed (run through scripts/python.sh, or "
+              "pip install -r requirements-dev.txt); --report-only draws it from the saved runs",
+              file=sys.stderr)
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -753,6 +757,7 @@ def plot_curves(results: dict, path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 # ------------------------------------------------------------------------------------------ CLI

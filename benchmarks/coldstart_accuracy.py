@@ -2,7 +2,7 @@
 on the first k tasks of the cold-start ranking (what a cold-start round pushes: TypiClust coarse to
 fine on the label-free pixel embedding, model/coldstart.py) vs the first k of a random order.
 
-    python benchmarks/coldstart_accuracy.py [--domains digits,textures] [--labels 50] [--steps 600]
+    scripts/python.sh benchmarks/coldstart_accuracy.py [--domains digits,textures] [--labels 50] [--steps 600]
 
 Pools and test sets are the domain suite's (benchmarks/domain_suite.py: 1,500 pool images, 1,000
 held-out test images per domain, the same split); both selections train with the backend's
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -25,12 +24,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
-
 from benchmarks import domain_suite  # noqa: E402
 from model import ModelConfig, TrainConfig, train  # noqa: E402
 from model.coldstart import pixel_embedding, typiclust_order  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "benchmarks" / "results" / "coldstart-accuracy"
 SEEDS = (0, 1, 2)

@@ -1,7 +1,7 @@
 """Cold start, measured: how many classes the first picks cover, TypiClust on a pixel embedding vs
 random. No labels and no training: this is what a cold-start round pushes (model/coldstart.py).
 
-    python benchmarks/coldstart_coverage.py [--out benchmarks/results/coldstart-coverage.md]
+    scripts/python.sh benchmarks/coldstart_coverage.py [--out benchmarks/results/coldstart-coverage.md]
 
 Pools: scikit-learn's digits (all 1,797, the loader of scripts/demo_data.py) and, when
 benchmarks/domains.py is present, its synthetic 'shapes', 'letters' and 'textures' domains
@@ -30,7 +30,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+sys.path.insert(0, str(ROOT / "scripts"))   # demo_data: a module of scripts/, not of a package
 
 BUDGETS = (10, 20, 50)
 SEEDS = (0, 1, 2, 3, 4)

@@ -15,7 +15,7 @@ and the others are variants measured to choose it.
 Outputs under ``benchmarks/results/domains/``: ``runs/<recipe>/<domain>-<labels>-s<seed>.json``
 (one per training, reused by a rerun: resume), ``results.json`` and ``results.md``.
 
-CLI: ``python benchmarks/domain_suite.py --recipes legacy,default --domains shapes,letters``
+CLI: ``scripts/python.sh benchmarks/domain_suite.py --recipes legacy,default --domains shapes,letters``
 (``scripts/benchmark_domains.py`` is the same entry point).
 """
 
@@ -36,12 +36,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from model import ModelConfig, TrainConfig, score, train
+from model.metrics import spearman
 
-from model import ModelConfig, TrainConfig, score, train  # noqa: E402
-from model.metrics import spearman  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results" / "domains"
 DIGIT_DOMAINS = ("digits", "mnist")
@@ -287,7 +285,8 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # the backend's own venv has no matplotlib; the dev tools do
-        print("matplotlib not installed: no plot (pip install -r requirements-dev.txt)")
+        print("matplotlib not installed: no plot (run through scripts/python.sh, "
+              "or pip install -r requirements-dev.txt)")
         return
     domains = [d for d in DOMAINS if any(d in summary.get(r, {}) for r in recipes)]
     fig, axes = plt.subplots(1, len(domains), figsize=(3.2 * len(domains), 3.0), squeeze=False)

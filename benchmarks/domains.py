@@ -537,11 +537,11 @@ def preview_grid(name: str, seed: int = 0, size: int = DEFAULT_SIZE, rows: int =
 
 def _kmeans_colours(pixels: np.ndarray, k: int, iters: int = 8) -> np.ndarray:
     """k representative colours of (m, 3) pixels: farthest-point start, a few Lloyd steps."""
-    centres = [pixels[np.argmin(((pixels - pixels.mean(0)) ** 2).sum(1))]]
+    start = [pixels[np.argmin(((pixels - pixels.mean(0)) ** 2).sum(1))]]
     for _ in range(k - 1):
-        dist = np.min([((pixels - c) ** 2).sum(1) for c in centres], axis=0)
-        centres.append(pixels[np.argmax(dist)])
-    centres = np.array(centres, dtype=np.float32)
+        dist = np.min([((pixels - c) ** 2).sum(1) for c in start], axis=0)
+        start.append(pixels[np.argmax(dist)])
+    centres = np.array(start, dtype=np.float32)
     for _ in range(iters):
         label = ((pixels[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
         for j in range(k):
@@ -559,7 +559,9 @@ def _palette_image(grid: Image.Image, boxes: list[tuple[int, int, int, int]], sh
         raise ValueError("too many tiles for one 256-colour palette")
     pixels = np.asarray(grid, dtype=np.float32)
     q = grid.quantize(colors=shared, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    common = np.array(q.getpalette()[: 3 * shared], dtype=np.float32).reshape(-1, 3)
+    quantized_palette = q.getpalette()
+    assert quantized_palette is not None   # quantize() returns a mode "P" image: it has a palette
+    common: np.ndarray = np.array(quantized_palette[: 3 * shared], dtype=np.float32).reshape(-1, 3)
     common = np.concatenate([common, np.zeros((shared - len(common), 3), np.float32)])
     index = np.asarray(q, dtype=np.uint8).copy()
     palette = [common]

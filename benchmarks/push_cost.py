@@ -7,7 +7,7 @@ own push (``backend.prediction_push.push_predictions``). Recorded: the push's se
 and the first and last request's seconds (a stock Label Studio recounts every task of the
 project per request, so the requests grow slower as the project fills).
 
-    python benchmarks/push_cost.py --sizes 2000,5000 --chunks 500,5000
+    scripts/python.sh benchmarks/push_cost.py --sizes 2000,5000 --chunks 500,5000
 Writes ``benchmarks/results/push-cost.md`` and ``push-cost.json``.
 """
 from __future__ import annotations

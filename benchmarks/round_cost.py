@@ -11,7 +11,7 @@ Modes compared:
 - ``full``: today's full-training default (2,000 steps);
 - ``frozen``: a pretrained backbone (a local state_dict file made here) with cached pooled features.
 
-    python benchmarks/round_cost.py --tasks 10000 --labels 100
+    scripts/python.sh benchmarks/round_cost.py --tasks 10000 --labels 100
 Writes ``benchmarks/results/round-cost.md``.
 """
 from __future__ import annotations
@@ -22,20 +22,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from backend.ls_client import LabelStudioClient
+from backend.model_store import ModelStore
+from backend.pipeline import run_training_round
+from backend.settings import Settings
+from model.config import ModelConfig
+from model.networks import build_classifier
 
-from backend.model_store import ModelStore  # noqa: E402
-from backend.pipeline import run_training_round  # noqa: E402
-from backend.settings import Settings  # noqa: E402
-from model.config import ModelConfig  # noqa: E402
-from model.networks import build_classifier  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 LABEL_CONFIG = """<View><Image name="image" value="$image"/>
 <Choices name="label" toName="image" choice="single"><Choice value="a"/><Choice value="b"/>
@@ -104,7 +104,8 @@ def run_mode(name: str, settings: Settings, client: StandInLabelStudio) -> list[
     rounds = []
     for _ in range(2):
         started = time.monotonic()
-        summary = run_training_round(settings, PROJECT, lambda **kw: None, client=client, store=store)
+        summary = run_training_round(settings, PROJECT, lambda **kw: None, store=store,
+                                     client=cast(LabelStudioClient, client))   # duck-typed stand-in
         timings = summary["timings_s"]
         rounds.append({"mode": name, "wall_s": round(time.monotonic() - started, 1),
                        "train_s": timings.get("train_s"), "features_s": timings.get("features_s", 0.0),
@@ -128,9 +129,9 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         backbone = root / "backbone.pt"
         torch.save(build_classifier(ModelConfig(), num_classes=4).state_dict(), backbone)
-        base = dict(device="cpu", image_cache_dir=root / "images", query_batch_size=50,
+        base: dict[str, Any] = dict(device="cpu", image_cache_dir=root / "images", query_batch_size=50,
                     retrain_after_annotations=0)
-        modes = {
+        modes: dict[str, dict[str, Any]] = {
             "full-before": dict(train_mode="full", augment_policy="crop_flip", input_norm="dataset",
                                 train_steps=600),
             "full": dict(train_mode="full"),

@@ -8,7 +8,7 @@ embeddings (``model.score(...).embedding``, the classifier head's input) and sco
 held-out images. The same probe runs on the embeddings of a randomly initialised network of the
 same architecture (ModelConfig(image_size=32) defaults: small_cnn, width 16).
 
-``python benchmarks/selfsup_probe.py`` (one CPU thread; ~2-3 min). ``--steps`` overrides
+``scripts/python.sh benchmarks/selfsup_probe.py`` (one CPU thread; ~2-3 min). ``--steps`` overrides
 SelfSupConfig.steps, ``--json PATH`` writes the numbers.
 """
 
@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from benchmarks.domains import load_domain  # noqa: E402
-from model import ModelConfig, build_network, score  # noqa: E402
-from model.selfsup import SelfSupConfig, pretrain, save_pretrained  # noqa: E402
+from benchmarks.domains import load_domain
+from model import ModelConfig, build_network, score
+from model.selfsup import SelfSupConfig, pretrain, save_pretrained
 
 
 def embeddings(config: ModelConfig, images: list[Image.Image], num_classes: int, seed: int = 0) -> np.ndarray:
@@ -86,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         ssl_features = embeddings(ModelConfig(image_size=32, pretrained_weights=str(path)), images, len(classes))
     random_features = embeddings(model_config, images, len(classes))
 
-    rows = {"selfsup": [], "random_init": []}
+    rows: dict[str, list[float]] = {"selfsup": [], "random_init": []}
     for draw in range(args.draws):
         labeled = np.random.default_rng(draw).choice(pool_index, size=args.labeled, replace=False)
         rows["selfsup"].append(probe(ssl_features, targets, labeled, test_index))

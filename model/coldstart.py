@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -60,14 +60,14 @@ def thumbnails(images, size: int = 16) -> np.ndarray:
         for i in range(n):
             pil = Image.fromarray(np.ascontiguousarray(images[i, ..., 0] if c == 1 else images[i]),
                                   "L" if c == 1 else "RGB")
-            out[i] = np.asarray(pil.resize((size, size), Image.BILINEAR)).reshape(size, size, c)
+            out[i] = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, c)
         return out
     images = list(images)
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, img in enumerate(images):
         if img.mode != "RGB":
             img = img.convert("RGB")
-        out[i] = np.asarray(img.resize((size, size), Image.BILINEAR))
+        out[i] = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR))
     return out
 
 
@@ -170,13 +170,13 @@ def _typicality(x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors:
 
 
 def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, seed: int,
-                    k_neighbors: int) -> tuple[TypiClustResult, object]:
+                    k_neighbors: int) -> tuple[TypiClustResult, Any]:
     """One clustering of the pool (x float32 (N, D), N >= 1) and its round-robin order."""
     n = len(x)
     rng = np.random.default_rng(seed)
     model, labels = _kmeans(x, n_clusters, seed)
     typicality = _typicality(x, labels, n_clusters, k_neighbors, rng)
-    covered_count = np.zeros(n_clusters, dtype=np.int64)
+    covered_count: np.ndarray = np.zeros(n_clusters, dtype=np.int64)
     if labeled is not None and len(labeled):
         covered_count = np.bincount(model.predict(labeled), minlength=n_clusters)[:n_clusters]
     sizes = np.bincount(labels, minlength=n_clusters)
@@ -236,6 +236,7 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     n_clusters = max(1, min(int(n_clusters), n))
 
     picked: list[int] = []
+    covered_by: np.ndarray | None
     k = n_clusters if start_clusters is None else max(1, int(start_clusters))
     while k < n_clusters:
         covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
@@ -252,9 +253,9 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     result, model = _typiclust_once(x, covered_by, n_clusters, seed, k_neighbors)
     if not picked:
         return result
-    chosen = np.zeros(n, dtype=bool)
-    chosen[picked] = True
-    order = np.concatenate([np.asarray(picked, dtype=np.int64), result.order[~chosen[result.order]]])
+    is_picked = np.zeros(n, dtype=bool)
+    is_picked[picked] = True
+    order = np.concatenate([np.asarray(picked, dtype=np.int64), result.order[~is_picked[result.order]]])
     covered = np.zeros(n_clusters, dtype=bool)
     if labeled is not None:
         covered[model.predict(labeled)] = True

@@ -82,7 +82,7 @@ def load_image_bytes(data: bytes, max_pixels: int) -> Image.Image:
         # We enforce our own pixel limit; PIL's global warning would only be noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as error:
             raise ImageError(f"not a recognised image format ({len(data)} bytes)") from error
         except Image.DecompressionBombError as error:
@@ -124,7 +124,7 @@ def resize_for_model(img: Image.Image, image_size: int) -> Image.Image:
     rgb = img if img.mode == "RGB" else to_rgb_image(img)
     if rgb.size == (image_size, image_size):
         return rgb
-    return rgb.resize((image_size, image_size), Image.BILINEAR)
+    return rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
 
 
 def images_to_uint8(images: list[Image.Image], cfg: ModelConfig) -> torch.Tensor:

@@ -166,7 +166,9 @@ class FeatureCache:
         by_shard: dict[str, list[int]] = {}
         for name, row in hits:
             by_shard.setdefault(name, []).append(row)
-        gathered = {name: readable[name][np.asarray(rows, dtype=np.int64)] for name, rows in by_shard.items()}
+        # every hit is a row of a shard that opened (the others went to ``missing``)
+        opened = {name: array for name, array in readable.items() if array is not None}
+        gathered = {name: opened[name][np.asarray(rows, dtype=np.int64)] for name, rows in by_shard.items()}
         cursor = dict.fromkeys(by_shard, 0)
         matrix = np.empty((len(hits), sum(index["tap_widths"]) + index["embedding_dim"]), dtype=np.float32)
         for i, (name, _) in enumerate(hits):
@@ -231,7 +233,7 @@ class FeatureCache:
 
     def prune_other_keys(self) -> list[str]:
         """Delete the cache directories of every other backbone key under ``root``; their names."""
-        removed = []
+        removed: list[str] = []
         if not self.root.is_dir():
             return removed
         for child in self.root.iterdir():

@@ -165,8 +165,13 @@ class PooledFeatures:
         return PooledFeatures(taps, matrix[:, bounds[-1] :])
 
 
+def _lpm_tap_widths(model: LossLearningNet) -> list[int]:
+    """The pooled tap width each LPM branch reads: the in_features of its one Linear layer."""
+    return [layer.in_features for layer in model.lpm.branches.modules() if isinstance(layer, torch.nn.Linear)]
+
+
 def _check_fits(model: LossLearningNet, features: PooledFeatures) -> None:
-    widths = [branch[0].in_features for branch in model.lpm.branches]
+    widths = _lpm_tap_widths(model)
     if features.tap_widths != widths or features.embedding_dim != model.embedding_dim:
         raise ValueError(
             f"pooled features of widths {features.tap_widths} + embedding {features.embedding_dim} "
@@ -210,8 +215,7 @@ def extract_pooled(
                 taps[i].append(pooled.cpu().numpy())
             embeddings.append(outputs["embedding"].flatten(1).float().cpu().numpy())
     if not embeddings:
-        widths = [branch[0].in_features for branch in model.lpm.branches]
-        return PooledFeatures.empty(widths, model.embedding_dim)
+        return PooledFeatures.empty(_lpm_tap_widths(model), model.embedding_dim)
     return PooledFeatures([np.concatenate(parts) for parts in taps], np.concatenate(embeddings))
 
 

@@ -63,14 +63,14 @@ def stratified_folds(targets: Sequence[int], k: int, seed: int) -> list[np.ndarr
     folds from a seeded shuffle, so every fold holds about 1/k of each class."""
     if k < 2:
         raise ValueError(f"k-fold cross-validation needs k >= 2, got {k}")
-    targets = np.asarray(targets)
-    if len(targets) < k:
-        raise ValueError(f"{len(targets)} labeled rows cannot make {k} folds")
+    classes = np.asarray(targets)
+    if len(classes) < k:
+        raise ValueError(f"{len(classes)} labeled rows cannot make {k} folds")
     rng = np.random.default_rng(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
     offset = 0
-    for cls in np.unique(targets):
-        rows = rng.permutation(np.flatnonzero(targets == cls))
+    for cls in np.unique(classes):
+        rows = rng.permutation(np.flatnonzero(classes == cls))
         for i, row in enumerate(rows):
             folds[(offset + i) % k].append(int(row))
         offset += len(rows)   # the next class starts where this one stopped: balanced fold sizes

@@ -178,8 +178,8 @@ def nearest_center(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return out
 
 
-def _subsample_rows(x: np.ndarray | None, limit: int, rng: np.random.Generator) -> np.ndarray | None:
-    if x is None or len(x) <= limit:
+def _subsample_rows(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
+    if len(x) <= limit:
         return x
     return x[np.sort(rng.choice(len(x), size=limit, replace=False))]
 
@@ -197,7 +197,8 @@ def k_center_greedy(
     # cannot matter for choosing the farthest point.
     x = np.asarray(x, dtype=np.float32)
     x_sq = np.einsum("ij,ij->i", x, x)
-    labeled = _subsample_rows(labeled, MAX_LABELED_CENTERS, rng)
+    if labeled is not None:
+        labeled = _subsample_rows(labeled, MAX_LABELED_CENTERS, rng)
     if labeled is not None and len(labeled):
         distance = min_squared_distances(x, np.asarray(labeled, dtype=np.float32))
     else:
@@ -230,31 +231,47 @@ def _picked_then_rest(picked: np.ndarray, rest_values: np.ndarray) -> np.ndarray
 # Signature (outputs, rng, labeled_embedding) -> (N,) values, higher = more informative.
 
 
-def _random_values(outputs, rng, labeled_embedding) -> np.ndarray:
+def _random_values(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     return rng.random(len(outputs))
 
 
-def _least_confidence(outputs, rng, labeled_embedding) -> np.ndarray:
+def _least_confidence(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     return least_confidence_values(outputs.probs)
 
 
-def _margin(outputs, rng, labeled_embedding) -> np.ndarray:
+def _margin(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     return margin_values(outputs.probs)
 
 
-def _entropy(outputs, rng, labeled_embedding) -> np.ndarray:
+def _entropy(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     return entropy_values(outputs.probs)
 
 
-def _bald(outputs, rng, labeled_embedding) -> np.ndarray:
+def _bald(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
+    if outputs.mc_probs is None:
+        raise ValueError("strategy 'bald' needs MC-dropout samples: call score(..., mc_samples=T > 0)")
     return bald_values(outputs.mc_probs)
 
 
-def _predicted_loss(outputs, rng, labeled_embedding) -> np.ndarray:
+def _predicted_loss(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     return outputs.predicted_loss.astype(np.float64)
 
 
-def _distance_to_labeled(outputs, rng, labeled_embedding) -> np.ndarray:
+def _distance_to_labeled(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     """Squared distance to the nearest labeled embedding (0 without a labeled set)."""
     n = len(outputs)
     if labeled_embedding is None or len(labeled_embedding) == 0 or n == 0:
@@ -263,7 +280,9 @@ def _distance_to_labeled(outputs, rng, labeled_embedding) -> np.ndarray:
     return min_squared_distances(outputs.embedding.astype(np.float32), labeled)
 
 
-def _ll_margin(outputs, rng, labeled_embedding) -> np.ndarray:
+def _ll_margin(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     # Rank average within ``outputs``: meaningful when they hold the pool, not one item.
     return rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))
 
@@ -273,12 +292,16 @@ def _ll_margin(outputs, rng, labeled_embedding) -> np.ndarray:
 # not order_by_value(values) have one.
 
 
-def _random_ranking(outputs, rng, budget, labeled_embedding) -> Ranking:
+def _random_ranking(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """A seeded random permutation (kept as the original draw, so seeded runs stay comparable)."""
     return Ranking(rng.permutation(len(outputs)).astype(np.int64))
 
 
-def coreset(outputs, rng, budget, labeled_embedding) -> Ranking:
+def coreset(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """k-center greedy on the embeddings, seeded by the labeled set when given; the rest by
     distance to the picked + labeled set (farthest first). cluster = nearest picked item."""
     picked, distance = k_center_greedy(outputs.embedding, budget, rng, labeled_embedding)
@@ -287,7 +310,9 @@ def coreset(outputs, rng, budget, labeled_embedding) -> Ranking:
     return Ranking(order, cluster if len(picked) else None)
 
 
-def typiclust(outputs, rng, budget, labeled_embedding) -> Ranking:
+def typiclust(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """TypiClust (Hacohen et al. 2022, model/coldstart.py): k-means on the embeddings into
     ``budget`` clusters, the most typical item of each cluster no labeled item covers first
     (largest cluster first), then round-robin over the clusters. For a cold start (few labels),
@@ -308,13 +333,17 @@ def _gradient_factors(outputs: ScoreOutputs) -> tuple[np.ndarray, np.ndarray]:
     return a, outputs.embedding.astype(np.float64)
 
 
-def _gradient_sq_distances(a, e, a_sq, e_sq, index: int) -> np.ndarray:
+def _gradient_sq_distances(
+    a: np.ndarray, e: np.ndarray, a_sq: np.ndarray, e_sq: np.ndarray, index: int
+) -> np.ndarray:
     """||g_i - g_k||^2 = |a_i|^2|e_i|^2 + |a_k|^2|e_k|^2 - 2 (a_i.a_k)(e_i.e_k), for all i."""
     cross = (a @ a[index]) * (e @ e[index])
     return np.maximum(a_sq * e_sq + a_sq[index] * e_sq[index] - 2.0 * cross, 0.0)
 
 
-def badge(outputs, rng, budget, labeled_embedding) -> Ranking:
+def badge(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings. The first pick has
     the largest gradient norm, each next one is drawn with probability proportional to its
     squared distance to the picks so far. The rest follows by that distance (largest first)."""
@@ -383,20 +412,26 @@ def class_capped_order(values: np.ndarray, predicted: np.ndarray, budget: int, n
     return _picked_then_rest(np.asarray(picked, dtype=np.int64), values)
 
 
-def margin_class_capped(outputs, rng, budget, labeled_embedding) -> Ranking:
+def margin_class_capped(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """Margin order with a per-predicted-class cap of ceil(2 x budget / C) picks in the batch."""
     probs = outputs.probs
     return Ranking(class_capped_order(margin_values(probs), probs.argmax(axis=1), budget, probs.shape[1]))
 
 
-def ll_margin_class_capped(outputs, rng, budget, labeled_embedding) -> Ranking:
+def ll_margin_class_capped(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """Rank-average of predicted loss and margin, with the per-predicted-class cap."""
     probs = outputs.probs
     values = rank_average_values(outputs.predicted_loss, margin_values(probs))
     return Ranking(class_capped_order(values, probs.argmax(axis=1), budget, probs.shape[1]))
 
 
-def _preselect_k_center(values: np.ndarray, outputs, rng, budget, labeled_embedding) -> Ranking:
+def _preselect_k_center(
+    values: np.ndarray, outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """Top HYBRID_PRESELECT_FACTOR x budget by ``values``, k-center greedy among them (seeded by
     the labeled set), then the other candidates and the rest by value; cluster = nearest pick."""
     n = len(outputs)
@@ -418,7 +453,9 @@ def _rank_values(order: np.ndarray) -> np.ndarray:
     return values
 
 
-def hybrid(outputs, rng, budget, labeled_embedding) -> Ranking:
+def hybrid(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """Learning-loss preselection + k-center diversity: the top HYBRID_PRESELECT_FACTOR x budget
     items by predicted loss are candidates, k-center greedy on their embeddings picks ``budget``
     of them (no near-duplicates). Order: picks, other candidates, then the rest, each by
@@ -427,19 +464,25 @@ def hybrid(outputs, rng, budget, labeled_embedding) -> Ranking:
     return _preselect_k_center(outputs.predicted_loss, outputs, rng, budget, labeled_embedding)
 
 
-def margin_diverse(outputs, rng, budget, labeled_embedding) -> Ranking:
+def margin_diverse(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """Like hybrid, with the margin instead of the predicted loss: the 10 x budget smallest-margin
     items are candidates, k-center greedy on their embeddings picks the batch."""
     return _preselect_k_center(margin_values(outputs.probs), outputs, rng, budget, labeled_embedding)
 
 
-def ll_margin_diverse(outputs, rng, budget, labeled_embedding) -> Ranking:
+def ll_margin_diverse(
+    outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+) -> Ranking:
     """Rank-average of predicted loss and margin preselects 10 x budget; k-center picks the batch."""
     values = rank_average_values(outputs.predicted_loss, margin_values(outputs.probs))
     return _preselect_k_center(values, outputs, rng, budget, labeled_embedding)
 
 
-def _gradient_norm(outputs, rng, labeled_embedding) -> np.ndarray:
+def _gradient_norm(
+    outputs: ScoreOutputs, rng: np.random.Generator, labeled_embedding: np.ndarray | None
+) -> np.ndarray:
     a, e = _gradient_factors(outputs)
     return np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", e, e))
 

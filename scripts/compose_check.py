@@ -26,9 +26,8 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import demo_data  # noqa: E402  (scripts/ on sys.path)
-import lslocal  # noqa: E402
+import demo_data  # scripts/: the folder of the script python runs is on sys.path
+import lslocal
 
 DIGITS_CONFIG = demo_data.DIGITS_LABEL_CONFIG
 BACKEND_URL_IN_STACK = "http://backend:9090"   # the URL a user types in Label Studio's Model tab

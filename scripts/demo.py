@@ -18,9 +18,8 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import demo_data  # noqa: E402
-import lslocal  # noqa: E402
+import demo_data  # scripts/: the folder of the script python runs is on sys.path
+import lslocal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_TITLE = "Digits - active learning demo"

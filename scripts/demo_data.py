@@ -9,7 +9,7 @@ Sources:
 Both render as light ink on a black background (MNIST's own convention). File names carry no label,
 so a model cannot read the answer from the uploaded file name.
 
-CLI: ``python scripts/demo_data.py --source mnist --count 200 --out demo-data/mnist --seed 0``
+CLI: ``scripts/python.sh scripts/demo_data.py --source mnist --count 200 --out demo-data/mnist --seed 0``
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def _to_png(pixels: np.ndarray, source: str) -> Image.Image:
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))  # 2-D uint8 -> mode 'L'
     if source == "digits":
         # Nearest keeps the 8x8 data exact while making it big enough to see and label.
-        image = image.resize((DIGITS_RENDER_SIDE, DIGITS_RENDER_SIDE), Image.NEAREST)
+        image = image.resize((DIGITS_RENDER_SIDE, DIGITS_RENDER_SIDE), Image.Resampling.NEAREST)
     return image
 
 

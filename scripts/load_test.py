@@ -1,8 +1,9 @@
 """Bounded load test on loopback: concurrent /predict calls during a training round plus a
 webhook flood, against a real Label Studio and the backend started by scripts/serve.sh.
 
-    scripts/test.sh-style environments are needed (run scripts/test.sh once), then:
-    .venv-python scripts/load_test.py [--duration-s 30] [--predict-threads 6] [--webhook-threads 2]
+    scripts/python.sh scripts/load_test.py [--duration-s 30] [--predict-threads 6] [--webhook-threads 2]
+
+Label Studio's own venv is installed on first use (scripts/lslocal.py), as scripts/test.sh does.
 
 It stops by itself: the load phase lasts --duration-s and every request has a timeout. All
 traffic goes to 127.0.0.1. It reports requests, errors (goal 0), p50/p99 latencies, and whether
@@ -23,12 +24,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import demo_data  # noqa: E402
-import lslocal  # noqa: E402
+import demo_data  # scripts/: the folder of the script python runs is on sys.path
+import lslocal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = demo_data.DIGITS_LABEL_CONFIG
@@ -143,8 +144,8 @@ def _up(url: str) -> bool:
 def run_load(url: str, pid: int, tasks: list[dict], args) -> dict:
     stop_at = time.monotonic() + args.duration_s
     lock = threading.Lock()
-    predict = {"latencies_s": [], "errors": 0, "status": {}}
-    hooks = {"latencies_s": [], "errors": 0, "acknowledged": 0, "status": {}}
+    predict: dict[str, Any] = {"latencies_s": [], "errors": 0, "status": {}}
+    hooks: dict[str, Any] = {"latencies_s": [], "errors": 0, "acknowledged": 0, "status": {}}
 
     def timed_post(session, path: str, body: dict, timeout_s: float, accept, into: dict) -> None:
         """POST once; record latency, status and whether ``accept(response)`` holds."""

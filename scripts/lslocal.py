@@ -453,7 +453,7 @@ def login_session(url: str, email: str, password: str) -> requests.Session:
         raise LabelStudioError(
             f"login to {url} as {email} failed (HTTP {response.status_code}): wrong credentials?"
         )
-    session.headers.update({"X-CSRFToken": session.cookies.get("csrftoken", ""), "Referer": f"{url}/"})
+    session.headers.update({"X-CSRFToken": session.cookies.get("csrftoken") or "", "Referer": f"{url}/"})
     return session
 
 

@@ -1,10 +1,10 @@
-"""Print the README's settings table from backend.settings (the one source of truth)."""
-import dataclasses
-import sys
-from pathlib import Path
+"""Print the README's settings table from backend.settings (the one source of truth).
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from backend.settings import Settings  # noqa: E402
+    scripts/python.sh scripts/settings_table.py
+"""
+import dataclasses
+
+from backend.settings import Settings
 
 
 def main() -> None:

@@ -1,8 +1,13 @@
+# shellcheck shell=bash
 # Shared shell helpers: where the virtual environments live and how they are installed.
-# Sourced by scripts/serve.sh, scripts/test.sh and scripts/demo.sh.
+# Sourced by scripts/serve.sh, scripts/test.sh, scripts/demo.sh, scripts/python.sh and
+# scripts/compose_check.sh.
 #
 # The project venv (torch, torchvision, label-studio-ml ...) is ~5.5 GB, so it lives in a cache
-# directory keyed by the hash of requirements.txt and is reused by every checkout on the machine.
+# directory keyed by the hash of requirements.txt's requirements (its comments do not count) and is
+# reused by every checkout on the machine.
+# So the project itself is never installed into it (an editable install would point every
+# checkout at one of them): the scripts put their own checkout on PYTHONPATH instead.
 #   VENV_DIR       project venv (default: $CACHE_ROOT/venv-<hash of requirements.txt>)
 #   LS_VENV_DIR    Label Studio 1.23.2's own venv (its pins conflict with label-studio-ml's)
 #   PYTHON         interpreter used to create venvs (default: python3.11)
@@ -23,7 +28,11 @@ _pip_quiet() {
   return "${rc:-1}"
 }
 
-_hash_of() { cat "$@" | sha256sum | cut -c1-10; }
+# Hash of a requirements file's requirements: comments (as pip reads them: from a "#" at the start
+# of a line or after a space) and blank lines are dropped, so editing a comment reinstalls nothing.
+_requirements_hash() {
+  sed -E -e 's/(^|[[:space:]])#.*$//' -e 's/[[:space:]]+$//' -e '/^$/d' "$1" | sha256sum | cut -c1-10
+}
 
 python_for_venvs() {
   local py="${PYTHON:-python3.11}"
@@ -33,7 +42,7 @@ python_for_venvs() {
 
 # ensure_venv: create/install the project venv if missing; sets VENV_DIR and PY.
 ensure_venv() {
-  local req_hash; req_hash="$(_hash_of "$REPO_ROOT/requirements.txt")"
+  local req_hash; req_hash="$(_requirements_hash "$REPO_ROOT/requirements.txt")"
   VENV_DIR="${VENV_DIR:-$CACHE_ROOT/venv-$req_hash}"
   PY="$VENV_DIR/bin/python"
   if [[ -f "$VENV_DIR/.installed-$req_hash" ]]; then return 0; fi
@@ -48,12 +57,13 @@ ensure_venv() {
   log "project venv ready in $((SECONDS - t0)) s"
 }
 
-# ensure_dev_tools: test-only packages into the project venv.
+# ensure_dev_tools: the development tools of requirements-dev.txt (pytest, ruff, mypy, matplotlib,
+# ...) into the project venv; a changed requirements-dev.txt installs only what is new.
 ensure_dev_tools() {
   ensure_venv || return 1
-  local dev_hash; dev_hash="$(_hash_of "$REPO_ROOT/requirements-dev.txt")"
+  local dev_hash; dev_hash="$(_requirements_hash "$REPO_ROOT/requirements-dev.txt")"
   if [[ -f "$VENV_DIR/.dev-installed-$dev_hash" ]]; then return 0; fi
-  log "installing test tools into the project venv ..."
+  log "installing the development tools (requirements-dev.txt) into the project venv ..."
   _pip_quiet "$PY" -m pip install -q -r "$REPO_ROOT/requirements-dev.txt" || { log "error: pip install failed"; return 1; }
   touch "$VENV_DIR/.dev-installed-$dev_hash"
 }

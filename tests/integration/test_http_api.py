@@ -1,5 +1,4 @@
 """The HTTP backend over real HTTP, with a real Redis and a real RQ worker."""
-import base64
 import json
 import os
 import subprocess

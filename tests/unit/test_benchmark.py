@@ -4,6 +4,8 @@ resume, and the cifar10-paper preset on fake data."""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 
 import pytest
@@ -139,6 +141,22 @@ def test_changed_settings_are_refused(tiny_run):
     out, _, _, _ = tiny_run
     with pytest.raises(RuntimeError, match="different settings"):
         Benchmark(tiny_config(query=10), out, lambda m: None).run()
+
+
+def test_report_without_matplotlib_writes_the_tables_and_says_why_no_plot(tiny_run, tmp_path, monkeypatch,
+                                                                           capsys):
+    # matplotlib is a development tool (requirements-dev.txt), not in the backend's own venv
+    out, results, _, _ = tiny_run
+    copy = tmp_path / "tiny"
+    shutil.copytree(out / "runs", copy / "runs")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # what `import matplotlib` meets without it
+    messages: list[str] = []
+    again = Benchmark(tiny_config(), copy, messages.append).report()
+    assert again["summary"]["random"]["aubc_mean"] == results["summary"]["random"]["aubc_mean"]
+    assert (copy / "results.json").is_file() and (copy / "results.md").is_file()
+    assert not (copy / "learning_curve.png").exists()
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert messages[-1].endswith("results.md")
 
 
 def test_warm_start_runs(tmp_path):
