@@ -442,6 +442,8 @@ def push_version(settings: Settings, client: LabelStudioClient, store: ModelStor
                  project_id: int, collected: CollectedRound, trained: TrainedRound,
                  predictions: list[tuple[int, TaskPrediction]], run: RoundRun) -> dict:
     """A trained version's predictions into Label Studio, then the version published."""
+    # rank_pool refused a round without outputs; this states it for the type checker
+    assert trained.outputs is not None
     with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
         # /predict places tasks created after this round by their nearest ranked task (its score)
         store.save_neighbours(project_id, trained.version, trained.ids, trained.outputs.embedding)

@@ -23,12 +23,12 @@ class ScoreOutputs:
     def concat(cls, parts: Sequence[ScoreOutputs]) -> ScoreOutputs:
         """The outputs of chunks scored one after another, as one pass over their rows in order
         (MC-dropout samples only when every chunk has them)."""
-        mc = [p.mc_probs for p in parts]
+        mc = [p.mc_probs for p in parts if p.mc_probs is not None]
         return cls(
             probs=np.concatenate([p.probs for p in parts]),
             predicted_loss=np.concatenate([p.predicted_loss for p in parts]),
             embedding=np.concatenate([p.embedding for p in parts]),
-            mc_probs=None if any(m is None for m in mc) else np.concatenate(mc, axis=1),
+            mc_probs=np.concatenate(mc, axis=1) if mc and len(mc) == len(parts) else None,
         )
 
     def subset(self, rows: np.ndarray) -> ScoreOutputs:
