@@ -18,9 +18,9 @@ from werkzeug.exceptions import HTTPException
 
 from backend import queueing, training_state, webhooks
 from backend.converters import parse_project_id
-from backend.labeling_config import UnsupportedConfig, parse_image_classification
 from backend.model_store import ModelStore
 from backend.settings import Settings
+from backend.task_types import UnsupportedConfig, task_type_for
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "ActiveLearningModel"
@@ -176,7 +176,7 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
             project_id = parse_project_id(body.get("project"))
         except ValueError as exc:
             raise _BadRequest(f"/setup needs a project: {exc}")
-        schema = parse_image_classification(body.get("schema"))
+        schema = task_type_for(body.get("schema"))
         published = store.published(project_id)
         log.info("project %s: setup (labels %s), serving %s", project_id, ",".join(schema.labels),
                  published.version if published else "untrained")
@@ -203,7 +203,7 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
         except ValueError as exc:
             raise _BadRequest(f"/predict needs a project: {exc}")
         # refuse a bad config (UnsupportedConfig -> 400) before LabelStudioMLBase parses it
-        parse_image_classification(body.get("label_config"))
+        task_type_for(body.get("label_config"))
         params = body.get("params")
         from backend.ml_model import ActiveLearningModel   # imports torch lazily
         model = ActiveLearningModel(label_config=body.get("label_config"), project_id=project_id,
@@ -244,7 +244,7 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
             labeling = project.get("label_config") if isinstance(project, dict) else None
             if labeling:
                 try:
-                    parse_image_classification(labeling)
+                    task_type_for(labeling)
                 except UnsupportedConfig as exc:
                     log.info("webhook %s for project %s ignored: %s", decision.action,
                              decision.project_id, exc)

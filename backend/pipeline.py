@@ -17,14 +17,13 @@ from PIL import Image
 from backend import converters, reconcile, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
-from backend.labeling_config import (ImageClassificationSchema, parse_image_classification,
-                                     schema_change)
 from backend.ls_client import LabelStudioClient
 from backend.prediction_push import push_predictions
 from backend.model_store import (ModelStore, atomic_write_text, is_own_version,
                                   new_coldstart_version, new_version, version_sort_key)
 from backend.feature_round import feature_cache_for, pooled_features
 from backend.settings import Settings
+from backend.task_types import TaskType, schema_change, task_type_for
 from model import checkpoint as model_checkpoint
 from model import recipe_search, scoring, strategies, trainer
 from model.config import ModelConfig, TrainConfig
@@ -71,21 +70,21 @@ class LabeledSplit:
     labels: dict = field(default_factory=dict)   # converters.label_report of the round
 
 
-def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: FetchReport
+def split_tasks(tasks: list[dict], schema: TaskType, report: FetchReport
                 ) -> LabeledSplit:
-    """Labeled (under converters.decide_label) and unlabeled tasks; tasks whose annotations give
-    no training label (a tie, empty, ...) stay in the pool and are counted in ``labels``."""
+    """Labeled (under the task type's decide_label) and unlabeled tasks; tasks whose annotations
+    give no training label (a tie, empty, ...) stay in the pool and are counted in ``labels``."""
     labeled, unlabeled, decisions = [], [], []
     for task in tasks:
         task_id = task.get("id")
         if not isinstance(task_id, int):
             continue
         try:
-            url = converters.task_image_url(task, schema)
+            url = schema.task_input(task)
         except TaskError as exc:
             report.add(task_id, f"TaskError: {exc}")
             continue
-        decision = converters.decide_label(task, schema)
+        decision = schema.decide_label(task)
         decisions.append(decision)
         if decision.label is None:
             unlabeled.append((task_id, url))
@@ -168,7 +167,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     project = client.get_project(project_id)
     # Label Studio's own count as the round starts: the reconciler's reference (like with like)
     status(**{training_state.LS_COUNT_IN_ROUND: reconcile.label_studio_count(project)})
-    schema = parse_image_classification(project.get("label_config"))
+    schema = task_type_for(project.get("label_config"))
     previous = store.published(project_id)
     status(labeling_config_change=schema_change(previous.info if previous else None, schema))
     tasks = list(client.iter_tasks(project_id))
@@ -193,7 +192,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
     timings["download_train_s"] = time.monotonic() - t
     labels = list(schema.labels)
-    targets = [labels.index(label_of[tid]) for tid, _ in train_images]
+    targets = [schema.training_target(label_of[tid]) for tid, _ in train_images]
     reason = cold_start_reason(len(train_images), len(set(targets)), settings)
     if reason is not None:
         return run_cold_start_round(settings, project_id, status, client, store, ColdStartInputs(
@@ -232,7 +231,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                                              settings.seed, settings.query_batch_size)
     if not settings.push_clusters:
         clusters = None
-    predictions = build_predictions(ids, outputs.probs, scores, clusters, labels)
+    predictions = build_predictions(ids, schema.model_answers(outputs.probs, labels), scores,
+                                    clusters)
     log.info("project %s: scored %d tasks (%d unlabeled of %d) with %s in %.1fs", project_id,
              len(ids), n_unlabeled, n_unlabeled_requested, settings.strategy, timings["score_s"])
 
@@ -377,7 +377,7 @@ def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: Round
 
 
 def push_and_publish(settings: Settings, client: LabelStudioClient, store: ModelStore,
-                     project_id: int, version: str, schema: ImageClassificationSchema,
+                     project_id: int, version: str, schema: TaskType,
                      predictions: list[tuple[int, TaskPrediction]], stored: dict, info: dict,
                      status: StatusCallback = lambda **_: None) -> dict:
     """Bulk-push a version's predictions, store them for /predict, publish, point LS at them.
@@ -451,7 +451,7 @@ def cold_start_reason(n_usable: int, n_classes: int, settings: Settings) -> str 
 @dataclass
 class ColdStartInputs:
     """What run_training_round already has when it decides the round is a cold start."""
-    schema: ImageClassificationSchema
+    schema: TaskType
     n_tasks: int
     split: LabeledSplit
     train_images: list      # (task id, image) of the usable annotated tasks
@@ -587,15 +587,15 @@ def run_cold_start_round(settings: Settings, project_id: int, status: StatusCall
             "timings_s": {k: round(v, 2) for k, v in timings.items()}}
 
 
-def build_predictions(ids: list[int], probs: np.ndarray, scores: np.ndarray,
-                      clusters: np.ndarray | None, labels: list[str]
-                      ) -> list[tuple[int, TaskPrediction]]:
-    top = probs.argmax(axis=1)
+def build_predictions(ids: list[int], answers: list[tuple[str, float]], scores: np.ndarray,
+                      clusters: np.ndarray | None) -> list[tuple[int, TaskPrediction]]:
+    """Each scored task's prediction: the task type's answer (``TaskType.model_answers``) with
+    its probability, the task's score and its cluster."""
     out = []
     for row, task_id in enumerate(ids):
         cluster = None if clusters is None or clusters[row] < 0 else int(clusters[row])
-        out.append((task_id, TaskPrediction(label=labels[int(top[row])],
-                                            probability=float(probs[row, top[row]]),
+        label, probability = answers[row]
+        out.append((task_id, TaskPrediction(label=label, probability=probability,
                                             score=float(scores[row]), cluster=cluster)))
     return out
 
