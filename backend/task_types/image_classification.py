@@ -86,6 +86,8 @@ class ImageClassification(TaskType):
                    labels=labels)
 
     def to_dict(self) -> dict:
+        # no "task_type" key (a new type should add its name): the hashes of versions published
+        # before task types existed stay valid, so an upgrade retrains nothing
         return {"from_name": self.from_name, "to_name": self.to_name, "image_key": self.image_key,
                 "labels": list(self.labels)}
 

@@ -42,10 +42,10 @@ def task_type_for(label_config: str | None) -> TaskType:
     if refusals:
         raise UnsupportedConfig("; ".join(f"as {task_type.title}: {exc}"
                                           for task_type, exc in refusals))
-    raise UnsupportedConfig(none_fits(config))
+    raise UnsupportedConfig(_none_fits(config))
 
 
-def none_fits(config: LabelingConfig) -> str:
+def _none_fits(config: LabelingConfig) -> str:
     """Why no registered type serves the config: what each needs, and the control tags found on
     the object tags they read."""
     if not _REGISTERED:
