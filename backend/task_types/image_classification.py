@@ -135,7 +135,7 @@ class ImageClassification(TaskType):
     def prediction_result(self, pred: TaskPrediction) -> list[dict] | None:
         # a label the current config no longer has (renamed or removed since the model was
         # trained) is never pre-selected
-        if pred.label not in self.labels:
+        if pred.label not in self.labels or pred.probability is None:
             return None
         return [{
             "from_name": self.from_name,
