@@ -24,9 +24,9 @@ from werkzeug.exceptions import HTTPException
 from backend import queueing, training_state, webhooks
 from backend.converters import parse_project_id
 from backend.defaults import EventAnswer, PlaceholderVersion, WebhookDecision
-from backend.labeling_config import UnsupportedConfig, parse_image_classification
 from backend.model_store import ModelStore
 from backend.settings import Settings
+from backend.task_types import UnsupportedConfig, task_type_for
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "ActiveLearningModel"
@@ -221,7 +221,7 @@ def setup():
         project_id = parse_project_id(body.get("project"))
     except ValueError as exc:
         raise _BadRequest(f"/setup needs a project: {exc}")
-    schema = parse_image_classification(body.get("schema"))
+    schema = task_type_for(body.get("schema"))
     published = deps.store.published(project_id)
     version = published.version if published else PlaceholderVersion.UNTRAINED
     log.info("project %s: setup (labels %s), serving %s", project_id, ",".join(schema.labels),
@@ -250,7 +250,7 @@ def predict():
     except ValueError as exc:
         raise _BadRequest(f"/predict needs a project: {exc}")
     # refuse a bad config (UnsupportedConfig -> 400) before LabelStudioMLBase parses it
-    parse_image_classification(body.get("label_config"))
+    task_type_for(body.get("label_config"))
     params = body.get("params")
     # label_studio_ml loads on the first /predict, not at start (torch is loaded at start
     # already: backend.model_store imports it)
@@ -316,7 +316,7 @@ def _unsupported_config(project) -> UnsupportedConfig | None:
     labeling = project.get("label_config") if isinstance(project, dict) else None
     if labeling:
         try:
-            parse_image_classification(labeling)
+            task_type_for(labeling)
         except UnsupportedConfig as exc:
             return exc
     return None

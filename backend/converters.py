@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from backend.defaults import PlaceholderVersion
-from backend.labeling_config import ImageClassificationSchema
+if TYPE_CHECKING:   # the task types import this module; it only needs their interface
+    from backend.task_types import TaskType
 
 
 class TaskError(ValueError):
@@ -31,21 +32,10 @@ def parse_project_id(value: Any) -> int:
     return project_id
 
 
-def task_image_url(task: dict, schema: ImageClassificationSchema) -> str:
-    data = task.get("data") if isinstance(task, dict) else None
-    if not isinstance(data, dict):
-        raise TaskError("task has no data object")
-    url = data.get(schema.image_key)
-    if not isinstance(url, str) or not url.strip():
-        raise TaskError(f"task data has no image under {schema.image_key!r}")
-    return url.strip()
-
-
-# Why an annotated task gives no training label (the keys of the per-round label report).
+# Why an annotated task gives no training label (the keys of the per-round label report); each
+# task type adds its own (backend/task_types/).
 DROP_TIE = "tie"                         # annotators disagree and no label has a majority
 DROP_EMPTY = "empty_result"              # submitted with nothing chosen
-DROP_NOT_SINGLE = "not_a_single_choice"  # several choices, or none on the configured <Choices>
-DROP_UNKNOWN = "choice_not_in_config"    # a label the current config does not have (renamed?)
 
 
 @dataclass(frozen=True)
@@ -67,23 +57,6 @@ def completed_annotations(task: dict) -> list[dict]:
             if isinstance(a, dict) and not a.get("was_cancelled") and a.get("result") is not None]
 
 
-def annotation_vote(annotation: dict, schema: ImageClassificationSchema
-                    ) -> tuple[str | None, str | None]:
-    """(label, None) when the annotation chose exactly one label of the config, else (None, why)."""
-    result = annotation.get("result")
-    if not isinstance(result, list) or not result:
-        return None, DROP_EMPTY
-    ours = [item for item in result
-            if isinstance(item, dict) and item.get("from_name") == schema.from_name]
-    choices = [c for item in ours for c in ((item.get("value") or {}).get("choices") or [])
-               if isinstance(c, str)]
-    if len(choices) != 1:
-        return None, DROP_NOT_SINGLE
-    if choices[0] not in schema.labels:
-        return None, DROP_UNKNOWN
-    return choices[0], None
-
-
 def majority(votes: list[str]) -> str | None:
     """The label with strictly more votes than any other; None on a tie or without votes."""
     counts = Counter(votes).most_common()
@@ -92,19 +65,23 @@ def majority(votes: list[str]) -> str | None:
     return counts[0][0]
 
 
-# When no annotation of a task gives a label, the most telling reason is reported.
-_DROP_PRIORITY = (DROP_UNKNOWN, DROP_NOT_SINGLE, DROP_EMPTY)
+# One annotation's vote: (label, None), or (None, the DROP_* reason it gives no label).
+Vote = Callable[[dict], tuple[str | None, str | None]]
 
 
-def decide_label(task: dict, schema: ImageClassificationSchema) -> LabelDecision:
+def decide_by_vote(task: dict, vote: Vote, drop_priority: Sequence[str]) -> LabelDecision:
     """THE label rule: ground truth first, then the majority of completed annotations; a tie
-    gives no training label (reported). Skipped/cancelled and empty annotations never vote."""
+    gives no training label (reported). Skipped/cancelled and empty annotations never vote.
+
+    ``vote`` reads one annotation (the task type's); when no annotation gives a label, the first
+    reason of ``drop_priority`` among theirs is reported (the most telling one).
+    """
     completed = completed_annotations(task)
     if not completed:
         skipped = any(isinstance(a, dict) and a.get("was_cancelled")
                       for a in (task.get("annotations") or []))
         return LabelDecision(None, skipped=skipped)
-    voted = [(a, *annotation_vote(a, schema)) for a in completed]
+    voted = [(a, *vote(a)) for a in completed]
     ground_truth = [label for a, label, _ in voted if label is not None and a.get("ground_truth")]
     # ground truths that disagree are a tie: other annotators' votes do not overrule them
     votes = ground_truth or [label for _, label, _ in voted if label is not None]
@@ -114,12 +91,7 @@ def decide_label(task: dict, schema: ImageClassificationSchema) -> LabelDecision
             return LabelDecision(None, DROP_TIE)
         return LabelDecision(label, source="ground_truth" if ground_truth else "majority")
     reasons = {why for _, _, why in voted}
-    return LabelDecision(None, next(r for r in _DROP_PRIORITY if r in reasons))
-
-
-def annotated_label(task: dict, schema: ImageClassificationSchema) -> str | None:
-    """The task's training label under ``decide_label``, or None."""
-    return decide_label(task, schema).label
+    return LabelDecision(None, next(r for r in drop_priority if r in reasons))
 
 
 def label_report(decisions: list[LabelDecision]) -> dict:
@@ -152,23 +124,13 @@ def preselects(probability: float | None, min_confidence: float) -> bool:
     return min_confidence <= 0.0 or float(probability) >= min_confidence
 
 
-def prediction_result(pred: TaskPrediction, schema: ImageClassificationSchema) -> list[dict]:
-    return [{
-        "from_name": schema.from_name,
-        "to_name": schema.to_name,
-        "type": "choices",
-        "value": {"choices": [pred.label]},
-        "score": round(float(pred.probability), 6),
-    }]
-
-
-def prediction_payload(pred: TaskPrediction, schema: ImageClassificationSchema,
+def prediction_payload(pred: TaskPrediction, schema: TaskType,
                        model_version: str, min_confidence: float = 0.0) -> dict:
-    """The answer of /predict for one task; its result is empty unless ``preselects``."""
-    # a label the current config no longer has (renamed or removed since the model was trained)
-    # is never pre-selected
-    chosen = pred.label in schema.labels and preselects(pred.probability, min_confidence)
-    payload = {"result": prediction_result(pred, schema) if chosen else [],
+    """The answer of /predict for one task; its result is empty unless ``preselects`` and the
+    task type can show the answer under the current config (``TaskType.prediction_result``)."""
+    shown = preselects(pred.probability, min_confidence)
+    result = schema.prediction_result(pred) if shown else None
+    payload = {"result": result or [],
                # full double precision: rounding would tie neighbours from ~1M tasks (1/(N-1) < 1e-6)
                "score": float(pred.score), "model_version": model_version}
     if pred.cluster is not None:
@@ -176,7 +138,7 @@ def prediction_payload(pred: TaskPrediction, schema: ImageClassificationSchema,
     return payload
 
 
-def import_payload(task_id: int, pred: TaskPrediction, schema: ImageClassificationSchema,
+def import_payload(task_id: int, pred: TaskPrediction, schema: TaskType,
                    model_version: str, min_confidence: float = 0.0) -> dict:
     """One item of a bulk prediction import (POST /api/projects/{id}/import/predictions)."""
     item = prediction_payload(pred, schema, model_version, min_confidence)

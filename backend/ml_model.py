@@ -15,11 +15,11 @@ from backend import converters
 from backend.converters import TaskError, TaskPrediction
 from backend.defaults import PlaceholderVersion
 from backend.images import FetchReport
-from backend.labeling_config import parse_image_classification
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore, StoredPredictions
 from backend.scoring_setup import image_fetcher, score_images
 from backend.settings import Settings
+from backend.task_types import task_type_for
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class ActiveLearningModel(LabelStudioMLBase):
         self.settings = settings
         self.store = store
         self._client = client
-        self.schema = parse_image_classification(label_config)   # raises UnsupportedConfig
+        self.schema = task_type_for(label_config)   # raises UnsupportedConfig
 
     @property
     def client(self) -> LabelStudioClient:
@@ -73,7 +73,7 @@ class ActiveLearningModel(LabelStudioMLBase):
                 answers[position] = converters.untrained_payload()
                 continue
             try:
-                url = converters.task_image_url(task, self.schema)
+                url = self.schema.task_input(task)
             except TaskError as exc:
                 answers[position] = self._placeholder(f"TaskError: {exc}")
                 continue
@@ -128,14 +128,13 @@ class ActiveLearningModel(LabelStudioMLBase):
             for task_id, _ in fetched:
                 answers[position_of[task_id]] = self._placeholder(str(exc))
             return
-        labels = list(loaded.labels)
+        answers_of_rows = self.schema.model_answers(outputs.probs, list(loaded.labels))
         for row, (task_id, _) in enumerate(fetched):
             twin = stored.get(int(ranked_ids[nearest[row]]))
             if twin is None:
                 answers[position_of[task_id]] = self._placeholder("nearest ranked task not stored")
                 continue
-            top = int(outputs.probs[row].argmax())
-            pred = TaskPrediction(labels[top], float(outputs.probs[row, top]), float(twin.score),
-                                  twin.cluster)
+            label, probability = answers_of_rows[row]
+            pred = TaskPrediction(label, probability, float(twin.score), twin.cluster)
             answers[position_of[task_id]] = converters.prediction_payload(
                 pred, self.schema, version, self.settings.preselect_min_confidence)

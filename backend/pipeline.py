@@ -23,14 +23,13 @@ from backend.converters import TaskError, TaskPrediction
 from backend.defaults import PROGRESS_STATUS_INTERVAL_S, RoundPhase, RoundState
 from backend.feature_round import feature_cache_for, pooled_features
 from backend.images import FetchReport, ImageFetcher
-from backend.labeling_config import (ImageClassificationSchema, parse_image_classification,
-                                     schema_change)
 from backend.ls_client import LabelStudioClient
 from backend.model_store import (ModelStore, is_own_version, new_coldstart_version, new_version,
                                  version_sort_key)
 from backend.prediction_push import push_predictions
 from backend.scoring_setup import image_fetcher, mc_samples_for, score_images
 from backend.settings import Settings
+from backend.task_types import TaskType, schema_change, task_type_for
 from model import checkpoint as model_checkpoint
 from model import recipe_search, strategies, trainer
 from model.config import ModelConfig, TrainConfig
@@ -120,21 +119,21 @@ class LabeledSplit:
     labels: dict = field(default_factory=dict)   # converters.label_report of the round
 
 
-def split_tasks(tasks: list[dict], schema: ImageClassificationSchema, report: FetchReport
+def split_tasks(tasks: list[dict], schema: TaskType, report: FetchReport
                 ) -> LabeledSplit:
-    """Labeled (under converters.decide_label) and unlabeled tasks; tasks whose annotations give
-    no training label (a tie, empty, ...) stay in the pool and are counted in ``labels``."""
+    """Labeled (under the task type's decide_label) and unlabeled tasks; tasks whose annotations
+    give no training label (a tie, empty, ...) stay in the pool and are counted in ``labels``."""
     labeled, unlabeled, decisions = [], [], []
     for task in tasks:
         task_id = task.get("id")
         if not isinstance(task_id, int):
             continue
         try:
-            url = converters.task_image_url(task, schema)
+            url = schema.task_input(task)
         except TaskError as exc:
             report.add(task_id, f"TaskError: {exc}")
             continue
-        decision = converters.decide_label(task, schema)
+        decision = schema.decide_label(task)
         decisions.append(decision)
         if decision.label is None:
             unlabeled.append((task_id, url))
@@ -215,7 +214,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
 class CollectedRound:
     """What the collect phase gathers: the project's labeling config and tasks, and the images
     of the tasks with a training label."""
-    schema: ImageClassificationSchema
+    schema: TaskType
     n_tasks: int
     split: LabeledSplit
     model_config: ModelConfig
@@ -237,7 +236,7 @@ def collect(settings: Settings, client: LabelStudioClient, store: ModelStore, pr
         project = client.get_project(project_id)
         # Label Studio's own count as the round starts: the reconciler's reference (like with like)
         run.status(**{training_state.LS_COUNT_IN_ROUND: reconcile.label_studio_count(project)})
-        schema = parse_image_classification(project.get("label_config"))
+        schema = task_type_for(project.get("label_config"))
         previous = store.published(project_id)
         run.status(labeling_config_change=schema_change(previous.info if previous else None,
                                                         schema))
@@ -255,8 +254,7 @@ def collect(settings: Settings, client: LabelStudioClient, store: ModelStore, pr
                    annotated_tasks_in_round=len(split.labeled), labels=split.labels):
         train_images = fetcher.fetch_many([(tid, url) for tid, url, _ in split.labeled], report)
     label_of = {task_id: label for task_id, _, label in split.labeled}
-    labels = list(schema.labels)
-    targets = [labels.index(label_of[tid]) for tid, _ in train_images]
+    targets = [schema.training_target(label_of[tid]) for tid, _ in train_images]
     return CollectedRound(schema, len(tasks), split, model_config, fetcher, report, train_images,
                           targets)
 
@@ -427,8 +425,10 @@ def rank_pool(settings: Settings, project_id: int, collected: CollectedRound,
                                              settings.seed, settings.query_batch_size)
     if not settings.push_clusters:
         clusters = None
-    predictions = build_predictions(trained.ids, trained.outputs.probs, scores, clusters,
-                                    collected.labels)
+    predictions = build_predictions(trained.ids,
+                                    collected.schema.model_answers(trained.outputs.probs,
+                                                                   collected.labels),
+                                    scores, clusters)
     log.info("project %s: scored %d tasks (%d unlabeled of %d) with %s in %.1fs", project_id,
              len(trained.ids), n_unlabeled, len(collected.split.unlabeled), settings.strategy,
              run.timings["score_s"])
@@ -460,7 +460,7 @@ def push_version(settings: Settings, client: LabelStudioClient, store: ModelStor
 
 
 def push_and_publish(settings: Settings, client: LabelStudioClient, store: ModelStore,
-                     project_id: int, version: str, schema: ImageClassificationSchema,
+                     project_id: int, version: str, schema: TaskType,
                      predictions: list[tuple[int, TaskPrediction]], about: dict, info: dict,
                      status: StatusCallback = lambda **_: None) -> dict:
     """Bulk-push a version's predictions, store them for /predict, publish, point LS at them.
@@ -655,15 +655,15 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
             "images": report.summary(), "timings_s": run.timings_summary()}
 
 
-def build_predictions(ids: list[int], probs: np.ndarray, scores: np.ndarray,
-                      clusters: np.ndarray | None, labels: list[str]
-                      ) -> list[tuple[int, TaskPrediction]]:
-    top = probs.argmax(axis=1)
+def build_predictions(ids: list[int], answers: list[tuple[str, float]], scores: np.ndarray,
+                      clusters: np.ndarray | None) -> list[tuple[int, TaskPrediction]]:
+    """Each scored task's prediction: the task type's answer (``TaskType.model_answers``) with
+    its probability, the task's score and its cluster."""
     out = []
     for row, task_id in enumerate(ids):
         cluster = None if clusters is None or clusters[row] < 0 else int(clusters[row])
-        out.append((task_id, TaskPrediction(label=labels[int(top[row])],
-                                            probability=float(probs[row, top[row]]),
+        label, probability = answers[row]
+        out.append((task_id, TaskPrediction(label=label, probability=probability,
                                             score=float(scores[row]), cluster=cluster)))
     return out
 

@@ -21,10 +21,10 @@ import uuid
 
 from backend import queueing, training_state
 from backend.defaults import RECONCILER_LEASE_INTERVALS, RoundPhase, RoundState
-from backend.labeling_config import UnsupportedConfig, parse_image_classification, schema_change
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.model_store import ModelStore
 from backend.settings import Settings
+from backend.task_types import UnsupportedConfig, schema_change, task_type_for
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def config_change(settings: Settings, project_id: int, project: dict) -> dict | 
     """How the project's labeling config differs from the published version's (a renamed, added
     or removed label), or None; an unsupported config is not ours to retrain."""
     try:
-        schema = parse_image_classification(project.get("label_config"))
+        schema = task_type_for(project.get("label_config"))
     except UnsupportedConfig:
         return None
     published = ModelStore(settings.model_dir, settings.keep_model_versions).published(project_id)

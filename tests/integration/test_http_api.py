@@ -158,10 +158,10 @@ def test_worker_runs_the_job_and_records_a_clear_failure_when_label_studio_is_do
 
 
 def test_project_updated_with_a_changed_labeling_config_retrains_once(backend, redis_conn):
-    from backend.labeling_config import parse_image_classification
+    from backend.task_types import task_type_for
     from backend.model_store import ModelStore, new_coldstart_version
     store = ModelStore(backend.settings.model_dir)
-    schema = parse_image_classification(DIGITS)
+    schema = task_type_for(DIGITS)
     version = new_coldstart_version()
     store.predictions_path(41, version).parent.mkdir(parents=True)
     store.predictions_path(41, version).write_text("{}")

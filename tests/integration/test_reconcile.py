@@ -92,7 +92,7 @@ def test_one_reconciler_for_many_workers(redis_server, redis_conn, fake_label_st
 
 
 def test_a_changed_labeling_config_is_retrained_once(redis_server, redis_conn, serve_wsgi, tmp_path):
-    from backend.labeling_config import parse_image_classification
+    from backend.task_types import task_type_for
     from backend.model_store import ModelStore, new_coldstart_version
     from tests.unit.backend.test_labeling_config import DIGITS
 
@@ -109,7 +109,7 @@ def test_a_changed_labeling_config_is_retrained_once(redis_server, redis_conn, s
                                   "RETRAIN_AFTER_ANNOTATIONS": "10"})
     client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
     store = ModelStore(settings.model_dir)
-    schema = parse_image_classification(DIGITS)
+    schema = task_type_for(DIGITS)
     version = new_coldstart_version()
     store.predictions_path(4, version).parent.mkdir(parents=True)
     store.predictions_path(4, version).write_text("{}")

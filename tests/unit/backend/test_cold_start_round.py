@@ -10,7 +10,7 @@ from PIL import Image
 
 from backend import converters
 from backend.converters import TaskPrediction, preselects
-from backend.labeling_config import parse_image_classification
+from backend.task_types import task_type_for
 from backend.ml_model import ActiveLearningModel
 from backend.model_store import (COLDSTART_VERSION_RE, ModelStore, is_own_version,
                                  new_coldstart_version, new_version, version_sort_key)
@@ -18,7 +18,7 @@ from backend.pipeline import cold_start_reason, run_training_round
 from backend.settings import Settings, SettingsError
 from tests.unit.backend.test_labeling_config import DIGITS
 
-SCHEMA = parse_image_classification(DIGITS)
+SCHEMA = task_type_for(DIGITS)
 PROJECT = 5
 
 

@@ -2,10 +2,10 @@ import pytest
 
 from backend import converters
 from backend.converters import TaskError, TaskPrediction
-from backend.labeling_config import parse_image_classification
+from backend.task_types import task_type_for
 from tests.unit.backend.test_labeling_config import DIGITS
 
-SCHEMA = parse_image_classification(DIGITS)
+SCHEMA = task_type_for(DIGITS)
 
 
 def annotation(label, **extra):
@@ -26,11 +26,11 @@ def test_bad_project_ids_are_refused(value):
 
 
 def test_image_url_comes_from_the_configured_key():
-    assert converters.task_image_url({"data": {"image": " /data/upload/1/a.png "}}, SCHEMA) == \
+    assert SCHEMA.task_input({"data": {"image": " /data/upload/1/a.png "}}) == \
         "/data/upload/1/a.png"
     for bad in ({}, {"data": None}, {"data": {"img": "x"}}, {"data": {"image": 3}}):
         with pytest.raises(TaskError):
-            converters.task_image_url(bad, SCHEMA)
+            SCHEMA.task_input(bad)
 
 
 def test_a_tie_is_no_label_and_cancelled_annotations_do_not_vote():
@@ -40,29 +40,28 @@ def test_a_tie_is_no_label_and_cancelled_annotations_do_not_vote():
         annotation("1", id=2, updated_at="2026-01-02T00:00:00Z"),
         annotation("0", id=3, updated_at="2026-01-03T00:00:00Z", was_cancelled=True),
     ]}
-    assert converters.decide_label(task, SCHEMA) == converters.LabelDecision(None, "tie")
-    assert converters.annotated_label(task, SCHEMA) is None
+    assert SCHEMA.decide_label(task) == converters.LabelDecision(None, "tie")
 
 
 def test_the_majority_of_completed_annotations_wins_over_the_newest():
     task = {"annotations": [annotation("0", id=1, updated_at="2026-01-01T00:00:00Z"),
                             annotation("0", id=2, updated_at="2026-01-02T00:00:00Z"),
                             annotation("1", id=3, updated_at="2026-01-03T00:00:00Z")]}
-    assert converters.decide_label(task, SCHEMA) == converters.LabelDecision("0", source="majority")
+    assert SCHEMA.decide_label(task) == converters.LabelDecision("0", source="majority")
 
 
 def test_ground_truth_comes_first():
     task = {"annotations": [annotation("0"), annotation("0"),
                             annotation("two", ground_truth=True)]}
-    assert converters.decide_label(task, SCHEMA) == \
+    assert SCHEMA.decide_label(task) == \
         converters.LabelDecision("two", source="ground_truth")
     # a ground truth that is empty or cancelled does not count as one
     task["annotations"][2] = annotation("two", ground_truth=True, was_cancelled=True)
-    assert converters.decide_label(task, SCHEMA).label == "0"
+    assert SCHEMA.decide_label(task).label == "0"
     # ground truths that disagree are a tie, whatever the other annotators say
     disagreeing = {"annotations": [annotation("0", ground_truth=True),
                                    annotation("1", ground_truth=True), annotation("0")]}
-    assert converters.decide_label(disagreeing, SCHEMA).dropped == "tie"
+    assert SCHEMA.decide_label(disagreeing).dropped == "tie"
 
 
 def test_empty_multi_choice_and_unknown_annotations_are_dropped_with_their_reason():
@@ -74,23 +73,21 @@ def test_empty_multi_choice_and_unknown_annotations_are_dropped_with_their_reaso
     cases = {"empty_result": [empty], "not_a_single_choice": [several],
              "choice_not_in_config": [annotation("9")]}
     for reason, annotations in cases.items():
-        decision = converters.decide_label({"annotations": annotations}, SCHEMA)
+        decision = SCHEMA.decide_label({"annotations": annotations})
         assert (decision.label, decision.dropped) == (None, reason)
-    assert converters.decide_label({"annotations": [other_control]}, SCHEMA).dropped == \
+    assert SCHEMA.decide_label({"annotations": [other_control]}).dropped == \
         "not_a_single_choice"
     # an unusable annotation never votes: the other one decides
-    assert converters.annotated_label({"annotations": [empty, several, annotation("1")]},
-                                      SCHEMA) == "1"
+    assert SCHEMA.decide_label({"annotations": [empty, several, annotation("1")]}).label == "1"
 
 
 def test_skipped_only_and_unannotated_tasks_are_unlabeled_but_not_dropped():
-    skipped = converters.decide_label({"annotations": [annotation("0", was_cancelled=True)]},
-                                      SCHEMA)
+    skipped = SCHEMA.decide_label({"annotations": [annotation("0", was_cancelled=True)]})
     assert skipped == converters.LabelDecision(None, skipped=True)
-    assert converters.decide_label({"annotations": []}, SCHEMA) == converters.LabelDecision(None)
-    assert converters.decide_label({}, SCHEMA) == converters.LabelDecision(None)
+    assert SCHEMA.decide_label({"annotations": []}) == converters.LabelDecision(None)
+    assert SCHEMA.decide_label({}) == converters.LabelDecision(None)
     # a result Label Studio stored as null is not a completed annotation (LS does not count it)
-    assert converters.decide_label({"annotations": [{"result": None}]}, SCHEMA).dropped is None
+    assert SCHEMA.decide_label({"annotations": [{"result": None}]}).dropped is None
 
 
 def test_the_label_report_counts_used_dropped_and_why():
@@ -100,7 +97,7 @@ def test_the_label_report_counts_used_dropped_and_why():
              {"annotations": [{"result": []}]},
              {"annotations": [annotation("0", was_cancelled=True)]},
              {"annotations": []}]
-    report = converters.label_report([converters.decide_label(t, SCHEMA) for t in tasks])
+    report = converters.label_report([SCHEMA.decide_label(t) for t in tasks])
     assert report == {"labeled": 2, "from_ground_truth": 1, "dropped": 2,
                       "dropped_by_reason": {"empty_result": 1, "tie": 1}, "skipped_only": 1}
 
@@ -108,8 +105,8 @@ def test_the_label_report_counts_used_dropped_and_why():
 def test_labels_outside_the_config_and_other_controls_are_not_training_data():
     task = {"annotations": [annotation("9"), {"result": [{"from_name": "other", "type": "choices",
                                                           "value": {"choices": ["0"]}}]}]}
-    assert converters.annotated_label(task, SCHEMA) is None
-    assert converters.annotated_label({"annotations": []}, SCHEMA) is None
+    assert SCHEMA.decide_label(task).label is None
+    assert SCHEMA.decide_label({"annotations": []}).label is None
 
 
 def test_prediction_payload_is_a_choices_result_with_score_and_version():
@@ -147,7 +144,7 @@ def test_neighbouring_scores_of_a_two_million_task_project_stay_distinct():
 
     n = 2_000_000
     scores = ranking_to_scores(np.arange(n))[:1000]
-    schema = parse_image_classification(DIGITS)
+    schema = task_type_for(DIGITS)
     pushed = [json.loads(json.dumps(converters.import_payload(
         k, TaskPrediction("0", 0.9, float(s)), schema, "v")))["score"] for k, s in enumerate(scores)]
     assert len(set(pushed)) == len(pushed)

@@ -1,4 +1,4 @@
-"""A round applies THE label rule (converters.decide_label) and reports what it used and dropped
+"""A round applies THE label rule (the task type's decide_label) and reports what it used and dropped
 (the in-process fake of the Label Studio client of the cold-start tests; the real Label Studio is
 covered in tests/integration/test_labels_label_studio.py)."""
 from __future__ import annotations

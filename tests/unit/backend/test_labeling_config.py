@@ -1,6 +1,6 @@
 import pytest
 
-from backend.labeling_config import UnsupportedConfig, parse_image_classification
+from backend.task_types import UnsupportedConfig, task_type_for
 
 DIGITS = """<View><Image name="image" value="$image"/>
 <Choices name="digit" toName="image" choice="single"><Choice value="0"/><Choice value="1"/>
@@ -8,7 +8,7 @@ DIGITS = """<View><Image name="image" value="$image"/>
 
 
 def test_image_classification_is_parsed_with_labels_in_config_order():
-    schema = parse_image_classification(DIGITS)
+    schema = task_type_for(DIGITS)
     assert schema.from_name == "digit" and schema.to_name == "image"
     assert schema.image_key == "image"
     assert schema.labels == ("0", "1", "two")   # alias is what Label Studio stores in results
@@ -32,22 +32,22 @@ def test_image_classification_is_parsed_with_labels_in_config_order():
 ])
 def test_unsupported_configs_are_refused_with_a_reason(config, reason):
     with pytest.raises(UnsupportedConfig, match=reason):
-        parse_image_classification(config)
+        task_type_for(config)
 
 
 def test_single_choice_modes_are_served():
     for mode in ('', ' choice="single"', ' choice="single-radio"', ' choice="Single"'):
         config = (f'<View><Image name="i" value="$img"/><Choices name="a" toName="i"{mode}>'
                   '<Choice value="x"/><Choice value="y"/></Choices></View>')
-        assert parse_image_classification(config).labels == ("x", "y")
+        assert task_type_for(config).labels == ("x", "y")
 
 
 def test_the_schema_hash_changes_with_labels_names_and_order():
-    from backend.labeling_config import schema_change
-    schema = parse_image_classification(DIGITS)
-    assert schema.hash == parse_image_classification(DIGITS + " ").hash
-    renamed = parse_image_classification(DIGITS.replace('alias="two"', 'alias="deux"'))
-    reordered = parse_image_classification(DIGITS.replace(
+    from backend.task_types import schema_change
+    schema = task_type_for(DIGITS)
+    assert schema.hash == task_type_for(DIGITS + " ").hash
+    renamed = task_type_for(DIGITS.replace('alias="two"', 'alias="deux"'))
+    reordered = task_type_for(DIGITS.replace(
         '<Choice value="0"/><Choice value="1"/>', '<Choice value="1"/><Choice value="0"/>'))
     assert len({schema.hash, renamed.hash, reordered.hash}) == 3
     info = {"schema": schema.to_dict(), "schema_hash": schema.hash}
