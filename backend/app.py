@@ -149,7 +149,9 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
     def status():
         """Queue and per-project training state (see README, 'Progress')."""
         out = {"status": "UP", "model_class": MODEL_CLASS, "strategy": settings.strategy,
-               "retrain_after_annotations": settings.retrain_after_annotations}
+               "retrain_after_annotations": settings.retrain_after_annotations,
+               "retrain_min_interval_s": settings.retrain_min_interval_s,
+               "retrain_duration_factor": settings.retrain_duration_factor}
         try:
             c = conn()
             queue = queueing.training_queue(settings, c)
@@ -291,9 +293,19 @@ def _handle_training_event(settings: Settings, conn, decision: webhooks.Decision
                  "queued" if enqueued else "already queued", job_id)
         return {"status": "queued" if enqueued else "already_queued", "job_id": job_id}
     pending = training_state.count_changes(conn, project_id, decision.changes)
+    # an automatic round that waited for the cadence and whose scheduled start was missed
+    started = queueing.start_due_round(settings, conn, project_id)
+    if started is not None:
+        enqueued, job_id = started
+        return {"status": "queued" if enqueued else "already_queued", "job_id": job_id,
+                "pending_changes": pending}
     if webhooks.should_retrain(pending, settings.retrain_after_annotations):
         enqueued, job_id = queueing.request_training(
-            settings, conn, project_id, f"{pending} annotation changes")
+            settings, conn, project_id, f"{pending} annotation changes", automatic=True)
+        waiting = None if enqueued else training_state.deferred_round(conn, project_id)
+        if waiting is not None:   # joins the round that waits for the retraining interval
+            return {"status": "waiting", "pending_changes": pending,
+                    "next_automatic_round": waiting}
         log.info("project %s: %d annotation changes -> retrain (%s)", project_id, pending,
                  "queued" if enqueued else "already queued")
         return {"status": "queued" if enqueued else "already_queued", "job_id": job_id,
