@@ -16,7 +16,7 @@ import time
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend import queueing, training_state, webhooks
+from backend import queueing, task_index, training_state, webhooks
 from backend.converters import parse_project_id
 from backend.labeling_config import UnsupportedConfig, parse_image_classification
 from backend.model_store import ModelStore
@@ -223,6 +223,12 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
             decision = webhooks.decide(body)
         except webhooks.BadEvent as exc:
             raise _BadRequest(str(exc))
+        if decision.project_id is not None and decision.action in task_index.EVENTS:
+            try:   # the task index follows what the event says; a round re-syncs it anyway
+                task_index.apply_webhook(conn(), decision.project_id, body)
+            except Exception as exc:   # Redis down: the next round's sync catches up
+                log.warning("project %s: %s not applied to the task index: %s",
+                            decision.project_id, decision.action, exc)
         if decision.action == webhooks.PROJECT_UPDATED and isinstance(body.get("project"), dict):
             # a changed labeling config retrains at once (the reconciler would catch it later);
             # the backend's own model_version PATCH leaves the config alone, so this never loops

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from backend import converters, reconcile, training_state
+from backend import converters, reconcile, task_index, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.images import FetchReport, ImageFetcher
 from backend.labeling_config import (ImageClassificationSchema, parse_image_classification,
@@ -171,7 +171,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     schema = parse_image_classification(project.get("label_config"))
     previous = store.published(project_id)
     status(labeling_config_change=schema_change(previous.info if previous else None, schema))
-    tasks = list(client.iter_tasks(project_id))
+    tasks = task_index.tasks_for_round(settings, client, project_id, project, schema, status)
     report = FetchReport()
     split = split_tasks(tasks, schema, report)
     timings["list_tasks_s"] = time.monotonic() - t0
