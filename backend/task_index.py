@@ -18,9 +18,12 @@ annotation webhooks as they arrive, and re-synced at the start of each round by 
 Stored in Redis, not under MODEL_DIR: webhooks arrive in the web process (several gunicorn
 workers) and rounds run in RQ workers, possibly on other machines that share Redis; one HSET or
 HDEL per task or annotation is atomic without file locks and costs microseconds of the webhook's
-1 s. Size: one hash field per task (~80 bytes) and per annotation (~200 bytes), about 30 MB for
-100,000 tasks with 50,000 annotations. Losing it costs one full sync: an index without its meta
-(or built for another image key of the labeling config) is rebuilt from scratch.
+1 s. Size: one hash field per task and per annotation, measured 0.6 MB for 5,000 tasks with 250
+annotations (about 25 MB for 100,000 tasks with 50,000 annotations). Losing it costs one full
+sync: an index without its meta (or built for another image key of the labeling config) is
+rebuilt from scratch. Measured on Label Studio 1.23.2 (5,000 tasks, 250 annotated, two versions
+of predictions stored): listing with fields=all 86 s, the first sync 14 s, a later one (50 new
+tasks, 10 new annotations) 3.9 s.
 
 Not seen: a task whose data is edited in place (Label Studio 1.23 sends no webhook for it and the
 id watermark has passed it) keeps its old image reference until the index is rebuilt.
