@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
 from backend import jobs, queueing, reconcile, training_state

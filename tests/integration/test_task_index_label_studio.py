@@ -120,7 +120,7 @@ def test_sync_gives_a_round_what_a_full_listing_gives_and_catches_missed_webhook
     assert (report.annotated_tasks, report.annotations) == (4, 5)
     assert not report.ids_listed
     assert split(tasks) == split(full_listing(client, pid))
-    labeled, unlabeled, labels = split(tasks)
+    labeled, _, labels = split(tasks)
     assert [(tid, label) for tid, _, label in labeled] == [(ids[0], "0"), (ids[2], "2")]
     assert labels["skipped_only"] == 1 and labels["dropped_by_reason"] == {"tie": 1}
     # no response of the sync carried a prediction (the full listing's did)
