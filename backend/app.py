@@ -21,7 +21,7 @@ import time
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend import queueing, training_state, webhooks
+from backend import queueing, task_index, training_state, webhooks
 from backend.converters import parse_project_id
 from backend.defaults import EventAnswer, PlaceholderVersion, WebhookDecision
 from backend.model_store import ModelStore
@@ -192,7 +192,9 @@ def status():
     deps = _deps()
     settings = deps.settings
     out = {"status": "UP", "model_class": MODEL_CLASS, "strategy": settings.strategy,
-           "retrain_after_annotations": settings.retrain_after_annotations}
+           "retrain_after_annotations": settings.retrain_after_annotations,
+           "retrain_min_interval_s": settings.retrain_min_interval_s,
+           "retrain_duration_factor": settings.retrain_duration_factor}
     try:
         c = deps.redis()
         queue = queueing.training_queue(settings, c)
@@ -272,6 +274,12 @@ def webhook():
         decision = webhooks.decide(body)
     except webhooks.BadEvent as exc:
         raise _BadRequest(str(exc))
+    if decision.project_id is not None and decision.action in task_index.EVENTS:
+        try:   # the task index follows what the event says; a round re-syncs it anyway
+            task_index.apply_webhook(deps.redis(), decision.project_id, body)
+        except Exception as exc:   # Redis down: the next round's sync catches up
+            log.warning("project %s: %s not applied to the task index: %s",
+                        decision.project_id, decision.action, exc)
     if decision.action == webhooks.PROJECT_UPDATED and isinstance(body.get("project"), dict):
         change = _retrain_on_config_change(deps, decision, body["project"])
         if change is not None:
@@ -359,9 +367,19 @@ def _handle_training_event(settings: Settings, conn, decision: webhooks.Decision
         return {"status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,
                 "job_id": job_id}
     pending = training_state.count_changes(conn, project_id, decision.changes)
+    # an automatic round that waited for the cadence and whose scheduled start was missed
+    started = queueing.start_due_round(settings, conn, project_id)
+    if started is not None:
+        enqueued, job_id = started
+        return {"status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,
+                "job_id": job_id, "pending_changes": pending}
     if webhooks.should_retrain(pending, settings.retrain_after_annotations):
         enqueued, job_id = queueing.request_training(
-            settings, conn, project_id, f"{pending} annotation changes")
+            settings, conn, project_id, f"{pending} annotation changes", automatic=True)
+        waiting = None if enqueued else training_state.deferred_round(conn, project_id)
+        if waiting is not None:   # joins the round that waits for the retraining interval
+            return {"status": EventAnswer.WAITING, "pending_changes": pending,
+                    "next_automatic_round": waiting}
         log.info("project %s: %d annotation changes -> retrain (%s)", project_id, pending,
                  "queued" if enqueued else "already queued")
         return {"status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,

@@ -19,6 +19,8 @@ class RoundState(StrEnum):
     SKIPPED = "skipped"            # a cold start with no unlabeled task to rank: nothing published
     FAILED = "failed"
     DEFERRED = "deferred"          # (job summary only) another job ran: a follow-up runs later
+    WAITING = "waiting"            # (job summary only) an automatic round waits for the
+                                   # retraining interval (backend/cadence.py) and starts later
 
 
 class RoundPhase(StrEnum):
@@ -51,6 +53,7 @@ class EventAnswer(StrEnum):
     ALREADY_QUEUED = "already_queued"
     COUNTED = "counted"
     IGNORED = "ignored"
+    WAITING = "waiting"   # joined an automatic round that waits for the retraining interval
 
 
 class PlaceholderVersion(StrEnum):

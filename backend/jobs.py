@@ -8,7 +8,7 @@ import traceback
 
 from rq import get_current_job
 
-from backend import queueing, training_state
+from backend import cadence, queueing, training_state
 from backend.defaults import RUN_LOCK_RENEWALS_PER_TTL, RoundPhase, RoundState
 from backend.settings import Settings
 
@@ -68,18 +68,55 @@ def guarded_status(lock: training_state.RunLock, heartbeat: _Heartbeat, update):
     return status
 
 
-def run_training_job(project_id: int, reason: str = "") -> dict:
-    """Train, score, push and publish a new model version for one project (coalesced)."""
+def _followup(settings: Settings, conn, project_id: int):
+    """What finish_run calls when a trigger came while the project was busy."""
+    return lambda manual: queueing.request_training(settings, conn, project_id, "follow-up",
+                                                    automatic=not manual)
+
+
+def wait_for_cadence(settings: Settings, conn, lock: training_state.RunLock,
+                     reason: str) -> dict | None:
+    """An automatic round asked for too soon after the last one (backend.cadence): schedule it
+    for when the interval ends and give the project back. None: it may run now."""
+    last = training_state.get_status(conn, lock.project_id)
+    now = time.time()
+    wait = cadence.automatic_round_wait_s(now, last.get("finished_ts"), last.get("duration_s"),
+                                          settings.retrain_min_interval_s,
+                                          settings.retrain_duration_factor)
+    if wait <= 0:
+        return None
+    waiting = queueing.defer_training(settings, conn, lock.project_id, now + wait, reason)
+    # a trigger that came during this check (Start Training included) is requested as usual
+    training_state.finish_run(conn, lock, _followup(settings, conn, lock.project_id))
+    log.info("project %s: automatic round (%s) waits %.0f s for the retraining interval",
+             lock.project_id, reason, wait)
+    return {"state": RoundState.WAITING.value, "project_id": lock.project_id, "wait_s": round(wait, 1),
+            "next_automatic_round": waiting}
+
+
+def run_training_job(project_id: int, reason: str = "", automatic: bool = False) -> dict:
+    """Train, score, push and publish a new model version for one project (coalesced).
+
+    ``automatic``: asked for by annotations, not by a person; such a round first waits for the
+    retraining cadence (wait_for_cadence), unless Start Training joined it while it was queued.
+    """
     settings = Settings.from_env()
     job = get_current_job()
     conn = job.connection if job else queueing.redis_connection(settings)
     job_id = job.id if job else training_state.new_job_id(project_id)
-    lock = training_state.start_run(conn, project_id, job_id, settings.run_lock_ttl_s)
+    lock = training_state.start_run(conn, project_id, job_id, settings.run_lock_ttl_s,
+                                    manual=not automatic)
     if lock is None:
         log.info("project %s: another training job runs; %s deferred to a follow-up", project_id,
                  job_id)
         # a plain string, as in every job result: RQ pickles it for readers without this package
         return {"state": RoundState.DEFERRED.value, "project_id": project_id}
+    if not lock.manual:
+        waiting = wait_for_cadence(settings, conn, lock, reason)
+        if waiting is not None:
+            return waiting
+    # this round lists the project as it is now: an automatic round waiting for later is void
+    training_state.clear_deferral(conn, project_id)
 
     heartbeat = _Heartbeat(lock)
     heartbeat.start()
@@ -108,7 +145,7 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
                          "annotations_used": summary["annotations_used"], "metrics": None}
         training_state.remember_round_count(conn, project_id)
         status(state=summary["state"], phase=RoundPhase.FINISHED,
-               finished_at=training_state.now_iso(),
+               finished_at=training_state.now_iso(), finished_ts=time.time(),
                duration_s=round(time.monotonic() - started, 2), last_summary=summary,
                annotated_tasks=summary.get("annotated_tasks"), **published)
         log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary["state"],
@@ -130,16 +167,29 @@ def run_training_job(project_id: int, reason: str = "") -> dict:
         # a failing round every pass: it retrains once the count drifts again
         training_state.remember_round_count(conn, project_id)
         status(state=RoundState.FAILED, phase=RoundPhase.FAILED,
-               finished_at=training_state.now_iso(), duration_s=round(time.monotonic() - started, 2),
+               finished_at=training_state.now_iso(), finished_ts=time.time(),
+               duration_s=round(time.monotonic() - started, 2),
                error=f"{type(exc).__name__}: {exc}"[:2000])
         log.error("project %s: job %s failed: %s\n%s", project_id, job_id, exc,
                   traceback.format_exc())
         raise
     finally:
         heartbeat.stopped.set()
-        training_state.finish_run(
-            conn, lock,
-            lambda: queueing.request_training(settings, conn, project_id, "follow-up"))
+        training_state.finish_run(conn, lock, _followup(settings, conn, project_id))
+
+
+def run_due_round(project_id: int, token: str) -> dict:
+    """Run by RQ's scheduler when a waiting automatic round's interval has ended: request that
+    round (nothing when a round ran meanwhile and covered its annotations)."""
+    settings = Settings.from_env()
+    job = get_current_job()
+    conn = job.connection if job else queueing.redis_connection(settings)
+    answer = queueing.start_due_round(settings, conn, project_id, token=token)
+    if answer is None:
+        return {"state": "superseded", "project_id": project_id}
+    enqueued, job_id = answer
+    return {"state": "requested", "project_id": project_id, "job_id": job_id,
+            "enqueued": enqueued}
 
 
 def run_prune_job(project_id: int, version: str) -> dict:

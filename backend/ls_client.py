@@ -291,6 +291,54 @@ class LabelStudioClient:
                 return
             page += 1
 
+    def iter_tasks_after(self, project_id: int, include: tuple[str, ...], *,
+                         filters: tuple[dict, ...] = (), with_annotations: bool = False,
+                         after_id: int = 0, page_size: int = 1000) -> Iterator[dict]:
+        """Tasks with an id above ``after_id`` that match the Data Manager ``filters`` (all of
+        them), in id order, carrying only the fields named in ``include``.
+
+        ``include`` is Label Studio's sparse fieldset: it applies to the task and to its embedded
+        annotations alike, so ``("id", "annotations", "result")`` gives each annotation's id and
+        result and no prediction is ever serialized. ``with_annotations`` asks for the embedded
+        annotations (``fields=all``). Pages are keyset pages (the next ids above the last one
+        seen): a task created or annotated meanwhile cannot shift a page, as page numbers would.
+        """
+        import json
+        cursor = int(after_id)
+        while True:
+            query = {"filters": {"conjunction": "and", "items": [*filters, {
+                "filter": "filter:tasks:id", "operator": "greater", "type": "Number",
+                "value": cursor}]}, "ordering": ["tasks:id"]}
+            params = {"project": int(project_id), "page": 1, "page_size": page_size,
+                      "include": ",".join(include), "query": json.dumps(query)}
+            if with_annotations:
+                params["fields"] = "all"
+            response = self.request("GET", "/api/tasks/", expected=(200, 404), params=params)
+            if response.status_code == 404:   # no such page: nothing above the cursor
+                return
+            body = response.json()
+            tasks = body.get("tasks", []) if isinstance(body, dict) else body
+            yield from tasks
+            ids = [t["id"] for t in tasks if isinstance(t, dict) and type(t.get("id")) is int]
+            if len(tasks) < page_size or not ids or max(ids) <= cursor:
+                return
+            cursor = max(ids)
+
+    def tasks_by_id(self, project_id: int, task_ids, include: tuple[str, ...]) -> list[dict]:
+        """The given tasks that still exist, with only the fields in ``include`` (one Data
+        Manager query per 1,000 ids; it never opens a task, which would call /predict)."""
+        import json
+        ids = sorted({int(t) for t in task_ids})
+        out: list[dict] = []
+        for start in range(0, len(ids), 1000):
+            part = ids[start:start + 1000]
+            body = self.get_json("/api/tasks/", params={
+                "project": int(project_id), "page": 1, "page_size": len(part),
+                "include": ",".join(include),
+                "query": json.dumps({"selectedItems": {"all": False, "included": part}})})
+            out.extend(body.get("tasks", []) if isinstance(body, dict) else body)
+        return out
+
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
         """One bulk import request (not retried after a lost answer: see prediction_push)."""
         response = self.request("POST", f"/api/projects/{int(project_id)}/import/predictions",

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from backend import converters, reconcile, training_state
+from backend import converters, reconcile, task_index, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.defaults import PROGRESS_STATUS_INTERVAL_S, RoundPhase, RoundState
 from backend.feature_round import feature_cache_for, pooled_features
@@ -240,7 +240,8 @@ def collect(settings: Settings, client: LabelStudioClient, store: ModelStore, pr
         previous = store.published(project_id)
         run.status(labeling_config_change=schema_change(previous.info if previous else None,
                                                         schema))
-        tasks = list(client.iter_tasks(project_id))
+        tasks = task_index.tasks_for_round(settings, client, project_id, project, schema,
+                                           run.status)
         report = FetchReport()
         split = split_tasks(tasks, schema, report)
     log.info("project %s: %d tasks, %d annotated, %d unlabeled (%.1fs); labels: %s", project_id,

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime, timezone
 
 from redis import Redis
 from rq import Queue, get_current_job
@@ -13,6 +15,7 @@ from backend.settings import Settings
 
 TRAIN_JOB = "backend.jobs.run_training_job"
 PRUNE_JOB = "backend.jobs.run_prune_job"
+DUE_ROUND_JOB = "backend.jobs.run_due_round"
 log = logging.getLogger(__name__)
 
 
@@ -27,17 +30,66 @@ def training_queue(settings: Settings, conn: Redis) -> Queue:
     return Queue(settings.queue_name, connection=conn)
 
 
-def request_training(settings: Settings, conn: Redis, project_id: int, reason: str):
-    """Coalesced enqueue of one training job for a project (see training_state)."""
+def request_training(settings: Settings, conn: Redis, project_id: int, reason: str,
+                     automatic: bool = False) -> tuple[bool, str | None]:
+    """Coalesced enqueue of one training job for a project (see training_state).
+
+    ``automatic``: asked for by annotations (count, reconciler drift) rather than by a person; such
+    a job waits for the retraining cadence when it starts (backend.jobs), and a request made while
+    an automatic round already waits for it joins that round: (False, None) is returned. A
+    waiting round whose time has come (its scheduled start was missed) is started instead.
+    """
+    if automatic and training_state.deferred_round(conn, project_id) is not None:
+        if training_state.take_deferral(conn, project_id, due_by=time.time()) is None:
+            return False, None
     queue = training_queue(settings, conn)
 
     def enqueue(job_id: str) -> None:
-        queue.enqueue(TRAIN_JOB, args=(int(project_id), reason), job_id=job_id,
+        queue.enqueue(TRAIN_JOB, args=(int(project_id), reason, bool(automatic)), job_id=job_id,
                       job_timeout=settings.job_timeout_s, result_ttl=TRAIN_JOB_RESULT_TTL_S,
                       failure_ttl=JOB_FAILURE_TTL_S,
                       description=f"train project {project_id}: {reason}")
 
-    return training_state.request_training(conn, project_id, reason, enqueue)
+    return training_state.request_training(conn, project_id, reason, enqueue,
+                                           manual=not automatic)
+
+
+def defer_training(settings: Settings, conn: Redis, project_id: int, due_ts: float,
+                   reason: str) -> dict | None:
+    """An automatic round must wait until ``due_ts`` (epoch seconds): record it and schedule its
+    start with RQ's scheduler (every worker runs one; one holds its lock). Returns the pending
+    waiting round (an earlier one when one already waits: it covers these annotations too).
+
+    Should the scheduled start be lost (no scheduler alive, Redis refused the job), the next
+    annotation webhook or reconcile pass after ``due_ts`` starts the round (start_due_round).
+    """
+    token = training_state.defer_round(conn, project_id, due_ts, reason)
+    if token is not None:
+        try:
+            training_queue(settings, conn).enqueue_at(
+                datetime.fromtimestamp(due_ts, timezone.utc), DUE_ROUND_JOB,
+                args=(int(project_id), token), job_id=f"round-due-p{int(project_id)}-{token}",
+                job_timeout=120, result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
+                description=f"start the waiting automatic round of project {project_id}")
+        except Exception as exc:   # Redis blip: the safety nets above start it once due
+            log.warning("project %s: could not schedule the waiting round: %s", project_id, exc)
+    return training_state.deferred_round(conn, project_id)
+
+
+def start_due_round(settings: Settings, conn: Redis, project_id: int,
+                    token: str | None = None) -> tuple[bool, str | None] | None:
+    """Start the automatic round that waited for the cadence: the one ``token`` names (its
+    scheduled job), or without a token one whose time has come. Returns request_training's
+    answer, or None when there is none (a round ran meanwhile and covered it, or not yet due)."""
+    due_by = None if token is not None else time.time()
+    taken = training_state.take_deferral(conn, project_id, token=token, due_by=due_by)
+    if taken is None:
+        return None
+    log.info("project %s: the retraining interval has ended; starting the waiting round (%s)",
+             project_id, taken.get("reason"))
+    return request_training(settings, conn, project_id,
+                            f"{taken.get('reason')} (waited until {taken.get('due_at')})",
+                            automatic=True)
 
 
 def enqueue_prune(settings: Settings, project_id: int, version: str) -> bool:

@@ -3,9 +3,11 @@
 Label Studio sends each webhook once, with a 1 s timeout, and never retries; a webhook that
 arrives while Redis is down is answered 503 and lost. So the worker periodically asks Label Studio
 how many tasks carry annotations and retrains a project whose count drifted by at least
-RETRAIN_AFTER_ANNOTATIONS since its last training round. It also notices a round whose worker died
-(state "running" but nobody holds the project's run lock), records it as failed, and requests the
-follow-up a trigger asked for while that dead round still held the lock.
+RETRAIN_AFTER_ANNOTATIONS since its last training round (an automatic round: it waits for the
+retraining cadence, backend.cadence). It also notices a round whose worker died (state "running"
+but nobody holds the project's run lock), records it as failed, requests the follow-up a trigger
+asked for while that dead round still held the lock, and starts an automatic round whose wait
+has ended when its scheduled start was missed.
 
 Label Studio's count is compared with Label Studio's count as the last round started (stored by
 the round), never with the backend's count of usable labels. Only one worker process reconciles
@@ -59,9 +61,14 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
                                      error="the worker stopped during this round (no heartbeat); "
                                            "the next trigger retrains")
         log.warning("project %s: a training round was abandoned by its worker", project_id)
-    if training_state.take_orphaned_followup(conn, project_id):
-        queueing.request_training(settings, conn, project_id, "follow-up of an abandoned round")
+    followup = training_state.take_orphaned_followup(conn, project_id)
+    if followup:
+        queueing.request_training(settings, conn, project_id, "follow-up of an abandoned round",
+                                  automatic=followup == training_state.FOLLOWUP_AUTOMATIC)
         log.info("project %s: follow-up of an abandoned round requested", project_id)
+        return "retrain"
+    # an automatic round that waited for the cadence and whose scheduled start was missed
+    if queueing.start_due_round(settings, conn, project_id) is not None:
         return "retrain"
     busy = bool(running or status.get("queued_job_id"))
     try:
@@ -75,8 +82,11 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
     drift = annotation_drift(label_studio_count(project),
                              status.get(training_state.LS_COUNT_AT_LAST_ROUND))
     if needs_retrain(drift, settings.retrain_after_annotations, busy):
+        if status.get("next_automatic_round"):   # a round already waits for the cadence
+            return "waiting"
         queueing.request_training(settings, conn, project_id,
-                                  f"reconcile: {drift} annotated tasks since the last round")
+                                  f"reconcile: {drift} annotated tasks since the last round",
+                                  automatic=True)
         log.info("project %s: %d annotated tasks since the last round -> retrain", project_id, drift)
         return "retrain"
     return "in sync"

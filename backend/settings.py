@@ -82,6 +82,16 @@ class Settings:
     retrain_after_annotations: int = field(default=10, metadata=_doc(
         "Annotation changes (created/updated/deleted) that trigger an automatic retrain; 0 disables "
         "automatic retraining (Start Training still works).", "annotation events"))
+    retrain_min_interval_s: float = field(default=60.0, metadata=_doc(
+        "Least time from the end of a round to the start of the next automatic one (annotation "
+        "count, reconciler, or their follow-up); annotations arriving meanwhile are kept and that "
+        "round starts when the interval ends. Start Training and a labeling-config change never "
+        "wait. 0: no minimum.", "seconds"))
+    retrain_duration_factor: float = field(default=1.0, metadata=_doc(
+        "An automatic round also waits this many times the last round's duration after it ends, "
+        "so the wait grows with the project: 1 keeps rounds to about half of the time on a busy "
+        "project, and an annotation reaches the ranking within about two round durations; 0: "
+        "only RETRAIN_MIN_INTERVAL_S.", "x last round's duration"))
     reconcile_interval_s: int = field(default=300, metadata=_doc(
         "How often the worker compares Label Studio's count of annotated tasks with its count as "
         "the last round started, to catch missed webhooks (retrains when it drifted by "
@@ -250,6 +260,8 @@ class Settings:
                                 f"{self.preselect_min_confidence}")
         if self.retrain_after_annotations < 0:
             raise SettingsError("RETRAIN_AFTER_ANNOTATIONS must be >= 0")
+        if self.retrain_min_interval_s < 0 or self.retrain_duration_factor < 0:
+            raise SettingsError("RETRAIN_MIN_INTERVAL_S and RETRAIN_DURATION_FACTOR must be >= 0")
         choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
                    "input_norm": ("per_image", "dataset")}
         for name, allowed in choices.items():

@@ -3,7 +3,10 @@
 Invariants (tested against a real Redis):
 - at most one queued and one running training job per project;
 - a trigger while a job runs schedules exactly one follow-up;
-- annotation changes are counted, and reaching the threshold triggers a retrain.
+- annotation changes are counted, and reaching the threshold triggers a retrain;
+- a follow-up remembers whether a manual request (Start Training) asked for it: automatic ones
+  wait for the retraining cadence (backend.cadence), manual ones never do;
+- at most one deferred automatic round per project (a round waiting for the cadence).
 All keys live under ``al:`` and the Redis connection is always passed in, never global.
 """
 from __future__ import annotations
@@ -38,6 +41,10 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def iso(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
 # --- annotation change counting ----------------------------------------------------------------
 def count_changes(conn: Redis, project_id: int, n: int = 1) -> int:
     conn.sadd(projects_key(), int(project_id))
@@ -59,16 +66,36 @@ def new_job_id(project_id: int) -> str:
     return f"train-p{int(project_id)}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
+# Take the queued marker (KEYS[1]) for job ARGV[1]; when another job holds it and this request
+# is manual (ARGV[3] == '1'), mark that waiting job manual (KEYS[2]). One call, so the waiting job
+# either sees the mark when it starts or is gone and this request enqueues a job of its own.
+_QUEUE_OR_MARK_MANUAL = (
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end "
+    "if ARGV[3] == '1' then redis.call('set', KEYS[2], '1', 'EX', ARGV[2]) end return 0")
+# A starting job leaves the queue: drop its queued marker and take the manual mark with it.
+_UNQUEUE = ("if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
+            "return redis.call('del', KEYS[2]) end return 0")
+# GET and DEL in one step (GETDEL needs Redis 6.2).
+_TAKE = "local v = redis.call('get', KEYS[1]) if v then redis.call('del', KEYS[1]) end return v"
+_DELETE_IF_EQUAL = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                    "return redis.call('del', KEYS[1]) end return 0")
+FOLLOWUP_MANUAL, FOLLOWUP_AUTOMATIC = "manual", "automatic"
+
+
 def request_training(conn: Redis, project_id: int, reason: str,
-                     enqueue: Callable[[str], None]) -> tuple[bool, str | None]:
+                     enqueue: Callable[[str], None], manual: bool = True
+                     ) -> tuple[bool, str | None]:
     """Enqueue a training job unless one is already waiting; return (enqueued, waiting job id).
 
     ``enqueue(job_id)`` puts the job on the queue. The queued marker is taken with SET NX so two
-    webhooks racing each other enqueue one job.
+    webhooks racing each other enqueue one job. A manual request (Start Training) that joins a
+    waiting job marks it manual, so that job does not wait for the retraining cadence.
     """
     conn.sadd(projects_key(), int(project_id))
     job_id = new_job_id(project_id)
-    if not conn.set(_key(project_id, "queued"), job_id, nx=True, ex=QUEUED_TTL_S):
+    if not conn.eval(_QUEUE_OR_MARK_MANUAL, 2, _key(project_id, "queued"),
+                     _key(project_id, "queued_manual"), job_id, QUEUED_TTL_S,
+                     "1" if manual else "0"):
         existing = conn.get(_key(project_id, "queued"))
         return False, existing.decode() if existing else None
     try:
@@ -97,6 +124,7 @@ class RunLock:
     def __init__(self, conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S):
         self.conn, self.project_id, self.job_id, self.ttl_s = conn, project_id, job_id, ttl_s
         self.key = _key(project_id, "lock")
+        self.manual = True   # set by start_run: False for a purely automatic request
 
     def acquire(self) -> bool:
         return bool(self.conn.set(self.key, self.job_id, nx=True, ex=self.ttl_s))
@@ -120,40 +148,103 @@ class RunLock:
             "else return 0 end", 1, self.key, self.job_id)
 
 
-def start_run(conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S
-              ) -> RunLock | None:
+def start_run(conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S,
+              manual: bool = True) -> RunLock | None:
     """Called when a job starts. Returns the held lock, or None when another run holds it.
 
     When another job runs, this one marks a follow-up (the running job enqueues it at its end)
     and gives up, so two jobs of one project never train at once even with several workers.
+    ``lock.manual`` tells whether a manual request asked for this job (``manual``, or a Start
+    Training that joined it while it was queued).
     """
     lock = RunLock(conn, project_id, job_id, ttl_s)
     # this job is no longer "queued": new triggers from now on enqueue the follow-up
-    conn.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-              "else return 0 end", 1, _key(project_id, "queued"), job_id)
+    joined_by_manual = conn.eval(_UNQUEUE, 2, _key(project_id, "queued"),
+                                 _key(project_id, "queued_manual"), job_id)
+    lock.manual = bool(manual or joined_by_manual)
     if not lock.acquire():
-        conn.set(_key(project_id, "followup"), 1, ex=QUEUED_TTL_S)
+        mark_followup(conn, project_id, lock.manual)
         return None
     return lock
 
 
-def finish_run(conn: Redis, lock: RunLock, request_followup: Callable[[], None]) -> bool:
-    """Release the lock; if a follow-up was asked for meanwhile, request exactly one."""
+def mark_followup(conn: Redis, project_id: int, manual: bool) -> None:
+    """Ask the running round for one follow-up; a manual ask wins over an automatic one."""
+    key = _key(project_id, "followup")
+    if manual:
+        conn.set(key, FOLLOWUP_MANUAL, ex=QUEUED_TTL_S)
+    else:
+        conn.set(key, FOLLOWUP_AUTOMATIC, nx=True, ex=QUEUED_TTL_S)
+
+
+def _followup_kind(raw) -> str | None:
+    if raw is None:
+        return None
+    # anything but "automatic" (e.g. the "1" older versions wrote) is honoured at once
+    return FOLLOWUP_AUTOMATIC if raw == FOLLOWUP_AUTOMATIC.encode() else FOLLOWUP_MANUAL
+
+
+def finish_run(conn: Redis, lock: RunLock, request_followup: Callable[[bool], None]) -> bool:
+    """Release the lock; if a follow-up was asked for meanwhile, request exactly one:
+    ``request_followup(manual)``."""
     lock.release()
-    if conn.delete(_key(lock.project_id, "followup")):
-        request_followup()
-        return True
-    return False
+    kind = _followup_kind(conn.eval(_TAKE, 1, _key(lock.project_id, "followup")))
+    if kind is None:
+        return False
+    request_followup(kind == FOLLOWUP_MANUAL)
+    return True
 
 
-def take_orphaned_followup(conn: Redis, project_id: int) -> bool:
+def take_orphaned_followup(conn: Redis, project_id: int) -> str | None:
     """A follow-up whose run lock holder is gone (killed worker): claim it so it can be requested.
+    Returns its kind (FOLLOWUP_MANUAL or FOLLOWUP_AUTOMATIC), None when there is none to claim.
 
     Normally the lock holder's finish_run requests the follow-up; a SIGKILLed holder never does.
     """
     if running_job(conn, project_id) is not None:
-        return False
-    return bool(conn.delete(_key(project_id, "followup")))
+        return None
+    return _followup_kind(conn.eval(_TAKE, 1, _key(project_id, "followup")))
+
+
+# --- the automatic round waiting for the cadence (backend.cadence) -------------------------------
+def defer_round(conn: Redis, project_id: int, due_ts: float, reason: str) -> str | None:
+    """Record that an automatic round starts at ``due_ts`` (epoch seconds). Returns the
+    deferral's token, or None when one is already pending (it covers these annotations too:
+    the round it starts lists the project as it is then)."""
+    token = uuid.uuid4().hex[:12]
+    value = json.dumps({"due_ts": round(float(due_ts), 3), "due_at": iso(due_ts),
+                        "reason": reason, "token": token})
+    ttl = max(int(due_ts - time.time()), 0) + QUEUED_TTL_S
+    if conn.set(_key(project_id, "deferred"), value, nx=True, ex=ttl):
+        return token
+    return None
+
+
+def deferred_round(conn: Redis, project_id: int) -> dict | None:
+    raw = conn.get(_key(project_id, "deferred"))
+    return json.loads(raw) if raw else None
+
+
+def take_deferral(conn: Redis, project_id: int, *, token: str | None = None,
+                  due_by: float | None = None) -> dict | None:
+    """Claim the pending deferral, exactly once: the one named by ``token`` (its scheduled job),
+    or, without a token, one due at ``due_by`` (the next webhook or the reconciler, for a
+    scheduler that did not fire it). None when there is nothing to claim."""
+    key = _key(project_id, "deferred")
+    raw = conn.get(key)
+    if not raw:
+        return None
+    pending = json.loads(raw)
+    if token is not None and pending.get("token") != token:
+        return None
+    if token is None and (due_by is None or float(pending.get("due_ts", 0)) > due_by):
+        return None
+    return pending if conn.eval(_DELETE_IF_EQUAL, 1, key, raw) else None
+
+
+def clear_deferral(conn: Redis, project_id: int) -> None:
+    """A round starts: it sees every annotation so far, so a pending deferral is void."""
+    conn.delete(_key(project_id, "deferred"))
 
 
 def running_job(conn: Redis, project_id: int) -> str | None:
@@ -173,6 +264,7 @@ def get_status(conn: Redis, project_id: int) -> dict:
     out["pending_annotation_changes"] = pending_changes(conn, project_id)
     out["queued_job_id"] = queued_job(conn, project_id)
     out["running_job_id"] = running_job(conn, project_id)
+    out["next_automatic_round"] = deferred_round(conn, project_id)   # waiting for the cadence
     return out
 
 

@@ -25,7 +25,9 @@ def main(argv=None) -> int:
     worker = Worker([queueing.training_queue(settings, conn)], connection=conn)
     log.info("worker listening on queue %r (model dir %s, device %s)", settings.queue_name,
              settings.model_dir, settings.device)
-    worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=False)
+    # the scheduler starts automatic rounds that waited for the retraining cadence
+    # (queueing.defer_training): every worker offers, the one holding its lock runs it
+    worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=True)
     return 0
 
 

@@ -108,6 +108,11 @@ class TaskType(ABC):
 
     # ------------------------------------------------------------------ tasks -> training data
 
+    @property
+    @abstractmethod
+    def input_key(self) -> str:
+        """The ``task.data`` key holding what the model reads (the task index keeps only it)."""
+
     @abstractmethod
     def task_input(self, task: dict) -> str:
         """The URL of the image the model reads for a task; converters.TaskError when the task

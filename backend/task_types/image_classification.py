@@ -93,6 +93,10 @@ class ImageClassification(TaskType):
 
     # ------------------------------------------------------------------ tasks -> training data
 
+    @property
+    def input_key(self) -> str:
+        return self.image_key
+
     def task_input(self, task: dict) -> str:
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict):

@@ -88,7 +88,7 @@ def test_start_training_enqueues_one_job_fast_and_spam_coalesces(backend, redis_
     for _ in range(30):
         assert post(backend, "/webhook", event).json()["status"] == "already_queued"
     assert queue.count == 1
-    assert queue.jobs[0].args == (11, "Start Training pressed")
+    assert queue.jobs[0].args == (11, "Start Training pressed", False)   # False: not automatic
 
 
 def test_annotation_events_trigger_a_retrain_at_the_threshold(backend, redis_conn):

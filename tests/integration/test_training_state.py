@@ -33,11 +33,11 @@ def test_a_trigger_during_a_run_schedules_exactly_one_follow_up(redis_conn):
     # with several workers B may start while A runs: it must not train, only ask a follow-up
     assert ts.start_run(redis_conn, 1, job_b) is None
     followups = []
-    assert ts.finish_run(redis_conn, lock, lambda: followups.append(1)) is True
-    assert followups == [1] and ts.running_job(redis_conn, 1) is None
+    assert ts.finish_run(redis_conn, lock, followups.append) is True
+    assert followups == [True] and ts.running_job(redis_conn, 1) is None   # a manual ask
     # nothing more is pending after the follow-up was requested
     lock2 = ts.start_run(redis_conn, 1, "next")
-    assert ts.finish_run(redis_conn, lock2, lambda: followups.append(2)) is False
+    assert ts.finish_run(redis_conn, lock2, followups.append) is False
 
 
 def test_projects_are_isolated(redis_conn):

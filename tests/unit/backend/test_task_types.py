@@ -63,6 +63,10 @@ class ImageRating(TaskType):
         return {"task_type": self.name, "from_name": self.from_name, "to_name": self.to_name,
                 "image_key": self.image_key, "labels": list(self.labels)}
 
+    @property
+    def input_key(self) -> str:
+        return self.image_key
+
     def task_input(self, task: dict) -> str:
         url = (task.get("data") or {}).get(self.image_key)
         if not isinstance(url, str):
