@@ -12,7 +12,7 @@ import pytest
 
 import demo_data
 import lslocal
-from backend import converters, task_index
+from backend import task_index
 from backend.app import create_app
 from backend.images import FetchReport
 from backend.task_types import task_type_for
@@ -190,9 +190,9 @@ def test_label_studio_webhooks_keep_the_index_current_between_rounds(
 
     created = admin.create_annotation(ids[0], choice("1"))        # ANNOTATION_CREATED
     assert index.annotations()[created["id"]]["task"] == ids[0]
-    assert converters.annotation_vote(index.annotations()[created["id"]], SCHEMA) == ("1", None)
+    assert SCHEMA.annotation_vote(index.annotations()[created["id"]]) == ("1", None)
     admin.request("PATCH", f"/api/annotations/{created['id']}/", json={"result": choice("2")})
-    assert converters.annotation_vote(index.annotations()[created["id"]], SCHEMA) == ("2", None)
+    assert SCHEMA.annotation_vote(index.annotations()[created["id"]]) == ("2", None)
     admin.request("DELETE", f"/api/annotations/{created['id']}/")     # ANNOTATIONS_DELETED
     assert created["id"] not in index.annotations()
     admin.request("DELETE", f"/api/tasks/{ids[1]}/")                  # TASKS_DELETED

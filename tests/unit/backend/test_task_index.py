@@ -51,11 +51,11 @@ def test_round_tasks_read_like_label_studio_s_listing():
     tasks = task_index.round_tasks(images, annotations, SCHEMA.image_key)
     assert [t["id"] for t in tasks] == [1, 2, 3]            # id order; task 99 is gone
     assert [a["id"] for a in tasks[0]["annotations"]] == [10, 12]
-    assert converters.decide_label(tasks[0], SCHEMA).label == "1"
-    assert converters.decide_label(tasks[2], SCHEMA).skipped
-    assert converters.task_image_url(tasks[2], SCHEMA) == "/data/upload/1/c.png"
+    assert SCHEMA.decide_label(tasks[0]).label == "1"
+    assert SCHEMA.decide_label(tasks[2]).skipped
+    assert SCHEMA.task_input(tasks[2]) == "/data/upload/1/c.png"
     try:
-        converters.task_image_url(tasks[1], SCHEMA)          # no image: reported as before
+        SCHEMA.task_input(tasks[1])          # no image: reported as before
         raise AssertionError("a task without an image must be refused")
     except converters.TaskError as exc:
         assert "no image" in str(exc)
