@@ -74,9 +74,17 @@ RECIPES: dict[str, Recipe] = {
         train=dict(optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="step", lr_gamma=1.0,
                    lpm_weight=0.0, auto_target_steps=600, auto_max_epochs=100),
     ),
+    "previous_default": Recipe(
+        "the default before the crop was made milder: as default, but the random resized crop "
+        "keeps 45-100 % of the area (crop_scale_min 0.45)",
+        model=dict(crop_scale_min=0.45), train={}),
+    "previous_default_ema": Recipe(
+        "previous_default with the weights' moving average as the model (ema_decay 0.995)",
+        model=dict(crop_scale_min=0.45), train=dict(ema_decay=0.995)),
     "default": Recipe(
-        "the new default (ModelConfig() / TrainConfig()): strong augmentation, per-image "
-        "standardisation, AdamW 2e-3 with cosine decay, 2,000 steps, loss prediction module trained jointly",
+        "the default (ModelConfig() / TrainConfig()): strong augmentation (random resized crop "
+        "of 70-100 % of the area), per-image standardisation, AdamW 2e-3 with cosine decay, "
+        "2,000 steps, loss prediction module trained jointly",
         model={}, train={}),
 }
 

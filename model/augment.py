@@ -29,7 +29,7 @@ class StrongAugment:
     """Parameters of the generic policy; the defaults are the measured ones (README, domain suite)."""
 
     # Random resized crop: share of the image area kept, and aspect-ratio range of the crop.
-    crop_scale: tuple[float, float] = (0.45, 1.0)
+    crop_scale: tuple[float, float] = (0.7, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     # Uniform rotation in [-rotation_deg, +rotation_deg], in degrees.
     rotation_deg: float = 20.0
