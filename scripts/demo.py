@@ -173,7 +173,7 @@ def main(argv=None) -> int:
 
  1. Open the project and label a few dozen images ("Label All Tasks").
  2. Settings -> Model -> "Start Training" (it also retrains by itself every
-    RETRAIN_AFTER_ANNOTATIONS annotations).
+    RETRAIN_AFTER_ANNOTATIONS annotations, at most once per RETRAIN_MIN_INTERVAL_S).
  3. The "Most informative first" tab, and "Label All Tasks" (uncertainty sampling), now serve
     the images the model expects to get most wrong first.
  Ctrl-C stops Label Studio and the backend; data stays in {data_dir}.

@@ -59,6 +59,11 @@ def backend(label_studio, pat, tmp_path_factory):
            "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
            "MODEL_DIR": str(data / "models"), "PORT": str(port), "VENV_DIR": sys.prefix,
            "RETRAIN_AFTER_ANNOTATIONS": str(RETRAIN_AFTER),   # > FIRST_ANNOTATIONS
+           # an automatic round here starts as soon as its annotations are in: the cadence's
+           # waiting and scheduled start are tested with a real worker in
+           # tests/integration/test_cadence.py, and waiting a round's duration on a busy CPU
+           # would only stretch this test past its deadline
+           "RETRAIN_MIN_INTERVAL_S": "0", "RETRAIN_DURATION_FACTOR": "0",
            "SET_UNCERTAINTY_SAMPLING": "true", "LOG_LEVEL": "INFO",
            "KEEP_PREDICTION_VERSIONS": "1",
            # the protocol is under test here, not accuracy (benchmarks/domain_suite.py measures
