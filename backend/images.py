@@ -175,6 +175,10 @@ Item = TypeVar("Item")
 
 
 class ImageFetcher:
+    """A task's image as a PIL image (``fetch_image``: training, cold start) or as its model-ready
+    array (``fetch_array``: scoring), through the cache in ``cache_dir`` when one is given.
+    ``cache_arrays=False`` makes arrays afresh every time (to compare or measure)."""
+
     def __init__(self, client: LabelStudioClient, cache_dir: Path | None, *, max_bytes: int,
                  max_pixels: int, timeout_s: float, resize_to: int | None = None,
                  threads: int = FETCH_THREADS, cache_max_bytes: int = 0,
