@@ -212,6 +212,18 @@ def test_a_damaged_array_is_a_logged_miss_and_made_again(client, tmp_path, caplo
     assert np.array_equal(decode_array(path.read_bytes(), (32, 32, 3)), good)   # rewritten
 
 
+def test_an_array_with_another_npy_header_layout_is_still_read():
+    """Arrays are read by matching the header this process writes; a valid .npy file written
+    another way (another numpy, format 2.0) goes through numpy's own reader instead."""
+    array = np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    np.lib.format.write_array(out, array, version=(2, 0), allow_pickle=False)
+    assert not encode_array(array).startswith(out.getvalue()[:16])     # another header indeed
+    for data in (with_digest(out.getvalue()), encode_array(array)):
+        read = decode_array(data, (32, 32, 3))
+        assert np.array_equal(read, array) and not read.flags.writeable
+
+
 def test_a_lowered_pixel_limit_is_not_bypassed_by_a_kept_array(client, tmp_path):
     task_id, url = ITEMS[0]                               # 256 x 256 pixels
     make_fetcher(client, tmp_path).fetch_array(url, task_id, 32, 3)
