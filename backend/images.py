@@ -146,19 +146,24 @@ def array_cache_key(url: str, image_size: int, channels: int, max_pixels: int) -
             f"/max-pixels-{max_pixels}/{url}")
 
 
-def encode_array(array: np.ndarray) -> bytes:
-    """An array as .npy bytes followed by their digest (the file stays readable by np.load)."""
-    out = io.BytesIO()
-    np.save(out, array, allow_pickle=False)
-    payload = out.getvalue()
-    return payload + hashlib.blake2b(payload, digest_size=ARRAY_DIGEST_BYTES).digest()
-
-
 @functools.lru_cache(maxsize=16)
 def _npy_header(shape: tuple[int, ...]) -> bytes:
-    """The .npy header ``encode_array`` writes for a uint8 array of ``shape``."""
-    payload = encode_array(np.zeros(shape, np.uint8))
-    return payload[:len(payload) - ARRAY_DIGEST_BYTES - math.prod(shape)]
+    """The header np.save writes for a uint8 array of ``shape`` (the same for every such array)."""
+    out = io.BytesIO()
+    np.save(out, np.zeros(shape, np.uint8), allow_pickle=False)
+    return out.getvalue()[:-math.prod(shape)]
+
+
+def encode_array(array: np.ndarray) -> bytes:
+    """An array as .npy bytes (what np.save writes) followed by their digest; the file stays
+    readable by np.load."""
+    if array.dtype == np.uint8:
+        payload = _npy_header(array.shape) + np.ascontiguousarray(array).tobytes()
+    else:
+        out = io.BytesIO()
+        np.save(out, array, allow_pickle=False)
+        payload = out.getvalue()
+    return payload + hashlib.blake2b(payload, digest_size=ARRAY_DIGEST_BYTES).digest()
 
 
 def decode_array(data: bytes, shape: tuple[int, ...]) -> np.ndarray:

@@ -144,21 +144,32 @@ def measure_source(source: str, base_url: str, names: list[str], image_dir: Path
         fetcher = image_fetcher(round_settings, LabelStudioClient.from_settings(round_settings),
                                 side)
         fetcher.cache_arrays = cache_arrays
+        fetch_arrays, in_fetch = fetcher.fetch_arrays, [0.0]
+
+        def timed_fetch(*args, **kwargs):   # the pass's split: fetch + decode vs the rest
+            started = time.perf_counter()
+            try:
+                return fetch_arrays(*args, **kwargs)
+            finally:
+                in_fetch[0] += time.perf_counter() - started
+
+        fetcher.fetch_arrays = timed_fetch
         report = FetchReport()
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started = time.perf_counter()
         ids, out = score_pool(model, model_config, fetcher, items, report, round_settings,
                               on_progress=lambda *_: None)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        seconds = time.perf_counter() - started
         if report.failed or len(ids) != len(items):
             raise RuntimeError(f"{source}: {report.summary()}")
-        return (seconds, cpu), out, fetcher
+        fetcher.fetch_arrays = fetch_arrays
+        return (seconds, in_fetch[0]), out, fetcher
 
     def forward_only(arrays):
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started = time.perf_counter()
         for start in range(0, len(arrays), SCORE_CHUNK_IMAGES):
             score_images(model, arrays[start:start + SCORE_CHUNK_IMAGES], model_config, settings,
                          settings.strategy)
-        return time.perf_counter() - started, time.process_time() - cpu_started
+        return time.perf_counter() - started, 0.0
 
     for prefix in ("bytes", "arrays"):
         shutil.rmtree(work / f"cache-{source}-{prefix}", ignore_errors=True)
@@ -184,12 +195,16 @@ def measure_source(source: str, base_url: str, names: list[str], image_dir: Path
 
 
 def row(source: str, n: int, label: str, timings: list[tuple[float, float]]) -> dict:
-    seconds = sorted(t for t, _ in timings)
-    best = seconds[0]
-    return {"source": source, "images": n, "round": label, "runs": len(seconds),
-            "best_s": round(best, 2), "median_s": round(float(np.median(seconds)), 2),
+    """``timings``: (seconds of the pass, seconds of it spent fetching + decoding) per run."""
+    best, fetch_of_best = min(timings)
+    fetch = sorted(f for _, f in timings)
+    return {"source": source, "images": n, "round": label, "runs": len(timings),
+            "best_s": round(best, 2),
+            "median_s": round(float(np.median([t for t, _ in timings])), 2),
             "images_per_s": round(n / best) if best > 0 else None,
-            "cpu_s_of_best": round(min(timings)[1], 2)}
+            "fetch_s_of_best": round(fetch_of_best, 2),
+            "fetch_ms_per_image_best": round(fetch[0] * 1000 / n, 2),
+            "fetch_ms_per_image_median": round(float(np.median(fetch)) * 1000 / n, 2)}
 
 
 def markdown(results: list[dict], command: str, machine: str) -> str:
@@ -197,22 +212,24 @@ def markdown(results: list[dict], command: str, machine: str) -> str:
              f"Measured with `{command}` ({machine}). The backend's own path "
              "(`backend.pipeline.score_pool`), an untrained `small_cnn` at the default "
              "`IMAGE_SIZE` 32. A first round runs once (empty caches); later rounds and the "
-             "forward pass run several times, interleaved: best and median wall seconds of the "
-             "whole pass, the scoring process's CPU seconds in the best run (the HTTP server's "
-             "are not counted), and the milliseconds per image spent beyond the forward pass "
-             "(best of the round minus best of the forward pass, over N).", ""]
+             "forward pass run several times, interleaved. Columns: best and median wall seconds "
+             "of the whole pass; of the best run, the seconds spent fetching and decoding (in "
+             "`ImageFetcher.fetch_arrays`; the rest is the forward pass); and the fetch + decode "
+             "milliseconds per image, best and median over the runs (the figure least disturbed "
+             "by other work on the machine).", ""]
     for result in results:
         lines += [f"## {result['format']} ({result['file_kb']:.1f} KB per file on average), "
                   f"{result['images']:,} images", "",
-                  "| source | round | runs | best s | median s | images/s | CPU s | "
-                  "ms/image beyond forward |", "|---|---|---|---|---|---|---|---|"]
-        forward = {r["source"]: r["best_s"] for r in result["rows"] if r["round"] == FORWARD_ONLY}
+                  "| source | round | runs | best s | median s | images/s | of it fetch + decode s "
+                  "| fetch + decode ms/image, best / median |", "|---|---|---|---|---|---|---|---|"]
         for r in result["rows"]:
-            beyond = ("" if r["round"] == FORWARD_ONLY else
-                      f"{(r['best_s'] - forward[r['source']]) * 1000 / r['images']:.2f}")
+            fetch = ("" if r["round"] == FORWARD_ONLY else
+                     f"{r['fetch_s_of_best']} ")
+            per_image = ("" if r["round"] == FORWARD_ONLY else
+                         f"{r['fetch_ms_per_image_best']} / {r['fetch_ms_per_image_median']}")
             lines.append(f"| {r['source']} | {r['round']} | {r['runs']} | {r['best_s']} | "
-                         f"{r['median_s']} | {r['images_per_s']:,} | {r['cpu_s_of_best']} | "
-                         f"{beyond} |")
+                         f"{r['median_s']} | {r['images_per_s']:,} | {fetch.strip()} | "
+                         f"{per_image} |")
         lines += ["", "Later round with and without the array cache, outputs bit-identical: "
                   + ("yes" if all(result["identical"].values()) else
                      f"NO ({result['identical']})"), ""]

@@ -219,6 +219,9 @@ def test_an_array_with_another_npy_header_layout_is_still_read():
     out = io.BytesIO()
     np.lib.format.write_array(out, array, version=(2, 0), allow_pickle=False)
     assert not encode_array(array).startswith(out.getvalue()[:16])     # another header indeed
+    saved = io.BytesIO()
+    np.save(saved, array, allow_pickle=False)
+    assert encode_array(array) == with_digest(saved.getvalue())         # what np.save writes
     for data in (with_digest(out.getvalue()), encode_array(array)):
         read = decode_array(data, (32, 32, 3))
         assert np.array_equal(read, array) and not read.flags.writeable
