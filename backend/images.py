@@ -1,11 +1,19 @@
 """Fetching task images: parallel downloads, a disk cache, and a per-task reason for each failure.
 
 One bad image never fails a batch: it is skipped and its reason counted in the job summary.
+
+The cache holds two kinds of entry in one directory under one byte bound: an image's downloaded
+bytes (keyed by its reference) and, for scoring, its model-ready array (the uint8 pixels of
+``model.data.model_ready_array``, keyed by the reference and everything that changes them), so a
+later round reads each pool image's array instead of decoding and resizing it again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import logging
+import math
 import os
 import secrets
 import threading
@@ -13,11 +21,14 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
+import numpy as np
 from PIL import Image
 
 from backend.ls_client import ImageFetchError, LabelStudioClient, LabelStudioError
-from model.data import ImageError, load_image_bytes, resize_for_model
+from model.data import (MODEL_ARRAY_VERSION, ImageError, load_image_bytes, model_ready_array,
+                        resize_for_model)
 
 log = logging.getLogger(__name__)
 FETCH_THREADS = 8   # downloads are I/O bound; 8 parallel requests keep Label Studio responsive
@@ -43,7 +54,8 @@ def _reason_kind(reason: str) -> str:
 
 
 class ImageCache:
-    """Downloaded image files on disk, keyed by URL, at most ``max_bytes`` in all (0: no bound).
+    """Downloaded image files (and model-ready arrays, see ``array_cache_key``) on disk, keyed by
+    a string, at most ``max_bytes`` in all (0: no bound).
 
     Only bytes that decoded as an image are stored (the caller decodes first), so a truncated or
     non-image download is fetched again next round rather than skipped forever. When the files
@@ -121,10 +133,76 @@ def prune(directory: Path, keep_bytes: int) -> int:
     return total
 
 
+# --------------------------------------------------------------------------- model-ready arrays
+
+ARRAY_DIGEST_BYTES = 16   # blake2b digest after a cached array's .npy bytes: damage is a miss
+
+
+def array_cache_key(url: str, image_size: int, channels: int, max_pixels: int) -> str:
+    """Cache key of an image's model-ready array: its reference and everything that changes the
+    array (size, channels, the preprocessing's version) or whether there is one (the pixel limit
+    that refuses an image, so a lowered IMAGE_MAX_PIXELS is not bypassed by an older array)."""
+    return (f"model-array/v{MODEL_ARRAY_VERSION}/{image_size}x{image_size}x{channels}"
+            f"/max-pixels-{max_pixels}/{url}")
+
+
+@functools.lru_cache(maxsize=16)
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """The header np.save writes for a uint8 array of ``shape`` (the same for every such array)."""
+    out = io.BytesIO()
+    np.save(out, np.zeros(shape, np.uint8), allow_pickle=False)
+    return out.getvalue()[:-math.prod(shape)]
+
+
+def encode_array(array: np.ndarray) -> bytes:
+    """An array as .npy bytes (what np.save writes) followed by their digest; the file stays
+    readable by np.load."""
+    if array.dtype == np.uint8:
+        payload = _npy_header(array.shape) + np.ascontiguousarray(array).tobytes()
+    else:
+        out = io.BytesIO()
+        np.save(out, array, allow_pickle=False)
+        payload = out.getvalue()
+    return payload + hashlib.blake2b(payload, digest_size=ARRAY_DIGEST_BYTES).digest()
+
+
+def decode_array(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """The uint8 array of ``shape`` that ``encode_array`` wrote (read-only); ValueError for
+    anything else (truncated, damaged, another shape or dtype, a pickle)."""
+    payload, digest = data[:-ARRAY_DIGEST_BYTES], data[-ARRAY_DIGEST_BYTES:]
+    if len(data) <= ARRAY_DIGEST_BYTES or (
+            hashlib.blake2b(payload, digest_size=ARRAY_DIGEST_BYTES).digest() != digest):
+        raise ValueError(f"checksum mismatch ({len(data)} bytes): truncated or damaged")
+    header = _npy_header(shape)
+    if payload.startswith(header) and len(payload) == len(header) + math.prod(shape):
+        # the header this process writes for exactly this shape and dtype: the pixels follow
+        # (np.load would parse the header with ast, ~0.1 ms: more than reading the file)
+        return np.frombuffer(payload, np.uint8, offset=len(header)).reshape(shape)
+    try:   # another header layout (another numpy wrote it): numpy's own reader, never a pickle
+        array = np.load(io.BytesIO(payload), allow_pickle=False)
+    except (OSError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"not a .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.shape != shape:
+        raise ValueError(f"expected uint8 {shape}, found {getattr(array, 'dtype', '?')} "
+                         f"{getattr(array, 'shape', '?')}")
+    array.flags.writeable = False   # like the fast path's: a cached array is never changed
+    return array
+
+
+# --------------------------------------------------------------------------- fetcher
+
+Item = TypeVar("Item")
+
+
 class ImageFetcher:
+    """A task's image as a PIL image (``fetch_image``: training, cold start) or as its model-ready
+    array (``fetch_array``: scoring), through the cache in ``cache_dir`` when one is given.
+    ``cache_arrays=False`` makes arrays afresh every time (to compare or measure)."""
+
     def __init__(self, client: LabelStudioClient, cache_dir: Path | None, *, max_bytes: int,
                  max_pixels: int, timeout_s: float, resize_to: int | None = None,
-                 threads: int = FETCH_THREADS, cache_max_bytes: int = 0):
+                 threads: int = FETCH_THREADS, cache_max_bytes: int = 0,
+                 cache_arrays: bool = True):
         self.client = client
         self.cache = ImageCache(cache_dir, cache_max_bytes) if cache_dir else None
         self.max_bytes = max_bytes
@@ -132,9 +210,33 @@ class ImageFetcher:
         self.timeout_s = timeout_s
         self.resize_to = resize_to      # the model's input size: keeps a big labeled set in memory
         self.threads = threads
+        self.cache_arrays = cache_arrays and self.cache is not None
 
     def fetch_image(self, url: str, task_id: int | None) -> Image.Image:
         """Raises ImageFetchError or ImageError with a per-task reason."""
+        image = self._decoded(url, task_id)
+        return resize_for_model(image, self.resize_to) if self.resize_to else image
+
+    def fetch_array(self, url: str, task_id: int | None, image_size: int,
+                    channels: int) -> np.ndarray:
+        """The image's ``model_ready_array`` for a model of ``image_size`` and ``channels``: read
+        from the cache when an earlier round made it, else decoded, resized and kept. Raises
+        like ``fetch_image``."""
+        key = array_cache_key(url, image_size, channels, self.max_pixels)
+        if self.cache_arrays:
+            array = self._cached_array(key, url, (image_size, image_size, channels))
+            if array is not None:
+                return array
+        array = model_ready_array(self._decoded(url, task_id), image_size, channels)
+        if self.cache_arrays and self.cache is not None:
+            try:
+                self.cache.put(key, encode_array(array))
+            except OSError as exc:   # e.g. a full disk: this round scores it all the same
+                log.warning("image cache: could not keep the model-ready array of %s: %s",
+                            url[:120], exc)
+        return array
+
+    def _decoded(self, url: str, task_id: int | None) -> Image.Image:
         image = self._cached_image(url)
         if image is None:
             data = self.client.fetch_image_bytes(url, task_id=task_id, max_bytes=self.max_bytes,
@@ -142,7 +244,22 @@ class ImageFetcher:
             image = load_image_bytes(data, max_pixels=self.max_pixels)   # raises: not cached
             if self.cache is not None:
                 self.cache.put(url, data)
-        return resize_for_model(image, self.resize_to) if self.resize_to else image
+        return image
+
+    def _cached_array(self, key: str, url: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        if self.cache is None:
+            return None
+        data = self.cache.get(key)
+        if data is None:
+            return None
+        try:
+            return decode_array(data, shape)
+        except ValueError as exc:
+            # damaged on disk or written by other code: a miss, made again from the image
+            log.warning("image cache: unreadable model-ready array of %s (%s); made again",
+                        url[:120], exc)
+            self.cache.discard(key)
+            return None
 
     def _cached_image(self, url: str) -> Image.Image | None:
         if self.cache is None:
@@ -160,19 +277,33 @@ class ImageFetcher:
     def fetch_many(self, items: list[tuple[int, str]], report: FetchReport
                    ) -> list[tuple[int, Image.Image]]:
         """(task id, url) pairs -> (task id, image) for those that worked, in input order."""
+        return self._map(items, report, self.fetch_image)
+
+    def fetch_arrays(self, items: list[tuple[int, str]], report: FetchReport, *,
+                     image_size: int, channels: int) -> list[tuple[int, np.ndarray]]:
+        """(task id, url) pairs -> (task id, model-ready array) for those that worked, in input
+        order: what scoring reads, each image decoded and resized once across rounds."""
+        return self._map(items, report,
+                         lambda url, task_id: self.fetch_array(url, task_id, image_size, channels))
+
+    def _map(self, items: list[tuple[int, str]], report: FetchReport,
+             fetch: Callable[[str, int], Item]) -> list[tuple[int, Item]]:
+        """``fetch(url, task_id)`` of every item on the fetch threads (downloads wait on the
+        network, and PIL releases the GIL while it decodes and resizes); failures go to
+        ``report`` with their reason."""
         def one(item):
             task_id, url = item
             try:
-                return task_id, self.fetch_image(url, task_id), None
+                return task_id, fetch(url, task_id), None
             except (ImageFetchError, ImageError, ValueError, OSError, LabelStudioError) as exc:
                 # LabelStudioError: the token refresh failed; this task is skipped, not the batch
                 return task_id, None, f"{type(exc).__name__}: {exc}"
 
         out = []
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            for task_id, image, error in pool.map(one, items):
+            for task_id, value, error in pool.map(one, items):
                 if error is not None:
                     report.add(task_id, error)
                 else:
-                    out.append((task_id, image))
+                    out.append((task_id, value))
         return out

@@ -145,12 +145,15 @@ def split_tasks(tasks: list[dict], schema: TaskType, report: FetchReport
 def score_pool(model, model_config: ModelConfig, fetcher: ImageFetcher,
                items: list[tuple[int, str]], report: FetchReport, settings: Settings,
                on_progress: Callable[[int, int], None]):
-    """Score every (task id, url) in chunks so memory stays bounded; return ids + outputs."""
+    """Score every (task id, url) in chunks so memory stays bounded; return ids + outputs.
+    Images come as cached model-ready arrays: each is decoded and resized once across rounds."""
     ids, parts = [], []
     for start in range(0, len(items), SCORE_CHUNK_IMAGES):
-        chunk = fetcher.fetch_many(items[start:start + SCORE_CHUNK_IMAGES], report)
+        chunk = fetcher.fetch_arrays(items[start:start + SCORE_CHUNK_IMAGES], report,
+                                     image_size=model_config.image_size,
+                                     channels=model_config.channels)
         if chunk:
-            outputs = score_images(model, [img for _, img in chunk], model_config, settings,
+            outputs = score_images(model, [array for _, array in chunk], model_config, settings,
                                    settings.strategy)
             ids.extend(task_id for task_id, _ in chunk)
             parts.append(outputs)

@@ -3,6 +3,7 @@ round (backend.pipeline) and /predict (backend.ml_model) share, so both read ima
 limits and score them the same way."""
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image
 
 from backend.images import ImageFetcher
@@ -31,9 +32,11 @@ def mc_samples_for(settings: Settings, strategy: str | None) -> int:
     return settings.mc_dropout_samples
 
 
-def score_images(model: LossLearningNet, images: list[Image.Image], model_config: ModelConfig,
-                 settings: Settings, strategy: str | None = None) -> ScoreOutputs:
-    """One scoring pass over ``images`` with the settings' batch size, device and seed, and the
+def score_images(model: LossLearningNet, images: list[Image.Image | np.ndarray],
+                 model_config: ModelConfig, settings: Settings,
+                 strategy: str | None = None) -> ScoreOutputs:
+    """One scoring pass over ``images`` (PIL images or their model-ready arrays, see
+    ImageFetcher.fetch_arrays) with the settings' batch size, device and seed, and the
     MC-dropout samples ``strategy`` needs."""
     return scoring.score(model, images, model_config, batch_size=settings.score_batch_size,
                          device=settings.device, seed=settings.seed,

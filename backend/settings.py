@@ -54,10 +54,12 @@ class Settings:
         "older ones are deleted there after each round (other models' predictions are never "
         "touched).", "versions"))
     image_cache_dir: Path | None = field(default=None, metadata=_doc(
-        "Where downloaded images are cached (default: MODEL_DIR/../image-cache)."))
+        "Where downloaded images, and the model-ready arrays scoring reads (each image decoded "
+        "and resized once), are cached (default: MODEL_DIR/../image-cache)."))
     image_cache_max_bytes: int = field(default=5 * 1024 ** 3, metadata=_doc(
-        "Bound of the image cache: past it the least recently used images are deleted; 0: no "
-        "bound. Only images that decode are cached.", "bytes"))
+        "Bound of the image cache, downloaded images and model-ready arrays together: past it the "
+        "least recently used files are deleted; 0: no bound. Only images that decode are cached. "
+        "An array takes about IMAGE_SIZE² x 3 bytes (3 KB at 32 px, 147 KB at 224 px).", "bytes"))
     redis_url: str = field(default="", metadata=_doc(
         "Redis server for the job queue and training state. scripts/serve.sh starts an embedded one "
         "when unset."))

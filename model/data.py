@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import warnings
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -127,14 +129,41 @@ def resize_for_model(img: Image.Image, image_size: int) -> Image.Image:
     return rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
 
 
-def images_to_uint8(images: list[Image.Image], cfg: ModelConfig) -> torch.Tensor:
-    """Resize to image_size x image_size and stack as a uint8 tensor (N, C, H, W)."""
+# The version of what model_ready_array makes of a decoded image. Arrays cached on disk are keyed
+# by it: bump it whenever load_image_bytes, resize_for_model or the colour-mode conversion would
+# give other pixels for the same bytes, so no cache serves arrays of the old preprocessing.
+MODEL_ARRAY_VERSION = 1
+
+
+def model_ready_array(img: Image.Image, image_size: int, channels: int) -> np.ndarray:
+    """The pixels the network sees before normalisation: uint8 (image_size, image_size, channels).
+
+    The one resize path of training and scoring (``images_to_uint8`` stacks these), so an array
+    computed once and kept gives exactly what decoding and resizing again would.
+    """
+    resized = _to_model_mode(resize_for_model(img, image_size), channels)
+    return np.asarray(resized, dtype=np.uint8).reshape(image_size, image_size, channels).copy()
+
+
+def images_to_uint8(images: Sequence[Image.Image | np.ndarray], cfg: ModelConfig) -> torch.Tensor:
+    """Resize to image_size x image_size and stack as a uint8 tensor (N, C, H, W).
+
+    An item may also be a ready ``model_ready_array`` of this size and channel count (a cached
+    one), which is stacked as it is.
+    """
     size = cfg.image_size
+    shape = (size, size, cfg.channels)
     out = torch.empty((len(images), cfg.channels, size, size), dtype=torch.uint8)
+    rows = out.numpy()   # a view: rows are copied in by numpy, read-only sources included
     for index, img in enumerate(images):
-        resized = _to_model_mode(resize_for_model(img, size), cfg.channels)
-        array = np.asarray(resized, dtype=np.uint8).reshape(size, size, cfg.channels)
-        out[index] = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        if isinstance(img, np.ndarray):
+            if img.shape != shape or img.dtype != np.uint8:
+                raise ValueError(f"a ready array must be uint8 of shape {shape}, got "
+                                 f"{img.dtype} {img.shape}")
+            array = img
+        else:
+            array = model_ready_array(img, size, cfg.channels)
+        rows[index] = array.transpose(2, 0, 1)
     return out
 
 

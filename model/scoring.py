@@ -58,7 +58,7 @@ def mc_dropout_probs(
 
 def score(
     model: LossLearningNet,
-    images: list[Image.Image],
+    images: list[Image.Image | np.ndarray],
     model_config: ModelConfig,
     batch_size: int = 64,
     mc_samples: int = 0,
@@ -66,6 +66,9 @@ def score(
     seed: int = 0,
 ) -> ScoreOutputs:
     """Score ``images`` in batches of ``batch_size`` under torch.inference_mode.
+
+    An image may be a PIL image or its ``model.data.model_ready_array`` (a cached one): both give
+    the same outputs, bit for bit.
 
     The model is moved to ``device`` ("auto" = CUDA when available) and left there in eval mode.
     ``mc_samples`` > 0 adds MC-dropout samples (needs model_config.dropout > 0); ``seed`` fixes

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from model import ImageError, ModelConfig, images_to_tensor, load_image_bytes, to_rgb_image
-from model.data import augment_batch, images_to_uint8, scaled_crop_padding
+from model.data import augment_batch, images_to_uint8, model_ready_array, scaled_crop_padding
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -128,6 +128,32 @@ def test_uint8_cache_matches_resize():
     cfg = ModelConfig(image_size=4)
     cached = images_to_uint8([Image.new("RGB", (8, 8), (9, 8, 7))], cfg)
     assert cached.dtype == torch.uint8 and cached[0, :, 0, 0].tolist() == [9, 8, 7]
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_ready_arrays_stack_exactly_like_the_images_they_were_made_from(channels):
+    """A model-ready array kept from an earlier pass is the same input as decoding again."""
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (37, 23, 3), dtype=np.uint8)),
+              Image.fromarray(rng.integers(0, 255, (9, 9), dtype=np.uint8), mode="L"),
+              Image.new("RGBA", (40, 40), (200, 10, 10, 64))]
+    cfg = ModelConfig(image_size=16, channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels)
+    arrays = [model_ready_array(img, 16, channels) for img in images]
+    assert all(a.shape == (16, 16, channels) and a.dtype == np.uint8 for a in arrays)
+    from_images = images_to_uint8(images, cfg)
+    assert torch.equal(images_to_uint8(arrays, cfg), from_images)
+    assert torch.equal(images_to_uint8([arrays[0], images[1], arrays[2]], cfg), from_images)
+    read_only = arrays[0].copy()
+    read_only.flags.writeable = False        # e.g. an array read from a cache file
+    assert torch.equal(images_to_uint8([read_only], cfg)[0], from_images[0])
+
+
+def test_a_ready_array_of_another_size_is_refused():
+    cfg = ModelConfig(image_size=16)
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        images_to_uint8([np.zeros((8, 8, 3), np.uint8)], cfg)
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        images_to_uint8([np.zeros((16, 16, 3), np.float32)], cfg)
 
 
 def test_per_image_standardisation_removes_brightness_and_contrast():
