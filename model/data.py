@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import warnings
-
 from typing import Sequence
 
 import numpy as np
