@@ -9,41 +9,19 @@ import pytest
 import requests
 
 import demo_data
-import lslocal
 from backend import jobs, ls_project, reconcile, training_state
 from backend.app import create_app
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore
 from backend.settings import Settings
-from tests.conftest import free_port
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.redis]
 
-EMAIL, PASSWORD = "admin@example.com", "labels-Passw0rd"
 CONFIG = """<View><Image name="image" value="$image"/>
 <Choices name="digit" toName="image" choice="single"><Choice value="0"/><Choice value="1"/>
 <Choice value="2"/></Choices></View>"""
 MULTI_CONFIG = CONFIG.replace('choice="single"', 'choice="multiple"')
 TITLE = "Most informative first"
-
-
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
-    server = lslocal.start_label_studio(lslocal.ensure_ls_venv(),
-                                        tmp_path_factory.mktemp("label-studio"), free_port(),
-                                        EMAIL, PASSWORD)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def pat(label_studio):
-    return lslocal.create_personal_access_token(label_studio.url, EMAIL, PASSWORD)
-
-
-@pytest.fixture(scope="module")
-def admin(label_studio, pat):
-    return lslocal.LabelStudioAdmin(label_studio.url, pat)
 
 
 @pytest.fixture(scope="module")
