@@ -192,6 +192,7 @@ def decode_array(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
 # --------------------------------------------------------------------------- fetcher
 
 Item = TypeVar("Item")
+Cached = TypeVar("Cached")
 
 
 class ImageFetcher:
@@ -246,33 +247,29 @@ class ImageFetcher:
                 self.cache.put(url, data)
         return image
 
-    def _cached_array(self, key: str, url: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    def _cached(self, key: str, decode: Callable[[bytes], Cached], what: str) -> Cached | None:
+        """The cache entry ``key`` decoded, or None: absent, or unreadable (written before
+        downloads were checked, damaged on disk, or by other code), in which case it is deleted
+        and the caller makes it again."""
         if self.cache is None:
             return None
         data = self.cache.get(key)
         if data is None:
             return None
         try:
-            return decode_array(data, shape)
-        except ValueError as exc:
-            # damaged on disk or written by other code: a miss, made again from the image
-            log.warning("image cache: unreadable model-ready array of %s (%s); made again",
-                        url[:120], exc)
+            return decode(data)
+        except ValueError as exc:   # ImageError is a ValueError too
+            log.warning("image cache: unreadable %s (%s); made again", what, exc)
             self.cache.discard(key)
             return None
 
+    def _cached_array(self, key: str, url: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        return self._cached(key, lambda data: decode_array(data, shape),
+                            f"model-ready array of {url[:120]}")
+
     def _cached_image(self, url: str) -> Image.Image | None:
-        if self.cache is None:
-            return None
-        data = self.cache.get(url)
-        if data is None:
-            return None
-        try:
-            return load_image_bytes(data, max_pixels=self.max_pixels)
-        except ImageError:
-            # written before downloads were checked, or damaged on disk: fetch it again
-            self.cache.discard(url)
-            return None
+        return self._cached(url, lambda data: load_image_bytes(data, max_pixels=self.max_pixels),
+                            f"image {url[:120]}")
 
     def fetch_many(self, items: list[tuple[int, str]], report: FetchReport
                    ) -> list[tuple[int, Image.Image]]:
