@@ -593,8 +593,8 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
                          store: ModelStore, collected: CollectedRound, reason: str,
                          run: RoundRun) -> dict:
     """Too few labels (or classes) to train: rank the pool by TypiClust on a pixel embedding
-    (QUERY_BATCH_SIZE clusters, coarse to fine) and push it with no pre-selected choice, as
-    version ``coldstart-<timestamp>``.
+    (QUERY_BATCH_SIZE clusters, coarse to fine, each cluster's member picked as COLDSTART_PICK
+    says) and push it with no pre-selected choice, as version ``coldstart-<timestamp>``.
 
     The labeled tasks' embeddings mark their clusters as covered; labeled tasks follow the pool.
     """
@@ -629,7 +629,10 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
         ranking = coldstart.typiclust(embedding[:n_pool],
                                       embedding[n_pool:] if labeled_ids else None,
                                       n_clusters=min(settings.query_batch_size, n_pool),
-                                      seed=settings.seed, start_clusters=COLDSTART_FIRST_CLUSTERS)
+                                      seed=settings.seed, start_clusters=COLDSTART_FIRST_CLUSTERS,
+                                      pick=settings.coldstart_pick)
+        summary.update(pick=ranking.pick, cluster_structure=(
+            None if ranking.structure is None else round(ranking.structure, 3)))
         # the pool in TypiClust order, then the labeled tasks: the tab's top is always work to do
         full_order = np.concatenate([ranking.order, n_pool + np.arange(len(labeled_ids))])
         scores = strategies.ranking_to_scores(full_order)
@@ -639,8 +642,9 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
             cluster=int(clusters[row]) if settings.push_clusters and clusters[row] >= 0 else None))
             for row, tid in enumerate(pool_ids + labeled_ids)]
     log.info("project %s: cold start ranked %d unlabeled tasks in %d clusters (%d covered by "
-             "labels) in %.1fs", project_id, n_pool, len(ranking.covered),
-             int(ranking.covered.sum()), run.timings["rank_s"])
+             "labels; %s pick, structure %s) in %.1fs", project_id, n_pool, len(ranking.covered),
+             int(ranking.covered.sum()), ranking.pick, summary["cluster_structure"],
+             run.timings["rank_s"])
 
     with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
         version = new_coldstart_version()

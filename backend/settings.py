@@ -14,6 +14,7 @@ from typing import Mapping
 
 # numpy only, never torch (a test checks): every entry point validates STRATEGY before it starts.
 from backend.defaults import RUN_LOCK_TTL_S
+from model.coldstart import PICKS as COLDSTART_PICKS
 from model.strategies import STRATEGIES
 
 
@@ -102,12 +103,19 @@ class Settings:
     min_annotations_to_train: int = field(default=2, metadata=_doc(
         "Fewest usable annotated images a training job needs; below it (or below "
         "MIN_CLASSES_TO_TRAIN) the round is a cold-start round: no model is trained, the pool is "
-        "ranked by TypiClust on a pixel embedding and pushed without a pre-selected choice.",
+        "ranked by TypiClust on a pixel embedding (or the learned backbone's) and pushed without "
+        "a pre-selected choice.",
         "annotations"))
     min_classes_to_train: int = field(default=2, metadata=_doc(
         "Fewest distinct classes among the usable annotations a training job needs; a classifier "
         "trained on fewer would rank the whole project by one class, so the round is a cold-start "
         "round instead.", "classes"))
+    coldstart_pick: str = field(default="auto", metadata=_doc(
+        "Which member of each cluster a cold-start ranking serves first: typical (TypiClust's most "
+        "typical member), stratified (a random member) or auto (typical only where the embedding "
+        "is clearly clustered, its k-means inertia at most 0.8 of a same-covariance Gaussian's: "
+        "on unclustered embeddings the most typical images are the most uniform ones, and "
+        "training on them lost to a random draw; benchmarks/results/coldstart-accuracy.md)."))
     # --- what is pushed to Label Studio --------------------------------------------------------
     strategy: str = field(default="margin_diverse", metadata=_doc(
         "Acquisition strategy whose ranking becomes the prediction score (a name registered in "
@@ -265,7 +273,7 @@ class Settings:
         if self.retrain_min_interval_s < 0 or self.retrain_duration_factor < 0:
             raise SettingsError("RETRAIN_MIN_INTERVAL_S and RETRAIN_DURATION_FACTOR must be >= 0")
         choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
-                   "input_norm": ("per_image", "dataset")}
+                   "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name.upper()} must be one of {', '.join(allowed)}, got "

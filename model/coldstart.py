@@ -12,6 +12,16 @@ Pure numpy + scikit-learn (no torch). Two pieces:
   is taken. Then the next round over the clusters takes each one's second most typical item,
   and so on, so the whole pool gets a permutation, most useful first. Optionally coarse to fine
   (``start_clusters``), so that every prefix of the one ranking is a good batch.
+* ``cluster_structure`` / ``pick="auto"``: TypiClust's premise is that the embedding's clusters
+  mean something. Where they do not (a pixel embedding of textures, shapes or letters, whose
+  classes differ by form, not by where the ink is), its "most typical" items are the most uniform
+  images (flat, low contrast), and training on them lost up to 7 points against a random draw
+  (benchmarks/results/coldstart-accuracy.md). So the pick within each cluster follows the
+  measured structure: k-means inertia of the embedding over that of a structureless Gaussian with
+  the same covariance (digits 0.56, MNIST 0.68, the synthetic non-digit domains 0.86-0.90). At
+  or below ``TYPICAL_MAX_INERTIA_RATIO`` the most typical member is taken; above it a random
+  member ("stratified": one random draw per cluster, which keeps the clusters' coverage and
+  cannot concentrate on an atypical corner of the data).
 
 Bounded cost for large pools:
 
@@ -36,6 +46,12 @@ PCA_FIT_ROWS = 20_000          # images the PCA is fitted on (seeded subsample a
 MINIBATCH_KMEANS_ABOVE = 20_000  # pool size above which k-means runs in mini-batches
 TYPICALITY_SAMPLE = 3_000      # neighbours of a cluster's members are searched among at most this many
 CHUNK_ROWS = 1_024             # rows per block in distance computations
+STRUCTURE_SAMPLE = 5_000       # rows the cluster-structure test clusters (seeded subsample above it)
+# inertia ratio (unitless, 1 = no more clustered than a Gaussian) at or below which the most
+# typical member of each cluster is picked; measured 0.56-0.68 on digits, 0.86-0.90 on the
+# non-digit domains (module doc)
+TYPICAL_MAX_INERTIA_RATIO = 0.8
+PICKS = ("auto", "typical", "stratified")
 _EPS = 1e-8
 
 
@@ -112,6 +128,35 @@ class TypiClustResult:
     cluster: np.ndarray     # (N,) int64 k-means cluster of each item
     typicality: np.ndarray  # (N,) float64, 1 / mean distance to the k nearest cluster neighbours
     covered: np.ndarray     # (n_clusters,) bool: a labeled item falls in that cluster
+    pick: str = "typical"   # how each cluster's members were ordered: "typical" or "stratified"
+    structure: float | None = None   # cluster_structure of the embedding, when pick was "auto"
+
+
+def cluster_structure(embedding: np.ndarray, n_clusters: int, seed: int = 0) -> float:
+    """How much more clustered the embedding is than a structureless cloud: k-means inertia with
+    ``n_clusters`` over the inertia of a Gaussian sample with the same mean, covariance and size
+    (unitless; about 1 for no structure, lower for real clusters). At most STRUCTURE_SAMPLE rows
+    (seeded subsample); deterministic for a seed. Fewer than 2 rows or clusters, or no spread: 1.0.
+    """
+    x = np.asarray(embedding, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    if len(x) > STRUCTURE_SAMPLE:
+        x = x[np.sort(rng.choice(len(x), STRUCTURE_SAMPLE, replace=False))]
+    n_clusters = min(int(n_clusters), len(x))
+    if x.ndim != 2 or x.shape[1] == 0 or n_clusters < 2:
+        return 1.0
+    centered = x - x.mean(axis=0)
+    # principal axes: in them the covariance is diagonal, so the reference is a product of 1-D
+    # Gaussians with the components' standard deviations (k-means inertia is rotation-invariant)
+    _, singular, axes = np.linalg.svd(centered, full_matrices=False)
+    projected = centered @ axes.T
+    spread = singular / np.sqrt(len(x))
+    if not np.any(spread > 0):
+        return 1.0
+    reference = rng.standard_normal(projected.shape) * spread
+    inertia = _kmeans(projected.astype(np.float32), n_clusters, seed)[0].inertia_
+    reference_inertia = _kmeans(reference.astype(np.float32), n_clusters, seed)[0].inertia_
+    return float(inertia / reference_inertia) if reference_inertia > 0 else 1.0
 
 
 def _kmeans(x: np.ndarray, n_clusters: int, seed: int):
@@ -170,8 +215,10 @@ def _typicality(x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors:
 
 
 def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, seed: int,
-                    k_neighbors: int) -> tuple[TypiClustResult, Any]:
-    """One clustering of the pool (x float32 (N, D), N >= 1) and its round-robin order."""
+                    k_neighbors: int, pick: str) -> tuple[TypiClustResult, Any]:
+    """One clustering of the pool (x float32 (N, D), N >= 1) and its round-robin order; each
+    cluster's members most typical first (``pick`` "typical") or in a seeded random order
+    ("stratified")."""
     n = len(x)
     rng = np.random.default_rng(seed)
     model, labels = _kmeans(x, n_clusters, seed)
@@ -188,8 +235,10 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
     members = []
     for c in cluster_order:
         idx = np.nonzero(labels == c)[0]
-        # most typical first; ties keep pool order
-        members.append(idx[np.argsort(-typicality[idx], kind="stable")])
+        if pick == "stratified":
+            members.append(rng.permutation(idx))
+        else:   # most typical first; ties keep pool order
+            members.append(idx[np.argsort(-typicality[idx], kind="stable")])
     # round-robin: position r of every cluster (in cluster order) before position r + 1 of any
     rank_in_cluster = np.empty(n, dtype=np.int64)
     cluster_rank = np.empty(n, dtype=np.int64)
@@ -197,12 +246,12 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
         rank_in_cluster[idx] = np.arange(len(idx))
         cluster_rank[idx] = position
     order = np.lexsort((cluster_rank, rank_in_cluster)).astype(np.int64)
-    return TypiClustResult(order, labels, typicality, covered_count > 0), model
+    return TypiClustResult(order, labels, typicality, covered_count > 0, pick), model
 
 
 def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
               n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
-              start_clusters: int | None = None) -> TypiClustResult:
+              start_clusters: int | None = None, pick: str = "typical") -> TypiClustResult:
     """TypiClust ranking of the whole pool with its clusters and typicality (see module doc).
 
     ``start_clusters`` (optional, < n_clusters): coarse to fine. One ranking is read from the
@@ -215,7 +264,13 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     the next; then the rest by the round-robin of the final ``n_clusters`` clustering (earlier
     picks covered). ``cluster``, ``typicality`` and ``covered`` (by labeled items only) describe
     that final clustering.
+
+    ``pick``: "typical" (TypiClust: each cluster's most typical member first), "stratified" (a
+    random member of each cluster first) or "auto" (the first where ``cluster_structure`` with
+    ``n_clusters`` is at most TYPICAL_MAX_INERTIA_RATIO, else the second; see module doc).
     """
+    if pick not in PICKS:
+        raise ValueError(f"pick must be one of {PICKS}, got {pick!r}")
     x = np.asarray(embedding, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"embedding must be (N, D), got {x.shape}")
@@ -234,13 +289,18 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
         x = np.zeros((n, 1), dtype=np.float32)
         labeled = None if labeled is None else np.zeros((len(labeled), 1), dtype=np.float32)
     n_clusters = max(1, min(int(n_clusters), n))
+    structure = None
+    if pick == "auto":
+        structure = cluster_structure(x, n_clusters, seed)
+        pick = "typical" if structure <= TYPICAL_MAX_INERTIA_RATIO else "stratified"
 
     picked: list[int] = []
     covered_by: np.ndarray | None
     k = n_clusters if start_clusters is None else max(1, int(start_clusters))
     while k < n_clusters:
         covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
-        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors)
+        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors,
+                                    pick)
         first_round = result.order[:len(np.unique(result.cluster))]   # one item per cluster
         chosen = set(picked)
         fresh = [int(i) for i in first_round
@@ -250,7 +310,8 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     covered_by = labeled
     if picked:
         covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
-    result, model = _typiclust_once(x, covered_by, n_clusters, seed, k_neighbors)
+    result, model = _typiclust_once(x, covered_by, n_clusters, seed, k_neighbors, pick)
+    result.structure = structure
     if not picked:
         return result
     is_picked = np.zeros(n, dtype=bool)
@@ -259,17 +320,18 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     covered = np.zeros(n_clusters, dtype=bool)
     if labeled is not None:
         covered[model.predict(labeled)] = True
-    return TypiClustResult(order, result.cluster, result.typicality, covered)
+    return TypiClustResult(order, result.cluster, result.typicality, covered, pick, structure)
 
 
 def typiclust_order(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
                     n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
-                    start_clusters: int | None = None) -> np.ndarray:
+                    start_clusters: int | None = None, pick: str = "typical") -> np.ndarray:
     """TypiClust permutation of the pool (N,) int64, most useful first; empty pool -> empty.
 
     ``labeled_embedding`` (L, D): items already labeled, in the same space; the clusters they
     fall in are covered and come after the uncovered ones. ``n_clusters`` is capped at N.
-    ``start_clusters``: coarse to fine (see ``typiclust``).
+    ``start_clusters``: coarse to fine; ``pick``: how each cluster's members are ordered (see
+    ``typiclust``).
     """
     return typiclust(embedding, labeled_embedding, n_clusters, seed, k_neighbors,
-                     start_clusters).order
+                     start_clusters, pick).order

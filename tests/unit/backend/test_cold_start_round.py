@@ -51,7 +51,7 @@ def test_settings_validate_the_new_fields():
     assert settings.min_classes_to_train == 3 and settings.preselect_min_confidence == 0.0
     assert Settings().min_classes_to_train == 2 and Settings().preselect_min_confidence == 0.5
     for env in ({"PRESELECT_MIN_CONFIDENCE": "1.5"}, {"PRESELECT_MIN_CONFIDENCE": "-0.1"},
-                {"MIN_CLASSES_TO_TRAIN": "0"}):
+                {"MIN_CLASSES_TO_TRAIN": "0"}, {"COLDSTART_PICK": "densest"}):
         with pytest.raises(SettingsError, match=next(iter(env))):
             Settings.from_env(env)
 
@@ -166,6 +166,8 @@ def test_no_labels_gives_a_cold_start_ranking_without_choices(settings):
     assert COLDSTART_VERSION_RE.match(version)
     assert summary["predictions_pushed"] == 24 and summary["preselected"] == 0
     assert summary["clusters"] == 4 and summary["clusters_covered_by_labels"] == 0
+    # four kinds of image: a clustered embedding, so each cluster's most typical member first
+    assert summary["pick"] == "typical" and summary["cluster_structure"] < 0.8
     assert {p["model_version"] for p in client.imported} == {version}
     assert all(p["result"] == [] for p in client.imported)
     scores = sorted(p["score"] for p in client.imported)

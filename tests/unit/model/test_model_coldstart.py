@@ -186,3 +186,56 @@ def test_coarse_to_fine_respects_labeled_coverage():
     result = typiclust(x, labeled_embedding=labeled, n_clusters=4, seed=0, start_clusters=1)
     assert ids[result.order[0]] != 0 and 0 not in ids[result.order[:3]].tolist()
     assert result.covered.sum() == 1
+
+
+# ----------------------------------------------------------------------------- pick within clusters
+
+
+def test_cluster_structure_separates_clusters_from_a_structureless_cloud():
+    x, _ = blobs([60, 60, 60, 60, 60], dim=8)
+    assert coldstart.cluster_structure(x, 5, seed=0) < 0.2
+    rng = np.random.default_rng(1)
+    cloud = rng.normal(size=(400, 8)) * np.linspace(0.5, 3.0, 8)   # one anisotropic Gaussian
+    # correlated dimensions: the reference has the same covariance, so a rotation changes nothing
+    rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    for points in (cloud, cloud @ rotation):
+        assert 0.85 < coldstart.cluster_structure(points, 10, seed=0) < 1.15
+
+
+def test_cluster_structure_of_degenerate_inputs_is_neutral():
+    assert coldstart.cluster_structure(np.zeros((1, 4)), 5) == 1.0
+    assert coldstart.cluster_structure(np.zeros((10, 0)), 5) == 1.0
+    assert coldstart.cluster_structure(np.ones((10, 3)), 5) == 1.0   # no spread
+    assert coldstart.cluster_structure(np.random.default_rng(0).normal(size=(10, 3)), 1) == 1.0
+
+
+def test_stratified_pick_keeps_coverage_but_not_typicality():
+    x, ids = blobs([40, 40, 40], spread=1.0)
+    typical = typiclust(x, n_clusters=3, seed=0, pick="typical")
+    picked = {seed: typiclust(x, n_clusters=3, seed=seed, pick="stratified") for seed in range(4)}
+    for result in picked.values():
+        assert result.pick == "stratified" and is_permutation(result.order, 120)
+        assert sorted(ids[result.order[:3]].tolist()) == [0, 1, 2]      # one of each cluster first
+    # the typical pick is each cluster's densest member; random members mostly are not
+    densest = typical.typicality[typical.order[:3]]
+    assert all(densest[i] == typical.typicality[typical.cluster == typical.cluster[j]].max()
+               for i, j in enumerate(typical.order[:3]))
+    not_densest = [r.typicality[i] < r.typicality[r.cluster == r.cluster[i]].max()
+                   for r in picked.values() for i in r.order[:3]]
+    assert sum(not_densest) >= 6
+    firsts = {tuple(sorted(r.order[:3].tolist())) for r in picked.values()}
+    assert len(firsts) > 1                                             # the draw follows the seed
+    np.testing.assert_array_equal(picked[0].order,
+                                  typiclust(x, n_clusters=3, seed=0, pick="stratified").order)
+
+
+def test_auto_pick_follows_the_measured_structure():
+    clustered, _ = blobs([50, 50, 50, 50], dim=6)
+    cloud = np.random.default_rng(2).normal(size=(200, 6)).astype(np.float32)
+    on_clusters = typiclust(clustered, n_clusters=4, seed=0, pick="auto", start_clusters=2)
+    on_cloud = typiclust(cloud, n_clusters=4, seed=0, pick="auto", start_clusters=2)
+    assert on_clusters.pick == "typical" and on_clusters.structure < coldstart.TYPICAL_MAX_INERTIA_RATIO
+    assert on_cloud.pick == "stratified" and on_cloud.structure > coldstart.TYPICAL_MAX_INERTIA_RATIO
+    assert typiclust(cloud, n_clusters=4, pick="typical").structure is None   # not measured
+    with pytest.raises(ValueError, match="pick"):
+        typiclust(cloud, n_clusters=4, pick="densest")
