@@ -73,8 +73,9 @@ def retry_policy(retries: int, backoff_s: float, retry_after_max_s: float, *,
         retry_after_statuses=Retry.RETRY_AFTER_STATUS_CODES if idempotent else frozenset({429}))
 
 
-def _session_with(retry: Retry) -> requests.Session:
+def _session_with(retry: Retry, trust_env: bool) -> requests.Session:
     session = requests.Session()
+    session.trust_env = trust_env
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -101,7 +102,8 @@ def _failure_message(method: str, path: str, base_url: str, exc: requests.Reques
 class LabelStudioClient:
     def __init__(self, url: str, api_key: str, *, timeout_s: float = 30.0, retries: int = 4,
                  backoff_s: float = 0.5, bulk_timeout_s: float = 600.0,
-                 retry_after_max_s: float = 60.0):
+                 retry_after_max_s: float = 60.0, trust_env: bool = True):
+        """``trust_env=False`` ignores *_PROXY variables and .netrc (a Label Studio on loopback)."""
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.bulk_timeout_s = bulk_timeout_s
@@ -109,13 +111,13 @@ class LabelStudioClient:
         self.backoff_s = backoff_s
         # Reads, updates and deletes: a repeat changes nothing, so they are retried freely.
         self._session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
-                                                   idempotent=True))
+                                                   idempotent=True), trust_env)
         # Creating POSTs: retried only where Label Studio surely did nothing (see retry_policy).
         self._create_session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
-                                                          idempotent=False))
+                                                          idempotent=False), trust_env)
         # Exchanging the token twice creates nothing, so its POST is retried like a read.
         token_session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
-                                                   idempotent=True).new(allowed_methods=None))
+                                                   idempotent=True).new(allowed_methods=None), trust_env)
         self.auth = TokenAuth(self.url, api_key, token_session, timeout_s)
 
     @classmethod
