@@ -104,6 +104,7 @@ class TokenAuth:
         return text
 
     def _exchange(self) -> str:
+        # Not label-studio-sdk's TokensClientExt: [sdk-no-401] and [sdk-subpath] (backend.ls_client)
         url = f"{self._base_url}/api/token/refresh/"
         try:
             response = self._session.post(url, json={"refresh": self._token}, timeout=self._timeout_s)

@@ -4,6 +4,23 @@ Credentials and their refresh are backend.ls_auth's. Reads, updates and deletes 
 connection errors, lost answers and 5xx/429 (urllib3's Retry, capped Retry-After); creating POSTs
 only where Label Studio surely did nothing, so a lost answer to a prediction import surfaces as
 ``LabelStudioError.outcome_unknown`` and the caller looks before it re-posts (no duplicates).
+
+Why the calls below are written by hand and not made through label-studio-sdk's client: its
+endpoints work with Label Studio 1.23 (PAT exchange, the task pager, sparse ``include``), but its
+shared transport breaks the guarantees above; tests/unit/backend/test_sdk_defects.py pins each
+defect against a local server, and fails once a release fixes it (then move the calls over):
+- [sdk-resend] it re-sends every method, POST included, after a 5xx/408/409/429 or a connection
+  closed after sending: a prediction import or a new tab would be created two or three times;
+- [sdk-no-401] it never refreshes and retries after a 401: it renews the access token only by its
+  ``exp`` claim, so a token that expires in flight (or on a skewed clock) fails the call;
+- [sdk-subpath] its token refresh drops a base URL's path (``http://host/ls`` refreshes at
+  ``http://host/api/token/refresh/``): Label Studio served under a path cannot be used at all;
+- [sdk-read-timeout] a read that timed out is never retried, not even a GET;
+- [sdk-fixed-waits] Retry-After is capped at a fixed 60 s and the backoff starts at 1 s, where
+  LABEL_STUDIO_RETRY_AFTER_MAX_S and the client's backoff apply here;
+- [sdk-missing] it has no call for ``DELETE /api/projects/{id}/model-versions/``.
+The defects shared by every call ([sdk-no-401], [sdk-subpath], [sdk-read-timeout],
+[sdk-fixed-waits]) are named once here; each call's comment names what else it would lose.
 """
 from __future__ import annotations
 
@@ -173,16 +190,20 @@ class LabelStudioClient:
 
     # --- projects, tasks, predictions, views ----------------------------------------------------
     def whoami(self) -> dict:
+        # SDK users.whoami(): shared transport defects only (module docstring)
         return self.get_json("/api/current-user/whoami")
 
     def get_project(self, project_id: int) -> dict:
+        # SDK projects.get(): shared transport defects; returns a model, callers read the dict
         return self.get_json(f"/api/projects/{int(project_id)}/")
 
     def patch_project(self, project_id: int, data: dict) -> dict:
+        # SDK projects.update(): shared transport defects only (module docstring)
         return self.request("PATCH", f"/api/projects/{int(project_id)}/", json=data).json()
 
     def iter_tasks(self, project_id: int, page_size: int = 100) -> Iterator[dict]:
         """Every task of the project with its annotations, page by page."""
+        # SDK tasks.list() pager: shared transport defects only (module docstring)
         page = 1
         while True:
             response = self.request(
@@ -210,6 +231,7 @@ class LabelStudioClient:
         annotations (``fields=all``). Pages are keyset pages (the next ids above the last one
         seen): a task created or annotated meanwhile cannot shift a page, as page numbers would.
         """
+        # SDK tasks.list(query=...): shared transport defects; keyset pages are built here anyway
         cursor = int(after_id)
         while True:
             query = {"filters": {"conjunction": "and", "items": [*filters, {
@@ -233,6 +255,7 @@ class LabelStudioClient:
     def tasks_by_id(self, project_id: int, task_ids, include: tuple[str, ...]) -> list[dict]:
         """The given tasks that still exist, with only the fields in ``include`` (one Data
         Manager query per 1,000 ids; it never opens a task, which would call /predict)."""
+        # SDK tasks.list(query=selectedItems): shared transport defects only (module docstring)
         ids = sorted({int(t) for t in task_ids})
         out: list[dict] = []
         for start in range(0, len(ids), 1000):
@@ -246,6 +269,7 @@ class LabelStudioClient:
 
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
         """One bulk import request (not retried after a lost answer: see prediction_push)."""
+        # SDK projects.import_predictions(): [sdk-resend] would duplicate predictions
         response = self.request("POST", f"/api/projects/{int(project_id)}/import/predictions",
                                 json=predictions, timeout=self.bulk_timeout_s)
         body = json_or_empty(response)
@@ -256,6 +280,7 @@ class LabelStudioClient:
         still exist in the project (a deleted task is absent). One Data Manager query per 1,000
         ids: it selects the given ids, so its cost follows len(task_ids), not the project's
         size, and it never opens a task (``GET /api/tasks/<id>`` calls the backend's /predict)."""
+        # SDK tasks.list(fields="all"): shared transport defects only (module docstring)
         out: dict[int, list[dict]] = {}
         ids = [int(t) for t in task_ids]
         for start in range(0, len(ids), 1000):   # keeps the query string a sane length
@@ -272,22 +297,27 @@ class LabelStudioClient:
 
     def delete_prediction(self, prediction_id: int) -> None:
         """Delete one prediction; one already gone counts as deleted."""
+        # SDK predictions.delete(): shared transport defects; a 404 (already gone) is success here
         self.request("DELETE", f"/api/predictions/{int(prediction_id)}/",
                      expected=(200, 204, 404))
 
     def delete_model_version(self, project_id: int, version: str) -> None:
         """Delete one version's predictions (Label Studio deletes them one by one: a bulk call)."""
+        # [sdk-missing]: the SDK has no call for this endpoint
         self.request("DELETE", f"/api/projects/{int(project_id)}/model-versions/",
                      json={"model_version": version}, timeout=self.bulk_timeout_s)
 
     def list_views(self, project_id: int) -> list[dict]:
+        # SDK views.list(): shared transport defects only (module docstring)
         return self.get_json("/api/dm/views/", params={"project": int(project_id)})
 
     def create_view(self, project_id: int, data: dict) -> dict:
+        # SDK views.create(): [sdk-resend] would create the tab twice
         return self.request("POST", "/api/dm/views/", json={"project": int(project_id),
                                                             "data": data}).json()
 
     def update_view(self, view_id: int, project_id: int, data: dict) -> dict:
+        # SDK views.update(): shared transport defects only (module docstring)
         return self.request("PATCH", f"/api/dm/views/{int(view_id)}/",
                             json={"project": int(project_id), "data": data}).json()
 
