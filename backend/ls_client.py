@@ -117,6 +117,9 @@ def _failure_message(method: str, path: str, base_url: str, exc: requests.Reques
 
 
 class LabelStudioClient:
+    # how much of an error answer's body (token redacted) a LabelStudioError quotes
+    error_body_chars = 300
+
     def __init__(self, url: str, api_key: str, *, timeout_s: float = 30.0, retries: int = 4,
                  backoff_s: float = 0.5, bulk_timeout_s: float = 600.0,
                  retry_after_max_s: float = 60.0, trust_env: bool = True):
@@ -178,7 +181,8 @@ class LabelStudioClient:
             if response.status_code not in expected:
                 raise LabelStudioError(
                     f"{method} {path}: HTTP {response.status_code} after {_attempts(response)} "
-                    f"attempt(s): {self.auth.redact(response.text[:300])}", response.status_code)
+                    f"attempt(s): {self.auth.redact(response.text)[:self.error_body_chars]}",
+                    response.status_code)
             return response
 
     def wait_before_retry(self, attempt: int) -> None:
