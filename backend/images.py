@@ -21,12 +21,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from backend.ls_client import ImageFetchError, LabelStudioClient, LabelStudioError
+from backend.image_download import ImageFetchError
+from backend.ls_auth import LabelStudioError
 from model.data import (MODEL_ARRAY_VERSION, ImageError, load_image_bytes, model_ready_array,
                         resize_for_model)
 
@@ -195,16 +196,23 @@ Item = TypeVar("Item")
 Cached = TypeVar("Cached")
 
 
+class ImageBytesSource(Protocol):
+    """Where image bytes come from: backend.image_download.ImageDownloader (tests: stand-ins)."""
+
+    def fetch_image_bytes(self, raw_url: str, *, task_id: int | None, max_bytes: int,
+                          timeout_s: float) -> bytes: ...
+
+
 class ImageFetcher:
     """A task's image as a PIL image (``fetch_image``: training, cold start) or as its model-ready
     array (``fetch_array``: scoring), through the cache in ``cache_dir`` when one is given.
     ``cache_arrays=False`` makes arrays afresh every time (to compare or measure)."""
 
-    def __init__(self, client: LabelStudioClient, cache_dir: Path | None, *, max_bytes: int,
+    def __init__(self, source: ImageBytesSource, cache_dir: Path | None, *, max_bytes: int,
                  max_pixels: int, timeout_s: float, resize_to: int | None = None,
                  threads: int = FETCH_THREADS, cache_max_bytes: int = 0,
                  cache_arrays: bool = True):
-        self.client = client
+        self.source = source
         self.cache = ImageCache(cache_dir, cache_max_bytes) if cache_dir else None
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
@@ -240,7 +248,7 @@ class ImageFetcher:
     def _decoded(self, url: str, task_id: int | None) -> Image.Image:
         image = self._cached_image(url)
         if image is None:
-            data = self.client.fetch_image_bytes(url, task_id=task_id, max_bytes=self.max_bytes,
+            data = self.source.fetch_image_bytes(url, task_id=task_id, max_bytes=self.max_bytes,
                                                  timeout_s=self.timeout_s)
             image = load_image_bytes(data, max_pixels=self.max_pixels)   # raises: not cached
             if self.cache is not None:

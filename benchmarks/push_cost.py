@@ -1,7 +1,7 @@
 """What pushing N predictions into a real Label Studio 1.23.2 costs, per chunk size, with and
 without the feature flag of its memory-efficient prediction import.
 
-For each flag setting one Label Studio is started on a loopback port (scripts/lslocal.py); for each
+For each flag setting one Label Studio is started on a loopback port (tests/lslocal); for each
 (project size N, chunk size) a fresh project of N tasks gets N predictions through the backend's
 own push (``backend.prediction_push.push_predictions``). Recorded: the push's seconds, requests,
 and the first and last request's seconds (a stock Label Studio recounts every task of the
@@ -25,7 +25,7 @@ for extra in (REPO_ROOT, REPO_ROOT / "scripts"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-import lslocal  # noqa: E402
+from tests import lslocal  # noqa: E402
 from backend.ls_client import LabelStudioClient  # noqa: E402
 from backend.prediction_push import push_predictions  # noqa: E402
 

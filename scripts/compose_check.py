@@ -27,7 +27,7 @@ from pathlib import Path
 import requests
 
 import demo_data  # scripts/: the folder of the script python runs is on sys.path
-import lslocal
+from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
 
 DIGITS_CONFIG = demo_data.DIGITS_LABEL_CONFIG
 BACKEND_URL_IN_STACK = "http://backend:9090"   # the URL a user types in Label Studio's Model tab

@@ -364,7 +364,7 @@ print(("waiting: " + " ".join(bad)) if bad or not rows else "healthy: %d contain
 }
 
 # the token goes through the environment (COMPOSE_CHECK_PAT), not the command line
-driver() { COMPOSE_CHECK_PAT="$(env_value LABEL_STUDIO_API_KEY)" "$PY" scripts/compose_check.py "$1" --ls-url "$LS_URL" --backend-url "$BACKEND_URL" \
+driver() { COMPOSE_CHECK_PAT="$(env_value LABEL_STUDIO_API_KEY)" PYTHONPATH="$REPO_ROOT" "$PY" scripts/compose_check.py "$1" --ls-url "$LS_URL" --backend-url "$BACKEND_URL" \
   --state "$STATE" --work "$CHECK_DIR" --local-files "$CHECK_DIR/local-files" "${@:2}"; }
 
 stage_build() {

@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 
 import demo_data  # scripts/: the folder of the script python runs is on sys.path
-import lslocal
+from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_TITLE = "Digits - active learning demo"

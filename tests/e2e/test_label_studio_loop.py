@@ -17,7 +17,7 @@ import requests
 
 from tests.conftest import REPO_ROOT, free_port
 
-lslocal = pytest.importorskip("lslocal")
+lslocal = pytest.importorskip("tests.lslocal")
 demo_data = pytest.importorskip("demo_data")
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]

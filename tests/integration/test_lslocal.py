@@ -1,4 +1,4 @@
-"""scripts/lslocal.py against a REAL Label Studio 1.23.2 on a loopback port (about 15 s once the LS venv
+"""The harness tests/lslocal against a REAL Label Studio 1.23.2 on a loopback port (about 15 s once the LS venv
 and its database template exist; the first run migrates a template database for about a minute).
 
 The LS venv comes from $LS_VENV_DIR (scripts/test.sh sets it), else the shared cache; it is installed
@@ -17,7 +17,7 @@ import pytest
 import requests
 
 import demo_data
-import lslocal
+from tests import lslocal
 
 pytestmark = pytest.mark.labelstudio
 
@@ -136,7 +136,7 @@ def test_personal_access_token_sent_raw_as_bearer_is_refused(label_studio, perso
 def test_client_renews_a_rejected_access_token(label_studio, personal_access_token):
     client = lslocal.LabelStudioAdmin(label_studio.url, personal_access_token)
     client.access_token()
-    client._access_token = "not.a.token"  # what the server sees once an access token has expired
+    client.api.auth._access = "not.a.token"  # what the server sees once an access token has expired
     assert client.whoami()["email"] == ADMIN_EMAIL
 
 

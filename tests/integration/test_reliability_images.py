@@ -172,7 +172,7 @@ def image_server():
 
 def fetcher_for(url: str) -> ImageFetcher:
     client = LabelStudioClient(url, TOKEN, timeout_s=5, retries=0)
-    return ImageFetcher(client, None, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS,
+    return ImageFetcher(client.image_downloader(), None, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS,
                         timeout_s=TIMEOUT_S)
 
 

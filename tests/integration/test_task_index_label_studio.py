@@ -11,7 +11,7 @@ import json
 import pytest
 
 import demo_data
-import lslocal
+from tests import lslocal
 from backend import task_index
 from backend.app import create_app
 from backend.images import FetchReport

@@ -113,6 +113,9 @@ class FakeClient:
     def iter_tasks(self, project_id):
         return iter(self.tasks)
 
+    def image_downloader(self, allowed_hosts=(), local_files_root=None):
+        return self   # serves the images itself (fetch_image_bytes)
+
     def fetch_image_bytes(self, url, *, task_id, max_bytes, timeout_s):
         return png(task_id)
 

@@ -86,7 +86,7 @@ def client(server):
 
 def make_fetcher(client, directory, *, cache_arrays=True, max_pixels=1_000_000,
                  cache_max_bytes=0, resize_to=None) -> ImageFetcher:
-    return ImageFetcher(client, directory, max_bytes=1_000_000, max_pixels=max_pixels,
+    return ImageFetcher(client.image_downloader(), directory, max_bytes=1_000_000, max_pixels=max_pixels,
                         timeout_s=5, resize_to=resize_to, cache_max_bytes=cache_max_bytes,
                         cache_arrays=cache_arrays)
 

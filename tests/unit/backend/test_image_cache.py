@@ -50,7 +50,7 @@ def fetcher(server, tmp_path):
     ANSWERS.clear()
     HITS.clear()
     client = LabelStudioClient(server.url, "legacy-token", retries=0)
-    return ImageFetcher(client, tmp_path / "cache", max_bytes=1_000_000, max_pixels=1_000_000,
+    return ImageFetcher(client.image_downloader(), tmp_path / "cache", max_bytes=1_000_000, max_pixels=1_000_000,
                         timeout_s=5)
 
 

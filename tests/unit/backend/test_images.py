@@ -15,7 +15,7 @@ def data_uri(image: Image.Image) -> str:
 
 def fetcher(resize_to=None):
     client = LabelStudioClient("http://127.0.0.1:9", "t", retries=0)
-    return ImageFetcher(client, None, max_bytes=10_000_000, max_pixels=10_000_000,
+    return ImageFetcher(client.image_downloader(), None, max_bytes=10_000_000, max_pixels=10_000_000,
                         timeout_s=1, resize_to=resize_to)
 
 

@@ -13,7 +13,8 @@ import pytest
 from flask import Flask, redirect, request
 from PIL import Image
 
-from backend.ls_client import ImageFetchError, LabelStudioClient
+from backend.image_download import ImageDownloader, ImageFetchError
+from backend.ls_client import LabelStudioClient
 
 TOKEN = "ssrf-test-legacy-token-0123456789"
 PNG = io.BytesIO()
@@ -90,8 +91,8 @@ def servers(running_servers):
     return ls, can
 
 
-def client_for(ls, allowed=()) -> LabelStudioClient:
-    return LabelStudioClient(ls.url, TOKEN, timeout_s=3, retries=0, allowed_image_hosts=allowed)
+def client_for(ls, allowed=()) -> ImageDownloader:
+    return LabelStudioClient(ls.url, TOKEN, timeout_s=3, retries=0).image_downloader(allowed)
 
 
 def fetch(client, raw):

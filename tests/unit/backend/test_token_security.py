@@ -157,7 +157,8 @@ def test_parallel_image_downloads_after_expiry_share_one_refresh(ls):
     c = client(ls, PAT)
     c.whoami()
     ls.state.expire_access_tokens()
-    fetcher = ImageFetcher(c, None, max_bytes=10_000, max_pixels=10_000, timeout_s=5, threads=8)
+    fetcher = ImageFetcher(c.image_downloader(), None, max_bytes=10_000, max_pixels=10_000,
+                           timeout_s=5, threads=8)
     report = FetchReport()
     images = fetcher.fetch_many([(i, f"/data/upload/1/{i}.png") for i in range(24)], report)
     assert report.failed == {} and len(images) == 24
@@ -229,7 +230,8 @@ def test_the_token_is_not_in_logs_or_error_messages(ls, caplog, token):
     caplog.set_level(logging.DEBUG)
     c = client(ls, token, retries=1)
     report = FetchReport()
-    fetcher = ImageFetcher(c, None, max_bytes=10_000, max_pixels=10_000, timeout_s=5)
+    fetcher = ImageFetcher(c.image_downloader(), None, max_bytes=10_000, max_pixels=10_000,
+                           timeout_s=5)
     assert len(fetcher.fetch_many([(1, "/data/upload/1/a.png"), (2, "/data/upload/1/b.png")],
                                   report)) == 2
     ls.state.fail_plan["/api/projects/9/"] = [500, 500]      # the error body echoes the header

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from backend import image_urls
 from backend.image_urls import ImageURLRefused, check_fetch_allowed, host_key, resolve_image_source
-from backend.ls_client import ImageFetchError, _check_presigned_target
+from backend.image_download import ImageFetchError, check_presigned_target
 
 LS = "http://127.0.0.1:8080"
 ALLOWED = ("images.example.org", "127.0.0.2:9000")
@@ -35,18 +35,18 @@ def test_metadata_addresses_are_refused_in_every_spelling(host):
     with pytest.raises(ImageURLRefused):
         check_fetch_allowed(f"http://{host}/latest/meta-data/", LS, (host, f"{host}:80"))
     with pytest.raises(ImageFetchError):
-        _check_presigned_target(f"https://{host}/latest/meta-data/")
+        check_presigned_target(f"https://{host}/latest/meta-data/")
 
 
 @pytest.mark.parametrize("host", ["s3.amazonaws.com", "storage.googleapis.com", "8.8.8.8",
                                   "example.blob.core.windows.net", "[2001:db8::1]"])
 def test_public_https_presign_targets_are_fetched_without_the_token(host):
-    assert _check_presigned_target(f"https://{host}/bucket/key.png?X-Amz-Signature=abc") is False
+    assert check_presigned_target(f"https://{host}/bucket/key.png?X-Amz-Signature=abc") is False
 
 
 def test_presign_targets_must_be_https():
     with pytest.raises(ImageFetchError, match="https"):
-        _check_presigned_target("http://s3.amazonaws.com/bucket/key.png")
+        check_presigned_target("http://s3.amazonaws.com/bucket/key.png")
 
 
 def test_private_but_not_link_local_hosts_are_not_mistaken_for_metadata():

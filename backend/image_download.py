@@ -1,0 +1,153 @@
+"""Getting a task image's bytes: URL policy (backend.image_urls), then a data: URI, a local file
+or one bounded download (deadline for the whole transfer, byte cap, at most MAX_REDIRECTS
+redirects, each checked against the policy; the Label Studio token only ever goes to Label Studio).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from backend import image_urls
+from backend.image_urls import ImageSource, ImageURLRefused
+from backend.ls_auth import TokenAuth
+
+MAX_REDIRECTS = 3
+
+
+class ImageFetchError(ValueError):
+    """One image could not be fetched; the message is the per-task reason."""
+
+
+class ImageDownloader:
+    """Task images from Label Studio (with its token ``auth``), from ``allowed_hosts`` (without),
+    from presigned cloud URLs Label Studio hands out, or from ``local_files_root`` on disk."""
+
+    def __init__(self, label_studio_url: str, auth: TokenAuth, *,
+                 allowed_hosts: tuple[str, ...] = (), local_files_root: Path | None = None):
+        self.label_studio_url = label_studio_url.rstrip("/")
+        self.allowed_hosts = allowed_hosts
+        self.local_files_root = local_files_root
+        self._auth = auth
+        # Image downloads keep their own deadline (_download) and are never retried.
+        self._session = requests.Session()
+
+    def fetch_image_bytes(self, raw_url: str, *, task_id: int | None, max_bytes: int,
+                          timeout_s: float) -> bytes:
+        """Bytes of a task's image, following the URL policy of backend.image_urls."""
+        try:
+            source = image_urls.resolve_image_source(
+                raw_url, task_id=task_id, label_studio_url=self.label_studio_url,
+                allowed_hosts=self.allowed_hosts, local_files_root=self.local_files_root)
+        except ImageURLRefused as exc:
+            raise ImageFetchError(f"image URL refused: {exc}") from None
+        if source.kind == "data_uri":
+            try:
+                return image_urls.decode_data_uri(source.url, max_bytes)
+            except ValueError as exc:
+                raise ImageFetchError(str(exc)) from None
+        if source.kind == "local_file":
+            return read_local(Path(source.url), max_bytes)
+        return self._download(source, max_bytes, timeout_s)
+
+    def _download(self, source: ImageSource, max_bytes: int, timeout_s: float) -> bytes:
+        url, send_auth = source.url, source.send_auth
+        deadline = time.monotonic() + timeout_s   # for the whole download, redirects included
+        refreshed = False
+        hops = 0
+        while hops <= MAX_REDIRECTS:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ImageFetchError(_too_slow(timeout_s))
+            headers = self._auth.header() if send_auth else {}
+            try:
+                response = self._session.get(url, headers=headers, timeout=remaining,
+                                             allow_redirects=False, stream=True)
+            except requests.RequestException as exc:
+                raise ImageFetchError(f"image download failed: {type(exc).__name__}") from None
+            with response:
+                if (response.status_code == 401 and send_auth and not refreshed
+                        and self._auth.refreshes):
+                    self._auth.refresh(headers)   # access token expired mid-job: refresh once
+                    refreshed = True
+                    continue
+                hops += 1
+                if response.status_code in (301, 302, 303, 307, 308):
+                    location = response.headers.get("Location", "")
+                    url = requests.compat.urljoin(url, location)
+                    try:
+                        send_auth = image_urls.check_fetch_allowed(
+                            url, self.label_studio_url, self.allowed_hosts)
+                    except ImageURLRefused as exc:
+                        if source.kind != "presign":
+                            raise ImageFetchError(f"redirect refused: {exc}") from None
+                        # A presigned cloud URL is a public https URL by design: allow it, but
+                        # never with our token and never to link-local/metadata addresses.
+                        send_auth = check_presigned_target(url)
+                    continue
+                if response.status_code != 200:
+                    raise ImageFetchError(f"image download failed: HTTP {response.status_code}")
+                declared = response.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > max_bytes:
+                    raise ImageFetchError(f"image larger than IMAGE_MAX_BYTES ({max_bytes} bytes)")
+                return read_body(response, max_bytes, deadline, timeout_s)
+        raise ImageFetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _too_slow(timeout_s: float) -> str:
+    return f"image download took longer than IMAGE_FETCH_TIMEOUT_S ({timeout_s:g} s)"
+
+
+def read_body(response: requests.Response, max_bytes: int, deadline: float,
+              timeout_s: float) -> bytes:
+    """The body, at most max_bytes, read before the deadline.
+
+    requests' timeout bounds each socket read, not the download: a server dripping one byte per
+    second would hold a fetch thread for hours. read1() does at most one socket read per call, so
+    the deadline is checked between reads.
+    """
+    read1 = getattr(response.raw, "read1", None)          # urllib3 >= 2
+    chunks_iter: Iterator[bytes] = iter(()) if read1 else response.iter_content(16 * 1024)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise ImageFetchError(_too_slow(timeout_s))
+            chunk = read1(64 * 1024, decode_content=True) if read1 else next(chunks_iter, b"")
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ImageFetchError(f"image larger than IMAGE_MAX_BYTES ({max_bytes} bytes)")
+            chunks.append(chunk)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        name = type(exc).__name__
+        if "timeout" in name.lower() or "timeout" in str(exc).lower():
+            raise ImageFetchError(f"{_too_slow(timeout_s)}: {name}") from None
+        raise ImageFetchError(f"image download broke off: {name}") from None
+
+
+def check_presigned_target(url: str) -> bool:
+    """Whether to send the token to a presigned URL's redirect target: never (False); raises
+    ImageFetchError when the target is not https or is a link-local/metadata address."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ImageFetchError("presigned URL must be https")
+    if image_urls.is_link_local_or_metadata(parts.hostname):
+        raise ImageFetchError("presigned URL points at a link-local/metadata address")
+    return False
+
+
+def read_local(path: Path, max_bytes: int) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageFetchError(f"local file unreadable: {exc.strerror}") from None
+    if size > max_bytes:
+        raise ImageFetchError(f"image larger than IMAGE_MAX_BYTES ({max_bytes} bytes)")
+    return path.read_bytes()
