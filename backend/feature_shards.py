@@ -316,8 +316,9 @@ class FeatureSharding:
     def extract(self, model: LossLearningNet, model_config: ModelConfig, items: Items,
                 fetcher: ImageFetcher, cache: FeatureCache, report: FetchReport, *, device: str,
                 batch_size: int, on_progress: Callable[[int, int], None] | None = None) -> int:
-        """Extract ``items`` into ``cache`` in shards over the workers; return the images this
-        worker extracted. Returns once every shard is done: every row is in the cache then."""
+        """Extract ``items`` into ``cache`` in shards over the workers; return how many images
+        went through a backbone (here and elsewhere). Returns once every shard is done: every
+        row is in the cache then."""
         board, n_shards = self.publish(model_config, int(model.head.out_features), items, fetcher,
                                        cache, batch_size)
         work = ShardWork(model, model_config, fetcher, cache, device, batch_size)
@@ -339,7 +340,7 @@ class FeatureSharding:
              helpers: int) -> int:
         """Work shards here until none is left to claim, wait for those others hold (claiming
         again any whose lease lapsed), then merge the shards' failures into ``report`` and
-        extract here whatever is still missing from the cache."""
+        extract here whatever is still missing from the cache. Returns the images extracted."""
         def progress() -> None:
             done = board.done()
             self.last = {"shards": n_shards, "done": len(done), "shard_jobs_queued": helpers,
@@ -348,10 +349,8 @@ class FeatureSharding:
             if on_progress is not None:
                 on_progress(min(board.images_done(), len(items)), len(items))
 
-        extracted = 0
         while True:
-            summary = work_shards(board, n_shards, token, self.lease_s, work, on_chunk=progress)
-            extracted += summary.extracted
+            work_shards(board, n_shards, token, self.lease_s, work, on_chunk=progress)
             if board.plan() is None:   # outlived its lifetime (JOB_TIMEOUT_S): never wait forever
                 raise RuntimeError(f"feature shard board {board.board_id} expired before its "
                                    f"shards were done")
@@ -360,14 +359,17 @@ class FeatureSharding:
                 break
             time.sleep(self.poll_s)
         done = board.done()
-        self.last["last_done_ts"] = max(r["finished_ts"] for r in done.values())
-        self.status(feature_shards=self.last)
+        self.last.update(last_done_ts=max(r["finished_ts"] for r in done.values()),
+                         reclaimed=sum(1 for n in board.claims().values() if n > 1))
         for task_id, reason in board.failed().items():
             report.add(task_id, reason)
-        extracted += self._extract_left_over(work, items, report)
-        log.info("project %s: %d feature shards done, %d by other workers", self.project_id,
-                 n_shards, self.last["by_other_workers"])
-        return extracted
+        extracted = sum(int(r["extracted"]) for r in done.values())
+        self.last["extracted_after_shards"] = self._extract_left_over(work, items, report)
+        self.status(feature_shards=self.last)
+        log.info("project %s: %d feature shards done, %d by other workers, %d claimed again "
+                 "after a lapsed lease", self.project_id, n_shards, self.last["by_other_workers"],
+                 self.last["reclaimed"])
+        return extracted + self.last["extracted_after_shards"]
 
     @staticmethod
     def _extract_left_over(work: ShardWork, items: Items, report: FetchReport) -> int:
