@@ -3,7 +3,8 @@ project and backbone version; a light head + loss prediction module trained on t
 scored from them.
 
 A round then costs the backbone only for images it has never seen (new tasks, or every image once
-after the backbone changed), plus a few hundred small-matrix steps: seconds on 10,000 tasks.
+after the backbone changed), plus a few hundred small-matrix steps: seconds on 10,000 tasks. Many
+unseen images are split over the queue's workers (backend/feature_shards.py).
 """
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ a shard job that crashes leaves its shard to be claimed again once the lease lap
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -421,14 +422,19 @@ def sharding_for_round(settings: Settings, project_id: int,
 
 def shard_work_from_plan(settings: Settings, plan: dict, board_id: str) -> ShardWork:
     """A shard worker's own backbone, fetcher and cache, built from the round's plan and this
-    worker's settings (device, Label Studio connection, MODEL_DIR, image cache). Raises when
-    its backbone differs from the round's or it does not see the round's cache directory."""
+    worker's settings (device, Label Studio connection, MODEL_DIR, image cache, and
+    PRETRAINED_WEIGHTS' path when set). Raises when its backbone differs from the round's or it
+    does not see the round's cache directory."""
     from backend.ls_client import LabelStudioClient
     from backend.model_store import ModelStore
     from model.feature_cache import backbone_fingerprint, backbone_key
     from model.networks import build_network
 
     model_config = ModelConfig.from_dict(plan["model_config"])
+    if settings.pretrained_weights and model_config.pretrained_weights:
+        # the same file may lie elsewhere on this machine; the key check below proves it is the same
+        model_config = dataclasses.replace(model_config,
+                                           pretrained_weights=str(settings.pretrained_weights))
     model = build_network(model_config, num_classes=int(plan["num_classes"]))
     key = backbone_key(model_config, backbone_fingerprint(model), model.taps)
     if key != plan["backbone_key"]:
