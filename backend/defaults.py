@@ -71,8 +71,13 @@ RUN_LOCK_RENEWALS_PER_TTL = 4        # a running job renews its run lock every t
 QUEUED_TTL_S = 7 * 24 * 3600         # a project's "queued" and "follow-up" markers in Redis
 TRAIN_JOB_RESULT_TTL_S = 7 * 24 * 3600    # how long RQ keeps a training job's result
 PRUNE_JOB_RESULT_TTL_S = 24 * 3600        # ... and a prediction-pruning job's result
+FEATURE_SHARD_JOB_RESULT_TTL_S = 24 * 3600  # ... and a feature shard job's result
 JOB_FAILURE_TTL_S = 7 * 24 * 3600         # ... and a failed job of either kind
 REDIS_SOCKET_TIMEOUT_S = 2.0   # a webhook must answer within 1 s: fail fast when Redis is down
 PROGRESS_STATUS_INTERVAL_S = 1.0     # fewest seconds between two training-progress writes to Redis
 RECONCILER_LEASE_INTERVALS = 3       # the reconciler lease lives this many RECONCILE_INTERVAL_S
 ACCESS_TOKEN_REFRESH_AFTER_S = 240.0  # Label Studio access tokens live 300 s; refresh early
+# A feature shard's claim (backend/feature_shards.py) lives this long unless its worker renews it
+# (every third of it, from a thread): a dead worker's shard is claimed again after at most this.
+FEATURE_SHARD_LEASE_S = 60.0
+FEATURE_SHARD_POLL_S = 0.5   # how often a round waiting for other workers' shards looks again

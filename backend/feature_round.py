@@ -3,19 +3,23 @@ project and backbone version; a light head + loss prediction module trained on t
 scored from them.
 
 A round then costs the backbone only for images it has never seen (new tasks, or every image once
-after the backbone changed), plus a few hundred small-matrix steps: seconds on 10,000 tasks.
+after the backbone changed), plus a few hundred small-matrix steps: seconds on 10,000 tasks. Many
+unseen images are split over the queue's workers (backend/feature_shards.py).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from backend.images import FetchReport, ImageFetcher
 from model.config import ModelConfig
 from model.feature_cache import FeatureCache, backbone_fingerprint, backbone_key, item_key
 from model.frozen import PooledFeatures, extract_pooled
 from model.networks import LossLearningNet
+
+if TYPE_CHECKING:   # feature_shards imports this module
+    from backend.feature_shards import FeatureSharding
 
 log = logging.getLogger(__name__)
 FEATURE_CHUNK_IMAGES = 1024   # images decoded and held in memory at once while extracting features
@@ -34,9 +38,12 @@ def feature_cache_for(cache_root: Path, model: LossLearningNet, model_config: Mo
 
 def pooled_features(model: LossLearningNet, model_config: ModelConfig, items: list[tuple[int, str]],
                     fetcher: ImageFetcher, cache: FeatureCache, report: FetchReport, device: str,
-                    batch_size: int, on_progress: Callable[[int, int], None] | None = None
+                    batch_size: int, on_progress: Callable[[int, int], None] | None = None,
+                    sharding: FeatureSharding | None = None
                     ) -> tuple[list[int], PooledFeatures | None, int]:
-    """Pooled features of (task id, image url) items: read from the cache, the rest extracted.
+    """Pooled features of (task id, image url) items: read from the cache, the rest extracted,
+    here or, with ``sharding``, in shards over the queue's workers (all of them done before this
+    returns).
 
     Returns (task ids that have features, in input order; their rows; how many were extracted
     now). Items whose image cannot be fetched are reported in ``report`` and left out.
@@ -45,17 +52,13 @@ def pooled_features(model: LossLearningNet, model_config: ModelConfig, items: li
     _, missing = cache.get_many(keys)
     missing_set = set(missing)
     to_extract = [item for item, key in zip(items, keys) if key in missing_set]
-    extracted = 0
-    for start in range(0, len(to_extract), FEATURE_CHUNK_IMAGES):
-        chunk = fetcher.fetch_many(to_extract[start:start + FEATURE_CHUNK_IMAGES], report)
-        if chunk:
-            rows = extract_pooled(model, [img for _, img in chunk], model_config, device=device,
-                                  batch_size=batch_size)
-            url_of = dict(to_extract[start:start + FEATURE_CHUNK_IMAGES])
-            cache.put_many([item_key(tid, url_of[tid]) for tid, _ in chunk], rows)
-            extracted += len(chunk)
-        if on_progress is not None:
-            on_progress(min(start + FEATURE_CHUNK_IMAGES, len(to_extract)), len(to_extract))
+    if sharding is not None and sharding.splits(len(to_extract)):
+        extracted = sharding.extract(model, model_config, to_extract, fetcher, cache, report,
+                                     device=device, batch_size=batch_size, on_progress=on_progress)
+    else:
+        extracted = extract_into_cache(model, model_config, to_extract, fetcher, cache, report,
+                                       device=device, batch_size=batch_size,
+                                       on_progress=on_progress)
     failed = set(report.failed)
     present = [(tid, key) for (tid, _), key in zip(items, keys) if tid not in failed]
     found, still_missing = cache.get_many([key for _, key in present])
@@ -65,3 +68,25 @@ def pooled_features(model: LossLearningNet, model_config: ModelConfig, items: li
             report.add(tid, "feature cache: features could not be stored or read back")
     ids = [tid for tid, key in present if key not in lost]
     return ids, found, extracted
+
+
+def extract_into_cache(model: LossLearningNet, model_config: ModelConfig,
+                       items: list[tuple[int, str]], fetcher: ImageFetcher, cache: FeatureCache,
+                       report: FetchReport, device: str, batch_size: int,
+                       on_progress: Callable[[int, int], None] | None = None) -> int:
+    """Run the backbone over the (task id, image url) items, FEATURE_CHUNK_IMAGES at a time, and
+    put their rows into ``cache``; images that cannot be fetched go to ``report``. Returns how
+    many were extracted; ``on_progress(done, total)`` follows each chunk."""
+    extracted = 0
+    for start in range(0, len(items), FEATURE_CHUNK_IMAGES):
+        chunk_items = items[start:start + FEATURE_CHUNK_IMAGES]
+        chunk = fetcher.fetch_many(chunk_items, report)
+        if chunk:
+            rows = extract_pooled(model, [img for _, img in chunk], model_config, device=device,
+                                  batch_size=batch_size)
+            url_of = dict(chunk_items)
+            cache.put_many([item_key(tid, url_of[tid]) for tid, _ in chunk], rows)
+            extracted += len(chunk)
+        if on_progress is not None:
+            on_progress(min(start + FEATURE_CHUNK_IMAGES, len(items)), len(items))
+    return extracted

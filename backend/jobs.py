@@ -200,3 +200,12 @@ def run_prune_job(project_id: int, version: str) -> dict:
     deleted = prune_old_predictions(settings, LabelStudioClient.from_settings(settings),
                                     project_id, version)
     return {"project_id": project_id, "kept": version, "deleted_versions": deleted}
+
+
+def run_feature_shard_job(board_id: str) -> dict:
+    """Extract feature shards of a round's board until none is left (backend.feature_shards)."""
+    from backend.feature_shards import run_shard_job   # heavy (torch): import in the worker
+    settings = Settings.from_env()
+    job = get_current_job()
+    conn = job.connection if job else queueing.redis_connection(settings)
+    return run_shard_job(settings, conn, board_id)

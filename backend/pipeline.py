@@ -22,6 +22,7 @@ from backend import converters, reconcile, task_index, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.defaults import PROGRESS_STATUS_INTERVAL_S, RoundPhase, RoundState
 from backend.feature_round import feature_cache_for, pooled_features
+from backend.feature_shards import sharding_for_round
 from backend.images import FetchReport, ImageFetcher
 from backend.ls_client import LabelStudioClient
 from backend.model_store import (ModelStore, is_own_version, new_coldstart_version, new_version,
@@ -379,7 +380,8 @@ def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: Round
         ids, features, extracted = pooled_features(
             model, inputs.model_config, inputs.pool_items, inputs.fetcher, cache, inputs.report,
             device=settings.device, batch_size=settings.score_batch_size,
-            on_progress=run.scoring_progress(RoundPhase.EXTRACTING_FEATURES))
+            on_progress=run.scoring_progress(RoundPhase.EXTRACTING_FEATURES),
+            sharding=sharding_for_round(settings, inputs.project_id, run.status))
     if features is None:
         raise RuntimeError("no task image of the project could be scored: "
                            + json.dumps(inputs.report.summary()))
@@ -567,7 +569,8 @@ def _pixel_cold_start_embedding(settings: Settings, collected: CollectedRound,
 
 def _learned_cold_start_embedding(settings: Settings, store: ModelStore, project_id: int,
                                   model_config: ModelConfig, collected: CollectedRound,
-                                  on_progress: Callable[[int, int], None]):
+                                  on_progress: Callable[[int, int], None],
+                                  status: StatusCallback):
     """Pool ids, labeled ids and the pretrained backbone's embeddings (pool rows first), through
     the project's feature cache."""
     model = build_network(model_config, num_classes=max(len(collected.schema.labels), 1))
@@ -578,7 +581,8 @@ def _learned_cold_start_embedding(settings: Settings, store: ModelStore, project
                                        collected.fetcher, cache, collected.report,
                                        device=settings.device,
                                        batch_size=settings.score_batch_size,
-                                       on_progress=on_progress)
+                                       on_progress=on_progress,
+                                       sharding=sharding_for_round(settings, project_id, status))
     if features is None:
         return [], [], np.zeros((0, 0), np.float32)
     unlabeled = {tid for tid, _ in collected.split.unlabeled}
@@ -611,7 +615,7 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
             # a learned backbone: TypiClust on its embeddings (cached; the first trained round
             # reuses them)
             pool_ids, labeled_ids, embedding = _learned_cold_start_embedding(
-                settings, store, project_id, model_config, collected, on_progress)
+                settings, store, project_id, model_config, collected, on_progress, run.status)
             embedding_kind = "backbone"
         else:
             pool_ids, labeled_ids, embedding = _pixel_cold_start_embedding(settings, collected,

@@ -9,13 +9,15 @@ from redis import Redis
 from rq import Queue, get_current_job
 
 from backend import training_state
-from backend.defaults import (JOB_FAILURE_TTL_S, PRUNE_JOB_RESULT_TTL_S, REDIS_SOCKET_TIMEOUT_S,
+from backend.defaults import (FEATURE_SHARD_JOB_RESULT_TTL_S, JOB_FAILURE_TTL_S,
+                              PRUNE_JOB_RESULT_TTL_S, REDIS_SOCKET_TIMEOUT_S,
                               TRAIN_JOB_RESULT_TTL_S)
 from backend.settings import Settings
 
 TRAIN_JOB = "backend.jobs.run_training_job"
 PRUNE_JOB = "backend.jobs.run_prune_job"
 DUE_ROUND_JOB = "backend.jobs.run_due_round"
+FEATURE_SHARD_JOB = "backend.jobs.run_feature_shard_job"
 log = logging.getLogger(__name__)
 
 
@@ -108,3 +110,14 @@ def enqueue_prune(settings: Settings, project_id: int, version: str) -> bool:
                     project_id, exc)
         return False
     return True
+
+
+def enqueue_feature_shards(settings: Settings, conn: Redis, board_id: str, count: int) -> None:
+    """Queue ``count`` jobs that work the feature shards of a round's board
+    (backend.feature_shards), at the front of the queue: a round is waiting for them, and a job
+    that comes after the round ended finds nothing to do."""
+    queue = training_queue(settings, conn)
+    for _ in range(count):
+        queue.enqueue(FEATURE_SHARD_JOB, args=(board_id,), job_timeout=settings.job_timeout_s,
+                      result_ttl=FEATURE_SHARD_JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S,
+                      at_front=True, description=f"feature shards of board {board_id}")

@@ -205,6 +205,12 @@ class Settings:
         "folds"))
     lpm_loss: str = field(default="v1", metadata=_doc(
         "Loss prediction module objective: v1 (margin ranking, paper), v2 (ranking BCE), mse."))
+    feature_shard_images: int = field(default=1024, metadata=_doc(
+        "Images per shard when a round's feature extraction (TRAIN_MODE frozen, and a cold start "
+        "on a learned backbone) is split over the queue's RQ workers: with more images missing "
+        "from the feature cache than this, the round publishes shards of this size in Redis, "
+        "queues one shard job per other worker and works shards itself until every one is done "
+        "(README, 'Scale out'); 0: never split.", "images"))
     score_batch_size: int = field(default=128, metadata=_doc(
         "Images per forward pass when scoring the project.", "images"))
     mc_dropout_samples: int = field(default=10, metadata=_doc(
@@ -281,6 +287,9 @@ class Settings:
         if self.train_mode == "frozen" and not (self.backbone_weights or self.pretrained_weights):
             raise SettingsError("TRAIN_MODE=frozen needs a learned backbone: set BACKBONE_WEIGHTS or "
                                 "PRETRAINED_WEIGHTS, or use TRAIN_MODE=auto or full")
+        if self.feature_shard_images < 0:
+            raise SettingsError(f"FEATURE_SHARD_IMAGES must be >= 0 (0: never split), got "
+                                f"{self.feature_shard_images}")
         if self.train_steps < 0 or self.finetune_min_labels < 0:
             raise SettingsError("TRAIN_STEPS and FINETUNE_MIN_LABELS must be >= 0")
         if self.recipe_search_budget_s < 0 or self.recipe_search_min_labels < 0:

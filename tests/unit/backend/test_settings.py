@@ -34,6 +34,7 @@ def test_environment_values_are_parsed_by_type():
     ({"PREDICTION_CHUNK_SIZE": "0"}, "PREDICTION_CHUNK_SIZE"),
     ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH"),
     ({"LPM_LOSS": "hinge"}, "LPM_LOSS"),
+    ({"FEATURE_SHARD_IMAGES": "-1"}, "FEATURE_SHARD_IMAGES"),
     ({"SET_UNCERTAINTY_SAMPLING": "maybe"}, "SET_UNCERTAINTY_SAMPLING"),
 ])
 def test_bad_values_name_the_variable(env, needle):
