@@ -447,8 +447,9 @@ def shard_work_from_plan(settings: Settings, plan: dict, board_id: str) -> Shard
         raise RuntimeError(f"the round's feature cache is not under this worker's MODEL_DIR "
                            f"({settings.model_dir}): every worker must share MODEL_DIR")
     limits = plan["fetcher"]
-    fetcher = ImageFetcher(LabelStudioClient.from_settings(settings),
-                           settings.resolved_image_cache_dir, max_bytes=int(limits["max_bytes"]),
+    downloader = LabelStudioClient.from_settings(settings).image_downloader(
+        settings.allowed_image_hosts, settings.local_files_document_root)
+    fetcher = ImageFetcher(downloader, settings.resolved_image_cache_dir, max_bytes=int(limits["max_bytes"]),
                            max_pixels=int(limits["max_pixels"]),
                            timeout_s=float(limits["timeout_s"]), resize_to=limits["resize_to"],
                            cache_max_bytes=settings.image_cache_max_bytes)

@@ -303,8 +303,8 @@ class RoundSide:
         store = ModelStore(self.settings.model_dir)
         self.cache = feature_cache_for(store.project_dir(PROJECT) / "features", self.model,
                                        self.config)
-        self.fetcher = image_fetcher(self.settings, LabelStudioClient.from_settings(self.settings),
-                                     self.config.image_size)
+        self.client = LabelStudioClient.from_settings(self.settings)
+        self.fetcher = image_fetcher(self.settings, self.client, self.config.image_size)
         self.items = [(i, f"/data/upload/{PROJECT}/{i}.png") for i in range(1, n_items + 1)]
 
     def reference(self, tmp_path: Path) -> np.ndarray:
@@ -312,7 +312,7 @@ class RoundSide:
         cache = FeatureCache(tmp_path / "reference", self.cache.key)
         # an image cache of its own: the sharded run downloads every image through the stand-in
         fetcher = image_fetcher(replace(self.settings, image_cache_dir=tmp_path / "ref-images"),
-                                self.fetcher.client, self.config.image_size)
+                                self.client, self.config.image_size)
         extract_into_cache(self.model, self.config, self.items, fetcher, cache, FetchReport(),
                            device="cpu", batch_size=self.settings.score_batch_size)
         found, missing = cache.get_many([item_key(t, u) for t, u in self.items])
