@@ -1,4 +1,4 @@
-"""Rounds at scale: what a training round costs against a real Label Studio 1.23.2, per project size.
+"""Rounds at scale: what a training round costs against a real Label Studio 1.23.2, per size.
 
 One run per (project size N, Label Studio's memory-efficient prediction import flag off/on), each
 on a fresh Label Studio (``scripts/lslocal.py``) and a fresh backend (``scripts/serve.sh``: its
@@ -117,13 +117,12 @@ def slopes(runs: list[dict], to: float = EXTRAPOLATE_TO_TASKS) -> list[dict]:
             for metric, value in round_metrics(record).items():
                 series.setdefault((run["flag"], record["round"], metric), {})[run["tasks"]] = value
     out = []
-    for (flag, round_no, metric), by_size in sorted(series.items(), key=lambda kv: (
-            kv[0][0], kv[0][1], kv[0][2])):
+    for (flag, round_no, metric), by_size in sorted(series.items()):
         if len(by_size) < 2:
             continue
         sizes = sorted(by_size)
         out.append({"flag": flag, "round": round_no, "metric": metric, "sizes": sizes,
-                    **scaling(sizes, [by_size[s] for s in sizes], to)})
+                    **scaling([float(n) for n in sizes], [by_size[n] for n in sizes], to)})
     return out
 
 
@@ -178,10 +177,12 @@ def markdown(report: dict) -> str:
               f"{ANNOTATIONS_PER_ROUND} annotations per round", ""]
     if report.get("note"):
         lines += [f"**{report['note']}**", ""]
-    lines += [f"Command: `{report['command']}`, on {report['machine']}. Round 1 starts with empty "
+    commands = " and ".join(f"`{c}`" for c in report["commands"])
+    lines += [f"Measured with {commands}, on {report['machine']}. Round 1 starts with empty "
               "caches; round 2 after 100 more annotations (caches warm, round 1's predictions "
               "still stored). Phase timings are the backend's own (`/status` → "
-              "`last_summary.timings_s`).", ""]
+              "`last_summary.timings_s`). Backend settings: the defaults and "
+              + ", ".join(f"`{k}={v}`" for k, v in report["backend_env"].items()) + ".", ""]
     sizes = sorted({run["tasks"] for run in runs})
     fitted = {(s["flag"], s["round"], s["metric"]): s for s in report["slopes"]}
     for flag in sorted({run["flag"] for run in runs}):
@@ -223,7 +224,8 @@ def markdown(report: dict) -> str:
                 lines.append(
                     f"| {n:,} | {record['round']} | {_seconds(record['predictions_per_s'])} "
                     f"| {_seconds(record['images_per_s'])} "
-                    f"| {_seconds(record['next_s']['first'])} / {_seconds(record['next_s']['median'])} "
+                    f"| {_seconds(record['next_s']['first'])} / "
+                    f"{_seconds(record['next_s']['median'])} "
                     f"| {_seconds(record['tab_page_s']['first'])} / "
                     f"{_seconds(record['tab_page_s']['median'])} | "
                     + " | ".join(f"{memory[r]:.0f}" if r in memory else "–" for r in ROLE_COLUMNS)
@@ -401,7 +403,8 @@ class ResourceSampler:
 # ============================================================================ one run
 
 
-def start_backend(run_dir: Path, ls_url: str, token: str, extra_env: dict) -> tuple[subprocess.Popen, str]:
+def start_backend(run_dir: Path, ls_url: str, token: str,
+                  extra_env: dict) -> tuple[subprocess.Popen, str]:
     """scripts/serve.sh in its own session (embedded Redis, one RQ worker, gunicorn) on a free
     port, with fresh caches under ``run_dir``; waits for /health."""
     port = lslocal.free_port()
@@ -473,7 +476,8 @@ def timed(call: Callable[[], object], repeats: int = LATENCY_REPEATS) -> dict:
 
 def tab_first_page(admin, project_id: int) -> Callable[[], object]:
     """A call that loads the first page of the backend's tab, as the Data Manager does."""
-    views = [v for v in admin.list_views(project_id) if (v.get("data") or {}).get("title") == TAB_TITLE]
+    views = [v for v in admin.list_views(project_id)
+             if (v.get("data") or {}).get("title") == TAB_TITLE]
     if not views:
         raise RuntimeError(f"the backend made no {TAB_TITLE!r} tab")
     params = {"view": views[0]["id"], "project": project_id, "page": 1, "page_size": TAB_PAGE_SIZE}
@@ -482,7 +486,8 @@ def tab_first_page(admin, project_id: int) -> Callable[[], object]:
 
 def make_project(admin, images: list[tuple[str, str]], images_dir: Path) -> tuple[int, list[int]]:
     """A project of one task per image, served by Label Studio as local files; its task ids."""
-    project_id = admin.create_project(f"Scale {len(images)} {secrets.token_hex(3)}", LABEL_CONFIG)["id"]
+    title = f"Scale {len(images)} {secrets.token_hex(3)}"
+    project_id = admin.create_project(title, LABEL_CONFIG)["id"]
     # Label Studio serves a local file only to a project with a local storage over its folder
     # (no sync needed: the tasks are imported with their /data/local-files/ URLs below)
     admin.request("POST", "/api/storages/localfiles", json={
@@ -526,7 +531,8 @@ def one_round(admin, ls, backend, backend_url: str, project_id: int, ml_id: int,
             "job_duration_s": status.get("duration_s"), "timings_s": timings,
             "task_index": status.get("task_index"), "predictions_pushed": pushed,
             "predictions_per_s": round(pushed / push_s, 1) if push_s else None,
-            "push_ms_per_prediction": round(1000 * push_s / pushed, 3) if push_s and pushed else None,
+            "push_ms_per_prediction": (round(1000 * push_s / pushed, 3) if push_s and pushed
+                                       else None),
             "images_per_s": round(pushed / score_s, 1) if score_s else None,
             "images": summary.get("images"), "next_s": next_s, "tab_page_s": tab_s, **resources}
 
@@ -551,7 +557,8 @@ def run_size(venv: Path, work: Path, images: list[tuple[str, str]], n_tasks: int
         import_s = time.monotonic() - started
         ml_id = admin.add_ml_backend(project_id, backend_url, title="Active learning")["id"]
         label_of = {task_id: label for task_id, (_, label) in zip(ids, images)}
-        run = {"tasks": n_tasks, "flag": flag, "import_s": round(import_s, 1), "rounds": []}
+        rounds: list[dict] = []
+        run = {"tasks": n_tasks, "flag": flag, "import_s": round(import_s, 1), "rounds": rounds}
         previous = None
         for round_no in (1, 2):
             batch = ids[(round_no - 1) * ANNOTATIONS_PER_ROUND:round_no * ANNOTATIONS_PER_ROUND]
@@ -563,7 +570,7 @@ def run_size(venv: Path, work: Path, images: list[tuple[str, str]], n_tasks: int
                      "images_per_s", "next_s", "tab_page_s", "load")
             print(json.dumps({"tasks": n_tasks, "flag": flag, **{k: record[k] for k in shown},
                               "peak_mb": record["memory"]["peak_mb_by_role"]}), flush=True)
-            run["rounds"].append(record)
+            rounds.append(record)
         return run
     finally:
         if backend is not None:
@@ -582,7 +589,8 @@ def write_report(report: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000,10000", help="project sizes (tasks), comma-separated")
+    parser.add_argument("--sizes", default="1000,10000",
+                        help="project sizes (tasks), comma-separated")
     parser.add_argument("--flags", default="off,on",
                         help="Label Studio's memory-efficient prediction import flag: off,on")
     parser.add_argument("--source", choices=demo_data.SOURCES, default="mnist",
@@ -591,10 +599,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="a backend setting for every run (repeatable), e.g. TRAIN_STEPS=300")
     parser.add_argument("--note", default="", help="a line printed above the tables")
     parser.add_argument("--out", default=str(RESULTS / "scale"), help="output path without suffix")
+    parser.add_argument("--append", action="store_true",
+                        help="add these runs to OUT.json's (a (size, flag) measured again replaces "
+                             "the earlier run); the slopes are fitted over all of them")
     parser.add_argument("--work-dir", default=None,
                         help="where Label Studio, the backend and the images keep their files "
                              "(default: a temporary folder, removed at the end)")
     args = parser.parse_args(argv)
+    # a SIGTERM unwinds like Ctrl-C: the finally blocks stop Label Studio and the backend
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sizes = sorted(int(s) for s in args.sizes.split(","))
     flags = [flag.strip() == "on" for flag in args.flags.split(",")]
     if min(sizes) <= 2 * ANNOTATIONS_PER_ROUND:
@@ -603,20 +616,29 @@ def main(argv: list[str] | None = None) -> int:
     venv = lslocal.ensure_ls_venv()
     lslocal.ensure_db_template(venv)
     command = "scripts/benchmark_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = {"label_studio": lslocal.LABEL_STUDIO_VERSION, "command": command.strip(),
-              "note": args.note, "cores": os.cpu_count() or 1,
+    out = Path(args.out)
+    earlier = json.loads(out.with_suffix(".json").read_text()) if args.append else {}
+    report = {"label_studio": lslocal.LABEL_STUDIO_VERSION,
+              "commands": earlier.get("commands", []) + [command.strip()],
+              "note": args.note or earlier.get("note", ""), "cores": os.cpu_count() or 1,
               "machine": f"{os.cpu_count()} CPU cores, no GPU used", "backend_env":
               {**BACKEND_ENV, **backend_env}, "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
               "runs": [], "slopes": []}
-    out = Path(args.out)
+    if earlier and earlier.get("backend_env") != report["backend_env"]:
+        parser.error(f"{out.with_suffix('.json')} was measured with the backend settings "
+                     f"{earlier.get('backend_env')}: give the same --backend-env to append")
+    measured_now = {(flag, n) for flag in flags for n in sizes}
+    kept = [run for run in earlier.get("runs", [])
+            if (run["flag"], run["tasks"]) not in measured_now]
     with tempfile.TemporaryDirectory(prefix="scale-bench-") as scratch:
         work = Path(args.work_dir) if args.work_dir else Path(scratch)
-        started = time.monotonic()
+        started, fresh = time.monotonic(), []
         images = digit_images(args.source, max(sizes), work / "local-files" / IMAGE_SUBDIR)
         print(f"{len(images)} images written in {time.monotonic() - started:.0f} s", flush=True)
         for flag in flags:
             for n_tasks in sizes:
-                report["runs"].append(run_size(venv, work, images, n_tasks, flag, backend_env))
+                fresh.append(run_size(venv, work, images, n_tasks, flag, backend_env))
+                report["runs"] = sorted(kept + fresh, key=lambda r: (r["flag"], r["tasks"]))
                 report["slopes"] = slopes(report["runs"])
                 report["wall_s"] = round(time.monotonic() - started, 1)
                 write_report(report, out)     # after every run: a late failure keeps the rest

@@ -61,8 +61,9 @@ def _record(round_no: int, tasks: int, push_s: float) -> dict:
 
 
 def _report(runs: list[dict]) -> dict:
-    return {"label_studio": "1.23.2", "command": "scripts/benchmark_scale.py --sizes 1000,10000",
-            "note": "validation run", "machine": "2 CPU cores", "cores": 2, "runs": runs,
+    return {"label_studio": "1.23.2", "commands": ["scripts/benchmark_scale.py --sizes 1000,10000"],
+            "note": "validation run", "machine": "2 CPU cores",
+            "backend_env": {"RETRAIN_AFTER_ANNOTATIONS": "0"}, "cores": 2, "runs": runs,
             "slopes": bench.slopes(runs)}
 
 
@@ -87,13 +88,14 @@ def test_the_table_shows_sizes_rounds_slopes_and_a_busy_machine():
     assert "## Memory-efficient prediction import flag on" in text
     row = next(line for line in text.splitlines() if line.startswith("| phase push_s |"))
     # 1k: 2 / 20 s, 10k: 20 / 200 s, slopes 2 / 20 s per 1,000 tasks, 100k: 200 / 2000 s
-    assert row == "| phase push_s | 2.00 / 20.0 | 20.0 / 200 | 2.00 / 20.0 | 1.00 / 1.00 | 200 / 2000 |"
+    assert row == ("| phase push_s | 2.00 / 20.0 | 20.0 / 200 | 2.00 / 20.0 | 1.00 / 1.00 "
+                   "| 200 / 2000 |")
     header = next(line for line in text.splitlines() if line.startswith("| round 1 / round 2 |"))
     rule = text.splitlines()[text.splitlines().index(header) + 1]
     assert header.count("|") == rule.count("|")
     assert "**busy**: other work used 0.90 of 2 cores" in text
-    assert "| 1,000 | 1 | 500 | 100 | 0.20 / 0.10 | 0.50 / 0.40 | 400 | – | – | 900 | – | 2000 |" \
-        in text
+    assert ("| 1,000 | 1 | 500 | 100 | 0.20 / 0.10 | 0.50 / 0.40 | 400 | – | – | 900 | – | 2000 |"
+            in text)
 
 
 def test_one_size_gives_a_table_without_slopes():
