@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import signal
 import statistics
 import subprocess
@@ -106,6 +107,8 @@ def round_metrics(record: dict) -> dict[str, float]:
     if record.get("push_ms_per_prediction") is not None:
         out["push ms / prediction"] = float(record["push_ms_per_prediction"])
     out["peak RSS all processes MB"] = float(record["memory"]["total_peak_mb"])
+    if record["memory"].get("total_peak_pss_mb") is not None:
+        out["peak PSS all processes MB"] = float(record["memory"]["total_peak_pss_mb"])
     return out
 
 
@@ -159,7 +162,8 @@ def load_note(other_cores: float | None, cores: int) -> str:
     return f"{'**busy**' if busy else 'quiet'}: other work used {other_cores:.2f} of {cores} cores"
 
 
-def _seconds(value) -> str:
+def _figure(value) -> str:
+    """A number in a table cell: three significant figures or so, "–" for none."""
     if value is None:
         return "–"
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 10 \
@@ -204,40 +208,42 @@ def markdown(report: dict) -> str:
                 if n not in by_size:
                     continue
                 values = [round_metrics(r).get(metric) for r in by_size[n]["rounds"]]
-                cells.append(" / ".join(_seconds(v) for v in values))
+                cells.append(" / ".join(_figure(v) for v in values))
             row = f"| {metric} | " + " | ".join(cells)
             if extra != " |":
                 parts = [fitted.get((flag, r, metric)) for r in (1, 2)]
-                row += " | " + " / ".join(_seconds(p and p["per_1000_tasks"]) for p in parts)
+                row += " | " + " / ".join(_figure(p and p["per_1000_tasks"]) for p in parts)
                 row += " | " + " / ".join("–" if not p or p["exponent"] is None
                                           else f"{p['exponent']:.2f}" for p in parts)
-                row += " | " + " / ".join(_seconds(p and p["extrapolated"]) for p in parts)
+                row += " | " + " / ".join(_figure(p and p["extrapolated"]) for p in parts)
             lines.append(row + " |")
         lines += ["", "| tasks | round | predictions/s pushed | images/s scored | `/next/` s "
                   "(first / median) | tab's first page s (first / median) | "
                   + " | ".join(f"peak RSS {role} MB" for role in ROLE_COLUMNS)
-                  + " | peak RSS all MB | machine |",
-                  "|---" * (8 + len(ROLE_COLUMNS)) + "|"]
+                  + " | peak RSS all MB | peak PSS all MB | machine |",
+                  "|---" * (9 + len(ROLE_COLUMNS)) + "|"]
         for n in sizes:
             for record in by_size[n]["rounds"] if n in by_size else []:
                 memory = record["memory"]["peak_mb_by_role"]
                 lines.append(
-                    f"| {n:,} | {record['round']} | {_seconds(record['predictions_per_s'])} "
-                    f"| {_seconds(record['images_per_s'])} "
-                    f"| {_seconds(record['next_s']['first'])} / "
-                    f"{_seconds(record['next_s']['median'])} "
-                    f"| {_seconds(record['tab_page_s']['first'])} / "
-                    f"{_seconds(record['tab_page_s']['median'])} | "
+                    f"| {n:,} | {record['round']} | {_figure(record['predictions_per_s'])} "
+                    f"| {_figure(record['images_per_s'])} "
+                    f"| {_figure(record['next_s']['first'])} / "
+                    f"{_figure(record['next_s']['median'])} "
+                    f"| {_figure(record['tab_page_s']['first'])} / "
+                    f"{_figure(record['tab_page_s']['median'])} | "
                     + " | ".join(f"{memory[r]:.0f}" if r in memory else "–" for r in ROLE_COLUMNS)
                     + f" | {record['memory']['total_peak_mb']:.0f} | "
+                    f"{_figure(record['memory'].get('total_peak_pss_mb'))} | "
                     f"{load_note(record['load']['other_cores'], report['cores'])}, load average "
                     f"{record['load']['loadavg_1m_max']:.1f} |")
         lines.append("")
     lines += ["Peak RSS: per role, the largest process's peak (`VmHWM`, reset as the round "
               "starts); all processes: the largest sampled sum of every process's RSS (pages "
-              "shared after a fork counted in each). `machine`: CPU other processes used during "
-              f"the round (busy from {BUSY_OTHER_CORES} cores on) and the largest 1-minute load "
-              "average, which includes this run's own processes.", ""]
+              "shared after a fork counted in each) and of their PSS (shared pages split among "
+              "the processes sharing them, each counted once). `machine`: CPU other processes "
+              f"used during the round (busy from {BUSY_OTHER_CORES} cores on) and the largest "
+              "1-minute load average, which includes this run's own processes.", ""]
     return "\n".join(lines)
 
 
@@ -304,6 +310,15 @@ def _status_kb(pid: int, key: str) -> int | None:
     return None
 
 
+def _pss_kb(pid: int) -> int | None:
+    """Proportional set size: shared pages split among the processes that share them (so the
+    sum over a forked worker and its parent counts each page once)."""
+    for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
+
+
 def _command(pid: int) -> str:
     return _read(f"/proc/{pid}/cmdline").replace("\0", " ").strip()
 
@@ -328,6 +343,7 @@ class ResourceSampler:
     base_jiffies: dict = field(default_factory=dict)  # pid -> utime+stime at start (0 if later)
     last_jiffies: dict = field(default_factory=dict)  # pid -> utime+stime last seen
     total_peak_kb: int = 0
+    total_peak_pss_kb: int = 0
     loadavg_max: float = 0.0
 
     def __post_init__(self):
@@ -351,19 +367,21 @@ class ResourceSampler:
         return _descendants(self.roots) | {os.getpid()}
 
     def _sample(self) -> None:
-        total = 0
+        total = total_pss = 0
         for pid in self._ours():
             self.last_jiffies[pid] = max(self.last_jiffies.get(pid, 0), _cpu_jiffies(pid))
             rss, hwm = _status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM")
             if rss is None or pid == os.getpid():   # gone, or this benchmark itself
                 continue
             total += rss
+            total_pss += _pss_kb(pid) or 0
             self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm or rss)
             if pid not in self.role_of:
                 parent = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
                 ppid = int(parent[1]) if len(parent) > 1 else 0
                 self.role_of[pid] = process_role(_command(pid), _command(ppid))
         self.total_peak_kb = max(self.total_peak_kb, total)
+        self.total_peak_pss_kb = max(self.total_peak_pss_kb, total_pss)
         self.loadavg_max = max(self.loadavg_max, os.getloadavg()[0])
 
     def _loop(self) -> None:
@@ -390,6 +408,7 @@ class ResourceSampler:
             role = self.role_of.get(pid, "other")
             by_role[role] = max(by_role.get(role, 0.0), kb / 1024)
         return {"memory": {"total_peak_mb": round(self.total_peak_kb / 1024, 1),
+                           "total_peak_pss_mb": round(self.total_peak_pss_kb / 1024, 1),
                            "peak_mb_by_role": {r: round(v, 1) for r, v in sorted(by_role.items())},
                            "processes": [{"pid": pid, "role": self.role_of.get(pid, "other"),
                                           "peak_mb": round(kb / 1024, 1)}
@@ -615,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
     backend_env = dict(item.split("=", 1) for item in args.backend_env)
     venv = lslocal.ensure_ls_venv()
     lslocal.ensure_db_template(venv)
-    command = "scripts/benchmark_scale.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = list(argv if argv is not None else sys.argv[1:])
+    if "--work-dir" in given:         # where files were kept changes no figure
+        del given[given.index("--work-dir"):given.index("--work-dir") + 2]
+    command = shlex.join(["scripts/benchmark_scale.py"] + given)
     out = Path(args.out)
     earlier = json.loads(out.with_suffix(".json").read_text()) if args.append else {}
     report = {"label_studio": lslocal.LABEL_STUDIO_VERSION,

@@ -55,7 +55,7 @@ def _record(round_no: int, tasks: int, push_s: float) -> dict:
             "press_to_published_s": 11 + push_s, "push_ms_per_prediction": 1000 * push_s / tasks,
             "predictions_per_s": tasks / push_s, "images_per_s": 100.0,
             "next_s": {"first": 0.2, "median": 0.1}, "tab_page_s": {"first": 0.5, "median": 0.4},
-            "memory": {"total_peak_mb": 2000.0,
+            "memory": {"total_peak_mb": 2000.0, "total_peak_pss_mb": 1500.0,
                        "peak_mb_by_role": {"label studio": 400.0, "rq work-horse": 900.0}},
             "load": {"other_cores": 0.9, "loadavg_1m_max": 2.5}}
 
@@ -94,8 +94,9 @@ def test_the_table_shows_sizes_rounds_slopes_and_a_busy_machine():
     rule = text.splitlines()[text.splitlines().index(header) + 1]
     assert header.count("|") == rule.count("|")
     assert "**busy**: other work used 0.90 of 2 cores" in text
-    assert ("| 1,000 | 1 | 500 | 100 | 0.20 / 0.10 | 0.50 / 0.40 | 400 | – | – | 900 | – | 2000 |"
-            in text)
+    assert ("| 1,000 | 1 | 500 | 100 | 0.20 / 0.10 | 0.50 / 0.40 | 400 | – | – | 900 | – | 2000 "
+            "| 1500 |" in text)
+    assert "| peak PSS all processes MB | 1500 / 1500 | 1500 / 1500 |" in text
 
 
 def test_one_size_gives_a_table_without_slopes():
