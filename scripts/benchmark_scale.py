@@ -45,7 +45,7 @@ import requests
 from PIL import Image
 
 import demo_data  # scripts/: the folder of the script python runs is on sys.path
-import lslocal
+from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
