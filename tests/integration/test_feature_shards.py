@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -41,6 +40,7 @@ from model.feature_cache import MAX_SHARDS, FeatureCache, item_key
 from model.frozen import PooledFeatures
 from model.networks import build_classifier, build_network
 from tests.conftest import REPO_ROOT, ServerThread
+from tests.integration.worker_processes import kill_tree, start_worker, wait_for
 from tests.unit.backend.test_cold_start_round import png
 from tests.unit.backend.test_labeling_config import DIGITS
 
@@ -242,30 +242,8 @@ def worker_env(redis_url: str, tmp_path: Path, ls_url: str, queue_name: str, **e
             **extra}
 
 
-def start_worker(env: dict, log_path: Path, burst: bool = False) -> subprocess.Popen:
-    args = [sys.executable, "-m", "backend.worker"] + (["--burst"] if burst else [])
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-
-def descendants(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            out += [child] + descendants(child)
-    return out
-
-
-def kill_tree(process: subprocess.Popen) -> None:
-    for pid in descendants(process.pid) + [process.pid]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def kill_worker(process: subprocess.Popen) -> None:
+    kill_tree(process)
     process.wait(10)
 
 
@@ -276,18 +254,7 @@ def stop(process: subprocess.Popen) -> None:
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
-            kill_tree(process)
-
-
-def wait_for(predicate, timeout: float, what: str, log_path: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    tail = log_path.read_text()[-3000:] if log_path and log_path.exists() else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+            kill_worker(process)
 
 
 # ----------------------------------------------------------------------------- the round's side
@@ -424,14 +391,14 @@ def test_a_shard_abandoned_by_a_killed_worker_is_done_again(redis_server, redis_
                      "the worker to register", logs)
             # the worker is SIGKILLed (with its work horse) while it holds a shard
             in_background((lambda: shard_jobs_holding(redis_conn),
-                           lambda: (kill_tree(worker), state.hold(()))))
+                           lambda: (kill_worker(worker), state.hold(()))))
             sharding = round_side.sharding(redis_conn, shard_images=4, other_workers=1,
                                            events=[], lease_s=2.0)
             report = FetchReport()
             ids, features, extracted = round_side.pooled(sharding, report)
         finally:
             if worker.poll() is None:
-                kill_tree(worker)
+                kill_worker(worker)
         assert worker.returncode == -signal.SIGKILL, logs.read_text()[-3000:]
         assert report.failed == {} and ids == list(range(1, 17)) and features is not None
         np.testing.assert_allclose(features.to_matrix(), reference, rtol=1e-5, atol=1e-6)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from backend import queueing, training_state
 from backend.model_store import ModelStore
 from backend.settings import Settings
 from tests.conftest import REPO_ROOT, ServerThread
+from tests.integration.worker_processes import kill_tree, start_worker, wait_for
 from tests.unit.backend.test_labeling_config import DIGITS
 
 pytestmark = pytest.mark.redis
@@ -95,45 +94,8 @@ def standin_app(state: StandIn) -> Flask:
     return app
 
 
-def start_worker(env: dict, log_path: Path, burst: bool) -> subprocess.Popen:
-    env = {**env, "RUN_LOCK_TTL_S": str(LOCK_TTL_S)}
-    args = [sys.executable, "-m", "backend.worker"] + (["--burst"] if burst else [])
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(args, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-
-def descendants(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            out += [child] + descendants(child)
-    return out
-
-
-def kill_tree(process: subprocess.Popen) -> int:
-    """SIGKILL the worker and its work horse (RQ puts the horse in its own process group)."""
-    victims = descendants(process.pid) + [process.pid]
-    for pid in victims:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return len(victims)
-
-
-def wait_for(predicate, timeout: float, what: str, log_path: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    tail = log_path.read_text()[-3000:] if log_path and log_path.exists() else ""
-    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+def start_lock_worker(env: dict, log_path: Path, burst: bool) -> subprocess.Popen:
+    return start_worker({**env, "RUN_LOCK_TTL_S": str(LOCK_TTL_S)}, log_path, burst)
 
 
 def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes(
@@ -152,7 +114,7 @@ def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes
 
         enqueued, first_job = queueing.request_training(settings, redis_conn, PROJECT, "first")
         assert enqueued
-        worker = start_worker(env, log_path, burst=False)
+        worker = start_lock_worker(env, log_path, burst=False)
         try:
             wait_for(state.import_started.is_set, 90, "the round to reach the prediction import",
                      log_path)
@@ -195,7 +157,7 @@ def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes
         state.hold_import = False
         enqueued, second_job = queueing.request_training(settings, redis_conn, PROJECT, "again")
         assert enqueued and second_job != first_job
-        rerun = start_worker(env, log_path, burst=True)
+        rerun = start_lock_worker(env, log_path, burst=True)
         try:
             assert rerun.wait(120) == 0, log_path.read_text()[-3000:]
         finally:
