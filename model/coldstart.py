@@ -127,6 +127,7 @@ class TypiClustResult:
     order: np.ndarray       # (N,) int64 permutation, most useful first
     cluster: np.ndarray     # (N,) int64 k-means cluster of each item
     typicality: np.ndarray  # (N,) float64, 1 / mean distance to the k nearest cluster neighbours
+    #                         (zeros when pick is "stratified": not computed)
     covered: np.ndarray     # (n_clusters,) bool: a labeled item falls in that cluster
     pick: str = "typical"   # how each cluster's members were ordered: "typical" or "stratified"
     structure: float | None = None   # cluster_structure of the embedding, when pick was "auto"
@@ -222,7 +223,9 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
     n = len(x)
     rng = np.random.default_rng(seed)
     model, labels = _kmeans(x, n_clusters, seed)
-    typicality = _typicality(x, labels, n_clusters, k_neighbors, rng)
+    # the neighbour search is the costly part on a big pool: only the typical pick needs it
+    typicality = (_typicality(x, labels, n_clusters, k_neighbors, rng) if pick == "typical"
+                  else np.zeros(n, dtype=np.float64))
     covered_count: np.ndarray = np.zeros(n_clusters, dtype=np.int64)
     if labeled is not None and len(labeled):
         covered_count = np.bincount(model.predict(labeled), minlength=n_clusters)[:n_clusters]
