@@ -114,6 +114,8 @@ def markdown(records: list[dict], k: int, steps: int, classes: dict[str, int],
         by = {m: sorted((r for r in mine if r["method"] == m), key=lambda r: r["seed"])
               for m in methods}
         for method, rows in by.items():
+            if not rows:    # a method this domain was not run with
+                continue
             acc = np.array([100 * r["accuracy"] for r in rows])
             cov = np.array([r["classes_covered"] for r in rows])
             gain = ""
