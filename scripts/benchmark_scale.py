@@ -19,6 +19,10 @@ used meanwhile). Across sizes: each phase's slope (seconds per 1,000 tasks), its
 (1 linear, 2 quadratic) and the value extrapolated to 100,000 tasks.
 
     nice -n 10 scripts/python.sh scripts/benchmark_scale.py --sizes 1000,10000
+
+``--read-local-files`` has the backend read the images from Label Studio's local-files folder on
+disk (``LOCAL_FILES_DOCUMENT_ROOT``, as the compose stack mounts it) instead of through Label
+Studio's HTTP, which bounds a first round on this machine (about 30 images/s).
 Writes ``benchmarks/results/scale.json`` and ``scale.md`` (``--out`` to change); a benchmark,
 not a test: nothing here passes or fails on the figures.
 """
@@ -185,7 +189,11 @@ def markdown(report: dict) -> str:
     lines += [f"Measured with {commands}, on {report['machine']}. Round 1 starts with empty "
               "caches; round 2 after 100 more annotations (caches warm, round 1's predictions "
               "still stored). Phase timings are the backend's own (`/status` → "
-              "`last_summary.timings_s`). Backend settings: the defaults and "
+              "`last_summary.timings_s`). Images: "
+              + ("read by the backend from Label Studio's local-files folder on disk "
+                 "(`LOCAL_FILES_DOCUMENT_ROOT`)" if report.get("read_local_files")
+                 else "downloaded through Label Studio's HTTP")
+              + ". Backend settings: the defaults and "
               + ", ".join(f"`{k}={v}`" for k, v in report["backend_env"].items()) + ".", ""]
     sizes = sorted({run["tasks"] for run in runs})
     fitted = {(s["flag"], s["round"], s["metric"]): s for s in report["slopes"]}
@@ -557,8 +565,10 @@ def one_round(admin, ls, backend, backend_url: str, project_id: int, ml_id: int,
 
 
 def run_size(venv: Path, work: Path, images: list[tuple[str, str]], n_tasks: int, flag: bool,
-             backend_env: dict) -> dict:
+             backend_env: dict, read_local_files: bool = False) -> dict:
     """Both rounds on a fresh Label Studio and backend for one (size, flag)."""
+    if read_local_files:      # the same folder Label Studio serves the images from
+        backend_env = {**backend_env, "LOCAL_FILES_DOCUMENT_ROOT": str(work / "local-files")}
     run_dir = work / f"{'flag-on' if flag else 'flag-off'}-{n_tasks}"
     password = "scale-" + secrets.token_urlsafe(10)
     ls = lslocal.start_label_studio(
@@ -616,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the digits the images are made of (mnist: 10,000 distinct)")
     parser.add_argument("--backend-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a backend setting for every run (repeatable), e.g. TRAIN_STEPS=300")
+    parser.add_argument("--read-local-files", action="store_true",
+                        help="the backend reads Label Studio's local files from disk "
+                             "(LOCAL_FILES_DOCUMENT_ROOT, as the compose stack mounts them) "
+                             "instead of downloading them through Label Studio")
     parser.add_argument("--note", default="", help="a line printed above the tables")
     parser.add_argument("--out", default=str(RESULTS / "scale"), help="output path without suffix")
     parser.add_argument("--append", action="store_true",
@@ -644,11 +658,16 @@ def main(argv: list[str] | None = None) -> int:
               "commands": earlier.get("commands", []) + [command.strip()],
               "note": args.note or earlier.get("note", ""), "cores": os.cpu_count() or 1,
               "machine": f"{os.cpu_count()} CPU cores, no GPU used", "backend_env":
-              {**BACKEND_ENV, **backend_env}, "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+              {**BACKEND_ENV, **backend_env}, "read_local_files": args.read_local_files,
+              "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
               "runs": [], "slopes": []}
     if earlier and earlier.get("backend_env") != report["backend_env"]:
         parser.error(f"{out.with_suffix('.json')} was measured with the backend settings "
                      f"{earlier.get('backend_env')}: give the same --backend-env to append")
+    if earlier and earlier.get("read_local_files", False) != args.read_local_files:
+        parser.error(f"{out.with_suffix('.json')} was measured "
+                     f"{'with' if earlier.get('read_local_files') else 'without'} "
+                     "--read-local-files: give the same to append")
     measured_now = {(flag, n) for flag in flags for n in sizes}
     kept = [run for run in earlier.get("runs", [])
             if (run["flag"], run["tasks"]) not in measured_now]
@@ -659,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(images)} images written in {time.monotonic() - started:.0f} s", flush=True)
         for flag in flags:
             for n_tasks in sizes:
-                fresh.append(run_size(venv, work, images, n_tasks, flag, backend_env))
+                fresh.append(run_size(venv, work, images, n_tasks, flag, backend_env,
+                                      args.read_local_files))
                 report["runs"] = sorted(kept + fresh, key=lambda r: (r["flag"], r["tasks"]))
                 report["slopes"] = slopes(report["runs"])
                 report["wall_s"] = round(time.monotonic() - started, 1)

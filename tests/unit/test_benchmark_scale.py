@@ -103,3 +103,12 @@ def test_one_size_gives_a_table_without_slopes():
     runs = [{"tasks": 300, "flag": True, "rounds": [_record(1, 300, 1.0)]}]
     text = bench.markdown(_report(runs))
     assert "per 1,000 tasks" not in text and "| phase push_s | 1.00 |" in text
+
+
+def test_the_table_says_where_the_images_came_from():
+    runs = [{"tasks": 300, "flag": True, "rounds": [_record(1, 300, 1.0)]}]
+    over_http = bench.markdown(_report(runs))
+    from_disk = bench.markdown({**_report(runs), "read_local_files": True})
+    assert "downloaded through Label Studio's HTTP" in over_http
+    assert "`LOCAL_FILES_DOCUMENT_ROOT`" not in over_http
+    assert "local-files folder on disk (`LOCAL_FILES_DOCUMENT_ROOT`)" in from_disk
