@@ -29,6 +29,7 @@ class RoundPhase(StrEnum):
     FETCHING_TASKS = "fetching_tasks"
     DOWNLOADING_TRAINING_IMAGES = "downloading_training_images"
     COLD_START_RANKING = "cold_start_ranking"
+    SELF_SUPERVISED_PRETRAINING = "self_supervised_pretraining"
     RECIPE_SEARCH = "recipe_search"
     EXTRACTING_FEATURES = "extracting_features"
     TRAINING = "training"

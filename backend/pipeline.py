@@ -8,6 +8,7 @@ Redis (``RoundRun.phase``), so progress is visible at /status.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from backend import converters, reconcile, task_index, training_state
+from backend import converters, reconcile, self_supervised, task_index, training_state
 from backend.converters import TaskError, TaskPrediction
 from backend.defaults import PROGRESS_STATUS_INTERVAL_S, RoundPhase, RoundState
 from backend.feature_round import feature_cache_for, pooled_features
@@ -37,6 +38,7 @@ from model.config import ModelConfig, TrainConfig
 from model.frozen import score_pooled, train_frozen
 from model.modes import choose_train_mode
 from model.networks import build_network
+from model.selfsup import SelfSupConfig
 from model.outputs import ScoreOutputs
 from model.runtime import resolve_device
 from model.trainer import TrainResult
@@ -92,13 +94,15 @@ class RoundRun:
         if timing is not None:
             self.timings[timing] = time.monotonic() - started
 
-    def training_progress(self) -> Callable[[dict], None]:
+    def training_progress(self, phase: RoundPhase = RoundPhase.TRAINING,
+                          field_name: str = "training_progress") -> Callable[[dict], None]:
+        """A progress callback that shows its latest ``info`` as ``field_name`` in the status."""
         last = [0.0]
 
         def report_progress(info: dict) -> None:
             if time.monotonic() - last[0] >= PROGRESS_STATUS_INTERVAL_S:   # throttle Redis writes
                 last[0] = time.monotonic()
-                self.status(phase=RoundPhase.TRAINING, training_progress=info)
+                self.status(phase=phase, **{field_name: info})
         return report_progress
 
     def scoring_progress(self, phase: RoundPhase = RoundPhase.SCORING
@@ -208,6 +212,7 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
             "labels": collected.split.labels, "annotations_used": len(collected.train_images),
             **pushed, "strategy": settings.strategy, "metrics": _plain(trained.result.metrics),
             **({"recipe_search": trained.recipe_search} if trained.recipe_search else {}),
+            **({"self_supervised": trained.self_supervised} if trained.self_supervised else {}),
             "images": collected.report.summary(), "timings_s": run.timings_summary()}
 
 
@@ -281,6 +286,7 @@ class RoundInputs:
     train_config: TrainConfig
     run: RoundRun
     recipe_search: dict | None = None   # what the recipe search did (full mode), for the summary
+    self_supervised: dict | None = None  # where full training started from (for the summary)
 
 
 @dataclass
@@ -292,6 +298,7 @@ class TrainedRound:
     ids: list[int]                   # task ids scored, in pool order (unlabeled first)
     outputs: ScoreOutputs | None     # their outputs; None when no image could be scored
     recipe_search: dict | None
+    self_supervised: dict | None
 
 
 def train_and_score(settings: Settings, store: ModelStore, project_id: int,
@@ -315,8 +322,59 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
     if mode == "frozen":
         result, ids, outputs = _train_and_score_frozen(settings, store, inputs)
     else:
+        with run.phase("self_supervised_s"):
+            inputs.model_config, inputs.self_supervised = self_supervised_start(
+                settings, store, inputs)
         result, ids, outputs = _train_and_score_full(settings, inputs)
-    return TrainedRound(version, mode, result, ids, outputs, inputs.recipe_search)
+    return TrainedRound(version, mode, result, ids, outputs, inputs.recipe_search,
+                        inputs.self_supervised)
+
+
+def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -> str | None:
+    """Why a full-mode round starts from its configured initialisation, or None to start from
+    the project's self-supervised weights."""
+    if settings.self_supervised_steps == 0:
+        return "SELF_SUPERVISED_STEPS is 0"
+    if model_config.weights or model_config.pretrained_weights:
+        return "the backbone starts from the configured pretrained weights"
+    return None
+
+
+def self_supervised_start(settings: Settings, store: ModelStore,
+                          inputs: RoundInputs) -> tuple[ModelConfig, dict]:
+    """The model config a full training starts from: with the project's self-supervised weights
+    (learned now when ``backend.self_supervised`` says so) as ``pretrained_weights``, and what
+    happened, for the round summary."""
+    skip = self_supervised_skip_reason(settings, inputs.model_config)
+    if skip is not None:
+        return inputs.model_config, {"weights": None, "why": skip}
+    model_config = inputs.model_config
+    run = inputs.run
+
+    def load_images(items: list[tuple[int, str]]) -> list[np.ndarray]:
+        # a report of its own: scoring reports the pool's failures once, later in the round
+        arrays, report = [], FetchReport()
+        for start in range(0, len(items), SCORE_CHUNK_IMAGES):
+            arrays += [array for _, array in inputs.fetcher.fetch_arrays(
+                items[start:start + SCORE_CHUNK_IMAGES], report,
+                image_size=model_config.image_size, channels=model_config.channels)]
+            run.status(phase=RoundPhase.SELF_SUPERVISED_PRETRAINING,
+                       self_supervised_progress={"images_loaded": len(arrays),
+                                                 "images": len(items)})
+        return arrays
+
+    cfg = SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
+                        device=settings.device)
+    path, summary = self_supervised.ensure_weights(
+        store.project_dir(inputs.project_id) / self_supervised.DIR_NAME, model_config, cfg,
+        inputs.pool_items, load_images, growth=settings.self_supervised_refresh_growth,
+        max_images=settings.self_supervised_max_images,
+        progress=run.training_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING,
+                                       "self_supervised_progress"))
+    log.info("project %s: self-supervised weights %s", inputs.project_id, json.dumps(summary))
+    if path is None:
+        return model_config, summary
+    return dataclasses.replace(model_config, pretrained_weights=str(path)), summary
 
 
 def recipe_search_skip_reason(settings: Settings, n_labeled: int) -> str | None:

@@ -57,6 +57,9 @@ class Recipe:
     doc: str
     model: dict[str, Any]
     train: dict[str, Any]
+    # > 0: training starts from the backbone pre-trained self-supervised for this many steps on
+    # the domain's whole pool (labels unused), as the backend does (SELF_SUPERVISED_STEPS)
+    selfsup_steps: int = 0
 
 
 # The recipe the backend shipped before the few-label work: the paper's CIFAR recipe scaled down.
@@ -86,6 +89,11 @@ RECIPES: dict[str, Recipe] = {
         "of 70-100 % of the area), per-image standardisation, AdamW 2e-3 with cosine decay, "
         "2,000 steps, loss prediction module trained jointly",
         model={}, train={}),
+    "selfsup_init": Recipe(
+        "the default, started from the backbone pre-trained self-supervised on the domain's "
+        "1,500 pool images for 1,000 steps (labels unused): what the backend does when it "
+        "trains from scratch (SELF_SUPERVISED_STEPS=1000)",
+        model={}, train={}, selfsup_steps=1000),
 }
 
 
@@ -152,13 +160,38 @@ def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -
             "lpm_spearman": float(rho) if math.isfinite(rho) else None}
 
 
-def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainData, device: str) -> dict:
+def selfsup_weights(domain: str, data: DomainData, steps: int, out_dir: Path,
+                    device: str) -> Path:
+    """The domain's self-supervised backbone (learned on its whole pool with the backend's
+    SelfSupConfig at ``steps``, seed 0), learned once and kept under ``out_dir/selfsup/``."""
+    from model.selfsup import SelfSupConfig, pretrain, save_pretrained
+
+    path = out_dir / "selfsup" / f"{domain}-{steps}.pt"
+    if not path.exists():
+        started = time.monotonic()
+        state = pretrain(data.pool_images, ModelConfig(), SelfSupConfig(steps=steps, device=device))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_pretrained(state, path)
+        print(f"self-supervised weights of {domain} ({steps} steps) in "
+              f"{time.monotonic() - started:.0f}s", flush=True)
+    return path
+
+
+def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainData, device: str,
+            out_dir: Path = RESULTS_DIR) -> dict:
     recipe = RECIPES[recipe_name]
     rows = draw_labeled(len(data.pool_images), count, seed)
     model_config, train_config = configs_for(recipe, seed, device)
+    if recipe.selfsup_steps:
+        weights = selfsup_weights(domain, data, recipe.selfsup_steps, out_dir, device)
+        model_config = dataclasses.replace(
+            model_config, pretrained_weights=str(weights.relative_to(out_dir)))
+        load_config = dataclasses.replace(model_config, pretrained_weights=str(weights))
+    else:
+        load_config = model_config
     started = time.monotonic()
     result = train([data.pool_images[i] for i in rows], data.pool_targets[rows].tolist(), data.labels,
-                   model_config, train_config)
+                   load_config, train_config)
     train_s = time.monotonic() - started
     metrics = evaluate(result, data, model_config, device)
     return {"recipe": recipe_name, "domain": domain, "labels": count, "seed": seed,
@@ -186,7 +219,7 @@ def run_suite(recipes: Sequence[str], domains: Sequence[str], counts: Sequence[i
                     if path.exists():
                         records.append(json.loads(path.read_text()))
                         continue
-                    record = run_one(recipe, domain, count, seed, data, device)
+                    record = run_one(recipe, domain, count, seed, data, device, out_dir)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = path.with_suffix(f".tmp{os.getpid()}")
                     tmp.write_text(json.dumps(record, indent=1))

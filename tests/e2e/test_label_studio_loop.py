@@ -68,7 +68,10 @@ def backend(label_studio, pat, tmp_path_factory):
            "KEEP_PREDICTION_VERSIONS": "1",
            # the protocol is under test here, not accuracy (benchmarks/domain_suite.py measures
            # the default recipe's 2,000 steps); 300 keeps each round a few seconds on CI's CPU
-           "TRAIN_STEPS": "300"}
+           "TRAIN_STEPS": "300",
+           # the first trained round learns the project's self-supervised weights and the next
+           # reuses them, for real; 30 steps instead of 1,000 keep that to seconds
+           "SELF_SUPERVISED_STEPS": "30"}
     env.pop("REDIS_URL", None)   # serve.sh starts its embedded Redis
     log_path = data / "backend.log"
     started = time.monotonic()
@@ -181,6 +184,8 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     print(f"train + score + push of {N_TASKS} tasks: {time.monotonic() - t_train:.1f} s; "
           f"summary: {status.get('last_summary')}")
     assert status["annotations_used"] == len(annotated)
+    learned = status["last_summary"]["self_supervised"]
+    assert learned["learned_now"] and learned["images"] == N_TASKS and learned["steps"] == 30
 
     # every task holds exactly one prediction of the new version, score in [0, 1]; it
     # pre-selects a choice only when the model is sure enough (PRESELECT_MIN_CONFIDENCE 0.5)
@@ -249,6 +254,9 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     # round, so the retrain can fire a little before the last of these annotations
     assert len(annotated) < status2["annotations_used"] <= len(annotated) + len(remaining)
     assert admin.get_project(pid)["model_version"] == status2["model_version"]
+    # the project has not grown by SELF_SUPERVISED_REFRESH_GROWTH: the weights are reused
+    reused = status2["last_summary"]["self_supervised"]
+    assert not reused["learned_now"] and reused["weights"] == learned["weights"]
     # with KEEP_PREDICTION_VERSIONS=1 the first version's predictions are gone from Label Studio
     # (deleted by a job queued after the round published)
     versions = _wait_for_pruned(admin, pid, version)

@@ -37,7 +37,8 @@ def env(redis_server, tmp_path, monkeypatch):
               "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}",   # nothing listens there
               "LABEL_STUDIO_API_KEY": "legacy-cadence-test", "LABEL_STUDIO_RETRIES": "0",
               "RECONCILE_INTERVAL_S": "0", "RETRAIN_AFTER_ANNOTATIONS": "2",
-              "RETRAIN_MIN_INTERVAL_S": "600", "RETRAIN_DURATION_FACTOR": "1"}
+              "RETRAIN_MIN_INTERVAL_S": "600", "RETRAIN_DURATION_FACTOR": "1",
+              "SELF_SUPERVISED_STEPS": "0"}
 
     class Env(dict):
         def settings(self, **overrides) -> Settings:

@@ -107,7 +107,7 @@ def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes
                "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": "legacy-kill-test",
                "LABEL_STUDIO_RETRIES": "0", "DEVICE": "cpu", "TRAIN_EPOCHS": "1",
                "IMAGE_SIZE": "16", "RECONCILE_INTERVAL_S": "0", "RETRAIN_AFTER_ANNOTATIONS": "1000",
-               "LOG_LEVEL": "INFO"}
+               "LOG_LEVEL": "INFO", "SELF_SUPERVISED_STEPS": "0"}
         settings = Settings.from_env(env)
         store = ModelStore(settings.model_dir)
         log_path = tmp_path / "worker.log"

@@ -150,7 +150,7 @@ class FakeClient:
 @pytest.fixture
 def settings(tmp_path):
     return Settings(model_dir=tmp_path / "models", query_batch_size=4, seed=0,
-                    keep_prediction_versions=1)
+                    keep_prediction_versions=1, self_supervised_steps=0)
 
 
 def run(settings, client):

@@ -91,7 +91,7 @@ def test_full_mode_is_used_without_a_representation_and_frozen_is_refused(tmp_pa
 
 def test_full_mode_round_trains_the_whole_network(tmp_path):
     settings = Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
-                        device="cpu", train_steps=20)
+                        device="cpu", train_steps=20, self_supervised_steps=0)
     client = FakeClient(12, LABELS)
     summary, store, _ = run(settings, client)
     assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"

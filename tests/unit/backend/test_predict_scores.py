@@ -44,7 +44,8 @@ class DuplicatingClient(FakeClient):
 def test_new_duplicates_of_ranked_tasks_get_their_twins_scores(tmp_path, strategy):
     assert Settings().strategy == "margin_diverse"      # the default is among those tested
     settings = Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
-                        device="cpu", train_steps=30, strategy=strategy)
+                        device="cpu", train_steps=30, strategy=strategy,
+                        self_supervised_steps=0)
     client = DuplicatingClient(40, LABELS)
     summary, store, _ = run(settings, client)
     assert summary["state"] == "done"
@@ -65,7 +66,7 @@ def test_new_duplicates_of_ranked_tasks_get_their_twins_scores(tmp_path, strateg
 
 def test_a_version_without_kept_embeddings_answers_unscored_not_a_wrong_score(tmp_path):
     settings = Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
-                        device="cpu", train_steps=10)
+                        device="cpu", train_steps=10, self_supervised_steps=0)
     client = DuplicatingClient(16, LABELS)
     summary, store, _ = run(settings, client)
     store.neighbours_path(PROJECT, summary["model_version"]).unlink()   # e.g. an older release's round

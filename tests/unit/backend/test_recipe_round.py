@@ -20,7 +20,7 @@ LABELS = {i: ["0", "1", "two"][i % 4] for i in range(1, 17) if i % 4 != 3}
 def settings(tmp_path):
     return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
                     device="cpu", train_steps=20, recipe_search_budget_s=3600,
-                    recipe_search_min_labels=8, recipe_search_folds=2)
+                    recipe_search_min_labels=8, recipe_search_folds=2, self_supervised_steps=0)
 
 
 def test_skip_reasons():

@@ -214,6 +214,7 @@ class RatingClient(FakeClient):
 def test_a_round_setup_and_predict_serve_the_registered_type(rating_registered, tmp_path):
     settings = Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
                         device="cpu", train_steps=20, preselect_min_confidence=0.0,
+                        self_supervised_steps=0,
                         redis_url="redis://127.0.0.1:1/0")   # nothing listens: /setup goes on
     store = ModelStore(settings.model_dir, settings.keep_model_versions)
     client = RatingClient(16, rated=[1, 2, 3, 4, 5, 6, 7, 8])

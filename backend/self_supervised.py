@@ -1,0 +1,148 @@
+"""A project's self-supervised backbone weights: learned from its own images, kept, reused.
+
+When a project trains from scratch (no BACKBONE_WEIGHTS / PRETRAINED_WEIGHTS), the backbone is
+first pre-trained on the project's images, labeled or not, with the contrastive objective of
+``model/selfsup.py``, and every full-mode training starts from those weights instead of a random
+initialisation (benchmarks/results/selfsup-init.md: on textures at 50 labels, +14 points).
+
+The weights live in ``MODEL_DIR/project-<id>/self-supervised/``: one weights file and
+``current.json``, which says what they were learned from. A round reuses them and pre-trains again
+only when they are missing, when the backbone or its input changed (another key), or when the
+pool has grown by SELF_SUPERVISED_REFRESH_GROWTH since (new images the weights never saw). A
+newer file replaces the older one only once it is complete; a trained model's checkpoint holds its
+own weights, so deleting the old file never breaks a published version.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from model.config import ModelConfig
+from model.selfsup import SelfSupConfig, pretrain, save_pretrained
+
+log = logging.getLogger(__name__)
+
+DIR_NAME = "self-supervised"
+CURRENT_FILE = "current.json"
+# What of a ModelConfig shapes the backbone's weights and the inputs it learned from; the head,
+# the loss prediction module and the supervised augmentation do not.
+_BACKBONE_FIELDS = ("backbone", "small_cnn_width", "image_size", "channels", "input_norm", "mean",
+                    "std", "hflip")
+
+
+@dataclass(frozen=True)
+class StoredWeights:
+    """``current.json``: the weights file and what it was learned from."""
+    file: str          # the weights' file name in the project's self-supervised directory
+    key: str           # weights_key of the backbone and pre-training config
+    pool_size: int     # tasks in the project when they were learned
+    images: int        # images they were learned from (a sample of a large pool)
+    steps: int
+    seconds: float
+    created: str       # UTC, ISO 8601
+
+
+def weights_key(model_config: ModelConfig, cfg: SelfSupConfig) -> str:
+    """A short hash of everything that makes stored weights fit this round's backbone."""
+    backbone = {name: getattr(model_config, name) for name in _BACKBONE_FIELDS}
+    pretraining = dataclasses.asdict(dataclasses.replace(cfg, device="", log_every=1))
+    text = json.dumps({"backbone": backbone, "pretraining": pretraining}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def refresh_reason(current: StoredWeights | None, key: str, pool_size: int, growth: float,
+                   weights_exist: bool = True) -> str | None:
+    """Why the round must pre-train again, or None to reuse ``current``."""
+    if current is None:
+        return "no self-supervised weights yet"
+    if not weights_exist:
+        return f"the weights file {current.file} is missing"
+    if current.key != key:
+        return "the backbone, its input or the pre-training settings changed"
+    if pool_size >= current.pool_size * (1.0 + growth):
+        return (f"the project grew from {current.pool_size} to {pool_size} tasks "
+                f"(SELF_SUPERVISED_REFRESH_GROWTH={growth})")
+    return None
+
+
+def sample_pool(items: Sequence, max_images: int, seed: int) -> list:
+    """At most ``max_images`` of ``items``, a seeded uniform sample kept in the items' order."""
+    if max_images <= 0 or len(items) <= max_images:
+        return list(items)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(items), size=max_images,
+                                                        replace=False))
+    return [items[i] for i in chosen]
+
+
+def read_current(directory: Path) -> StoredWeights | None:
+    """The stored record, or None when there is none or it cannot be read (pre-train again)."""
+    path = directory / CURRENT_FILE
+    try:
+        return StoredWeights(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("unreadable %s (%s): the weights are learned again", path, exc)
+        return None
+
+
+def _write_current(directory: Path, stored: StoredWeights) -> None:
+    tmp = directory / f".{CURRENT_FILE}.tmp"
+    tmp.write_text(json.dumps(dataclasses.asdict(stored), indent=1))
+    tmp.replace(directory / CURRENT_FILE)
+
+
+def ensure_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfig,
+                   pool_items: Sequence, load_images: Callable[[list], list], *,
+                   growth: float, max_images: int,
+                   progress: Callable[[dict], None] | None = None) -> tuple[Path | None, dict]:
+    """The weights file this round's training starts from, and what happened (for the summary).
+
+    Reuses the stored weights unless ``refresh_reason`` says otherwise; then pre-trains on
+    ``load_images(sample)`` (a sample of at most ``max_images`` of ``pool_items``) and stores the
+    result. Fewer than 2 loadable images: (None, why), and the round trains from scratch.
+    """
+    current = read_current(directory)
+    key = weights_key(model_config, cfg)
+    reason = refresh_reason(current, key, len(pool_items), growth,
+                            weights_exist=current is not None
+                            and (directory / current.file).is_file())
+    if reason is None:
+        assert current is not None
+        return directory / current.file, {"weights": current.file, "learned_now": False,
+                                          "learned_from_tasks": current.pool_size,
+                                          "images": current.images}
+    images = load_images(sample_pool(pool_items, max_images, cfg.seed))
+    if len(images) < 2:
+        return None, {"weights": None, "learned_now": False,
+                      "why": f"{len(images)} loadable images: self-supervised pre-training "
+                             "needs at least 2"}
+    log.info("self-supervised pre-training on %d images, %d steps: %s", len(images), cfg.steps,
+             reason)
+    started = time.monotonic()
+    state = pretrain(images, model_config, cfg, progress=progress)
+    seconds = round(time.monotonic() - started, 1)
+    directory.mkdir(parents=True, exist_ok=True)
+    # unique even within a second: the previous file is deleted once this one is current
+    name = f"weights-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{key}-{uuid.uuid4().hex[:8]}.pt"
+    save_pretrained(state, directory / name)
+    stored = StoredWeights(file=name, key=key, pool_size=len(pool_items), images=len(images),
+                           steps=cfg.steps, seconds=seconds,
+                           created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    _write_current(directory, stored)
+    for old in directory.glob("weights-*.pt"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return directory / name, {"weights": name, "learned_now": True, "why": reason,
+                              "learned_from_tasks": len(pool_items), "images": len(images),
+                              "steps": cfg.steps, "seconds": seconds}
