@@ -324,7 +324,8 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
     else:
         with run.phase("self_supervised_s"):
             inputs.model_config, inputs.self_supervised = self_supervised_start(
-                settings, store, inputs)
+                settings, store, project_id, inputs.model_config, inputs.fetcher,
+                inputs.pool_items, run)
         result, ids, outputs = _train_and_score_full(settings, inputs)
     return TrainedRound(version, mode, result, ids, outputs, inputs.recipe_search,
                         inputs.self_supervised)
@@ -340,22 +341,22 @@ def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -
     return None
 
 
-def self_supervised_start(settings: Settings, store: ModelStore,
-                          inputs: RoundInputs) -> tuple[ModelConfig, dict]:
-    """The model config a full training starts from: with the project's self-supervised weights
-    (learned now when ``backend.self_supervised`` says so) as ``pretrained_weights``, and what
-    happened, for the round summary."""
-    skip = self_supervised_skip_reason(settings, inputs.model_config)
+def self_supervised_start(settings: Settings, store: ModelStore, project_id: int,
+                          model_config: ModelConfig, fetcher: ImageFetcher,
+                          pool_items: list[tuple[int, str]],
+                          run: RoundRun) -> tuple[ModelConfig, dict]:
+    """``model_config`` with the project's self-supervised weights (learned from ``pool_items``
+    now when ``backend.self_supervised`` says so) as ``pretrained_weights``, and what happened,
+    for the round summary; ``model_config`` as it is when they do not apply."""
+    skip = self_supervised_skip_reason(settings, model_config)
     if skip is not None:
-        return inputs.model_config, {"weights": None, "why": skip}
-    model_config = inputs.model_config
-    run = inputs.run
+        return model_config, {"weights": None, "why": skip}
 
     def load_images(items: list[tuple[int, str]]) -> list[np.ndarray]:
         # a report of its own: scoring reports the pool's failures once, later in the round
         arrays, report = [], FetchReport()
         for start in range(0, len(items), SCORE_CHUNK_IMAGES):
-            arrays += [array for _, array in inputs.fetcher.fetch_arrays(
+            arrays += [array for _, array in fetcher.fetch_arrays(
                 items[start:start + SCORE_CHUNK_IMAGES], report,
                 image_size=model_config.image_size, channels=model_config.channels)]
             run.status(phase=RoundPhase.SELF_SUPERVISED_PRETRAINING,
@@ -366,12 +367,12 @@ def self_supervised_start(settings: Settings, store: ModelStore,
     cfg = SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
                         device=settings.device)
     path, summary = self_supervised.ensure_weights(
-        store.project_dir(inputs.project_id) / self_supervised.DIR_NAME, model_config, cfg,
-        inputs.pool_items, load_images, growth=settings.self_supervised_refresh_growth,
+        store.project_dir(project_id) / self_supervised.DIR_NAME, model_config, cfg,
+        pool_items, load_images, growth=settings.self_supervised_refresh_growth,
         max_images=settings.self_supervised_max_images,
         progress=run.training_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING,
                                        "self_supervised_progress"))
-    log.info("project %s: self-supervised weights %s", inputs.project_id, json.dumps(summary))
+    log.info("project %s: self-supervised weights %s", project_id, json.dumps(summary))
     if path is None:
         return model_config, summary
     return dataclasses.replace(model_config, pretrained_weights=str(path)), summary

@@ -8,8 +8,10 @@ embeddings (``model.score(...).embedding``, the classifier head's input) and sco
 held-out images. The same probe runs on the embeddings of a randomly initialised network of the
 same architecture (ModelConfig(image_size=32) defaults: small_cnn, width 16).
 
-``scripts/python.sh benchmarks/selfsup_probe.py`` (one CPU thread; ~2-3 min). ``--steps`` overrides
-SelfSupConfig.steps, ``--json PATH`` writes the numbers.
+``scripts/python.sh benchmarks/selfsup_probe.py --steps 150`` (one CPU thread; ~2-3 min) is the
+measurement the README quotes; without ``--steps`` it pre-trains SelfSupConfig.steps (1,000, about
+5 min). ``--json PATH`` writes the numbers. A linear probe undersells the weights: as the start of
+a full training they help far more (benchmarks/domain_suite.py, recipe ``selfsup_init``).
 """
 
 from __future__ import annotations

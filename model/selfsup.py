@@ -22,8 +22,9 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -47,9 +48,11 @@ _RECALIBRATION_BATCHES = 32
 @dataclass(frozen=True)
 class SelfSupConfig:
     # Optimizer steps. One step = batch_size images x 2 views; its cost does not depend on how
-    # many images the project has. The default takes about 1 min at 32 px with small_cnn
-    # (width 16) on one CPU core (README, measured); the loss is still falling at 150 steps.
-    steps: int = 150
+    # many images the project has. 1,000 take about 4-5 min at 32 px with small_cnn (width 16)
+    # on one CPU core; as the start of a full training they raised the domain suite's
+    # non-digit domains by 10-30 points at 50 labels, where 150 steps had shown nothing in a
+    # linear probe (README, domain suite). The backend's SELF_SUPERVISED_STEPS defaults to it.
+    steps: int = 1000
     # Images per step (each seen as 2 augmented views, so the network sees 2 x batch_size inputs,
     # and every pair has 2 x batch_size - 2 negatives). Capped at the number of images. 64 halves
     # the cost of a step against 128, so more steps fit in a minute of CPU; on a GPU, larger
@@ -195,7 +198,7 @@ def _recalibrate_bn(backbone: nn.Module, data: torch.Tensor, model_config: Model
 
 
 def pretrain(
-    images: list[Image.Image],
+    images: Sequence[Image.Image | np.ndarray],
     model_config: ModelConfig,
     cfg: SelfSupConfig = SelfSupConfig(),
     progress: Callable[[dict], None] | None = None,

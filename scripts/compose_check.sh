@@ -36,6 +36,8 @@
 #   COMPOSE_CHECK_REAL_PULL 0 skips the pull attempt and uses stand-ins straight away (default: 1)
 #   COMPOSE_CHECK_TIMEOUT_S longest wait for the stack to become healthy, in seconds (default: 900)
 #   COMPOSE_CHECK_TRAIN_STEPS TRAIN_STEPS of the check's rounds, in optimizer steps (default: 300)
+#   COMPOSE_CHECK_SELF_SUPERVISED_STEPS SELF_SUPERVISED_STEPS of the check's first trained round,
+#                           in optimizer steps (default: 30)
 #   COMPOSE_CHECK_LS_PORT, COMPOSE_CHECK_BACKEND_PORT host ports of the stack's Label Studio and
 #                           backend (defaults: 18080, 19090; the dashboard gets backend + 91)
 #   COMPOSE_CHECK_WHEELS_PORT first loopback port of the local wheel indexes served to builds
@@ -294,8 +296,8 @@ BACKEND_URL="http://127.0.0.1:$BACKEND_PORT"
 
 # The check's docker/.env: the example with the check's ports, admin account and local files.
 # Start Training is the only trigger (RETRAIN_AFTER_ANNOTATIONS=0), so the rounds are the check's;
-# TRAIN_STEPS=300 (as in the end-to-end test) keeps a CPU round to minutes: the wiring is under
-# test here, not accuracy.
+# TRAIN_STEPS=300 and SELF_SUPERVISED_STEPS=30 (as in the end-to-end test) keep a CPU round to
+# minutes: the wiring is under test here, not accuracy.
 write_env() {
   local password; password="check-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   mkdir -p "$CHECK_DIR/local-files"
@@ -307,6 +309,7 @@ write_env() {
       -e "s|^LOCAL_FILES_HOST_DIR=.*|LOCAL_FILES_HOST_DIR=$CHECK_DIR/local-files|" \
       -e "s|^RETRAIN_AFTER_ANNOTATIONS=.*|RETRAIN_AFTER_ANNOTATIONS=0|" \
       -e "s|^TRAIN_STEPS=.*|TRAIN_STEPS=${COMPOSE_CHECK_TRAIN_STEPS:-300}|" \
+      -e "s|^SELF_SUPERVISED_STEPS=.*|SELF_SUPERVISED_STEPS=${COMPOSE_CHECK_SELF_SUPERVISED_STEPS:-30}|" \
       docker/.env.example >"$ENV_FILE"
   chmod 600 "$ENV_FILE"
 }
