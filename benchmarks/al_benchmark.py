@@ -109,6 +109,10 @@ class BenchConfig:
     warmup_fraction: float = 0.0
     weight_decay: float = 5e-4
     auto_max_epochs: int = 100
+    # > 0: every training starts from the backbone pre-trained self-supervised on the whole pool
+    # (labels unused) for this many steps, learned once per results folder: what the backend
+    # does when it trains from scratch (SELF_SUPERVISED_STEPS)
+    selfsup_steps: int = 0
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -144,7 +148,7 @@ class BenchConfig:
 
 _LATER_FIELD_DEFAULTS = {"domain_size": 0, "augment_policy": "crop_flip", "input_norm": "dataset",
                          "lr_schedule": "step", "warmup_fraction": 0.0, "weight_decay": 5e-4,
-                         "auto_max_epochs": 100}
+                         "auto_max_epochs": 100, "selfsup_steps": 0}
 # The backend's few-label default recipe (model.config defaults), for the "*-fewlabel" presets.
 _DEFAULT_TRAIN = TrainConfig()
 FEWLABEL_RECIPE: dict[str, Any] = dict(
@@ -190,6 +194,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         strategies=("random", "margin", "margin_diverse", "learning_loss"), seeds=(0, 1, 2),
         **{**FEWLABEL_RECIPE, "auto_target_steps": 1000}, reference=False,
     ) for domain in ("shapes", "textures")},
+    # The same on textures, every training started from self-supervised weights learned on the
+    # pool (the backend's default since SELF_SUPERVISED_STEPS): does the ranking stand differently?
+    "textures-fewlabel-selfsup": dict(
+        dataset="textures", test_size=500, image_size=32, channels=3, mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5), initial=20, query=20, cycles=4, pool_subsample=10_000,
+        strategies=("random", "margin", "margin_diverse", "learning_loss"), seeds=(0, 1, 2),
+        **{**FEWLABEL_RECIPE, "auto_target_steps": 1000}, reference=False, selfsup_steps=1000,
+    ),
     "cifar10-paper": dict(
         dataset="cifar10", backbone="cifar_resnet18", image_size=32, channels=3, hflip=True,
         mean=CIFAR10_MEAN, std=CIFAR10_STD, initial=1000, query=1000, cycles=10, epochs=200,
@@ -200,6 +212,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_DOCS = {
     "shapes-fewlabel": "non-digit shapes (benchmarks/domains.py), few-label default recipe at 1,000 steps, 20 + 20 x 3 labels, 4 strategies, 3 seeds",
     "textures-fewlabel": "non-digit textures, same settings as shapes-fewlabel",
+    "textures-fewlabel-selfsup": "textures-fewlabel with every training started from weights pre-trained self-supervised (1,000 steps) on the pool, as the backend does",
     "digits-fast": "sklearn digits, small_cnn 16 px, 20 + 20 x 5 labels, 4 strategies, 3 seeds (~63 trainings of a few s: 5-10 min)",
     "mnist": "real MNIST 10k (8k pool / 2k test), small_cnn 16 px, 200 steps, 100 + 100 x 7 labels, 3k pool subsample, all 9 strategies, 3 seeds (195 trainings of ~7.5 s: ~25 min on a free core, ~1 h measured on a busy shared 2-core box)",
     "digits-ablation": "issue-B ablation: digits 16 px, 150 steps, 20 + 20 x 4 labels, 8 strategies, 5 seeds (~20 min)",
@@ -418,6 +431,26 @@ class Benchmark:
             )
         return self._data
 
+    def model_config(self) -> ModelConfig:
+        """The configuration every training starts from: with ``selfsup_steps``, the weights
+        pre-trained on the pool (learned by the first call, kept in the results folder)."""
+        model_cfg = self.cfg.model_config()
+        if not self.cfg.selfsup_steps:
+            return model_cfg
+        from model.selfsup import SelfSupConfig, pretrain, save_pretrained
+
+        path = self.out_dir / "state" / f"selfsup-{self.cfg.fingerprint()}.pt"
+        if not path.exists():
+            started = time.monotonic()
+            state = pretrain(self.data.pool_images, model_cfg,
+                             SelfSupConfig(steps=self.cfg.selfsup_steps,
+                                           device=self.cfg.device))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_pretrained(state, path)
+            self.log(f"self-supervised weights: {self.cfg.selfsup_steps} steps on "
+                     f"{len(self.data.pool_images)} pool images in {time.monotonic() - started:.0f} s")
+        return dataclasses.replace(model_cfg, pretrained_weights=str(path))
+
     def run_path(self, spec: str, seed: int) -> Path:
         return self.out_dir / "runs" / slug(spec) / f"seed{seed}.json"
 
@@ -455,7 +488,7 @@ class Benchmark:
             labeled.extend(record["queried"])
         if done:
             self.log(f"{spec} seed {seed}: resuming at cycle {done + 1}/{cfg.cycles}")
-        model_cfg = cfg.model_config()
+        model_cfg = self.model_config()
         state_dict = None
         state_path = self.out_dir / "state" / slug(spec) / f"seed{seed}.pt"
         if cfg.warm_start and done and state_path.exists():
@@ -553,10 +586,10 @@ class Benchmark:
         data = self.data
         self.log(f"full-data reference: training on all {len(data.pool_images)} pool images ...")
         t0 = time.monotonic()
-        result = train(data.pool_images, data.pool_targets.tolist(), data.labels, self.cfg.model_config(),
+        result = train(data.pool_images, data.pool_targets.tolist(), data.labels, self.model_config(),
                        self.cfg.train_config(seed=0))
         ref = {"fingerprint": self.cfg.fingerprint(), "n_labeled": len(data.pool_images),
-               **evaluate_on_test(result, data, self.cfg.model_config(), self.cfg.device),
+               **evaluate_on_test(result, data, self.model_config(), self.cfg.device),
                "train_seconds": time.monotonic() - t0}
         _atomic_write_json(path, ref)
         self.log(f"full-data reference: accuracy {ref['accuracy']:.4f} ({ref['train_seconds']:.0f} s)")

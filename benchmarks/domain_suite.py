@@ -160,16 +160,17 @@ def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -
             "lpm_spearman": float(rho) if math.isfinite(rho) else None}
 
 
-def selfsup_weights(domain: str, data: DomainData, steps: int, out_dir: Path,
-                    device: str) -> Path:
-    """The domain's self-supervised backbone (learned on its whole pool with the backend's
-    SelfSupConfig at ``steps``, seed 0), learned once and kept under ``out_dir/selfsup/``."""
+def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, steps: int,
+                    out_dir: Path, device: str) -> Path:
+    """The domain's self-supervised backbone for ``model_config`` (learned on its whole pool with
+    the backend's SelfSupConfig at ``steps``, seed 0), learned once and kept under
+    ``out_dir/selfsup/`` (one file per domain and steps: one recipe per step count uses it)."""
     from model.selfsup import SelfSupConfig, pretrain, save_pretrained
 
     path = out_dir / "selfsup" / f"{domain}-{steps}.pt"
     if not path.exists():
         started = time.monotonic()
-        state = pretrain(data.pool_images, ModelConfig(), SelfSupConfig(steps=steps, device=device))
+        state = pretrain(data.pool_images, model_config, SelfSupConfig(steps=steps, device=device))
         path.parent.mkdir(parents=True, exist_ok=True)
         save_pretrained(state, path)
         print(f"self-supervised weights of {domain} ({steps} steps) in "
@@ -183,7 +184,7 @@ def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainDa
     rows = draw_labeled(len(data.pool_images), count, seed)
     model_config, train_config = configs_for(recipe, seed, device)
     if recipe.selfsup_steps:
-        weights = selfsup_weights(domain, data, recipe.selfsup_steps, out_dir, device)
+        weights = selfsup_weights(domain, data, model_config, recipe.selfsup_steps, out_dir, device)
         model_config = dataclasses.replace(
             model_config, pretrained_weights=str(weights.relative_to(out_dir)))
         load_config = dataclasses.replace(model_config, pretrained_weights=str(weights))

@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,3 +181,17 @@ def test_cifar10_paper_preset_runs_on_fake_data(tmp_path):
     results = Benchmark(cfg, tmp_path / "cifar", lambda m: None).run()
     assert set(results["summary"]) == {"learning_loss", "hybrid"}
     assert (tmp_path / "cifar" / "learning_curve.png").is_file()
+
+
+def test_selfsup_runs_start_every_training_from_weights_learned_once_on_the_pool(tmp_path):
+    cfg = tiny_config(strategies=("margin",), reference=False, selfsup_steps=2)
+    assert cfg.fingerprint() != tiny_config(strategies=("margin",), reference=False).fingerprint()
+    messages: list[str] = []
+    bench_run = Benchmark(cfg, tmp_path / "ssl", messages.append)
+    first = bench_run.model_config()
+    assert first.pretrained_weights and Path(first.pretrained_weights).is_file()
+    assert sum("self-supervised weights: 2 steps on 400 pool images" in m for m in messages) == 1
+    assert bench_run.model_config() == first                         # learned once
+    results = bench_run.run()
+    assert [c["n_labeled"] for c in results["runs"]["margin"]["0"]["cycles"]] == [20, 40]
+    assert sum("self-supervised weights" in m for m in messages) == 1

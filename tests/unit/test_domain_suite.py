@@ -44,3 +44,20 @@ def test_report_tables_every_recipe_with_mean_std_and_seed_counts():
     table = ds.markdown(summary, ["legacy", "default"])
     assert "| shapes | default | 55.0 ± 4.1 |" in table
     assert "26.0 ± 1.0 (n=2)" in table
+
+
+def test_a_selfsup_recipe_trains_from_the_domains_weights_learned_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds, "POOL_SIZE", 60)
+    monkeypatch.setattr(ds, "TEST_SIZE", 40)
+    monkeypatch.setitem(ds.RECIPES, "tiny_ssl", ds.Recipe(
+        "test", model=dict(image_size=16), train=dict(auto_target_steps=4, auto_min_epochs=1,
+                                                      auto_max_epochs=4), selfsup_steps=2))
+    data = ds.load_domain_data("shapes", pool_size=60, test_size=40)
+    records = ds.run_suite(["tiny_ssl"], ["shapes"], [8], [0, 1], tmp_path, log=lambda m: None)
+    weights = tmp_path / "selfsup" / "shapes-2.pt"
+    assert weights.is_file() and len(records) == 2
+    # recorded relative to the results folder, so a record does not name a machine's path
+    assert {r["model_config"]["pretrained_weights"] for r in records} == {"selfsup/shapes-2.pt"}
+    learned = weights.stat().st_mtime_ns
+    ds.run_one("tiny_ssl", "shapes", 8, 2, data, "cpu", tmp_path)
+    assert weights.stat().st_mtime_ns == learned                     # reused, not learned again
