@@ -85,14 +85,15 @@ RECIPES: dict[str, Recipe] = {
         "previous_default with the weights' moving average as the model (ema_decay 0.995)",
         model=dict(crop_scale_min=0.45), train=dict(ema_decay=0.995)),
     "default": Recipe(
-        "the default (ModelConfig() / TrainConfig()): strong augmentation (random resized crop "
-        "of 70-100 % of the area), per-image standardisation, AdamW 2e-3 with cosine decay, "
-        "2,000 steps, loss prediction module trained jointly",
+        "the default training recipe (ModelConfig() / TrainConfig()) from a random "
+        "initialisation: strong augmentation (random resized crop of 70-100 % of the area), "
+        "per-image standardisation, AdamW 2e-3 with cosine decay, 2,000 steps, loss prediction "
+        "module trained jointly (the backend with SELF_SUPERVISED_STEPS=0)",
         model={}, train={}),
     "selfsup_init": Recipe(
-        "the default, started from the backbone pre-trained self-supervised on the domain's "
-        "1,500 pool images for 1,000 steps (labels unused): what the backend does when it "
-        "trains from scratch (SELF_SUPERVISED_STEPS=1000)",
+        "the default recipe started from the backbone pre-trained self-supervised on the "
+        "domain's 1,500 pool images for 1,000 steps (labels unused): what the backend does by "
+        "default without pretrained weights (SELF_SUPERVISED_STEPS=1000)",
         model={}, train={}, selfsup_steps=1000),
 }
 
