@@ -437,18 +437,14 @@ class Benchmark:
         model_cfg = self.cfg.model_config()
         if not self.cfg.selfsup_steps:
             return model_cfg
-        from model.selfsup import SelfSupConfig, pretrain, save_pretrained
+        from model.selfsup import SelfSupConfig, pretrained_file
 
         path = self.out_dir / "state" / f"selfsup-{self.cfg.fingerprint()}.pt"
-        if not path.exists():
-            started = time.monotonic()
-            state = pretrain(self.data.pool_images, model_cfg,
-                             SelfSupConfig(steps=self.cfg.selfsup_steps,
-                                           device=self.cfg.device))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_pretrained(state, path)
+        seconds = pretrained_file(path, self.data.pool_images, model_cfg,
+                                  SelfSupConfig(steps=self.cfg.selfsup_steps, device=self.cfg.device))
+        if seconds is not None:
             self.log(f"self-supervised weights: {self.cfg.selfsup_steps} steps on "
-                     f"{len(self.data.pool_images)} pool images in {time.monotonic() - started:.0f} s")
+                     f"{len(self.data.pool_images)} pool images in {seconds:.0f} s")
         return dataclasses.replace(model_cfg, pretrained_weights=str(path))
 
     def run_path(self, spec: str, seed: int) -> Path:

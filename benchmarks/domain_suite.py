@@ -166,16 +166,13 @@ def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, st
     """The domain's self-supervised backbone for ``model_config`` (learned on its whole pool with
     the backend's SelfSupConfig at ``steps``, seed 0), learned once and kept under
     ``out_dir/selfsup/`` (one file per domain and steps: one recipe per step count uses it)."""
-    from model.selfsup import SelfSupConfig, pretrain, save_pretrained
+    from model.selfsup import SelfSupConfig, pretrained_file
 
     path = out_dir / "selfsup" / f"{domain}-{steps}.pt"
-    if not path.exists():
-        started = time.monotonic()
-        state = pretrain(data.pool_images, model_config, SelfSupConfig(steps=steps, device=device))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_pretrained(state, path)
-        print(f"self-supervised weights of {domain} ({steps} steps) in "
-              f"{time.monotonic() - started:.0f}s", flush=True)
+    seconds = pretrained_file(path, data.pool_images, model_config,
+                              SelfSupConfig(steps=steps, device=device))
+    if seconds is not None:
+        print(f"self-supervised weights of {domain} ({steps} steps) in {seconds:.0f}s", flush=True)
     return path
 
 

@@ -300,3 +300,18 @@ def fingerprint(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def pretrained_file(path: str | Path, images: Sequence[Image.Image | np.ndarray],
+                    model_config: ModelConfig, cfg: SelfSupConfig = SelfSupConfig()) -> float | None:
+    """Make sure ``path`` holds the backbone pre-trained on ``images``: pre-train and save it
+    (creating its folder) unless the file exists. Returns the seconds pre-training took, None
+    when the file was already there (a benchmark's cache of weights it reuses across runs)."""
+    path = Path(path)
+    if path.exists():
+        return None
+    started = time.monotonic()
+    state = pretrain(images, model_config, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_pretrained(state, path)
+    return time.monotonic() - started

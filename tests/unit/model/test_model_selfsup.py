@@ -3,6 +3,7 @@ round trip of its weights through ModelConfig(pretrained_weights=...)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from model import ModelConfig, build_network, score
-from model.selfsup import SelfSupConfig, fingerprint, hue_rotate, nt_xent, pretrain, save_pretrained
+from model.selfsup import (SelfSupConfig, fingerprint, hue_rotate, nt_xent, pretrain,
+                           pretrained_file, save_pretrained)
 
 # Small enough for seconds on one core, big enough that contrastive learning has something to do.
 SSL_MODEL = ModelConfig(image_size=16, small_cnn_width=8, lpm_width=8)
@@ -139,3 +141,14 @@ def test_hue_rotation_changes_colour_not_luma():
     gray = batch[:, :1].expand(-1, 3, -1, -1)
     assert torch.allclose(hue_rotate(gray, 0.5, generator), gray, atol=1e-5)
     assert torch.equal(hue_rotate(batch, 0.0, generator), batch)
+
+
+def test_a_weights_file_is_learned_once(pool, tmp_path):
+    path = tmp_path / "cache" / "selfsup.pt"
+    seconds = pretrained_file(path, pool[:40], SSL_MODEL, quick_cfg(steps=2))
+    assert seconds is not None and seconds > 0 and path.is_file()
+    learned = fingerprint(path)
+    assert pretrained_file(path, pool[:40], SSL_MODEL, quick_cfg(steps=2)) is None
+    assert fingerprint(path) == learned
+    build_network(dataclasses.replace(SSL_MODEL, pretrained_weights=str(path)),
+                  num_classes=3)   # loads strictly
