@@ -94,8 +94,10 @@ class RoundRun:
         if timing is not None:
             self.timings[timing] = time.monotonic() - started
 
-    def training_progress(self, phase: RoundPhase = RoundPhase.TRAINING,
-                          field_name: str = "training_progress") -> Callable[[dict], None]:
+    def training_progress(self) -> Callable[[dict], None]:
+        return self.throttled_progress(RoundPhase.TRAINING, "training_progress")
+
+    def throttled_progress(self, phase: RoundPhase, field_name: str) -> Callable[[dict], None]:
         """A progress callback that shows its latest ``info`` as ``field_name`` in the status."""
         last = [0.0]
 
@@ -370,8 +372,8 @@ def self_supervised_start(settings: Settings, store: ModelStore, project_id: int
         store.project_dir(project_id) / self_supervised.DIR_NAME, model_config, cfg,
         pool_items, load_images, growth=settings.self_supervised_refresh_growth,
         max_images=settings.self_supervised_max_images,
-        progress=run.training_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING,
-                                       "self_supervised_progress"))
+        progress=run.throttled_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING,
+                                        "self_supervised_progress"))
     log.info("project %s: self-supervised weights %s", project_id, json.dumps(summary))
     if path is None:
         return model_config, summary
