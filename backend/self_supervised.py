@@ -26,8 +26,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from backend.model_store import atomic_write_text
 from model.config import ModelConfig
 from model.selfsup import SelfSupConfig, pretrain, save_pretrained
+from model.trainer import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +98,6 @@ def read_current(directory: Path) -> StoredWeights | None:
         return None
 
 
-def _write_current(directory: Path, stored: StoredWeights) -> None:
-    tmp = directory / f".{CURRENT_FILE}.tmp"
-    tmp.write_text(json.dumps(dataclasses.asdict(stored), indent=1))
-    tmp.replace(directory / CURRENT_FILE)
-
-
 def ensure_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfig,
                    pool_items: Sequence, load_images: Callable[[list], list], *,
                    growth: float, max_images: int,
@@ -130,7 +126,14 @@ def ensure_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfi
     log.info("self-supervised pre-training on %d images, %d steps: %s", len(images), cfg.steps,
              reason)
     started = time.monotonic()
-    state = pretrain(images, model_config, cfg, progress=progress)
+    try:
+        state = pretrain(images, model_config, cfg, progress=progress)
+    except TrainingError as exc:
+        # a diverging pre-training must not stop every round of the project: train from a
+        # random initialisation and say why (the next round tries again)
+        log.warning("self-supervised pre-training failed, training from scratch: %s", exc)
+        return None, {"weights": None, "learned_now": False,
+                      "why": f"self-supervised pre-training failed: {exc}"}
     seconds = round(time.monotonic() - started, 1)
     directory.mkdir(parents=True, exist_ok=True)
     # unique even within a second: the previous file is deleted once this one is current
@@ -139,7 +142,7 @@ def ensure_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfi
     stored = StoredWeights(file=name, key=key, pool_size=len(pool_items), images=len(images),
                            steps=cfg.steps, seconds=seconds,
                            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    _write_current(directory, stored)
+    atomic_write_text(directory / CURRENT_FILE, json.dumps(dataclasses.asdict(stored), indent=1))
     for old in directory.glob("weights-*.pt"):
         if old.name != name:
             old.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from backend.pipeline import self_supervised_skip_reason
 from backend.settings import Settings, SettingsError
 from model import ModelConfig, load_checkpoint
 from model.selfsup import SelfSupConfig
+from model.trainer import TrainingError
 from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, run
 from tests.unit.backend.test_recipe_round import LABELS
 
@@ -126,6 +127,16 @@ def test_without_two_loadable_images_the_round_trains_from_scratch(tmp_path):
     path, summary = ssl.ensure_weights(tmp_path / "ssl", CONFIG, FEW_STEPS, [1, 2, 3],
                                        lambda items: _arrays(1), growth=0.5, max_images=100)
     assert path is None and "needs at least 2" in summary["why"]
+    assert not (tmp_path / "ssl" / ssl.CURRENT_FILE).exists()
+
+
+def test_a_diverging_pretraining_trains_from_scratch_and_stores_nothing(tmp_path, monkeypatch):
+    def diverge(*args, **kwargs):
+        raise TrainingError("self-supervised loss became nan at step 3; try a lower lr")
+
+    monkeypatch.setattr(ssl, "pretrain", diverge)
+    path, summary = ensure(tmp_path / "ssl", list(range(20)), Loader())
+    assert path is None and "pre-training failed" in summary["why"] and "nan" in summary["why"]
     assert not (tmp_path / "ssl" / ssl.CURRENT_FILE).exists()
 
 
