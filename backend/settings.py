@@ -15,7 +15,6 @@ from typing import Mapping
 # numpy only, never torch (a test checks): every entry point validates STRATEGY before it starts.
 from backend.defaults import RUN_LOCK_TTL_S
 from model.coldstart import PICKS as COLDSTART_PICKS
-from model.selfsup import SelfSupConfig
 from model.strategies import STRATEGIES
 
 
@@ -204,7 +203,9 @@ class Settings:
     recipe_search_folds: int = field(default=3, metadata=_doc(
         "Folds of the recipe search's cross-validation (each candidate trains once per fold).",
         "folds"))
-    self_supervised_steps: int = field(default=SelfSupConfig.steps, metadata=_doc(
+    # model.selfsup.SelfSupConfig.steps (a test holds them equal; importing it here would load
+    # torch in every process that reads its settings)
+    self_supervised_steps: int = field(default=1000, metadata=_doc(
         "Full training from scratch (no BACKBONE_WEIGHTS / PRETRAINED_WEIGHTS) starts from a "
         "backbone pre-trained on the project's own images, labeled or not, with a contrastive "
         "objective for this many optimizer steps of 64 images x 2 views: 4-10 min on one CPU "

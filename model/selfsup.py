@@ -51,7 +51,8 @@ class SelfSupConfig:
     # many images the project has. 1,000 take about 4-5 min at 32 px with small_cnn (width 16)
     # on one CPU core; as the start of a full training they raised the domain suite's
     # non-digit domains by 10-30 points at 50 labels, where 150 steps had shown nothing in a
-    # linear probe (README, domain suite). The backend's SELF_SUPERVISED_STEPS defaults to it.
+    # linear probe (README, domain suite). The backend's SELF_SUPERVISED_STEPS defaults to the
+    # same number (tests/unit/backend/test_self_supervised.py holds them equal).
     steps: int = 1000
     # Images per step (each seen as 2 augmented views, so the network sees 2 x batch_size inputs,
     # and every pair has 2 x batch_size - 2 negatives). Capped at the number of images. 64 halves

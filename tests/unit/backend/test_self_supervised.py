@@ -154,6 +154,10 @@ def test_settings_are_read_and_checked():
             Settings.from_env(env)
 
 
+def test_the_setting_defaults_to_the_library_default():
+    assert Settings().self_supervised_steps == SelfSupConfig().steps
+
+
 def test_skip_reasons():
     assert self_supervised_skip_reason(Settings(), ModelConfig()) is None
     assert "SELF_SUPERVISED_STEPS is 0" in self_supervised_skip_reason(
