@@ -211,7 +211,7 @@ class Settings:
         "objective for this many optimizer steps of 64 images x 2 views: 4-10 min on one CPU "
         "core at 32 px (a GPU is far faster; not measured here). Learned in the first round, kept per project and reused "
         "by later rounds (README, domain suite: +6 to +34 points on every non-digit domain at "
-        "20-100 labels, level on digits). 0 = off.",
+        "20-100 labels, level on digits and MNIST). 0 = off.",
         "steps"))
     self_supervised_refresh_growth: float = field(default=0.5, metadata=_doc(
         "The self-supervised weights are learned again once the project has grown by this "
