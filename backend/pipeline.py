@@ -149,16 +149,23 @@ def split_tasks(tasks: list[dict], schema: TaskType, report: FetchReport
     return LabeledSplit(labeled, unlabeled, converters.label_report(decisions))
 
 
+def array_chunks(fetcher: ImageFetcher, items: list[tuple[int, str]], report: FetchReport,
+                 model_config: ModelConfig) -> Iterator[tuple[int, list[tuple[int, np.ndarray]]]]:
+    """(offset, [(task id, model-ready array)]) per SCORE_CHUNK_IMAGES of ``items``, so memory
+    stays bounded; each image is decoded and resized once across rounds (the fetcher's cache)."""
+    for start in range(0, len(items), SCORE_CHUNK_IMAGES):
+        yield start, fetcher.fetch_arrays(items[start:start + SCORE_CHUNK_IMAGES], report,
+                                          image_size=model_config.image_size,
+                                          channels=model_config.channels)
+
+
 def score_pool(model, model_config: ModelConfig, fetcher: ImageFetcher,
                items: list[tuple[int, str]], report: FetchReport, settings: Settings,
                on_progress: Callable[[int, int], None]):
     """Score every (task id, url) in chunks so memory stays bounded; return ids + outputs.
     Images come as cached model-ready arrays: each is decoded and resized once across rounds."""
     ids, parts = [], []
-    for start in range(0, len(items), SCORE_CHUNK_IMAGES):
-        chunk = fetcher.fetch_arrays(items[start:start + SCORE_CHUNK_IMAGES], report,
-                                     image_size=model_config.image_size,
-                                     channels=model_config.channels)
+    for start, chunk in array_chunks(fetcher, items, report, model_config):
         if chunk:
             outputs = score_images(model, [array for _, array in chunk], model_config, settings,
                                    settings.strategy)
@@ -356,11 +363,9 @@ def self_supervised_start(settings: Settings, store: ModelStore, project_id: int
 
     def load_images(items: list[tuple[int, str]]) -> list[np.ndarray]:
         # a report of its own: scoring reports the pool's failures once, later in the round
-        arrays, report = [], FetchReport()
-        for start in range(0, len(items), SCORE_CHUNK_IMAGES):
-            arrays += [array for _, array in fetcher.fetch_arrays(
-                items[start:start + SCORE_CHUNK_IMAGES], report,
-                image_size=model_config.image_size, channels=model_config.channels)]
+        arrays: list[np.ndarray] = []
+        for _, chunk in array_chunks(fetcher, items, FetchReport(), model_config):
+            arrays += [array for _, array in chunk]
             run.status(phase=RoundPhase.SELF_SUPERVISED_PRETRAINING,
                        self_supervised_progress={"images_loaded": len(arrays),
                                                  "images": len(items)})
