@@ -160,9 +160,16 @@ class ImageServer(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class RoomyThreadingHTTPServer(ThreadingHTTPServer):
+    # The fetcher opens FETCH_THREADS connections at once. With the default listen backlog of 5 a
+    # burst can overflow it; the kernel drops the SYN and the client's retry comes after 1 s, which
+    # is TIMEOUT_S: a good image would fail with ConnectTimeout on a busy machine.
+    request_queue_size = 128
+
+
 @pytest.fixture(scope="module")
 def image_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ImageServer)
+    server = RoomyThreadingHTTPServer(("127.0.0.1", 0), ImageServer)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
