@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model import ModelConfig, TrainConfig, score, train
+from model import ModelConfig, TrainConfig, build_network, score, train
+from model.frozen import extract_pooled, train_frozen
 from model.metrics import spearman
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,14 @@ class Recipe:
     # > 0: training starts from the backbone pre-trained self-supervised for this many steps on
     # the domain's whole pool (labels unused), as the backend does (SELF_SUPERVISED_STEPS)
     selfsup_steps: int = 0
+    # True: the backbone stays as it starts (the self-supervised weights); only the head and the
+    # loss prediction module train, on its pooled features (model/frozen.py, as the backend's
+    # frozen mode trains on configured pretrained weights)
+    frozen: bool = False
+
+    def __post_init__(self) -> None:
+        if self.frozen and not self.selfsup_steps:
+            raise ValueError("a frozen recipe needs a learned backbone (selfsup_steps > 0)")
 
 
 # The recipe the backend shipped before the few-label work: the paper's CIFAR recipe scaled down.
@@ -95,6 +104,11 @@ RECIPES: dict[str, Recipe] = {
         "domain's 1,500 pool images for 1,000 steps (labels unused): what the backend does by "
         "default without pretrained weights (SELF_SUPERVISED_STEPS=1000)",
         model={}, train={}, selfsup_steps=1000),
+    "selfsup_frozen": Recipe(
+        "the backend's frozen mode on the self-supervised backbone of selfsup_init: the backbone "
+        "is not trained; a linear head and the loss prediction module train on its pooled "
+        "features (FrozenConfig: AdamW, 300 steps)",
+        model={}, train={}, selfsup_steps=1000, frozen=True),
 }
 
 
@@ -189,8 +203,13 @@ def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainDa
     else:
         load_config = model_config
     started = time.monotonic()
-    result = train([data.pool_images[i] for i in rows], data.pool_targets[rows].tolist(), data.labels,
-                   load_config, train_config)
+    images, targets = [data.pool_images[i] for i in rows], data.pool_targets[rows].tolist()
+    if recipe.frozen:
+        network = build_network(load_config, num_classes=len(data.labels))
+        features = extract_pooled(network, images, load_config, device=device, batch_size=256)
+        result = train_frozen(network, features, targets, data.labels, load_config, train_config)
+    else:
+        result = train(images, targets, data.labels, load_config, train_config)
     train_s = time.monotonic() - started
     metrics = evaluate(result, data, model_config, device)
     return {"recipe": recipe_name, "domain": domain, "labels": count, "seed": seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks import domain_suite as ds
 
@@ -61,3 +62,14 @@ def test_a_selfsup_recipe_trains_from_the_domains_weights_learned_once(tmp_path,
     learned = weights.stat().st_mtime_ns
     ds.run_one("tiny_ssl", "shapes", 8, 2, data, "cpu", tmp_path)
     assert weights.stat().st_mtime_ns == learned                     # reused, not learned again
+
+
+def test_a_frozen_recipe_trains_the_head_only_and_needs_a_learned_backbone(tmp_path, monkeypatch):
+    monkeypatch.setitem(ds.RECIPES, "tiny_frozen", ds.Recipe(
+        "test", model=dict(image_size=16), train={}, selfsup_steps=2, frozen=True))
+    data = ds.load_domain_data("shapes", pool_size=60, test_size=40)
+    record = ds.run_one("tiny_frozen", "shapes", 8, 0, data, "cpu", tmp_path)
+    assert record["train_acc"] is not None and 0.0 <= record["accuracy"] <= 1.0
+    assert record["model_config"]["pretrained_weights"] == "selfsup/shapes-2.pt"
+    with pytest.raises(ValueError, match="learned backbone"):
+        ds.Recipe("test", model={}, train={}, frozen=True)
