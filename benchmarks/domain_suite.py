@@ -105,9 +105,10 @@ RECIPES: dict[str, Recipe] = {
         "default without pretrained weights (SELF_SUPERVISED_STEPS=1000)",
         model={}, train={}, selfsup_steps=1000),
     "selfsup_frozen": Recipe(
-        "the backend's frozen mode on the self-supervised backbone of selfsup_init: the backbone "
-        "is not trained; a linear head and the loss prediction module train on its pooled "
-        "features (FrozenConfig: AdamW, 300 steps)",
+        "frozen-backbone training (model/frozen.py, the backend's frozen mode, which the backend "
+        "uses for configured pretrained weights only) on the self-supervised backbone of "
+        "selfsup_init: the backbone is not trained; a linear head and the loss prediction module "
+        "train on its pooled features (FrozenConfig: AdamW, 300 steps)",
         model={}, train={}, selfsup_steps=1000, frozen=True),
 }
 
