@@ -64,7 +64,7 @@ def test_a_selfsup_recipe_trains_from_the_domains_weights_learned_once(tmp_path,
     assert weights.stat().st_mtime_ns == learned                     # reused, not learned again
 
 
-def test_a_frozen_recipe_trains_the_head_only_and_needs_a_learned_backbone(tmp_path, monkeypatch):
+def test_a_frozen_recipe_trains_on_the_learned_backbones_features_and_needs_one(tmp_path, monkeypatch):
     monkeypatch.setitem(ds.RECIPES, "tiny_frozen", ds.Recipe(
         "test", model=dict(image_size=16), train={}, selfsup_steps=2, frozen=True))
     data = ds.load_domain_data("shapes", pool_size=60, test_size=40)
