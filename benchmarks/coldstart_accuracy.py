@@ -110,8 +110,12 @@ def run(domains: list[str], k: int, steps: int, methods: list[str],
     for domain in domains:
         data = domain_suite.load_domain_data(domain)
         model_config = start_config(domain, data, embedding_kind)
+        # a learned backbone embeds the pool the same way for every seed: once per domain
+        learned = (None if embedding_kind == "pixels"
+                   else pool_embedding(data, embedding_kind, model_config, seed=0))
         for seed in SEEDS:
-            embedding = pool_embedding(data, embedding_kind, model_config, seed)
+            embedding = (learned if learned is not None
+                         else pool_embedding(data, embedding_kind, model_config, seed))
             chosen, structure = selections(data, k, seed, methods, embedding)
             trained: dict[tuple, dict] = {}
             for method, ranking in chosen.items():
