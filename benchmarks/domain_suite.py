@@ -65,10 +65,16 @@ class Recipe:
     # loss prediction module train, on its pooled features (model/frozen.py, as the backend's
     # frozen mode trains on configured pretrained weights)
     frozen: bool = False
+    # > 0: training starts from a pretrained file made here: the backbone trained supervised for
+    # this many steps on the pools of other domains with all their labels (``transfer_sources``),
+    # saved as a state_dict and loaded as PRETRAINED_WEIGHTS loads a user's file
+    transfer_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.frozen and not self.selfsup_steps:
-            raise ValueError("a frozen recipe needs a learned backbone (selfsup_steps > 0)")
+        if self.selfsup_steps and self.transfer_steps:
+            raise ValueError("a recipe starts from self-supervised or from transferred weights, not both")
+        if self.frozen and not (self.selfsup_steps or self.transfer_steps):
+            raise ValueError("a frozen recipe needs a learned backbone (selfsup_steps or transfer_steps > 0)")
 
 
 # The recipe the backend shipped before the few-label work: the paper's CIFAR recipe scaled down.
@@ -110,6 +116,15 @@ RECIPES: dict[str, Recipe] = {
         "selfsup_init: the backbone is not trained; a linear head and the loss prediction module "
         "train on its pooled features (FrozenConfig: AdamW, 300 steps)",
         model={}, train={}, selfsup_steps=1000, frozen=True),
+    "transfer_frozen": Recipe(
+        "frozen-backbone training (as selfsup_frozen) on a pretrained file made here: the backbone "
+        "trained supervised on the other domains' pools (transfer_sources, 2,000 steps, all their "
+        "labels): what TRAIN_MODE=auto does with PRETRAINED_WEIGHTS on a CPU",
+        model={}, train={}, transfer_steps=2000, frozen=True),
+    "transfer_init": Recipe(
+        "the default recipe started from the same pretrained file as transfer_frozen, the whole "
+        "network trained (TRAIN_MODE=full with PRETRAINED_WEIGHTS)",
+        model={}, train={}, transfer_steps=2000),
 }
 
 
@@ -191,13 +206,55 @@ def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, st
     return path
 
 
+def transfer_sources(domain: str) -> tuple[str, ...]:
+    """The domains a target's transferred backbone is trained on: none of its own family (a digit
+    target learns from the synthetic domains only; a synthetic one from the other synthetic domains
+    and MNIST), so the weights are pretrained elsewhere, as a user's file would be."""
+    if domain in DIGIT_DOMAINS:
+        return SYNTHETIC_DOMAINS
+    return tuple(d for d in SYNTHETIC_DOMAINS if d != domain) + ("mnist",)
+
+
+def transfer_weights(domain: str, model_config: ModelConfig, steps: int, out_dir: Path,
+                     device: str) -> Path:
+    """The pretrained file of ``domain``'s transfer recipes: the backbone of ``model_config``
+    trained with the default TrainConfig (seed 0, ``steps`` steps) on the pools of
+    ``transfer_sources(domain)``, every image labeled with its source domain's class. Made once and
+    kept under ``out_dir/transfer/``."""
+    from model.networks import backbone_state_dict
+    from model.selfsup import save_pretrained
+
+    path = out_dir / "transfer" / f"{domain}-{steps}.pt"
+    if path.exists():
+        return path
+    started = time.monotonic()
+    images: list[Image.Image] = []
+    targets: list[int] = []
+    labels: list[str] = []
+    for source in transfer_sources(domain):
+        data = load_domain_data(source, pool_size=POOL_SIZE, test_size=TEST_SIZE)
+        images += data.pool_images
+        targets += [len(labels) + int(t) for t in data.pool_targets]
+        labels += [f"{source}/{label}" for label in data.labels]
+    result = train(images, targets, labels, model_config,
+                   TrainConfig(seed=0, device=device, auto_target_steps=steps))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_pretrained(backbone_state_dict(result.model), path)
+    print(f"transferred weights of {domain} ({steps} steps on {len(images)} images of "
+          f"{', '.join(transfer_sources(domain))}, train acc {result.metrics.get('train_acc')}) "
+          f"in {time.monotonic() - started:.0f}s", flush=True)
+    return path
+
+
 def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainData, device: str,
             out_dir: Path = RESULTS_DIR) -> dict:
     recipe = RECIPES[recipe_name]
     rows = draw_labeled(len(data.pool_images), count, seed)
     model_config, train_config = configs_for(recipe, seed, device)
-    if recipe.selfsup_steps:
-        weights = selfsup_weights(domain, data, model_config, recipe.selfsup_steps, out_dir, device)
+    if recipe.selfsup_steps or recipe.transfer_steps:
+        weights = (selfsup_weights(domain, data, model_config, recipe.selfsup_steps, out_dir, device)
+                   if recipe.selfsup_steps else
+                   transfer_weights(domain, model_config, recipe.transfer_steps, out_dir, device))
         model_config = dataclasses.replace(
             model_config, pretrained_weights=str(weights.relative_to(out_dir)))
         load_config = dataclasses.replace(model_config, pretrained_weights=str(weights))

@@ -392,6 +392,15 @@ class LossLearningNet(nn.Module):
         return NetOutput(logits, self.lpm(taps), embedding)
 
 
+def backbone_state_dict(net: LossLearningNet) -> dict[str, torch.Tensor]:
+    """The trained backbone of ``net`` in the key layout of ``build_classifier`` (no head, no loss
+    prediction module, CPU copies): what ``ModelConfig(pretrained_weights=...)`` loads back, so a
+    model trained on one image set can be the pretrained start of another."""
+    prefix = "features."
+    return {key[len(prefix):]: value.detach().to("cpu", copy=True).contiguous()
+            for key, value in net.state_dict().items() if key.startswith(prefix)}
+
+
 def build_network(cfg: ModelConfig, num_classes: int, load_weights: bool = True) -> LossLearningNet:
     """Build the LossLearningNet for ``cfg``; ``load_weights=False`` skips pretrained_weights and
     torchvision ``weights`` without touching their files or the hub cache (used when a

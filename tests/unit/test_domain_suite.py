@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import domain_suite as ds
 
@@ -73,3 +74,32 @@ def test_a_frozen_recipe_trains_on_the_learned_backbones_features_and_needs_one(
     assert record["model_config"]["pretrained_weights"] == "selfsup/shapes-2.pt"
     with pytest.raises(ValueError, match="learned backbone"):
         ds.Recipe("test", model={}, train={}, frozen=True)
+
+
+def test_transfer_sources_never_include_the_targets_own_family():
+    assert ds.transfer_sources("shapes") == ("letters", "textures", "mnist")
+    assert ds.transfer_sources("mnist") == ds.transfer_sources("digits") == ds.SYNTHETIC_DOMAINS
+    with pytest.raises(ValueError, match="not both"):
+        ds.Recipe("test", model={}, train={}, selfsup_steps=2, transfer_steps=2)
+
+
+def test_a_transfer_recipe_starts_from_a_file_trained_on_other_domains_made_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds, "POOL_SIZE", 30)
+    monkeypatch.setattr(ds, "TEST_SIZE", 20)
+    monkeypatch.setitem(ds.RECIPES, "tiny_transfer", ds.Recipe(
+        "test", model=dict(image_size=16), train=dict(auto_target_steps=4, auto_min_epochs=1,
+                                                      auto_max_epochs=4), transfer_steps=2))
+    monkeypatch.setitem(ds.RECIPES, "tiny_transfer_frozen", ds.Recipe(
+        "test", model=dict(image_size=16), train={}, transfer_steps=2, frozen=True))
+    monkeypatch.setattr(ds, "transfer_sources", lambda domain: ("letters", "textures"))
+    data = ds.load_domain_data("shapes", pool_size=30, test_size=20)
+    records = ds.run_suite(["tiny_transfer", "tiny_transfer_frozen"], ["shapes"], [8], [0],
+                           tmp_path, log=lambda m: None)
+    weights = tmp_path / "transfer" / "shapes-2.pt"
+    assert {r["model_config"]["pretrained_weights"] for r in records} == {"transfer/shapes-2.pt"}
+    state = torch.load(weights, weights_only=True)
+    # a backbone only, in the layout PRETRAINED_WEIGHTS loads: no head, no loss prediction module
+    assert state and not any(k.startswith(("head.", "lpm.", "features.")) for k in state)
+    made = weights.stat().st_mtime_ns
+    ds.run_one("tiny_transfer", "shapes", 8, 1, data, "cpu", tmp_path)
+    assert weights.stat().st_mtime_ns == made                        # reused, not trained again

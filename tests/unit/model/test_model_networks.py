@@ -8,6 +8,7 @@ import torch
 import torchvision
 
 from model import LossLearningNet, ModelConfig, build_network
+from model.networks import backbone_state_dict
 
 FAMILIES = [
     ("small_cnn", 32, ("block1", "block2", "block3")),
@@ -78,6 +79,23 @@ def test_pretrained_head_is_kept_when_it_fits(tmp_path):
     torch.save({"state_dict": source.state_dict()}, path)  # wrapped dicts are unwrapped
     model = build_network(ModelConfig(backbone="mobilenet_v3_small", pretrained_weights=str(path)), 3)
     torch.testing.assert_close(model.head.weight, source.classifier[3].weight)
+
+
+def test_a_trained_networks_backbone_is_the_pretrained_start_of_a_network_with_other_classes(tmp_path):
+    torch.manual_seed(2)
+    trained = build_network(ModelConfig(), 7)
+    with torch.no_grad():  # weights and BN statistics a fresh network would not have
+        for tensor in trained.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor))
+    path = tmp_path / "backbone.pt"
+    torch.save(backbone_state_dict(trained), path)
+    reused = build_network(ModelConfig(pretrained_weights=str(path)), 3)
+    theirs, ours = trained.features.state_dict(), reused.features.state_dict()
+    assert theirs.keys() == ours.keys()
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key])
+    assert reused.head.out_features == 3
 
 
 def test_wrong_pretrained_weights_fail_loudly(tmp_path):
