@@ -4,7 +4,7 @@ embedding, model/coldstart.py) vs the first k of a random order.
 
     scripts/python.sh benchmarks/coldstart_accuracy.py [--domains digits,textures,shapes,letters]
         [--labels 50] [--steps 600] [--methods random,typical,stratified]
-        [--embedding pixels|selfsup]
+        [--embedding pixels|selfsup|transfer]
 
 Rankings: ``typical`` (each cluster's most typical member first: TypiClust as published),
 ``stratified`` (a random member of each cluster first) and ``random``. The backend pushes
@@ -19,14 +19,18 @@ domain's self-supervised backbone (``domain_suite.selfsup_weights``, 1,000 steps
 on the pool and shared with the suite's ``selfsup_init`` recipe), training from those weights as
 a project's first trained round does. A cold-start round would have to pre-train before its
 first push to rank on it; measured, no pick beat random on every non-digit domain, so it does
-not (README, "Cold start"). ``--report-only`` redraws the table from the JSON.
+not (README, "Cold start"). ``transfer``: the embedding of a pretrained file made here
+(``domain_suite.transfer_weights``: the backbone trained supervised on other domains), as a
+cold-start round ranks on configured pretrained weights (raw, as the backend embeds), and every
+selection trains as the first trained round does with such weights on a CPU (``TRAIN_MODE=auto``:
+frozen backbone, model/frozen.py). ``--report-only`` redraws the table from the JSON.
 
 Pools and test sets are the domain suite's (benchmarks/domain_suite.py: 1,500 pool images, 1,000
 held-out test images per domain, the same split); both selections train with the backend's
 default recipe at ``--steps`` optimizer steps (fewer than the default 2,000 so the comparison fits
 in minutes on a CPU: it compares selections, the recipe is held equal), seeds paired.
 Results: benchmarks/results/coldstart-accuracy.md (and .json); with ``--embedding selfsup``,
-benchmarks/results/coldstart-accuracy-selfsup.md (and .json).
+benchmarks/results/coldstart-accuracy-selfsup.md (and .json), and so on.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import torch  # noqa: E402
 
 from benchmarks import domain_suite  # noqa: E402
 from model import ModelConfig, TrainConfig, build_network, score, train  # noqa: E402
+from model.frozen import extract_pooled, train_frozen  # noqa: E402
 from model.coldstart import (TYPICAL_MAX_INERTIA_RATIO, cluster_structure,  # noqa: E402
                              pixel_embedding, typiclust_order)
 
@@ -55,7 +60,14 @@ CLUSTERS = 50          # QUERY_BATCH_SIZE default
 FIRST_CLUSTERS = 10    # backend.pipeline.COLDSTART_FIRST_CLUSTERS
 SELFSUP_STEPS = 1000   # SELF_SUPERVISED_STEPS default
 COVERAGE_AT = (10, 20)  # prefixes whose class coverage is reported besides --labels
-EMBEDDINGS = ("pixels", "selfsup")
+TRANSFER_STEPS = 2000  # domain_suite's transfer recipes
+EMBEDDINGS = ("pixels", "selfsup", "transfer")
+# embeddings whose selections train the way a round trains with configured pretrained weights on
+# a CPU (frozen backbone); the others train the whole network
+FROZEN_TRAINING = ("transfer",)
+# embeddings a cold-start round ranks on: pixels without configured weights, the weights' own
+# embedding with them
+RANKED_ON = ("pixels", "transfer")
 
 
 def out_path(embedding: str) -> Path:
@@ -64,11 +76,16 @@ def out_path(embedding: str) -> Path:
 
 def start_config(domain: str, data: domain_suite.DomainData, embedding: str) -> ModelConfig:
     """The model every selection of ``domain`` trains from: a random start for ``pixels``, the
-    domain's self-supervised weights for ``selfsup``."""
+    domain's self-supervised weights for ``selfsup``, the pretrained file made on other domains
+    for ``transfer``."""
     if embedding == "pixels":
         return ModelConfig()
-    weights = domain_suite.selfsup_weights(domain, data, ModelConfig(), SELFSUP_STEPS,
-                                           domain_suite.RESULTS_DIR, "cpu")
+    if embedding == "transfer":
+        weights = domain_suite.transfer_weights(domain, ModelConfig(), TRANSFER_STEPS,
+                                                domain_suite.RESULTS_DIR, "cpu")
+    else:
+        weights = domain_suite.selfsup_weights(domain, data, ModelConfig(), SELFSUP_STEPS,
+                                               domain_suite.RESULTS_DIR, "cpu")
     return ModelConfig(pretrained_weights=str(weights))
 
 
@@ -78,11 +95,23 @@ def pool_embedding(data: domain_suite.DomainData, embedding: str, model_config: 
         pool = np.stack([np.asarray(im.convert("RGB")) for im in data.pool_images])
         return pixel_embedding(pool, seed=seed)
     network = build_network(model_config, num_classes=len(data.labels))
-    # a contrastive backbone is trained on cosine similarity: directions, not norms, carry what
-    # it learned, so each row is scaled to unit length
     features = score(network, data.pool_images, model_config, batch_size=256,
                      device="cpu").embedding.astype(np.float32)
+    if embedding != "selfsup":
+        return features  # as the backend's cold start embeds configured pretrained weights
+    # a contrastive backbone is trained on cosine similarity: directions, not norms, carry what
+    # it learned, so each row is scaled to unit length
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-8)
+
+
+def train_selection(data: domain_suite.DomainData, rows: np.ndarray, model_config: ModelConfig,
+                    train_config: TrainConfig, embedding: str):
+    images, targets = [data.pool_images[i] for i in rows], data.pool_targets[rows].tolist()
+    if embedding not in FROZEN_TRAINING:
+        return train(images, targets, data.labels, model_config, train_config)
+    network = build_network(model_config, num_classes=len(data.labels))
+    features = extract_pooled(network, images, model_config, device="cpu", batch_size=256)
+    return train_frozen(network, features, targets, data.labels, model_config, train_config)
 
 
 def selections(data: domain_suite.DomainData, k: int, seed: int, methods: list[str],
@@ -123,9 +152,10 @@ def run(domains: list[str], k: int, steps: int, methods: list[str],
                 key = tuple(sorted(rows.tolist()))
                 if key not in trained:
                     t = time.monotonic()
-                    result = train([data.pool_images[i] for i in rows],
-                                   data.pool_targets[rows].tolist(), data.labels, model_config,
-                                   TrainConfig(auto_target_steps=steps, seed=seed, device="cpu"))
+                    result = train_selection(
+                        data, rows, model_config,
+                        TrainConfig(auto_target_steps=steps, seed=seed, device="cpu"),
+                        embedding_kind)
                     metrics = domain_suite.evaluate(result, data, model_config, "cpu")
                     trained[key] = {"accuracy": metrics["accuracy"],
                                     "train_s": round(time.monotonic() - t, 1)}
@@ -143,7 +173,7 @@ def run(domains: list[str], k: int, steps: int, methods: list[str],
 def pushed_method(structure: float, embedding: str) -> str | None:
     """What the backend's cold-start round (``COLDSTART_PICK=auto``) pushes for this embedding and
     cluster structure; None for an embedding it does not rank on."""
-    if embedding != "pixels":
+    if embedding not in RANKED_ON:
         return None
     return "typical" if structure <= TYPICAL_MAX_INERTIA_RATIO else "stratified"
 
@@ -153,6 +183,11 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
     if embedding == "pixels":
         what = ("TypiClust coarse to fine on the label-free pixel embedding; every selection "
                 "trains from a random start")
+    elif embedding == "transfer":
+        what = ("TypiClust coarse to fine on the embedding of a pretrained file made on other "
+                "domains (`domain_suite.transfer_weights`), as a cold-start round ranks on "
+                "configured pretrained weights; every selection trains the frozen mode on it, "
+                "as a project's first trained round does with such weights on a CPU")
     else:
         what = ("TypiClust coarse to fine on the L2-normalised embedding of the domain's "
                 f"self-supervised backbone ({SELFSUP_STEPS} steps on the pool); every selection "
@@ -169,7 +204,7 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
              f"{', '.join(map(str, SEEDS))} (paired). `structure`: the embedding's cluster "
              "structure (k-means inertia over a same-covariance Gaussian's); \"(pushed)\" marks "
              "what a cold-start round pushes (module doc of model/coldstart.py)"
-             + ("." if embedding == "pixels" else
+             + ("." if embedding in RANKED_ON else
                 "; none here: a cold-start round ranks on pixels (or on configured pretrained "
                 "weights), not on this embedding."),
              "",
