@@ -186,12 +186,14 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
     elif embedding == "transfer":
         what = ("TypiClust coarse to fine on the embedding of a pretrained file made on other "
                 "domains (`domain_suite.transfer_weights`), as a cold-start round ranks on "
-                "configured pretrained weights; every selection trains the frozen mode on it, "
-                "as a project's first trained round does with such weights on a CPU")
+                "configured pretrained weights")
     else:
         what = ("TypiClust coarse to fine on the L2-normalised embedding of the domain's "
                 f"self-supervised backbone ({SELFSUP_STEPS} steps on the pool); every selection "
                 "trains from those weights, as a project's first trained round does")
+    training = ("in the frozen mode on those weights (model/frozen.py's FrozenConfig; --steps "
+                "unused), as a project's first trained round does with them on a CPU"
+                if embedding in FROZEN_TRAINING else f"with the default recipe at {steps} steps")
     coverage_heads = " | ".join(f"classes in first {n}" for n in COVERAGE_AT)
     lines = [f"# Cold start vs random: accuracy after the first {k} labels ({embedding})",
              "",
@@ -199,8 +201,8 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
              f"--labels {k} --steps {steps} --domains {','.join(domains)} "
              f"--methods {','.join(methods)}`: the first {k} tasks of each cold-start ranking "
              f"({what}; each cluster's most typical member first (`typical`) or a random member "
-             f"(`stratified`)) vs {k} at random, each trained with the default recipe at {steps} "
-             "steps and tested on the domain suite's 1,000 held-out images. Mean ± std over seeds "
+             f"(`stratified`)) vs {k} at random, each trained {training} and tested on the "
+             "domain suite's 1,000 held-out images. Mean ± std over seeds "
              f"{', '.join(map(str, SEEDS))} (paired). `structure`: the embedding's cluster "
              "structure (k-means inertia over a same-covariance Gaussian's); \"(pushed)\" marks "
              "what a cold-start round pushes (module doc of model/coldstart.py)"
