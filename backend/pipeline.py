@@ -320,7 +320,9 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
         settings.train_mode, n_labeled=len(collected.train_images),
         has_representation=bool(model_config.weights or model_config.pretrained_weights),
         finetune_min_labels=settings.finetune_min_labels,
-        cuda_available=resolve_device(settings.device).type == "cuda")
+        cuda_available=resolve_device(settings.device).type == "cuda",
+        input_size=model_config.image_size,
+        full_max_input_size=settings.full_training_max_image_size)
     split = collected.split
     pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
     inputs = RoundInputs(project_id, collected.labels, collected.train_images, collected.targets,

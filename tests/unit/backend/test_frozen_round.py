@@ -3,6 +3,8 @@ per image and cached per backbone version; only the head and the loss prediction
 Label Studio is the in-process fake of test_cold_start_round (the real one is covered in tests/e2e)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -26,9 +28,10 @@ def pretrained_file(path, seed):
 
 @pytest.fixture
 def settings(tmp_path):
+    # an input above FULL_TRAINING_MAX_IMAGE_SIZE, as the 224 px of torchvision's weights are
     return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
                     pretrained_weights=pretrained_file(tmp_path / "backbone.pt", seed=1),
-                    device="cpu")
+                    device="cpu", full_training_max_image_size=8)
 
 
 def test_auto_picks_frozen_with_pretrained_weights_and_caches_features(settings, tmp_path):
@@ -70,19 +73,23 @@ def test_another_backbone_version_recomputes_and_drops_the_old_features(settings
 
 
 def test_full_mode_is_used_without_a_representation_and_frozen_is_refused(tmp_path):
-    assert choose_train_mode("auto", has_representation=False, n_labeled=50, finetune_min_labels=1000,
-                             cuda_available=True) == "full"
-    assert choose_train_mode("auto", has_representation=True, n_labeled=50, finetune_min_labels=1000,
-                             cuda_available=True) == "frozen"
-    assert choose_train_mode("auto", has_representation=True, n_labeled=5000,
-                             finetune_min_labels=1000, cuda_available=True) == "full"
-    assert choose_train_mode("auto", has_representation=True, n_labeled=5000,
-                             finetune_min_labels=1000, cuda_available=False) == "frozen"
+    def auto(**kw):
+        args = dict(has_representation=True, n_labeled=50, finetune_min_labels=1000,
+                    cuda_available=False, input_size=224, full_max_input_size=64)
+        return choose_train_mode("auto", **{**args, **kw})
+
+    assert auto(has_representation=False, input_size=224) == "full"
+    assert auto() == "frozen"                                    # a large input on a CPU
+    assert auto(cuda_available=True) == "frozen"                 # a GPU, few labels
+    assert auto(cuda_available=True, n_labeled=5000) == "full"
+    assert auto(n_labeled=5000) == "frozen"
+    assert auto(input_size=64) == auto(input_size=32, n_labeled=5) == "full"   # small: as scratch
+    assert auto(input_size=32, full_max_input_size=0) == "frozen"
     assert choose_train_mode("full", has_representation=True, n_labeled=5, finetune_min_labels=1000,
-                             cuda_available=False) == "full"
+                             cuda_available=False, input_size=224, full_max_input_size=0) == "full"
     with pytest.raises(ValueError, match="needs pretrained"):
         choose_train_mode("frozen", has_representation=False, n_labeled=5, finetune_min_labels=1,
-                          cuda_available=False)
+                          cuda_available=False, input_size=16, full_max_input_size=64)
     with pytest.raises(SettingsError, match="TRAIN_MODE=frozen needs"):
         Settings.from_env({"TRAIN_MODE": "frozen"})
     with pytest.raises(SettingsError, match="AUGMENT_POLICY"):
@@ -96,6 +103,19 @@ def test_full_mode_round_trains_the_whole_network(tmp_path):
     summary, store, _ = run(settings, client)
     assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"
     assert summary["metrics"]["steps"] >= 20 and summary["predictions_pushed"] == 12
+
+
+def test_auto_fine_tunes_pretrained_weights_at_a_small_input_from_the_file(settings):
+    small = dataclasses.replace(settings, full_training_max_image_size=64, train_steps=20)
+    client = FakeClient(12, LABELS)
+    summary, store, _ = run(small, client)
+    assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"
+    assert summary["self_supervised"]["why"] == "the backbone starts from the configured pretrained weights"
+    loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
+    pretrained = torch.load(settings.pretrained_weights, weights_only=True)
+    trained = loaded.model.features.state_dict()["block1.0.weight"]
+    assert trained.shape == pretrained["block1.0.weight"].shape
+    assert not torch.equal(trained, pretrained["block1.0.weight"])   # the backbone was trained
 
 
 def test_cold_start_with_a_pretrained_backbone_ranks_on_its_cached_embeddings(settings):
