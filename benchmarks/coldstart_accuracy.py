@@ -22,8 +22,9 @@ first push to rank on it; measured, no pick beat random on every non-digit domai
 not (README, "Cold start"). ``transfer``: the embedding of a pretrained file made here
 (``domain_suite.transfer_weights``: the backbone trained supervised on other domains), as a
 cold-start round ranks on configured pretrained weights (raw, as the backend embeds), and every
-selection trains as the first trained round does with such weights on a CPU (``TRAIN_MODE=auto``:
-frozen backbone, model/frozen.py). ``--report-only`` redraws the table from the JSON.
+selection trains from those weights, as the first trained round does with such weights at 32 px
+(``TRAIN_MODE=auto``, ``FULL_TRAINING_MAX_IMAGE_SIZE``). ``--report-only`` redraws the table from
+the JSON.
 
 Pools and test sets are the domain suite's (benchmarks/domain_suite.py: 1,500 pool images, 1,000
 held-out test images per domain, the same split); both selections train with the backend's
@@ -48,7 +49,6 @@ import torch  # noqa: E402
 
 from benchmarks import domain_suite  # noqa: E402
 from model import ModelConfig, TrainConfig, build_network, score, train  # noqa: E402
-from model.frozen import extract_pooled, train_frozen  # noqa: E402
 from model.coldstart import (TYPICAL_MAX_INERTIA_RATIO, cluster_structure,  # noqa: E402
                              pixel_embedding, typiclust_order)
 
@@ -62,9 +62,6 @@ SELFSUP_STEPS = 1000   # SELF_SUPERVISED_STEPS default
 COVERAGE_AT = (10, 20)  # prefixes whose class coverage is reported besides --labels
 TRANSFER_STEPS = 2000  # domain_suite's transfer recipes
 EMBEDDINGS = ("pixels", "selfsup", "transfer")
-# embeddings whose selections train the way a round trains with configured pretrained weights on
-# a CPU (frozen backbone); the others train the whole network
-FROZEN_TRAINING = ("transfer",)
 # embeddings a cold-start round ranks on: pixels without configured weights, the weights' own
 # embedding with them
 RANKED_ON = ("pixels", "transfer")
@@ -102,16 +99,6 @@ def pool_embedding(data: domain_suite.DomainData, embedding: str, model_config: 
     # a contrastive backbone is trained on cosine similarity: directions, not norms, carry what
     # it learned, so each row is scaled to unit length
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-8)
-
-
-def train_selection(data: domain_suite.DomainData, rows: np.ndarray, model_config: ModelConfig,
-                    train_config: TrainConfig, embedding: str):
-    images, targets = [data.pool_images[i] for i in rows], data.pool_targets[rows].tolist()
-    if embedding not in FROZEN_TRAINING:
-        return train(images, targets, data.labels, model_config, train_config)
-    network = build_network(model_config, num_classes=len(data.labels))
-    features = extract_pooled(network, images, model_config, device="cpu", batch_size=256)
-    return train_frozen(network, features, targets, data.labels, model_config, train_config)
 
 
 def selections(data: domain_suite.DomainData, k: int, seed: int, methods: list[str],
@@ -152,10 +139,9 @@ def run(domains: list[str], k: int, steps: int, methods: list[str],
                 key = tuple(sorted(rows.tolist()))
                 if key not in trained:
                     t = time.monotonic()
-                    result = train_selection(
-                        data, rows, model_config,
-                        TrainConfig(auto_target_steps=steps, seed=seed, device="cpu"),
-                        embedding_kind)
+                    result = train([data.pool_images[i] for i in rows],
+                                   data.pool_targets[rows].tolist(), data.labels, model_config,
+                                   TrainConfig(auto_target_steps=steps, seed=seed, device="cpu"))
                     metrics = domain_suite.evaluate(result, data, model_config, "cpu")
                     trained[key] = {"accuracy": metrics["accuracy"],
                                     "train_s": round(time.monotonic() - t, 1)}
@@ -186,14 +172,12 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
     elif embedding == "transfer":
         what = ("TypiClust coarse to fine on the embedding of a pretrained file made on other "
                 "domains (`domain_suite.transfer_weights`), as a cold-start round ranks on "
-                "configured pretrained weights")
+                "configured pretrained weights; every selection trains from those weights, as a "
+                "project's first trained round does with them at 32 px")
     else:
         what = ("TypiClust coarse to fine on the L2-normalised embedding of the domain's "
                 f"self-supervised backbone ({SELFSUP_STEPS} steps on the pool); every selection "
                 "trains from those weights, as a project's first trained round does")
-    training = ("in the frozen mode on those weights (model/frozen.py's FrozenConfig; --steps "
-                "unused), as a project's first trained round does with them on a CPU"
-                if embedding in FROZEN_TRAINING else f"with the default recipe at {steps} steps")
     coverage_heads = " | ".join(f"classes in first {n}" for n in COVERAGE_AT)
     lines = [f"# Cold start vs random: accuracy after the first {k} labels ({embedding})",
              "",
@@ -201,7 +185,7 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
              f"--labels {k} --steps {steps} --domains {','.join(domains)} "
              f"--methods {','.join(methods)}`: the first {k} tasks of each cold-start ranking "
              f"({what}; each cluster's most typical member first (`typical`) or a random member "
-             f"(`stratified`)) vs {k} at random, each trained {training} and tested on the "
+             f"(`stratified`)) vs {k} at random, each trained with the default recipe at {steps} steps and tested on the "
              "domain suite's 1,000 held-out images. Mean ± std over seeds "
              f"{', '.join(map(str, SEEDS))} (paired). `structure`: the embedding's cluster "
              "structure (k-means inertia over a same-covariance Gaussian's); \"(pushed)\" marks "

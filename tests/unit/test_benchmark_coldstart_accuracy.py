@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import torch
-
 from benchmarks import coldstart_accuracy as bench
 
 
@@ -53,22 +50,9 @@ def test_a_run_keeps_the_other_domains_and_replaces_its_own(tmp_path):
     assert bench.out_path("selfsup").name == "coldstart-accuracy-selfsup"
 
 
-def test_the_transfer_embedding_is_ranked_on_and_its_selections_train_the_frozen_mode():
+def test_the_transfer_embedding_is_ranked_on_as_configured_weights_are():
     records = [record("shapes", m, 0, 0.5, structure=0.5, embedding="transfer")
                for m in ("random", "typical")]
     rows = rows_of(bench.markdown(records, 50, 600, ["random", "typical"], "transfer"))
-    assert "typical (pushed)" in rows                                   # as with configured weights
-    data = bench.domain_suite.load_domain_data("shapes", pool_size=30, test_size=20)
-    config = bench.ModelConfig(image_size=16)
-    rows8 = np.arange(8)
-    torch.manual_seed(0)  # the backbone train_selection builds, and the same one built below
-    frozen = bench.train_selection(data, rows8, config, bench.TrainConfig(seed=0), "transfer")
-    full = bench.train_selection(data, rows8, config,
-                                 bench.TrainConfig(seed=0, auto_target_steps=2, auto_min_epochs=1),
-                                 "pixels")
-    torch.manual_seed(0)
-    backbone = bench.build_network(config, num_classes=4).features.state_dict()
-    for key, value in frozen.model.features.state_dict().items():
-        torch.testing.assert_close(value, backbone[key])                # not trained: frozen
-    assert any(not torch.equal(value, backbone[key])
-               for key, value in full.model.features.state_dict().items())
+    assert "typical (pushed)" in rows
+    assert bench.out_path("transfer").name == "coldstart-accuracy-transfer"
