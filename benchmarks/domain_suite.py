@@ -67,12 +67,12 @@ class Recipe:
     frozen: bool = False
     # > 0: training starts from a pretrained file made here: the backbone trained supervised for
     # this many steps on the pools of other domains with all their labels (``transfer_sources``),
-    # saved as a state_dict and loaded as PRETRAINED_WEIGHTS loads a user's file
+    # saved as a state_dict and loaded as PRETRAINED_WEIGHTS loads a user's file. With
+    # selfsup_steps too, the self-supervised pre-training on the pool starts from that file (it
+    # adapts the transferred weights to the domain)
     transfer_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.selfsup_steps and self.transfer_steps:
-            raise ValueError("a recipe starts from self-supervised or from transferred weights, not both")
         if self.frozen and not (self.selfsup_steps or self.transfer_steps):
             raise ValueError("a frozen recipe needs a learned backbone (selfsup_steps or transfer_steps > 0)")
 
@@ -125,6 +125,11 @@ RECIPES: dict[str, Recipe] = {
         "the default recipe started from the same pretrained file as transfer_frozen, the whole "
         "network trained (TRAIN_MODE=full with PRETRAINED_WEIGHTS)",
         model={}, train={}, transfer_steps=2000),
+    "transfer_selfsup_init": Recipe(
+        "the default recipe started from transfer_init's pretrained file adapted to the domain by "
+        "1,000 self-supervised steps on its pool (as selfsup_init, but from that file instead of "
+        "a random initialisation)",
+        model={}, train={}, transfer_steps=2000, selfsup_steps=1000),
 }
 
 
@@ -197,11 +202,15 @@ def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -
 def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, steps: int,
                     out_dir: Path, device: str) -> Path:
     """The domain's self-supervised backbone for ``model_config`` (learned on its whole pool with
-    the backend's SelfSupConfig at ``steps``, seed 0), learned once and kept under
-    ``out_dir/selfsup/`` (one file per domain and steps: one recipe per step count uses it)."""
+    the backend's SelfSupConfig at ``steps``, seed 0, from ``model_config.pretrained_weights`` when
+    set), learned once and kept under ``out_dir/selfsup/`` (one file per domain, steps and start)."""
     from model.selfsup import SelfSupConfig, pretrained_file
 
-    path = out_dir / "selfsup" / f"{domain}-{steps}.pt"
+    name = f"{domain}-{steps}"
+    if model_config.pretrained_weights:
+        start = Path(model_config.pretrained_weights)
+        name += f"-from-{start.parent.name}-{start.stem}"
+    path = out_dir / "selfsup" / f"{name}.pt"
     seconds = pretrained_file(path, data.pool_images, model_config,
                               SelfSupConfig(steps=steps, device=device))
     if seconds is not None:
@@ -255,9 +264,14 @@ def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainDa
     rows = draw_labeled(len(data.pool_images), count, seed)
     model_config, train_config = configs_for(recipe, seed, device)
     if recipe.selfsup_steps or recipe.transfer_steps:
-        weights = (selfsup_weights(domain, data, model_config, recipe.selfsup_steps, out_dir, device)
-                   if recipe.selfsup_steps else
-                   transfer_weights(domain, model_config, recipe.transfer_steps, out_dir, device))
+        weights: Path | None = None
+        if recipe.transfer_steps:
+            weights = transfer_weights(domain, model_config, recipe.transfer_steps, out_dir, device)
+        if recipe.selfsup_steps:  # from the transferred file when there is one
+            start = (model_config if weights is None
+                     else dataclasses.replace(model_config, pretrained_weights=str(weights)))
+            weights = selfsup_weights(domain, data, start, recipe.selfsup_steps, out_dir, device)
+        assert weights is not None
         model_config = dataclasses.replace(
             model_config, pretrained_weights=str(weights.relative_to(out_dir)))
         load_config = dataclasses.replace(model_config, pretrained_weights=str(weights))
