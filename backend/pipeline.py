@@ -322,7 +322,8 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
         finetune_min_labels=settings.finetune_min_labels,
         cuda_available=resolve_device(settings.device).type == "cuda",
         input_size=model_config.image_size,
-        full_max_input_size=settings.full_training_max_image_size)
+        full_max_input_size=settings.full_training_max_image_size,
+        frozen_max_labels=settings.frozen_max_labels)
     split = collected.split
     pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
     inputs = RoundInputs(project_id, collected.labels, collected.train_images, collected.targets,

@@ -75,7 +75,8 @@ def test_another_backbone_version_recomputes_and_drops_the_old_features(settings
 def test_full_mode_is_used_without_a_representation_and_frozen_is_refused(tmp_path):
     def auto(**kw):
         args = dict(has_representation=True, n_labeled=50, finetune_min_labels=1000,
-                    cuda_available=False, input_size=224, full_max_input_size=64)
+                    cuda_available=False, input_size=224, full_max_input_size=64,
+                    frozen_max_labels=20)
         return choose_train_mode("auto", **{**args, **kw})
 
     assert auto(has_representation=False, input_size=224) == "full"
@@ -83,13 +84,17 @@ def test_full_mode_is_used_without_a_representation_and_frozen_is_refused(tmp_pa
     assert auto(cuda_available=True) == "frozen"                 # a GPU, few labels
     assert auto(cuda_available=True, n_labeled=5000) == "full"
     assert auto(n_labeled=5000) == "frozen"
-    assert auto(input_size=64) == auto(input_size=32, n_labeled=5) == "full"   # small: as scratch
+    assert auto(input_size=64) == auto(input_size=32, n_labeled=21) == "full"   # small: as scratch
+    assert auto(input_size=32, n_labeled=20) == "frozen"         # few labels: the head first
+    assert auto(input_size=32, n_labeled=5, frozen_max_labels=0) == "full"
     assert auto(input_size=32, full_max_input_size=0) == "frozen"
     assert choose_train_mode("full", has_representation=True, n_labeled=5, finetune_min_labels=1000,
-                             cuda_available=False, input_size=224, full_max_input_size=0) == "full"
+                             cuda_available=False, input_size=224, full_max_input_size=0,
+                             frozen_max_labels=0) == "full"
     with pytest.raises(ValueError, match="needs pretrained"):
         choose_train_mode("frozen", has_representation=False, n_labeled=5, finetune_min_labels=1,
-                          cuda_available=False, input_size=16, full_max_input_size=64)
+                          cuda_available=False, input_size=16, full_max_input_size=64,
+                          frozen_max_labels=0)
     with pytest.raises(SettingsError, match="TRAIN_MODE=frozen needs"):
         Settings.from_env({"TRAIN_MODE": "frozen"})
     with pytest.raises(SettingsError, match="AUGMENT_POLICY"):
@@ -105,9 +110,13 @@ def test_full_mode_round_trains_the_whole_network(tmp_path):
     assert summary["metrics"]["steps"] >= 20 and summary["predictions_pushed"] == 12
 
 
-def test_auto_fine_tunes_pretrained_weights_at_a_small_input_from_the_file(settings):
-    small = dataclasses.replace(settings, full_training_max_image_size=64, train_steps=20)
+def test_auto_fine_tunes_pretrained_weights_at_a_small_input_from_the_file_after_a_few_labels(
+        settings):
+    small = dataclasses.replace(settings, full_training_max_image_size=64, train_steps=20,
+                                frozen_max_labels=len(LABELS) - 1)
     client = FakeClient(12, LABELS)
+    few, _, _ = run(dataclasses.replace(small, frozen_max_labels=len(LABELS)), client)
+    assert few["state"] == "done" and few["metrics"]["mode"] == "frozen"
     summary, store, _ = run(small, client)
     assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"
     assert summary["self_supervised"]["why"] == "the backbone starts from the configured pretrained weights"
