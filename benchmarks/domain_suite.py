@@ -119,11 +119,13 @@ RECIPES: dict[str, Recipe] = {
     "transfer_frozen": Recipe(
         "frozen-backbone training (as selfsup_frozen) on a pretrained file made here: the backbone "
         "trained supervised on the other domains' pools (transfer_sources, 2,000 steps, all their "
-        "labels): what TRAIN_MODE=auto does with PRETRAINED_WEIGHTS on a CPU",
+        "labels): what TRAIN_MODE=auto does with PRETRAINED_WEIGHTS up to FROZEN_MAX_LABELS "
+        "labels (and at inputs above FULL_TRAINING_MAX_IMAGE_SIZE)",
         model={}, train={}, transfer_steps=2000, frozen=True),
     "transfer_init": Recipe(
         "the default recipe started from the same pretrained file as transfer_frozen, the whole "
-        "network trained (TRAIN_MODE=full with PRETRAINED_WEIGHTS)",
+        "network trained: what TRAIN_MODE=auto does with PRETRAINED_WEIGHTS at 32 px after "
+        "FROZEN_MAX_LABELS labels",
         model={}, train={}, transfer_steps=2000),
     "transfer_selfsup_init": Recipe(
         "the default recipe started from transfer_init's pretrained file adapted to the domain by "
