@@ -185,9 +185,10 @@ class Settings:
     full_training_max_image_size: int = field(default=64, metadata=_doc(
         "With TRAIN_MODE=auto and pretrained weights: the largest input side at which the whole "
         "network is trained on any device after FROZEN_MAX_LABELS labels, as without weights (a "
-        "round costs about what one without weights costs). Measured on weights made from other image sets, at 32 px: 25 to "
-        "34 points above the frozen mode at 100 labels. Larger inputs (the 224 px of "
-        "BACKBONE_WEIGHTS) keep the backbone frozen on a CPU. 0: frozen at any size.", "pixels"))
+        "round costs about what one without weights costs). Measured on weights made from other "
+        "image sets, at 32 px: 24 to 34 points above the frozen mode at 100 labels (mean per "
+        "domain). Larger inputs (the 224 px of BACKBONE_WEIGHTS) keep the backbone frozen on a "
+        "CPU. 0: frozen at any size.", "pixels"))
     frozen_max_labels: int = field(default=20, metadata=_doc(
         "With TRAIN_MODE=auto and pretrained weights at an input of at most "
         "FULL_TRAINING_MAX_IMAGE_SIZE: rounds with at most this many labels keep the backbone "

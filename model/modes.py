@@ -1,10 +1,10 @@
 """Which of the two training modes a round uses.
 
 - ``"frozen"``: the backbone is fixed; a light head and the loss prediction module are trained on
-  its cached pooled multi-level features (model/frozen.py). Right when the backbone already knows
-  how to see (pretrained weights, or self-supervised weights from the project's own images) and
-  labels are few: a few dozen labels cannot improve millions of backbone weights, and a round costs
-  seconds instead of a full training.
+  its cached pooled multi-level features (model/frozen.py). A round costs seconds instead of a
+  full training. Right when the backbone already knows how to see (pretrained weights) and either
+  labels are very few (at 20 labels it was measured level with fine-tuning or above it) or the
+  input is too large to fine-tune without a GPU (the 224 px of ImageNet weights).
 - ``"full"``: the whole network is trained jointly with the module (model/trainer.py). Right when
   there is no representation to start from (from scratch), when labels are many and a GPU makes
   fine-tuning affordable, and when the network's input is small: then a full round costs what a
