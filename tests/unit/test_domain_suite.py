@@ -10,6 +10,22 @@ import torch
 from benchmarks import domain_suite as ds
 
 
+def tiny_recipe(**fields) -> ds.Recipe:
+    """A recipe at 16 px and 4 optimizer steps (a frozen one trains its own few steps)."""
+    return ds.Recipe("test", model=dict(image_size=16),
+                     train=dict(auto_target_steps=4, auto_min_epochs=1, auto_max_epochs=4), **fields)
+
+
+def tiny_shapes(monkeypatch, pool_size: int = 60, test_size: int = 40,
+                **recipes: ds.Recipe) -> ds.DomainData:
+    """For one test: pools of a few images, ``recipes`` registered by name; the shapes data."""
+    monkeypatch.setattr(ds, "POOL_SIZE", pool_size)
+    monkeypatch.setattr(ds, "TEST_SIZE", test_size)
+    for name, recipe in recipes.items():
+        monkeypatch.setitem(ds.RECIPES, name, recipe)
+    return ds.load_domain_data("shapes")
+
+
 def test_labeled_draw_is_paired_across_recipes_and_differs_by_seed():
     a, b = ds.draw_labeled(1500, 50, seed=0), ds.draw_labeled(1500, 50, seed=0)
     assert np.array_equal(a, b) and len(set(a.tolist())) == 50
@@ -17,11 +33,7 @@ def test_labeled_draw_is_paired_across_recipes_and_differs_by_seed():
 
 
 def test_a_tiny_run_trains_scores_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "POOL_SIZE", 60)
-    monkeypatch.setattr(ds, "TEST_SIZE", 40)
-    monkeypatch.setitem(ds.RECIPES, "tiny", ds.Recipe(
-        "test", model=dict(image_size=16), train=dict(auto_target_steps=4, auto_min_epochs=1, auto_max_epochs=4)))
-    data = ds.load_domain_data("shapes", pool_size=60, test_size=40)
+    data = tiny_shapes(monkeypatch, tiny=tiny_recipe())
     assert len(data.pool_images) == 60 and len(data.test_images) == 40 and len(data.labels) == 4
     records = ds.run_suite(["tiny", "legacy"], ["shapes"], [8], [0], tmp_path, log=lambda m: None)
     assert [r["recipe"] for r in records] == ["tiny", "legacy"]
@@ -49,12 +61,7 @@ def test_report_tables_every_recipe_with_mean_std_and_seed_counts():
 
 
 def test_a_selfsup_recipe_trains_from_the_domains_weights_learned_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "POOL_SIZE", 60)
-    monkeypatch.setattr(ds, "TEST_SIZE", 40)
-    monkeypatch.setitem(ds.RECIPES, "tiny_ssl", ds.Recipe(
-        "test", model=dict(image_size=16), train=dict(auto_target_steps=4, auto_min_epochs=1,
-                                                      auto_max_epochs=4), selfsup_steps=2))
-    data = ds.load_domain_data("shapes", pool_size=60, test_size=40)
+    data = tiny_shapes(monkeypatch, tiny_ssl=tiny_recipe(selfsup_steps=2))
     records = ds.run_suite(["tiny_ssl"], ["shapes"], [8], [0, 1], tmp_path, log=lambda m: None)
     weights = tmp_path / "selfsup" / "shapes-2.pt"
     assert weights.is_file() and len(records) == 2
@@ -66,9 +73,7 @@ def test_a_selfsup_recipe_trains_from_the_domains_weights_learned_once(tmp_path,
 
 
 def test_a_frozen_recipe_trains_on_the_learned_backbones_features_and_needs_one(tmp_path, monkeypatch):
-    monkeypatch.setitem(ds.RECIPES, "tiny_frozen", ds.Recipe(
-        "test", model=dict(image_size=16), train={}, selfsup_steps=2, frozen=True))
-    data = ds.load_domain_data("shapes", pool_size=60, test_size=40)
+    data = tiny_shapes(monkeypatch, tiny_frozen=tiny_recipe(selfsup_steps=2, frozen=True))
     record = ds.run_one("tiny_frozen", "shapes", 8, 0, data, "cpu", tmp_path)
     assert record["train_acc"] is not None and 0.0 <= record["accuracy"] <= 1.0
     assert record["model_config"]["pretrained_weights"] == "selfsup/shapes-2.pt"
@@ -82,15 +87,10 @@ def test_transfer_sources_never_include_the_targets_own_family():
 
 
 def test_a_transfer_recipe_starts_from_a_file_trained_on_other_domains_made_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "POOL_SIZE", 30)
-    monkeypatch.setattr(ds, "TEST_SIZE", 20)
-    monkeypatch.setitem(ds.RECIPES, "tiny_transfer", ds.Recipe(
-        "test", model=dict(image_size=16), train=dict(auto_target_steps=4, auto_min_epochs=1,
-                                                      auto_max_epochs=4), transfer_steps=2))
-    monkeypatch.setitem(ds.RECIPES, "tiny_transfer_frozen", ds.Recipe(
-        "test", model=dict(image_size=16), train={}, transfer_steps=2, frozen=True))
+    data = tiny_shapes(monkeypatch, 30, 20, tiny_transfer=tiny_recipe(transfer_steps=2),
+                       tiny_transfer_frozen=tiny_recipe(transfer_steps=2, frozen=True),
+                       tiny_transfer_ssl=tiny_recipe(transfer_steps=2, selfsup_steps=2, frozen=True))
     monkeypatch.setattr(ds, "transfer_sources", lambda domain: ("letters", "textures"))
-    data = ds.load_domain_data("shapes", pool_size=30, test_size=20)
     records = ds.run_suite(["tiny_transfer", "tiny_transfer_frozen"], ["shapes"], [8], [0],
                            tmp_path, log=lambda m: None)
     weights = tmp_path / "transfer" / "shapes-2.pt"
@@ -102,8 +102,6 @@ def test_a_transfer_recipe_starts_from_a_file_trained_on_other_domains_made_once
     ds.run_one("tiny_transfer", "shapes", 8, 1, data, "cpu", tmp_path)
     assert weights.stat().st_mtime_ns == made                        # reused, not trained again
     # with self-supervised steps too, the pre-training adapts the transferred file to the domain
-    monkeypatch.setitem(ds.RECIPES, "tiny_transfer_ssl", ds.Recipe(
-        "test", model=dict(image_size=16), train={}, transfer_steps=2, selfsup_steps=2, frozen=True))
     record = ds.run_one("tiny_transfer_ssl", "shapes", 8, 0, data, "cpu", tmp_path)
     assert record["model_config"]["pretrained_weights"] == "selfsup/shapes-2-from-transfer-shapes-2.pt"
     adapted = torch.load(tmp_path / record["model_config"]["pretrained_weights"], weights_only=True)
