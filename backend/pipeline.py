@@ -345,11 +345,15 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
 
 def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -> str | None:
     """Why a full-mode round starts from its configured initialisation, or None to start from
-    the project's self-supervised weights."""
+    the project's self-supervised weights (pre-trained from PRETRAINED_WEIGHTS when set: adapting
+    a file was measured at 32 px; torchvision's weights and large inputs were not)."""
     if settings.self_supervised_steps == 0:
         return "SELF_SUPERVISED_STEPS is 0"
-    if model_config.weights or model_config.pretrained_weights:
-        return "the backbone starts from the configured pretrained weights"
+    if model_config.weights:
+        return "the backbone starts from torchvision's pretrained weights, not adapted"
+    if model_config.pretrained_weights and model_config.image_size > settings.full_training_max_image_size:
+        return (f"the backbone starts from the configured pretrained weights, not adapted at "
+                f"{model_config.image_size} px (above FULL_TRAINING_MAX_IMAGE_SIZE)")
     return None
 
 

@@ -113,18 +113,35 @@ def test_full_mode_round_trains_the_whole_network(tmp_path):
 def test_auto_fine_tunes_pretrained_weights_at_a_small_input_from_the_file_after_a_few_labels(
         settings):
     small = dataclasses.replace(settings, full_training_max_image_size=64, train_steps=20,
-                                frozen_max_labels=len(LABELS) - 1)
+                                frozen_max_labels=len(LABELS) - 1, self_supervised_steps=0)
     client = FakeClient(12, LABELS)
     few, _, _ = run(dataclasses.replace(small, frozen_max_labels=len(LABELS)), client)
     assert few["state"] == "done" and few["metrics"]["mode"] == "frozen"
     summary, store, _ = run(small, client)
     assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"
-    assert summary["self_supervised"]["why"] == "the backbone starts from the configured pretrained weights"
     loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
+    assert loaded.model_config.pretrained_weights == str(settings.pretrained_weights)
     pretrained = torch.load(settings.pretrained_weights, weights_only=True)
     trained = loaded.model.features.state_dict()["block1.0.weight"]
     assert trained.shape == pretrained["block1.0.weight"].shape
     assert not torch.equal(trained, pretrained["block1.0.weight"])   # the backbone was trained
+
+
+def test_a_full_round_adapts_the_pretrained_file_to_the_projects_images_first(settings):
+    small = dataclasses.replace(settings, full_training_max_image_size=64, train_steps=10,
+                                frozen_max_labels=0, self_supervised_steps=4)
+    summary, store, _ = run(small, FakeClient(12, LABELS))
+    assert summary["state"] == "done" and summary["metrics"]["mode"] == "full"
+    adapted = summary["self_supervised"]
+    assert adapted["learned_now"] and adapted["steps"] == 4
+    loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
+    assert loaded.model_config.pretrained_weights.endswith(adapted["weights"])
+    # another pretrained file: the adaptation is learned again, from that file
+    other = dataclasses.replace(small, pretrained_weights=pretrained_file(
+        small.model_dir.parent / "other.pt", seed=2))
+    again, _, _ = run(other, FakeClient(12, LABELS))
+    assert again["self_supervised"]["learned_now"]
+    assert again["self_supervised"]["why"] == "the backbone, its input or the pre-training settings changed"
 
 
 def test_cold_start_with_a_pretrained_backbone_ranks_on_its_cached_embeddings(settings):

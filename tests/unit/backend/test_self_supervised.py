@@ -162,8 +162,29 @@ def test_skip_reasons():
     assert self_supervised_skip_reason(Settings(), ModelConfig()) is None
     assert "SELF_SUPERVISED_STEPS is 0" in self_supervised_skip_reason(
         Settings(self_supervised_steps=0), ModelConfig())
-    assert "configured pretrained weights" in self_supervised_skip_reason(
-        Settings(), ModelConfig(pretrained_weights="/weights.pt"))
+    # a local file at a small input is adapted (measured); torchvision's weights and large
+    # inputs are not
+    assert self_supervised_skip_reason(Settings(), ModelConfig(pretrained_weights="/w.pt")) is None
+    assert "not adapted at 224 px" in self_supervised_skip_reason(
+        Settings(), ModelConfig(pretrained_weights="/w.pt", image_size=224))
+    assert "torchvision's pretrained weights" in self_supervised_skip_reason(
+        Settings(), ModelConfig(backbone="resnet18", weights="DEFAULT", image_size=224))
+
+
+def test_the_key_follows_the_bytes_of_the_pretrained_file_it_starts_from(tmp_path):
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    first.write_bytes(b"weights one")
+    second.write_bytes(b"weights two")
+    key = ssl.weights_key(dataclasses.replace(CONFIG, pretrained_weights=str(first)), FEW_STEPS)
+    assert key != ssl.weights_key(CONFIG, FEW_STEPS)
+    assert key != ssl.weights_key(dataclasses.replace(CONFIG, pretrained_weights=str(second)),
+                                  FEW_STEPS)
+    second.write_bytes(b"weights one")                          # same bytes, another path: same
+    assert key == ssl.weights_key(dataclasses.replace(CONFIG, pretrained_weights=str(second)),
+                                  FEW_STEPS)
+    with pytest.raises(ValueError, match="cannot read pretrained weights"):
+        ssl.weights_key(dataclasses.replace(CONFIG, pretrained_weights=str(tmp_path / "no.pt")),
+                        FEW_STEPS)
 
 
 # ----------------------------------------------------------------------------- in a round
