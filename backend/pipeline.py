@@ -36,7 +36,7 @@ from model import checkpoint as model_checkpoint
 from model import recipe_search, strategies, trainer
 from model.config import ModelConfig, TrainConfig
 from model.frozen import score_pooled, train_frozen
-from model.modes import choose_train_mode
+from model.modes import choose_train_mode, fine_tunes_like_scratch
 from model.networks import build_network
 from model.selfsup import SelfSupConfig
 from model.outputs import ScoreOutputs
@@ -351,7 +351,8 @@ def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -
         return "SELF_SUPERVISED_STEPS is 0"
     if model_config.weights:
         return "the backbone starts from torchvision's pretrained weights, not adapted"
-    if model_config.pretrained_weights and model_config.image_size > settings.full_training_max_image_size:
+    if model_config.pretrained_weights and not fine_tunes_like_scratch(
+            model_config.image_size, settings.full_training_max_image_size):
         return (f"the backbone starts from the configured pretrained weights, not adapted at "
                 f"{model_config.image_size} px (above FULL_TRAINING_MAX_IMAGE_SIZE)")
     return None

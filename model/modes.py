@@ -18,6 +18,13 @@ from __future__ import annotations
 TRAIN_MODES = ("auto", "frozen", "full")
 
 
+def fine_tunes_like_scratch(input_size: int, full_max_input_size: int) -> bool:
+    """Whether a network of ``input_size`` pixels a side is small enough that training all of it
+    from pretrained weights (and adapting them by self-supervision first) costs what a round
+    without weights costs: at most ``full_max_input_size`` (0: never)."""
+    return input_size <= full_max_input_size
+
+
 def choose_train_mode(requested: str, *, has_representation: bool, n_labeled: int,
                       finetune_min_labels: int, cuda_available: bool, input_size: int,
                       full_max_input_size: int, frozen_max_labels: int) -> str:
@@ -40,7 +47,7 @@ def choose_train_mode(requested: str, *, has_representation: bool, n_labeled: in
         return requested
     if not has_representation:
         return "full"
-    if input_size <= full_max_input_size and n_labeled > frozen_max_labels:
+    if fine_tunes_like_scratch(input_size, full_max_input_size) and n_labeled > frozen_max_labels:
         return "full"
     if cuda_available and n_labeled >= finetune_min_labels:
         return "full"
