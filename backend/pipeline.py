@@ -316,9 +316,12 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
     pool task with it (the frozen mode scores from the very features it trained on)."""
     model_config = collected.model_config
     train_config = train_config_from(settings)
+    configured = bool(model_config.weights or model_config.pretrained_weights)
+    # without configured weights the project's own self-supervised weights are the representation
+    learns_own = not configured and self_supervised_skip_reason(settings, model_config) is None
     mode = choose_train_mode(
         settings.train_mode, n_labeled=len(collected.train_images),
-        has_representation=bool(model_config.weights or model_config.pretrained_weights),
+        has_representation=configured or learns_own, learned_on_project=learns_own,
         finetune_min_labels=settings.finetune_min_labels,
         cuda_available=resolve_device(settings.device).type == "cuda",
         input_size=model_config.image_size,
@@ -331,13 +334,18 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
                          train_config, run)
     version = new_version()
     run.status(version_in_progress=version)
-    if mode == "frozen":
-        result, ids, outputs = _train_and_score_frozen(settings, store, inputs)
-    else:
+    # A full round starts from the self-supervised weights (adapting a configured file); a frozen
+    # round keeps a configured backbone as it is (measured so) and needs the project's own otherwise.
+    if mode == "full" or learns_own:
         with run.phase("self_supervised_s"):
             inputs.model_config, inputs.self_supervised = self_supervised_start(
                 settings, store, project_id, inputs.model_config, inputs.fetcher,
                 inputs.pool_items, run)
+    if mode == "frozen" and not (inputs.model_config.weights or inputs.model_config.pretrained_weights):
+        mode = "full"  # the project's weights could not be learned (too few loadable images)
+    if mode == "frozen":
+        result, ids, outputs = _train_and_score_frozen(settings, store, inputs)
+    else:
         result, ids, outputs = _train_and_score_full(settings, inputs)
     return TrainedRound(version, mode, result, ids, outputs, inputs.recipe_search,
                         inputs.self_supervised)

@@ -164,6 +164,12 @@ def pushed_method(structure: float, embedding: str) -> str | None:
     return "typical" if structure <= TYPICAL_MAX_INERTIA_RATIO else "stratified"
 
 
+def coverage_cell(rows: list[dict], n: int) -> str:
+    """Mean classes among the first ``n`` picks; "–" for runs recorded before it was measured."""
+    values = [r[f"classes_covered_at_{n}"] for r in rows if f"classes_covered_at_{n}" in r]
+    return f"{np.mean(values):.1f}" if len(values) == len(rows) else "–"
+
+
 def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedding: str) -> str:
     domains = list(dict.fromkeys(r["domain"] for r in records))
     if embedding == "pixels":
@@ -192,7 +198,10 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
              "what a cold-start round pushes (module doc of model/coldstart.py)"
              + ("." if embedding in RANKED_ON else
                 "; none here: a cold-start round ranks on pixels (or on configured pretrained "
-                "weights), not on this embedding."),
+                "weights), not on this embedding.")
+             + (" \"–\": not recorded (runs made before the benchmark reported the first 10 and "
+                "20)." if any(coverage_cell([r], n) == "–" for r in records for n in COVERAGE_AT)
+                else ""),
              "",
              f"| domain (classes) | structure | selection | {coverage_heads} | classes in first "
              f"{k} | accuracy % | paired gain vs random (points) |",
@@ -206,9 +215,7 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
             if not rows:    # a method this domain was not run with
                 continue
             acc = np.array([100 * r["accuracy"] for r in rows])
-            coverage = " | ".join(
-                f"{np.mean([r.get(f'classes_covered_at_{n}', np.nan) for r in rows]):.1f}"
-                for n in COVERAGE_AT)
+            coverage = " | ".join(coverage_cell(rows, n) for n in COVERAGE_AT)
             cov = np.array([r["classes_covered"] for r in rows])
             gain = ""
             if method != "random" and "random" in by:

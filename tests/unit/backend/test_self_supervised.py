@@ -191,8 +191,10 @@ def test_the_key_follows_the_bytes_of_the_pretrained_file_it_starts_from(tmp_pat
 
 @pytest.fixture
 def settings(tmp_path):
+    # FROZEN_MAX_LABELS 0: the full mode from the first label (test_frozen_round covers the head
+    # trained on the self-supervised backbone at a few labels)
     return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
-                    device="cpu", train_steps=10, self_supervised_steps=4)
+                    device="cpu", train_steps=10, self_supervised_steps=4, frozen_max_labels=0)
 
 
 def test_a_full_round_trains_from_the_projects_weights_and_the_next_reuses_them(settings):
