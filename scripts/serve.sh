@@ -31,10 +31,23 @@ except SettingsError as exc:
 PYCHECK
 
 children=()
+redis_pid=""
 stop_all() {
   trap - EXIT INT TERM
-  for pid in "${children[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # The embedded Redis goes last: the workers (and RQ's scheduler, their child) release their
+  # locks in it on the way out, and a Redis already gone makes them log a traceback.
+  local pid
+  for pid in "${children[@]}"; do
+    [[ "$pid" == "$redis_pid" ]] || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${children[@]}"; do
+    [[ "$pid" == "$redis_pid" ]] || wait "$pid" 2>/dev/null || true
+  done
+  if [[ -n "$redis_pid" ]]; then
+    sleep 1   # RQ's scheduler process outlives its worker by a moment
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
 }
 trap stop_all EXIT
 trap 'exit 130' INT
@@ -43,7 +56,8 @@ trap 'exit 143' TERM
 if [[ -z "${REDIS_URL:-}" ]]; then
   redis_out="$(mktemp)"
   "$PY" -m backend.embedded_redis --dir "$DATA_ROOT/redis" >"$redis_out" &
-  children+=($!)
+  redis_pid=$!
+  children+=("$redis_pid")
   for _ in $(seq 1 150); do
     grep -q '^REDIS_URL=' "$redis_out" 2>/dev/null && break
     kill -0 "${children[-1]}" 2>/dev/null || { log "error: embedded Redis failed to start"; exit 1; }

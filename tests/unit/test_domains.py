@@ -131,7 +131,8 @@ def test_default_domain_size_leaves_earlier_fingerprints_unchanged():
 def test_photo_patches_come_from_their_own_photograph(generated):
     # Mean colour and edge energy alone tell a patch's photograph well above chance (1/8), and a
     # shuffled labelling does not: the class is where the patch was cut, not noise. (A learned
-    # model is needed for the rest: 0.3 here against 0.5-0.9 trained, benchmarks/results/domains.)
+    # model is needed for the rest: 0.3 here against 0.47-0.86 trained on 20-100 labels,
+    # benchmarks/results/domains.)
     images, targets, names = generated["photos"]
     x = images.astype(np.float32)
     feats = np.concatenate([x.reshape(len(x), -1, 3).mean(1),
