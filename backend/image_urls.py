@@ -116,11 +116,22 @@ def resolve_image_source(raw: str, *, task_id: int | None, label_studio_url: str
                          local_files_root: Path | None = None) -> ImageSource:
     """Map a task's image reference to how to get it, or refuse it with a reason."""
     try:
-        return _resolve(raw.strip(), task_id, label_studio_url, allowed_hosts, local_files_root)
+        return _resolve(_without_tabs_and_newlines(raw.strip()), task_id, label_studio_url,
+                        allowed_hosts, local_files_root)
     except ImageURLRefused:
         raise
     except ValueError as exc:   # urlsplit/urljoin on e.g. "http://[" or a non-numeric port
         raise ImageURLRefused(f"malformed URL: {exc}") from None
+
+
+def _without_tabs_and_newlines(raw: str) -> str:
+    """``raw`` without ASCII tabs and newlines, which URL parsers drop wherever they are (WHATWG,
+    and Python's urlsplit), but which the HTTP client refuses in a host: the URL that is checked
+    must be the very one that is fetched."""
+    return raw.translate(_TAB_AND_NEWLINES)
+
+
+_TAB_AND_NEWLINES = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
 
 
 def _resolve(raw: str, task_id: int | None, label_studio_url: str,

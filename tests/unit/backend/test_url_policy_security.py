@@ -84,3 +84,16 @@ def test_any_task_url_is_refused_or_goes_only_where_allowed(raw):
     target = parse_url(source.url)
     assert f"{(target.host or '').strip('[]').lower()}:{target.port or {'http': 80, 'https': 443}[target.scheme]}" \
         == host_key(source.url).replace("[", "").replace("]", ""), (raw, source.url)
+
+
+@pytest.mark.parametrize("raw", ["http://images.example.org\t/data/upload/1/",
+                                 "http://images.exam\nple.org/x.png", "/data/upload/1/\r\nx.png"])
+def test_tabs_and_newlines_are_dropped_before_the_check_so_the_checked_url_is_the_fetched_one(raw):
+    # URL parsers drop them (so the check saw a clean host) but the HTTP client refuses a host
+    # holding them: found by the property above. The fetched URL is the checked one, without them.
+    from urllib3.util import parse_url
+
+    source = resolve_image_source(raw, task_id=3, label_studio_url=LS, allowed_hosts=ALLOWED)
+    assert not any(c in source.url for c in "\t\r\n")
+    assert host_key(source.url) in {host_key(LS), "images.example.org:80"}
+    assert parse_url(source.url).host in ("images.example.org", "127.0.0.1")
