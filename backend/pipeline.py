@@ -352,8 +352,9 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
 
 
 def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -> str | None:
-    """Why a full-mode round starts from its configured initialisation, or None to start from
-    the project's self-supervised weights (pre-trained from PRETRAINED_WEIGHTS when set: adapting
+    """Why a round starts from its configured initialisation, or None to start from (or, up to
+    FROZEN_MAX_LABELS labels without configured weights, train a head on) the project's
+    self-supervised weights (pre-trained from PRETRAINED_WEIGHTS when set: adapting
     a file was measured at 32 px; torchvision's weights and large inputs were not)."""
     if settings.self_supervised_steps == 0:
         return "SELF_SUPERVISED_STEPS is 0"

@@ -1,9 +1,11 @@
 """A project's self-supervised backbone weights: learned from its own images, kept, reused.
 
-Before a project's full-mode trainings, the backbone is pre-trained on the project's images,
-labeled or not, with the contrastive objective of ``model/selfsup.py``, and every full-mode
-training starts from those weights: instead of a random initialisation (README, domain suite,
-`selfsup_init` rows: +6 to +34 points on every non-digit domain at 20-100 labels), or, with a
+Before a project's first trained round, the backbone is pre-trained on the project's images,
+labeled or not, with the contrastive objective of ``model/selfsup.py``. Without configured weights,
+rounds up to FROZEN_MAX_LABELS labels train a head on those weights and every full-mode training
+starts from them: instead of a random initialisation (README, domain suite, `selfsup_init` rows:
++6 to +34 points on the synthetic non-digit domains at 20-100 labels, level on digits and MNIST,
+below it on photographs at 20 and 50 labels), or, with a
 PRETRAINED_WEIGHTS file, adapting that file to the project's images (the pre-training starts from
 it; `transfer_selfsup_init` rows: +1.7 to +9.7 points over fine-tuning the file as it is, at 100
 labels, every paired seed).

@@ -35,6 +35,12 @@ def checkpoint_of(project: int, model_dir: Path) -> Path:
 def export(checkpoint: Path, out: Path) -> str:
     """Write ``checkpoint``'s backbone to ``out``; returns the settings line that uses it."""
     loaded = load_checkpoint(checkpoint)
+    if loaded.metrics.get("mode") == "frozen":
+        # a frozen round trains only the head: its backbone is the one the round started from
+        print("note: this version was trained in frozen mode, so its backbone was not trained on "
+              "the project's labels (it is the self-supervised or pretrained backbone it started "
+              "from); a version trained after more than FROZEN_MAX_LABELS labels carries them",
+              file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_pretrained(backbone_state_dict(loaded.model), out)
     return f"BACKBONE={loaded.model_config.backbone} PRETRAINED_WEIGHTS={out.resolve()}"

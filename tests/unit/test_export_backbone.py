@@ -50,3 +50,13 @@ def test_no_trained_model_is_a_clear_error(tmp_path, capsys):
     assert export_backbone.main(["--project", "7", "--model-dir", str(store.model_dir),
                                  "--out", str(out)]) == 1
     assert "cold-start ranking" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_frozen_version_exports_with_a_note_that_its_backbone_saw_no_labels(tmp_path, capsys):
+    config = ModelConfig(image_size=16)
+    path = tmp_path / "frozen.pt"
+    save_checkpoint(path, TrainResult(build_network(config, num_classes=2), ["a", "b"], config,
+                                      TrainConfig(), {"mode": "frozen"}))
+    out = tmp_path / "backbone.pt"
+    assert export_backbone.main(["--checkpoint", str(path), "--out", str(out)]) == 0
+    assert "frozen mode" in capsys.readouterr().err and out.exists()
