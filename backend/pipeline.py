@@ -14,6 +14,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -367,6 +368,15 @@ def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -
     return None
 
 
+def self_supervised_config(settings: Settings) -> SelfSupConfig:
+    return SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
+                         device=settings.device)
+
+
+def self_supervised_dir(store: ModelStore, project_id: int) -> Path:
+    return store.project_dir(project_id) / self_supervised.DIR_NAME
+
+
 def self_supervised_start(settings: Settings, store: ModelStore, project_id: int,
                           model_config: ModelConfig, fetcher: ImageFetcher,
                           pool_items: list[tuple[int, str]],
@@ -388,10 +398,8 @@ def self_supervised_start(settings: Settings, store: ModelStore, project_id: int
                                                  "images": len(items)})
         return arrays
 
-    cfg = SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
-                        device=settings.device)
     path, summary = self_supervised.ensure_weights(
-        store.project_dir(project_id) / self_supervised.DIR_NAME, model_config, cfg,
+        self_supervised_dir(store, project_id), model_config, self_supervised_config(settings),
         pool_items, load_images, growth=settings.self_supervised_refresh_growth,
         max_images=settings.self_supervised_max_images,
         progress=run.throttled_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING,
@@ -679,32 +687,74 @@ def _learned_cold_start_embedding(settings: Settings, store: ModelStore, project
 def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudioClient,
                          store: ModelStore, collected: CollectedRound, reason: str,
                          run: RoundRun) -> dict:
-    """Too few labels (or classes) to train: rank the pool by TypiClust on a pixel embedding
-    (QUERY_BATCH_SIZE clusters, coarse to fine, each cluster's member picked as COLDSTART_PICK
-    says) and push it with no pre-selected choice, as version ``coldstart-<timestamp>``.
+    """Too few labels (or classes) to train: rank the pool by TypiClust (QUERY_BATCH_SIZE
+    clusters, coarse to fine, each cluster's member picked as ``model.coldstart.pick_for`` says) and
+    push it with no pre-selected choice, as version ``coldstart-<timestamp>``.
 
-    The labeled tasks' embeddings mark their clusters as covered; labeled tasks follow the pool.
+    What it ranks on: configured weights' embedding when there are weights; otherwise the
+    project's self-supervised backbone (SELF_SUPERVISED_STEPS > 0). When those weights are not
+    learned yet, the round pushes a pixel ranking at once, learns them (the first trained round
+    would have to: it then reuses them), ranks again on them and pushes that ranking too. With
+    self-supervision off it ranks on pixels. The labeled tasks' embeddings mark their clusters
+    as covered; labeled tasks follow the pool.
     """
-    from model import coldstart
     log.info("project %s: cold-start round: %s", project_id, reason)
-    report = collected.report
     summary = {"reason": reason, "tasks": collected.n_tasks,
                "annotated_tasks": len(collected.split.labeled), "labels": collected.split.labels,
                "annotations_used": len(collected.train_images)}
+    model_config = model_config_from(settings)
+    if model_config.weights or model_config.pretrained_weights:
+        return _cold_start_push(settings, project_id, client, store, collected, reason, run,
+                                model_config, "backbone", summary)
+    if self_supervised_skip_reason(settings, model_config) is not None:
+        return _cold_start_push(settings, project_id, client, store, collected, reason, run,
+                                model_config, "pixels", summary)
+    pool_items = collected.split.unlabeled + [(tid, url) for tid, url, _ in collected.split.labeled]
+    stored = self_supervised.reusable_weights(
+        self_supervised_dir(store, project_id), model_config, self_supervised_config(settings),
+        len(pool_items), settings.self_supervised_refresh_growth)
+    first: dict | None = None
+    if stored is None:
+        # learning the weights takes minutes on a CPU: annotators get a ranking meanwhile
+        first = _cold_start_push(settings, project_id, client, store, collected, reason, run,
+                                 model_config, "pixels", summary)
+        if first["state"] != RoundState.COLD_START.value:
+            return first
+        with run.phase("self_supervised_s"):
+            learned_config, learned = self_supervised_start(
+                settings, store, project_id, model_config, collected.fetcher, pool_items, run)
+        if not learned_config.pretrained_weights:
+            return {**first, "self_supervised": learned}
+    else:
+        learned_config = dataclasses.replace(model_config, pretrained_weights=str(stored))
+        learned = {"weights": stored.name, "learned_now": False}
+    final = _cold_start_push(settings, project_id, client, store, collected, reason, run,
+                             learned_config, "self_supervised", summary)
+    final["self_supervised"] = learned
+    if first is not None:
+        final["first_push"] = {key: first[key] for key in
+                               ("model_version", "embedding", "pick", "predictions_pushed")}
+    return final
+
+
+def _cold_start_push(settings: Settings, project_id: int, client: LabelStudioClient,
+                     store: ModelStore, collected: CollectedRound, reason: str, run: RoundRun,
+                     model_config: ModelConfig, embedding_kind: str, summary: dict) -> dict:
+    """Rank the pool on one embedding (``pixels``, or a learned backbone's in ``model_config``)
+    and push that ranking as a new cold-start version; the round's summary so far."""
+    from model import coldstart
+    report = collected.report
+    summary = {**summary, "embedding": embedding_kind}
     with run.phase("rank_s", RoundPhase.COLD_START_RANKING, cold_start_reason=reason):
         on_progress = run.scoring_progress(RoundPhase.COLD_START_RANKING)
-        model_config = model_config_from(settings)
-        if model_config.weights or model_config.pretrained_weights:
+        if embedding_kind == "pixels":
+            pool_ids, labeled_ids, embedding = _pixel_cold_start_embedding(settings, collected,
+                                                                           on_progress)
+        else:
             # a learned backbone: TypiClust on its embeddings (cached; the first trained round
             # reuses them)
             pool_ids, labeled_ids, embedding = _learned_cold_start_embedding(
                 settings, store, project_id, model_config, collected, on_progress, run.status)
-            embedding_kind = "backbone"
-        else:
-            pool_ids, labeled_ids, embedding = _pixel_cold_start_embedding(settings, collected,
-                                                                           on_progress)
-            embedding_kind = "pixels"
-        summary["embedding"] = embedding_kind
         if not pool_ids:
             if collected.split.unlabeled:
                 raise RuntimeError("no unlabeled task image of the project could be read: "
@@ -717,7 +767,8 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
                                       embedding[n_pool:] if labeled_ids else None,
                                       n_clusters=min(settings.query_batch_size, n_pool),
                                       seed=settings.seed, start_clusters=COLDSTART_FIRST_CLUSTERS,
-                                      pick=settings.coldstart_pick)
+                                      pick=coldstart.pick_for(settings.coldstart_pick,
+                                                              embedding_kind))
         summary.update(pick=ranking.pick, cluster_structure=(
             None if ranking.structure is None else round(ranking.structure, 3)))
         # the pool in TypiClust order, then the labeled tasks: the tab's top is always work to do
@@ -728,16 +779,18 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
             label=None, probability=None, score=float(scores[row]),
             cluster=int(clusters[row]) if settings.push_clusters and clusters[row] >= 0 else None))
             for row, tid in enumerate(pool_ids + labeled_ids)]
-    log.info("project %s: cold start ranked %d unlabeled tasks in %d clusters (%d covered by "
-             "labels; %s pick, structure %s) in %.1fs", project_id, n_pool, len(ranking.covered),
-             int(ranking.covered.sum()), ranking.pick, summary["cluster_structure"],
-             run.timings["rank_s"])
+    log.info("project %s: cold start ranked %d unlabeled tasks on %s in %d clusters (%d covered "
+             "by labels; %s pick, structure %s) in %.1fs", project_id, n_pool, embedding_kind,
+             len(ranking.covered), int(ranking.covered.sum()), ranking.pick,
+             summary["cluster_structure"], run.timings["rank_s"])
 
     with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
         version = new_coldstart_version()
         pushed = push_and_publish(settings, client, store, project_id, version, collected.schema,
-                                  predictions, about={"strategy": "typiclust", "cold_start": True},
+                                  predictions, about={"strategy": "typiclust", "cold_start": True,
+                                                      "embedding": embedding_kind},
                                   info={"cold_start": True, "reason": reason,
+                                        "embedding": embedding_kind,
                                         "annotations_used": len(collected.train_images)},
                                   status=run.status)
     with run.phase(phase=RoundPhase.UPDATING_VIEWS):

@@ -103,8 +103,9 @@ class Settings:
     min_annotations_to_train: int = field(default=2, metadata=_doc(
         "Fewest usable annotated images a training job needs; below it (or below "
         "MIN_CLASSES_TO_TRAIN) the round is a cold-start round: no model is trained, the pool is "
-        "ranked by TypiClust on a pixel embedding (or the learned backbone's) and pushed without "
-        "a pre-selected choice.",
+        "ranked by TypiClust and pushed without a pre-selected choice. It ranks on the configured "
+        "weights' embedding, else on the project's self-supervised backbone (a pixel ranking is "
+        "pushed first while those weights are learned), else (SELF_SUPERVISED_STEPS=0) on pixels.",
         "annotations"))
     min_classes_to_train: int = field(default=2, metadata=_doc(
         "Fewest distinct classes among the usable annotations a training job needs; a classifier "
@@ -115,7 +116,10 @@ class Settings:
         "typical member), stratified (a random member) or auto (typical only where the embedding "
         "is clearly clustered, its k-means inertia at most 0.8 of a same-covariance Gaussian's: "
         "on unclustered embeddings the most typical images are the most uniform ones, and "
-        "training on them lost to a random draw; benchmarks/results/coldstart-accuracy.md)."))
+        "training on them lost to a random draw; benchmarks/results/coldstart-accuracy.md; on the "
+        "project's self-supervised embedding auto is stratified: a contrastive embedding looks "
+        "clustered whether or not its clusters are classes, and typical members lost there; "
+        "benchmarks/results/coldstart-accuracy-selfsup.md)."))
     # --- what is pushed to Label Studio --------------------------------------------------------
     strategy: str = field(default="margin_diverse", metadata=_doc(
         "Acquisition strategy whose ranking becomes the prediction score (a name registered in "
@@ -229,8 +233,9 @@ class Settings:
         "Training starts from a backbone pre-trained on the project's own images, labeled or "
         "not, with a contrastive objective for this many optimizer steps of 64 images x 2 views: "
         "4-10 min on one CPU core at 32 px (a GPU is far faster; not measured here). Learned in "
-        "the first trained round, kept per project and reused by later rounds (frozen up to "
-        "FROZEN_MAX_LABELS labels, fine-tuned after). From a "
+        "the project's first cold-start round (whose ranking then uses them) or first trained "
+        "round, kept per project and reused by later rounds (frozen up to FROZEN_MAX_LABELS "
+        "labels, fine-tuned after). From a "
         "random initialisation: +6 to +34 points on the synthetic non-digit domains at 20-100 "
         "labels, level on digits and MNIST, -5.2 / -1.9 / 0 points at 20 / 50 / 100 labels on "
         "photographs; from a PRETRAINED_WEIGHTS file at most "

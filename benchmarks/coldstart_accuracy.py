@@ -8,18 +8,18 @@ embedding, model/coldstart.py) vs the first k of a random order.
 
 Rankings: ``typical`` (each cluster's most typical member first: TypiClust as published),
 ``stratified`` (a random member of each cluster first) and ``random``. The backend pushes
-``pick="auto"``: typical where the embedding's cluster structure (``cluster_structure``, shown
-in the table) is at most ``TYPICAL_MAX_INERTIA_RATIO``, stratified elsewhere; its row is the one
-marked "(pushed)". A selection identical to one already trained (same rows) is not trained twice.
+``pick="auto"``: stratified on the self-supervised embedding; elsewhere typical where the
+embedding's cluster structure (``cluster_structure``, shown in the table) is at most
+``TYPICAL_MAX_INERTIA_RATIO``, stratified otherwise; its row is the one marked "(pushed)". A selection identical to one already trained (same rows) is not trained twice.
 
 ``--embedding``: what the rankings cluster, and what every selection trains from.
 ``pixels`` (what a cold-start round ranks on without configured weights): the label-free pixel
 embedding, training from a random start. ``selfsup``: the L2-normalised embedding of the
 domain's self-supervised backbone (``domain_suite.selfsup_weights``, 1,000 steps, learned once
 on the pool and shared with the suite's ``selfsup_init`` recipe), training from those weights as
-a project's first trained round does. A cold-start round would have to pre-train before its
-first push to rank on it; measured, no pick beat random on every non-digit domain, so it does
-not (README, "Cold start"). ``transfer``: the embedding of a pretrained file made here
+a project's first trained round does; what a cold-start round ranks on once the project's
+self-supervised weights are learned (README, "Cold start"), with the stratified pick.
+``transfer``: the embedding of a pretrained file made here
 (``domain_suite.transfer_weights``: the backbone trained supervised on other domains), as a
 cold-start round ranks on configured pretrained weights (raw, as the backend embeds), and every
 selection trains from those weights, as the first trained round does with such weights at 32 px
@@ -49,7 +49,7 @@ import torch  # noqa: E402
 
 from benchmarks import domain_suite  # noqa: E402
 from model import ModelConfig, TrainConfig, build_network, score, train  # noqa: E402
-from model.coldstart import (TYPICAL_MAX_INERTIA_RATIO, cluster_structure,  # noqa: E402
+from model.coldstart import (TYPICAL_MAX_INERTIA_RATIO, cluster_structure, pick_for,  # noqa: E402
                              pixel_embedding, typiclust_order)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +62,8 @@ SELFSUP_STEPS = 1000   # SELF_SUPERVISED_STEPS default
 COVERAGE_AT = (10, 20)  # prefixes whose class coverage is reported besides --labels
 TRANSFER_STEPS = 2000  # domain_suite's transfer recipes
 EMBEDDINGS = ("pixels", "selfsup", "transfer")
-# embeddings a cold-start round ranks on: pixels without configured weights, the weights' own
-# embedding with them
-RANKED_ON = ("pixels", "transfer")
+# the kind of embedding each stands for in a cold-start round (model.coldstart.EMBEDDINGS)
+BACKEND_EMBEDDING = {"pixels": "pixels", "selfsup": "self_supervised", "transfer": "backbone"}
 
 
 def out_path(embedding: str) -> Path:
@@ -156,11 +155,12 @@ def run(domains: list[str], k: int, steps: int, methods: list[str],
     return records
 
 
-def pushed_method(structure: float, embedding: str) -> str | None:
+def pushed_method(structure: float, embedding: str) -> str:
     """What the backend's cold-start round (``COLDSTART_PICK=auto``) pushes for this embedding and
-    cluster structure; None for an embedding it does not rank on."""
-    if embedding not in RANKED_ON:
-        return None
+    cluster structure (``model.coldstart.pick_for``, then the structure rule)."""
+    pick = pick_for("auto", BACKEND_EMBEDDING[embedding])
+    if pick != "auto":
+        return pick
     return "typical" if structure <= TYPICAL_MAX_INERTIA_RATIO else "stratified"
 
 
@@ -195,10 +195,7 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
              "steps and tested on the domain suite's 1,000 held-out images. Mean ± std over seeds "
              f"{', '.join(map(str, SEEDS))} (paired). `structure`: the embedding's cluster "
              "structure (k-means inertia over a same-covariance Gaussian's); \"(pushed)\" marks "
-             "what a cold-start round pushes (module doc of model/coldstart.py)"
-             + ("." if embedding in RANKED_ON else
-                "; none here: a cold-start round ranks on pixels (or on configured pretrained "
-                "weights), not on this embedding.")
+             "what a cold-start round pushes (model.coldstart.pick_for and module doc)."
              + (" \"–\": not recorded (runs made before the benchmark reported the first 10 and "
                 "20)." if any(coverage_cell([r], n) == "–" for r in records for n in COVERAGE_AT)
                 else ""),

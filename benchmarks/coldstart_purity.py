@@ -183,7 +183,7 @@ def run(domains, embeddings) -> list[dict]:
 
 def markdown(records: list[dict], seconds: float) -> str:
     lines = [
-        "# Cold start: why it beats random on digits only",
+        "# Cold start: where it beats random, and why",
         "",
         "`scripts/python.sh benchmarks/coldstart_purity.py` (module doc): for each domain, pool",
         f"shape ({POOL} images drawn at random, or long-tailed {TAIL_RATIO}:1) and embedding, the",

@@ -52,6 +52,9 @@ STRUCTURE_SAMPLE = 5_000       # rows the cluster-structure test clusters (seede
 # non-digit domains (module doc)
 TYPICAL_MAX_INERTIA_RATIO = 0.8
 PICKS = ("auto", "typical", "stratified")
+# what a cold-start ranking clusters: a pixel embedding, configured weights' features, or the
+# project's own self-supervised backbone's
+EMBEDDINGS = ("pixels", "backbone", "self_supervised")
 _EPS = 1e-8
 
 
@@ -117,6 +120,19 @@ def pixel_embedding(images: "np.ndarray | Sequence", size: int = 16, dims: int =
     for start in range(0, n, 8 * CHUNK_ROWS):
         out[start:start + 8 * CHUNK_ROWS] = pca.transform(x[start:start + 8 * CHUNK_ROWS])
     return out
+
+
+def pick_for(setting: str, embedding: str) -> str:
+    """The ``pick`` a ranking on ``embedding`` (one of EMBEDDINGS) uses for COLDSTART_PICK
+    ``setting``. ``auto`` on the project's self-supervised embedding is ``stratified``: a
+    contrastive embedding looks clustered (inertia ratio 0.52-0.76 on the domain suite) whether or
+    not its clusters are classes, and there the most typical members lost to random members on
+    textures and shapes (-3.9 and -3.0 points against +2.4 and -2.3 at 50 labels;
+    benchmarks/results/coldstart-accuracy-selfsup.md). Elsewhere ``auto`` stays, to be decided by
+    the embedding's structure (``typiclust``)."""
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+    return "stratified" if setting == "auto" and embedding == "self_supervised" else setting
 
 
 # ----------------------------------------------------------------------------- TypiClust

@@ -1,7 +1,7 @@
 """Rounds at scale: what a training round costs against a real Label Studio 1.23.2, per size.
 
 One run per (project size N, Label Studio's memory-efficient prediction import flag off/on), each
-on a fresh Label Studio (``scripts/lslocal.py``) and a fresh backend (``scripts/serve.sh``: its
+on a fresh Label Studio (``tests/lslocal``) and a fresh backend (``scripts/serve.sh``: its
 embedded Redis, one RQ worker, the HTTP backend under gunicorn), all real processes on loopback:
 
 1. a project of N tasks whose images are real handwritten digits (MNIST, or scikit-learn's
@@ -460,14 +460,7 @@ def start_backend(run_dir: Path, ls_url: str, token: str,
 
 
 def stop_backend(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+    lslocal.stop_serve(process)
 
 
 def project_status(backend_url: str, project_id: int) -> dict:

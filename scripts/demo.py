@@ -277,12 +277,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if backend is not None and backend.poll() is None:
-            os.killpg(backend.pid, signal.SIGTERM)
-            try:
-                backend.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(backend.pid, signal.SIGKILL)
+        if backend is not None:
+            lslocal.stop_serve(backend)
         ls.stop()
 
 

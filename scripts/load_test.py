@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -129,8 +128,7 @@ def main(argv=None) -> int:
         return 0 if errors == 0 and report["webhooks"]["all_accounted_for"] else 1
     finally:
         if backend is not None:
-            os.killpg(backend.pid, signal.SIGTERM)
-            backend.wait(timeout=60)
+            lslocal.stop_serve(backend)
         ls.stop()
 
 

@@ -6,7 +6,6 @@ on loopback; images are real digits rendered to PNG and uploaded through Label S
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -86,11 +85,7 @@ def backend(label_studio, pat, tmp_path_factory):
         print(f"backend up in {time.monotonic() - started:.1f} s at {url}")
         yield type("Backend", (), {"url": url, "log": log_path, "process": process})
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        lslocal.stop_serve(process)
         tail = log_path.read_text()[-2000:]
         print(f"--- backend log tail ---\n{tail}")
 
@@ -287,8 +282,9 @@ def _tab_order(admin, project_id: int, title: str) -> list[dict]:
 def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio, pat, backend,
                                                                    tmp_path):
     """No labels, then labels of one class: no classifier is trained; the pool is ranked by
-    TypiClust on a pixel embedding and pushed with empty results, which Label Studio stores,
-    orders in the tab and serves through uncertainty sampling."""
+    TypiClust (first on pixels, then on the project's self-supervised backbone learned in that
+    round) and pushed with empty results, which Label Studio stores, orders in the tab and serves
+    through uncertainty sampling."""
     t_start = time.monotonic()
     admin = lslocal.LabelStudioAdmin(label_studio.url, pat)
     pid = admin.create_project("Cold start e2e", DIGITS_CONFIG)["id"]
@@ -304,6 +300,10 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
     version = status["model_version"]
     summary = status["last_summary"]
     assert version.startswith("coldstart-") and "MIN_ANNOTATIONS_TO_TRAIN" in summary["reason"]
+    # a pixel ranking at once, then the ranking on the weights the round learned
+    assert summary["first_push"]["embedding"] == "pixels"
+    assert summary["embedding"] == "self_supervised" and summary["pick"] == "stratified"
+    assert summary["self_supervised"]["learned_now"] is True
     assert summary["predictions_pushed"] == len(tasks) and summary["preselected"] == 0
     predictions = [p for p in admin.list_predictions(project_id=pid)
                    if p["model_version"] == version]
@@ -341,6 +341,8 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
     status2 = _wait_for_state(backend, pid, "cold_start", version)
     version2 = status2["model_version"]
     assert "MIN_CLASSES_TO_TRAIN" in status2["last_summary"]["reason"]
+    assert "first_push" not in status2["last_summary"]            # the weights are reused
+    assert status2["last_summary"]["self_supervised"]["learned_now"] is False
     assert status2["annotations_used"] == len(annotated)
     assert status2["last_summary"]["clusters_covered_by_labels"] >= 1
     assert admin.get_project(pid)["model_version"] == version2
@@ -354,6 +356,7 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
     assert admin.next_task(pid)["id"] == listed2[0]
     # KEEP_PREDICTION_VERSIONS=1: the first cold-start version and the placeholders are gone
     _wait_for_pruned(admin, pid, version)
+    _wait_for_pruned(admin, pid, summary["first_push"]["model_version"])
     print(f"cold-start e2e (2 rounds, {len(tasks)} tasks): {time.monotonic() - t_start:.1f} s")
 
 

@@ -21,7 +21,7 @@ from tests.lslocal.auth import (create_personal_access_token, get_legacy_token, 
                                 login_session, looks_like_jwt)
 from tests.lslocal.cli import build_parser, main
 from tests.lslocal.process import (DEFAULT_START_TIMEOUT_S, LabelStudioProcess, direct_session,
-                                   free_port, port_is_free, start_label_studio)
+                                   free_port, port_is_free, start_label_studio, stop_serve)
 from tests.lslocal.venv import (DB_FILE_NAME, DB_TEMPLATE_NAME, INSTALL_MARKER,
                                 LABEL_STUDIO_VERSION, PREDICTIONS_IMPORT_FLAG, cache_root,
                                 default_ls_venv_dir, ensure_db_template, ensure_ls_venv,
@@ -34,5 +34,5 @@ __all__ = [
     "cache_root", "choice_annotation", "create_personal_access_token", "default_ls_venv_dir",
     "direct_session", "ensure_db_template", "ensure_ls_venv", "free_port", "get_legacy_token",
     "jwt_claims", "label_studio_executable", "login_session", "looks_like_jwt", "main",
-    "offline_environment", "port_is_free", "start_label_studio",
+    "offline_environment", "port_is_free", "start_label_studio", "stop_serve",
 ]

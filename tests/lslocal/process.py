@@ -122,6 +122,21 @@ def _die_with_parent() -> None:
         pass  # not Linux: stop() and the CLI's signal handling still apply
 
 
+def stop_serve(process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Stop a ``scripts/serve.sh`` started with ``start_new_session``: TERM to serve.sh alone,
+    which stops its children in order (HTTP server and workers, then the embedded Redis; a TERM
+    to the whole group stopped Redis under the workers, which logged tracebacks); the group is
+    killed only if it has not exited within ``timeout_s`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(process.pid, sig)  # started with start_new_session, so its pid is the group id

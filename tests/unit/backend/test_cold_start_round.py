@@ -2,6 +2,7 @@
 fake of the Label Studio client (the real Label Studio is covered in tests/e2e)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -225,3 +226,53 @@ def test_a_second_cold_start_replaces_the_first_and_prunes_it(settings, monkeypa
 def test_a_project_with_only_labeled_tasks_is_skipped(settings):
     summary, _, _ = run(settings, FakeClient(1, {1: "0"}))
     assert summary["state"] == "skipped" and "no unlabeled task" in summary["reason"]
+
+
+def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_it(settings,
+                                                                                   monkeypatch):
+    # versions carry second-resolution timestamps; a 4-step pre-training takes less than one
+    names = (f"coldstart-20260101-00000{i}-000000" for i in range(10))
+    monkeypatch.setattr("backend.pipeline.new_coldstart_version", lambda: next(names))
+    learning = dataclasses.replace(settings, self_supervised_steps=4)
+    client = FakeClient(24, {})
+    summary, store, events = run(learning, client)
+    # a pixel ranking first, at once; then the ranking on the freshly learned weights
+    first = summary["first_push"]
+    assert first["embedding"] == "pixels" and first["predictions_pushed"] == 24
+    assert summary["embedding"] == "self_supervised" and summary["pick"] == "stratified"
+    assert summary["self_supervised"]["learned_now"] is True
+    assert summary["model_version"] != first["model_version"]
+    assert [p["model_version"] for p in client.imported] == [first["model_version"]] * 24 + [
+        summary["model_version"]] * 24
+    assert client.patches == [{"model_version": first["model_version"]},
+                              {"model_version": summary["model_version"]}]
+    assert store.published(PROJECT).version == summary["model_version"]
+    assert first["model_version"] in client.deleted                # KEEP_PREDICTION_VERSIONS=1
+    phases = [e.get("phase") for e in events if e.get("phase")]
+    assert phases.index("self_supervised_pretraining") > phases.index("cold_start_ranking")
+    final = [p for p in client.imported if p["model_version"] == summary["model_version"]]
+    assert sorted(p["task"] for p in final) == list(range(1, 25)) and all(
+        p["result"] == [] for p in final)
+
+    # the next cold start ranks on the stored weights straight away
+    again, _, _ = run(learning, client)
+    assert again["embedding"] == "self_supervised" and "first_push" not in again
+    assert again["self_supervised"]["learned_now"] is False
+    assert again["self_supervised"]["weights"] == summary["self_supervised"]["weights"]
+
+    # and the first trained round reuses them too
+    for task, label in ((1, "0"), (2, "1")):
+        client.tasks[task - 1]["annotations"] = [{"id": task, "result": [{
+            "from_name": "digit", "to_name": "image", "type": "choices",
+            "value": {"choices": [label]}}]}]
+    trained, _, _ = run(dataclasses.replace(learning, train_steps=5), client)
+    assert trained["state"] == "done", trained["reason"]
+    assert trained["self_supervised"]["learned_now"] is False
+
+
+def test_a_cold_start_with_self_supervision_off_ranks_on_pixels_once(settings):
+    client = FakeClient(12, {})
+    summary, _, _ = run(settings, client)          # SELF_SUPERVISED_STEPS=0
+    assert summary["embedding"] == "pixels" and "first_push" not in summary
+    assert "self_supervised" not in summary
+    assert len({p["model_version"] for p in client.imported}) == 1

@@ -242,3 +242,16 @@ def test_auto_pick_follows_the_measured_structure():
     assert typiclust(cloud, n_clusters=4, pick="typical").structure is None   # not measured
     with pytest.raises(ValueError, match="pick"):
         typiclust(cloud, n_clusters=4, pick="densest")
+
+
+@pytest.mark.parametrize("setting, embedding, expected", [
+    ("auto", "self_supervised", "stratified"), ("auto", "pixels", "auto"),
+    ("auto", "backbone", "auto"), ("typical", "self_supervised", "typical"),
+    ("stratified", "pixels", "stratified")])
+def test_the_pick_on_each_embedding(setting, embedding, expected):
+    assert coldstart.pick_for(setting, embedding) == expected
+
+
+def test_an_unknown_embedding_kind_is_refused():
+    with pytest.raises(ValueError, match="embedding"):
+        coldstart.pick_for("auto", "selfsup")
