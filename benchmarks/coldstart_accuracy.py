@@ -119,7 +119,7 @@ def classes_in(data: domain_suite.DomainData, rows: np.ndarray) -> int:
 
 
 def run(domains: list[str], k: int, steps: int, methods: list[str],
-        embedding_kind: str = "pixels") -> list[dict]:
+        embedding_kind: str = "pixels", seeds: tuple[int, ...] = SEEDS) -> list[dict]:
     torch.set_num_threads(1)
     records = []
     for domain in domains:
@@ -128,7 +128,7 @@ def run(domains: list[str], k: int, steps: int, methods: list[str],
         # a learned backbone embeds the pool the same way for every seed: once per domain
         learned = (None if embedding_kind == "pixels"
                    else pool_embedding(data, embedding_kind, model_config, seed=0))
-        for seed in SEEDS:
+        for seed in seeds:
             embedding = (learned if learned is not None
                          else pool_embedding(data, embedding_kind, model_config, seed))
             chosen, structure = selections(data, k, seed, methods, embedding)
@@ -193,7 +193,8 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
              f"({what}; each cluster's most typical member first (`typical`) or a random member "
              f"(`stratified`)) vs {k} at random, each trained with the default recipe at {steps} "
              "steps and tested on the domain suite's 1,000 held-out images. Mean ± std over seeds "
-             f"{', '.join(map(str, SEEDS))} (paired). `structure`: the embedding's cluster "
+             f"{seeds_text(records)} (paired; more seeds of a domain: `--seeds`). `structure`: the "
+             "embedding's cluster "
              "structure (k-means inertia over a same-covariance Gaussian's); \"(pushed)\" marks "
              "what a cold-start round pushes (model.coldstart.pick_for and module doc)."
              + (" \"–\": not recorded (runs made before the benchmark reported the first 10 and "
@@ -225,13 +226,23 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
     return "\n".join(lines) + "\n"
 
 
+def seeds_text(records: list[dict]) -> str:
+    """The seeds of the table: one list when every domain has the same, else per domain."""
+    by_domain = {d: sorted({r["seed"] for r in records if r["domain"] == d})
+                 for d in dict.fromkeys(r["domain"] for r in records)}
+    lists = {tuple(s) for s in by_domain.values()}
+    if len(lists) <= 1:
+        return ", ".join(map(str, next(iter(lists), SEEDS)))
+    return "; ".join(f"{d} {', '.join(map(str, s))}" for d, s in by_domain.items())
+
+
 def merged(new: list[dict], path: Path) -> list[dict]:
-    """``new`` with the records already at ``path`` for other domains (runs of different domains
-    can share one table)."""
+    """``new`` with the records already at ``path`` for other domains or seeds (runs of different
+    domains, or more seeds of a domain, share one table)."""
     if not path.exists():
         return new
-    ran = {r["domain"] for r in new}
-    return [r for r in json.loads(path.read_text()) if r["domain"] not in ran] + new
+    ran = {(r["domain"], r["seed"]) for r in new}
+    return [r for r in json.loads(path.read_text()) if (r["domain"], r["seed"]) not in ran] + new
 
 
 def main(argv=None) -> int:
@@ -241,13 +252,17 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", type=int, default=50)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="pixels")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help="seeds to run (added to the table's other seeds of the domain)")
     parser.add_argument("--report-only", action="store_true",
                         help="redraw the table from the JSON, training nothing")
     args = parser.parse_args(argv)
     domains = [d for d in args.domains.split(",") if d]
     methods = [m for m in args.methods.split(",") if m]
     out = out_path(args.embedding)
-    new = [] if args.report_only else run(domains, args.labels, args.steps, methods, args.embedding)
+    seeds = tuple(int(s) for s in args.seeds.split(",") if s)
+    new = [] if args.report_only else run(domains, args.labels, args.steps, methods, args.embedding,
+                                          seeds)
     records = merged(new, out.with_suffix(".json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(records, indent=1))

@@ -56,3 +56,15 @@ def test_the_transfer_embedding_is_ranked_on_as_configured_weights_are():
     rows = rows_of(bench.markdown(records, 50, 600, ["random", "typical"], "transfer"))
     assert "typical (pushed)" in rows
     assert bench.out_path("transfer").name == "coldstart-accuracy-transfer"
+
+
+def test_more_seeds_of_a_domain_join_its_earlier_ones_and_the_table_names_them(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([record("shapes", "random", s, 0.5) for s in (0, 1, 2)]
+                               + [record("letters", "random", 0, 0.2)]))
+    merged = bench.merged([record("shapes", "random", 3, 0.7), record("shapes", "random", 1, 0.9)],
+                          path)
+    shapes = sorted((r["seed"], r["accuracy"]) for r in merged if r["domain"] == "shapes")
+    assert shapes == [(0, 0.5), (1, 0.9), (2, 0.5), (3, 0.7)]     # seed 1 replaced, 3 added
+    assert bench.seeds_text(merged) == "shapes 0, 1, 2, 3; letters 0"
+    assert bench.seeds_text([record("shapes", "random", s, 0.5) for s in (0, 1)]) == "0, 1"
