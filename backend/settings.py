@@ -118,7 +118,7 @@ class Settings:
         "on unclustered embeddings the most typical images are the most uniform ones, and "
         "training on them lost to a random draw; benchmarks/results/coldstart-accuracy.md; on the "
         "project's self-supervised embedding auto is stratified: a contrastive embedding looks "
-        "clustered whether or not its clusters are classes, and typical members lost there; "
+        "clustered whether or not its clusters are classes, and typical members did worse there; "
         "benchmarks/results/coldstart-accuracy-selfsup.md)."))
     # --- what is pushed to Label Studio --------------------------------------------------------
     strategy: str = field(default="margin_diverse", metadata=_doc(

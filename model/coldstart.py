@@ -125,9 +125,10 @@ def pixel_embedding(images: "np.ndarray | Sequence", size: int = 16, dims: int =
 def pick_for(setting: str, embedding: str) -> str:
     """The ``pick`` a ranking on ``embedding`` (one of EMBEDDINGS) uses for COLDSTART_PICK
     ``setting``. ``auto`` on the project's self-supervised embedding is ``stratified``: a
-    contrastive embedding looks clustered (inertia ratio 0.52-0.76 on the domain suite) whether or
-    not its clusters are classes, and there the most typical members lost to random members on
-    textures and shapes (-3.9 and -3.0 points against +2.4 and -2.3 at 50 labels;
+    contrastive embedding looks clustered (inertia ratio 0.52-0.75 on four of the domain suite's
+    five domains) whether or not its clusters are classes, and there the most typical members did
+    worse than random members on the synthetic domains (against random, at 50 labels, 5 seeds:
+    textures -1.6 vs +3.2, shapes -3.2 vs -2.8, letters +2.0 vs +1.1 points;
     benchmarks/results/coldstart-accuracy-selfsup.md). Elsewhere ``auto`` stays, to be decided by
     the embedding's structure (``typiclust``)."""
     if embedding not in EMBEDDINGS:
