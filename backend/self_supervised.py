@@ -112,20 +112,22 @@ def read_current(directory: Path) -> StoredWeights | None:
 
 
 def _stored(directory: Path, model_config: ModelConfig, cfg: SelfSupConfig, pool_size: int,
-            growth: float) -> tuple[StoredWeights | None, str | None]:
-    """The stored record and why it cannot be reused (None: it can)."""
+            growth: float) -> tuple[StoredWeights | None, str, str | None]:
+    """The stored record, the key weights for this config have, and why the record cannot be
+    reused (None: it can)."""
     current = read_current(directory)
-    reason = refresh_reason(current, weights_key(model_config, cfg), pool_size, growth,
+    key = weights_key(model_config, cfg)
+    reason = refresh_reason(current, key, pool_size, growth,
                             weights_exist=current is not None
                             and (directory / current.file).is_file())
-    return current, reason
+    return current, key, reason
 
 
 def reusable_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfig,
                      pool_size: int, growth: float) -> Path | None:
     """The stored weights ``ensure_weights`` would reuse for a pool of ``pool_size`` tasks, or
     None when it would learn them (reads only; learns nothing)."""
-    current, reason = _stored(directory, model_config, cfg, pool_size, growth)
+    current, _, reason = _stored(directory, model_config, cfg, pool_size, growth)
     return None if reason is not None or current is None else directory / current.file
 
 
@@ -139,8 +141,7 @@ def ensure_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfi
     ``load_images(sample)`` (a sample of at most ``max_images`` of ``pool_items``) and stores the
     result. Fewer than 2 loadable images: (None, why), and the round trains from scratch.
     """
-    key = weights_key(model_config, cfg)
-    current, reason = _stored(directory, model_config, cfg, len(pool_items), growth)
+    current, key, reason = _stored(directory, model_config, cfg, len(pool_items), growth)
     if reason is None:
         assert current is not None
         return directory / current.file, {"weights": current.file, "learned_now": False,
