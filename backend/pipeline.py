@@ -126,6 +126,11 @@ class LabeledSplit:
     unlabeled: list[tuple[int, str]]         # (task id, image url)
     labels: dict = field(default_factory=dict)   # converters.label_report of the round
 
+    @property
+    def all_items(self) -> list[tuple[int, str]]:
+        """(task id, image url) of every task: the unlabeled ones first, then the labeled."""
+        return self.unlabeled + [(tid, url) for tid, url, _ in self.labeled]
+
 
 def split_tasks(tasks: list[dict], schema: TaskType, report: FetchReport
                 ) -> LabeledSplit:
@@ -317,9 +322,8 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
     pool task with it (the frozen mode scores from the very features it trained on)."""
     model_config = collected.model_config
     train_config = train_config_from(settings)
-    configured = bool(model_config.weights or model_config.pretrained_weights)
-    # without configured weights the project's own self-supervised weights are the representation
-    learns_own = not configured and self_supervised_skip_reason(settings, model_config) is None
+    configured = has_configured_weights(model_config)
+    learns_own = learns_own_weights(settings, model_config)
     mode = choose_train_mode(
         settings.train_mode, n_labeled=len(collected.train_images),
         has_representation=configured or learns_own, learned_on_project=learns_own,
@@ -328,10 +332,8 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
         input_size=model_config.image_size,
         full_max_input_size=settings.full_training_max_image_size,
         frozen_max_labels=settings.frozen_max_labels)
-    split = collected.split
-    pool_items = split.unlabeled + [(tid, url) for tid, url, _ in split.labeled]
     inputs = RoundInputs(project_id, collected.labels, collected.train_images, collected.targets,
-                         pool_items, collected.fetcher, collected.report, model_config,
+                         collected.split.all_items, collected.fetcher, collected.report, model_config,
                          train_config, run)
     version = new_version()
     run.status(version_in_progress=version)
@@ -342,7 +344,7 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
             inputs.model_config, inputs.self_supervised = self_supervised_start(
                 settings, store, project_id, inputs.model_config, inputs.fetcher,
                 inputs.pool_items, run)
-    if mode == "frozen" and not (inputs.model_config.weights or inputs.model_config.pretrained_weights):
+    if mode == "frozen" and not has_configured_weights(inputs.model_config):
         mode = "full"  # the project's weights could not be learned (too few loadable images)
     if mode == "frozen":
         result, ids, outputs = _train_and_score_frozen(settings, store, inputs)
@@ -366,6 +368,19 @@ def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -
         return (f"the backbone starts from the configured pretrained weights, not adapted at "
                 f"{model_config.image_size} px (above FULL_TRAINING_MAX_IMAGE_SIZE)")
     return None
+
+
+def has_configured_weights(model_config: ModelConfig) -> bool:
+    """Whether the backbone starts from weights (torchvision's, or a file; the project's own
+    self-supervised file once a round has set it as ``pretrained_weights``)."""
+    return bool(model_config.weights or model_config.pretrained_weights)
+
+
+def learns_own_weights(settings: Settings, model_config: ModelConfig) -> bool:
+    """Whether the project's own self-supervised weights are the round's representation: no
+    configured weights, and self-supervision on."""
+    return (not has_configured_weights(model_config)
+            and self_supervised_skip_reason(settings, model_config) is None)
 
 
 def self_supervised_config(settings: Settings) -> SelfSupConfig:
@@ -666,9 +681,7 @@ def _learned_cold_start_embedding(settings: Settings, store: ModelStore, project
     the project's feature cache."""
     model = build_network(model_config, num_classes=max(len(collected.schema.labels), 1))
     cache = feature_cache_for(store.project_dir(project_id) / "features", model, model_config)
-    labeled_items = [(tid, url) for tid, url, _ in collected.split.labeled]
-    ids, features, _ = pooled_features(model, model_config,
-                                       collected.split.unlabeled + labeled_items,
+    ids, features, _ = pooled_features(model, model_config, collected.split.all_items,
                                        collected.fetcher, cache, collected.report,
                                        device=settings.device,
                                        batch_size=settings.score_batch_size,
@@ -703,13 +716,13 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
                "annotated_tasks": len(collected.split.labeled), "labels": collected.split.labels,
                "annotations_used": len(collected.train_images)}
     model_config = model_config_from(settings)
-    if model_config.weights or model_config.pretrained_weights:
+    if has_configured_weights(model_config):
         return _cold_start_push(settings, project_id, client, store, collected, reason, run,
                                 model_config, "backbone", summary)
-    if self_supervised_skip_reason(settings, model_config) is not None:
+    if not learns_own_weights(settings, model_config):
         return _cold_start_push(settings, project_id, client, store, collected, reason, run,
                                 model_config, "pixels", summary)
-    pool_items = collected.split.unlabeled + [(tid, url) for tid, url, _ in collected.split.labeled]
+    pool_items = collected.split.all_items
     stored = self_supervised.reusable_weights(
         self_supervised_dir(store, project_id), model_config, self_supervised_config(settings),
         len(pool_items), settings.self_supervised_refresh_growth)
