@@ -25,7 +25,8 @@ it reports:
 * **10-NN agreement**: the share of each image's 10 nearest neighbours (Euclidean) that have its
   class. It measures what TypiClust assumes: that the embedding's clusters are the classes.
 * **classes in the first 10 and 20 picks** of the ranking a cold-start round pushes (TypiClust
-  into QUERY_BATCH_SIZE clusters, coarse to fine from 10, ``pick="auto"``), against the
+  into QUERY_BATCH_SIZE clusters, coarse to fine from 10, COLDSTART_PICK=auto as
+  ``model.coldstart.pick_for`` makes it for the embedding), against the
   **expected** number a random order covers on the same pool (exact, no sampling noise:
   sum over classes of 1 - C(N - n_c, k) / C(N, k)). Gain: mean over seeds of picks minus
   expectation, ± std.
@@ -55,9 +56,6 @@ POOL = 1000            # images of a balanced pool (drawn from the suite's pool 
 TAIL_RATIO = 10        # largest class : smallest class in a long-tailed pool
 NEIGHBOURS = 10        # k of the k-NN agreement
 COVERAGE_AT = (10, 20)
-CLUSTERS = 50          # QUERY_BATCH_SIZE default
-FIRST_CLUSTERS = 10    # backend.pipeline.COLDSTART_FIRST_CLUSTERS
-SELFSUP_STEPS = 1000   # SELF_SUPERVISED_STEPS default
 HOG_SIZE = 32          # px the gradient embedding reads
 HOG_CELLS = 4          # cells per side
 HOG_ORIENTATIONS = 9
@@ -127,16 +125,12 @@ def gradient_embedding(images: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def selfsup_embedding(domain: str, data) -> np.ndarray:
-    from benchmarks import domain_suite
-    from model import ModelConfig, build_network, score
+    """The domain's self-supervised embedding of its pool, as the cold-start accuracy benchmark
+    computes it (learned weights at SELF_SUPERVISED_STEPS' default, rows at unit length)."""
+    from benchmarks import coldstart_accuracy
 
-    weights = domain_suite.selfsup_weights(domain, data, ModelConfig(), SELFSUP_STEPS,
-                                           domain_suite.RESULTS_DIR, "cpu")
-    config = ModelConfig(pretrained_weights=str(weights))
-    network = build_network(config, num_classes=len(data.labels))
-    features = score(network, data.pool_images, config, batch_size=256, device="cpu").embedding
-    features = features.astype(np.float32)
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-8)
+    config = coldstart_accuracy.start_config(domain, data, "selfsup")
+    return coldstart_accuracy.pool_embedding(data, "selfsup", config, seed=0)
 
 
 def pools(targets: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -146,8 +140,12 @@ def pools(targets: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def run(domains, embeddings) -> list[dict]:
+    from backend.pipeline import COLDSTART_FIRST_CLUSTERS
+    from backend.settings import Settings
     from benchmarks import domain_suite
-    from model.coldstart import pixel_embedding, typiclust_order
+    from model.coldstart import pick_for, pixel_embedding, typiclust_order
+
+    clusters = Settings().query_batch_size   # a cold-start round's clusters, by default
 
     records = []
     for domain in domains:
@@ -168,8 +166,10 @@ def run(domains, embeddings) -> list[dict]:
                     else:
                         assert learned is not None   # learned above whenever "selfsup" is asked
                         x = learned[rows]
-                    order = typiclust_order(x, n_clusters=CLUSTERS, seed=seed,
-                                            start_clusters=FIRST_CLUSTERS, pick="auto")
+                    # the pick a cold-start round makes on this kind of embedding
+                    pick = pick_for("auto", "self_supervised" if name == "selfsup" else "pixels")
+                    order = typiclust_order(x, n_clusters=clusters, seed=seed,
+                                            start_clusters=COLDSTART_FIRST_CLUSTERS, pick=pick)
                     record = {"domain": domain, "pool": pool_kind, "embedding": name, "seed": seed,
                               "pool_size": int(len(rows)), "classes": len(data.labels),
                               "knn_agreement": round(knn_agreement(x, y), 4)}
