@@ -8,17 +8,19 @@ import time
 
 from tests import lslocal
 
+# The stand-ins write the child's pid only once their trap is set: the test sends TERM as soon
+# as it reads the pid, and a TERM before the trap would end the script the default way.
 # a stand-in for serve.sh: a child in its group, stopped by the script's own TERM trap, last
 ORDERLY = """
 sleep 300 & child=$!
-echo "$child" > "$1"
 trap 'kill "$child"; wait "$child"; echo stopped-in-order > "$2"; exit 143' TERM
+echo "$child" > "$1"
 wait "$child"
 """
 # one that ignores TERM: only the group kill ends it
 STUBBORN = """
-sleep 300 & echo "$!" > "$1"
 trap '' TERM
+sleep 300 & echo "$!" > "$1"
 while true; do sleep 0.1; done
 """
 
