@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -76,10 +76,17 @@ class Recipe:
     # selfsup_steps too, the self-supervised pre-training on the pool starts from that file (it
     # adapts the transferred weights to the domain)
     transfer_steps: int = 0
+    # With selfsup_steps: fields of the backend's SelfSupConfig changed for this recipe's
+    # pre-training (a variant, measured against the backend's own), named by selfsup_variant in
+    # the weights file so each variant learns and keeps its own
+    selfsup_overrides: dict[str, Any] = field(default_factory=dict)
+    selfsup_variant: str = ""
 
     def __post_init__(self) -> None:
         if self.frozen and not (self.selfsup_steps or self.transfer_steps):
             raise ValueError("a frozen recipe needs a learned backbone (selfsup_steps or transfer_steps > 0)")
+        if bool(self.selfsup_overrides) != bool(self.selfsup_variant):
+            raise ValueError("selfsup_overrides and selfsup_variant go together (the variant names its weights)")
 
 
 # The recipe the backend shipped before the few-label work: the paper's CIFAR recipe scaled down.
@@ -138,6 +145,12 @@ RECIPES: dict[str, Recipe] = {
         "1,000 self-supervised steps on its pool (as selfsup_init, but from that file instead of "
         "a random initialisation)",
         model={}, train={}, transfer_steps=2000, selfsup_steps=1000),
+    "selfsup_colour_init": Recipe(
+        "selfsup_init with pre-training views that keep their colours (no hue rotation, grayscale "
+        "or inversion; brightness, contrast and saturation jitter kept): measures whether the "
+        "backend's colour-invariant views cost the photographs, whose classes carry colour",
+        model={}, train={}, selfsup_steps=1000, selfsup_variant="colour",
+        selfsup_overrides=dict(hue=0.0, augment=dict(grayscale_p=0.0, invert_p=0.0))),
 }
 
 
@@ -207,20 +220,37 @@ def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -
             "lpm_spearman": float(rho) if math.isfinite(rho) else None}
 
 
-def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, steps: int,
-                    out_dir: Path, device: str) -> Path:
-    """The domain's self-supervised backbone for ``model_config`` (learned on its whole pool with
-    the backend's SelfSupConfig at ``steps``, seed 0, from ``model_config.pretrained_weights`` when
-    set), learned once and kept under ``out_dir/selfsup/`` (one file per domain, steps and start)."""
-    from model.selfsup import SelfSupConfig, pretrained_file
+def selfsup_config(steps: int, device: str, overrides: dict[str, Any] | None = None):
+    """The backend's SelfSupConfig at ``steps``, with ``overrides`` (a dict under ``augment``
+    changes fields of its augmentation policy)."""
+    from model.selfsup import SelfSupConfig
 
-    name = f"{domain}-{steps}"
+    config = SelfSupConfig(steps=steps, device=device)
+    overrides = dict(overrides or {})
+    augment = overrides.pop("augment", None)
+    if augment:
+        overrides["augment"] = dataclasses.replace(config.augment, **augment)
+    return dataclasses.replace(config, **overrides)
+
+
+def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, steps: int,
+                    out_dir: Path, device: str, overrides: dict[str, Any] | None = None,
+                    variant: str = "") -> Path:
+    """The domain's self-supervised backbone for ``model_config`` (learned on its whole pool with
+    the backend's SelfSupConfig at ``steps`` and ``overrides``, seed 0, from
+    ``model_config.pretrained_weights`` when set), learned once and kept under
+    ``out_dir/selfsup/`` (one file per domain, steps, variant and start)."""
+    from model.selfsup import pretrained_file
+
+    if bool(overrides) != bool(variant):
+        raise ValueError("a self-supervised variant needs its name and its overrides")
+    name = f"{domain}-{steps}" + (f"-{variant}" if variant else "")
     if model_config.pretrained_weights:
         start = Path(model_config.pretrained_weights)
         name += f"-from-{start.parent.name}-{start.stem}"
     path = out_dir / "selfsup" / f"{name}.pt"
     seconds = pretrained_file(path, data.pool_images, model_config,
-                              SelfSupConfig(steps=steps, device=device))
+                              selfsup_config(steps, device, overrides))
     if seconds is not None:
         print(f"self-supervised weights of {domain} ({steps} steps) in {seconds:.0f}s", flush=True)
     return path
@@ -279,7 +309,8 @@ def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainDa
         if recipe.selfsup_steps:  # from the transferred file when there is one
             start = (model_config if weights is None
                      else dataclasses.replace(model_config, pretrained_weights=str(weights)))
-            weights = selfsup_weights(domain, data, start, recipe.selfsup_steps, out_dir, device)
+            weights = selfsup_weights(domain, data, start, recipe.selfsup_steps, out_dir, device,
+                                      recipe.selfsup_overrides, recipe.selfsup_variant)
         assert weights is not None
         model_config = dataclasses.replace(
             model_config, pretrained_weights=str(weights.relative_to(out_dir)))

@@ -72,6 +72,27 @@ def test_a_selfsup_recipe_trains_from_the_domains_weights_learned_once(tmp_path,
     assert weights.stat().st_mtime_ns == learned                     # reused, not learned again
 
 
+def test_a_selfsup_variant_learns_its_own_weights_with_its_changed_views(tmp_path, monkeypatch):
+    overrides = dict(hue=0.0, augment=dict(grayscale_p=0.0, invert_p=0.0))
+    config = ds.selfsup_config(2, "cpu", overrides)
+    default = ds.selfsup_config(2, "cpu")
+    assert (config.hue, config.augment.grayscale_p, config.augment.invert_p) == (0.0, 0.0, 0.0)
+    assert default.hue > 0 and default.augment.grayscale_p > 0     # the backend's own, untouched
+    assert config.augment.crop_scale == default.augment.crop_scale  # the rest of the policy kept
+    tiny_shapes(monkeypatch, tiny_ssl=tiny_recipe(selfsup_steps=2),
+                tiny_colour=tiny_recipe(selfsup_steps=2, selfsup_variant="colour",
+                                        selfsup_overrides=overrides))
+    records = ds.run_suite(["tiny_ssl", "tiny_colour"], ["shapes"], [8], [0], tmp_path,
+                           log=lambda m: None)
+    assert [r["model_config"]["pretrained_weights"] for r in records] == [
+        "selfsup/shapes-2.pt", "selfsup/shapes-2-colour.pt"]
+    learned = [torch.load(tmp_path / w, weights_only=True)
+               for w in ("selfsup/shapes-2.pt", "selfsup/shapes-2-colour.pt")]
+    assert any(not torch.equal(learned[0][k], learned[1][k]) for k in learned[0])
+    with pytest.raises(ValueError, match="go together"):
+        tiny_recipe(selfsup_steps=2, selfsup_overrides=overrides)
+
+
 def test_a_frozen_recipe_trains_on_the_learned_backbones_features_and_needs_one(tmp_path, monkeypatch):
     data = tiny_shapes(monkeypatch, tiny_frozen=tiny_recipe(selfsup_steps=2, frozen=True))
     record = ds.run_one("tiny_frozen", "shapes", 8, 0, data, "cpu", tmp_path)
