@@ -39,7 +39,7 @@ from model.config import ModelConfig, TrainConfig
 from model.frozen import score_pooled, train_frozen
 from model.modes import choose_train_mode, fine_tunes_like_scratch
 from model.networks import build_network
-from model.selfsup import SelfSupConfig
+from model.selfsup import SelfSupConfig, for_colour
 from model.outputs import ScoreOutputs
 from model.runtime import resolve_device
 from model.trainer import TrainResult
@@ -384,8 +384,8 @@ def learns_own_weights(settings: Settings, model_config: ModelConfig) -> bool:
 
 
 def self_supervised_config(settings: Settings) -> SelfSupConfig:
-    return SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
-                         device=settings.device)
+    return for_colour(SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
+                                    device=settings.device), settings.self_supervised_colour)
 
 
 def self_supervised_dir(store: ModelStore, project_id: int) -> Path:

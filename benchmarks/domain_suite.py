@@ -41,6 +41,7 @@ from PIL import Image
 from model import ModelConfig, TrainConfig, build_network, score, train
 from model.frozen import extract_pooled, train_frozen
 from model.metrics import spearman
+from model.selfsup import COLOUR_KEPT, SelfSupConfig, with_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,14 +151,15 @@ RECIPES: dict[str, Recipe] = {
         model={}, train={}, transfer_steps=2000, selfsup_steps=1000),
     "selfsup_colour_init": Recipe(
         "selfsup_init with pre-training views that keep their colours (no hue rotation, grayscale "
-        "or inversion; brightness, contrast and saturation jitter kept): measures whether the "
-        "backend's colour-invariant views cost the photographs, whose classes carry colour",
+        "or inversion; brightness, contrast and saturation jitter kept): what the backend does "
+        "with SELF_SUPERVISED_COLOUR=kept",
         model={}, train={}, selfsup_steps=1000, selfsup_variant="colour",
-        selfsup_overrides=dict(hue=0.0, augment=dict(grayscale_p=0.0, invert_p=0.0))),
+        selfsup_overrides=COLOUR_KEPT),
     "selfsup_colour_frozen": Recipe(
-        "selfsup_frozen on the backbone of selfsup_colour_init (views that keep their colours)",
+        "selfsup_frozen on the backbone of selfsup_colour_init (views that keep their colours): "
+        "what TRAIN_MODE=auto does with SELF_SUPERVISED_COLOUR=kept up to FROZEN_MAX_LABELS labels",
         model={}, train={}, selfsup_steps=1000, frozen=True, selfsup_variant="colour",
-        selfsup_overrides=dict(hue=0.0, augment=dict(grayscale_p=0.0, invert_p=0.0))),
+        selfsup_overrides=COLOUR_KEPT),
 }
 
 
@@ -227,17 +229,9 @@ def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -
             "lpm_spearman": float(rho) if math.isfinite(rho) else None}
 
 
-def selfsup_config(steps: int, device: str, overrides: dict[str, Any] | None = None):
-    """The backend's SelfSupConfig at ``steps``, with ``overrides`` (a dict under ``augment``
-    changes fields of its augmentation policy)."""
-    from model.selfsup import SelfSupConfig
-
-    config = SelfSupConfig(steps=steps, device=device)
-    overrides = dict(overrides or {})
-    augment = overrides.pop("augment", None)
-    if augment:
-        overrides["augment"] = dataclasses.replace(config.augment, **augment)
-    return dataclasses.replace(config, **overrides)
+def selfsup_config(steps: int, device: str, overrides: dict[str, Any] | None = None) -> SelfSupConfig:
+    """The backend's SelfSupConfig at ``steps``, with ``overrides`` (model.selfsup.with_overrides)."""
+    return with_overrides(SelfSupConfig(steps=steps, device=device), overrides)
 
 
 def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, steps: int,

@@ -18,6 +18,10 @@ OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step")
 AUGMENT_POLICIES = ("strong", "crop_flip")
 INPUT_NORMS = ("per_image", "dataset")
+# How the self-supervised pre-training's views treat colour (model/selfsup.py, for_colour):
+# invariant (each view's hue rotated, some made grey or inverted: the backbone learns to ignore
+# colour) or kept (none of the three: colour stays a cue)
+SELFSUP_COLOURS = ("invariant", "kept")
 # Values that checkpoints written before a field existed were trained with: a stored config that
 # lacks the key gets these instead of today's defaults, so an old model keeps predicting as trained.
 LEGACY_MODEL_DEFAULTS = {"augment_policy": "crop_flip", "input_norm": "dataset"}

@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from torch import nn
 
 from model.atomic import atomic_write
 from model.augment import StrongAugment
-from model.config import ModelConfig
+from model.config import SELFSUP_COLOURS, ModelConfig
 from model.data import images_to_uint8, standardize, to_unit_float
 from model.networks import build_classifier, split_head
 from model.runtime import amp_dtype, autocast, memory_format, resolve_device
@@ -106,6 +106,31 @@ class SelfSupConfig:
             raise ValueError(f"hue must be in [0, 0.5] (a fraction of a full turn), got {self.hue}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+
+# What SELF_SUPERVISED_COLOUR=kept changes in SelfSupConfig: no hue rotation, grayscale or
+# inversion of the views (brightness, contrast and saturation jitter stay). Measured in the domain
+# suite (README): where colour is the class it is what lets the pre-trained backbone see it;
+# where colours are random it lets two views be matched by colour alone, and the backbone is then
+# worse than none.
+COLOUR_KEPT: dict[str, Any] = {"hue": 0.0, "augment": {"grayscale_p": 0.0, "invert_p": 0.0}}
+
+
+def with_overrides(cfg: SelfSupConfig, overrides: dict[str, Any] | None) -> SelfSupConfig:
+    """``cfg`` with the fields of ``overrides`` changed; a dict under ``augment`` changes fields
+    of its augmentation policy."""
+    changes = dict(overrides or {})
+    augment = changes.pop("augment", None)
+    if augment:
+        changes["augment"] = replace(cfg.augment, **augment)
+    return replace(cfg, **changes)
+
+
+def for_colour(cfg: SelfSupConfig, colour: str) -> SelfSupConfig:
+    """``cfg`` with views that treat colour as ``colour`` (one of SELFSUP_COLOURS) says."""
+    if colour not in SELFSUP_COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(SELFSUP_COLOURS)}, got {colour!r}")
+    return cfg if colour == "invariant" else with_overrides(cfg, COLOUR_KEPT)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
