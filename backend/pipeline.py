@@ -60,7 +60,7 @@ def model_config_from(settings: Settings) -> ModelConfig:
                                              if settings.pretrained_weights else None),
                          weights=settings.backbone_weights or None,
                          augment_policy=settings.augment_policy,
-                         input_norm=settings.input_norm)
+                         input_norm=settings.input_norm, keep_colour=settings.keep_colour)
     if config.weights is None:
         return config
     from model.pretrained import with_weights_preprocessing
@@ -385,7 +385,7 @@ def learns_own_weights(settings: Settings, model_config: ModelConfig) -> bool:
 
 def self_supervised_config(settings: Settings) -> SelfSupConfig:
     return for_colour(SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
-                                    device=settings.device), settings.self_supervised_colour)
+                                    device=settings.device), settings.keep_colour)
 
 
 def self_supervised_dir(store: ModelStore, project_id: int) -> Path:

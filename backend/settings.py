@@ -15,7 +15,6 @@ from typing import Mapping
 # numpy only, never torch (a test checks): every entry point validates STRATEGY before it starts.
 from backend.defaults import RUN_LOCK_TTL_S
 from model.coldstart import PICKS as COLDSTART_PICKS
-from model.config import SELFSUP_COLOURS
 from model.strategies import STRATEGIES
 
 
@@ -204,6 +203,12 @@ class Settings:
         "self-supervised weights +0.8 to +10.4 points on the four non-digit domains, +0.1 on "
         "digits, -2.0 on MNIST; on weights made from other image sets +0.7 to +4.6; training takes "
         "seconds instead of minutes. 0: fine-tune from the first round.", "annotations"))
+    keep_colour: bool = field(default=False, metadata=_doc(
+        "true when colour is what tells your classes apart (ripe / unripe, a signal's state): "
+        "the self-supervised pre-training's views keep their hue and the training augmentation "
+        "makes no image grey or inverted. Off by default, and keep it off where colours vary "
+        "within a class: those views are what teach the network to look past colour (README, "
+        "domain suite). Changing it learns the self-supervised weights again."))
     augment_policy: str = field(default="strong", metadata=_doc(
         "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
         "jitter, random grayscale and inversion: the few-label recipe) or crop_flip (the paper's "
@@ -243,13 +248,6 @@ class Settings:
         "FULL_TRAINING_MAX_IMAGE_SIZE a side (it adapts the file): +1.7 to +9.7 points over the "
         "file as it is at 100 labels (README, domain suite). Not with BACKBONE_WEIGHTS. 0 = off.",
         "steps"))
-    self_supervised_colour: str = field(default="invariant", metadata=_doc(
-        "How the self-supervised pre-training treats colour: invariant (its views have their hue "
-        "rotated, some made grey or inverted, so the backbone learns shapes and textures and "
-        "ignores colour) or kept (none of the three: colour stays a cue). Keep invariant unless "
-        "colour is what tells your classes apart (ripe / unripe, a signal's state): where "
-        "colours are random, kept pre-trains a backbone that matches images by colour and is "
-        "worse than none (README, domain suite). Changing it learns the weights again."))
     self_supervised_refresh_growth: float = field(default=0.5, metadata=_doc(
         "The self-supervised weights are learned again once the project has grown by this "
         "fraction of the tasks they were learned from (0.5: at 1.5x), so new images are seen.",
@@ -334,7 +332,7 @@ class Settings:
             raise SettingsError("RETRAIN_MIN_INTERVAL_S and RETRAIN_DURATION_FACTOR must be >= 0")
         choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
                    "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS,
-                   "self_supervised_colour": SELFSUP_COLOURS}
+}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name.upper()} must be one of {', '.join(allowed)}, got "

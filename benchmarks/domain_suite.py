@@ -151,14 +151,20 @@ RECIPES: dict[str, Recipe] = {
         model={}, train={}, transfer_steps=2000, selfsup_steps=1000),
     "selfsup_colour_init": Recipe(
         "selfsup_init with pre-training views that keep their colours (no hue rotation, grayscale "
-        "or inversion; brightness, contrast and saturation jitter kept): what the backend does "
-        "with SELF_SUPERVISED_COLOUR=kept",
+        "or inversion; brightness, contrast and saturation jitter kept: "
+        "model.selfsup.COLOUR_KEPT), the training augmentation as in default",
         model={}, train={}, selfsup_steps=1000, selfsup_variant="colour",
         selfsup_overrides=COLOUR_KEPT),
     "selfsup_colour_frozen": Recipe(
         "selfsup_frozen on the backbone of selfsup_colour_init (views that keep their colours): "
-        "what TRAIN_MODE=auto does with SELF_SUPERVISED_COLOUR=kept up to FROZEN_MAX_LABELS labels",
+        "what TRAIN_MODE=auto does with KEEP_COLOUR=true up to FROZEN_MAX_LABELS labels",
         model={}, train={}, selfsup_steps=1000, frozen=True, selfsup_variant="colour",
+        selfsup_overrides=COLOUR_KEPT),
+    "keep_colour_init": Recipe(
+        "selfsup_colour_init with a training augmentation that makes no image grey or inverted "
+        "(ModelConfig.keep_colour): what the backend does with KEEP_COLOUR=true after "
+        "FROZEN_MAX_LABELS labels",
+        model=dict(keep_colour=True), train={}, selfsup_steps=1000, selfsup_variant="colour",
         selfsup_overrides=COLOUR_KEPT),
 }
 

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 # Rec. 601 luma weights: the grayscale used by torchvision's rgb_to_grayscale too.
 _LUMA = (0.299, 0.587, 0.114)
+
+
+# What keeping colour (ModelConfig.keep_colour, the KEEP_COLOUR setting) changes in a policy: no
+# view made grey or inverted, so a class told apart by its colour keeps it in every view (the
+# brightness, contrast and saturation jitter stay).
+KEEP_COLOUR: dict[str, Any] = {"grayscale_p": 0.0, "invert_p": 0.0}
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,6 @@ OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step")
 AUGMENT_POLICIES = ("strong", "crop_flip")
 INPUT_NORMS = ("per_image", "dataset")
-# How the self-supervised pre-training's views treat colour (model/selfsup.py, for_colour):
-# invariant (each view's hue rotated, some made grey or inverted: the backbone learns to ignore
-# colour) or kept (none of the three: colour stays a cue)
-SELFSUP_COLOURS = ("invariant", "kept")
 # Values that checkpoints written before a field existed were trained with: a stored config that
 # lacks the key gets these instead of today's defaults, so an old model keeps predicting as trained.
 LEGACY_MODEL_DEFAULTS = {"augment_policy": "crop_flip", "input_norm": "dataset"}
@@ -78,6 +74,10 @@ class ModelConfig(_FromDict):
     crop_scale_min: float = 0.7
     # Horizontal flip during augmentation. Off by default: it is wrong for digits, text, arrows.
     hflip: bool = False
+    # Colour tells the classes apart (the KEEP_COLOUR setting): the strong policy makes no view
+    # grey or inverted (model.augment.KEEP_COLOUR). Off by default: where colours are random,
+    # those views are what teach the network to look past them.
+    keep_colour: bool = False
     # Zero padding before the random crop, in pixels at image_size 32; scaled with image_size
     # (the paper pads CIFAR's 32 px images by 4).
     crop_padding: int = 4

@@ -7,6 +7,7 @@ once per epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 from typing import Sequence
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model.augment import StrongAugment
+from model.augment import KEEP_COLOUR, StrongAugment
 from model.config import ModelConfig
 
 
@@ -235,6 +236,8 @@ def train_batch(
     if cfg.augment_policy == "crop_flip":
         return normalize(augment_batch(batch_uint8, cfg, generator), cfg)
     policy = StrongAugment(crop_scale=(cfg.crop_scale_min, 1.0), hflip=cfg.hflip)
+    if cfg.keep_colour:
+        policy = dataclasses.replace(policy, **KEEP_COLOUR)
     return standardize(policy(to_unit_float(batch_uint8), generator), cfg)
 
 

@@ -31,8 +31,8 @@ from PIL import Image
 from torch import nn
 
 from model.atomic import atomic_write
-from model.augment import StrongAugment
-from model.config import SELFSUP_COLOURS, ModelConfig
+from model.augment import KEEP_COLOUR, StrongAugment
+from model.config import ModelConfig
 from model.data import images_to_uint8, standardize, to_unit_float
 from model.networks import build_classifier, split_head
 from model.runtime import amp_dtype, autocast, memory_format, resolve_device
@@ -108,12 +108,12 @@ class SelfSupConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 
 
-# What SELF_SUPERVISED_COLOUR=kept changes in SelfSupConfig: no hue rotation, grayscale or
-# inversion of the views (brightness, contrast and saturation jitter stay). Measured in the domain
-# suite (README): where colour is the class it is what lets the pre-trained backbone see it;
-# where colours are random it lets two views be matched by colour alone, and the backbone is then
-# worse than none.
-COLOUR_KEPT: dict[str, Any] = {"hue": 0.0, "augment": {"grayscale_p": 0.0, "invert_p": 0.0}}
+# What keeping colour (the KEEP_COLOUR setting) changes in SelfSupConfig: no hue rotation, and
+# the policy's own change (model.augment.KEEP_COLOUR: no grey or inverted view). Measured in the
+# domain suite (README): where colour is the class it is what lets the pre-trained backbone see
+# it; where colours are random it lets two views be matched by colour alone, and the backbone is
+# then worse than none.
+COLOUR_KEPT: dict[str, Any] = {"hue": 0.0, "augment": KEEP_COLOUR}
 
 
 def with_overrides(cfg: SelfSupConfig, overrides: dict[str, Any] | None) -> SelfSupConfig:
@@ -126,11 +126,9 @@ def with_overrides(cfg: SelfSupConfig, overrides: dict[str, Any] | None) -> Self
     return replace(cfg, **changes)
 
 
-def for_colour(cfg: SelfSupConfig, colour: str) -> SelfSupConfig:
-    """``cfg`` with views that treat colour as ``colour`` (one of SELFSUP_COLOURS) says."""
-    if colour not in SELFSUP_COLOURS:
-        raise ValueError(f"colour must be one of {', '.join(SELFSUP_COLOURS)}, got {colour!r}")
-    return cfg if colour == "invariant" else with_overrides(cfg, COLOUR_KEPT)
+def for_colour(cfg: SelfSupConfig, keep_colour: bool) -> SelfSupConfig:
+    """``cfg`` as it is, or with views that keep their colours (COLOUR_KEPT)."""
+    return with_overrides(cfg, COLOUR_KEPT) if keep_colour else cfg
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from backend import self_supervised as ssl
-from backend.pipeline import self_supervised_config, self_supervised_skip_reason
+from backend.pipeline import model_config_from, self_supervised_config, self_supervised_skip_reason
 from backend.settings import Settings, SettingsError
 from model import ModelConfig, load_checkpoint
-from model.selfsup import SelfSupConfig, for_colour
+from model.selfsup import SelfSupConfig
 from model.trainer import TrainingError
 from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, run
 from tests.unit.backend.test_recipe_round import LABELS
@@ -154,22 +154,19 @@ def test_settings_are_read_and_checked():
             Settings.from_env(env)
 
 
-def test_the_colour_setting_changes_only_the_views_colour_and_learns_the_weights_again():
-    invariant = self_supervised_config(Settings())
-    kept = self_supervised_config(Settings.from_env({"SELF_SUPERVISED_COLOUR": "kept"}))
+def test_keep_colour_changes_only_the_views_colour_and_learns_the_weights_again():
+    settings = Settings.from_env({"KEEP_COLOUR": "true"})
+    invariant, kept = self_supervised_config(Settings()), self_supervised_config(settings)
     assert invariant == SelfSupConfig(device=invariant.device)    # the default: the library's own
     assert invariant.hue > 0 and invariant.augment.grayscale_p > 0 and invariant.augment.invert_p > 0
     assert (kept.hue, kept.augment.grayscale_p, kept.augment.invert_p) == (0.0, 0.0, 0.0)
     # nothing else moves: the crop, the jitter, the steps
-    assert dataclasses.replace(kept, hue=invariant.hue,
-                               augment=invariant.augment) == invariant
+    assert dataclasses.replace(kept, hue=invariant.hue, augment=invariant.augment) == invariant
     assert kept.augment.saturation == invariant.augment.saturation > 0
     # stored weights carry the key: weights learned with the other setting are not reused
     assert ssl.weights_key(CONFIG, kept) != ssl.weights_key(CONFIG, invariant)
-    with pytest.raises(SettingsError, match="SELF_SUPERVISED_COLOUR"):
-        Settings.from_env({"SELF_SUPERVISED_COLOUR": "grey"})
-    with pytest.raises(ValueError, match="colour must be one of"):
-        for_colour(invariant, "grey")
+    # the training augmentation follows the same setting
+    assert model_config_from(settings).keep_colour and not model_config_from(Settings()).keep_colour
 
 
 def test_the_setting_defaults_to_the_library_default():

@@ -73,3 +73,21 @@ def test_crop_scale_min_setting_reaches_the_policy():
     assert first.shape == second.shape and not torch.allclose(first, second)
     with pytest.raises(ValueError, match="crop_scale_min"):
         ModelConfig(crop_scale_min=0.0)
+
+
+def test_keep_colour_makes_no_training_view_grey_or_inverted():
+    from model import ModelConfig
+    from model.data import train_batch
+
+    red = torch.zeros(200, 3, 16, 16, dtype=torch.uint8)
+    red[:, 0], red[:, 1], red[:, 2] = 200, 40, 30
+
+    def red_stays_dominant(cfg: ModelConfig) -> torch.Tensor:
+        views = train_batch(red, cfg, torch.Generator().manual_seed(0))
+        centre = views[:, :, 6:10, 6:10].mean((2, 3))   # away from rotation's filled corners
+        return (centre[:, 0] > centre[:, 1] + 0.1) & (centre[:, 0] > centre[:, 2] + 0.1)
+
+    assert red_stays_dominant(ModelConfig(image_size=16, keep_colour=True)).all()
+    # the default makes about a fifth grey and a fifth inverted: red is no longer on top there
+    lost = (~red_stays_dominant(ModelConfig(image_size=16))).float().mean().item()
+    assert 0.2 < lost < 0.6
