@@ -206,9 +206,11 @@ class Settings:
     keep_colour: bool = field(default=False, metadata=_doc(
         "true when colour is what tells your classes apart (ripe / unripe, a signal's state): "
         "the self-supervised pre-training's views keep their hue and the training augmentation "
-        "makes no image grey or inverted. Off by default, and keep it off where colours vary "
-        "within a class: those views are what teach the network to look past colour (README, "
-        "domain suite). Changing it learns the self-supervised weights again."))
+        "makes no image grey or inverted. Measured where colour is the class: 25.1 -> 82.3 % at "
+        "20 labels, 74.6 -> 92.2 % at 50. Off by default, and keep it off where colours vary "
+        "within a class: those views are what teach the network to look past colour, and "
+        "pre-trained with views that keep it, shapes, textures and letters lost 19.8-29.3 "
+        "points at 50 labels (README, domain suite). Changing it learns the self-supervised weights again."))
     augment_policy: str = field(default="strong", metadata=_doc(
         "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
         "jitter, random grayscale and inversion: the few-label recipe) or crop_flip (the paper's "

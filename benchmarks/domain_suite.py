@@ -471,6 +471,10 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
         return
     domains = [d for d in DOMAINS if any(d in summary.get(r, {}) for r in recipes)]
     fig, axes = plt.subplots(1, len(domains), figsize=(3.2 * len(domains), 3.0), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+
+    def palette(index: int):  # 20 distinct colours (the default cycle repeats after 10)
+        return cmap(index % 20)
     for ax, domain in zip(axes[0], domains):
         for recipe in recipes:
             cells = summary.get(recipe, {}).get(domain, {})
@@ -479,7 +483,7 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
                 continue
             mean = np.array([100 * cells[c]["acc_mean"] for c in counts])
             std = np.array([100 * cells[c]["acc_std"] for c in counts])
-            color = f"C{list(recipes).index(recipe)}"  # one colour per recipe in every panel
+            color = palette(list(recipes).index(recipe))  # one colour per recipe in every panel
             ax.plot(counts, mean, marker="o", label=recipe, color=color)
             ax.fill_between(counts, mean - std, mean + std, alpha=0.2, color=color)
         ax.set_title(domain)
@@ -487,9 +491,11 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
         ax.set_xlabel("labeled images")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(fontsize=8)
+    # one legend for every recipe drawn, not only those of the last panel
+    labelled = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(labelled.values(), labelled.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, bbox_inches="tight")  # the legend sits right of the panels
     plt.close(fig)
 
 
