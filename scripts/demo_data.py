@@ -10,8 +10,9 @@ Both render as light ink on a black background (MNIST's own convention). File na
 so a model cannot read the answer from the uploaded file name.
 
 Images that are not digits (``DOMAIN_SOURCES``), for trying the product as on one's own images:
-the synthetic domains of ``benchmarks/domains.py`` (``shapes``, ``textures``, ``letters``: 64 px
-colour images drawn from a seed; letters need the DejaVu fonts), rendered by ``render_source``.
+the synthetic domains of ``benchmarks/domains.py`` (``shapes``, ``textures``, ``letters``, and
+``colours``, whose classes are colours: 64 px colour images drawn from a seed; letters need the
+DejaVu fonts), rendered by ``render_source``.
 
 CLI: ``scripts/python.sh scripts/demo_data.py --source mnist --count 200 --out demo-data/mnist --seed 0``
 """
@@ -34,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 SOURCES = ("digits", "mnist")
-DOMAIN_SOURCES = ("shapes", "textures", "letters")   # benchmarks/domains.py; not digits
+DOMAIN_SOURCES = ("shapes", "textures", "letters", "colours")   # benchmarks/domains.py; not digits
 LABEL_NAMES = tuple(str(digit) for digit in range(10))
 
 
