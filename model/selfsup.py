@@ -112,7 +112,7 @@ class SelfSupConfig:
 # the policy's own change (model.augment.KEEP_COLOUR: no grey or inverted view). Measured in the
 # domain suite (README): where colour is the class it is what lets the pre-trained backbone see
 # it; where colours are random it lets two views be matched by colour alone, and the backbone is
-# then worse than none.
+# then no better than none, or worse.
 COLOUR_KEPT: dict[str, Any] = {"hue": 0.0, "augment": KEEP_COLOUR}
 
 
