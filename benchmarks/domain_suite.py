@@ -89,8 +89,14 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.frozen and not (self.selfsup_steps or self.transfer_steps):
             raise ValueError("a frozen recipe needs a learned backbone (selfsup_steps or transfer_steps > 0)")
-        if bool(self.selfsup_overrides) != bool(self.selfsup_variant):
-            raise ValueError("selfsup_overrides and selfsup_variant go together (the variant names its weights)")
+        check_selfsup_variant(self.selfsup_overrides, self.selfsup_variant)
+
+
+def check_selfsup_variant(overrides: dict[str, Any] | None, variant: str) -> None:
+    """Pre-training overrides need a variant name, and a name needs overrides: the name keeps a
+    variant's weights file apart from the backend's own."""
+    if bool(overrides) != bool(variant):
+        raise ValueError("selfsup_overrides and selfsup_variant go together (the variant names its weights)")
 
 
 # The recipe the backend shipped before the few-label work: the paper's CIFAR recipe scaled down.
@@ -249,8 +255,7 @@ def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, st
     ``out_dir/selfsup/`` (one file per domain, steps, variant and start)."""
     from model.selfsup import pretrained_file
 
-    if bool(overrides) != bool(variant):
-        raise ValueError("a self-supervised variant needs its name and its overrides")
+    check_selfsup_variant(overrides, variant)
     name = f"{domain}-{steps}" + (f"-{variant}" if variant else "")
     if model_config.pretrained_weights:
         start = Path(model_config.pretrained_weights)

@@ -102,7 +102,7 @@ def test_colours_vary_within_every_class(generated):
             assert feats[targets == c].std(0).mean() > 25, (name, names[c])
 
 
-def saturated_hue_features(images: np.ndarray) -> np.ndarray:
+def salient_colour_features(images: np.ndarray) -> np.ndarray:
     """Per image, the mean RGB of its 5 % most saturated pixels (the object in colours)."""
     flat = images.reshape(len(images), -1, 3).astype(np.float32)
     saturation = flat.max(2) - flat.min(2)
@@ -112,12 +112,12 @@ def saturated_hue_features(images: np.ndarray) -> np.ndarray:
 
 def test_colours_are_told_apart_by_the_objects_colour_and_not_by_the_image_mean(generated):
     images, targets, names = generated["colours"]
-    assert nearest_class_mean_accuracy(saturated_hue_features(images), targets, len(names)) > 0.85
+    assert nearest_class_mean_accuracy(salient_colour_features(images), targets, len(names)) > 0.85
     # the greyish backgrounds of any hue cover most of the image: its mean colour tells little
     assert nearest_mean_colour_accuracy(images, targets, len(names)) < 0.6
     # the same features on shapes, whose colours are random: near chance
     shapes, shape_targets, shape_names = generated["shapes"]
-    assert nearest_class_mean_accuracy(saturated_hue_features(shapes), shape_targets, len(shape_names)) < 0.45
+    assert nearest_class_mean_accuracy(salient_colour_features(shapes), shape_targets, len(shape_names)) < 0.45
 
 
 def test_load_domain_rejects_unknown_names_and_missing_fonts(tmp_path):
