@@ -54,7 +54,10 @@ PHOTO_DOMAINS = ("photos",)
 # classes told apart by colour alone, added to measure what the self-supervised views' colour
 # invariance costs where colour is the class
 COLOUR_DOMAINS = ("colours",)
-DOMAINS = DIGIT_DOMAINS + SYNTHETIC_DOMAINS + PHOTO_DOMAINS + COLOUR_DOMAINS
+# real pictures whose classes are kinds of things (benchmarks/real_domains.py), pool and test drawn
+# from disjoint source pictures
+REAL_DOMAINS = ("emoji", "stamps")
+DOMAINS = DIGIT_DOMAINS + SYNTHETIC_DOMAINS + PHOTO_DOMAINS + COLOUR_DOMAINS + REAL_DOMAINS
 LABEL_COUNTS = (20, 50, 100, 200)
 SEEDS = (0, 1, 2)
 POOL_SIZE = 1500  # images a domain's labels are drawn from
@@ -210,6 +213,12 @@ def load_domain_data(domain: str, pool_size: int | None = None, test_size: int |
         from benchmarks.domains import load_domain
 
         images, targets, labels = load_domain(domain, pool_size + test_size, seed=split_seed)
+    elif domain in REAL_DOMAINS:
+        from benchmarks.real_domains import load_split
+
+        pool_array, pool_targets, test_array, test_targets, labels = load_split(
+            domain, pool_size, test_size, seed=split_seed)
+        return DomainData(_to_images(pool_array), pool_targets, _to_images(test_array), test_targets, labels)
     else:
         raise ValueError(f"unknown domain {domain!r}; choose from {DOMAINS}")
     order = np.random.default_rng(split_seed).permutation(len(images))
