@@ -192,6 +192,10 @@ def status():
     deps = _deps()
     settings = deps.settings
     out = {"status": "UP", "model_class": MODEL_CLASS, "strategy": settings.strategy,
+           # the network and the pretrained weights it starts from (found in the torch hub cache
+           # when DISCOVER_WEIGHTS chose them)
+           "backbone": settings.backbone, "backbone_weights": settings.backbone_weights or None,
+           "pretrained_weights": str(settings.pretrained_weights) if settings.pretrained_weights else None,
            "retrain_after_annotations": settings.retrain_after_annotations,
            "retrain_min_interval_s": settings.retrain_min_interval_s,
            "retrain_duration_factor": settings.retrain_duration_factor}

@@ -16,6 +16,7 @@ from typing import Mapping
 from backend.defaults import RUN_LOCK_TTL_S
 from model.coldstart import PICKS as COLDSTART_PICKS
 from model.strategies import STRATEGIES
+from model.weights_cache import find_cached_weights
 
 
 class SettingsError(ValueError):
@@ -173,6 +174,11 @@ class Settings:
         "(IMAGENET1K_V2) or ResNet50_Weights.IMAGENET1K_V2. Read from TORCH_HOME/hub/checkpoints, "
         "downloaded there once if missing (offline: the error names the file to place). Sets the "
         "input size (IMAGE_SIZE other than the default 32 wins), mean and std the weights expect."))
+    discover_weights: bool = field(default=True, metadata=_doc(
+        "With the default BACKBONE and neither BACKBONE_WEIGHTS nor PRETRAINED_WEIGHTS set: use "
+        "torchvision weights already in the torch hub cache (TORCH_HOME/hub/checkpoints; the first "
+        "found of model.weights_cache.CACHED_WEIGHTS) as if BACKBONE and BACKBONE_WEIGHTS named "
+        "them. Nothing is downloaded. /status names the weights in use. false: never."))
     image_size: int = field(default=32, metadata=_doc("Square input size images are resized to.",
                                                       "pixels"))
     train_mode: str = field(default="auto", metadata=_doc(
@@ -299,9 +305,23 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _parse(f, raw.strip())
-        settings = cls(**values)
+        settings = cls(**values).with_discovered_weights()
         settings.validate()
         return settings
+
+    def with_discovered_weights(self) -> "Settings":
+        """These settings with the torchvision weights found in the torch hub cache as BACKBONE and
+        BACKBONE_WEIGHTS (see DISCOVER_WEIGHTS), or unchanged when discovery is off, weights are
+        configured, BACKBONE is not the default, or the cache holds none."""
+        default_backbone = Settings.__dataclass_fields__["backbone"].default
+        if (not self.discover_weights or self.backbone_weights or self.pretrained_weights
+                or self.backbone != default_backbone):
+            return self
+        found = find_cached_weights()
+        if found is None:
+            return self
+        backbone, weights, _ = found
+        return dataclasses.replace(self, backbone=backbone, backbone_weights=weights)
 
     def validate(self) -> None:
         if not self.label_studio_url.startswith(("http://", "https://")):
