@@ -1,5 +1,5 @@
 """Every relative link and image in the project's Markdown files points at a file that exists (and
-is tracked, where git can say), and every ``#anchor`` names a heading of its target, by GitHub's
+that git does not ignore, where git can say), and every ``#anchor`` names a heading of its target, by GitHub's
 rules: so moving a section from one document to another cannot leave a dead link behind."""
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ class Link:
 
 @cache
 def tracked_files() -> frozenset[str] | None:
-    """The repository's tracked files (relative paths), or None where git cannot tell."""
+    """The repository's files, tracked or new but not ignored (relative paths), or None where git
+    cannot tell: what a clone will hold once the work is committed."""
     try:
-        result = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, timeout=60)
+        result = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=REPO, capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0 or not result.stdout:
@@ -145,7 +147,7 @@ def problem_with(link: Link) -> str | None:
             return f"{relative} does not exist"
         tracked = tracked_files()
         if tracked is not None and resolved.is_file() and relative.as_posix() not in tracked:
-            return f"{relative} is not tracked by git"
+            return f"{relative} is ignored by git: a clone will not have it"
     else:
         relative = link.source
     if anchor and relative.suffix.lower() == ".md":
