@@ -18,7 +18,7 @@ embedding, training from a random start. ``selfsup``: the L2-normalised embeddin
 domain's self-supervised backbone (``domain_suite.selfsup_weights``, 1,000 steps, learned once
 on the pool and shared with the suite's ``selfsup_init`` recipe), training from those weights as
 a project's first trained round does; what a cold-start round ranks on once the project's
-self-supervised weights are learned (README, "Cold start"), with the stratified pick.
+self-supervised weights are learned (docs/how-it-works.md, "Cold start"), with the stratified pick.
 ``transfer``: the embedding of a pretrained file made here
 (``domain_suite.transfer_weights``: the backbone trained supervised on other domains), as a
 cold-start round ranks on configured pretrained weights (raw, as the backend embeds), and every

@@ -221,7 +221,7 @@ def cmd_start_round(args) -> None:
 
 def cmd_finish_round(args) -> None:
     """After `compose restart worker` mid-round: the round ends with a new version, either because
-    it finished within the workers' stop grace period, or, as the README says of a longer one,
+    it finished within the workers' stop grace period, or, as docs/deployment.md says of a longer one,
     because it was cut off, recorded as failed, and Start Training pressed again trains anew."""
     admin = lslocal.LabelStudioAdmin(args.ls_url, args.pat)
     state = _load(Path(args.state))

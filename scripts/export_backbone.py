@@ -4,7 +4,7 @@
     scripts/python.sh scripts/export_backbone.py --checkpoint path/to/version.pt --out a.pt
 
 A backbone trained on labeled images of one domain is a better start for a related project than
-self-supervision on its pool (README, domain suite, `transfer_*` rows). The file holds the
+self-supervision on its pool (docs/results.md, domain suite, `transfer_*` rows). The file holds the
 backbone only (no head, no loss prediction module), in the layout ``PRETRAINED_WEIGHTS`` loads;
 the other project needs the same ``BACKBONE`` (the printed line says which).
 """

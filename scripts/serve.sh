@@ -5,7 +5,7 @@
 #
 # Creates/installs the venv if missing, starts an embedded Redis when REDIS_URL is unset, one or
 # more RQ workers (RQ_WORKERS, default 1) and the HTTP backend under gunicorn on $HOST:$PORT
-# (default 127.0.0.1:9090). Every other setting is an environment variable: see README "Settings".
+# (default 127.0.0.1:9090). Every other setting is an environment variable: see docs/settings.md.
 # Ctrl-C (or SIGTERM) stops everything it started.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"

@@ -1,6 +1,6 @@
 """The project's own tooling: scripts/python.sh runs this checkout's code in the project venv,
 the shell scripts pass shellcheck, and every Python command the READMEs show goes through an
-environment the README explains and names a file that exists."""
+environment the README explains and names a file that exists (the READMEs and docs/)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-READMES = (REPO / "README.md", REPO / "model" / "README.md", REPO / "benchmarks" / "README.md")
+# the READMEs and docs/, where the README's longer sections moved
+READMES = (REPO / "README.md", REPO / "model" / "README.md", REPO / "benchmarks" / "README.md",
+           *sorted((REPO / "docs").glob("*.md")))
 SHELL_SCRIPTS = ("scripts/test.sh", "scripts/python.sh", "scripts/lib/common.sh")
 
 
