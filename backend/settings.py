@@ -125,7 +125,7 @@ class Settings:
     strategy: str = field(default="margin_diverse", metadata=_doc(
         "Acquisition strategy whose ranking becomes the prediction score (a name registered in "
         "model/strategies.py; an unknown name stops every entry point at start); the default won "
-        "the benchmark (README, 'Which ranking, measured'). learning_loss_v2 ranks exactly like "
+        "the benchmark (docs/results.md, 'Which ranking, measured'). learning_loss_v2 ranks exactly like "
         "learning_loss and needs LPM_LOSS=v2, the training objective it stands for."))
     push_clusters: bool = field(default=False, metadata=_doc(
         "Also push the diversity strategies' cluster ids; Label Studio's uncertainty sampling then "
@@ -139,7 +139,7 @@ class Settings:
         "project fits in few requests (50,000 tasks: 1.6 ms per prediction in one request, "
         "4.3 ms in five of 10,000; Label Studio's own memory +0.1 GB); with its flag "
         "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short=true any size is "
-        "linear (README, 'What a round costs').", "predictions"))
+        "linear (docs/results.md, 'Measured: what a round costs').", "predictions"))
     preselect_min_confidence: float = field(default=0.5, metadata=_doc(
         "A prediction whose top-class probability is below this is pushed (and answered by "
         "/predict) with an empty result, keeping its score, so annotators are not anchored on a "
@@ -216,7 +216,7 @@ class Settings:
         "20 labels, 74.6 -> 92.2 % at 50. Off by default, and keep it off where colours vary "
         "within a class: those views are what teach the network to look past colour, and "
         "pre-trained with views that keep it, shapes, textures and letters lost 19.8-29.3 "
-        "points at 50 labels (README, domain suite). Changing it learns the self-supervised "
+        "points at 50 labels (docs/results.md, domain suite). Changing it learns the self-supervised "
         "weights again."))
     augment_policy: str = field(default="strong", metadata=_doc(
         "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
@@ -255,7 +255,7 @@ class Settings:
         "labels, level on digits and MNIST, -5.2 / -1.9 / 0 points at 20 / 50 / 100 labels on "
         "photographs; from a PRETRAINED_WEIGHTS file at most "
         "FULL_TRAINING_MAX_IMAGE_SIZE a side (it adapts the file): +1.7 to +9.7 points over the "
-        "file as it is at 100 labels (README, domain suite). Not with BACKBONE_WEIGHTS. 0 = off.",
+        "file as it is at 100 labels (docs/results.md, domain suite). Not with BACKBONE_WEIGHTS. 0 = off.",
         "steps"))
     self_supervised_refresh_growth: float = field(default=0.5, metadata=_doc(
         "The self-supervised weights are learned again once the project has grown by this "
@@ -271,7 +271,7 @@ class Settings:
         "on a learned backbone) is split over the queue's RQ workers: with more images missing "
         "from the feature cache than this, the round publishes shards of this size in Redis, "
         "queues one shard job per other worker and works shards itself until every one is done "
-        "(README, 'Scale out'); 0: never split.", "images"))
+        "(docs/deployment.md, 'Scale out'); 0: never split.", "images"))
     score_batch_size: int = field(default=128, metadata=_doc(
         "Images per forward pass when scoring the project.", "images"))
     mc_dropout_samples: int = field(default=10, metadata=_doc(
