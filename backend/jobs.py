@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 # Phases that change what annotators see: each first checks, with one Redis call, that this job
-# still holds the run lock (the heartbeat alone could be a beat late).
+# still holds the run lock (the heartbeat alone could be a beat late). Every time: a cold-start
+# round publishes twice, and its second push must not land over a newer round's version.
 GUARDED_PHASES = frozenset({RoundPhase.PUSHING_PREDICTIONS, RoundPhase.PUBLISHING})
 # Once a round has published (this phase follows), it finishes its housekeeping (tab, pruning):
 # stopping it then would only leave a published version reported as failed.
@@ -55,13 +56,16 @@ class _Heartbeat(threading.Thread):
 
 def guarded_status(lock: training_state.RunLock, heartbeat: _Heartbeat, update):
     """The status callback a round gets: records progress, and until the round has published
-    raises RunLockLost once the lock is lost (checked synchronously before GUARDED_PHASES)."""
+    raises RunLockLost once the lock is lost (checked synchronously before GUARDED_PHASES, before
+    each publish of a round that publishes more than once)."""
     published = threading.Event()
 
     def status(**fields) -> None:
         phase = fields.get("phase")
         if phase == AFTER_PUBLISHING:
             published.set()
+        elif phase in GUARDED_PHASES:
+            published.clear()   # another push: it publishes only while the lock is held
         if not published.is_set():
             if heartbeat.lost.is_set():
                 raise training_state.RunLockLost(
