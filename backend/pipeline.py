@@ -39,11 +39,11 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     pushed = push_version(settings, client, store, project_id, collected, trained, predictions,
                           run)
     with run.phase(phase=RoundPhase.UPDATING_VIEWS):
-        update_views(settings, client, project_id, trained.version)
+        warnings = update_views(settings, client, project_id, trained.version)
     return RoundSummary(RoundState.DONE, task_counts(collected),
                         images=collected.report.summary(), model_version=trained.version,
                         strategy=settings.strategy, pushed=pushed,
                         metrics=plain_metrics(trained.result.metrics),
                         recipe_search=trained.recipe_search or None,
                         self_supervised=trained.self_supervised or None,
-                        timings_s=run.timings_summary())
+                        timings_s=run.timings_summary(), warnings=tuple(warnings))

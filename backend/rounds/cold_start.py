@@ -192,14 +192,14 @@ class _ColdStart:
                       "annotations_used": len(collected.train_images)},
                 status=run.status)
         with run.phase(phase=RoundPhase.UPDATING_VIEWS):
-            update_views(self.settings, self.client, self.project_id, version)
+            warnings = update_views(self.settings, self.client, self.project_id, version)
         log.info("project %s: cold start pushed %d predictions of %s", self.project_id,
                  pushed.predictions_pushed, version)
         return RoundSummary(RoundState.COLD_START, task_counts(collected),
                             images=collected.report.summary(), model_version=version,
                             reason=self.reason, strategy="typiclust", pushed=pushed,
                             embedding=embedding_kind, ranking=ranked.ranking,
-                            timings_s=run.timings_summary())
+                            timings_s=run.timings_summary(), warnings=tuple(warnings))
 
     def embed(self, model_config: ModelConfig, embedding_kind: str) -> Embedded:
         on_progress = self.run.scoring_progress(RoundPhase.COLD_START_RANKING)

@@ -8,7 +8,7 @@ import logging
 from backend import converters
 from backend.converters import TaskPrediction
 from backend.defaults import RoundPhase
-from backend.ls_client import LabelStudioClient
+from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.model_store import ModelStore, is_own_version, version_sort_key
 from backend.prediction_push import push_predictions
 from backend.rounds.collect import CollectedRound
@@ -20,6 +20,10 @@ from backend.task_types import TaskType
 from model import checkpoint as model_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """Label Studio could not be pointed at a new version, so it was not published."""
 
 
 def save_version(store: ModelStore, project_id: int, collected: CollectedRound,
@@ -76,25 +80,74 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
     # the job's status callback refuses this phase once its run lock is lost (backend.jobs):
     # a round another worker may have taken over never publishes
     status(phase=RoundPhase.PUBLISHING)
-    store.publish(project_id, version, info=info)
-    client.patch_project(project_id, {"model_version": version})
+    publish(client, store, project_id, version, info)
     return PushReport(predictions_pushed=push.created,
                       tasks_deleted_during_round=len(push.deleted_tasks),
                       preselected=sum(1 for item in payload if item["result"]))
 
 
+def publish(client: LabelStudioClient, store: ModelStore, project_id: int, version: str,
+            info: dict) -> None:
+    """Make ``version`` the live one in both places, Label Studio's project first (the tab's
+    ranking), then our pointer (what /predict serves); PublishError and nothing changed when
+    Label Studio cannot be pointed at it."""
+    previous = store.published(project_id)
+    point_label_studio_at(client, project_id, version)
+    try:
+        store.publish(project_id, version, info=info)
+    except Exception:
+        if previous is not None:   # Label Studio back to the version /predict still serves
+            try:
+                client.patch_project(project_id, {"model_version": previous.version})
+            except LabelStudioError as exc:
+                log.error("project %s: Label Studio points at %s, which was not published: %s",
+                          project_id, version, exc)
+        raise
+
+
+def point_label_studio_at(client: LabelStudioClient, project_id: int, version: str) -> None:
+    """Set the project's model_version in Label Studio and check it took: the PATCH is retried
+    by the client (connection errors, lost answers, 5xx, 429), and an answer that does not name
+    the version, or a failure, is checked by reading the project. PublishError when Label Studio
+    does not point at ``version``."""
+    failure = None
+    try:
+        answer = client.patch_project(project_id, {"model_version": version})
+        if answer.get("model_version") == version:
+            return
+    except LabelStudioError as exc:   # after the client's retries; it may still have taken
+        failure = exc
+    try:
+        live = client.get_project(project_id).get("model_version")
+    except LabelStudioError as exc:
+        raise PublishError(f"could not point Label Studio at {version}: "
+                           f"{failure or exc}") from None
+    if live != version:
+        raise PublishError(f"could not point Label Studio at {version}: its model_version is "
+                           f"{live!r}" + (f" ({failure})" if failure else ""))
+
+
 def update_views(settings: Settings, client: LabelStudioClient, project_id: int,
-                 version: str) -> None:
-    """The "Most informative first" tab, optional uncertainty sampling, old versions' cleanup."""
+                 version: str) -> list[str]:
+    """The "Most informative first" tab, optional uncertainty sampling, old versions' cleanup.
+    The version is published already: what fails here is a warning of the round (returned),
+    never its failure."""
     from backend import ls_project   # local import: keeps this module's import graph small
-    ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)
-    if settings.set_uncertainty_sampling:
-        ls_project.set_uncertainty_sampling(client, project_id)
+    warnings = []
+    try:
+        ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)
+        if settings.set_uncertainty_sampling:
+            ls_project.set_uncertainty_sampling(client, project_id)
+    except Exception as exc:   # LabelStudioError, or an answer of an unexpected shape
+        log.warning("project %s: %s is published, but its tab could not be updated: %s",
+                    project_id, version, exc)
+        warnings.append(f"the tab could not be updated: {type(exc).__name__}: {exc}"[:500])
     # Label Studio deletes a version's predictions one by one: in a job of its own, the round
     # ends (and the next one may start) without waiting for it.
     from backend import queueing
     if not queueing.enqueue_prune(settings, project_id, version):   # no queue: do it here
         prune_old_predictions(settings, client, project_id, version)
+    return warnings
 
 
 def prune_old_predictions(settings: Settings, client: LabelStudioClient, project_id: int,

@@ -70,6 +70,7 @@ class RoundSummary:
     self_supervised: dict | None = None       # where the backbone started from
     first_push: dict | None = None            # a cold start's quick first ranking
     timings_s: dict[str, float] | None = None  # seconds per phase and in total
+    warnings: tuple[str, ...] = ()            # what went wrong after publishing (e.g. the tab)
 
     @property
     def published(self) -> bool:
@@ -98,6 +99,8 @@ class RoundSummary:
         out["images"] = self.images
         if self.timings_s is not None:
             out["timings_s"] = self.timings_s
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
 
