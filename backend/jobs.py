@@ -5,6 +5,7 @@ import logging
 import threading
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from rq import get_current_job
 
@@ -12,11 +13,15 @@ from backend import cadence, queueing, training_state
 from backend.defaults import RUN_LOCK_RENEWALS_PER_TTL, RoundPhase, RoundState
 from backend.settings import Settings
 
+if TYPE_CHECKING:
+    from backend.rounds.summary import RoundSummary
+
 log = logging.getLogger(__name__)
 
 
 # Phases that change what annotators see: each first checks, with one Redis call, that this job
-# still holds the run lock (the heartbeat alone could be a beat late).
+# still holds the run lock (the heartbeat alone could be a beat late). Every time: a cold-start
+# round publishes twice, and its second push must not land over a newer round's version.
 GUARDED_PHASES = frozenset({RoundPhase.PUSHING_PREDICTIONS, RoundPhase.PUBLISHING})
 # Once a round has published (this phase follows), it finishes its housekeeping (tab, pruning):
 # stopping it then would only leave a published version reported as failed.
@@ -51,13 +56,16 @@ class _Heartbeat(threading.Thread):
 
 def guarded_status(lock: training_state.RunLock, heartbeat: _Heartbeat, update):
     """The status callback a round gets: records progress, and until the round has published
-    raises RunLockLost once the lock is lost (checked synchronously before GUARDED_PHASES)."""
+    raises RunLockLost once the lock is lost (checked synchronously before GUARDED_PHASES, before
+    each publish of a round that publishes more than once)."""
     published = threading.Event()
 
     def status(**fields) -> None:
         phase = fields.get("phase")
         if phase == AFTER_PUBLISHING:
             published.set()
+        elif phase in GUARDED_PHASES:
+            published.clear()   # another push: it publishes only while the lock is held
         if not published.is_set():
             if heartbeat.lost.is_set():
                 raise training_state.RunLockLost(
@@ -131,51 +139,68 @@ def run_training_job(project_id: int, reason: str = "", automatic: bool = False)
     def status(**fields) -> None:
         training_state.update_status(conn, project_id, **fields)
 
-    summary: dict
     try:
         from backend.pipeline import run_training_round   # heavy (torch): import in the worker
         summary = run_training_round(settings, project_id, guarded_status(lock, heartbeat, status))
-        published = {}
-        if summary["state"] == RoundState.DONE:
-            published = {"model_version": summary["model_version"],
-                         "annotations_used": summary["annotations_used"],
-                         "metrics": summary["metrics"]}
-        elif summary["state"] == RoundState.COLD_START:   # a ranking without a model: no metrics
-            published = {"model_version": summary["model_version"],
-                         "annotations_used": summary["annotations_used"], "metrics": None}
-        training_state.remember_round_count(conn, project_id)
-        status(state=summary["state"], phase=RoundPhase.FINISHED,
-               finished_at=training_state.now_iso(), finished_ts=time.time(),
-               duration_s=round(time.monotonic() - started, 2), last_summary=summary,
-               annotated_tasks=summary.get("annotated_tasks"), **published)
-        log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary["state"],
-                 time.monotonic() - started)
-        return summary
+        return _record_finished(conn, project_id, job_id, status, summary, started)
     except training_state.RunLockLost as exc:
-        # another worker may run this project now: its status is not ours to overwrite, unless
-        # nobody holds the lock (then the round is recorded as failed like any other)
-        holder = training_state.running_job(conn, project_id)
-        status(last_lost_lock={"job_id": job_id, "at": training_state.now_iso(),
-                               "held_by": holder})
-        if holder is None:
-            status(state=RoundState.FAILED, phase=RoundPhase.FAILED,
-                   finished_at=training_state.now_iso(), error=f"RunLockLost: {exc}"[:2000])
-        log.error("project %s: job %s stopped before publishing: %s", project_id, job_id, exc)
+        _record_lost_lock(conn, project_id, job_id, status, exc)
         raise
     except Exception as exc:
-        # remember Label Studio's count this round started from, so the reconciler does not retry
-        # a failing round every pass: it retrains once the count drifts again
-        training_state.remember_round_count(conn, project_id)
-        status(state=RoundState.FAILED, phase=RoundPhase.FAILED,
-               finished_at=training_state.now_iso(), finished_ts=time.time(),
-               duration_s=round(time.monotonic() - started, 2),
-               error=f"{type(exc).__name__}: {exc}"[:2000])
-        log.error("project %s: job %s failed: %s\n%s", project_id, job_id, exc,
-                  traceback.format_exc())
+        _record_failure(conn, project_id, job_id, status, exc, started)
         raise
     finally:
         heartbeat.stopped.set()
         training_state.finish_run(conn, lock, _followup(settings, conn, project_id))
+
+
+def _record_finished(conn, project_id: int, job_id: str, status, summary: RoundSummary,
+                     started: float) -> dict:
+    """A round that ended without an error: its state and summary in the project's status; the
+    summary's plain form is the job's result."""
+    published = {}
+    if summary.published:   # a cold start is a ranking without a model: no metrics
+        published = {"model_version": summary.model_version,
+                     "annotations_used": summary.counts.annotations_used,
+                     "metrics": summary.metrics}
+    training_state.remember_round_count(conn, project_id)
+    # the plain form (states as strings): RQ pickles a job's result, and a reader without this
+    # package (rq-dashboard) must be able to load it
+    plain = summary.to_dict()
+    status(state=summary.state, phase=RoundPhase.FINISHED,
+           finished_at=training_state.now_iso(), finished_ts=time.time(),
+           duration_s=round(time.monotonic() - started, 2), last_summary=plain,
+           annotated_tasks=summary.counts.annotated_tasks, **published)
+    log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary.state,
+             time.monotonic() - started)
+    return plain
+
+
+def _record_lost_lock(conn, project_id: int, job_id: str, status, exc: Exception) -> None:
+    """A round stopped because its run lock was lost: another worker may run this project now,
+    and its status is not ours to overwrite, unless nobody holds the lock (then the round is
+    recorded as failed like any other)."""
+    holder = training_state.running_job(conn, project_id)
+    status(last_lost_lock={"job_id": job_id, "at": training_state.now_iso(),
+                           "held_by": holder})
+    if holder is None:
+        status(state=RoundState.FAILED, phase=RoundPhase.FAILED,
+               finished_at=training_state.now_iso(), error=f"RunLockLost: {exc}"[:2000])
+    log.error("project %s: job %s stopped before publishing: %s", project_id, job_id, exc)
+
+
+def _record_failure(conn, project_id: int, job_id: str, status, exc: Exception,
+                    started: float) -> None:
+    """A round that failed: the error in the project's status. Label Studio's count this round
+    started from is remembered, so the reconciler does not retry a failing round every pass: it
+    retrains once the count drifts again."""
+    training_state.remember_round_count(conn, project_id)
+    status(state=RoundState.FAILED, phase=RoundPhase.FAILED,
+           finished_at=training_state.now_iso(), finished_ts=time.time(),
+           duration_s=round(time.monotonic() - started, 2),
+           error=f"{type(exc).__name__}: {exc}"[:2000])
+    log.error("project %s: job %s failed: %s\n%s", project_id, job_id, exc,
+              traceback.format_exc())
 
 
 def run_due_round(project_id: int, token: str) -> dict:
@@ -195,7 +220,7 @@ def run_due_round(project_id: int, token: str) -> dict:
 def run_prune_job(project_id: int, version: str) -> dict:
     """Delete the predictions of this backend's older versions (queued by a finished round)."""
     from backend.ls_client import LabelStudioClient
-    from backend.pipeline import prune_old_predictions
+    from backend.rounds.publish import prune_old_predictions
     settings = Settings.from_env()
     deleted = prune_old_predictions(settings, LabelStudioClient.from_settings(settings),
                                     project_id, version)

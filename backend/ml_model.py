@@ -16,7 +16,7 @@ from backend.converters import TaskError, TaskPrediction
 from backend.defaults import PlaceholderVersion
 from backend.images import FetchReport
 from backend.ls_client import LabelStudioClient
-from backend.model_store import ModelStore, StoredPredictions
+from backend.model_store import ModelStore, Published, StoredPredictions
 from backend.scoring_setup import image_fetcher, score_images
 from backend.settings import Settings
 from backend.task_types import task_type_for
@@ -43,8 +43,9 @@ class ActiveLearningModel(LabelStudioMLBase):
             self._client = LabelStudioClient.from_settings(self.settings)
         return self._client
 
-    def _published(self):
-        """The published version, read once per instance (one instance serves one request)."""
+    def _published(self) -> Published | None:
+        """The published version, read once per instance (one instance serves one request):
+        every answer of the request, and the model that scores new tasks, come from it."""
         if not hasattr(self, "_published_cache"):
             self._published_cache = self.store.published(self.project_id)
         return self._published_cache
@@ -63,7 +64,7 @@ class ActiveLearningModel(LabelStudioMLBase):
         to_compute: list[tuple[int, int, str]] = []   # (position, task id, url)
         for position, task in enumerate(tasks):
             task_id = task.get("id") if isinstance(task, dict) else None
-            hit = stored.get(task_id) if task_id is not None else None
+            hit = stored.get(task_id) if isinstance(task_id, int) else None
             if hit:
                 answers[position] = converters.prediction_payload(
                     hit, self.schema, published.version, self.settings.preselect_min_confidence)
@@ -77,6 +78,9 @@ class ActiveLearningModel(LabelStudioMLBase):
             except TaskError as exc:
                 answers[position] = self._placeholder(f"TaskError: {exc}")
                 continue
+            if not isinstance(task_id, int):
+                answers[position] = self._placeholder("a task without an id")
+                continue
             to_compute.append((position, task_id, url))
 
         if len(to_compute) > self.settings.predict_max_tasks:
@@ -87,8 +91,8 @@ class ActiveLearningModel(LabelStudioMLBase):
                 answers[position] = self._placeholder("left to the background scoring round")
             to_compute = to_compute[:self.settings.predict_max_tasks]
         if to_compute:
-            self._compute(to_compute, answers, published.version, stored)
-        return answers
+            self._compute(to_compute, answers, published, stored)
+        return [answer or self._placeholder("not answered") for answer in answers]
 
     def _placeholder(self, reason: str) -> dict:
         payload = converters.untrained_payload()
@@ -96,12 +100,15 @@ class ActiveLearningModel(LabelStudioMLBase):
         log.info("project %s: task not scored: %s", self.project_id, reason)
         return payload
 
-    def _compute(self, items, answers, version: str, stored: StoredPredictions) -> None:
+    def _compute(self, items: list[tuple[int, int, str]], answers: list[dict | None],
+                 published: Published, stored: StoredPredictions) -> None:
         """Score tasks the last round did not see. Each gets the pushed score of its nearest task
         in that round's ranking (embedding space, unlabeled and labeled tasks): one scale with the
         push for every strategy, and a duplicate of a ranked task gets its twin's score."""
         from model import strategies
-        loaded = self.store.load_published(self.project_id, device=self.settings.device)
+        # the version the request read once: a publish since then must not mix two versions
+        version = published.version
+        loaded = self.store.load_model(self.project_id, published, device=self.settings.device)
         neighbours = self.store.load_neighbours(self.project_id, version)
         if loaded is None or neighbours is None or len(neighbours[0]) == 0:
             reason = ("published model unavailable" if loaded is None else

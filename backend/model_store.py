@@ -273,7 +273,11 @@ class ModelStore:
         A corrupt checkpoint is logged and treated as no model, so /predict answers honestly
         instead of failing.
         """
-        current = self.published(project_id)
+        return self.load_model(project_id, self.published(project_id), device)
+
+    def load_model(self, project_id: int, current: Published | None, device: str = "cpu"):
+        """The model of ``current`` (a published version the caller read once), cached per
+        process; None when there is none (no version, a cold-start ranking, a corrupt file)."""
         if current is None or current.cold_start:
             return None
         with self._lock:

@@ -1,5 +1,5 @@
 """How the backend fetches task images and scores them with a model: the one setup that a training
-round (backend.pipeline) and /predict (backend.ml_model) share, so both read images under the same
+round (backend.rounds) and /predict (backend.ml_model) share, so both read images under the same
 limits and score them the same way."""
 from __future__ import annotations
 

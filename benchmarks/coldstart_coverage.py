@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))   # demo_data: a module of scripts/, n
 BUDGETS = (10, 20, 50)
 SEEDS = (0, 1, 2, 3, 4)
 BACKEND_CLUSTERS = 50      # QUERY_BATCH_SIZE default: n_clusters of a cold-start round
-FIRST_CLUSTERS = 10        # backend.pipeline.COLDSTART_FIRST_CLUSTERS
+FIRST_CLUSTERS = 10        # backend.rounds.cold_start.COLDSTART_FIRST_CLUSTERS
 DOMAIN_POOL = 600
 DOMAIN_SIZE = 32           # the backend's default IMAGE_SIZE
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "coldstart-coverage.md"

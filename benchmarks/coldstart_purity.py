@@ -140,7 +140,7 @@ def pools(targets: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def run(domains, embeddings) -> list[dict]:
-    from backend.pipeline import COLDSTART_FIRST_CLUSTERS
+    from backend.rounds.cold_start import COLDSTART_FIRST_CLUSTERS
     from backend.settings import Settings
     from benchmarks import domain_suite
     from model.coldstart import pick_for, pixel_embedding, typiclust_order

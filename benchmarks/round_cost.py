@@ -108,7 +108,8 @@ def run_mode(name: str, settings: Settings, client: StandInLabelStudio) -> list[
     for _ in range(2):
         started = time.monotonic()
         summary = run_training_round(settings, PROJECT, lambda **kw: None, store=store,
-                                     client=cast(LabelStudioClient, client))   # duck-typed stand-in
+                                     client=cast(LabelStudioClient, client)
+                                     ).to_dict()   # duck-typed stand-in
         timings = summary["timings_s"]
         rounds.append({"mode": name, "wall_s": round(time.monotonic() - started, 1),
                        "train_s": timings.get("train_s"), "features_s": timings.get("features_s", 0.0),

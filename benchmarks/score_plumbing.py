@@ -4,7 +4,7 @@ N synthetic images are written as files and reached the two ways a project's ima
 HTTP from a local server on 127.0.0.1 (Python's threaded http.server speaking HTTP/1.1, so the
 fetcher keeps its connections alive; a separate process, like Label Studio) and as local files
 (``LOCAL_FILES_DOCUMENT_ROOT``). Each is scored by the backend's own path
-(``backend.pipeline.score_pool`` with the fetcher ``backend.scoring_setup.image_fetcher`` builds),
+(``backend.rounds.score.score_pool`` with the fetcher ``backend.scoring_setup.image_fetcher`` builds),
 with an untrained network of the default config (its forward costs what a trained one does):
 
 - first round, no array cache: empty cache, every image downloaded (or read) and decoded;
@@ -46,7 +46,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from backend.images import FetchReport  # noqa: E402
 from backend.ls_client import LabelStudioClient  # noqa: E402
-from backend.pipeline import SCORE_CHUNK_IMAGES, model_config_from, score_pool  # noqa: E402
+from backend.rounds.configs import model_config_from  # noqa: E402
+from backend.rounds.score import SCORE_CHUNK_IMAGES, score_pool  # noqa: E402
 from backend.scoring_setup import image_fetcher, score_images  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
@@ -210,7 +211,7 @@ def row(source: str, n: int, label: str, timings: list[tuple[float, float]]) -> 
 def markdown(results: list[dict], command: str, machine: str) -> str:
     lines = ["# Scoring plumbing: fetch + decode + resize + forward per round", "",
              f"Measured with `{command}` ({machine}). The backend's own path "
-             "(`backend.pipeline.score_pool`), an untrained `small_cnn` at the default "
+             "(`backend.rounds.score.score_pool`), an untrained `small_cnn` at the default "
              "`IMAGE_SIZE` 32. A first round runs once (empty caches); later rounds and the "
              "forward pass run several times, interleaved. Columns: best and median wall seconds "
              "of the whole pass; of the best run, the seconds spent fetching and decoding (in "

@@ -3,7 +3,7 @@
 A task type is one kind of Label Studio labeling task the backend can serve (image classification
 first). An instance is bound to one project's labeling config: it knows the tags it reads, the
 task data key of its input, its class names, how annotations become a training target and how the
-model's outputs become a Label Studio prediction result. The round (``backend.pipeline``),
+model's outputs become a Label Studio prediction result. The round (``backend.rounds``),
 /predict (``backend.ml_model``) and the HTTP checks (``backend.app``, ``backend.reconcile``) call
 only this interface, so a new kind of task is one new module registered in ``backend.task_types``.
 """

@@ -32,7 +32,7 @@ from backend.feature_shards import BOARD_PREFIX, FeatureSharding, split_into_sha
 from backend.images import FetchReport
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore
-from backend.pipeline import model_config_from
+from backend.rounds.configs import model_config_from
 from backend.scoring_setup import image_fetcher
 from backend.settings import Settings
 from model.config import ModelConfig

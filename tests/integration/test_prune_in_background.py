@@ -10,7 +10,7 @@ import pytest
 from flask import Flask, jsonify, request
 from rq import Queue, SimpleWorker
 
-from backend import pipeline
+from backend.rounds import publish
 from backend.ls_client import LabelStudioClient
 from backend.settings import Settings
 from tests.conftest import ServerThread
@@ -62,7 +62,7 @@ def env(label_studio, monkeypatch, redis_server):
 def round_tail(project_id: int, version: str) -> None:
     """The end of a round, run as an RQ job: update the tabs, then the round is done."""
     settings = Settings.from_env()
-    pipeline.update_views(settings, LabelStudioClient.from_settings(settings), project_id, version)
+    publish.update_views(settings, LabelStudioClient.from_settings(settings), project_id, version)
     EVENTS.append("round done")
 
 
@@ -84,8 +84,8 @@ def test_outside_a_queue_the_round_prunes_in_place(env):
 def test_a_late_prune_never_deletes_the_live_version(env):
     # the prune queued after V2 runs once V3 is live and V4 is being pushed (KEEP=1)
     STATE.update(live=V3, counts={V2: 10, V3: 10, V4: 5})
-    deleted = pipeline.prune_old_predictions(env, LabelStudioClient.from_settings(env), 1, V2)
+    deleted = publish.prune_old_predictions(env, LabelStudioClient.from_settings(env), 1, V2)
     assert deleted == [] and set(STATE["counts"]) == {V2, V3, V4}
     STATE.update(counts={V1: 10, V2: 10, V3: 10, V4: 5})
-    assert pipeline.prune_old_predictions(env, LabelStudioClient.from_settings(env), 1, V3) \
+    assert publish.prune_old_predictions(env, LabelStudioClient.from_settings(env), 1, V3) \
         == [V1, V2]

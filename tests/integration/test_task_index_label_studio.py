@@ -17,7 +17,7 @@ from backend.app import create_app
 from backend.images import FetchReport
 from backend.task_types import task_type_for
 from backend.ls_client import LabelStudioClient
-from backend.pipeline import split_tasks
+from backend.rounds.collect import split_tasks
 from backend.settings import Settings
 from backend.task_index import TaskIndex
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from backend.pipeline import model_config_from
+from backend.rounds.configs import model_config_from
 from backend.settings import Settings, SettingsError
 
 

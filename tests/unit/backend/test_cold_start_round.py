@@ -15,7 +15,8 @@ from backend.task_types import task_type_for
 from backend.ml_model import ActiveLearningModel
 from backend.model_store import (COLDSTART_VERSION_RE, ModelStore, is_own_version,
                                  new_coldstart_version, new_version, version_sort_key)
-from backend.pipeline import cold_start_reason, run_training_round
+from backend.pipeline import run_training_round
+from backend.rounds.cold_start import cold_start_reason
 from backend.settings import Settings, SettingsError
 from tests.unit.backend.test_labeling_config import DIGITS
 
@@ -159,7 +160,7 @@ def run(settings, client):
     events = []
     summary = run_training_round(settings, PROJECT, lambda **kw: events.append(kw), client=client,
                                  store=store)
-    return summary, store, events
+    return summary.to_dict(), store, events   # the plain form the job stores and returns
 
 
 def test_no_labels_gives_a_cold_start_ranking_without_choices(settings):
@@ -214,7 +215,7 @@ def test_predict_during_cold_start_answers_stored_scores_and_untrained_for_new_t
 def test_a_second_cold_start_replaces_the_first_and_prunes_it(settings, monkeypatch):
     # versions carry second-resolution timestamps: name them so the two rounds differ in time
     names = iter(["coldstart-20260101-000000-ffffff", "coldstart-20260101-000001-000000"])
-    monkeypatch.setattr("backend.pipeline.new_coldstart_version", lambda: next(names))
+    monkeypatch.setattr("backend.rounds.cold_start.new_coldstart_version", lambda: next(names))
     client = FakeClient(12, {})
     first, store, _ = run(settings, client)
     second, store, _ = run(settings, client)
@@ -232,7 +233,7 @@ def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_
                                                                                    monkeypatch):
     # versions carry second-resolution timestamps; a 4-step pre-training takes less than one
     names = (f"coldstart-20260101-00000{i}-000000" for i in range(10))
-    monkeypatch.setattr("backend.pipeline.new_coldstart_version", lambda: next(names))
+    monkeypatch.setattr("backend.rounds.cold_start.new_coldstart_version", lambda: next(names))
     learning = dataclasses.replace(settings, self_supervised_steps=4)
     client = FakeClient(24, {})
     summary, store, events = run(learning, client)

@@ -19,7 +19,7 @@ from PIL import Image
 from backend.images import (ARRAY_DIGEST_BYTES, FetchReport, ImageFetcher, array_cache_key,
                             cache_files, decode_array, encode_array)
 from backend.ls_client import LabelStudioClient
-from backend.pipeline import score_pool
+from backend.rounds.score import score_pool
 from backend.settings import Settings
 from model import scoring
 from model.config import ModelConfig

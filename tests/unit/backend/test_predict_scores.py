@@ -75,3 +75,34 @@ def test_a_version_without_kept_embeddings_answers_unscored_not_a_wrong_score(tm
                                 store=fresh, client=client)
     [answer] = model.predict([{"id": EXACT + 3, "data": {"image": "/data/upload/5/x.png"}}])
     assert answer["model_version"] == "unscored" and answer["result"] == []
+
+
+def test_predict_scores_with_the_version_it_read_even_when_another_is_published_meanwhile(
+        tmp_path, monkeypatch):
+    from backend import model_store
+    settings = Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
+                        device="cpu", train_steps=10, self_supervised_steps=0)
+    client = DuplicatingClient(16, LABELS)
+    first, store, _ = run(settings, client)
+    second, _, _ = run(settings, client)
+    v1, v2 = first["model_version"], second["model_version"]
+    store.publish(PROJECT, v1, info=store.published(PROJECT).info)   # v1 live again
+    loaded_paths = []
+    real_load = model_store.load_checkpoint
+    monkeypatch.setattr(model_store, "load_checkpoint",
+                        lambda path, **kw: loaded_paths.append(path) or real_load(path, **kw))
+    serving = type(store)(settings.model_dir)
+    read_predictions = serving.stored_predictions
+
+    def then_a_round_publishes(project_id, version):
+        stored = read_predictions(project_id, version)
+        type(store)(settings.model_dir).publish(PROJECT, v2)   # another process, in between
+        return stored
+
+    monkeypatch.setattr(serving, "stored_predictions", then_a_round_publishes)
+    model = ActiveLearningModel(label_config=DIGITS, project_id=PROJECT, settings=settings,
+                                store=serving, client=client)
+    [answer] = model.predict([{"id": EXACT + 1, "data": {"image": "/data/upload/5/x.png"}}])
+    assert serving.published(PROJECT).version == v2              # the publish did happen
+    assert answer["model_version"] == v1 and answer["score"] is not None
+    assert [path.name for path in loaded_paths] == [f"{v1}.pt"]   # v1's model, not v2's

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.pipeline import recipe_search_skip_reason
+from backend.rounds.train import recipe_search_skip_reason
 from backend.settings import Settings, SettingsError
 from model import load_checkpoint
 from model.recipe_search import CANDIDATES, candidate_named, resolve

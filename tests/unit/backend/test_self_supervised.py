@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from backend import self_supervised as ssl
-from backend.pipeline import model_config_from, self_supervised_config, self_supervised_skip_reason
+from backend.rounds.configs import model_config_from
+from backend.rounds.representation import self_supervised_config, self_supervised_skip_reason
 from backend.settings import Settings, SettingsError
 from model import ModelConfig, load_checkpoint
 from model.selfsup import SelfSupConfig

@@ -17,7 +17,9 @@ from backend.app import create_app
 from backend.converters import DROP_EMPTY, TaskError, TaskPrediction
 from backend.images import FetchReport
 from backend.model_store import ModelStore
-from backend.pipeline import build_predictions, run_training_round, split_tasks
+from backend.pipeline import run_training_round
+from backend.rounds.collect import split_tasks
+from backend.rounds.predictions import build_predictions
 from backend.settings import Settings
 from backend.task_types import (ImageClassification, LabelingConfig, TaskType, UnsupportedConfig,
                                 schema_change, task_type_for)
@@ -220,7 +222,7 @@ def test_a_round_setup_and_predict_serve_the_registered_type(rating_registered, 
     client = RatingClient(16, rated=[1, 2, 3, 4, 5, 6, 7, 8])
     # the round itself runs without Redis (one full listing instead of the task index)
     summary = run_training_round(dataclasses.replace(settings, redis_url=""), PROJECT,
-                                 lambda **_: None, client=client, store=store)
+                                 lambda **_: None, client=client, store=store).to_dict()
     assert summary["state"] == "done" and summary["annotations_used"] == 8
     assert summary["predictions_pushed"] == 16 == summary["preselected"]
     results = [item["result"][0] for item in client.imported]
