@@ -70,6 +70,10 @@ class PlaceholderVersion(StrEnum):
 RUN_LOCK_TTL_S = 120
 RUN_LOCK_RENEWALS_PER_TTL = 4        # a running job renews its run lock every ttl / this
 QUEUED_TTL_S = 7 * 24 * 3600         # a project's "queued" and "follow-up" markers in Redis
+# A queued marker older than this whose RQ job is gone, finished or failed (or started this long
+# ago without its round taking the marker) stands for no job: a new request replaces it. Younger
+# markers are trusted (the marker is set just before its job is put on the queue).
+QUEUED_MARKER_GRACE_S = 60
 TRAIN_JOB_RESULT_TTL_S = 7 * 24 * 3600    # how long RQ keeps a training job's result
 PRUNE_JOB_RESULT_TTL_S = 24 * 3600        # ... and a prediction-pruning job's result
 FEATURE_SHARD_JOB_RESULT_TTL_S = 24 * 3600  # ... and a feature shard job's result

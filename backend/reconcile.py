@@ -70,6 +70,14 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
     # an automatic round that waited for the cadence and whose scheduled start was missed
     if queueing.start_due_round(settings, conn, project_id) is not None:
         return "retrain"
+    # a queued job that vanished (deleted, or its worker died before the round began): the
+    # request it stood for is made again
+    if status.get("queued_job_id") and \
+            queueing.drop_vanished_queued_job(conn, project_id) is not None:
+        queueing.request_training(settings, conn, project_id,
+                                  "reconcile: the queued job vanished",
+                                  automatic=not training_state.queued_is_manual(conn, project_id))
+        return "retrain"
     busy = bool(running or status.get("queued_job_id"))
     try:
         project = client.get_project(project_id)
