@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from backend.model_store import atomic_write_text
+from model.atomic import atomic_write_text
 from model.config import ModelConfig
 from model.selfsup import SelfSupConfig, fingerprint, pretrain, save_pretrained
 from model.trainer import TrainingError
