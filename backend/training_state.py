@@ -324,6 +324,14 @@ def remember_round_count(conn: Redis, project_id: int) -> int | None:
     return seen
 
 
+def forget_project(conn: Redis, project_id: int) -> int:
+    """Drop a project Label Studio deleted: out of the project set, and every key it has
+    (status, counters, markers, the task index). Returns how many keys were deleted."""
+    conn.srem(projects_key(), int(project_id))
+    keys = list(conn.scan_iter(match=f"{PREFIX}:project:{int(project_id)}:*", count=1000))
+    return int(conn.delete(*keys)) if keys else 0
+
+
 def known_projects(conn: Redis) -> list[int]:
     return sorted(int(p) for p in conn.smembers(projects_key()))
 
