@@ -70,6 +70,10 @@ class PlaceholderVersion(StrEnum):
 RUN_LOCK_TTL_S = 120
 RUN_LOCK_RENEWALS_PER_TTL = 4        # a running job renews its run lock every ttl / this
 QUEUED_TTL_S = 7 * 24 * 3600         # a project's "queued" and "follow-up" markers in Redis
+# A queued marker older than this whose RQ job is gone, finished or failed (or started this long
+# ago without its round taking the marker) stands for no job: a new request replaces it. Younger
+# markers are trusted (the marker is set just before its job is put on the queue).
+QUEUED_MARKER_GRACE_S = 60
 TRAIN_JOB_RESULT_TTL_S = 7 * 24 * 3600    # how long RQ keeps a training job's result
 PRUNE_JOB_RESULT_TTL_S = 24 * 3600        # ... and a prediction-pruning job's result
 FEATURE_SHARD_JOB_RESULT_TTL_S = 24 * 3600  # ... and a feature shard job's result
@@ -77,6 +81,10 @@ JOB_FAILURE_TTL_S = 7 * 24 * 3600         # ... and a failed job of either kind
 REDIS_SOCKET_TIMEOUT_S = 2.0   # a webhook must answer within 1 s: fail fast when Redis is down
 PROGRESS_STATUS_INTERVAL_S = 1.0     # fewest seconds between two training-progress writes to Redis
 RECONCILER_LEASE_INTERVALS = 3       # the reconciler lease lives this many RECONCILE_INTERVAL_S
+# A project Label Studio answers 404 for is forgotten (its Redis keys and model directory
+# deleted) by the first reconcile pass this long after the first 404, if it still answers 404:
+# a Label Studio briefly serving the wrong database does not wipe every project's models.
+DELETED_PROJECT_GRACE_S = 3600
 ACCESS_TOKEN_REFRESH_AFTER_S = 240.0  # Label Studio access tokens live 300 s; refresh early
 # A feature shard's claim (backend/feature_shards.py) lives this long unless its worker renews it
 # (every third of it, from a thread): a dead worker's shard is claimed again after at most this.

@@ -9,13 +9,13 @@ later round reads each pool image's array instead of decoding and resizing it ag
 """
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import io
 import logging
 import math
 import os
-import secrets
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +28,7 @@ from PIL import Image
 
 from backend.image_download import ImageFetchError
 from backend.ls_auth import LabelStudioError
+from model.atomic import atomic_write_bytes, remove_stale_temps
 from model.data import (MODEL_ARRAY_VERSION, ImageError, load_image_bytes, model_ready_array,
                         resize_for_model)
 
@@ -63,14 +64,23 @@ class ImageCache:
     pass the bound, the least recently used are deleted down to PRUNE_TO of it (a hit refreshes a
     file's mtime). Several processes may share the directory: each counts what it wrote since its
     last scan, and each prune rescans, so the bound holds within what the others wrote meanwhile.
+
+    Writes go through model.atomic (temp file, fsync, rename; the temp file removed on failure).
+    A write refused for want of space (a full disk or quota) evicts the least recently used
+    files down to PRUNE_TO of what the cache holds and tries once more: a full disk shrinks the
+    cache instead of leaving it full forever. A write that still fails is logged and skipped (the
+    image is used all the same, only not kept). Temp files left by killed processes are deleted
+    at the first write and at every prune once older than STALE_TEMP_S.
     """
     PRUNE_TO = 0.9   # prune below the bound, so a full cache is not rescanned on every write
+    STALE_TEMP_S = 3600.0   # a temp file this old belongs to no write in flight
 
     def __init__(self, directory: Path, max_bytes: int = 0):
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._total: int | None = None    # bytes on disk as last counted plus our writes since
+        self._temps_checked = False
 
     def path(self, url: str) -> Path:
         digest = hashlib.sha256(url.encode()).hexdigest()
@@ -88,21 +98,48 @@ class ImageCache:
     def discard(self, url: str) -> None:
         self.path(url).unlink(missing_ok=True)
 
-    def put(self, url: str, data: bytes) -> None:
+    def put(self, url: str, data: bytes) -> bool:
+        """Keep ``data`` under ``url``; False when it could not be written (logged)."""
+        if not self._temps_checked:
+            self._temps_checked = True
+            remove_stale_temps_under(self.directory, self.STALE_TEMP_S)
         path = self.path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            try:
+                atomic_write_bytes(path, data)
+            except OSError as exc:
+                if exc.errno not in NO_SPACE_ERRNOS:
+                    raise
+                freed = self.evict_for_space()
+                log.warning("image cache: no space left (%s); evicted %d bytes", exc, freed)
+                atomic_write_bytes(path, data)
+        except OSError as exc:
+            log.warning("image cache: could not keep %s: %s", url[:120], exc)
+            return False
         if not self.max_bytes:
-            return
+            return True
         with self._lock:
             if self._total is None:
                 self._total = sum(size for _, _, size in cache_files(self.directory))
             else:
                 self._total += len(data)
             if self._total > self.max_bytes:
-                self._total = prune(self.directory, int(self.max_bytes * self.PRUNE_TO))
+                self._total = prune(self.directory, int(self.max_bytes * self.PRUNE_TO),
+                                    self.STALE_TEMP_S)
+        return True
+
+    def evict_for_space(self) -> int:
+        """Delete the least recently used files down to PRUNE_TO of what the cache holds (and
+        of the bound, when it holds more); returns the bytes freed."""
+        with self._lock:
+            held = sum(size for _, _, size in cache_files(self.directory))
+            keep = int(min(held, self.max_bytes or held) * self.PRUNE_TO)
+            self._total = prune(self.directory, keep, self.STALE_TEMP_S)
+            return held - self._total
+
+
+# A write refused for want of space: the disk is full, or the user's quota is spent.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def cache_files(directory: Path) -> list[tuple[float, Path, int]]:
@@ -122,8 +159,21 @@ def cache_files(directory: Path) -> list[tuple[float, Path, int]]:
     return out
 
 
-def prune(directory: Path, keep_bytes: int) -> int:
-    """Delete the least recently used files until at most ``keep_bytes`` remain; the bytes left."""
+def remove_stale_temps_under(directory: Path, older_than_s: float) -> int:
+    """Delete the cache's temp files older than ``older_than_s`` seconds (writes that a killed
+    process never finished); returns how many. Cached files are never dot files, so every dot
+    file is a temp file (older versions named theirs ``.<digest>.<hex>``, without ``.tmp``)."""
+    if not directory.is_dir():
+        return 0
+    return sum(remove_stale_temps(sub, older_than_s, lambda name: name.startswith("."))
+               for sub in directory.iterdir() if sub.is_dir())
+
+
+def prune(directory: Path, keep_bytes: int, stale_temp_s: float | None = None) -> int:
+    """Delete the least recently used files until at most ``keep_bytes`` remain; the bytes left.
+    With ``stale_temp_s``, temp files older than that many seconds go too."""
+    if stale_temp_s is not None:
+        remove_stale_temps_under(directory, stale_temp_s)
     files = sorted(cache_files(directory))
     total = sum(size for _, _, size in files)
     for _, path, size in files:
@@ -238,11 +288,7 @@ class ImageFetcher:
                 return array
         array = model_ready_array(self._decoded(url, task_id), image_size, channels)
         if self.cache_arrays and self.cache is not None:
-            try:
-                self.cache.put(key, encode_array(array))
-            except OSError as exc:   # e.g. a full disk: this round scores it all the same
-                log.warning("image cache: could not keep the model-ready array of %s: %s",
-                            url[:120], exc)
+            self.cache.put(key, encode_array(array))   # a failed write is logged and skipped
         return array
 
     def _decoded(self, url: str, task_id: int | None) -> Image.Image:
@@ -252,7 +298,7 @@ class ImageFetcher:
                                                  timeout_s=self.timeout_s)
             image = load_image_bytes(data, max_pixels=self.max_pixels)   # raises: not cached
             if self.cache is not None:
-                self.cache.put(url, data)
+                self.cache.put(url, data)   # a full disk: used all the same, only not kept
         return image
 
     def _cached(self, key: str, decode: Callable[[bytes], Cached], what: str) -> Cached | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -32,7 +31,7 @@ from typing import Iterable
 import numpy as np
 
 from backend.converters import TaskPrediction
-from model.atomic import atomic_write
+from model.atomic import atomic_write, atomic_write_text
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.strategies import neighbour_embedding
 
@@ -63,21 +62,6 @@ def is_own_version(version: str) -> bool:
 def version_sort_key(version: str) -> str:
     """Creation time of one of our versions (both kinds sort together); the string otherwise."""
     return version.split("-", 1)[1] if is_own_version(version) else version
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class _StoredPredictions:

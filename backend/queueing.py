@@ -7,11 +7,13 @@ from datetime import datetime, timezone
 
 from redis import Redis
 from rq import Queue, get_current_job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from backend import training_state
 from backend.defaults import (FEATURE_SHARD_JOB_RESULT_TTL_S, JOB_FAILURE_TTL_S,
-                              PRUNE_JOB_RESULT_TTL_S, REDIS_SOCKET_TIMEOUT_S,
-                              TRAIN_JOB_RESULT_TTL_S)
+                              PRUNE_JOB_RESULT_TTL_S, QUEUED_MARKER_GRACE_S,
+                              REDIS_SOCKET_TIMEOUT_S, TRAIN_JOB_RESULT_TTL_S)
 from backend.settings import Settings
 
 TRAIN_JOB = "backend.jobs.run_training_job"
@@ -30,6 +32,44 @@ def redis_connection(settings: Settings) -> Redis:
 
 def training_queue(settings: Settings, conn: Redis) -> Queue:
     return Queue(settings.queue_name, connection=conn)
+
+
+# A job in these states may still start its round; any other (finished, failed, stopped,
+# canceled) never will.
+_WAITING_STATES = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED,
+                             JobStatus.SCHEDULED})
+
+
+def job_alive(conn: Redis, job_id: str) -> bool:
+    """Whether the training job ``job_id`` may still start its round: it exists in RQ and waits,
+    or it started less than QUEUED_MARKER_GRACE_S ago (a started job takes its queued marker at
+    once; one that still has it after that was lost with its worker)."""
+    try:
+        job = Job.fetch(job_id, connection=conn)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status in _WAITING_STATES:
+        return True
+    if status == JobStatus.STARTED:
+        started = job.started_at
+        if started is None:
+            return True
+        if started.tzinfo is None:   # RQ stores UTC
+            started = started.replace(tzinfo=timezone.utc)
+        return (datetime.now(timezone.utc) - started).total_seconds() < QUEUED_MARKER_GRACE_S
+    return False
+
+
+def drop_vanished_queued_job(conn: Redis, project_id: int) -> str | None:
+    """Drop the project's queued marker when its job will never run (training_state); returns
+    the dropped job id."""
+    dropped = training_state.drop_vanished_queued_job(conn, project_id,
+                                                      lambda job_id: job_alive(conn, job_id))
+    if dropped is not None:
+        log.warning("project %s: queued job %s is gone from the queue; its place is freed",
+                    project_id, dropped)
+    return dropped
 
 
 def request_training(settings: Settings, conn: Redis, project_id: int, reason: str,
@@ -53,7 +93,8 @@ def request_training(settings: Settings, conn: Redis, project_id: int, reason: s
                       description=f"train project {project_id}: {reason}")
 
     return training_state.request_training(conn, project_id, reason, enqueue,
-                                           manual=not automatic)
+                                           manual=not automatic,
+                                           job_alive=lambda job_id: job_alive(conn, job_id))
 
 
 def defer_training(settings: Settings, conn: Redis, project_id: int, due_ts: float,

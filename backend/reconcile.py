@@ -7,7 +7,9 @@ RETRAIN_AFTER_ANNOTATIONS since its last training round (an automatic round: it 
 retraining cadence, backend.cadence). It also notices a round whose worker died (state "running"
 but nobody holds the project's run lock), records it as failed, requests the follow-up a trigger
 asked for while that dead round still held the lock, and starts an automatic round whose wait
-has ended when its scheduled start was missed.
+has ended when its scheduled start was missed. A project Label Studio deleted (404 on every
+pass for DELETED_PROJECT_GRACE_S) is forgotten: out of the project set, its Redis keys and its
+model directory (checkpoints, predictions, feature cache, self-supervised weights) deleted.
 
 Label Studio's count is compared with Label Studio's count as the last round started (stored by
 the round), never with the backend's count of usable labels. Only one worker process reconciles
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
+import time
 import uuid
 
 from backend import queueing, training_state
-from backend.defaults import RECONCILER_LEASE_INTERVALS, RoundPhase, RoundState
+from backend.defaults import (DELETED_PROJECT_GRACE_S, RECONCILER_LEASE_INTERVALS, RoundPhase,
+                              RoundState)
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.model_store import ModelStore
 from backend.settings import Settings
@@ -70,13 +75,23 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
     # an automatic round that waited for the cadence and whose scheduled start was missed
     if queueing.start_due_round(settings, conn, project_id) is not None:
         return "retrain"
+    # a queued job that vanished (deleted, or its worker died before the round began): the
+    # request it stood for is made again
+    if status.get("queued_job_id") and \
+            queueing.drop_vanished_queued_job(conn, project_id) is not None:
+        queueing.request_training(settings, conn, project_id,
+                                  "reconcile: the queued job vanished",
+                                  automatic=not training_state.queued_is_manual(conn, project_id))
+        return "retrain"
     busy = bool(running or status.get("queued_job_id"))
     try:
         project = client.get_project(project_id)
     except LabelStudioError as exc:
         if exc.status == 404:
-            return "project gone"
+            return project_gone(settings, conn, project_id, status, busy)
         raise
+    if status.get(GONE_SINCE) is not None:   # answered again: it was not deleted after all
+        training_state.update_status(conn, project_id, **{GONE_SINCE: None})
     if not busy and retrain_on_config_change(settings, conn, project_id, project, "reconcile"):
         return "config changed"
     drift = annotation_drift(label_studio_count(project),
@@ -90,6 +105,38 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
         log.info("project %s: %d annotated tasks since the last round -> retrain", project_id, drift)
         return "retrain"
     return "in sync"
+
+
+GONE_SINCE = "label_studio_404_since_ts"   # status field: epoch seconds of the first 404
+
+
+def project_gone(settings: Settings, conn, project_id: int, status: dict, busy: bool) -> str:
+    """Label Studio answered 404 for the project. The first 404 is recorded; once the project
+    has answered 404 for DELETED_PROJECT_GRACE_S and no round runs or waits for it, it is
+    forgotten (forget_project). Returns "project gone" or "project forgotten"."""
+    now = time.time()
+    since = status.get(GONE_SINCE)
+    if since is None:
+        training_state.update_status(conn, project_id, **{GONE_SINCE: now})
+        log.warning("project %s: Label Studio answers 404; forgotten in %d s unless it comes back",
+                    project_id, DELETED_PROJECT_GRACE_S)
+        return "project gone"
+    if busy or now - float(since) < DELETED_PROJECT_GRACE_S:
+        return "project gone"
+    forget_project(settings, conn, project_id)
+    return "project forgotten"
+
+
+def forget_project(settings: Settings, conn, project_id: int) -> None:
+    """Delete what the backend keeps of a project Label Studio deleted: its Redis keys and its
+    model directory (versions, predictions, feature cache, self-supervised weights)."""
+    keys = training_state.forget_project(conn, project_id)
+    directory = ModelStore(settings.model_dir, settings.keep_model_versions).project_dir(project_id)
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        log.warning("project %s: could not delete all of %s", project_id, directory)
+    log.info("project %s: deleted in Label Studio; %d Redis keys and %s removed", project_id,
+             keys, directory)
 
 
 def config_change(settings: Settings, project_id: int, project: dict) -> dict | None:

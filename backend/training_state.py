@@ -18,7 +18,7 @@ from typing import Callable
 
 from redis import Redis
 
-from backend.defaults import QUEUED_TTL_S, RUN_LOCK_TTL_S
+from backend.defaults import QUEUED_MARKER_GRACE_S, QUEUED_TTL_S, RUN_LOCK_TTL_S
 
 PREFIX = "al"
 # Status fields holding Label Studio's OWN count of annotated tasks (project.num_tasks_with_annotations):
@@ -66,12 +66,14 @@ def new_job_id(project_id: int) -> str:
     return f"train-p{int(project_id)}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
-# Take the queued marker (KEYS[1]) for job ARGV[1]; when another job holds it and this request
-# is manual (ARGV[3] == '1'), mark that waiting job manual (KEYS[2]). One call, so the waiting job
-# either sees the mark when it starts or is gone and this request enqueues a job of its own.
+# Take the queued marker (KEYS[1]) for job ARGV[1], or join the job holding it; a manual request
+# (ARGV[3] == '1') marks the waiting job manual (KEYS[2]) either way. One call, so the waiting job
+# either sees the mark when it starts or is gone and this request enqueues a job of its own. The
+# mark also tells what a job that vanished from the queue stood for (drop_vanished_queued_job).
 _QUEUE_OR_MARK_MANUAL = (
-    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end "
-    "if ARGV[3] == '1' then redis.call('set', KEYS[2], '1', 'EX', ARGV[2]) end return 0")
+    "local taken = redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) "
+    "if ARGV[3] == '1' then redis.call('set', KEYS[2], '1', 'EX', ARGV[2]) end "
+    "if taken then return 1 end return 0")
 # A starting job leaves the queue: drop its queued marker and take the manual mark with it.
 _UNQUEUE = ("if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
             "return redis.call('del', KEYS[2]) end return 0")
@@ -83,25 +85,33 @@ FOLLOWUP_MANUAL, FOLLOWUP_AUTOMATIC = "manual", "automatic"
 
 
 def request_training(conn: Redis, project_id: int, reason: str,
-                     enqueue: Callable[[str], None], manual: bool = True
+                     enqueue: Callable[[str], None], manual: bool = True,
+                     job_alive: Callable[[str], bool] | None = None
                      ) -> tuple[bool, str | None]:
     """Enqueue a training job unless one is already waiting; return (enqueued, waiting job id).
 
     ``enqueue(job_id)`` puts the job on the queue. The queued marker is taken with SET NX so two
     webhooks racing each other enqueue one job. A manual request (Start Training) that joins a
     waiting job marks it manual, so that job does not wait for the retraining cadence.
+    ``job_alive(job_id)`` (the queue's answer) lets a request replace a marker whose job vanished
+    (drop_vanished_queued_job) instead of joining a job that will never run.
     """
     conn.sadd(projects_key(), int(project_id))
     job_id = new_job_id(project_id)
-    if not conn.eval(_QUEUE_OR_MARK_MANUAL, 2, _key(project_id, "queued"),
+    for attempt in range(2):
+        if conn.eval(_QUEUE_OR_MARK_MANUAL, 2, _key(project_id, "queued"),
                      _key(project_id, "queued_manual"), job_id, QUEUED_TTL_S,
                      "1" if manual else "0"):
+            break
+        if attempt == 0 and job_alive is not None and \
+                drop_vanished_queued_job(conn, project_id, job_alive) is not None:
+            continue   # the manual mark, if any, stays: the job enqueued now inherits it
         existing = conn.get(_key(project_id, "queued"))
         return False, existing.decode() if existing else None
     try:
         enqueue(job_id)
     except Exception:
-        conn.delete(_key(project_id, "queued"))
+        conn.delete(_key(project_id, "queued"), _key(project_id, "queued_manual"))
         raise
     update_status(conn, project_id, last_queued_job_id=job_id, last_queued_at=now_iso(),
                   last_queued_reason=reason)
@@ -111,6 +121,44 @@ def request_training(conn: Redis, project_id: int, reason: str,
 def queued_job(conn: Redis, project_id: int) -> str | None:
     value = conn.get(_key(project_id, "queued"))
     return value.decode() if value else None
+
+
+def queued_marker_age_s(conn: Redis, project_id: int) -> float | None:
+    """Seconds since the queued marker was set (from its remaining time to live); None: no marker."""
+    ttl_ms = conn.pttl(_key(project_id, "queued"))
+    if ttl_ms == -2:
+        return None
+    if ttl_ms < 0:   # no expiry (set by hand): old enough to be checked
+        return float(QUEUED_TTL_S)
+    return QUEUED_TTL_S - ttl_ms / 1000.0
+
+
+def queued_is_manual(conn: Redis, project_id: int) -> bool:
+    """Whether a manual request (Start Training) joined the waiting job."""
+    return bool(conn.exists(_key(project_id, "queued_manual")))
+
+
+def drop_vanished_queued_job(conn: Redis, project_id: int, job_alive: Callable[[str], bool],
+                             grace_s: float = QUEUED_MARKER_GRACE_S) -> str | None:
+    """Drop the queued marker when the job it names will never start its round: deleted from the
+    queue (a dashboard), or its worker was killed between taking it and starting the round.
+    ``job_alive(job_id)`` answers from the queue; a marker younger than ``grace_s`` seconds is
+    trusted without asking (its job may not be on the queue yet). Returns the dropped job id.
+
+    Without this a vanished job's marker blocks every request (Start Training answers "already
+    queued") and the reconciler (the project looks busy) until the marker expires (QUEUED_TTL_S).
+    The manual mark stays, so the next job honours a Start Training the vanished job stood for.
+    """
+    job_id = queued_job(conn, project_id)
+    if job_id is None:
+        return None
+    age = queued_marker_age_s(conn, project_id)
+    if age is None or age < grace_s or job_alive(job_id):
+        return None
+    if conn.eval(_DELETE_IF_EQUAL, 1, _key(project_id, "queued"), job_id):
+        update_status(conn, project_id, last_vanished_job={"job_id": job_id, "at": now_iso()})
+        return job_id
+    return None
 
 
 class RunLockLost(RuntimeError):
@@ -274,6 +322,14 @@ def remember_round_count(conn: Redis, project_id: int) -> int | None:
     if seen is not None:
         update_status(conn, project_id, **{LS_COUNT_AT_LAST_ROUND: seen})
     return seen
+
+
+def forget_project(conn: Redis, project_id: int) -> int:
+    """Drop a project Label Studio deleted: out of the project set, and every key it has
+    (status, counters, markers, the task index). Returns how many keys were deleted."""
+    conn.srem(projects_key(), int(project_id))
+    keys = list(conn.scan_iter(match=f"{PREFIX}:project:{int(project_id)}:*", count=1000))
+    return int(conn.delete(*keys)) if keys else 0
 
 
 def known_projects(conn: Redis) -> list[int]:

@@ -6,8 +6,9 @@ the compose network, exactly as a user connects it. State shared between the sub
 id, ML backend id, model versions, image labels) is kept in a JSON file.
 
   pat          log in as the stack's admin and print a new personal access token
-  first-round  project, images (local files + uploads), connect http://backend:9090, annotate,
-               Start Training, wait: every task holds exactly one prediction of the new version
+  first-round  project, images (local files + uploads), connect http://backend:9090, a URL
+               import of a loopback or another compose address refused, annotate, Start
+               Training, wait: every task holds exactly one prediction of the new version
   workers N    wait until N RQ workers are registered (after --scale worker=N)
   start-round  annotate more, Start Training, return once a worker is running the round
   finish-round wait for the round started by start-round; the same checks as first-round
@@ -165,11 +166,28 @@ def cmd_first_round(args) -> None:
     ml = admin.get_ml_backend(ml["id"])
     if ml.get("state") not in ("CO", "Connected"):
         raise CheckFailed(f"Label Studio could not connect {BACKEND_URL_IN_STACK}: {ml}")
+    check_url_imports_refused(admin, pid)
 
     state["annotated"] = []
     _annotate(admin, state, FIRST_ANNOTATIONS)
     _save(Path(args.state), state)
     _round(admin, args, state, previous=None)
+
+
+# Addresses a Label Studio user must not make Label Studio fetch: its own loopback and the other
+# services on the compose network (Redis answers no HTTP, but must not be reachable at all).
+REFUSED_IMPORT_URLS = ("http://127.0.0.1:8080/api/version", "http://redis:6379/")
+
+
+def check_url_imports_refused(admin: lslocal.LabelStudioAdmin, project_id: int) -> None:
+    """With SSRF protection on and only the backend let through, a URL import of a loopback or
+    another compose address is refused before Label Studio connects anywhere."""
+    for url in REFUSED_IMPORT_URLS:
+        answer = admin.request("POST", f"/api/projects/{project_id}/import", data={"url": url},
+                               expected=tuple(range(200, 600)))
+        if answer.status_code < 400 or "reserved network address" not in answer.text:
+            raise CheckFailed(f"Label Studio imported from {url} (SSRF protection): "
+                              f"{answer.status_code} {answer.text[:300]}")
 
 
 def _round(admin, args, state: dict, previous: str | None, started_at: float | None = None) -> None:

@@ -225,6 +225,7 @@ class StubBackend(BaseHTTPRequestHandler):
     """Answers the ML backend protocol with fixed replies and records what LS sent."""
 
     calls: list = []
+    setup_fails = False
 
     def do_GET(self):
         self.calls.append(("GET", self.path, None))
@@ -233,7 +234,9 @@ class StubBackend(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         self.calls.append(("POST", self.path, body))
-        if self.path == "/setup":
+        if self.path == "/setup" and self.setup_fails:
+            self._reply({"error": "no model"}, status=500)
+        elif self.path == "/setup":
             self._reply({"model_version": "stub-v0"})
         elif self.path == "/predict":
             self._reply(
@@ -247,9 +250,9 @@ class StubBackend(BaseHTTPRequestHandler):
         else:
             self._reply({"status": "ok"})
 
-    def _reply(self, payload):
+    def _reply(self, payload, status=200):
         data = json.dumps(payload).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -262,6 +265,7 @@ class StubBackend(BaseHTTPRequestHandler):
 @pytest.fixture
 def stub_backend():
     StubBackend.calls = []
+    StubBackend.setup_fails = False
     server = ThreadingHTTPServer(("127.0.0.1", 0), StubBackend)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -281,6 +285,19 @@ def test_ml_backend_on_loopback_connects_and_receives_start_training(admin, digi
     admin.start_training(ml["id"])
     webhooks = [body for method, path, body in calls if path == "/webhook"]
     assert any(body.get("action") == "START_TRAINING" for body in webhooks)
+
+
+def test_the_ml_backend_state_tells_a_connected_backend_from_a_failing_one(admin, stub_backend):
+    """What the end-to-end test's "connected" check reads: Label Studio re-checks /health and
+    /setup on GET /api/ml/<id>, and reports "CO" only while both succeed."""
+    project = admin.create_project("ML state (lslocal test)", DIGITS_CONFIG)   # no tasks
+    url, _ = stub_backend
+    ml = admin.add_ml_backend(project["id"], url, "stub-backend")
+    assert admin.get_ml_backend(ml["id"])["state"] == "CO"
+    StubBackend.setup_fails = True
+    failing = admin.get_ml_backend(ml["id"])
+    assert failing["state"] == "ER", failing
+    assert failing["id"] == ml["id"]   # what the old check accepted as "connected"
 
 
 def test_sampling_next_task_views_and_predictions(admin, digits_project):

@@ -8,6 +8,7 @@ from backend.ls_client import LabelStudioClient
 from backend.settings import Settings
 
 pytestmark = pytest.mark.redis
+GONE_SINCE = "label_studio_404_since_ts"   # status field: when Label Studio first answered 404
 
 
 def test_drift_rules():
@@ -126,3 +127,70 @@ def test_a_changed_labeling_config_is_retrained_once(redis_server, redis_conn, s
     redis_conn.delete(training_state._key(4, "queued"))   # the round ran and failed: not again
     assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "in sync"
     assert Queue("reconcile-test-4", connection=redis_conn).count == 1
+
+
+def test_a_project_deleted_in_label_studio_is_forgotten(redis_server, redis_conn,
+                                                        fake_label_studio, tmp_path):
+    """Project 3 answers 404: after DELETED_PROJECT_GRACE_S of 404s it leaves the project set,
+    its Redis keys go and so does its model directory; project 1 keeps everything."""
+    import time
+
+    from backend.defaults import DELETED_PROJECT_GRACE_S
+    from backend.model_store import ModelStore
+    from backend.task_index import TaskIndex
+
+    settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": fake_label_studio.url,
+                                  "MODEL_DIR": str(tmp_path / "models"),
+                                  "QUEUE_NAME": "reconcile-test-gone"})
+    client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
+    store = ModelStore(settings.model_dir)
+    for pid in (1, 3):
+        redis_conn.sadd(training_state.projects_key(), pid)
+        training_state.update_status(redis_conn, pid, state="done",
+                                     **{training_state.LS_COUNT_AT_LAST_ROUND: 25})
+        training_state.count_changes(redis_conn, pid, 2)
+        redis_conn.hset(TaskIndex(redis_conn, pid).tasks_key, 10, "/data/upload/x.png")
+        (store.project_dir(pid) / "features").mkdir(parents=True)
+        (store.project_dir(pid) / "features" / "index.json").write_text("{}")
+
+    assert reconcile.reconcile_all(settings, redis_conn, client) == {1: "in sync", 3: "project gone"}
+    assert training_state.known_projects(redis_conn) == [1, 3]      # one 404 deletes nothing
+    assert store.project_dir(3).is_dir()
+    # the 404s go on past the grace period
+    training_state.update_status(redis_conn, 3, **{
+        GONE_SINCE: time.time() - DELETED_PROJECT_GRACE_S - 1})
+    assert reconcile.reconcile_all(settings, redis_conn, client) == {1: "in sync",
+                                                                     3: "project forgotten"}
+    assert training_state.known_projects(redis_conn) == [1]
+    assert not store.project_dir(3).exists() and store.project_dir(1).is_dir()
+    assert list(redis_conn.scan_iter(match="al:project:3:*")) == []
+    assert TaskIndex(redis_conn, 1).images() == {10: "/data/upload/x.png"}
+    assert training_state.pending_changes(redis_conn, 1) == 2
+    assert reconcile.reconcile_all(settings, redis_conn, client) == {1: "in sync"}
+
+
+def test_a_project_that_answers_again_or_is_training_is_kept(redis_server, redis_conn,
+                                                           fake_label_studio, tmp_path):
+    import time
+
+    from backend.defaults import DELETED_PROJECT_GRACE_S
+
+    settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": fake_label_studio.url,
+                                  "MODEL_DIR": str(tmp_path / "models"),
+                                  "QUEUE_NAME": "reconcile-test-back"})
+    client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
+    long_ago = time.time() - DELETED_PROJECT_GRACE_S - 1
+    # a 404 long ago, but Label Studio answers now: the mark is cleared
+    redis_conn.sadd(training_state.projects_key(), 2)
+    training_state.update_status(redis_conn, 2, **{GONE_SINCE: long_ago})
+    assert reconcile.reconcile_project(settings, redis_conn, client, 2) == "in sync"
+    assert training_state.get_status(redis_conn, 2)[GONE_SINCE] is None
+    # a round still runs for a project that answers 404: kept until it ends
+    redis_conn.sadd(training_state.projects_key(), 4)
+    training_state.update_status(redis_conn, 4, **{GONE_SINCE: long_ago})
+    lock = training_state.start_run(redis_conn, 4, "job-a", ttl_s=60)
+    assert lock is not None
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "project gone"
+    assert 4 in training_state.known_projects(redis_conn)
+    lock.release()
+    assert reconcile.reconcile_project(settings, redis_conn, client, 4) == "project forgotten"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -367,8 +368,6 @@ def test_label_studio_service_allows_the_backend_and_serves_local_files(compose)
     ls = services["label-studio"]
     assert ls["image"] == "heartexlabs/label-studio:1.23.2"
     env = service_env(ls)
-    assert env["ML_BLOCK_LOCAL_IP"] == "false"
-    assert env["SSRF_PROTECTION_ENABLED"] == "false"
     assert env["LOCAL_FILES_SERVING_ENABLED"] == "true"
     # the linear prediction import (the stock one recounts the whole project per request)
     assert env["fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"] == "true"
@@ -383,6 +382,64 @@ def test_label_studio_service_allows_the_backend_and_serves_local_files(compose)
         assert source == shared_source, f"{name} must mount the volume Label Studio serves"
         assert mode == "ro"
     assert any(str(p).endswith(":8080") for p in ls["ports"])
+
+
+def _published_addresses(compose, env: dict[str, str]) -> dict[str, list[str]]:
+    """service -> the host address of each published port, as compose interpolates them."""
+    out: dict[str, list[str]] = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports") or []:
+            parts = interpolate(str(port), env).split(":")
+            out.setdefault(name, []).append(parts[0] if len(parts) == 3 else "0.0.0.0")
+    return out
+
+
+@pytest.mark.parametrize("env_source", ["no .env", ".env.example"])
+def test_the_stack_lets_no_one_in_by_default(compose, env_example, env_source):
+    """What a deployment gets without changing anything: ports on the host's loopback, signup
+    closed, and Label Studio's SSRF protection on, letting through the backend's address alone."""
+    from ls_banned_subnets import LS_DEFAULT_BANNED_SUBNETS, banned_except, is_banned
+
+    env = {} if env_source == "no .env" else dict(env_example)
+    for name, addresses in _published_addresses(compose, env).items():
+        assert addresses and all(a == "127.0.0.1" for a in addresses), (name, addresses)
+    ls = {k: interpolate(str(v), env) for k, v in service_env(compose["services"]["label-studio"]).items()}
+    assert ls["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
+    assert ls["SSRF_PROTECTION_ENABLED"] == "true"
+    assert ls["ML_BLOCK_LOCAL_IP"] == "true"
+    assert ls["USE_DEFAULT_BANNED_SUBNETS"] == "false"
+    banned = ls["USER_ADDITIONAL_BANNED_SUBNETS"].split(",")
+    assert all(item == item.strip() and item for item in banned), "Label Studio does not strip"
+    backend_ip = compose["services"]["backend"]["networks"]["default"]["ipv4_address"]
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(backend_ip) in ipaddress.ip_network(subnet)
+    assert banned == banned_except(backend_ip)
+    assert not is_banned(backend_ip, banned)
+    network = ipaddress.ip_network(subnet)
+    for other in (network[2], network[3], network[-2]):   # redis, workers, Label Studio itself
+        assert is_banned(str(other), banned), other
+    for address in ("127.0.0.1", "169.254.169.254", "10.0.0.1", "192.168.1.1", "172.17.0.1",
+                    "100.100.100.200", "::1", "fd00:ec2::254", "0.0.0.0"):
+        assert is_banned(address, banned), address
+    # the list covers every default range but the backend's address
+    for subnet_text in LS_DEFAULT_BANNED_SUBNETS:
+        net = ipaddress.ip_network(subnet_text)
+        for probe in (net[0], net[-1]):
+            assert is_banned(str(probe), banned) or str(probe) == backend_ip, probe
+
+
+def test_the_ban_list_copy_is_label_studios():
+    """scripts/ls_banned_subnets.py copies Label Studio's default ban list: compared with the
+    installed Label Studio's source where its venv is here."""
+    from ls_banned_subnets import LS_DEFAULT_BANNED_SUBNETS
+    found = sorted(Path(sys.prefix).parent.glob(
+        "venv-label-studio-*/lib/python3*/site-packages/label_studio/core/utils/io.py"))
+    if not found:
+        pytest.skip("Label Studio's venv is not installed next to this one")
+    source = found[-1].read_text()
+    block = source[source.index("default_banned_subnets = ["):]
+    block = block[:block.index("]")]
+    assert tuple(re.findall(r"'([^']+)'", block)) == LS_DEFAULT_BANNED_SUBNETS
 
 
 def test_dashboard_is_optional_and_reads_the_same_redis(compose):

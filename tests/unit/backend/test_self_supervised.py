@@ -66,6 +66,7 @@ def test_refresh_reasons():
                                seconds=1.0, created="2026-01-01T00:00:00Z")
     assert "no self-supervised weights" in ssl.refresh_reason(None, "k", 100, 0.5)
     assert "missing" in ssl.refresh_reason(stored, "k", 100, 0.5, weights_exist=False)
+    assert "digest" in ssl.refresh_reason(stored, "k", 100, 0.5, weights_intact=False)
     assert "changed" in ssl.refresh_reason(stored, "other", 100, 0.5)
     assert ssl.refresh_reason(stored, "k", 149, 0.5) is None
     assert "grew from 100 to 150" in ssl.refresh_reason(stored, "k", 150, 0.5)
@@ -242,3 +243,32 @@ def test_off_the_round_trains_from_a_random_initialisation(settings):
     assert not (store.project_dir(PROJECT) / ssl.DIR_NAME).exists()
     loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
     assert loaded.model_config.pretrained_weights is None
+
+
+def test_damaged_weights_are_learned_again_not_reused(tmp_path):
+    """A weights file whose bytes changed after it was stored (disk damage, a partial copy) would
+    fail every later round: its digest is checked before reuse and the weights learned again."""
+    directory, loader = tmp_path / "ssl", Loader()
+    first, _ = ensure(directory, list(range(20)), loader)
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0xFF                      # one flipped byte, same size
+    first.write_bytes(bytes(data))
+    assert ssl.reusable_weights(directory, CONFIG, FEW_STEPS, 20, 0.5) is None
+    second, summary = ensure(directory, list(range(20)), loader)
+    assert summary["learned_now"] and "does not match its recorded digest" in summary["why"]
+    assert len(loader.calls) == 2
+    torch.load(second, weights_only=True)             # the new file is whole
+    again, summary = ensure(directory, list(range(20)), loader)
+    assert again == second and not summary["learned_now"]
+    stored = json.loads((directory / ssl.CURRENT_FILE).read_text())
+    assert stored["sha256"] == ssl.fingerprint(second)
+
+
+def test_a_record_without_a_digest_is_learned_again(tmp_path):
+    directory, loader = tmp_path / "ssl", Loader()
+    ensure(directory, list(range(20)), loader)
+    record = json.loads((directory / ssl.CURRENT_FILE).read_text())
+    del record["sha256"]                              # written before digests were kept
+    (directory / ssl.CURRENT_FILE).write_text(json.dumps(record))
+    _, summary = ensure(directory, list(range(20)), loader)
+    assert summary["learned_now"] and "no digest" in summary["why"]
