@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from backend.pipeline import model_config_from
+from backend.rounds.configs import model_config_from
 from backend.settings import Settings
 from model import build_network
 from model.pretrained import weights_file
