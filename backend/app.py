@@ -188,17 +188,19 @@ def health():
 
 @api.route("/status", methods=["GET"])
 def status():
-    """Queue and per-project training state (see README, 'Progress')."""
+    """Queue and per-project training state (docs/operations.md)."""
     deps = _deps()
     settings = deps.settings
-    out = {"status": "UP", "model_class": MODEL_CLASS, "strategy": settings.strategy,
-           # the network and the pretrained weights it starts from (found in the torch hub cache
-           # when DISCOVER_WEIGHTS chose them)
-           "backbone": settings.backbone, "backbone_weights": settings.backbone_weights or None,
-           "pretrained_weights": str(settings.pretrained_weights) if settings.pretrained_weights else None,
-           "retrain_after_annotations": settings.retrain_after_annotations,
-           "retrain_min_interval_s": settings.retrain_min_interval_s,
-           "retrain_duration_factor": settings.retrain_duration_factor}
+    out: dict = {"status": "UP", "model_class": MODEL_CLASS, "strategy": settings.strategy,
+                  # the network and the weights it starts from (found in the torch hub cache
+                  # when DISCOVER_WEIGHTS chose them)
+                  "backbone": settings.backbone,
+                  "backbone_weights": settings.backbone_weights or None,
+                  "pretrained_weights": (str(settings.pretrained_weights)
+                                         if settings.pretrained_weights else None),
+                  "retrain_after_annotations": settings.retrain_after_annotations,
+                  "retrain_min_interval_s": settings.retrain_min_interval_s,
+                  "retrain_duration_factor": settings.retrain_duration_factor}
     try:
         c = deps.redis()
         queue = queueing.training_queue(settings, c)

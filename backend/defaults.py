@@ -30,6 +30,7 @@ class RoundPhase(StrEnum):
     DOWNLOADING_TRAINING_IMAGES = "downloading_training_images"
     COLD_START_RANKING = "cold_start_ranking"
     SELF_SUPERVISED_PRETRAINING = "self_supervised_pretraining"
+    CHOOSING_COLOUR = "choosing_colour"
     RECIPE_SEARCH = "recipe_search"
     EXTRACTING_FEATURES = "extracting_features"
     TRAINING = "training"

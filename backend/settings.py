@@ -18,6 +18,8 @@ from model.coldstart import PICKS as COLDSTART_PICKS
 from model.strategies import STRATEGIES
 from model.weights_cache import find_cached_weights
 
+KEEP_COLOUR_CHOICES = ("auto", "true", "false")
+
 
 class SettingsError(ValueError):
     """A setting is present but unusable; the message names the variable."""
@@ -209,15 +211,15 @@ class Settings:
         "self-supervised weights +0.8 to +10.4 points on the four non-digit domains, +0.1 on "
         "digits, -2.0 on MNIST; on weights made from other image sets +0.7 to +4.6; training takes "
         "seconds instead of minutes. 0: fine-tune from the first round.", "annotations"))
-    keep_colour: bool = field(default=False, metadata=_doc(
-        "true when colour is what tells your classes apart (ripe / unripe, a signal's state): "
-        "the self-supervised pre-training's views keep their hue and the training augmentation "
-        "makes no image grey or inverted. Measured where colour is the class: 25.1 -> 82.3 % at "
-        "20 labels, 74.6 -> 92.2 % at 50. Off by default, and keep it off where colours vary "
-        "within a class: those views are what teach the network to look past colour, and "
-        "pre-trained with views that keep it, shapes, textures and letters lost 19.8-29.3 "
-        "points at 50 labels (docs/results.md, domain suite). Changing it learns the self-supervised "
-        "weights again."))
+    keep_colour: str = field(default="auto", metadata=_doc(
+        "Whether colour tells your classes apart (ripe / unripe, a signal's state). true: the "
+        "self-supervised views keep their hue and training makes no image grey or inverted. "
+        "false: both teach the network to look past colour, right where colours vary within a "
+        "class. auto: each trained round decides from its labels, by cross-validating the "
+        "colour-invariant backbone's features with and without colour histograms "
+        "(model/colour_choice.py); /status and the round summary give the decision and its "
+        "evidence (docs/results.md, 'Colour, decided from the labels'). Each choice keeps its "
+        "own self-supervised weights."))
     augment_policy: str = field(default="strong", metadata=_doc(
         "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
         "jitter, random grayscale and inversion: the few-label recipe) or crop_flip (the paper's "
@@ -354,7 +356,8 @@ class Settings:
         if self.retrain_min_interval_s < 0 or self.retrain_duration_factor < 0:
             raise SettingsError("RETRAIN_MIN_INTERVAL_S and RETRAIN_DURATION_FACTOR must be >= 0")
         choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
-                   "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS}
+                   "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS,
+                   "keep_colour": KEEP_COLOUR_CHOICES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"{name.upper()} must be one of {', '.join(allowed)}, got "
@@ -441,6 +444,10 @@ def _parse(f: dataclasses.Field, raw: str):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
         if f.name == "label_studio_url":
             return raw.rstrip("/")
+        if f.name == "keep_colour":  # true/false spelled as for a boolean, or auto
+            lowered = raw.lower()
+            return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false",
+                    "off": "false"}.get(lowered, lowered)
         return raw
     except ValueError as exc:
         raise SettingsError(f"{f.name.upper()}={raw!r} is not a valid {kind}: {exc}") from None

@@ -132,7 +132,8 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
         return cold.push(model_config, "pixels")
     pool_items = collected.split.all_items
     stored = self_supervised.reusable_weights(
-        self_supervised_dir(store, project_id), model_config, self_supervised_config(settings),
+        self_supervised_dir(store, project_id, model_config.keep_colour), model_config,
+        self_supervised_config(settings, model_config.keep_colour),
         len(pool_items), settings.self_supervised_refresh_growth)
     first: RoundSummary | None = None
     if stored is None:

@@ -13,7 +13,9 @@ def model_config_from(settings: Settings) -> ModelConfig:
                                              if settings.pretrained_weights else None),
                          weights=settings.backbone_weights or None,
                          augment_policy=settings.augment_policy,
-                         input_norm=settings.input_norm, keep_colour=settings.keep_colour)
+                         input_norm=settings.input_norm,
+                         # auto starts colour-invariant; a trained round decides (rounds/colour.py)
+                         keep_colour=settings.keep_colour == "true")
     if config.weights is None:
         return config
     from model.pretrained import with_weights_preprocessing

@@ -53,13 +53,15 @@ def learns_own_weights(settings: Settings, model_config: ModelConfig) -> bool:
             and self_supervised_skip_reason(settings, model_config) is None)
 
 
-def self_supervised_config(settings: Settings) -> SelfSupConfig:
+def self_supervised_config(settings: Settings, keep_colour: bool = False) -> SelfSupConfig:
     return for_colour(SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
-                                    device=settings.device), settings.keep_colour)
+                                    device=settings.device), keep_colour)
 
 
-def self_supervised_dir(store: ModelStore, project_id: int) -> Path:
-    return store.project_dir(project_id) / self_supervised.DIR_NAME
+def self_supervised_dir(store: ModelStore, project_id: int, keep_colour: bool = False) -> Path:
+    """The project's self-supervised weights of one colour choice: each choice keeps its own,
+    so a project whose choice changes back reuses them instead of learning them again."""
+    return store.project_dir(project_id) / (self_supervised.DIR_NAME + ("-colour" if keep_colour else ""))
 
 
 def self_supervised_start(settings: Settings, store: ModelStore, project_id: int,
@@ -84,7 +86,8 @@ def self_supervised_start(settings: Settings, store: ModelStore, project_id: int
         return arrays
 
     path, summary = self_supervised.ensure_weights(
-        self_supervised_dir(store, project_id), model_config, self_supervised_config(settings),
+        self_supervised_dir(store, project_id, model_config.keep_colour), model_config,
+        self_supervised_config(settings, model_config.keep_colour),
         pool_items, load_images, growth=settings.self_supervised_refresh_growth,
         max_images=settings.self_supervised_max_images,
         progress=run.throttled_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING,

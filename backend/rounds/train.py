@@ -16,6 +16,7 @@ from backend.feature_shards import sharding_for_round
 from backend.images import FetchReport, ImageFetcher
 from backend.model_store import ModelStore, new_version
 from backend.rounds.collect import CollectedRound
+from backend.rounds.colour import colour_for_round
 from backend.rounds.configs import train_config_from
 from backend.rounds.progress import RoundRun
 from backend.rounds.representation import (has_configured_weights, learns_own_weights,
@@ -93,10 +94,15 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
     # A full round starts from the self-supervised weights (adapting a configured file); a frozen
     # round keeps a configured backbone as it is and needs the project's own otherwise.
     if mode == "full" or learns_own:
+        colour = None
         with run.phase("self_supervised_s"):
+            if learns_own:
+                inputs.model_config, colour = colour_for_round(settings, store, inputs)
             inputs.model_config, inputs.self_supervised = self_supervised_start(
                 settings, store, project_id, inputs.model_config, inputs.fetcher,
                 inputs.pool_items, run)
+        if colour is not None:
+            inputs.self_supervised = {**(inputs.self_supervised or {}), "colour": colour}
     if mode == "frozen" and not has_configured_weights(inputs.model_config):
         mode = "full"  # the project's weights could not be learned (too few loadable images)
     outputs: ScoreOutputs | None

@@ -1,0 +1,101 @@
+"""KEEP_COLOUR=auto in a real round: the round decides from its labels whether colour tells the
+classes apart, trains with that choice, keeps each choice's self-supervised weights apart, and says
+why in the summary. Label Studio is the in-process fake of test_cold_start_round (the real one is
+covered in tests/e2e)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend import self_supervised as ssl
+from backend.settings import Settings, SettingsError
+from model import load_checkpoint
+from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, run
+
+CLASSES = ["0", "1", "two"]
+LABELS = {i: CLASSES[i % 3] for i in range(1, 31) if i % 5 != 0}   # 24 labels, 8 per class
+HUES = [(230, 40, 40), (40, 200, 60), (50, 80, 230)]
+
+
+def image(task_id: int, colour_is_class: bool) -> bytes:
+    """A stripe pattern on grey: the class is the stripes' colour (pattern at random), or the
+    pattern (colour at random)."""
+    rng = np.random.default_rng(task_id)
+    cls = task_id % 3
+    pattern = int(rng.integers(3)) if colour_is_class else cls
+    colour = HUES[cls] if colour_is_class else HUES[int(rng.integers(3))]
+    a = np.full((24, 24, 3), int(rng.integers(90, 160)), np.uint8)
+    if pattern == 0:
+        a[::4] = colour
+    elif pattern == 1:
+        a[:, ::4] = colour
+    else:
+        a[np.eye(24, dtype=bool)] = colour
+        a[np.eye(24, k=6, dtype=bool)] = colour
+    a = np.clip(a.astype(int) + rng.integers(-12, 12, a.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(a).save(out, format="PNG")
+    return out.getvalue()
+
+
+class ImagesClient(FakeClient):
+    def __init__(self, colour_is_class: bool):
+        super().__init__(30, LABELS)
+        self.colour_is_class = colour_is_class
+
+    def fetch_image_bytes(self, url, *, task_id, max_bytes, timeout_s):
+        return image(task_id, self.colour_is_class)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
+                    device="cpu", train_steps=10, self_supervised_steps=4, frozen_max_labels=0)
+
+
+def test_where_colour_is_the_class_the_round_keeps_it(settings):
+    summary, store, events = run(settings, ImagesClient(colour_is_class=True))
+    assert summary["state"] == "done"
+    colour = summary["self_supervised"]["colour"]
+    assert colour["keep_colour"] and colour["reason"].startswith("kept")
+    assert colour["with_colour_accuracy"] - colour["invariant_accuracy"] >= 0.05
+    assert any(e.get("phase") == "choosing_colour" for e in events)
+    # decided on the colour-invariant weights, trained from the colour-kept ones
+    project = store.project_dir(PROJECT)
+    assert (project / ssl.DIR_NAME / ssl.CURRENT_FILE).is_file()
+    kept = project / (ssl.DIR_NAME + "-colour")
+    assert (kept / ssl.CURRENT_FILE).is_file()
+    loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
+    assert loaded.model_config.keep_colour
+    assert loaded.model_config.pretrained_weights.startswith(str(kept))
+
+
+def test_where_colour_varies_within_classes_the_round_looks_past_it(settings):
+    summary, store, _ = run(settings, ImagesClient(colour_is_class=False))
+    colour = summary["self_supervised"]["colour"]
+    assert not colour["keep_colour"], colour["reason"]
+    assert not (store.project_dir(PROJECT) / (ssl.DIR_NAME + "-colour")).exists()
+    loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
+    assert not loaded.model_config.keep_colour
+
+
+@pytest.mark.parametrize("value, expected", [("true", "true"), ("Yes", "true"), ("0", "false"),
+                                             ("off", "false"), ("AUTO", "auto")])
+def test_keep_colour_reads_booleans_and_auto(value, expected):
+    assert Settings.from_env({"KEEP_COLOUR": value}).keep_colour == expected
+
+
+def test_keep_colour_refuses_anything_else():
+    with pytest.raises(SettingsError, match="KEEP_COLOUR"):
+        Settings.from_env({"KEEP_COLOUR": "sometimes"})
+
+
+def test_a_set_value_is_not_second_guessed(settings):
+    import dataclasses
+    forced = dataclasses.replace(settings, keep_colour="false")
+    summary, _, events = run(forced, ImagesClient(colour_is_class=True))
+    assert summary["self_supervised"]["colour"] == {"keep_colour": False, "reason": "KEEP_COLOUR=false"}
+    assert not any(e.get("phase") == "choosing_colour" for e in events)
