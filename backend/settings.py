@@ -7,6 +7,7 @@ Settings are read when a process starts (``Settings.from_env()``), never at impo
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,10 @@ class Settings:
     basic_auth_user: str = field(default="", metadata=_doc(
         "If set (with BASIC_AUTH_PASS), every endpoint but /health requires this HTTP basic auth user."))
     basic_auth_pass: str = field(default="", repr=False, metadata=_doc("HTTP basic auth password."))
+    allow_unauthenticated_network: bool = field(default=False, metadata=_doc(
+        "true: the HTTP backend may listen on an address beyond loopback (HOST, gunicorn's --bind) "
+        "without BASIC_AUTH_USER/BASIC_AUTH_PASS, e.g. on a private network only Label Studio "
+        "reaches. false: it refuses to start there, naming the address."))
     max_request_bytes: int = field(default=20 * 1024 * 1024, metadata=_doc(
         "Largest request body accepted; larger bodies get 413.", "bytes"))
     predict_max_tasks: int = field(default=200, metadata=_doc(
@@ -451,3 +456,36 @@ def _parse(f: dataclasses.Field, raw: str):
         return raw
     except ValueError as exc:
         raise SettingsError(f"{f.name.upper()}={raw!r} is not a valid {kind}: {exc}") from None
+
+
+def listen_refusal(binds, settings: Settings) -> str | None:
+    """Why the HTTP backend must not listen on ``binds`` (gunicorn's bind strings: host:port,
+    [v6]:port, unix:path), or None. Without basic auth every endpoint (webhooks that change the
+    task index, /predict, /status) is open to whoever reaches the address, so an address beyond
+    loopback needs BASIC_AUTH_USER/BASIC_AUTH_PASS or ALLOW_UNAUTHENTICATED_NETWORK=true."""
+    if settings.basic_auth_enabled or settings.allow_unauthenticated_network:
+        return None
+    open_to = [bind for bind in binds if not _is_loopback_bind(str(bind))]
+    if not open_to:
+        return None
+    return (f"the backend would listen on {', '.join(map(str, open_to))} (beyond loopback) "
+            "without authentication: set BASIC_AUTH_USER and BASIC_AUTH_PASS (and the same in "
+            "Label Studio's model connection), listen on 127.0.0.1 (HOST), or set "
+            "ALLOW_UNAUTHENTICATED_NETWORK=true where only trusted peers reach that address")
+
+
+def _is_loopback_bind(bind: str) -> bool:
+    if bind.startswith(("unix:", "fd://")):
+        return True
+    host = bind
+    if host.startswith("["):                  # [::1]:9090
+        host = host[1:host.find("]")]
+    elif host.count(":") == 1:                # 127.0.0.1:9090, localhost:9090
+        host = host.rsplit(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:                        # another host name: it may resolve anywhere
+        return False
+

@@ -25,6 +25,11 @@ rebuilt from scratch. Measured on Label Studio 1.23.2 (5,000 tasks, 250 annotate
 of predictions stored): listing with fields=all 86 s, the first sync 14 s, a later one (50 new
 tasks, 10 new annotations) 3.9 s.
 
+A TASKS_DELETED webhook removes nothing by itself: webhook bodies are not authenticated (Label
+Studio sends no credentials with them), so a forged one could drop a real task from every later
+ranking. It records the ids as reported deleted; the next sync asks Label Studio about exactly
+those ids (one Data Manager query per 1,000) and drops the ones it no longer has.
+
 Not seen: a task whose data is edited in place (Label Studio 1.23 sends no webhook for it and the
 id watermark has passed it) keeps its old image reference until the index is rebuilt.
 """
@@ -163,6 +168,8 @@ class SyncReport:
     ids_listed: bool = False       # the counts differed: every id was listed
     tasks_dropped: int = 0         # deleted in Label Studio, no webhook seen
     tasks_recovered: int = 0       # in Label Studio, missing from the index
+    deletions_confirmed: int = 0   # reported deleted by a webhook, and gone from Label Studio
+    deletions_refused: int = 0     # reported deleted, but Label Studio still has them: kept
     watermark: int = 0
     seconds: float = 0.0
 
@@ -183,6 +190,7 @@ class TaskIndex:
         self.tasks_key = _key(project_id, "tasks")
         self.annotations_key = _key(project_id, "annotations")
         self.meta_key = _key(project_id, "meta")
+        self.reported_deleted_key = _key(project_id, "reported_deleted")
 
     # --- reading ---------------------------------------------------------------------------
     def meta(self) -> dict:
@@ -196,7 +204,12 @@ class TaskIndex:
                 for k, v in self.conn.hscan_iter(self.annotations_key, count=5000)}
 
     def clear(self) -> None:
-        self.conn.delete(self.tasks_key, self.annotations_key, self.meta_key)
+        self.conn.delete(self.tasks_key, self.annotations_key, self.meta_key,
+                         self.reported_deleted_key)
+
+    def reported_deleted(self) -> set[int]:
+        """Task ids a TASKS_DELETED webhook named, not yet confirmed with Label Studio."""
+        return {int(t) for t in self.conn.smembers(self.reported_deleted_key)}
 
     # --- webhooks --------------------------------------------------------------------------
     def apply(self, changes: IndexChanges) -> bool:
@@ -211,9 +224,10 @@ class TaskIndex:
             # never over a listed task: the listing is the authority (its URLs are resolved)
             pipe.hsetnx(self.tasks_key, task_id, image_reference(task, image_key))
         if changes.tasks_deleted:
-            # their annotations stay until the next sync relists the annotated tasks; a round
-            # builds its tasks from the index's tasks, so they are never used
-            pipe.hdel(self.tasks_key, *changes.tasks_deleted)
+            # only reported: the next sync confirms them with Label Studio before they leave
+            # the index (a forged event must not drop real tasks). Their annotations stay until
+            # that sync relists the annotated tasks.
+            pipe.sadd(self.reported_deleted_key, *changes.tasks_deleted)
         if changes.annotations_upserted:
             pipe.hset(self.annotations_key, mapping={
                 a: json.dumps(r) for a, r in changes.annotations_upserted.items()})
@@ -246,6 +260,7 @@ class TaskIndex:
             watermark = max(watermark, max(new))
         report.new_tasks = len(new)
 
+        self._confirm_deletions(client, report)
         annotations, annotated = self._list_labels(client)
         stale = [a for a in (int(k) for k in self.conn.hkeys(self.annotations_key))
                  if a not in annotations]
@@ -289,6 +304,28 @@ class TaskIndex:
         report.tasks, report.watermark = len(images), watermark
         report.seconds = round(time.monotonic() - started, 2)
         return round_tasks(images, annotations, schema.input_key), report
+
+    def _confirm_deletions(self, client, report: SyncReport) -> None:
+        """Drop the tasks webhooks reported deleted that Label Studio no longer has; keep (and
+        log) those it still has."""
+        reported = sorted(self.reported_deleted())
+        if not reported:
+            return
+        pipe = self.conn.pipeline(transaction=False)
+        for task_id in reported:
+            pipe.hexists(self.tasks_key, task_id)
+        indexed = [t for t, present in zip(reported, pipe.execute()) if present]
+        alive = {t["id"] for t in client.tasks_by_id(self.project_id, indexed, ("id",))
+                 if isinstance(t, dict) and type(t.get("id")) is int} if indexed else set()
+        gone = [t for t in indexed if t not in alive]
+        if gone:
+            self.conn.hdel(self.tasks_key, *gone)
+        self.conn.srem(self.reported_deleted_key, *reported)
+        report.deletions_confirmed = len(gone)
+        report.deletions_refused = len(alive)
+        if alive:
+            log.warning("project %s: TASKS_DELETED named %d task(s) Label Studio still has "
+                        "(kept): %s", self.project_id, len(alive), sorted(alive)[:10])
 
     def _list_labels(self, client) -> tuple[dict[int, dict], set[int]]:
         """Every annotation of every annotated task (annotation id -> record), and those tasks."""

@@ -46,7 +46,7 @@ case "$cmd" in
       --workers "${WORKERS:-1}" --threads "${THREADS:-8}" \
       --timeout "${GUNICORN_TIMEOUT_S:-120}" \
       --limit-request-line 8190 --limit-request-fields 100 \
-      --access-logfile - "$@"
+      --access-logfile - --config python:backend.gunicorn_conf "$@"
     ;;
   worker)
     require_redis

@@ -81,7 +81,7 @@ log "backend on http://$HOST:$PORT (Label Studio: $LABEL_STUDIO_URL, models: $MO
   --workers "${WORKERS:-1}" --threads "${THREADS:-8}" \
   --timeout "${GUNICORN_TIMEOUT_S:-120}" \
   --limit-request-line 8190 --limit-request-fields 100 \
-  --access-logfile - &
+  --access-logfile - --config python:backend.gunicorn_conf &
 children+=($!)
 
 # Stay in the foreground; if any child dies, stop the rest and report it.

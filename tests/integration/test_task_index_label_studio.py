@@ -175,12 +175,38 @@ def test_label_studio_webhooks_keep_the_index_current_between_rounds(
     admin.request("DELETE", f"/api/annotations/{created['id']}/")     # ANNOTATIONS_DELETED
     assert created["id"] not in index.annotations()
     admin.request("DELETE", f"/api/tasks/{ids[1]}/")                  # TASKS_DELETED
-    assert ids[1] not in index.images()
+    assert index.reported_deleted() == {ids[1]}        # confirmed with Label Studio at the sync
     (new,) = admin.import_images(pid, images[4:5])                    # TASKS_CREATED
     assert index.images()[new].startswith(f"/data/upload/{pid}/")
 
     # the webhooks left nothing for the count to find
     tasks, report = sync(index, client, admin, pid)
     assert not report.ids_listed and report.tasks_dropped == 0 and report.new_tasks == 1
+    assert report.deletions_confirmed == 1 and report.deletions_refused == 0
+    assert ids[1] not in index.images() and index.reported_deleted() == set()
     assert [t["id"] for t in tasks] == [ids[0], ids[2], ids[3], new]
     assert json.dumps(split(tasks)) == json.dumps(split(full_listing(client, pid)))
+
+
+def test_a_forged_tasks_deleted_webhook_drops_no_real_task(admin, images, settings, redis_conn,
+                                                         serve_wsgi):
+    """Webhook bodies carry no credentials: anyone who reaches /webhook can send TASKS_DELETED
+    for real tasks (with a forged TASKS_CREATED to keep the task counts equal, so the sync's
+    count check finds nothing). Deletions are confirmed with Label Studio first."""
+    import requests
+
+    backend = serve_wsgi(create_app(settings, redis_conn=redis_conn))
+    project = admin.create_project("Index forged deletion", CONFIG)
+    pid = project["id"]
+    ids = admin.import_images(pid, images[:4])
+    client = LabelStudioClient.from_settings(settings)
+    index = TaskIndex(redis_conn, pid)
+    sync(index, client, admin, pid)
+    fake = ids[-1] + 1000
+    for forged in ({"action": "TASKS_DELETED", "project": {"id": pid}, "tasks": [{"id": ids[2]}]},
+                   {"action": "TASKS_CREATED", "project": {"id": pid},
+                    "tasks": [{"id": fake, "data": {"image": f"/data/upload/{pid}/x.png"}}]}):
+        assert requests.post(f"{backend.url}/webhook", json=forged, timeout=10).status_code == 200
+    tasks, report = sync(index, client, admin, pid)
+    assert [t["id"] for t in tasks] == ids                # the real task stays, the fake goes
+    assert report.deletions_refused == 1 and report.deletions_confirmed == 0

@@ -838,6 +838,13 @@ def test_entrypoint_refuses_to_start_without_redis_or_with_a_bad_setting(tmp_pat
                             env=_entrypoint_env(MODEL_DIR=str(tmp_path)),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "settings OK" in result.stderr
+    # the container's default HOST (0.0.0.0) without basic auth and without the compose file's
+    # ALLOW_UNAUTHENTICATED_NETWORK: refused before gunicorn binds anything
+    result = subprocess.run(["bash", str(ENTRYPOINT), "web"],
+                            env=_entrypoint_env(REDIS_URL="redis://127.0.0.1:1/0",
+                                                MODEL_DIR=str(tmp_path), PORT=str(_free_port())),
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 1 and "beyond loopback" in result.stderr, result.stderr
 
 
 @pytest.mark.redis
