@@ -1,0 +1,231 @@
+"""The dashboard over real HTTP: a running round's phase and progress, versions and the learning
+curve after real rounds, "make this version live" (and its refusals), basic auth.
+
+Real Redis; rounds run through the worker's own job function (``backend.jobs.run_training_job``)
+in this process with the in-process fake client of test_cold_start_round; the rollback runs on a
+real RQ worker (SimpleWorker, in this process) against a stand-in of Label Studio over real HTTP
+on loopback that records what the backend asks of it.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+import requests
+from flask import Flask, jsonify, request
+from rq import SimpleWorker
+
+from backend import jobs, queueing, training_state
+from backend.app import create_app
+from backend.model_store import ModelStore
+from backend.settings import Settings
+from tests.conftest import ServerThread
+from tests.unit.backend.test_cold_start_round import FakeClient
+from tests.unit.backend.test_labeling_config import DIGITS
+
+pytestmark = pytest.mark.redis
+PROJECT = 5   # the fake client's project
+LABELS = {1: "0", 2: "1", 3: "two", 5: "0", 6: "1", 7: "two", 9: "0", 10: "1", 11: "two"}
+REQUESTS: list[tuple[str, str, object]] = []
+STATE: dict = {}
+
+
+@pytest.fixture(scope="module")
+def label_studio():
+    """Label Studio's project, prediction import, model-versions and tabs endpoints."""
+    app = Flask("label-studio-stand-in")
+
+    @app.route("/api/projects/<int:pid>/", methods=["GET", "PATCH"])
+    def project(pid):
+        if request.method == "PATCH":
+            REQUESTS.append(("PATCH", request.path, request.get_json()))
+            STATE["live"] = request.get_json().get("model_version", STATE.get("live"))
+        return jsonify({"id": pid, "label_config": DIGITS, "model_version": STATE.get("live")})
+
+    @app.route("/api/projects/<int:pid>/import/predictions", methods=["POST"])
+    def import_predictions(pid):
+        items = request.get_json()
+        REQUESTS.append(("POST", request.path, items))
+        for item in items:
+            STATE["counts"][item["model_version"]] = STATE["counts"].get(item["model_version"], 0) + 1
+        return jsonify({"created": len(items)}), 201
+
+    @app.route("/api/projects/<int:pid>/model-versions/", methods=["GET", "DELETE"])
+    def versions(pid):
+        if request.method == "DELETE":
+            REQUESTS.append(("DELETE", request.path, request.get_json()))
+            return jsonify(STATE["counts"].pop(request.get_json()["model_version"], 0))
+        return jsonify(STATE["counts"])
+
+    @app.route("/api/dm/views/", methods=["GET", "POST"])
+    def views():
+        return jsonify([{"id": 1, "data": {"title": "Most informative first",
+                                           "ordering": ["tasks:predictions_score"]}}])
+
+    @app.route("/api/dm/views/<int:view_id>/", methods=["PATCH"])
+    def view(view_id):
+        return jsonify({"id": view_id})
+
+    with ServerThread(app) as server:
+        yield server
+
+
+@pytest.fixture
+def env(label_studio, monkeypatch, redis_server, redis_conn, tmp_path):
+    REQUESTS.clear()
+    STATE.clear()
+    STATE["counts"] = {}
+    for name, value in {
+            "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": "legacy-token-dash",
+            "LABEL_STUDIO_RETRIES": "0", "REDIS_URL": redis_server, "QUEUE_NAME": "dashboard-test",
+            "MODEL_DIR": str(tmp_path / "models"), "IMAGE_SIZE": "16", "TRAIN_STEPS": "20",
+            "SELF_SUPERVISED_STEPS": "0", "QUERY_BATCH_SIZE": "4", "DEVICE": "cpu", "SEED": "0",
+            "RECIPE_SEARCH_BUDGET_S": "0", "KEEP_MODEL_VERSIONS": "2"}.items():
+        monkeypatch.setenv(name, value)
+    redis_conn.sadd(training_state.projects_key(), PROJECT)   # as a webhook or /setup does
+    return Settings.from_env()
+
+
+@pytest.fixture
+def fake_client(monkeypatch):
+    """Rounds see the in-process fake (their task listing too: the index is not tested here)."""
+    client = FakeClient(12, LABELS)
+
+    class Factory:
+        @staticmethod
+        def from_settings(_settings):
+            return client
+    monkeypatch.setattr("backend.pipeline.LabelStudioClient", Factory)
+    monkeypatch.setattr("backend.task_index.tasks_for_round",
+                        lambda settings, c, pid, project, schema, status=None: list(c.iter_tasks(pid)))
+    return client
+
+
+def serve(settings, redis_conn, serve_wsgi):
+    return serve_wsgi(create_app(settings, redis_conn=redis_conn))
+
+
+def run_round(n: int) -> dict:
+    # versions carry second-resolution timestamps: rounds a second apart sort in their order
+    time.sleep(max(0.0, 1.05 - (time.time() % 1)))
+    return jobs.run_training_job(PROJECT, f"round {n}")
+
+
+def test_a_running_round_shows_its_phase_progress_and_time_left(env, redis_conn, serve_wsgi):
+    lock = training_state.RunLock(redis_conn, PROJECT, "train-p5-test")
+    assert lock.acquire()
+    training_state.update_status(
+        redis_conn, PROJECT, state="running", phase="training",
+        started_at=training_state.iso(time.time() - 42), duration_s=75.0,
+        training_progress={"epoch": 3, "epochs": 10, "seconds": 6.0})
+    server = serve(env, redis_conn, serve_wsgi)
+    page = requests.get(server.url + "/dashboard", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    text = page.text
+    assert "Training the model" in text and "3 of 10 epochs" in text
+    assert "about 14.0 s left" in text and 'style="width:30.0%"' in text
+    assert re.search(r"running for 4\d\.\d s", text) and "the last round took 75.0 s" in text
+    # the phases before training are passed, the later ones still to come
+    assert re.search(r'data-phase="fetching_tasks">.*?passed', text)
+    assert re.search(r'data-phase="scoring">.*?to come', text)
+    polled = requests.get(server.url + "/dashboard/progress.json", timeout=10).json()
+    live = polled["projects"][str(PROJECT)]
+    assert live["phase"] == "training" and live["running"]["bars"][5]["fraction"] == 0.3
+    assert "3 of 10 epochs" in live["html"]
+    assert requests.get(server.url + "/", timeout=5).json()["status"] == "UP"   # still JSON
+
+
+def test_a_real_round_is_seen_in_progress_while_it_pushes(env, redis_conn, serve_wsgi,
+                                                          fake_client):
+    pushing, release = threading.Event(), threading.Event()
+    original = fake_client.import_predictions
+
+    def slow_import(project_id, items):
+        pushing.set()
+        release.wait(30)
+        return original(project_id, items)
+    fake_client.import_predictions = slow_import
+    worker = threading.Thread(target=run_round, args=(1,))
+    worker.start()
+    try:
+        server = serve(env, redis_conn, serve_wsgi)
+        assert pushing.wait(120)
+        text = requests.get(server.url + "/dashboard", timeout=10).text
+        assert "Sending the predictions to Label Studio" in text
+        assert re.search(r'data-phase="training">.*?passed', text)
+    finally:
+        release.set()
+        worker.join(120)
+    polled = requests.get(server.url + "/dashboard/progress.json", timeout=10).json()
+    assert polled["projects"][str(PROJECT)]["running"] is None
+
+
+def make_live(server, version, headers=None, **kw):
+    return requests.post(f"{server.url}/dashboard/projects/{PROJECT}/versions/{version}/make-live",
+                         headers={"X-Requested-With": "dashboard", **(headers or {})}, timeout=10,
+                         **kw)
+
+
+def test_two_rounds_two_versions_and_a_rollback_republishes_the_older(
+        env, redis_conn, serve_wsgi, fake_client):
+    first, second = run_round(1), run_round(2)
+    older, newer = first["model_version"], second["model_version"]
+    server = serve(env, redis_conn, serve_wsgi)
+    text = requests.get(server.url + "/dashboard", timeout=10).text
+    for version in (older, newer):
+        assert f'<tr data-version="{version}">' in text
+    assert text.count('class="point-train_acc"') == 2      # the learning curve: two points
+    assert "make this version live" in text and "legacy-token-dash" not in text
+
+    answer = make_live(server, older)
+    assert answer.status_code == 202, answer.text
+    SimpleWorker([queueing.training_queue(env, redis_conn)], connection=redis_conn).work(burst=True)
+    store = ModelStore(env.model_dir, env.keep_model_versions)
+    assert store.published(PROJECT).version == older
+    assert ("PATCH", f"/api/projects/{PROJECT}/", {"model_version": older}) in REQUESTS
+    pushed = [item for method, _, body in REQUESTS if method == "POST" for item in body]
+    stored = dict(store.stored_predictions(PROJECT, older).items())
+    assert sorted(p["task"] for p in pushed) == sorted(stored) and \
+        {p["model_version"] for p in pushed} == {older}
+    assert {p["task"]: p["score"] for p in pushed} == {t: p.score for t, p in stored.items()}
+    # its copy in Label Studio was deleted before the push: no task holds it twice
+    deletes = [i for i, (method, _, body) in enumerate(REQUESTS)
+               if method == "DELETE" and body == {"model_version": older}]
+    assert deletes and deletes[0] < next(i for i, r in enumerate(REQUESTS) if r[0] == "POST")
+    status = requests.get(server.url + "/status", timeout=10).json()["projects"][str(PROJECT)]
+    assert status["published_version"] == older and status["rollback"]["state"] == "done"
+    text = requests.get(server.url + "/dashboard", timeout=10).text
+    assert f'<b class="live-version">{older}</b>' in text
+
+
+def test_a_pruned_version_is_refused_with_the_reason(env, redis_conn, serve_wsgi, fake_client):
+    versions = [run_round(n)["model_version"] for n in range(1, 4)]   # KEEP_MODEL_VERSIONS=2
+    server = serve(env, redis_conn, serve_wsgi)
+    text = requests.get(server.url + "/dashboard", timeout=10).text
+    assert "were pruned" in text and "KEEP_MODEL_VERSIONS" in text
+    answer = make_live(server, versions[0])
+    assert answer.status_code == 409 and "pruned" in answer.json()["error"]
+    assert make_live(server, versions[2]).json()["error"].endswith("already the live version")
+    assert queueing.training_queue(env, redis_conn).count == 0
+
+
+def test_basic_auth_guards_the_page_and_the_action(env, redis_conn, serve_wsgi, monkeypatch):
+    monkeypatch.setenv("BASIC_AUTH_USER", "admin")
+    monkeypatch.setenv("BASIC_AUTH_PASS", "dash-s3cret")
+    server = serve(Settings.from_env(), redis_conn, serve_wsgi)
+    version = "al-20260101-000000-abcdef"
+    for path in ("/dashboard", "/dashboard/progress.json"):
+        assert requests.get(server.url + path, timeout=10).status_code == 401
+        assert requests.get(server.url + path, auth=("admin", "wrong"), timeout=10).status_code == 401
+    assert make_live(server, version).status_code == 401
+    page = requests.get(server.url + "/dashboard", auth=("admin", "dash-s3cret"), timeout=10)
+    assert page.status_code == 200 and "dash-s3cret" not in page.text
+    assert "legacy-token-dash" not in page.text
+    # authenticated, but posted by a page of another site: refused
+    answer = make_live(server, version, auth=("admin", "dash-s3cret"),
+                       headers={"Origin": "http://evil.example"})
+    assert answer.status_code == 403
+    answer = make_live(server, version, auth=("admin", "dash-s3cret"))
+    assert answer.status_code == 409   # it reached the action: no such version's files
