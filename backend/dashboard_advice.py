@@ -67,8 +67,8 @@ def image_problems(images: dict) -> list[dict]:
     if examples:
         detail += ". For example " + "; ".join(f"task {tid}: {why}" for tid, why in
                                                 list(examples.items())[:3])
-    todo = " ".join(sorted({image_advice(kind).capitalize() + "." for kind in reasons})) \
-        or DEFAULT_IMAGE_ADVICE
+    advice = sorted({image_advice(kind) for kind in reasons}) or [DEFAULT_IMAGE_ADVICE]
+    todo = " ".join(f"{text[0].upper()}{text[1:]}." for text in advice)
     return [{"title": f"{skipped} image(s) could not be read in the last round",
              "detail": detail + ". Those tasks were left out of training and ranking.",
              "todo": todo}]

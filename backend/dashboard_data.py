@@ -131,7 +131,7 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
         entry = by_version.get(version, {})
         metrics = entry.get("metrics") or {}
         accuracy, kind = accuracy_estimate(metrics)
-        reason = rollback.refusal(store, project_id, version) if version != live else None
+        reason = rollback.refusal(store, project_id, version, live) if version != live else None
         rows.append({"version": version, "live": version == live,
                      "cold_start": is_cold_start_version(version),
                      "finished_at": entry.get("finished_at"),
@@ -142,7 +142,6 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
                      "train_acc": metrics.get("train_acc"),
                      "lpm_spearman": metrics.get("lpm_spearman"),
                      "timings_s": entry.get("timings_s") or {},
-                     "files_kept": rollback.files_kept(store, project_id, version),
                      "refusal": reason})
     return rows
 

@@ -57,6 +57,7 @@ def learning_curve_svg(points: list[dict]) -> str:
     parts.extend(_series(usable, "train_acc", x, y, TRAIN_COLOUR, "train accuracy", hollow=True))
     parts.extend(_series(usable, "accuracy", x, y, HELD_OUT_COLOUR, "accuracy estimate",
                          hollow=False))
+    parts.extend(_legend())
     parts.append("</svg>")
     return "".join(parts)
 
@@ -77,4 +78,17 @@ def _series(points: list[dict], key: str, x, y, colour: str, name: str, hollow: 
         out.append(f'<circle class="point-{escape(key)}" cx="{x(p["labels"])}" '
                    f'cy="{y(float(p[key]))}" r="4" fill="{fill}" stroke="{colour}" '
                    f'stroke-width="2"><title>{escape(tip)}</title></circle>')
+    return out
+
+
+def _legend() -> list[str]:
+    """Which line is which, in the plot's top left corner."""
+    out = []
+    for row, (colour, name, hollow) in enumerate(((HELD_OUT_COLOUR, "accuracy estimate", False),
+                                                 (TRAIN_COLOUR, "train accuracy", True))):
+        top = TOP + 8 + row * 16
+        dash = ' stroke-dasharray="4 3"' if hollow else ""
+        out.append(f'<line x1="{LEFT + 10}" x2="{LEFT + 34}" y1="{top}" y2="{top}" '
+                   f'stroke="{colour}" stroke-width="2"{dash}/>')
+        out.append(f'<text x="{LEFT + 40}" y="{top + 4}" font-size="11">{name}</text>')
     return out

@@ -42,12 +42,16 @@ def files_kept(store: ModelStore, project_id: int, version: str) -> bool:
     return all(path.exists() for path in needed)
 
 
-def refusal(store: ModelStore, project_id: int, version: str) -> str | None:
-    """Why ``version`` cannot be made live now (None: it can)."""
+def refusal(store: ModelStore, project_id: int, version: str,
+            live: str | None | bool = True) -> str | None:
+    """Why ``version`` cannot be made live now (None: it can). ``live``: the live version when
+    the caller read it already (True: read it here)."""
     if not is_own_version(version):
         return f"{version!r} is not a version of this backend"
-    published = store.published(project_id)
-    if published is not None and published.version == version:
+    if live is True:
+        published = store.published(project_id)
+        live = published.version if published else None
+    if live == version:
         return f"{version} is already the live version"
     if not files_kept(store, project_id, version):
         return (f"the files of {version} were pruned: MODEL_DIR keeps the newest "
