@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, jsonify, redirect, request, url_for
 
 from backend import dashboard_html, rollback, training_state
-from backend.dashboard_data import project_view, round_in_progress
+from backend.dashboard_data import project_view, round_in_progress, thumbnail
 from backend.model_store import is_own_version
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,9 @@ def _links(project_id: int):
     ls_url = _deps().settings.label_studio_url.rstrip("/")
     return {"make_live": lambda version: url_for("dashboard.make_live", project_id=project_id,
                                                  version=version),
-            "task": lambda task_id: f"{ls_url}/projects/{project_id}/data?task={int(task_id)}"}
+            "task": lambda task_id: f"{ls_url}/projects/{project_id}/data?task={int(task_id)}",
+            "thumbnail": lambda task_id: url_for("dashboard.task_thumbnail", project_id=project_id,
+                                                 task_id=task_id)}
 
 
 def _projects(conn) -> list[int]:
@@ -88,6 +90,19 @@ def progress():
         out[str(pid)] = {**view, "html": dashboard_html.round_html(view),
                          "state": record.get("state"), "phase": record.get("phase")}
     return jsonify({"projects": out})
+
+
+@dashboard.route("/dashboard/projects/<int:project_id>/tasks/<int:task_id>/thumbnail",
+                 methods=["GET"])
+def task_thumbnail(project_id: int, task_id: int):
+    """A task's image, small, from the rounds' image cache (404 when it is not cached)."""
+    deps = _deps()
+    data = thumbnail(deps.settings, deps.redis(), project_id, task_id)
+    if data is None:
+        return jsonify({"status": "error", "error": "no cached image for this task"}), 404
+    response = current_app.response_class(data, mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=300"
+    return response
 
 
 def _same_origin() -> bool:

@@ -208,3 +208,31 @@ def project_view(settings: Settings, store: ModelStore, conn, project_id: int,
             "queued_job_id": record.get("queued_job_id"),
             "next_automatic_round": record.get("next_automatic_round"),
             "problems": problems(settings, record, history, queue_info or {})}
+
+
+THUMBNAIL_PX = 96   # the longer side of a thumbnail
+
+
+def thumbnail(settings: Settings, conn, project_id: int, task_id: int) -> bytes | None:
+    """A small JPEG of a task's image, from the image cache the rounds fill (None: the task is
+    not in the project's index or its image is not cached; the page never fetches from Label
+    Studio)."""
+    import io
+
+    from backend.images import ImageCache
+    from backend.task_index import TaskIndex
+    from model.data import ImageError, load_image_bytes
+    url = conn.hget(TaskIndex(conn, project_id).tasks_key, int(task_id))
+    if url is None:
+        return None
+    data = ImageCache(settings.resolved_image_cache_dir).get(url.decode())
+    if data is None:
+        return None
+    try:
+        image = load_image_bytes(data, max_pixels=settings.image_max_pixels)
+    except (ImageError, ValueError):
+        return None
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=80)
+    return out.getvalue()

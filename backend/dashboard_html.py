@@ -22,7 +22,7 @@ th,td{border-bottom:1px solid #eaeef2;padding:4px 6px;text-align:left;vertical-a
  animation:slide 1.2s infinite alternate}@keyframes slide{from{margin-left:0}to{margin-left:70%}}
 .phase-now{font-weight:600}.problem{border-left:4px solid #cf222e;background:#fff5f5;
  padding:6px 10px;margin:8px 0}.todo{color:#1a7f37}.live{color:#1a7f37;font-weight:600}
-button{cursor:pointer}.notice{background:#ddf4ff;padding:6px 10px}
+button{cursor:pointer}img.thumb{max-width:96px;max-height:96px}.notice{background:#ddf4ff;padding:6px 10px}
 """
 SCRIPT = """
 (function(){
@@ -180,14 +180,16 @@ def versions_html(view: dict, action_url) -> str:
             + "".join(rows) + "</table>")
 
 
-def top_tasks_html(view: dict, task_url) -> str:
+def top_tasks_html(view: dict, links: dict) -> str:
     if not view["top_tasks"]:
         return '<p class="muted">No ranking is live yet.</p>'
     rows = "".join(
-        f'<tr><td><a href="{escape(task_url(t["task_id"]))}">task {t["task_id"]}</a></td>'
+        f'<tr><td><img class="thumb" src="{escape(links["thumbnail"](t["task_id"]))}" alt="" '
+        f'loading="lazy"></td>'
+        f'<td><a href="{escape(links["task"](t["task_id"]))}">task {t["task_id"]}</a></td>'
         f'<td>{number(t["score"], 4)}</td><td>{escape(str(t["label"] or "–"))}</td>'
         f'<td>{percent(t["probability"])}</td></tr>' for t in view["top_tasks"])
-    return ('<table class="top-tasks"><tr><th>task</th><th>score (0 = first)</th>'
+    return ('<table class="top-tasks"><tr><th></th><th>task</th><th>score (0 = first)</th>'
             '<th>the model\'s guess</th><th>its probability</th></tr>' + rows + "</table>")
 
 
@@ -219,7 +221,7 @@ def project_html(view: dict, links: dict) -> str:
         'searched a recipe, else on a held-out part of the labels; train accuracy is measured on '
         'the training labels themselves (optimistic).</p>'
         f'<h3>Versions</h3>{versions_html(view, links["make_live"])}'
-        f'<h3>What annotators get next</h3>{top_tasks_html(view, links["task"])}'
+        f'<h3>What annotators get next</h3>{top_tasks_html(view, links)}'
         f'<h3>History of rounds</h3>{history_html(view)}</section>')
 
 

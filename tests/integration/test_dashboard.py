@@ -262,3 +262,27 @@ def test_the_page_renders_fast_with_50_versions_and_100000_tasks(env, redis_conn
     # 300 ms is the aim on an idle machine; the bound leaves room for a busy test host
     assert min(took) < 1.0, took
     print(f"dashboard with 50 versions and 100,000 tasks: {min(took) * 1000:.0f} ms")
+
+
+def test_thumbnails_come_from_the_image_cache_only(env, redis_conn, serve_wsgi):
+    import io
+
+    from PIL import Image
+
+    from backend.images import ImageCache
+    from backend.task_index import TaskIndex
+    from tests.unit.backend.test_cold_start_round import png
+    url = f"{env.label_studio_url}/data/upload/{PROJECT}/1.png"
+    redis_conn.hset(TaskIndex(redis_conn, PROJECT).tasks_key, mapping={1: url, 2: url + "x"})
+    big = Image.open(io.BytesIO(png(1))).resize((300, 200))
+    data = io.BytesIO()
+    big.save(data, format="PNG")
+    ImageCache(env.resolved_image_cache_dir).put(url, data.getvalue())
+    server = serve(env, redis_conn, serve_wsgi)
+    base = f"{server.url}/dashboard/projects/{PROJECT}/tasks"
+    answer = requests.get(f"{base}/1/thumbnail", timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(answer.content)).size == (96, 64)
+    assert requests.get(f"{base}/2/thumbnail", timeout=10).status_code == 404   # not cached
+    assert requests.get(f"{base}/3/thumbnail", timeout=10).status_code == 404   # not indexed
+    assert REQUESTS == []   # Label Studio was never asked

@@ -90,7 +90,8 @@ def test_what_users_wrote_is_escaped():
             "top_tasks": [{"task_id": 3, "score": 0.0, "label": "<img src=x>",
                            "probability": 0.5}],
             "problems": [{"title": "t", "detail": "<b>x</b>", "todo": "y"}]}
-    links = {"make_live": lambda v: f"/make/{v}", "task": lambda t: f"http://ls/{t}"}
+    links = {"make_live": lambda v: f"/make/{v}", "task": lambda t: f"http://ls/{t}",
+             "thumbnail": lambda t: f"/thumb/{t}"}
     page = dashboard_html.page_html([view], lambda pid: links, "/progress", "n0nce", [])
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
     assert "<img src=x>" not in page and "<b>x</b>" not in page
