@@ -57,6 +57,17 @@ def _html_response(body: str, nonce: str, status: int = 200):
     return response
 
 
+@dashboard.before_app_request
+def browsers_at_the_root_go_to_the_page():
+    """A person who opens the backend's URL (the one Label Studio's Model page shows) gets the
+    dashboard; Label Studio and other clients asking for JSON still get /'s JSON."""
+    if request.method == "GET" and request.path == "/" and \
+            "text/html" in request.headers.get("Accept", "") and \
+            request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+        return redirect(url_for("dashboard.page"), 302)
+    return None
+
+
 @dashboard.route("/dashboard", methods=["GET"])
 def page():
     deps = _deps()

@@ -286,3 +286,16 @@ def test_thumbnails_come_from_the_image_cache_only(env, redis_conn, serve_wsgi):
     assert requests.get(f"{base}/2/thumbnail", timeout=10).status_code == 404   # not cached
     assert requests.get(f"{base}/3/thumbnail", timeout=10).status_code == 404   # not indexed
     assert REQUESTS == []   # Label Studio was never asked
+
+
+def test_a_browser_at_the_root_is_sent_to_the_page_and_clients_still_get_json(
+        env, redis_conn, serve_wsgi):
+    server = serve(env, redis_conn, serve_wsgi)
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    answer = requests.get(server.url + "/", headers=browser, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/dashboard")
+    for headers in ({}, {"Accept": "*/*"}, {"Accept": "application/json"}):
+        plain = requests.get(server.url + "/", headers=headers, timeout=10)
+        assert plain.status_code == 200 and plain.json()["status"] == "UP"
+    health = requests.get(server.url + "/health", headers=browser, timeout=10)
+    assert health.json()["status"] == "UP"
