@@ -102,8 +102,14 @@ def round_html(view: dict) -> str:
         return f'<p class="muted">No round is running ({rest}).</p>'
     head = (f'<p><b class="phase">{escape(running["words"])}</b> · running for '
             f'{seconds(running.get("elapsed_s"))}')
-    if running.get("last_round_s"):
-        head += f' (the last round took {seconds(running["last_round_s"])})'
+    last, elapsed = running.get("last_round_s"), running.get("elapsed_s")
+    if isinstance(last, (int, float)) and last > 0:
+        head += f' (the last round took {seconds(last)}'
+        if isinstance(elapsed, (int, float)):
+            head += (f': about {seconds(last - elapsed)} left if this one takes as long)'
+                     if last > elapsed else ': this one takes longer)')
+        else:
+            head += ")"
     if running.get("version_in_progress"):
         head += f' · version {escape(str(running["version_in_progress"]))}'
     head += "</p>"
