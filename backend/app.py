@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend import queueing, task_index, training_state, webhooks
 from backend.converters import parse_project_id
+from backend.dashboard import dashboard
 from backend.defaults import EventAnswer, PlaceholderVersion, WebhookDecision
 from backend.model_store import ModelStore
 from backend.settings import Settings
@@ -96,6 +97,7 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
     app.extensions[EXTENSION] = AppDependencies(
         settings, store or ModelStore(settings.model_dir, settings.keep_model_versions), redis_conn)
     app.register_blueprint(api)
+    app.register_blueprint(dashboard)   # the page for people (/dashboard)
     return app
 
 

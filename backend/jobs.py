@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rq import get_current_job
 
-from backend import cadence, queueing, training_state
+from backend import cadence, queueing, round_history, training_state
 from backend.defaults import RUN_LOCK_RENEWALS_PER_TTL, RoundPhase, RoundState
 from backend.settings import Settings
 
@@ -171,6 +171,8 @@ def _record_finished(conn, project_id: int, job_id: str, status, summary: RoundS
            finished_at=training_state.now_iso(), finished_ts=time.time(),
            duration_s=round(time.monotonic() - started, 2), last_summary=plain,
            annotated_tasks=summary.counts.annotated_tasks, **published)
+    round_history.record(conn, project_id, round_history.entry_from_summary(
+        plain, job_id=job_id, duration_s=time.monotonic() - started))
     log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary.state,
              time.monotonic() - started)
     return plain
@@ -199,6 +201,8 @@ def _record_failure(conn, project_id: int, job_id: str, status, exc: Exception,
            finished_at=training_state.now_iso(), finished_ts=time.time(),
            duration_s=round(time.monotonic() - started, 2),
            error=f"{type(exc).__name__}: {exc}"[:2000])
+    round_history.record(conn, project_id, round_history.entry_from_failure(
+        f"{type(exc).__name__}: {exc}", job_id=job_id, duration_s=time.monotonic() - started))
     log.error("project %s: job %s failed: %s\n%s", project_id, job_id, exc,
               traceback.format_exc())
 

@@ -106,6 +106,17 @@ class StoredPredictions:
             return None
         return TaskPrediction(hit["label"], hit["probability"], hit["score"], hit.get("cluster"))
 
+    def items(self) -> list[tuple[int, TaskPrediction]]:
+        """Every stored task's prediction, as (task id, prediction)."""
+        return [(int(tid), TaskPrediction(hit["label"], hit["probability"], hit["score"],
+                                          hit.get("cluster")))
+                for tid, hit in self._content["tasks"].items()]
+
+    @property
+    def about(self) -> dict:
+        """How the version was made (what ``save_predictions`` was given besides the tasks)."""
+        return {key: value for key, value in self._content.items() if key != "tasks"}
+
 
 @dataclass(frozen=True)
 class Published:

@@ -53,7 +53,9 @@ class Settings:
     model_dir: Path = field(default=Path("./data/models"), metadata=_doc(
         "Directory holding one sub-directory per project with its versioned checkpoints."))
     keep_model_versions: int = field(default=5, metadata=_doc(
-        "How many newest model versions to keep per project; older checkpoints are deleted.", "versions"))
+        "How many newest model versions to keep per project (checkpoint, stored predictions, "
+        "embeddings); older ones are deleted, never the live one. Only a kept version can be "
+        "made live again from the dashboard.", "versions"))
     keep_prediction_versions: int = field(default=2, metadata=_doc(
         "How many of this backend's newest versions keep their predictions in Label Studio; "
         "older ones are deleted there after each round (other models' predictions are never "
