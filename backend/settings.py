@@ -124,7 +124,7 @@ class Settings:
     # --- what is pushed to Label Studio --------------------------------------------------------
     strategy: str = field(default="margin_diverse", metadata=_doc(
         "Acquisition strategy whose ranking becomes the prediction score (a name registered in "
-        "model/strategies.py; an unknown name stops every entry point at start); the default won "
+        "model/strategies/; an unknown name stops every entry point at start); the default won "
         "the benchmark (docs/results.md, 'Which ranking, measured'). learning_loss_v2 ranks exactly like "
         "learning_loss and needs LPM_LOSS=v2, the training objective it stands for."))
     push_clusters: bool = field(default=False, metadata=_doc(
