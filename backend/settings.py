@@ -65,12 +65,9 @@ class Settings:
     keep_colour: bool = field(default=False, metadata=_doc(
         "true when colour is what tells your classes apart (ripe / unripe, a signal's state): "
         "the self-supervised pre-training's views keep their hue and the training augmentation "
-        "makes no image grey or inverted. Measured where colour is the class: 25.1 -> 82.3 % at "
-        "20 labels, 74.6 -> 92.2 % at 50. Off by default, and keep it off where colours vary "
-        "within a class: those views are what teach the network to look past colour, and "
-        "pre-trained with views that keep it, shapes, textures and letters lost 19.8-29.3 "
-        "points at 50 labels (docs/results.md, domain suite). Changing it learns the self-supervised "
-        "weights again."))
+        "makes no image grey or inverted. Keep it off where colours vary within a class: those "
+        "views teach the network to look past colour (docs/results.md, 'Learning from a few "
+        "labels'). Changing it learns the self-supervised weights again."))
     backbone: str = field(default="small_cnn", metadata=_doc(
         "Network: small_cnn (fast on CPU), cifar_resnet18, or any torchvision classification model "
         "name (resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)."))
@@ -162,12 +159,9 @@ class Settings:
     coldstart_pick: str = field(default="auto", metadata=_doc(
         "Which member of each cluster a cold-start ranking serves first: typical (TypiClust's most "
         "typical member), stratified (a random member) or auto (typical only where the embedding "
-        "is clearly clustered, its k-means inertia at most 0.8 of a same-covariance Gaussian's: "
-        "on unclustered embeddings the most typical images are the most uniform ones, and "
-        "training on them lost to a random draw; benchmarks/results/coldstart-accuracy.md; on the "
-        "project's self-supervised embedding auto is stratified: a contrastive embedding looks "
-        "clustered whether or not its clusters are classes, and typical members did worse there; "
-        "benchmarks/results/coldstart-accuracy-selfsup.md)."))
+        "is clearly clustered, its k-means inertia at most 0.8 of a same-covariance Gaussian's, "
+        "and stratified on the project's self-supervised embedding; why: "
+        "benchmarks/results/coldstart-accuracy.md, benchmarks/results/coldstart-accuracy-selfsup.md)."))
     # --- what is pushed to Label Studio -----------------------------------------------------------
     push_clusters: bool = field(default=False, metadata=_doc(
         "Also push the diversity strategies' cluster ids; Label Studio's uncertainty sampling then "
@@ -178,8 +172,7 @@ class Settings:
     prediction_chunk_size: int = field(default=50_000, metadata=_doc(
         "Predictions per bulk import request to Label Studio. A stock Label Studio 1.23 recounts "
         "every task of the project after each request, so the push stays linear only while a "
-        "project fits in few requests (50,000 tasks: 1.6 ms per prediction in one request, "
-        "4.3 ms in five of 10,000; Label Studio's own memory +0.1 GB); with its flag "
+        "project fits in few requests; with its flag "
         "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short=true any size is "
         "linear (docs/results.md, 'Measured: what a round costs').", "predictions"))
     informative_view_title: str = field(default="Most informative first", metadata=_doc(
@@ -215,18 +208,15 @@ class Settings:
     full_training_max_image_size: int = field(default=64, metadata=_doc(
         "With TRAIN_MODE=auto and pretrained weights: the largest input side at which the whole "
         "network is trained on any device after FROZEN_MAX_LABELS labels, as without weights (a "
-        "round costs about what one without weights costs). Measured on weights made from other "
-        "image sets, at 32 px: 24 to 34 points above the frozen mode at 100 labels (mean per "
-        "domain). Larger inputs (the 224 px of BACKBONE_WEIGHTS) keep the backbone frozen on a "
-        "CPU. 0: frozen at any size.", "pixels"))
+        "round costs about what one without weights costs); larger inputs (the 224 px of "
+        "BACKBONE_WEIGHTS) keep the backbone frozen on a CPU (docs/results.md, 'Measured: the "
+        "domain suite'). 0: frozen at any size.", "pixels"))
     frozen_max_labels: int = field(default=20, metadata=_doc(
         "With TRAIN_MODE=auto and a learned backbone (the project's self-supervised weights, or "
         "pretrained weights at an input of at most FULL_TRAINING_MAX_IMAGE_SIZE): rounds with at "
-        "most this many labels keep the backbone frozen and train a head on it; later rounds "
-        "fine-tune. Measured at 20 labels, frozen minus fine-tuned, mean per domain: on the "
-        "self-supervised weights +0.8 to +10.4 points on the four non-digit domains, +0.1 on "
-        "digits, -2.0 on MNIST; on weights made from other image sets +0.7 to +4.6; training takes "
-        "seconds instead of minutes. 0: fine-tune from the first round.", "annotations"))
+        "most this many labels keep the backbone frozen and train a head on it, in seconds; later "
+        "rounds fine-tune (docs/results.md, 'Measured: the domain suite'). 0: fine-tune from the "
+        "first round.", "annotations"))
     augment_policy: str = field(default="strong", metadata=_doc(
         "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
         "jitter, random grayscale and inversion: the few-label recipe) or crop_flip (the paper's "
@@ -255,16 +245,12 @@ class Settings:
     # torch in every process that reads its settings)
     self_supervised_steps: int = field(default=1000, metadata=_doc(
         "Training starts from a backbone pre-trained on the project's own images, labeled or "
-        "not, with a contrastive objective for this many optimizer steps of 64 images x 2 views: "
-        "4-10 min on one CPU core at 32 px (a GPU is far faster; not measured here). Learned in "
-        "the project's first cold-start round (whose ranking then uses them) or first trained "
-        "round, kept per project and reused by later rounds (frozen up to FROZEN_MAX_LABELS "
-        "labels, fine-tuned after). From a "
-        "random initialisation: +6 to +34 points on the synthetic non-digit domains at 20-100 "
-        "labels, level on digits and MNIST, -5.2 / -1.9 / 0 points at 20 / 50 / 100 labels on "
-        "photographs; from a PRETRAINED_WEIGHTS file at most "
-        "FULL_TRAINING_MAX_IMAGE_SIZE a side (it adapts the file): +1.7 to +9.7 points over the "
-        "file as it is at 100 labels (docs/results.md, domain suite). Not with BACKBONE_WEIGHTS. 0 = off.",
+        "not, with a contrastive objective for this many optimizer steps of 64 images x 2 views; "
+        "from a PRETRAINED_WEIGHTS file at most FULL_TRAINING_MAX_IMAGE_SIZE a side the "
+        "pre-training adapts the file. Learned in the project's first cold-start round (whose "
+        "ranking then uses them) or first trained round, kept per project and reused by later "
+        "rounds (frozen up to FROZEN_MAX_LABELS labels, fine-tuned after); what it gains and "
+        "costs: docs/results.md, 'Learning from a few labels'. Not with BACKBONE_WEIGHTS. 0 = off.",
         "steps"))
     self_supervised_refresh_growth: float = field(default=0.5, metadata=_doc(
         "The self-supervised weights are learned again once the project has grown by this "

@@ -18,12 +18,10 @@ annotation webhooks as they arrive, and re-synced at the start of each round by 
 Stored in Redis, not under MODEL_DIR: webhooks arrive in the web process (several gunicorn
 workers) and rounds run in RQ workers, possibly on other machines that share Redis; one HSET or
 HDEL per task or annotation is atomic without file locks and costs microseconds of the webhook's
-1 s. Size: one hash field per task and per annotation, measured 0.6 MB for 5,000 tasks with 250
-annotations (about 25 MB for 100,000 tasks with 50,000 annotations). Losing it costs one full
-sync: an index without its meta (or built for another image key of the labeling config) is
-rebuilt from scratch. Measured on Label Studio 1.23.2 (5,000 tasks, 250 annotated, two versions
-of predictions stored): listing with fields=all 86 s, the first sync 14 s, a later one (50 new
-tasks, 10 new annotations) 3.9 s.
+time. Size: one hash field per task and per annotation. Losing it costs one full sync: an index
+without its meta (or built for another image key of the labeling config) is rebuilt from
+scratch. Its size and the cost of a sync against listing every task: docs/how-it-works.md,
+'Task index'.
 
 Not seen: a task whose data is edited in place (Label Studio 1.23 sends no webhook for it and the
 id watermark has passed it) keeps its old image reference until the index is rebuilt.
@@ -42,7 +40,8 @@ from backend.task_types import TaskType
 
 log = logging.getLogger(__name__)
 
-# Measured on Label Studio 1.23.2, 2,000 tasks: 100 per page 6.8 s, 1,000 per page 2.5 s.
+# Tasks per page when listing: larger pages list a project faster (docs/how-it-works.md, 'Task
+# index').
 PAGE_SIZE = 1000
 TASK_FIELDS = ("id", "data")
 # ``include`` applies to the embedded annotations too: these are the label rule's inputs

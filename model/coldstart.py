@@ -15,13 +15,13 @@ Pure numpy + scikit-learn (no torch). Two pieces:
 * ``cluster_structure`` / ``pick="auto"``: TypiClust's premise is that the embedding's clusters
   mean something. Where they do not (a pixel embedding of textures, shapes or letters, whose
   classes differ by form, not by where the ink is), its "most typical" items are the most uniform
-  images (flat, low contrast), and training on them lost up to 7 points against a random draw
+  images (flat, low contrast), and training on them lost against a random draw
   (benchmarks/results/coldstart-accuracy.md). So the pick within each cluster follows the
   measured structure: k-means inertia of the embedding over that of a structureless Gaussian with
-  the same covariance (digits 0.56, MNIST 0.68, the synthetic non-digit domains 0.86-0.90). At
-  or below ``TYPICAL_MAX_INERTIA_RATIO`` the most typical member is taken; above it a random
-  member ("stratified": one random draw per cluster, which keeps the clusters' coverage and
-  cannot concentrate on an atypical corner of the data).
+  the same covariance (the values per domain: the same file). At or below
+  ``TYPICAL_MAX_INERTIA_RATIO`` the most typical member is taken; above it a random member
+  ("stratified": one random draw per cluster, which keeps the clusters' coverage and cannot
+  concentrate on an atypical corner of the data).
 
 Bounded cost for large pools:
 
@@ -48,8 +48,8 @@ TYPICALITY_SAMPLE = 3_000      # neighbours of a cluster's members are searched 
 CHUNK_ROWS = 1_024             # rows per block in distance computations
 STRUCTURE_SAMPLE = 5_000       # rows the cluster-structure test clusters (seeded subsample above it)
 # inertia ratio (unitless, 1 = no more clustered than a Gaussian) at or below which the most
-# typical member of each cluster is picked; measured 0.56-0.68 on digits, 0.86-0.90 on the
-# non-digit domains (module doc)
+# typical member of each cluster is picked; between the digits' and the non-digit domains' ratios
+# (benchmarks/results/coldstart-accuracy.md)
 TYPICAL_MAX_INERTIA_RATIO = 0.8
 PICKS = ("auto", "typical", "stratified")
 # what a cold-start ranking clusters: a pixel embedding, configured weights' features, or the
@@ -125,11 +125,9 @@ def pixel_embedding(images: "np.ndarray | Sequence", size: int = 16, dims: int =
 def pick_for(setting: str, embedding: str) -> str:
     """The ``pick`` a ranking on ``embedding`` (one of EMBEDDINGS) uses for COLDSTART_PICK
     ``setting``. ``auto`` on the project's self-supervised embedding is ``stratified``: a
-    contrastive embedding looks clustered (inertia ratio 0.52-0.75 on four of the domain suite's
-    five domains) whether or not its clusters are classes, and there the most typical members did
-    worse than random members on the synthetic domains (against random, at 50 labels, 5 seeds:
-    textures -1.6 vs +3.2, shapes -3.2 vs -2.8, letters +2.0 vs +1.1 points;
-    benchmarks/results/coldstart-accuracy-selfsup.md). Elsewhere ``auto`` stays, to be decided by
+    contrastive embedding looks clustered whether or not its clusters are classes, and there the
+    most typical members did worse than random members on the synthetic domains
+    (benchmarks/results/coldstart-accuracy-selfsup.md). Elsewhere ``auto`` stays, to be decided by
     the embedding's structure (``typiclust``)."""
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")

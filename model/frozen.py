@@ -40,7 +40,7 @@ from model.trainer import TrainResult, batch_index_lists, split_validation
 MODE = "frozen"
 # Intra-op threads while training on CPU: the matrices are tiny (a mini-batch of rows times the
 # feature widths), where thread synchronisation costs more than it brings, and on a busy machine
-# far more (measured: 10x slower with 2 threads on 2 shared cores). Restored afterwards.
+# far more (model/README.md, 'Measured (2 CPU cores)'). Restored afterwards.
 TRAIN_CPU_THREADS = 1
 # Floor of a feature column's std, as a fraction of the median column std of its block (see
 # _Standardizer): near-constant columns are not amplified.
@@ -58,8 +58,9 @@ class FrozenConfig:
     device come from the TrainConfig passed next to it.
     """
 
-    # Optimizer steps (AdamW). 300 steps on a linear head + LPM take 1-3 s on one CPU thread,
-    # whatever the number of rows; one step is full-batch when the rows fit in batch_size.
+    # Optimizer steps (AdamW). 300 steps on a linear head + LPM take seconds on one CPU thread,
+    # whatever the number of rows (model/README.md, 'Training modes'); one step is full-batch
+    # when the rows fit in batch_size.
     steps: int = 300
     lr: float = 3e-3
     weight_decay: float = 1e-4
