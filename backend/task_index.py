@@ -234,8 +234,19 @@ class TaskIndex:
             self.clear()
             meta = {}
             report.rebuilt = True
-        watermark = int(meta.get("watermark") or 0)
+        watermark = self._sync_new_tasks(client, schema, int(meta.get("watermark") or 0), report)
+        annotations, annotated = self._sync_labels(client, report)
+        images = self.images()
+        self._sync_missing(client, project, schema, images, annotated - images.keys(), report)
+        self.conn.hset(self.meta_key, mapping={"image_key": schema.input_key,
+                                               "watermark": watermark,
+                                               "synced_at": training_state.now_iso()})
+        report.tasks, report.watermark = len(images), watermark
+        report.seconds = round(time.monotonic() - started, 2)
+        return round_tasks(images, annotations, schema.input_key), report
 
+    def _sync_new_tasks(self, client, schema: TaskType, watermark: int, report: SyncReport) -> int:
+        """Index the tasks above the id ``watermark``; the new watermark."""
         new = {t["id"]: image_reference(t, schema.input_key)
                for t in client.iter_tasks_after(self.project_id, TASK_FIELDS, after_id=watermark,
                                                 page_size=PAGE_SIZE)
@@ -244,7 +255,10 @@ class TaskIndex:
             self.conn.hset(self.tasks_key, mapping=new)
             watermark = max(watermark, max(new))
         report.new_tasks = len(new)
+        return watermark
 
+    def _sync_labels(self, client, report: SyncReport) -> tuple[dict[int, dict], set[int]]:
+        """Replace the indexed annotations by the ones just listed; (annotations, annotated tasks)."""
         annotations, annotated = self._list_labels(client)
         stale = [a for a in (int(k) for k in self.conn.hkeys(self.annotations_key))
                  if a not in annotations]
@@ -257,9 +271,12 @@ class TaskIndex:
         pipe.execute()
         report.annotated_tasks, report.annotations = len(annotated), len(annotations)
         report.annotations_dropped = len(stale)
+        return annotations, annotated
 
-        images = self.images()
-        missing = annotated - images.keys()
+    def _sync_missing(self, client, project: dict, schema: TaskType, images: dict,
+                      missing: set[int], report: SyncReport) -> None:
+        """When Label Studio counts other tasks than the index, drop the tasks gone from it;
+        fetch the ``missing`` tasks and those the index lacks. Updates ``images`` in place."""
         report.counted_tasks = label_studio_task_count(project)
         if report.counted_tasks is not None and report.counted_tasks != len(images):
             report.ids_listed = True
@@ -281,13 +298,6 @@ class TaskIndex:
                 self.conn.hset(self.tasks_key, mapping=found)
                 images.update(found)
             report.tasks_recovered = len(found)
-
-        self.conn.hset(self.meta_key, mapping={"image_key": schema.input_key,
-                                               "watermark": watermark,
-                                               "synced_at": training_state.now_iso()})
-        report.tasks, report.watermark = len(images), watermark
-        report.seconds = round(time.monotonic() - started, 2)
-        return round_tasks(images, annotations, schema.input_key), report
 
     def _list_labels(self, client) -> tuple[dict[int, dict], set[int]]:
         """Every annotation of every annotated task (annotation id -> record), and those tasks."""
