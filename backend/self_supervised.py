@@ -3,12 +3,10 @@
 Before a project's first trained round, the backbone is pre-trained on the project's images,
 labeled or not, with the contrastive objective of ``model/selfsup.py``. Without configured weights,
 rounds up to FROZEN_MAX_LABELS labels train a head on those weights and every full-mode training
-starts from them: instead of a random initialisation (README, domain suite, `selfsup_init` rows:
-+6 to +34 points on the synthetic non-digit domains at 20-100 labels, level on digits and MNIST,
-below it on photographs at 20 and 50 labels), or, with a
-PRETRAINED_WEIGHTS file, adapting that file to the project's images (the pre-training starts from
-it; `transfer_selfsup_init` rows: +1.7 to +9.7 points over fine-tuning the file as it is, at 100
-labels, every paired seed).
+starts from them instead of a random initialisation; with a PRETRAINED_WEIGHTS file, the
+pre-training starts from it and adapts it to the project's images. What each gains:
+docs/results.md, 'Learning from a few labels' (the domain suite's `selfsup_init` and
+`transfer_selfsup_init` rows).
 
 The weights live in ``MODEL_DIR/project-<id>/self-supervised/``: one weights file and
 ``current.json``, which says what they were learned from and the file's SHA-256. A round reuses

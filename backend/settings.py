@@ -1,8 +1,11 @@
 """The one typed, documented configuration object of the backend.
 
 Every tunable is read from the environment here and nowhere else, so a value has one source of
-truth and the README's settings table can be checked against this file (tests do so).
-Settings are read when a process starts (``Settings.from_env()``), never at import time.
+truth: its field (name, default, text, unit), from which docs/settings.md is generated (tests
+check it). The fields come in two groups: what an operator sets (the README's table), then the
+advanced knobs. Which values are usable and how a variable's text is parsed:
+backend/settings_checks.py. Settings are read when a process starts (``Settings.from_env()``),
+never at import time.
 """
 from __future__ import annotations
 
@@ -14,16 +17,11 @@ from pathlib import Path
 from typing import Mapping
 
 # numpy only, never torch (a test checks): every entry point validates STRATEGY before it starts.
+from backend import settings_checks
 from backend.defaults import RUN_LOCK_TTL_S
-from model.coldstart import PICKS as COLDSTART_PICKS
-from model.strategies import STRATEGIES
+from backend.settings_checks import SettingsError as SettingsError  # re-exported
 from model.weights_cache import find_cached_weights
 
-KEEP_COLOUR_CHOICES = ("auto", "true", "false")
-
-
-class SettingsError(ValueError):
-    """A setting is present but unusable; the message names the variable."""
 
 
 def _doc(text: str, unit: str = "") -> dict:
@@ -32,11 +30,75 @@ def _doc(text: str, unit: str = "") -> dict:
 
 @dataclass(frozen=True)
 class Settings:
-    # --- Label Studio connection -------------------------------------------------------------
+    # ===== What an operator sets (the README's table) =============================================
+    # --- Label Studio and the HTTP server ---------------------------------------------------------
     label_studio_url: str = field(default="http://127.0.0.1:8080", metadata=_doc(
         "Base URL of Label Studio as the backend reaches it (images, predictions, project updates)."))
     label_studio_api_key: str = field(default="", repr=False, metadata=_doc(
         "Label Studio token: a personal access token (JWT, refreshed automatically) or a legacy token."))
+    port: int = field(default=9090, metadata=_doc("Port of the HTTP backend.", "TCP port"))
+    basic_auth_user: str = field(default="", metadata=_doc(
+        "If set (with BASIC_AUTH_PASS), every endpoint but /health requires this HTTP basic auth user."))
+    basic_auth_pass: str = field(default="", repr=False, metadata=_doc("HTTP basic auth password."))
+    allow_unauthenticated_network: bool = field(default=False, metadata=_doc(
+        "true: the HTTP backend may listen on an address beyond loopback (HOST, gunicorn's --bind) "
+        "without BASIC_AUTH_USER/BASIC_AUTH_PASS, e.g. on a private network only Label Studio "
+        "reaches. false: it refuses to start there, naming the address."))
+    # --- storage and queue ------------------------------------------------------------------------
+    model_dir: Path = field(default=Path("./data/models"), metadata=_doc(
+        "Directory holding one sub-directory per project with its versioned checkpoints."))
+    redis_url: str = field(default="", metadata=_doc(
+        "Redis server for the job queue and training state. scripts/serve.sh starts an embedded one "
+        "when unset."))
+    # --- rounds and what is pushed ----------------------------------------------------------------
+    retrain_after_annotations: int = field(default=10, metadata=_doc(
+        "Annotation changes (created/updated/deleted) that trigger an automatic retrain; 0 disables "
+        "automatic retraining (Start Training still works).", "annotation events"))
+    strategy: str = field(default="margin_diverse", metadata=_doc(
+        "Acquisition strategy whose ranking becomes the prediction score (a name registered in "
+        "model/strategies/; an unknown name stops every entry point at start); the default won "
+        "the benchmark (docs/results.md, 'Which ranking, measured'). learning_loss_v2 ranks exactly like "
+        "learning_loss and needs LPM_LOSS=v2, the training objective it stands for."))
+    preselect_min_confidence: float = field(default=0.5, metadata=_doc(
+        "A prediction whose top-class probability is below this is pushed (and answered by "
+        "/predict) with an empty result, keeping its score, so annotators are not anchored on a "
+        "guess for exactly the uncertain tasks served first; 0 always pre-selects.",
+        "probability (0..1)"))
+    set_uncertainty_sampling: bool = field(default=False, metadata=_doc(
+        "Also switch the project to Label Studio's 'Uncertainty sampling' so 'Label All Tasks' serves "
+        "the most informative task next."))
+    # --- the model --------------------------------------------------------------------------------
+    keep_colour: str = field(default="auto", metadata=_doc(
+        "Whether colour tells your classes apart (ripe / unripe, a signal's state). true: the "
+        "self-supervised views keep their hue and training makes no image grey or inverted. "
+        "false: both teach the network to look past colour, right where colours vary within a "
+        "class. auto: each trained round decides from its labels, by cross-validating the "
+        "colour-invariant backbone's features with and without colour histograms "
+        "(model/colour_choice.py); /status and the round summary give the decision and its "
+        "evidence (docs/results.md, 'Colour, decided from the labels'). Each choice keeps its "
+        "own self-supervised weights."))
+    backbone: str = field(default="small_cnn", metadata=_doc(
+        "Network: small_cnn (fast on CPU), cifar_resnet18, or any torchvision classification model "
+        "name (resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)."))
+    backbone_weights: str = field(default="", metadata=_doc(
+        "torchvision's pretrained weights for a torchvision BACKBONE: DEFAULT, a weights name "
+        "(IMAGENET1K_V2) or ResNet50_Weights.IMAGENET1K_V2. Read from TORCH_HOME/hub/checkpoints, "
+        "downloaded there once if missing (offline: the error names the file to place). Sets the "
+        "input size (IMAGE_SIZE other than the default 32 wins), mean and std the weights expect."))
+    pretrained_weights: Path | None = field(default=None, metadata=_doc(
+        "Local file with a state_dict to fine-tune from (no downloads happen at run time)."))
+    device: str = field(default="auto", metadata=_doc(
+        "Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N."))
+    # --- images -----------------------------------------------------------------------------------
+    allowed_image_hosts: tuple[str, ...] = field(default=(), metadata=_doc(
+        "Comma-separated extra hosts images may be fetched from besides LABEL_STUDIO_URL's host "
+        "(host or host:port)."))
+    local_files_document_root: Path | None = field(default=None, metadata=_doc(
+        "If set and shared with Label Studio, /data/local-files/?d=... images are read from this disk "
+        "directory instead of over HTTP."))
+
+    # ===== Advanced knobs: their defaults fit most projects (docs/settings.md) ====================
+    # --- Label Studio connection ------------------------------------------------------------------
     label_studio_timeout_s: float = field(default=30.0, metadata=_doc(
         "Timeout of one HTTP request to Label Studio.", "seconds"))
     label_studio_retries: int = field(default=4, metadata=_doc(
@@ -49,9 +111,7 @@ class Settings:
         "version's predictions.", "seconds"))
     label_studio_retry_after_max_s: float = field(default=60.0, metadata=_doc(
         "Longest wait honoured from a Retry-After header (429/503) before retrying.", "seconds"))
-    # --- storage and queue ---------------------------------------------------------------------
-    model_dir: Path = field(default=Path("./data/models"), metadata=_doc(
-        "Directory holding one sub-directory per project with its versioned checkpoints."))
+    # --- storage and queue ------------------------------------------------------------------------
     keep_model_versions: int = field(default=5, metadata=_doc(
         "How many newest model versions to keep per project (checkpoint, stored predictions, "
         "embeddings); older ones are deleted, never the live one. Only a kept version can be "
@@ -67,34 +127,20 @@ class Settings:
         "Bound of the image cache, downloaded images and model-ready arrays together: past it the "
         "least recently used files are deleted; 0: no bound. Only images that decode are cached. "
         "An array takes about IMAGE_SIZE² x 3 bytes (3 KB at 32 px, 147 KB at 224 px).", "bytes"))
-    redis_url: str = field(default="", metadata=_doc(
-        "Redis server for the job queue and training state. scripts/serve.sh starts an embedded one "
-        "when unset."))
     queue_name: str = field(default="active-learning", metadata=_doc("RQ queue name."))
     job_timeout_s: int = field(default=6 * 3600, metadata=_doc(
         "Longest a training + scoring job may run before RQ stops it.", "seconds"))
     run_lock_ttl_s: int = field(default=RUN_LOCK_TTL_S, metadata=_doc(
         "Lifetime of a project's run lock, renewed every quarter of it while a round runs; after a "
         "worker is killed, the project can train again once it expires.", "seconds"))
-    # --- HTTP server ---------------------------------------------------------------------------
-    port: int = field(default=9090, metadata=_doc("Port of the HTTP backend.", "TCP port"))
-    basic_auth_user: str = field(default="", metadata=_doc(
-        "If set (with BASIC_AUTH_PASS), every endpoint but /health requires this HTTP basic auth user."))
-    basic_auth_pass: str = field(default="", repr=False, metadata=_doc("HTTP basic auth password."))
-    allow_unauthenticated_network: bool = field(default=False, metadata=_doc(
-        "true: the HTTP backend may listen on an address beyond loopback (HOST, gunicorn's --bind) "
-        "without BASIC_AUTH_USER/BASIC_AUTH_PASS, e.g. on a private network only Label Studio "
-        "reaches. false: it refuses to start there, naming the address."))
+    # --- HTTP server ------------------------------------------------------------------------------
     max_request_bytes: int = field(default=20 * 1024 * 1024, metadata=_doc(
         "Largest request body accepted; larger bodies get 413.", "bytes"))
     predict_max_tasks: int = field(default=200, metadata=_doc(
         "Most tasks /predict answers with a model in one call; larger selections get an honest 'not "
         "scored here' answer because Label Studio gives /predict 100 s. The background job scores "
         "every task anyway.", "tasks"))
-    # --- retraining policy ---------------------------------------------------------------------
-    retrain_after_annotations: int = field(default=10, metadata=_doc(
-        "Annotation changes (created/updated/deleted) that trigger an automatic retrain; 0 disables "
-        "automatic retraining (Start Training still works).", "annotation events"))
+    # --- retraining policy ------------------------------------------------------------------------
     retrain_min_interval_s: float = field(default=60.0, metadata=_doc(
         "Least time from the end of a round to the start of the next automatic one (annotation "
         "count, reconciler, or their follow-up); annotations arriving meanwhile are kept and that "
@@ -124,18 +170,10 @@ class Settings:
     coldstart_pick: str = field(default="auto", metadata=_doc(
         "Which member of each cluster a cold-start ranking serves first: typical (TypiClust's most "
         "typical member), stratified (a random member) or auto (typical only where the embedding "
-        "is clearly clustered, its k-means inertia at most 0.8 of a same-covariance Gaussian's: "
-        "on unclustered embeddings the most typical images are the most uniform ones, and "
-        "training on them lost to a random draw; benchmarks/results/coldstart-accuracy.md; on the "
-        "project's self-supervised embedding auto is stratified: a contrastive embedding looks "
-        "clustered whether or not its clusters are classes, and typical members did worse there; "
-        "benchmarks/results/coldstart-accuracy-selfsup.md)."))
-    # --- what is pushed to Label Studio --------------------------------------------------------
-    strategy: str = field(default="margin_diverse", metadata=_doc(
-        "Acquisition strategy whose ranking becomes the prediction score (a name registered in "
-        "model/strategies.py; an unknown name stops every entry point at start); the default won "
-        "the benchmark (docs/results.md, 'Which ranking, measured'). learning_loss_v2 ranks exactly like "
-        "learning_loss and needs LPM_LOSS=v2, the training objective it stands for."))
+        "is clearly clustered, its k-means inertia at most 0.8 of a same-covariance Gaussian's, "
+        "and stratified on the project's self-supervised embedding; why: "
+        "benchmarks/results/coldstart-accuracy.md, benchmarks/results/coldstart-accuracy-selfsup.md)."))
+    # --- what is pushed to Label Studio -----------------------------------------------------------
     push_clusters: bool = field(default=False, metadata=_doc(
         "Also push the diversity strategies' cluster ids; Label Studio's uncertainty sampling then "
         "serves the least-annotated cluster first instead of strictly the lowest score."))
@@ -145,44 +183,19 @@ class Settings:
     prediction_chunk_size: int = field(default=50_000, metadata=_doc(
         "Predictions per bulk import request to Label Studio. A stock Label Studio 1.23 recounts "
         "every task of the project after each request, so the push stays linear only while a "
-        "project fits in few requests (50,000 tasks: 1.6 ms per prediction in one request, "
-        "4.3 ms in five of 10,000; Label Studio's own memory +0.1 GB); with its flag "
+        "project fits in few requests; with its flag "
         "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short=true any size is "
         "linear (docs/results.md, 'Measured: what a round costs').", "predictions"))
-    preselect_min_confidence: float = field(default=0.5, metadata=_doc(
-        "A prediction whose top-class probability is below this is pushed (and answered by "
-        "/predict) with an empty result, keeping its score, so annotators are not anchored on a "
-        "guess for exactly the uncertain tasks served first; 0 always pre-selects.",
-        "probability (0..1)"))
     informative_view_title: str = field(default="Most informative first", metadata=_doc(
         "Title of the Data Manager tab the backend keeps ordered by score ascending."))
-    set_uncertainty_sampling: bool = field(default=False, metadata=_doc(
-        "Also switch the project to Label Studio's 'Uncertainty sampling' so 'Label All Tasks' serves "
-        "the most informative task next."))
-    # --- images ---------------------------------------------------------------------------------
+    # --- images -----------------------------------------------------------------------------------
     image_max_bytes: int = field(default=30 * 1024 * 1024, metadata=_doc(
         "Largest image file downloaded.", "bytes"))
     image_max_pixels: int = field(default=50_000_000, metadata=_doc(
         "Largest image accepted (width x height); guards against decompression bombs.", "pixels"))
     image_fetch_timeout_s: float = field(default=20.0, metadata=_doc(
         "Timeout of one image download.", "seconds"))
-    allowed_image_hosts: tuple[str, ...] = field(default=(), metadata=_doc(
-        "Comma-separated extra hosts images may be fetched from besides LABEL_STUDIO_URL's host "
-        "(host or host:port)."))
-    local_files_document_root: Path | None = field(default=None, metadata=_doc(
-        "If set and shared with Label Studio, /data/local-files/?d=... images are read from this disk "
-        "directory instead of over HTTP."))
-    # --- model and training ---------------------------------------------------------------------
-    backbone: str = field(default="small_cnn", metadata=_doc(
-        "Network: small_cnn (fast on CPU), cifar_resnet18, or any torchvision classification model "
-        "name (resnet18, mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)."))
-    pretrained_weights: Path | None = field(default=None, metadata=_doc(
-        "Local file with a state_dict to fine-tune from (no downloads happen at run time)."))
-    backbone_weights: str = field(default="", metadata=_doc(
-        "torchvision's pretrained weights for a torchvision BACKBONE: DEFAULT, a weights name "
-        "(IMAGENET1K_V2) or ResNet50_Weights.IMAGENET1K_V2. Read from TORCH_HOME/hub/checkpoints, "
-        "downloaded there once if missing (offline: the error names the file to place). Sets the "
-        "input size (IMAGE_SIZE other than the default 32 wins), mean and std the weights expect."))
+    # --- model and training -----------------------------------------------------------------------
     discover_weights: bool = field(default=True, metadata=_doc(
         "With the default BACKBONE and neither BACKBONE_WEIGHTS nor PRETRAINED_WEIGHTS set: use "
         "torchvision weights already in the torch hub cache (TORCH_HOME/hub/checkpoints; the first "
@@ -206,27 +219,15 @@ class Settings:
     full_training_max_image_size: int = field(default=64, metadata=_doc(
         "With TRAIN_MODE=auto and pretrained weights: the largest input side at which the whole "
         "network is trained on any device after FROZEN_MAX_LABELS labels, as without weights (a "
-        "round costs about what one without weights costs). Measured on weights made from other "
-        "image sets, at 32 px: 24 to 34 points above the frozen mode at 100 labels (mean per "
-        "domain). Larger inputs (the 224 px of BACKBONE_WEIGHTS) keep the backbone frozen on a "
-        "CPU. 0: frozen at any size.", "pixels"))
+        "round costs about what one without weights costs); larger inputs (the 224 px of "
+        "BACKBONE_WEIGHTS) keep the backbone frozen on a CPU (docs/results.md, 'Measured: the "
+        "domain suite'). 0: frozen at any size.", "pixels"))
     frozen_max_labels: int = field(default=20, metadata=_doc(
         "With TRAIN_MODE=auto and a learned backbone (the project's self-supervised weights, or "
         "pretrained weights at an input of at most FULL_TRAINING_MAX_IMAGE_SIZE): rounds with at "
-        "most this many labels keep the backbone frozen and train a head on it; later rounds "
-        "fine-tune. Measured at 20 labels, frozen minus fine-tuned, mean per domain: on the "
-        "self-supervised weights +0.8 to +10.4 points on the four non-digit domains, +0.1 on "
-        "digits, -2.0 on MNIST; on weights made from other image sets +0.7 to +4.6; training takes "
-        "seconds instead of minutes. 0: fine-tune from the first round.", "annotations"))
-    keep_colour: str = field(default="auto", metadata=_doc(
-        "Whether colour tells your classes apart (ripe / unripe, a signal's state). true: the "
-        "self-supervised views keep their hue and training makes no image grey or inverted. "
-        "false: both teach the network to look past colour, right where colours vary within a "
-        "class. auto: each trained round decides from its labels, by cross-validating the "
-        "colour-invariant backbone's features with and without colour histograms "
-        "(model/colour_choice.py); /status and the round summary give the decision and its "
-        "evidence (docs/results.md, 'Colour, decided from the labels'). Each choice keeps its "
-        "own self-supervised weights."))
+        "most this many labels keep the backbone frozen and train a head on it, in seconds; later "
+        "rounds fine-tune (docs/results.md, 'Measured: the domain suite'). 0: fine-tune from the "
+        "first round.", "annotations"))
     augment_policy: str = field(default="strong", metadata=_doc(
         "Training augmentation (TRAIN_MODE full): strong (random resized crop, rotation, colour "
         "jitter, random grayscale and inversion: the few-label recipe) or crop_flip (the paper's "
@@ -255,16 +256,12 @@ class Settings:
     # torch in every process that reads its settings)
     self_supervised_steps: int = field(default=1000, metadata=_doc(
         "Training starts from a backbone pre-trained on the project's own images, labeled or "
-        "not, with a contrastive objective for this many optimizer steps of 64 images x 2 views: "
-        "4-10 min on one CPU core at 32 px (a GPU is far faster; not measured here). Learned in "
-        "the project's first cold-start round (whose ranking then uses them) or first trained "
-        "round, kept per project and reused by later rounds (frozen up to FROZEN_MAX_LABELS "
-        "labels, fine-tuned after). From a "
-        "random initialisation: +6 to +34 points on the synthetic non-digit domains at 20-100 "
-        "labels, level on digits and MNIST, -5.2 / -1.9 / 0 points at 20 / 50 / 100 labels on "
-        "photographs; from a PRETRAINED_WEIGHTS file at most "
-        "FULL_TRAINING_MAX_IMAGE_SIZE a side (it adapts the file): +1.7 to +9.7 points over the "
-        "file as it is at 100 labels (docs/results.md, domain suite). Not with BACKBONE_WEIGHTS. 0 = off.",
+        "not, with a contrastive objective for this many optimizer steps of 64 images x 2 views; "
+        "from a PRETRAINED_WEIGHTS file at most FULL_TRAINING_MAX_IMAGE_SIZE a side the "
+        "pre-training adapts the file. Learned in the project's first cold-start round (whose "
+        "ranking then uses them) or first trained round, kept per project and reused by later "
+        "rounds (frozen up to FROZEN_MAX_LABELS labels, fine-tuned after); what it gains and "
+        "costs: docs/results.md, 'Learning from a few labels'. Not with BACKBONE_WEIGHTS. 0 = off.",
         "steps"))
     self_supervised_refresh_growth: float = field(default=0.5, metadata=_doc(
         "The self-supervised weights are learned again once the project has grown by this "
@@ -285,10 +282,8 @@ class Settings:
         "Images per forward pass when scoring the project.", "images"))
     mc_dropout_samples: int = field(default=10, metadata=_doc(
         "Stochastic forward passes per image for the bald strategy (MC dropout).", "passes"))
-    device: str = field(default="auto", metadata=_doc(
-        "Torch device: auto (CUDA when present, else CPU), cpu, cuda, cuda:N."))
     seed: int = field(default=0, metadata=_doc("Random seed of training and of random strategies."))
-    # --- logging --------------------------------------------------------------------------------
+    # --- logging ----------------------------------------------------------------------------------
     log_level: str = field(default="INFO", metadata=_doc("Python log level."))
 
     # ------------------------------------------------------------------------------------------
@@ -313,7 +308,7 @@ class Settings:
             raw = environ.get(f.name.upper())
             if raw is None or raw == "":
                 continue
-            values[f.name] = _parse(f, raw.strip())
+            values[f.name] = settings_checks.parse_value(f, raw.strip())
         settings = cls(**values).with_discovered_weights()
         settings.validate()
         return settings
@@ -333,90 +328,8 @@ class Settings:
         return dataclasses.replace(self, backbone=backbone, backbone_weights=weights)
 
     def validate(self) -> None:
-        if not self.label_studio_url.startswith(("http://", "https://")):
-            raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got "
-                                f"{self.label_studio_url!r}")
-        positive = ("label_studio_timeout_s", "label_studio_bulk_timeout_s", "keep_model_versions",
-                    "max_request_bytes",
-                    "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
-                    "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
-                    "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples",
-                    "keep_prediction_versions", "run_lock_ttl_s")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
-        if self.label_studio_retries < 0 or self.label_studio_retry_after_max_s < 0:
-            raise SettingsError("LABEL_STUDIO_RETRIES and LABEL_STUDIO_RETRY_AFTER_MAX_S must be >= 0")
-        if self.image_cache_max_bytes < 0:
-            raise SettingsError("IMAGE_CACHE_MAX_BYTES must be >= 0 (0: no bound)")
-        if self.reconcile_interval_s < 0:
-            raise SettingsError("RECONCILE_INTERVAL_S must be >= 0")
-        if self.min_annotations_to_train < 1:
-            raise SettingsError("MIN_ANNOTATIONS_TO_TRAIN must be >= 1")
-        if self.min_classes_to_train < 1:
-            raise SettingsError("MIN_CLASSES_TO_TRAIN must be >= 1")
-        if not 0.0 <= self.preselect_min_confidence <= 1.0:
-            raise SettingsError(f"PRESELECT_MIN_CONFIDENCE must be a probability in [0, 1], got "
-                                f"{self.preselect_min_confidence}")
-        if self.retrain_after_annotations < 0:
-            raise SettingsError("RETRAIN_AFTER_ANNOTATIONS must be >= 0")
-        if self.retrain_min_interval_s < 0 or self.retrain_duration_factor < 0:
-            raise SettingsError("RETRAIN_MIN_INTERVAL_S and RETRAIN_DURATION_FACTOR must be >= 0")
-        choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
-                   "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS,
-                   "keep_colour": KEEP_COLOUR_CHOICES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise SettingsError(f"{name.upper()} must be one of {', '.join(allowed)}, got "
-                                    f"{getattr(self, name)!r}")
-        if self.train_mode == "frozen" and not (self.backbone_weights or self.pretrained_weights):
-            raise SettingsError("TRAIN_MODE=frozen needs a learned backbone: set BACKBONE_WEIGHTS or "
-                                "PRETRAINED_WEIGHTS, or use TRAIN_MODE=auto or full")
-        if self.feature_shard_images < 0:
-            raise SettingsError(f"FEATURE_SHARD_IMAGES must be >= 0 (0: never split), got "
-                                f"{self.feature_shard_images}")
-        if min(self.train_steps, self.finetune_min_labels, self.full_training_max_image_size,
-               self.frozen_max_labels) < 0:
-            raise SettingsError("TRAIN_STEPS, FINETUNE_MIN_LABELS, FULL_TRAINING_MAX_IMAGE_SIZE and "
-                                "FROZEN_MAX_LABELS must be >= 0")
-        if self.recipe_search_budget_s < 0 or self.recipe_search_min_labels < 0:
-            raise SettingsError("RECIPE_SEARCH_BUDGET_S and RECIPE_SEARCH_MIN_LABELS must be >= 0")
-        if self.self_supervised_steps < 0:
-            raise SettingsError(f"SELF_SUPERVISED_STEPS must be >= 0 (0: off), got "
-                                f"{self.self_supervised_steps}")
-        if self.self_supervised_refresh_growth <= 0:
-            raise SettingsError(f"SELF_SUPERVISED_REFRESH_GROWTH must be > 0 (a fraction of the "
-                                f"tasks), got {self.self_supervised_refresh_growth}")
-        if self.self_supervised_max_images < 2:
-            raise SettingsError(f"SELF_SUPERVISED_MAX_IMAGES must be >= 2, got "
-                                f"{self.self_supervised_max_images}")
-        if self.recipe_search_folds < 2:
-            raise SettingsError(f"RECIPE_SEARCH_FOLDS must be >= 2, got {self.recipe_search_folds}")
-        if self.lpm_loss not in ("v1", "v2", "mse"):
-            raise SettingsError(f"LPM_LOSS must be v1, v2 or mse, got {self.lpm_loss!r}")
-        self._validate_strategy()
-        if self.backbone_weights:
-            if self.pretrained_weights:
-                raise SettingsError("set BACKBONE_WEIGHTS (torchvision's) or PRETRAINED_WEIGHTS (a "
-                                    "local file), not both")
-            if self.backbone in ("small_cnn", "cifar_resnet18"):
-                raise SettingsError(f"BACKBONE_WEIGHTS needs a torchvision BACKBONE (e.g. resnet50), "
-                                    f"not {self.backbone}; use PRETRAINED_WEIGHTS for a local file")
-        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
-            raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
-
-    def _validate_strategy(self) -> None:
-        """STRATEGY must be a registered strategy, and the training settings its name stands for
-        must be the ones set (learning_loss_v2 ranks like learning_loss; what differs is
-        LPM_LOSS=v2, so the name alone must not pretend to be something else)."""
-        entry = STRATEGIES.get(self.strategy)
-        if entry is None:
-            raise SettingsError(f"STRATEGY={self.strategy!r} is unknown; known: "
-                                f"{', '.join(sorted(STRATEGIES))}")
-        for name, wanted in entry.train_overrides.items():
-            if hasattr(self, name) and getattr(self, name) != wanted:
-                raise SettingsError(f"STRATEGY={self.strategy} is {entry.summary}: set "
-                                    f"{name.upper()}={wanted} (now {getattr(self, name)!r})")
+        """Raise SettingsError naming the first unusable setting (backend/settings_checks.py)."""
+        settings_checks.validate(self)
 
     def describe(self) -> dict:
         """Settings as plain data with secrets masked, for logs and /health."""
@@ -430,34 +343,6 @@ class Settings:
             out[f.name] = value
         return out
 
-
-def _parse(f: dataclasses.Field, raw: str):
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    try:
-        if kind == "bool":
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true/false")
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind.startswith("Path"):
-            return Path(raw).expanduser()
-        if kind.startswith("tuple"):
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-        if f.name == "label_studio_url":
-            return raw.rstrip("/")
-        if f.name == "keep_colour":  # true/false spelled as for a boolean, or auto
-            lowered = raw.lower()
-            return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false",
-                    "off": "false"}.get(lowered, lowered)
-        return raw
-    except ValueError as exc:
-        raise SettingsError(f"{f.name.upper()}={raw!r} is not a valid {kind}: {exc}") from None
 
 
 def listen_refusal(binds, settings: Settings) -> str | None:

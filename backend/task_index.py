@@ -18,12 +18,10 @@ annotation webhooks as they arrive, and re-synced at the start of each round by 
 Stored in Redis, not under MODEL_DIR: webhooks arrive in the web process (several gunicorn
 workers) and rounds run in RQ workers, possibly on other machines that share Redis; one HSET or
 HDEL per task or annotation is atomic without file locks and costs microseconds of the webhook's
-1 s. Size: one hash field per task and per annotation, measured 0.6 MB for 5,000 tasks with 250
-annotations (about 25 MB for 100,000 tasks with 50,000 annotations). Losing it costs one full
-sync: an index without its meta (or built for another image key of the labeling config) is
-rebuilt from scratch. Measured on Label Studio 1.23.2 (5,000 tasks, 250 annotated, two versions
-of predictions stored): listing with fields=all 86 s, the first sync 14 s, a later one (50 new
-tasks, 10 new annotations) 3.9 s.
+time. Size: one hash field per task and per annotation. Losing it costs one full sync: an index
+without its meta (or built for another image key of the labeling config) is rebuilt from
+scratch. Its size and the cost of a sync against listing every task: docs/how-it-works.md,
+'Task index'.
 
 A TASKS_DELETED webhook removes nothing by itself: webhook bodies are not authenticated (Label
 Studio sends no credentials with them), so a forged one could drop a real task from every later
@@ -47,7 +45,8 @@ from backend.task_types import TaskType
 
 log = logging.getLogger(__name__)
 
-# Measured on Label Studio 1.23.2, 2,000 tasks: 100 per page 6.8 s, 1,000 per page 2.5 s.
+# Tasks per page when listing: larger pages list a project faster (docs/how-it-works.md, 'Task
+# index').
 PAGE_SIZE = 1000
 TASK_FIELDS = ("id", "data")
 # ``include`` applies to the embedded annotations too: these are the label rule's inputs
@@ -249,8 +248,20 @@ class TaskIndex:
             self.clear()
             meta = {}
             report.rebuilt = True
-        watermark = int(meta.get("watermark") or 0)
+        watermark = self._sync_new_tasks(client, schema, int(meta.get("watermark") or 0), report)
+        self._confirm_deletions(client, report)
+        annotations, annotated = self._sync_labels(client, report)
+        images = self.images()
+        self._sync_missing(client, project, schema, images, annotated - images.keys(), report)
+        self.conn.hset(self.meta_key, mapping={"image_key": schema.input_key,
+                                               "watermark": watermark,
+                                               "synced_at": training_state.now_iso()})
+        report.tasks, report.watermark = len(images), watermark
+        report.seconds = round(time.monotonic() - started, 2)
+        return round_tasks(images, annotations, schema.input_key), report
 
+    def _sync_new_tasks(self, client, schema: TaskType, watermark: int, report: SyncReport) -> int:
+        """Index the tasks above the id ``watermark``; the new watermark."""
         new = {t["id"]: image_reference(t, schema.input_key)
                for t in client.iter_tasks_after(self.project_id, TASK_FIELDS, after_id=watermark,
                                                 page_size=PAGE_SIZE)
@@ -259,8 +270,10 @@ class TaskIndex:
             self.conn.hset(self.tasks_key, mapping=new)
             watermark = max(watermark, max(new))
         report.new_tasks = len(new)
+        return watermark
 
-        self._confirm_deletions(client, report)
+    def _sync_labels(self, client, report: SyncReport) -> tuple[dict[int, dict], set[int]]:
+        """Replace the indexed annotations by the ones just listed; (annotations, annotated tasks)."""
         annotations, annotated = self._list_labels(client)
         stale = [a for a in (int(k) for k in self.conn.hkeys(self.annotations_key))
                  if a not in annotations]
@@ -273,9 +286,12 @@ class TaskIndex:
         pipe.execute()
         report.annotated_tasks, report.annotations = len(annotated), len(annotations)
         report.annotations_dropped = len(stale)
+        return annotations, annotated
 
-        images = self.images()
-        missing = annotated - images.keys()
+    def _sync_missing(self, client, project: dict, schema: TaskType, images: dict,
+                      missing: set[int], report: SyncReport) -> None:
+        """When Label Studio counts other tasks than the index, drop the tasks gone from it;
+        fetch the ``missing`` tasks and those the index lacks. Updates ``images`` in place."""
         report.counted_tasks = label_studio_task_count(project)
         if report.counted_tasks is not None and report.counted_tasks != len(images):
             report.ids_listed = True
@@ -297,13 +313,6 @@ class TaskIndex:
                 self.conn.hset(self.tasks_key, mapping=found)
                 images.update(found)
             report.tasks_recovered = len(found)
-
-        self.conn.hset(self.meta_key, mapping={"image_key": schema.input_key,
-                                               "watermark": watermark,
-                                               "synced_at": training_state.now_iso()})
-        report.tasks, report.watermark = len(images), watermark
-        report.seconds = round(time.monotonic() - started, 2)
-        return round_tasks(images, annotations, schema.input_key), report
 
     def _confirm_deletions(self, client, report: SyncReport) -> None:
         """Drop the tasks webhooks reported deleted that Label Studio no longer has; keep (and

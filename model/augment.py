@@ -33,7 +33,8 @@ KEEP_COLOUR: dict[str, Any] = {"grayscale_p": 0.0, "invert_p": 0.0}
 
 @dataclass(frozen=True)
 class StrongAugment:
-    """Parameters of the generic policy; the defaults are the measured ones (README, domain suite)."""
+    """Parameters of the generic policy; the defaults are the measured ones (docs/results.md,
+    'Measured: the domain suite')."""
 
     # Random resized crop: share of the image area kept, and aspect-ratio range of the crop.
     crop_scale: tuple[float, float] = (0.7, 1.0)

@@ -15,13 +15,13 @@ Pure numpy + scikit-learn (no torch). Two pieces:
 * ``cluster_structure`` / ``pick="auto"``: TypiClust's premise is that the embedding's clusters
   mean something. Where they do not (a pixel embedding of textures, shapes or letters, whose
   classes differ by form, not by where the ink is), its "most typical" items are the most uniform
-  images (flat, low contrast), and training on them lost up to 7 points against a random draw
+  images (flat, low contrast), and training on them lost against a random draw
   (benchmarks/results/coldstart-accuracy.md). So the pick within each cluster follows the
   measured structure: k-means inertia of the embedding over that of a structureless Gaussian with
-  the same covariance (digits 0.56, MNIST 0.68, the synthetic non-digit domains 0.86-0.90). At
-  or below ``TYPICAL_MAX_INERTIA_RATIO`` the most typical member is taken; above it a random
-  member ("stratified": one random draw per cluster, which keeps the clusters' coverage and
-  cannot concentrate on an atypical corner of the data).
+  the same covariance (the values per domain: the same file). At or below
+  ``TYPICAL_MAX_INERTIA_RATIO`` the most typical member is taken; above it a random member
+  ("stratified": one random draw per cluster, which keeps the clusters' coverage and cannot
+  concentrate on an atypical corner of the data).
 
 Bounded cost for large pools:
 
@@ -48,8 +48,8 @@ TYPICALITY_SAMPLE = 3_000      # neighbours of a cluster's members are searched 
 CHUNK_ROWS = 1_024             # rows per block in distance computations
 STRUCTURE_SAMPLE = 5_000       # rows the cluster-structure test clusters (seeded subsample above it)
 # inertia ratio (unitless, 1 = no more clustered than a Gaussian) at or below which the most
-# typical member of each cluster is picked; measured 0.56-0.68 on digits, 0.86-0.90 on the
-# non-digit domains (module doc)
+# typical member of each cluster is picked; between the digits' and the non-digit domains' ratios
+# (benchmarks/results/coldstart-accuracy.md)
 TYPICAL_MAX_INERTIA_RATIO = 0.8
 PICKS = ("auto", "typical", "stratified")
 # what a cold-start ranking clusters: a pixel embedding, configured weights' features, or the
@@ -125,11 +125,9 @@ def pixel_embedding(images: "np.ndarray | Sequence", size: int = 16, dims: int =
 def pick_for(setting: str, embedding: str) -> str:
     """The ``pick`` a ranking on ``embedding`` (one of EMBEDDINGS) uses for COLDSTART_PICK
     ``setting``. ``auto`` on the project's self-supervised embedding is ``stratified``: a
-    contrastive embedding looks clustered (inertia ratio 0.52-0.75 on four of the domain suite's
-    five domains) whether or not its clusters are classes, and there the most typical members did
-    worse than random members on the synthetic domains (against random, at 50 labels, 5 seeds:
-    textures -1.6 vs +3.2, shapes -3.2 vs -2.8, letters +2.0 vs +1.1 points;
-    benchmarks/results/coldstart-accuracy-selfsup.md). Elsewhere ``auto`` stays, to be decided by
+    contrastive embedding looks clustered whether or not its clusters are classes, and there the
+    most typical members did worse than random members on the synthetic domains
+    (benchmarks/results/coldstart-accuracy-selfsup.md). Elsewhere ``auto`` stays, to be decided by
     the embedding's structure (``typiclust``)."""
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
@@ -269,6 +267,42 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
     return TypiClustResult(order, labels, typicality, covered_count > 0, pick), model
 
 
+def _pool_and_labeled(x: np.ndarray, labeled_embedding: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pool (N, D) float32 and the labeled items in its space (None without any); a pool
+    without features (D = 0, e.g. one image) becomes one constant feature: every item is alike."""
+    n, dim = x.shape
+    labeled = None
+    if labeled_embedding is not None and len(labeled_embedding):
+        labeled = np.asarray(labeled_embedding, dtype=np.float32)
+        if labeled.ndim != 2 or labeled.shape[1] != dim:
+            raise ValueError(f"labeled_embedding must be (L, {dim}), got {labeled.shape}")
+    if dim == 0:
+        x = np.zeros((n, 1), dtype=np.float32)
+        labeled = None if labeled is None else np.zeros((len(labeled), 1), dtype=np.float32)
+    return x, labeled
+
+
+def _coarse_picks(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int,
+                  start_clusters: int | None, seed: int, k_neighbors: int, pick: str) -> list[int]:
+    """The coarse-to-fine picks before the final clustering (``typiclust``'s start_clusters):
+    ``k`` from a clustering into k, then up to 2k from one into 2k with the earlier picks
+    covered, ... while k < n_clusters. Empty without start_clusters."""
+    picked: list[int] = []
+    k = n_clusters if start_clusters is None else max(1, int(start_clusters))
+    while k < n_clusters:
+        covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
+        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors,
+                                    pick)
+        first_round = result.order[:len(np.unique(result.cluster))]   # one item per cluster
+        chosen = set(picked)
+        fresh = [int(i) for i in first_round
+                 if not result.covered[result.cluster[i]] and int(i) not in chosen]
+        picked += fresh[:k - len(picked)]
+        k *= 2
+    return picked
+
+
 def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
               n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
               start_clusters: int | None = None, pick: str = "typical") -> TypiClustResult:
@@ -294,39 +328,20 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     x = np.asarray(embedding, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"embedding must be (N, D), got {x.shape}")
-    n, dim = x.shape
+    n = len(x)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return TypiClustResult(empty, empty.copy(), np.zeros(0), np.zeros(0, dtype=bool))
     if k_neighbors < 1:
         raise ValueError(f"k_neighbors must be >= 1, got {k_neighbors}")
-    labeled = None
-    if labeled_embedding is not None and len(labeled_embedding):
-        labeled = np.asarray(labeled_embedding, dtype=np.float32)
-        if labeled.ndim != 2 or labeled.shape[1] != dim:
-            raise ValueError(f"labeled_embedding must be (L, {dim}), got {labeled.shape}")
-    if dim == 0:   # no features (e.g. a pool of one image): every item is alike
-        x = np.zeros((n, 1), dtype=np.float32)
-        labeled = None if labeled is None else np.zeros((len(labeled), 1), dtype=np.float32)
+    x, labeled = _pool_and_labeled(x, labeled_embedding)
     n_clusters = max(1, min(int(n_clusters), n))
     structure = None
     if pick == "auto":
         structure = cluster_structure(x, n_clusters, seed)
         pick = "typical" if structure <= TYPICAL_MAX_INERTIA_RATIO else "stratified"
 
-    picked: list[int] = []
-    covered_by: np.ndarray | None
-    k = n_clusters if start_clusters is None else max(1, int(start_clusters))
-    while k < n_clusters:
-        covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
-        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors,
-                                    pick)
-        first_round = result.order[:len(np.unique(result.cluster))]   # one item per cluster
-        chosen = set(picked)
-        fresh = [int(i) for i in first_round
-                 if not result.covered[result.cluster[i]] and int(i) not in chosen]
-        picked += fresh[:k - len(picked)]
-        k *= 2
+    picked = _coarse_picks(x, labeled, n_clusters, start_clusters, seed, k_neighbors, pick)
     covered_by = labeled
     if picked:
         covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])

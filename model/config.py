@@ -68,9 +68,8 @@ class ModelConfig(_FromDict):
     input_norm: str = "per_image"
     # Smallest share of the image area the strong policy's random resized crop keeps (the largest
     # is the whole image). Lower crops harder; too low cuts a small object out of its own image,
-    # which then trains on a wrong label: 0.45 -> 0.7 raised every domain of the suite at 100
-    # labels (shapes 41.2 -> 47.6 %, letters 33.5 -> 36.8 %, textures 67.4 -> 68.7 %, digits
-    # 95.4 -> 96.5 %; README, domain suite).
+    # which then trains on a wrong label: 0.7 did better than 0.45 on every domain of the suite
+    # (model/README.md, 'Measured (2 CPU cores)').
     crop_scale_min: float = 0.7
     # Horizontal flip during augmentation. Off by default: it is wrong for digits, text, arrows.
     hflip: bool = False
@@ -100,7 +99,8 @@ class ModelConfig(_FromDict):
     # what MC-dropout (BALD) samples; 0 disables both.
     dropout: float = 0.2
     # Channels of small_cnn's first block, doubled in each following block (16-32-64). 16 trains
-    # ~2x faster on CPU than 32 for a small loss in LPM ranking quality. Ignored by others.
+    # faster on CPU than 32 for a small loss in LPM ranking quality (model/README.md, 'Measured
+    # (2 CPU cores)'). Ignored by others.
     small_cnn_width: int = 16
 
     def __post_init__(self) -> None:
@@ -152,7 +152,7 @@ class TrainConfig(_FromDict):
     # epochs = clamp(ceil(auto_target_steps / batches_per_epoch), auto_min_epochs, auto_max_epochs),
     # i.e. roughly a fixed number of optimizer steps, so large sets still see every image at least
     # auto_min_epochs times. 2,000 steps: with the strong augmentation, 600 left a non-digit domain
-    # near chance (shapes, 100 labels: 33 % at 600 steps, 55 % at 2,000; README, domain suite).
+    # near chance (model/README.md, 'Training (defaults and why)').
     epochs: int = 0
     auto_target_steps: int = 2000
     auto_min_epochs: int = 10

@@ -1,4 +1,4 @@
-"""Per-project on-disk cache of pooled backbone features (``model.frozen.PooledFeatures`` rows).
+"""Per-project on-disk cache of pooled backbone features (``model.pooled.PooledFeatures`` rows).
 
 The backbone of frozen-mode training never changes, so each image's pooled taps and embedding are
 computed once and kept here, keyed by an item key (e.g. ``item_key(task_id, image_url)``).
@@ -43,7 +43,7 @@ import torch
 
 from model.atomic import atomic_write
 from model.config import ModelConfig
-from model.frozen import PooledFeatures
+from model.pooled import PooledFeatures
 
 try:  # POSIX; elsewhere writers are not serialised (a lost index update is only a later miss)
     import fcntl

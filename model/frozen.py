@@ -9,8 +9,8 @@ of training is a few hundred AdamW steps on small matrices (``train_frozen``).
 The result stays an ordinary ``LossLearningNet``: only ``model.head`` and ``model.lpm`` change,
 so checkpoints, ``model.score`` and the strategies work unchanged. What the LPM reads is what it
 reads in the full network: the global average pool of each tap, exactly as
-``LossPredictionModule.pool`` computes it. The pool of an already pooled vector is the identity,
-so the LPM's own Linear layers are applied to the cached rows directly (``lpm_from_pooled``).
+``LossPredictionModule.pool`` computes it (the rows, their extraction and scoring: model/pooled.py,
+whose names this module re-exports). The objective is the full trainer's (model/objective.py).
 """
 
 from __future__ import annotations
@@ -21,26 +21,26 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from model.config import ModelConfig, TrainConfig
-from model.data import images_to_uint8, normalize
-from model.losses import lpm_loss
 from model.metrics import spearman
-from model.networks import LossLearningNet, LossPredictionModule
-from model.runtime import amp_dtype, autocast, memory_format, resolve_device
-from model.scoring import ScoreOutputs, mc_dropout_probs
-from model.trainer import TrainingError, TrainResult, batch_index_lists, class_weights, split_validation
+from model.networks import LossLearningNet
+from model.objective import RunningMeans, joint_objective, optimizer_step, sample_weights_of
+from model.pooled import SCORE_BATCH_ROWS as SCORE_BATCH_ROWS  # re-exported
+from model.pooled import PooledFeatures as PooledFeatures  # re-exported
+from model.pooled import _check_fits, _model_device, _to_tensors
+from model.pooled import extract_pooled as extract_pooled  # re-exported
+from model.pooled import lpm_from_pooled as lpm_from_pooled  # re-exported
+from model.pooled import score_pooled as score_pooled  # re-exported
+from model.runtime import resolve_device
+from model.trainer import TrainResult, batch_index_lists, split_validation
 
 MODE = "frozen"
-# Rows per forward pass when scoring pooled features (tiny matrices: memory is rows x widths).
-SCORE_BATCH_ROWS = 8192
 # Intra-op threads while training on CPU: the matrices are tiny (a mini-batch of rows times the
 # feature widths), where thread synchronisation costs more than it brings, and on a busy machine
-# far more (measured: 10x slower with 2 threads on 2 shared cores). Restored afterwards.
+# far more (model/README.md, 'Measured (2 CPU cores)'). Restored afterwards.
 TRAIN_CPU_THREADS = 1
 # Floor of a feature column's std, as a fraction of the median column std of its block (see
 # _Standardizer): near-constant columns are not amplified.
@@ -58,8 +58,9 @@ class FrozenConfig:
     device come from the TrainConfig passed next to it.
     """
 
-    # Optimizer steps (AdamW). 300 steps on a linear head + LPM take 1-3 s on one CPU thread,
-    # whatever the number of rows; one step is full-batch when the rows fit in batch_size.
+    # Optimizer steps (AdamW). 300 steps on a linear head + LPM take seconds on one CPU thread,
+    # whatever the number of rows (model/README.md, 'Training modes'); one step is full-batch
+    # when the rows fit in batch_size.
     steps: int = 300
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -77,206 +78,6 @@ class FrozenConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-
-@dataclass
-class PooledFeatures:
-    """Per-image pooled features of a backbone: what the head and the LPM read.
-
-    ``taps[i]`` is (N, C_i) float32, the global average pool of tap i (``LossPredictionModule.pool``);
-    ``embedding`` is (N, D) float32, the classifier-head input. One row = one image.
-    """
-
-    taps: list[np.ndarray]
-    embedding: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.taps = [np.asarray(tap, dtype=np.float32) for tap in self.taps]
-        self.embedding = np.asarray(self.embedding, dtype=np.float32)
-        if not self.taps:
-            raise ValueError("PooledFeatures needs at least one tap")
-        n = self.embedding.shape[0] if self.embedding.ndim == 2 else -1
-        if n < 0 or any(tap.ndim != 2 or tap.shape[0] != n for tap in self.taps):
-            shapes = [tuple(t.shape) for t in self.taps]
-            raise ValueError(f"taps {shapes} and embedding {tuple(self.embedding.shape)} must be 2-D with equal rows")
-
-    def __len__(self) -> int:
-        return int(self.embedding.shape[0])
-
-    @property
-    def tap_widths(self) -> list[int]:
-        return [int(tap.shape[1]) for tap in self.taps]
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.embedding.shape[1])
-
-    @property
-    def row_width(self) -> int:
-        """Floats per row (sum of the tap widths + D); 4 bytes each."""
-        return sum(self.tap_widths) + self.embedding_dim
-
-    def subset(self, index) -> PooledFeatures:
-        """Rows ``index`` (an index array, a boolean mask or a slice), as a new object."""
-        if isinstance(index, torch.Tensor):
-            index = index.cpu().numpy()
-        if not isinstance(index, slice):
-            index = np.asarray(index)
-            if index.dtype != bool:
-                index = index.astype(np.int64, copy=False)
-        return PooledFeatures([tap[index] for tap in self.taps], self.embedding[index])
-
-    __getitem__ = subset
-
-    @staticmethod
-    def concatenate(parts: Sequence[PooledFeatures]) -> PooledFeatures:
-        """Rows of ``parts`` one after the other; all must have the same widths."""
-        if not parts:
-            raise ValueError("concatenate needs at least one PooledFeatures")
-        widths, dim = parts[0].tap_widths, parts[0].embedding_dim
-        for part in parts[1:]:
-            if part.tap_widths != widths or part.embedding_dim != dim:
-                raise ValueError(
-                    f"cannot concatenate features of widths {part.tap_widths}+{part.embedding_dim} "
-                    f"to {widths}+{dim}"
-                )
-        taps = [np.concatenate([part.taps[i] for part in parts]) for i in range(len(widths))]
-        return PooledFeatures(taps, np.concatenate([part.embedding for part in parts]))
-
-    @staticmethod
-    def empty(tap_widths: Sequence[int], embedding_dim: int) -> PooledFeatures:
-        return PooledFeatures(
-            [np.zeros((0, int(w)), np.float32) for w in tap_widths], np.zeros((0, int(embedding_dim)), np.float32)
-        )
-
-    def to_matrix(self) -> np.ndarray:
-        """One (N, row_width) float32 matrix: the taps then the embedding, column-wise."""
-        return np.concatenate([*self.taps, self.embedding], axis=1).astype(np.float32, copy=False)
-
-    @staticmethod
-    def from_matrix(matrix: np.ndarray, tap_widths: Sequence[int], embedding_dim: int) -> PooledFeatures:
-        """Inverse of ``to_matrix``."""
-        matrix = np.asarray(matrix, dtype=np.float32)
-        expected = sum(tap_widths) + embedding_dim
-        if matrix.ndim != 2 or matrix.shape[1] != expected:
-            raise ValueError(f"matrix of shape {matrix.shape} does not hold rows of width {expected}")
-        bounds = np.cumsum([0, *tap_widths])
-        taps = [matrix[:, bounds[i] : bounds[i + 1]] for i in range(len(tap_widths))]
-        return PooledFeatures(taps, matrix[:, bounds[-1] :])
-
-
-def _lpm_tap_widths(model: LossLearningNet) -> list[int]:
-    """The pooled tap width each LPM branch reads: the in_features of its one Linear layer."""
-    return [layer.in_features for layer in model.lpm.branches.modules() if isinstance(layer, torch.nn.Linear)]
-
-
-def _check_fits(model: LossLearningNet, features: PooledFeatures) -> None:
-    widths = _lpm_tap_widths(model)
-    if features.tap_widths != widths or features.embedding_dim != model.embedding_dim:
-        raise ValueError(
-            f"pooled features of widths {features.tap_widths} + embedding {features.embedding_dim} "
-            f"do not fit this model (taps {widths}, embedding {model.embedding_dim}): "
-            f"extracted with another backbone or taps?"
-        )
-
-
-def extract_pooled(
-    model: LossLearningNet,
-    images: torch.Tensor | Sequence[Image.Image],
-    model_config: ModelConfig,
-    device: str | torch.device = "auto",
-    batch_size: int = 64,
-    use_amp: bool = True,
-) -> PooledFeatures:
-    """Run the backbone once over ``images`` (a uint8 (N, C, H, W) tensor already at image_size,
-    or PIL images) and return each image's pooled taps and embedding.
-
-    Preprocessing is the scorer's (``images_to_uint8`` + ``normalize``); eval mode, inference_mode,
-    autocast on CUDA when ``use_amp``. The model is moved to ``device`` and left there in eval
-    mode (as ``model.score`` does). PIL images are converted batch by batch.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    target = device if isinstance(device, torch.device) else resolve_device(device)
-    model.to(target).to(memory_format=memory_format(target))
-    model.eval()
-    layouts = model.lpm.tap_layouts
-    taps: list[list[np.ndarray]] = [[] for _ in model.taps]
-    embeddings: list[np.ndarray] = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            batch = chunk if isinstance(chunk, torch.Tensor) else images_to_uint8(list(chunk), model_config)
-            x = normalize(batch.to(target), model_config).contiguous(memory_format=memory_format(target))
-            with autocast(target, amp_dtype(target, use_amp)):
-                outputs = model.features(x)
-            for i, (name, layout) in enumerate(zip(model.taps, layouts)):
-                pooled = LossPredictionModule.pool(outputs[name], layout).flatten(1).float()
-                taps[i].append(pooled.cpu().numpy())
-            embeddings.append(outputs["embedding"].flatten(1).float().cpu().numpy())
-    if not embeddings:
-        return PooledFeatures.empty(_lpm_tap_widths(model), model.embedding_dim)
-    return PooledFeatures([np.concatenate(parts) for parts in taps], np.concatenate(embeddings))
-
-
-def lpm_from_pooled(lpm: LossPredictionModule, taps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The LPM's output for already pooled taps: its own branches (FC -> ReLU) and output FC.
-
-    Equal to ``lpm(feature_maps)`` for the maps the rows were pooled from (pooling is done)."""
-    hidden = [branch(tap.float()) for branch, tap in zip(lpm.branches, taps)]
-    return lpm.out(torch.cat(hidden, dim=1)).squeeze(1)
-
-
-def _to_tensors(features: PooledFeatures, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
-    taps = [torch.from_numpy(np.ascontiguousarray(tap)).to(device) for tap in features.taps]
-    return taps, torch.from_numpy(np.ascontiguousarray(features.embedding)).to(device)
-
-
-def _model_device(model: LossLearningNet) -> torch.device:
-    return model.head.weight.device
-
-
-def score_pooled(
-    model: LossLearningNet,
-    features: PooledFeatures,
-    mc_samples: int = 0,
-    seed: int = 0,
-    batch_rows: int = SCORE_BATCH_ROWS,
-) -> ScoreOutputs:
-    """``model.score``'s outputs (probs, predicted_loss, embedding, optional MC-dropout samples)
-    for images whose pooled features are ``features``, without running the backbone.
-
-    Runs on the device the model is on, in eval mode, under inference_mode.
-    """
-    _check_fits(model, features)
-    if mc_samples < 0:
-        raise ValueError(f"mc_samples must be >= 0, got {mc_samples}")
-    if mc_samples > 0 and model.dropout.p <= 0:
-        raise ValueError("mc_samples > 0 needs a model trained with model_config.dropout > 0")
-    model.eval()
-    device = _model_device(model)
-    generator = torch.Generator().manual_seed(seed)
-    probs, losses, mc = [], [], []
-    with torch.inference_mode():
-        for start in range(0, len(features), batch_rows):
-            taps, embedding = _to_tensors(features.subset(slice(start, start + batch_rows)), device)
-            probs.append(torch.softmax(model.head(embedding).float(), dim=1).cpu())
-            losses.append(lpm_from_pooled(model.lpm, taps).float().cpu())
-            if mc_samples:
-                mc.append(mc_dropout_probs(model, embedding, mc_samples, generator).cpu())
-    classes = model.num_classes
-
-    def cat(parts, empty_shape, dim=0):
-        if not parts:
-            return np.zeros(empty_shape, dtype=np.float32)
-        return torch.cat(parts, dim=dim).numpy().astype(np.float32, copy=False)
-
-    return ScoreOutputs(
-        probs=cat(probs, (0, classes)),
-        predicted_loss=cat(losses, (0,)),
-        embedding=np.array(features.embedding, dtype=np.float32, copy=True),
-        mc_probs=cat(mc, (mc_samples, 0, classes), dim=1) if mc_samples else None,
-    )
 
 
 def _trainable_modules(model: LossLearningNet) -> list[torch.nn.Module]:
@@ -392,6 +193,92 @@ class _Standardizer:
         linear.weight.copy_(weight.to(linear.weight.dtype))
 
 
+def _first_linear(branch: torch.nn.Module) -> torch.nn.Linear:
+    """The Linear layer an LPM branch opens with (FC -> ReLU)."""
+    layer = next(iter(branch.children()))
+    assert isinstance(layer, torch.nn.Linear)
+    return layer
+
+
+class _FrozenRun:
+    """One run of frozen training: the training rows of every view, standardised (``_Standardizer``
+    per input block of a Linear layer), and AdamW over the head and the LPM."""
+
+    def __init__(self, model: LossLearningNet, rows: PooledFeatures, row_targets: torch.Tensor,
+                 weights: torch.Tensor, cfg: TrainConfig, frozen_config: FrozenConfig,
+                 device: torch.device, generator: torch.Generator) -> None:
+        self.model, self.row_targets, self.weights, self.cfg = model, row_targets, weights, cfg
+        self.frozen_config, self.device, self.generator = frozen_config, device, generator
+        self.n_rows = len(rows)
+        raw_taps, self.embedding = _to_tensors(rows, device)
+        self.embedding_scale = _Standardizer(self.embedding)
+        tap_scales = [_Standardizer(tap) for tap in raw_taps]
+        self.taps = [scale.apply(tap) for scale, tap in zip(tap_scales, raw_taps)]
+        self.layers = [(model.head, self.embedding_scale)] + [
+            (_first_linear(branch), scale) for branch, scale in zip(model.lpm.branches, tap_scales)
+        ]
+        if not frozen_config.reinit:
+            for linear, scale in self.layers:
+                scale.to_standardized(linear)
+        params = [p for module in _trainable_modules(model) for p in module.parameters()]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=frozen_config.lr, weight_decay=frozen_config.weight_decay, fused=True
+        )
+        self.batches_per_pass = len(batch_index_lists(self.n_rows, cfg.batch_size, torch.arange(self.n_rows)))
+        self.step = self.passes = 0
+
+    def _lr(self) -> float:
+        lr = self.frozen_config.lr
+        if self.frozen_config.cosine:
+            lr *= 0.5 * (1.0 + math.cos(math.pi * self.step / self.frozen_config.steps))
+        return lr
+
+    def _objective(self, batch: torch.Tensor, y: torch.Tensor):
+        """(training logits, joint objective) of the rows ``batch``."""
+        model = self.model
+        # Dropout acts on the raw embedding, as in the network (and in MC-dropout scoring).
+        logits = model.head(self.embedding_scale.apply(model.dropout(self.embedding[batch]))).float()
+        predicted = lpm_from_pooled(model.lpm, [tap[batch] for tap in self.taps])
+        # The module's target is the loss without dropout, as scoring computes it.
+        target = None
+        if model.dropout.p > 0:
+            with torch.no_grad():
+                clean = model.head(self.embedding_scale.apply(self.embedding[batch])).float()
+                target = F.cross_entropy(clean, y, reduction="none")
+        return logits, joint_objective(logits, predicted, y, self.weights, self.cfg, target)
+
+    def train(self, progress: Callable[[dict], None] | None, started: float) -> None:
+        """All ``frozen_config.steps`` steps; ``progress`` every PROGRESS_EVERY_STEPS and after the last."""
+        steps = self.frozen_config.steps
+        sums = RunningMeans()
+        self.model.dropout.train()  # the backbone is never run; only the dropout before the head trains
+        while self.step < steps:
+            self.passes += 1
+            permutation = torch.randperm(self.n_rows, generator=self.generator)
+            for batch in batch_index_lists(self.n_rows, self.cfg.batch_size, permutation):
+                if self.step >= steps:
+                    break
+                lr = self._lr()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                batch = batch.to(self.device)
+                y = self.row_targets[batch]
+                logits, objective = self._objective(batch, y)
+                optimizer_step(self.optimizer, objective, f"step {self.step + 1}", lr)
+                self.step += 1
+                sums.add(objective, logits, y)
+                if progress is not None and (self.step % PROGRESS_EVERY_STEPS == 0 or self.step == steps):
+                    progress({"step": self.step, "steps": steps, **sums.means(), "lr": lr,
+                              "seconds": time.monotonic() - started, "mode": MODE})
+                    sums = RunningMeans()
+
+    def fold_back(self) -> None:
+        """Back to raw-input weights (the network computes the same function of the raw rows)."""
+        for linear, scale in self.layers:
+            scale.to_raw(linear)
+        self.model.eval()
+
+
 def _train_frozen(
     model, features, targets, labels, model_config, train_config, progress, augmented, frozen_config, device
 ) -> TrainResult:
@@ -400,144 +287,45 @@ def _train_frozen(
     all_targets = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
     train_index, val_index = split_validation(len(features), train_config.val_fraction, generator)
     train_index = train_index.sort().values  # keeps the rows in their given order
-    n_train = len(train_index)
-
     views = [features, *augmented]
     rows = PooledFeatures.concatenate([view.subset(train_index) for view in views])
     row_targets = all_targets[train_index].repeat(len(views)).to(device)
-    n_rows = len(rows)
-
     model.to(device)
     if frozen_config.reinit:
         _reinit(model)  # a fresh init is already one for unit-scale (standardised) inputs
-    model.eval()  # the backbone is never run; only the dropout before the head trains
-    weights = (
-        class_weights(all_targets[train_index], len(labels), train_config.max_class_weight)
-        if train_config.class_balance
-        else torch.ones(len(labels))
-    ).to(device)
-    raw_taps, embedding = _to_tensors(rows, device)
-    embedding_scale = _Standardizer(embedding)
-    tap_scales = [_Standardizer(tap) for tap in raw_taps]
-    taps = [scale.apply(tap) for scale, tap in zip(tap_scales, raw_taps)]
-    layers = [(model.head, embedding_scale)] + [
-        (branch[0], scale) for branch, scale in zip(model.lpm.branches, tap_scales)
-    ]
-    if not frozen_config.reinit:
-        for linear, scale in layers:
-            scale.to_standardized(linear)
-
-    params = [p for module in _trainable_modules(model) for p in module.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=frozen_config.lr, weight_decay=frozen_config.weight_decay, fused=True)
-    steps = frozen_config.steps
-    batches_per_pass = len(batch_index_lists(n_rows, train_config.batch_size, torch.arange(n_rows)))
-    step, passes, sums = 0, 0, _zero_sums()
-    model.dropout.train()
+    model.eval()
+    weights = sample_weights_of(all_targets[train_index], len(labels), train_config).to(device)
+    run = _FrozenRun(model, rows, row_targets, weights, train_config, frozen_config, device, generator)
     try:
-        while step < steps:
-            passes += 1
-            permutation = torch.randperm(n_rows, generator=generator)
-            for batch in batch_index_lists(n_rows, train_config.batch_size, permutation):
-                if step >= steps:
-                    break
-                lr = frozen_config.lr
-                if frozen_config.cosine:
-                    lr *= 0.5 * (1.0 + math.cos(math.pi * step / steps))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batch = batch.to(device)
-                y = row_targets[batch]
-                # Dropout acts on the raw embedding, as in the network (and in MC-dropout scoring).
-                logits = model.head(embedding_scale.apply(model.dropout(embedding[batch]))).float()
-                predicted = lpm_from_pooled(model.lpm, [tap[batch] for tap in taps])
-                # The module's target is the loss without dropout, as scoring computes it.
-                clean = logits
-                if model.dropout.p > 0:
-                    with torch.no_grad():
-                        clean = model.head(embedding_scale.apply(embedding[batch])).float()
-                loss, per_sample_ce, ranking = _objective(logits, predicted, y, weights, train_config, clean)
-                if not torch.isfinite(loss.detach()):
-                    raise TrainingError(
-                        f"loss became {float(loss.detach())} at step {step + 1}; try a lower lr (now {lr})"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                count = len(batch)
-                sums["loss"] += float(loss.detach()) * count
-                sums["ce"] += float(per_sample_ce.detach().mean()) * count
-                sums["lpm"] += float(ranking.detach()) * count
-                sums["correct"] += int((logits.argmax(1) == y).sum())
-                sums["seen"] += count
-                if progress is not None and (step % PROGRESS_EVERY_STEPS == 0 or step == steps):
-                    progress(_progress_report(step, steps, sums, lr, started))
-                    sums = _zero_sums()
+        run.train(progress, started)
     finally:
         # Always back to raw-input weights, also when cancelled: the model stays consistent.
-        for linear, scale in layers:
-            scale.to_raw(linear)
-        model.eval()
-
-    # Final metrics in eval mode on the labeled rows themselves (not the augmented views),
-    # through the folded network exactly as it will score.
-    clean_taps, clean_embedding = _to_tensors(features.subset(train_index), device)
-    y = all_targets[train_index].to(device)
-    with torch.inference_mode():
-        logits = model.head(clean_embedding).float()
-        loss, per_sample_ce, ranking = _objective(
-            logits, lpm_from_pooled(model.lpm, clean_taps), y, weights, train_config
-        )
-    metrics = {
-        "train_loss": float(loss),
-        "train_ce": float(per_sample_ce.mean()),
-        "train_acc": float((logits.argmax(1) == y).float().mean()),
-        "lpm_loss": float(ranking),
-        "epochs": passes,
-        "steps": step,
-        "n_train": n_train,
-        "n_rows": n_rows,
-        "n_val": len(val_index),
-        "augmented_views": len(augmented),
-        "batches_per_epoch": batches_per_pass,
-        "device": str(device),
-        "mode": MODE,
-    }
+        run.fold_back()
+    metrics = _fit_metrics(model, features.subset(train_index), all_targets[train_index], weights, train_config)
+    metrics.update(epochs=run.passes, steps=run.step, n_train=len(train_index), n_rows=len(rows),
+                   n_val=len(val_index), augmented_views=len(augmented),
+                   batches_per_epoch=run.batches_per_pass, device=str(device), mode=MODE)
     if len(val_index):
         metrics.update(_evaluate(model, features.subset(val_index), all_targets[val_index]))
     metrics["seconds"] = time.monotonic() - started
     return TrainResult(model, list(labels), model_config, train_config, metrics)
 
 
-def _objective(logits, predicted, y, weights, train_config, target_logits=None):
-    """The trainer's joint objective: class-weighted CE + lpm_weight * LPM loss on the detached
-    unweighted per-sample CE of ``target_logits`` (the head without dropout; default ``logits``).
-    Returns (loss, per-sample CE, LPM loss)."""
-    per_sample_ce = F.cross_entropy(logits, y, reduction="none")
-    sample_weights = weights[y]
-    target_loss = (sample_weights * per_sample_ce).sum() / sample_weights.sum()
-    target = per_sample_ce if target_logits is None else F.cross_entropy(target_logits, y, reduction="none")
-    ranking = lpm_loss(train_config.lpm_loss, predicted.float(), target.detach(), train_config.margin)
-    return target_loss + train_config.lpm_weight * ranking, per_sample_ce, ranking
-
-
-def _progress_report(step, steps, sums, lr, started) -> dict:
-    seen = max(sums["seen"], 1)
+def _fit_metrics(model: LossLearningNet, features: PooledFeatures, targets: torch.Tensor,
+                 weights: torch.Tensor, train_config: TrainConfig) -> dict:
+    """The objective in eval mode on the labeled rows themselves (not the augmented views),
+    through the folded network exactly as it will score."""
+    taps, embedding = _to_tensors(features, _model_device(model))
+    y = targets.to(_model_device(model))
+    with torch.inference_mode():
+        logits = model.head(embedding).float()
+        objective = joint_objective(logits, lpm_from_pooled(model.lpm, taps), y, weights, train_config)
     return {
-        "step": step,
-        "steps": steps,
-        "train_loss": sums["loss"] / seen,
-        "train_ce": sums["ce"] / seen,
-        "lpm_loss": sums["lpm"] / seen,
-        "train_acc": sums["correct"] / seen,
-        "lr": lr,
-        "seconds": time.monotonic() - started,
-        "mode": MODE,
+        "train_loss": float(objective.loss),
+        "train_ce": float(objective.per_sample_ce.mean()),
+        "train_acc": float((logits.argmax(1) == y).float().mean()),
+        "lpm_loss": float(objective.ranking),
     }
-
-
-def _zero_sums() -> dict:
-    return {"loss": 0.0, "ce": 0.0, "lpm": 0.0, "correct": 0, "seen": 0}
 
 
 def _evaluate(model: LossLearningNet, features: PooledFeatures, targets: torch.Tensor) -> dict:

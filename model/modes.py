@@ -3,16 +3,17 @@
 - ``"frozen"``: the backbone is fixed; a light head and the loss prediction module are trained on
   its cached pooled multi-level features (model/frozen.py). A round costs seconds instead of a
   full training. Right when the backbone already knows how to see (pretrained weights, or the
-  project's own self-supervised weights) and either labels are very few (at 20 labels it was
-  measured level with fine-tuning or above it, on both kinds of weights) or the input is too
-  large to fine-tune without a GPU (the 224 px of ImageNet weights).
+  project's own self-supervised weights) and either labels are very few (where it was measured
+  level with fine-tuning or above it) or the input is too large to fine-tune without a GPU (the
+  224 px of ImageNet weights).
 - ``"full"``: the whole network is trained jointly with the module (model/trainer.py). Right when
   there is no representation to start from (from scratch), when labels are many and a GPU makes
   fine-tuning affordable, and when the network's input is small: then a full round costs what a
   round without pretrained weights costs on any device, and fine-tuning was measured far above the
-  frozen mode from 50 labels on (domain suite, ``transfer_init`` vs ``transfer_frozen`` and
-  ``selfsup_init`` vs ``selfsup_frozen``: 9 to 34 points at 100 labels on the non-digit domains),
-  while at 20 labels the frozen mode was level with it or above it.
+  frozen mode from a few dozen labels on.
+
+The measurements: docs/results.md, 'Measured: the domain suite' (``transfer_init`` vs
+``transfer_frozen``, ``selfsup_init`` vs ``selfsup_frozen``).
 """
 from __future__ import annotations
 

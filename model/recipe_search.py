@@ -1,9 +1,9 @@
 """Choose the training recipe of a round by k-fold cross-validation on the labeled set.
 
-Which recipe generalises best from a few dozen labels depends on the images (the few-label
-benchmark measured +30 points from augmentation and normalisation on textures, a few on digits),
-so a round that has the labels and the time tries a short list of candidate recipes on stratified
-folds of its own labeled set and trains the final model with the winner.
+Which recipe generalises best from a few dozen labels depends on the images (model/README.md,
+'Measured (2 CPU cores)'), so a round that has the labels and the time tries a short list of
+candidate recipes on stratified folds of its own labeled set and trains the final model with the
+winner.
 
 Cost: one candidate on one fold is one training on (k-1)/k of the labels, about as long as the
 round's own training. The search runs fold by fold (every candidate on fold 1, then fold 2, ...)

@@ -38,9 +38,9 @@ from model.networks import build_classifier, split_head
 from model.runtime import amp_dtype, autocast, memory_format, resolve_device
 from model.trainer import TrainingError
 
-# Contrastive views need harder crops than supervised training (SimCLR crops down to 8 % of the
-# area at 224 px). At 32 px a crop of 35 % of the area still shows the object; in one run on the
-# shapes domain it probed slightly better than 20 % (README). The rest is the generic policy.
+# Contrastive views need harder crops than supervised training (SimCLR's go down to 0.08 of the
+# area at 224 px). At 32 px a crop of 0.35 of the area still shows the object, and it probed
+# better than 0.2 (model/README.md, 'Measured (2 CPU cores)'). The rest is the generic policy.
 SELFSUP_AUGMENT = StrongAugment(crop_scale=(0.35, 1.0))
 _RECALIBRATION_BATCHES = 32
 
@@ -48,11 +48,10 @@ _RECALIBRATION_BATCHES = 32
 @dataclass(frozen=True)
 class SelfSupConfig:
     # Optimizer steps. One step = batch_size images x 2 views; its cost does not depend on how
-    # many images the project has. 1,000 take about 4-5 min at 32 px with small_cnn (width 16)
-    # on one CPU core; as the start of a full training they raised the domain suite's
-    # non-digit domains by 10-30 points at 50 labels, where 150 steps had shown nothing in a
-    # linear probe (README, domain suite). The backend's SELF_SUPERVISED_STEPS defaults to the
-    # same number (tests/unit/backend/test_self_supervised.py holds them equal).
+    # many images the project has. What 1,000 steps cost and gain as the start of a full training,
+    # where 150 had shown nothing: model/README.md, 'Measured (2 CPU cores)'. The backend's
+    # SELF_SUPERVISED_STEPS defaults to the same number (tests/unit/backend/test_self_supervised.py
+    # holds them equal).
     steps: int = 1000
     # Images per step (each seen as 2 augmented views, so the network sees 2 x batch_size inputs,
     # and every pair has 2 x batch_size - 2 negatives). Capped at the number of images. 64 halves
@@ -110,7 +109,7 @@ class SelfSupConfig:
 
 # What keeping colour (the KEEP_COLOUR setting) changes in SelfSupConfig: no hue rotation, and
 # the policy's own change (model.augment.KEEP_COLOUR: no grey or inverted view). Measured in the
-# domain suite (README): where colour is the class it is what lets the pre-trained backbone see
+# domain suite (docs/results.md): where colour is the class it is what lets the pre-trained backbone see
 # it; where colours are random it lets two views be matched by colour alone, and the backbone is
 # then no better than none, or worse.
 COLOUR_KEPT: dict[str, Any] = {"hue": 0.0, "augment": KEEP_COLOUR}

@@ -1,11 +1,11 @@
 """Joint training of the classifier and its Loss Prediction Module.
 
-Objective per mini-batch: L = CE_weighted(logits, y) + lpm_weight * L_lpm(predicted_loss, CE),
-where CE is the unweighted per-sample cross-entropy, detached (the LPM learns to predict it, it
-does not change it). The classifier's CE sees dropout (regularisation); the LPM's target CE is
-the head's output WITHOUT dropout, the loss inference actually has (``lpm_target``). After
-``detach_fraction`` of the epochs the LPM's input features are detached so only the classifier
-shapes the backbone (Yoo & Kweon 2019).
+Objective per mini-batch (model/objective.py, shared with the frozen mode): L = CE_weighted(logits,
+y) + lpm_weight * L_lpm(predicted_loss, CE), where CE is the unweighted per-sample cross-entropy,
+detached (the LPM learns to predict it, it does not change it). The classifier's CE sees dropout
+(regularisation); the LPM's target CE is the head's output WITHOUT dropout, the loss inference
+actually has (``lpm_target``). After ``detach_fraction`` of the epochs the LPM's input features
+are detached so only the classifier shapes the backbone (Yoo & Kweon 2019).
 """
 
 from __future__ import annotations
@@ -21,15 +21,13 @@ from PIL import Image
 
 from model.config import ModelConfig, TrainConfig
 from model.data import images_to_uint8, train_batch
-from model.losses import lpm_loss
 from model.metrics import spearman
 from model.networks import LossLearningNet, build_network
+from model.objective import RunningMeans, joint_objective, optimizer_step, sample_weights_of
+from model.objective import TrainingError as TrainingError  # re-exported: callers catch it here
+from model.objective import class_weights as class_weights  # re-exported
 from model.runtime import amp_dtype, autocast, memory_format, resolve_device
 from model.scoring import forward_uint8
-
-
-class TrainingError(RuntimeError):
-    """Training could not produce a usable model (e.g. the loss became NaN / infinite)."""
 
 
 @dataclass
@@ -84,16 +82,6 @@ def batch_index_lists(n: int, batch_size: int, permutation: torch.Tensor) -> lis
         last = batches.pop()
         batches[-1] = torch.cat([batches[-1], last])
     return batches
-
-
-def class_weights(targets: torch.Tensor, num_classes: int, max_weight: float) -> torch.Tensor:
-    """Inverse class frequency, normalised so a balanced set gets weight 1 everywhere and clipped
-    to [1/max_weight, max_weight] so one lone example cannot dominate. Absent classes get 1."""
-    counts = torch.bincount(targets, minlength=num_classes).double()
-    present = counts > 0
-    weights = torch.ones(num_classes, dtype=torch.float64)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights.clamp(1.0 / max_weight, max_weight).float()
 
 
 def lpm_target(model: LossLearningNet, embedding: torch.Tensor, logits: torch.Tensor,
@@ -221,109 +209,97 @@ def train(
                       initial_state)
 
 
+class _FullRun:
+    """The state of one full training run between its epochs: network, optimizer, schedule."""
+
+    def __init__(self, model, model_config, cfg, device, generator, data, targets, weights) -> None:
+        self.model, self.model_config, self.cfg, self.device = model, model_config, cfg, device
+        self.generator, self.data, self.targets, self.weights = generator, data, targets, weights
+        self.n_train = len(data)
+        self.epochs = auto_epochs(self.n_train, cfg)
+        self.milestone_epoch = round(cfg.lr_milestone_fraction * self.epochs)
+        self.detach_epoch = round(cfg.detach_fraction * self.epochs)
+        self.optimizer = _optimizer(model, cfg)
+        batches = len(batch_index_lists(self.n_train, cfg.batch_size, torch.arange(self.n_train)))
+        self.total_steps = self.epochs * batches
+        self.dtype = amp_dtype(device, cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.fmt = memory_format(device)
+        self.average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.step = 0
+
+    def epoch(self, epoch: int) -> RunningMeans:
+        """Train one epoch (0-based); the running means of its objective."""
+        model, cfg = self.model, self.cfg
+        model.train()
+        model.detach_lpm_input = epoch >= self.detach_epoch
+        lr = cfg.lr * (cfg.lr_gamma if epoch >= self.milestone_epoch else 1.0)
+        sums = RunningMeans()
+        permutation = torch.randperm(self.n_train, generator=self.generator)
+        for batch in batch_index_lists(self.n_train, cfg.batch_size, permutation):
+            batch = batch.to(self.device)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(cfg, lr, self.step, self.total_steps)
+            x = train_batch(self.data[batch], self.model_config, self.generator).contiguous(memory_format=self.fmt)
+            y = self.targets[batch]
+            with autocast(self.device, self.dtype):
+                out = model(x)
+            objective = joint_objective(out.logits.float(), out.predicted_loss, y, self.weights, cfg,
+                                        lpm_target(model, out.embedding, out.logits, y))
+            optimizer_step(self.optimizer, objective, f"epoch {epoch + 1}, step {self.step + 1}", lr, self.scaler)
+            if self.average is not None:
+                self.average.update(model)
+            self.step += 1
+            sums.add(objective, out.logits, y)
+        return sums
+
+    def finish(self) -> None:
+        """The averaged weights (with ema_decay), eval mode, the LPM input attached again."""
+        if self.average is not None:
+            self.average.copy_to(self.model)
+        self.model.eval()
+        self.model.detach_lpm_input = False
+
+
+def _network(model_config: ModelConfig, num_classes: int, initial_state: dict | None,
+             device: torch.device) -> LossLearningNet:
+    model = build_network(model_config, num_classes=num_classes)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    model.to(device).to(memory_format=memory_format(device))
+    return model
+
+
 def _train(images, targets, labels, model_config, train_config, progress, device,
            initial_state=None) -> TrainResult:
     started = time.monotonic()
     generator = torch.Generator().manual_seed(train_config.seed)
     all_targets = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
     train_index, val_index = split_validation(len(images), train_config.val_fraction, generator)
-
-    model = build_network(model_config, num_classes=len(labels))
-    if initial_state is not None:
-        model.load_state_dict(initial_state)
-    fmt = memory_format(device)
-    model.to(device).to(memory_format=fmt)
-
+    model = _network(model_config, len(labels), initial_state, device)
     data = images_to_uint8(images, model_config)
-    train_data, train_targets = data[train_index].to(device), all_targets[train_index].to(device)
-    n_train = len(train_index)
-    epochs = auto_epochs(n_train, train_config)
-    milestone_epoch = round(train_config.lr_milestone_fraction * epochs)
-    detach_epoch = round(train_config.detach_fraction * epochs)
-    weights = (
-        class_weights(all_targets[train_index], len(labels), train_config.max_class_weight)
-        if train_config.class_balance
-        else torch.ones(len(labels))
-    ).to(device)
-
-    optimizer = _optimizer(model, train_config)
-    total_steps = epochs * len(batch_index_lists(n_train, train_config.batch_size, torch.arange(n_train)))
-    dtype = amp_dtype(device, train_config.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-
-    average = WeightAverage(model, train_config.ema_decay) if train_config.ema_decay > 0 else None
-    step, history = 0, {}
-    for epoch in range(epochs):
-        model.train()
-        model.detach_lpm_input = epoch >= detach_epoch
-        lr = train_config.lr * (train_config.lr_gamma if epoch >= milestone_epoch else 1.0)
-        sums = {"loss": 0.0, "ce": 0.0, "lpm": 0.0, "correct": 0, "seen": 0}
-        for batch in batch_index_lists(n_train, train_config.batch_size, torch.randperm(n_train, generator=generator)):
-            batch = batch.to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(train_config, lr, step, total_steps)
-            x = train_batch(train_data[batch], model_config, generator).contiguous(memory_format=fmt)
-            y = train_targets[batch]
-            with autocast(device, dtype):
-                out = model(x)
-            per_sample_ce = F.cross_entropy(out.logits.float(), y, reduction="none")
-            sample_weights = weights[y]
-            target_loss = (sample_weights * per_sample_ce).sum() / sample_weights.sum()
-            ranking_loss = lpm_loss(
-                train_config.lpm_loss, out.predicted_loss.float(), lpm_target(model, out.embedding, out.logits, y),
-                train_config.margin,
-            )
-            loss = target_loss + train_config.lpm_weight * ranking_loss
-            if not torch.isfinite(loss.detach()):
-                raise TrainingError(
-                    f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
-                    f"try a lower lr (now {lr})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if average is not None:
-                average.update(model)
-            step += 1
-            count = len(batch)
-            sums["loss"] += float(loss.detach()) * count
-            sums["ce"] += float(per_sample_ce.detach().mean()) * count
-            sums["lpm"] += float(ranking_loss.detach()) * count
-            sums["correct"] += int((out.logits.argmax(1) == y).sum())
-            sums["seen"] += count
+    weights = sample_weights_of(all_targets[train_index], len(labels), train_config).to(device)
+    run = _FullRun(model, model_config, train_config, device, generator, data[train_index].to(device),
+                   all_targets[train_index].to(device), weights)
+    history: dict = {}
+    for epoch in range(run.epochs):
+        sums = run.epoch(epoch)
         history = {
             "epoch": epoch + 1,
-            "epochs": epochs,
-            "step": step,
-            "train_loss": sums["loss"] / sums["seen"],
-            "train_ce": sums["ce"] / sums["seen"],
-            "lpm_loss": sums["lpm"] / sums["seen"],
-            "train_acc": sums["correct"] / sums["seen"],
-            "lr": optimizer.param_groups[0]["lr"],
+            "epochs": run.epochs,
+            "step": run.step,
+            **sums.means(),
+            "lr": run.optimizer.param_groups[0]["lr"],
             "lpm_input_detached": model.detach_lpm_input,
             "seconds": time.monotonic() - started,
         }
         if progress is not None:
             progress(dict(history))
-
-    if average is not None:
-        average.copy_to(model)
-    model.eval()
-    model.detach_lpm_input = False
-    metrics = {
-        "train_loss": history["train_loss"],
-        "train_ce": history["train_ce"],
-        "train_acc": history["train_acc"],
-        "lpm_loss": history["lpm_loss"],
-        "epochs": epochs,
-        "steps": step,
-        "n_train": n_train,
-        "n_val": len(val_index),
-        "device": str(device),
-    }
+    run.finish()
+    metrics = {key: history[key] for key in ("train_loss", "train_ce", "train_acc", "lpm_loss")}
+    metrics.update(epochs=run.epochs, steps=run.step, n_train=run.n_train, n_val=len(val_index),
+                   device=str(device))
     if len(val_index):
-        val_data = data[val_index]
-        metrics.update(evaluate(model, val_data, all_targets[val_index], model_config, device))
+        metrics.update(evaluate(model, data[val_index], all_targets[val_index], model_config, device))
     metrics["seconds"] = time.monotonic() - started
     return TrainResult(model, list(labels), model_config, train_config, metrics)

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from model import ModelConfig, TrainConfig, build_network, train
-from model import frozen as frozen_module
-from model import trainer as trainer_module
+from model import objective as objective_module
 from model.frozen import extract_pooled, train_frozen
 from model.trainer import lpm_target
 
@@ -54,7 +53,7 @@ def test_full_training_target_does_not_depend_on_dropout(monkeypatch, digits):
     images, targets = digits
     firsts = []
     for dropout in (0.5, 0.0):
-        seen = first_lpm_target(monkeypatch, trainer_module)
+        seen = first_lpm_target(monkeypatch, objective_module)
         config = ModelConfig(image_size=8, small_cnn_width=4, lpm_width=8, dropout=dropout)
         result = train(images[:48], targets[:48].tolist(), LABELS, config,
                        TrainConfig(epochs=1, batch_size=16, seed=0, val_fraction=0.0))
@@ -72,7 +71,7 @@ def test_frozen_training_target_does_not_depend_on_dropout(monkeypatch, digits):
     features = extract_pooled(base, images[:48], config, device="cpu", batch_size=16)
     firsts = []
     for dropout in (0.5, 0.0):
-        seen = first_lpm_target(monkeypatch, frozen_module)
+        seen = first_lpm_target(monkeypatch, objective_module)
         model = copy.deepcopy(base)
         model.dropout.p = dropout
         train_frozen(model, features, targets[:48].tolist(), LABELS, config,

@@ -46,10 +46,10 @@ def test_ties_are_stable():
 
 
 def test_nearest_rows_matches_brute_force_across_chunks(monkeypatch):
-    from model import strategies
+    from model.strategies import placement
 
-    monkeypatch.setattr(strategies, "CHUNK_ROWS", 7)       # several reference chunks
-    monkeypatch.setattr(strategies, "NEAREST_BLOCK_ROWS", 5)
+    monkeypatch.setattr(placement, "CHUNK_ROWS", 7)       # several reference chunks
+    monkeypatch.setattr(placement, "NEAREST_BLOCK_ROWS", 5)
     rng = np.random.default_rng(0)
     x, reference = rng.normal(size=(23, 4)), rng.normal(size=(31, 4))
     brute = ((x[:, None, :] - reference[None]) ** 2).sum(-1).argmin(1)
