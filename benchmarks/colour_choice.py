@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,6 +63,13 @@ def evaluate_domain(domain: str, counts: list[int], seeds: list[int], device: st
     return rows_out
 
 
+def percent(values: list[float | None]) -> str:
+    """The mean of ``values`` in %, or "–" when any is missing."""
+    if any(v is None for v in values):
+        return "–"
+    return f"{100 * float(np.mean([float(v) for v in values if v is not None])):.1f}"
+
+
 def markdown(records: list[dict]) -> str:
     lines = ["Colour chosen from the labels (model/colour_choice.py) against the accuracy the suite "
              "measured for each option on the same labeled draw (default = colour-invariant, "
@@ -75,19 +81,14 @@ def markdown(records: list[dict]) -> str:
     for r in records:
         groups.setdefault((r["domain"], r["labels"]), []).append(r)
     for (domain, count), rs in groups.items():
-        def mean(key: str) -> str:
-            values = [r[key] for r in rs if r[key] is not None]
-            return f"{100 * np.mean(values):.1f}" if len(values) == len(rs) else "–"
         chosen = [r["kept_accuracy"] if r["keep_colour"] else r["default_accuracy"] for r in rs]
         best = [None if r["kept_accuracy"] is None or r["default_accuracy"] is None
                 else max(r["kept_accuracy"], r["default_accuracy"]) for r in rs]
+        cv = f"{percent([r['invariant_accuracy'] for r in rs])} → {percent([r['with_colour_accuracy'] for r in rs])}"
         lines.append(
-            f"| {domain} | {count} | {sum(r['keep_colour'] for r in rs)}/{len(rs)} | "
-            f"{100 * np.mean([r['invariant_accuracy'] for r in rs]):.1f} → "
-            f"{100 * np.mean([r['with_colour_accuracy'] for r in rs]):.1f} | {mean('default_accuracy')} | "
-            f"{mean('kept_accuracy')} | "
-            f"{'–' if None in chosen else f'{100 * np.mean(chosen):.1f}'} | "
-            f"{'–' if None in best else f'{100 * np.mean(best):.1f}'} |")
+            f"| {domain} | {count} | {sum(r['keep_colour'] for r in rs)}/{len(rs)} | {cv} | "
+            f"{percent([r['default_accuracy'] for r in rs])} | {percent([r['kept_accuracy'] for r in rs])} | "
+            f"{percent(chosen)} | {percent(best)} |")
     return "\n".join(lines) + "\n"
 
 
