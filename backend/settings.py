@@ -156,6 +156,18 @@ class Settings:
         "Largest image accepted (width x height); guards against decompression bombs.", "pixels"))
     image_fetch_timeout_s: float = field(default=20.0, metadata=_doc(
         "Timeout of one image download.", "seconds"))
+    image_fetch_retries: int = field(default=3, metadata=_doc(
+        "Further attempts of an image download that failed with a connection error, a timeout, "
+        "HTTP 5xx or 429, or a failed token refresh; each attempt has its own "
+        "IMAGE_FETCH_TIMEOUT_S. 0: no retry.", "attempts"))
+    image_fetch_backoff_s: float = field(default=1.0, metadata=_doc(
+        "Pause before the first retry of an image download; each next pause is twice the one "
+        "before, at most 30 s (a longer Retry-After is cut to that).", "seconds"))
+    publish_max_unscored_share: float = field(default=0.01, metadata=_doc(
+        "Largest share of a round's tasks left without a score by a transient image failure "
+        "(what IMAGE_FETCH_RETRIES retries) with which the round still publishes; above it the "
+        "previous version stays live and /status says why (state held_back). Failures a retry "
+        "cannot mend (a missing or undecodable image, a refused URL) do not count.", "fraction"))
     allowed_image_hosts: tuple[str, ...] = field(default=(), metadata=_doc(
         "Comma-separated extra hosts images may be fetched from besides LABEL_STUDIO_URL's host "
         "(host or host:port)."))
@@ -318,6 +330,11 @@ class Settings:
                 raise SettingsError(f"{name.upper()} must be > 0, got {getattr(self, name)}")
         if self.label_studio_retries < 0 or self.label_studio_retry_after_max_s < 0:
             raise SettingsError("LABEL_STUDIO_RETRIES and LABEL_STUDIO_RETRY_AFTER_MAX_S must be >= 0")
+        if self.image_fetch_retries < 0 or self.image_fetch_backoff_s < 0:
+            raise SettingsError("IMAGE_FETCH_RETRIES and IMAGE_FETCH_BACKOFF_S must be >= 0")
+        if not 0.0 <= self.publish_max_unscored_share <= 1.0:
+            raise SettingsError(f"PUBLISH_MAX_UNSCORED_SHARE must be a fraction in [0, 1], got "
+                                f"{self.publish_max_unscored_share}")
         if self.image_cache_max_bytes < 0:
             raise SettingsError("IMAGE_CACHE_MAX_BYTES must be >= 0 (0: no bound)")
         if self.reconcile_interval_s < 0:
