@@ -6,6 +6,7 @@ A download that failed in a way a later attempt may not meet (a connection error
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +23,10 @@ MAX_REDIRECTS = 3
 # answers after which a GET is tried again: a server (or its proxy) restarting or overloaded
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 RETRY_WAIT_MAX_S = 30.0   # longest pause before another attempt (a Retry-After included)
+# Images in a row (over all fetch threads) whose every attempt failed transiently: the server is
+# down, not blipping, so later images get one attempt each until one succeeds; a long outage then
+# costs what it cost without retries, and the round reports it (PUBLISH_MAX_UNSCORED_SHARE).
+OUTAGE_IMAGES = 16
 
 
 class ImageFetchError(ValueError):
@@ -51,6 +56,8 @@ class ImageDownloader:
         self.local_files_root = local_files_root
         self.retries = retries
         self.backoff_s = backoff_s
+        self._failed_in_a_row = 0   # images whose every attempt failed transiently (OUTAGE_IMAGES)
+        self._outage_lock = threading.Lock()
         self._auth = auth
         # Image downloads keep their own deadline per attempt (_download) and their own retries
         # (_download_retried): a GET of an image changes nothing, so it is safe to repeat.
@@ -75,20 +82,28 @@ class ImageDownloader:
         return self._download_retried(source, max_bytes, timeout_s)
 
     def _download_retried(self, source: ImageSource, max_bytes: int, timeout_s: float) -> bytes:
-        """``_download``, tried again after a transient failure, at most ``retries`` times."""
+        """``_download``, tried again after a transient failure, at most ``retries`` times (no
+        retry while OUTAGE_IMAGES images in a row failed every attempt)."""
+        retries = 0 if self._failed_in_a_row >= OUTAGE_IMAGES else self.retries
         attempt = 0
         while True:
             try:
-                return self._download(source, max_bytes, timeout_s)
+                data = self._download(source, max_bytes, timeout_s)
             except ImageFetchError as exc:
-                if not exc.transient or attempt >= self.retries:
-                    if attempt:
-                        raise ImageFetchError(f"{exc} ({attempt + 1} attempts)",
-                                              transient=exc.transient) from None
-                    raise
-                pause = max(self.backoff_s * 2 ** attempt, exc.retry_after_s or 0.0)
-                time.sleep(min(pause, RETRY_WAIT_MAX_S))
-                attempt += 1
+                if exc.transient and attempt < retries:
+                    pause = max(self.backoff_s * 2 ** attempt, exc.retry_after_s or 0.0)
+                    time.sleep(min(pause, RETRY_WAIT_MAX_S))
+                    attempt += 1
+                    continue
+                with self._outage_lock:   # a permanent failure: the server answers
+                    self._failed_in_a_row = self._failed_in_a_row + 1 if exc.transient else 0
+                if attempt:
+                    raise ImageFetchError(f"{exc} ({attempt + 1} attempts)",
+                                          transient=exc.transient) from None
+                raise
+            with self._outage_lock:
+                self._failed_in_a_row = 0
+            return data
 
     def _download(self, source: ImageSource, max_bytes: int, timeout_s: float) -> bytes:
         url, send_auth = source.url, source.send_auth

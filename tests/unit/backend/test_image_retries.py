@@ -116,6 +116,23 @@ def test_retries_are_bounded_by_the_setting(server, uploads):
             Settings.from_env(env)
 
 
+def test_a_long_outage_stops_the_retries_until_an_image_comes_back(server, uploads):
+    down = range(1, 61)
+    uploads.down = set(down)
+    report = FetchReport()
+    one = fetcher(server.url, retries=3)
+    assert one.fetch_many(items(down), report) == [] and report.transient == set(down)
+    # every image retried would be 240 requests; after OUTAGE_IMAGES images in a row (and those
+    # in flight on the other fetch threads) the rest get one attempt each
+    assert sum(uploads.requests.values()) < 60 + (16 + one.threads) * 3
+    uploads.down = set()
+    uploads.flaky = {61: [503], 62: [503]}
+    assert [tid for tid, _ in one.fetch_many(items([61]), report)] == []   # no retry yet
+    assert [tid for tid, _ in one.fetch_many(items([63]), report)] == [63]   # one came back:
+    assert [tid for tid, _ in one.fetch_many(items([62]), report)] == [62]   # retries again
+    assert uploads.requests[62] == 2
+
+
 # ----------------------------------------------------------------------------- the round
 
 class HttpImagesClient(FakeClient):
