@@ -38,11 +38,17 @@ FETCH_THREADS = 8   # downloads are I/O bound; 8 parallel requests keep Label St
 
 @dataclass
 class FetchReport:
-    """Which tasks could not be used and why (reason -> count, plus a few examples)."""
+    """Which tasks could not be used and why (reason -> count, plus a few examples), and which
+    of them failed transiently (another attempt later may succeed: see ImageFetchError)."""
     failed: dict[int, str] = field(default_factory=dict)
+    transient: set[int] = field(default_factory=set)
 
-    def add(self, task_id: int, reason: str) -> None:
+    def add(self, task_id: int, reason: str, transient: bool = False) -> None:
         self.failed[int(task_id)] = reason
+        if transient:
+            self.transient.add(int(task_id))
+        else:
+            self.transient.discard(int(task_id))
 
     def summary(self, examples: int = 5) -> dict:
         counts = Counter(_reason_kind(r) for r in self.failed.values())
@@ -345,16 +351,17 @@ class ImageFetcher:
         def one(item):
             task_id, url = item
             try:
-                return task_id, fetch(url, task_id), None
+                return task_id, fetch(url, task_id), None, False
             except (ImageFetchError, ImageError, ValueError, OSError, LabelStudioError) as exc:
                 # LabelStudioError: the token refresh failed; this task is skipped, not the batch
-                return task_id, None, f"{type(exc).__name__}: {exc}"
+                transient = isinstance(exc, LabelStudioError) or getattr(exc, "transient", False)
+                return task_id, None, f"{type(exc).__name__}: {exc}", transient
 
         out = []
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            for task_id, value, error in pool.map(one, items):
+            for task_id, value, error, transient in pool.map(one, items):
                 if error is not None:
-                    report.add(task_id, error)
+                    report.add(task_id, error, transient)
                 else:
                     out.append((task_id, value))
         return out

@@ -326,7 +326,10 @@ class LabelStudioClient:
                             json={"project": int(project_id), "data": data}).json()
 
     def image_downloader(self, allowed_hosts: tuple[str, ...] = (),
-                         local_files_root: Path | None = None) -> ImageDownloader:
-        """Task images with this client's credentials (sent to Label Studio only)."""
+                         local_files_root: Path | None = None, *, retries: int = 0,
+                         backoff_s: float = 1.0) -> ImageDownloader:
+        """Task images with this client's credentials (sent to Label Studio only); a download
+        that failed transiently is tried ``retries`` more times (ImageDownloader)."""
         return ImageDownloader(self.url, self.auth, allowed_hosts=allowed_hosts,
-                               local_files_root=local_files_root)
+                               local_files_root=local_files_root, retries=retries,
+                               backoff_s=backoff_s)

@@ -19,7 +19,9 @@ def image_fetcher(settings: Settings, client: LabelStudioClient, image_size: int
     """A fetcher holding images at the model's input size ``image_size`` (pretrained weights set
     their own, e.g. 224 px), within the settings' download, pixel and cache limits."""
     downloader = client.image_downloader(settings.allowed_image_hosts,
-                                         settings.local_files_document_root)
+                                         settings.local_files_document_root,
+                                         retries=settings.image_fetch_retries,
+                                         backoff_s=settings.image_fetch_backoff_s)
     return ImageFetcher(downloader, settings.resolved_image_cache_dir,
                         max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels,
                         timeout_s=settings.image_fetch_timeout_s, resize_to=image_size,

@@ -195,6 +195,18 @@ class Settings:
         "Largest image accepted (width x height); guards against decompression bombs.", "pixels"))
     image_fetch_timeout_s: float = field(default=20.0, metadata=_doc(
         "Timeout of one image download.", "seconds"))
+    image_fetch_retries: int = field(default=3, metadata=_doc(
+        "Further attempts of an image download that failed with a connection error, a timeout, "
+        "HTTP 5xx or 429, or a failed token refresh; each attempt has its own "
+        "IMAGE_FETCH_TIMEOUT_S. 0: no retry.", "attempts"))
+    image_fetch_backoff_s: float = field(default=1.0, metadata=_doc(
+        "Pause before the first retry of an image download; each next pause is twice the one "
+        "before, at most 30 s (a longer Retry-After is cut to that).", "seconds"))
+    publish_max_unscored_share: float = field(default=0.01, metadata=_doc(
+        "Largest share of a round's tasks left without a score by a transient image failure "
+        "(what IMAGE_FETCH_RETRIES retries) with which the round still publishes; above it the "
+        "previous version stays live and /status says why (state held_back). Failures a retry "
+        "cannot mend (a missing or undecodable image, a refused URL) do not count.", "fraction"))
     # --- model and training -----------------------------------------------------------------------
     discover_weights: bool = field(default=True, metadata=_doc(
         "With the default BACKBONE and neither BACKBONE_WEIGHTS nor PRETRAINED_WEIGHTS set: use "

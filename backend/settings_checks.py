@@ -49,6 +49,11 @@ def _check_limits(s: Settings) -> None:
             raise SettingsError(f"{name.upper()} must be > 0, got {getattr(s, name)}")
     if s.label_studio_retries < 0 or s.label_studio_retry_after_max_s < 0:
         raise SettingsError("LABEL_STUDIO_RETRIES and LABEL_STUDIO_RETRY_AFTER_MAX_S must be >= 0")
+    if s.image_fetch_retries < 0 or s.image_fetch_backoff_s < 0:
+        raise SettingsError("IMAGE_FETCH_RETRIES and IMAGE_FETCH_BACKOFF_S must be >= 0")
+    if not 0.0 <= s.publish_max_unscored_share <= 1.0:
+        raise SettingsError(f"PUBLISH_MAX_UNSCORED_SHARE must be a fraction in [0, 1], got "
+                            f"{s.publish_max_unscored_share}")
     if s.image_cache_max_bytes < 0:
         raise SettingsError("IMAGE_CACHE_MAX_BYTES must be >= 0 (0: no bound)")
     if s.reconcile_interval_s < 0:

@@ -27,7 +27,7 @@ from backend.rounds.publish import push_and_publish, update_views
 from backend.rounds.representation import (has_configured_weights, learns_own_weights,
                                            self_supervised_config, self_supervised_dir,
                                            self_supervised_start)
-from backend.rounds.score import SCORE_CHUNK_IMAGES
+from backend.rounds.score import SCORE_CHUNK_IMAGES, held_back, unscored_reason
 from backend.rounds.summary import ClusterRanking, RoundSummary
 from backend.settings import Settings
 from model import strategies
@@ -183,6 +183,11 @@ class _ColdStart:
             return RoundSummary(RoundState.SKIPPED, task_counts(collected),
                                 images=collected.report.summary(), embedding=embedding_kind,
                                 reason=self.reason + "; no unlabeled task")
+        unscored = unscored_reason(self.settings, collected,
+                                   [tid for tid, _ in ranked.predictions])
+        if unscored is not None:
+            return dataclasses.replace(held_back(self.project_id, collected, unscored, run),
+                                       embedding=embedding_kind)
         with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
             version = new_coldstart_version()
             pushed = push_and_publish(

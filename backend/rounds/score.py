@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from backend.converters import TaskPrediction
+from backend.defaults import RoundState
 from backend.images import FetchReport, ImageFetcher
-from backend.rounds.collect import CollectedRound
+from backend.rounds.collect import CollectedRound, task_counts
 from backend.rounds.predictions import build_predictions
 from backend.rounds.progress import RoundRun
+from backend.rounds.summary import RoundSummary
 from backend.scoring_setup import score_images
 from backend.settings import Settings
 from model import strategies
@@ -97,3 +99,28 @@ def rank_pool(settings: Settings, project_id: int, collected: CollectedRound,
              len(trained.ids), n_unlabeled, len(collected.split.unlabeled), settings.strategy,
              run.timings["score_s"])
     return predictions
+
+
+def unscored_reason(settings: Settings, collected: CollectedRound,
+                    scored_ids: list[int]) -> str | None:
+    """Why the round must not publish: more of its tasks than PUBLISH_MAX_UNSCORED_SHARE got no
+    score after a transient failure (Label Studio restarting, say), so its ranking would leave
+    them out; None when it may publish. Tasks no retry can score (a missing image) do not count."""
+    pool = [tid for tid, _ in collected.split.all_items]
+    scored = set(scored_ids)
+    missing = [tid for tid in pool if tid not in scored and tid in collected.report.transient]
+    if len(missing) <= settings.publish_max_unscored_share * len(pool):
+        return None
+    examples = "; ".join(collected.report.failed[tid] for tid in missing[:3])
+    return (f"{len(missing)} of {len(pool)} tasks ({len(missing) / len(pool):.1%}) got no score "
+            f"after transient image failures (e.g. {examples}); PUBLISH_MAX_UNSCORED_SHARE is "
+            f"{settings.publish_max_unscored_share:.1%}: the previous version stays live")
+
+
+def held_back(project_id: int, collected: CollectedRound, reason: str,
+              run: RoundRun) -> RoundSummary:
+    """The summary of a round that publishes nothing because of ``unscored_reason``."""
+    log.warning("project %s: round not published: %s", project_id, reason)
+    return RoundSummary(RoundState.HELD_BACK, task_counts(collected),
+                        images=collected.report.summary(), reason=reason,
+                        timings_s=run.timings_summary())

@@ -139,11 +139,14 @@ def standin_app(state: StandIn) -> Flask:
         return {"id": task_id, "data": {"image": f"/data/upload/{PROJECT}/{task_id}.png"},
                 "annotations": annotations}
 
+    pointer: dict = {}   # what the PATCHes set (model_version), answered like Label Studio
+
     @app.route(f"/api/projects/{PROJECT}/", methods=["GET", "PATCH"])
     def project():
         if request.method == "PATCH":
             state.patched_at.append(time.time())
-        return jsonify({"id": PROJECT, "label_config": DIGITS.replace(
+            pointer.update(request.get_json())
+        return jsonify({**pointer, "id": PROJECT, "label_config": DIGITS.replace(
             '<Choice value="2" alias="two"/>', ""), "num_tasks_with_annotations": len(state.labeled)})
 
     @app.route("/api/tasks/")

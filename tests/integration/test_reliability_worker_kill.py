@@ -62,11 +62,14 @@ def standin_app(state: StandIn) -> Flask:
                 "value": {"choices": [labels[task_id % 2]]}}]}]
         return data
 
+    pointer: dict = {}   # what the PATCHes set (model_version), answered like Label Studio
+
     @app.route(f"/api/projects/{PROJECT}/", methods=["GET", "PATCH"])
     def project():
         if request.method == "PATCH":
             state.patches.append(request.get_json())
-        return jsonify({"id": PROJECT, "label_config": DIGITS.replace(
+            pointer.update(request.get_json())
+        return jsonify({**pointer, "id": PROJECT, "label_config": DIGITS.replace(
             '<Choice value="2" alias="two"/>', ""), "num_tasks_with_annotations": 8})
 
     @app.route("/api/tasks/")

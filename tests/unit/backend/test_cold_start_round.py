@@ -115,7 +115,7 @@ class FakeClient:
     def iter_tasks(self, project_id):
         return iter(self.tasks)
 
-    def image_downloader(self, allowed_hosts=(), local_files_root=None):
+    def image_downloader(self, allowed_hosts=(), local_files_root=None, **retry):
         return self   # serves the images itself (fetch_image_bytes)
 
     def fetch_image_bytes(self, url, *, task_id, max_bytes, timeout_s):
