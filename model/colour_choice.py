@@ -20,12 +20,12 @@ from PIL import Image
 HUE_BINS = 12          # 30-degree sectors of the colour wheel
 CHROMA_BINS = 3        # how colourful a pixel is: faint, clear, vivid
 MIN_CHROMA = 0.08      # pixels less colourful than this (max - min of r, g, b in [0, 1]) count as grey
-RIDGE = 1.0            # ridge penalty of the cross-validation classifier, on standardised features
+RIDGE = 10.0           # ridge penalty of the cross-validation classifier, on standardised features
 MAX_FOLDS = 5
 # Colour is kept when it raises the cross-validated accuracy by at least this much (a share of the
 # labeled images), on average over the folds and on at least half of them: a small gain is within
 # the noise of a few dozen labels, and keeping colour costs where colours vary within a class.
-MIN_GAIN = 0.05
+MIN_GAIN = 0.10
 
 
 @dataclass(frozen=True)
