@@ -99,7 +99,8 @@ def choose_colour(invariant_features: np.ndarray, histograms: np.ndarray, target
                   seed: int = 0) -> ColourChoice:
     """Keep colour when the colour histograms, added to the colour-invariant backbone's features,
     raise the cross-validated accuracy on the labeled set by ``MIN_GAIN`` or more on average and
-    on at least half of the folds; otherwise (and with fewer than two labels of some class) keep
+    on at least half of the folds, to ``MIN_GAIN`` or more above chance (a gain over a
+    cross-validation that is itself below chance, as on a few labels, is noise); otherwise (and with fewer than two labels of some class) keep
     the default, colour-invariant."""
     y = np.asarray(targets)
     counts = np.bincount(np.unique(y, return_inverse=True)[1])
@@ -111,7 +112,9 @@ def choose_colour(invariant_features: np.ndarray, histograms: np.ndarray, target
     invariant = cross_validated(invariant_features, y, folds)
     with_colour = cross_validated(np.hstack([invariant_features, histograms]), y, folds)
     gain = with_colour - invariant
-    keep = bool(gain.mean() >= MIN_GAIN and (gain > 0).sum() >= k / 2)
+    chance = 1.0 / len(counts)
+    keep = bool(gain.mean() >= MIN_GAIN and (gain > 0).sum() >= k / 2
+                and with_colour.mean() >= chance + MIN_GAIN)
     verdict = "kept" if keep else "colour-invariant"
     reason = (f"{verdict}: colour histograms {'raise' if gain.mean() >= 0 else 'lower'} the "
               f"{k}-fold accuracy on {len(y)} labels from {invariant.mean():.1%} to "
