@@ -45,3 +45,37 @@ def find_cached_weights(checkpoints: Path | None = None) -> tuple[str, str, Path
         if path.is_file() and path.stat().st_size > 0:
             return backbone, weights, path
     return None
+
+
+def weights_for(backbone: str) -> str:
+    """The qualified weights name ``CACHED_WEIGHTS`` prefers for ``backbone`` (ValueError naming
+    the networks it knows otherwise)."""
+    for name, weights, _ in CACHED_WEIGHTS:
+        if name == backbone:
+            return weights
+    known = ", ".join(dict.fromkeys(name for name, _, _ in CACHED_WEIGHTS))
+    raise ValueError(f"no pretrained weights are listed for {backbone!r}; choose one of {known}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.weights_cache --fetch resnet18``: download a network's preferred weights
+    into the hub cache (the Docker image's build argument TORCHVISION_WEIGHTS runs this; it needs
+    internet, and a running backend then finds the file without a setting)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--fetch", required=True, metavar="BACKBONE")
+    args = parser.parse_args(argv)
+    try:
+        weights = weights_for(args.fetch)
+    except ValueError as error:
+        parser.error(str(error))
+    from model.pretrained import load_weights_state_dict  # torch only when fetching
+
+    load_weights_state_dict(args.fetch, weights)
+    print(f"{weights} in {hub_checkpoints_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -98,3 +98,27 @@ def test_an_empty_file_is_not_taken_for_weights(hub):
     path.parent.mkdir(parents=True)
     path.touch()
     assert find_cached_weights() is None
+
+
+def test_each_listed_network_names_its_preferred_weights():
+    from model.weights_cache import weights_for
+    assert weights_for("resnet50") == "ResNet50_Weights.IMAGENET1K_V2"
+    assert weights_for("resnet18") == "ResNet18_Weights.IMAGENET1K_V1"
+    with pytest.raises(ValueError, match="resnet18"):
+        weights_for("vgg16")
+
+
+def test_the_fetch_command_refuses_an_unknown_network(capsys):
+    from model.weights_cache import main
+    with pytest.raises(SystemExit) as exited:
+        main(["--fetch", "vgg16"])
+    assert exited.value.code == 2 and "no pretrained weights are listed" in capsys.readouterr().err
+
+
+def test_the_image_bakes_weights_only_when_asked():
+    dockerfile = (Path(__file__).resolve().parents[3] / "docker" / "Dockerfile").read_text()
+    assert 'ARG TORCHVISION_WEIGHTS=""' in dockerfile
+    assert 'if [ -n "$TORCHVISION_WEIGHTS" ]' in dockerfile
+    assert "python -m model.weights_cache --fetch" in dockerfile
+    # the app user's own hub cache, where discovery looks when the container runs
+    assert "TORCH_HOME=~app/.cache/torch" in dockerfile and "--home-dir /home/app" in dockerfile
