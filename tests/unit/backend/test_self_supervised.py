@@ -158,7 +158,10 @@ def test_settings_are_read_and_checked():
 
 def test_keep_colour_changes_only_the_views_colour_and_learns_the_weights_again():
     settings = Settings.from_env({"KEEP_COLOUR": "true"})
-    invariant, kept = self_supervised_config(Settings()), self_supervised_config(settings)
+    # KEEP_COLOUR=true gives the round a config that keeps colour; its views keep colour too
+    assert model_config_from(settings).keep_colour
+    invariant = self_supervised_config(Settings())
+    kept = self_supervised_config(settings, model_config_from(settings).keep_colour)
     assert invariant == SelfSupConfig(device=invariant.device)    # the default: the library's own
     assert invariant.hue > 0 and invariant.augment.grayscale_p > 0 and invariant.augment.invert_p > 0
     assert (kept.hue, kept.augment.grayscale_p, kept.augment.invert_p) == (0.0, 0.0, 0.0)
