@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from model.recipe_search import stratified_folds
+
 HUE_BINS = 12          # 30-degree sectors of the colour wheel
 CHROMA_BINS = 3        # how colourful a pixel is: faint, clear, vivid
 MIN_CHROMA = 0.08      # pixels less colourful than this (max - min of r, g, b in [0, 1]) count as grey
@@ -64,19 +66,6 @@ def colour_histograms(images: Sequence[Image.Image], side: int = 32) -> np.ndarr
     return out
 
 
-def stratified_folds(targets: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """``k`` disjoint index sets, each class dealt round-robin over them after a seeded shuffle."""
-    rng = np.random.default_rng(seed)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    start = 0
-    for c in np.unique(targets):
-        members = rng.permutation(np.flatnonzero(targets == c))
-        for j, index in enumerate(members):
-            folds[(start + j) % k].append(int(index))
-        start += len(members)
-    return [np.array(sorted(f)) for f in folds]
-
-
 def _ridge_fold_accuracy(x: np.ndarray, y: np.ndarray, test: np.ndarray) -> float:
     train = np.setdiff1d(np.arange(len(y)), test)
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
@@ -108,7 +97,7 @@ def choose_colour(invariant_features: np.ndarray, histograms: np.ndarray, target
     if k < 2:
         return ColourChoice(False, "fewer than two labels of some class: colour-invariant (the default)",
                             labels=len(y))
-    folds = stratified_folds(y, k, seed)
+    folds = stratified_folds(y.tolist(), k, seed)
     invariant = cross_validated(invariant_features, y, folds)
     with_colour = cross_validated(np.hstack([invariant_features, histograms]), y, folds)
     gain = with_colour - invariant

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from model.colour_choice import MIN_GAIN, choose_colour, colour_histograms, stratified_folds
+from model.colour_choice import MIN_GAIN, choose_colour, colour_histograms
+from model.recipe_search import stratified_folds
 
 HUES = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 30)]
 
