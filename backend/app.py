@@ -317,6 +317,8 @@ def _retrain_on_config_change(deps: AppDependencies, decision: webhooks.Decision
                               project: dict) -> dict | None:
     """A changed labeling config retrains at once (the reconciler would catch it later); the
     backend's own model_version PATCH leaves the config alone, so this never loops."""
+    if decision.project_id is None:   # events without a project are answered before this
+        return None
     try:
         from backend.reconcile import retrain_on_config_change
         return retrain_on_config_change(deps.settings, deps.redis(), decision.project_id,
@@ -367,6 +369,8 @@ def metrics():
 
 def _handle_training_event(settings: Settings, conn, decision: webhooks.Decision) -> dict:
     project_id = decision.project_id
+    if project_id is None:   # events without a project are answered before this
+        raise ValueError(f"{decision.action} names no project")
     training_state.remember_last_seen(conn, project_id, decision.action)
     if decision.kind == WebhookDecision.TRAIN:
         enqueued, job_id = queueing.request_training(settings, conn, project_id, decision.reason)
