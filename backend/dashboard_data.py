@@ -25,6 +25,7 @@ PHASE_WORDS: dict[str, str] = {
     RoundPhase.DOWNLOADING_TRAINING_IMAGES: "Downloading the labeled images",
     RoundPhase.COLD_START_RANKING: "Ranking the images without a model (cold start)",
     RoundPhase.SELF_SUPERVISED_PRETRAINING: "Learning a backbone from the project's own images",
+    RoundPhase.CHOOSING_COLOUR: "Deciding from the labels whether colour tells the classes apart",
     RoundPhase.RECIPE_SEARCH: "Choosing a training recipe (cross-validation)",
     RoundPhase.EXTRACTING_FEATURES: "Computing image features",
     RoundPhase.TRAINING: "Training the model",
@@ -37,8 +38,8 @@ PHASE_WORDS: dict[str, str] = {
 }
 # the phases a trained round passes, and a cold start's (a round skips those it does not need)
 TRAINED_PHASES = (RoundPhase.FETCHING_TASKS, RoundPhase.DOWNLOADING_TRAINING_IMAGES,
-                  RoundPhase.SELF_SUPERVISED_PRETRAINING, RoundPhase.RECIPE_SEARCH,
-                  RoundPhase.EXTRACTING_FEATURES, RoundPhase.TRAINING, RoundPhase.SCORING,
+                  RoundPhase.SELF_SUPERVISED_PRETRAINING, RoundPhase.CHOOSING_COLOUR,
+                  RoundPhase.RECIPE_SEARCH, RoundPhase.EXTRACTING_FEATURES, RoundPhase.TRAINING, RoundPhase.SCORING,
                   RoundPhase.PUSHING_PREDICTIONS, RoundPhase.PUBLISHING,
                   RoundPhase.UPDATING_VIEWS)
 COLD_START_PHASES = (RoundPhase.FETCHING_TASKS, RoundPhase.DOWNLOADING_TRAINING_IMAGES,
