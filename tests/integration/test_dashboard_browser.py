@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
-import time
 
 import pytest
+from flask import request
 
 from backend import training_state
 from backend.app import create_app
@@ -28,13 +27,19 @@ def test_the_progress_bar_advances_in_a_browser(redis_server, redis_conn, tmp_pa
     training_state.update_status(redis_conn, PROJECT, state="running", phase="training",
                                  started_at=training_state.now_iso(),
                                  training_progress={"step": 30, "steps": 300})
-    server = serve_wsgi(create_app(settings, redis_conn=redis_conn))
+    app = create_app(settings, redis_conn=redis_conn)
+    polls: list[str] = []
 
-    def advance():   # the round goes on while the page is open
-        time.sleep(1.0)
-        training_state.update_status(redis_conn, PROJECT,
-                                     training_progress={"step": 240, "steps": 300})
-    threading.Thread(target=advance, daemon=True).start()
+    @app.after_request
+    def advance(response):   # the round goes on once the page has polled: the next poll sees it
+        if request.path.endswith("/progress.json"):
+            polls.append(request.path)
+            if len(polls) == 1:
+                training_state.update_status(redis_conn, PROJECT,
+                                             training_progress={"step": 240, "steps": 300})
+        return response
+
+    server = serve_wsgi(app)
     dom = subprocess.run(
         [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=8000",
          "--dump-dom", f"{server.url}/dashboard"],
@@ -42,3 +47,4 @@ def test_the_progress_bar_advances_in_a_browser(redis_server, redis_conn, tmp_pa
     assert "Training the model" in dom
     assert "240 of 300 steps" in dom and 'style="width:80.0%"' in dom   # updated by the poll
     assert "30 of 300 steps" not in dom
+    assert len(polls) >= 2
