@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 def colour_for_round(settings: Settings, store: ModelStore,
                      inputs: "RoundInputs") -> tuple[ModelConfig, dict, dict | None]:
     """The round's model config with its colour choice, the choice with its evidence (for
-    /status and the round summary), and what the self-supervised step reported for the
-    colour-invariant weights the choice was made on (None when none was made). KEEP_COLOUR true or
-    false is taken as it is; auto compares the labeled images' features from the
-    colour-invariant weights (learned now if the cold start did not) with and without their
+    /status and the round summary), and the self-supervised step's report when that config
+    already starts from the weights to train from (the colour-invariant ones the choice was made
+    on); None when the round's backbone is still to be chosen (colour kept, or KEEP_COLOUR set).
+    KEEP_COLOUR true or false is taken as it is; auto compares the labeled images' features from
+    the colour-invariant weights (learned now if the cold start did not) with and without their
     colour histograms."""
     model_config = inputs.model_config
     if settings.keep_colour != "auto":
@@ -38,8 +39,8 @@ def colour_for_round(settings: Settings, store: ModelStore,
     start, learned = self_supervised_start(settings, store, inputs.project_id, invariant,
                                            inputs.fetcher, inputs.pool_items, inputs.run)
     if not has_configured_weights(start):
-        return invariant, {"keep_colour": False,
-                           "reason": "no self-supervised weights to decide on: colour-invariant"}, learned
+        return start, {"keep_colour": False,
+                       "reason": "no self-supervised weights to decide on: colour-invariant"}, learned
     inputs.run.status(phase=RoundPhase.CHOOSING_COLOUR)
     images = [image for _, image in inputs.train_images]
     network = build_network(start, num_classes=len(inputs.labels))
@@ -49,4 +50,6 @@ def colour_for_round(settings: Settings, store: ModelStore,
                            inputs.targets, seed=settings.seed)
     log.info("project %s: colour %s", inputs.project_id, choice.reason)
     inputs.run.status(colour=choice.to_dict())
-    return dataclasses.replace(model_config, keep_colour=choice.keep_colour), choice.to_dict(), learned
+    if choice.keep_colour:
+        return dataclasses.replace(model_config, keep_colour=True), choice.to_dict(), None
+    return start, choice.to_dict(), learned

@@ -94,19 +94,16 @@ def train_and_score(settings: Settings, store: ModelStore, project_id: int,
     # A full round starts from the self-supervised weights (adapting a configured file); a frozen
     # round keeps a configured backbone as it is and needs the project's own otherwise.
     if mode == "full" or learns_own:
-        colour, invariant = None, None
+        colour, started = None, None
         with run.phase("self_supervised_s"):
             if learns_own:
-                inputs.model_config, colour, invariant = colour_for_round(settings, store, inputs)
-            inputs.model_config, inputs.self_supervised = self_supervised_start(
-                settings, store, project_id, inputs.model_config, inputs.fetcher,
-                inputs.pool_items, run)
-        if invariant is not None and not inputs.model_config.keep_colour:
-            # the weights the choice was made on are the ones the round trains from: their report
-            # says whether this round learned them
-            inputs.self_supervised = invariant
-        if colour is not None:
-            inputs.self_supervised = {**(inputs.self_supervised or {}), "colour": colour}
+                inputs.model_config, colour, started = colour_for_round(settings, store, inputs)
+            if started is None:   # the backbone is not chosen yet (colour kept, or set)
+                started_config, started = self_supervised_start(
+                    settings, store, project_id, inputs.model_config, inputs.fetcher,
+                    inputs.pool_items, run)
+                inputs.model_config = started_config
+        inputs.self_supervised = started if colour is None else {**(started or {}), "colour": colour}
     if mode == "frozen" and not has_configured_weights(inputs.model_config):
         mode = "full"  # the project's weights could not be learned (too few loadable images)
     outputs: ScoreOutputs | None
