@@ -28,7 +28,6 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -230,10 +229,6 @@ def source_counts(name: str) -> dict[str, tuple[int, int]]:
     pool, test = split_sources(loader(), 0)
     return {c: (sum(s.target == i for s in pool), sum(s.target == i for s in test))
             for i, c in enumerate(classes)}
-
-
-def clear_cache() -> None:  # pragma: no cover - a convenience for humans
-    shutil.rmtree(cache_dir(), ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,11 @@
 """Shared fixtures: a real Redis server, free loopback ports, settings for tests."""
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 for extra in (REPO_ROOT, REPO_ROOT / "scripts"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
+
+
+class JsonReplyHandler(BaseHTTPRequestHandler):
+    """A stub HTTP server's handler that answers JSON (``_reply``) and logs nothing."""
+
+    def _reply(self, payload, status=200):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
 
 
 def free_port() -> int:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from ls_banned_subnets import banned_except
 from tests import lslocal
-from tests.conftest import free_port
+from tests.conftest import JsonReplyHandler, free_port
 
 pytestmark = [pytest.mark.labelstudio]
 
@@ -26,7 +26,7 @@ CONFIG = ('<View><Image name="image" value="$image"/><Choices name="label" toNam
           '<Choice value="a"/><Choice value="b"/></Choices></View>')
 
 
-class _Recorder(BaseHTTPRequestHandler):
+class _Recorder(JsonReplyHandler):
     """An ML backend's protocol with fixed answers, and a tasks file; records every request."""
 
     def do_GET(self):
@@ -40,17 +40,6 @@ class _Recorder(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         self.server.calls.append(("POST", self.path, body))
         self._reply({"model_version": "stub"} if self.path == "/setup" else {"status": "ok"})
-
-    def _reply(self, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 def _serve(host: str):

@@ -11,13 +11,14 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 import requests
 
 import demo_data
 from tests import lslocal
+from tests.conftest import JsonReplyHandler
 
 pytestmark = pytest.mark.labelstudio
 
@@ -221,7 +222,7 @@ def test_project_title_needs_three_characters(admin):
 # ---- ML backend wiring (stub backend on loopback) ---------------------------------------------------
 
 
-class StubBackend(BaseHTTPRequestHandler):
+class StubBackend(JsonReplyHandler):
     """Answers the ML backend protocol with fixed replies and records what LS sent."""
 
     calls: list = []
@@ -249,17 +250,6 @@ class StubBackend(BaseHTTPRequestHandler):
             )
         else:
             self._reply({"status": "ok"})
-
-    def _reply(self, payload, status=200):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture

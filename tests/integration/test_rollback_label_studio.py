@@ -14,6 +14,7 @@ from backend.rollback import RollbackRefused, republish
 from backend.rounds.publish import push_and_publish
 from backend.settings import Settings
 from backend.task_types import task_type_for
+from tests.integration.test_prediction_push_label_studio import predictions_per_task
 
 pytestmark = pytest.mark.labelstudio
 
@@ -37,14 +38,6 @@ def publish_version(settings, client, store, project_id, version, ranking):
 def lowest_score_task(admin, project_id, version) -> int:
     return min((p for p in admin.list_predictions(project_id=project_id)
                 if p["model_version"] == version), key=lambda p: p["score"])["task"]
-
-
-def predictions_per_task(admin, project_id, version) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for p in admin.list_predictions(project_id=project_id):
-        if p["model_version"] == version:
-            counts[p["task"]] = counts.get(p["task"], 0) + 1
-    return counts
 
 
 def test_an_older_version_is_live_again_in_label_studio(label_studio, pat, admin, tmp_path):
