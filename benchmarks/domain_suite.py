@@ -88,11 +88,16 @@ class Recipe:
     # the weights file so each variant learns and keeps its own
     selfsup_overrides: dict[str, Any] = field(default_factory=dict)
     selfsup_variant: str = ""
+    # True: the classifier also learns from the domain's whole pool by consistency while it
+    # trains (model/consistency.py; the train config's unlabeled_weight must be > 0)
+    unlabeled: bool = False
 
     def __post_init__(self) -> None:
         if self.frozen and not (self.selfsup_steps or self.transfer_steps):
             raise ValueError("a frozen recipe needs a learned backbone (selfsup_steps or transfer_steps > 0)")
         check_selfsup_variant(self.selfsup_overrides, self.selfsup_variant)
+        if self.unlabeled and not self.train.get("unlabeled_weight"):
+            raise ValueError("a recipe that learns from the pool needs train unlabeled_weight > 0")
 
 
 def check_selfsup_variant(overrides: dict[str, Any] | None, variant: str) -> None:
@@ -175,6 +180,11 @@ RECIPES: dict[str, Recipe] = {
         "FROZEN_MAX_LABELS labels",
         model=dict(keep_colour=True), train={}, selfsup_steps=1000, selfsup_variant="colour",
         selfsup_overrides=COLOUR_KEPT),
+    "selfsup_fixmatch": Recipe(
+        "selfsup_init that also learns from the pool while it trains: FixMatch-style consistency "
+        "(model/consistency.py) on 64 pool images per step, pseudo-labels at max softmax >= 0.95, "
+        "weight 1",
+        model={}, train=dict(unlabeled_weight=1.0), selfsup_steps=1000, unlabeled=True),
 }
 
 
@@ -345,12 +355,14 @@ def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainDa
         features = extract_pooled(network, images, load_config, device=device, batch_size=256)
         result = train_frozen(network, features, targets, data.labels, load_config, train_config)
     else:
-        result = train(images, targets, data.labels, load_config, train_config)
+        result = train(images, targets, data.labels, load_config, train_config,
+                       unlabeled=data.pool_images if recipe.unlabeled else None)
     train_s = time.monotonic() - started
     metrics = evaluate(result, data, model_config, device)
     return {"recipe": recipe_name, "domain": domain, "labels": count, "seed": seed,
             "classes_seen": int(len(set(data.pool_targets[rows].tolist()))),
             "train_acc": result.metrics.get("train_acc"), "steps": result.metrics.get("steps"),
+            "pseudo_label_share": result.metrics.get("pseudo_label_share"),
             "train_s": round(train_s, 2), **metrics,
             "model_config": dataclasses.asdict(model_config),
             "train_config": dataclasses.asdict(train_config)}

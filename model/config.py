@@ -199,6 +199,14 @@ class TrainConfig(_FromDict):
     # Exponential moving average of the weights (and BatchNorm statistics), updated after every
     # optimizer step with this decay; the averaged weights are the trained model. 0 = off.
     ema_decay: float = 0.0
+    # Learning from the unlabeled pool while training (model/consistency.py, FixMatch-style):
+    # the weight of the consistency loss next to the labeled loss; 0 = off. Used only when the
+    # caller passes unlabeled images to trainer.train.
+    unlabeled_weight: float = 0.0
+    # Unlabeled pool images drawn per optimizer step (each is seen as a weak and a strong view).
+    unlabeled_batch_size: int = 64
+    # Max softmax a weak view's prediction needs to become a pseudo-label, in [0, 1].
+    pseudo_label_threshold: float = 0.95
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -229,5 +237,11 @@ class TrainConfig(_FromDict):
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.unlabeled_weight < 0:
+            raise ValueError(f"unlabeled_weight must be >= 0, got {self.unlabeled_weight}")
+        if self.unlabeled_batch_size < 1:
+            raise ValueError(f"unlabeled_batch_size must be >= 1 image, got {self.unlabeled_batch_size}")
+        if not 0.0 <= self.pseudo_label_threshold <= 1.0:
+            raise ValueError(f"pseudo_label_threshold must be in [0, 1], got {self.pseudo_label_threshold}")
         if self.max_class_weight < 1.0:
             raise ValueError(f"max_class_weight must be >= 1, got {self.max_class_weight}")

@@ -10,20 +10,23 @@ are detached so only the classifier shapes the backbone (Yoo & Kweon 2019).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from model import consistency
 from model.config import ModelConfig, TrainConfig
 from model.data import images_to_uint8, train_batch
 from model.metrics import spearman
-from model.networks import LossLearningNet, build_network
-from model.objective import RunningMeans, joint_objective, optimizer_step, sample_weights_of
+from model.networks import LossLearningNet, NetOutput, build_network
+from model.objective import Objective, RunningMeans, joint_objective, optimizer_step, sample_weights_of
 from model.objective import TrainingError as TrainingError  # re-exported: callers catch it here
 from model.objective import class_weights as class_weights  # re-exported
 from model.runtime import amp_dtype, autocast, memory_format, resolve_device
@@ -190,11 +193,14 @@ def train(
     train_config: TrainConfig,
     progress: Callable[[dict], None] | None = None,
     initial_state: dict | None = None,
+    unlabeled: Sequence[Image.Image | np.ndarray] | None = None,
 ) -> TrainResult:
     """Train a fresh LossLearningNet on the labeled images (targets index into ``labels``).
 
     ``initial_state``: a state_dict of the same network (model_config and number of labels) to
     start from instead of a fresh initialisation (warm start, e.g. the previous round's model).
+    ``unlabeled``: pool images (PIL, or ready ``model_ready_array``s) the classifier also learns
+    from by consistency (model/consistency.py) when train_config.unlabeled_weight > 0.
 
     ``progress`` is called after every epoch with a dict (epoch, epochs, step, train_loss,
     train_ce, train_acc, lpm_loss, lr, lpm_input_detached, seconds); an exception raised from it aborts training (cancellation).
@@ -206,7 +212,7 @@ def train(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(train_config.seed)
         return _train(images, targets, labels, model_config, train_config, progress, device,
-                      initial_state)
+                      initial_state, unlabeled)
 
 
 class _FullRun:
@@ -227,6 +233,33 @@ class _FullRun:
         self.fmt = memory_format(device)
         self.average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step = 0
+        # uint8 unlabeled pool images on the device (consistency on), or None
+        self.unlabeled: torch.Tensor | None = None
+        self.pseudo_labeled = self.unlabeled_seen = 0
+
+    def forward(self, x: torch.Tensor) -> tuple[NetOutput, torch.Tensor | None]:
+        """The network on the labeled batch ``x`` and, with consistency on, the consistency loss
+        of an unlabeled batch drawn from the pool; the strong views share the labeled batch's
+        forward pass (and its BatchNorm statistics), as in FixMatch."""
+        model, cfg = self.model, self.cfg
+        if self.unlabeled is None:
+            with autocast(self.device, self.dtype):
+                return model(x), None
+        rows = torch.randint(0, len(self.unlabeled), (cfg.unlabeled_batch_size,), generator=self.generator)
+        batch = self.unlabeled[rows.to(self.device)]
+        weak = consistency.weak_view(batch, self.model_config, self.generator).contiguous(memory_format=self.fmt)
+        strong = consistency.strong_view(batch, self.model_config, self.generator).contiguous(memory_format=self.fmt)
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            # the head without dropout, as at inference: the pseudo-label is the model's answer
+            pseudo = consistency.pseudo_labels(model.head(model(weak).embedding),
+                                               cfg.pseudo_label_threshold)
+        with autocast(self.device, self.dtype):
+            out = model(torch.cat([x, strong]))
+        n = len(x)
+        self.pseudo_labeled += int(pseudo.mask.sum())
+        self.unlabeled_seen += len(rows)
+        return (NetOutput(out.logits[:n], out.predicted_loss[:n], out.embedding[:n]),
+                consistency.consistency_loss(out.logits[n:], pseudo))
 
     def epoch(self, epoch: int) -> RunningMeans:
         """Train one epoch (0-based); the running means of its objective."""
@@ -242,10 +275,11 @@ class _FullRun:
                 group["lr"] = lr_at(cfg, lr, self.step, self.total_steps)
             x = train_batch(self.data[batch], self.model_config, self.generator).contiguous(memory_format=self.fmt)
             y = self.targets[batch]
-            with autocast(self.device, self.dtype):
-                out = model(x)
+            out, unlabeled_loss = self.forward(x)
             objective = joint_objective(out.logits.float(), out.predicted_loss, y, self.weights, cfg,
                                         lpm_target(model, out.embedding, out.logits, y))
+            if unlabeled_loss is not None:
+                objective = with_unlabeled_loss(objective, unlabeled_loss, cfg.unlabeled_weight)
             optimizer_step(self.optimizer, objective, f"epoch {epoch + 1}, step {self.step + 1}", lr, self.scaler)
             if self.average is not None:
                 self.average.update(model)
@@ -270,8 +304,13 @@ def _network(model_config: ModelConfig, num_classes: int, initial_state: dict | 
     return model
 
 
+def with_unlabeled_loss(objective: Objective, unlabeled_loss: torch.Tensor, weight: float) -> Objective:
+    """``objective`` with ``weight`` * the consistency loss added to the loss it minimises."""
+    return dataclasses.replace(objective, loss=objective.loss + weight * unlabeled_loss)
+
+
 def _train(images, targets, labels, model_config, train_config, progress, device,
-           initial_state=None) -> TrainResult:
+           initial_state=None, unlabeled=None) -> TrainResult:
     started = time.monotonic()
     generator = torch.Generator().manual_seed(train_config.seed)
     all_targets = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
@@ -281,6 +320,8 @@ def _train(images, targets, labels, model_config, train_config, progress, device
     weights = sample_weights_of(all_targets[train_index], len(labels), train_config).to(device)
     run = _FullRun(model, model_config, train_config, device, generator, data[train_index].to(device),
                    all_targets[train_index].to(device), weights)
+    if unlabeled is not None and len(unlabeled) and train_config.unlabeled_weight > 0:
+        run.unlabeled = images_to_uint8(unlabeled, model_config).to(device)
     history: dict = {}
     for epoch in range(run.epochs):
         sums = run.epoch(epoch)
@@ -293,10 +334,16 @@ def _train(images, targets, labels, model_config, train_config, progress, device
             "lpm_input_detached": model.detach_lpm_input,
             "seconds": time.monotonic() - started,
         }
+        if run.unlabeled is not None:
+            # share of the unlabeled views drawn so far that were confident enough to learn from
+            history["pseudo_label_share"] = run.pseudo_labeled / max(run.unlabeled_seen, 1)
         if progress is not None:
             progress(dict(history))
     run.finish()
     metrics = {key: history[key] for key in ("train_loss", "train_ce", "train_acc", "lpm_loss")}
+    if run.unlabeled is not None:
+        metrics.update(unlabeled_images=len(run.unlabeled),
+                       pseudo_label_share=history["pseudo_label_share"])
     metrics.update(epochs=run.epochs, steps=run.step, n_train=run.n_train, n_val=len(val_index),
                    device=str(device))
     if len(val_index):
