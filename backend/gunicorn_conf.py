@@ -2,11 +2,12 @@
 ``--config python:backend.gunicorn_conf``): a check before it binds any address."""
 from __future__ import annotations
 
-from backend.settings import Settings, listen_refusal
+from backend.listen_guard import listen_refusal
+from backend.settings import Settings
 
 
 def on_starting(server) -> None:
-    """Refuse to listen beyond loopback without authentication (backend.settings.listen_refusal);
+    """Refuse to listen beyond loopback without authentication (backend.listen_guard.listen_refusal);
     gunicorn prints the message as "Error: ..." and exits with status 1, before binding."""
     problem = listen_refusal(server.cfg.bind, Settings.from_env())
     if problem is not None:

@@ -10,7 +10,6 @@ never at import time.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +281,15 @@ class Settings:
     self_supervised_max_images: int = field(default=10000, metadata=_doc(
         "Most images self-supervised pre-training reads (a seeded sample of a larger project); "
         "they are held in memory at IMAGE_SIZE² x 3 bytes each (30 MB at 32 px).", "images"))
+    pool_consistency_weight: float = field(default=0.0, metadata=_doc(
+        "Full training also learns from unlabeled pool images: a confident prediction on a mild "
+        "view of an image becomes the label a strongly augmented view of it must get (FixMatch-"
+        "style consistency, model/consistency.py), at this weight next to the labeled loss; what "
+        "it gains and costs: docs/results.md, 'Learning from the unlabeled pool'. 0 = off.",
+        "loss weight"))
+    pool_consistency_max_images: int = field(default=5000, metadata=_doc(
+        "Most unlabeled images full training learns from with POOL_CONSISTENCY_WEIGHT (a seeded "
+        "sample of a larger pool); held in memory at IMAGE_SIZE² x 3 bytes each.", "images"))
     lpm_loss: str = field(default="v1", metadata=_doc(
         "Loss prediction module objective: v1 (margin ranking, paper), v2 (ranking BCE), mse."))
     feature_shard_images: int = field(default=1024, metadata=_doc(
@@ -354,37 +362,3 @@ class Settings:
                 value = str(value)
             out[f.name] = value
         return out
-
-
-
-def listen_refusal(binds, settings: Settings) -> str | None:
-    """Why the HTTP backend must not listen on ``binds`` (gunicorn's bind strings: host:port,
-    [v6]:port, unix:path), or None. Without basic auth every endpoint (webhooks that change the
-    task index, /predict, /status) is open to whoever reaches the address, so an address beyond
-    loopback needs BASIC_AUTH_USER/BASIC_AUTH_PASS or ALLOW_UNAUTHENTICATED_NETWORK=true."""
-    if settings.basic_auth_enabled or settings.allow_unauthenticated_network:
-        return None
-    open_to = [bind for bind in binds if not _is_loopback_bind(str(bind))]
-    if not open_to:
-        return None
-    return (f"the backend would listen on {', '.join(map(str, open_to))} (beyond loopback) "
-            "without authentication: set BASIC_AUTH_USER and BASIC_AUTH_PASS (and the same in "
-            "Label Studio's model connection), listen on 127.0.0.1 (HOST), or set "
-            "ALLOW_UNAUTHENTICATED_NETWORK=true where only trusted peers reach that address")
-
-
-def _is_loopback_bind(bind: str) -> bool:
-    if bind.startswith(("unix:", "fd://")):
-        return True
-    host = bind
-    if host.startswith("["):                  # [::1]:9090
-        host = host[1:host.find("]")]
-    elif host.count(":") == 1:                # 127.0.0.1:9090, localhost:9090
-        host = host.rsplit(":", 1)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:                        # another host name: it may resolve anywhere
-        return False
-

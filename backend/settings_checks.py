@@ -100,6 +100,11 @@ def _check_training(s: Settings) -> None:
     if s.self_supervised_refresh_growth <= 0:
         raise SettingsError(f"SELF_SUPERVISED_REFRESH_GROWTH must be > 0 (a fraction of the "
                             f"tasks), got {s.self_supervised_refresh_growth}")
+    if s.pool_consistency_weight < 0:
+        raise SettingsError(f"POOL_CONSISTENCY_WEIGHT must be >= 0, got {s.pool_consistency_weight}")
+    if s.pool_consistency_max_images < 1:
+        raise SettingsError("POOL_CONSISTENCY_MAX_IMAGES must be >= 1 image, got "
+                            f"{s.pool_consistency_max_images}")
     if s.self_supervised_max_images < 2:
         raise SettingsError(f"SELF_SUPERVISED_MAX_IMAGES must be >= 2, got "
                             f"{s.self_supervised_max_images}")

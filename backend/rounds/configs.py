@@ -26,7 +26,8 @@ def model_config_from(settings: Settings) -> ModelConfig:
 
 def train_config_from(settings: Settings) -> TrainConfig:
     config = TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size,
-                         lpm_loss=settings.lpm_loss, seed=settings.seed, device=settings.device)
+                         lpm_loss=settings.lpm_loss, seed=settings.seed, device=settings.device,
+                         unlabeled_weight=settings.pool_consistency_weight)
     if settings.train_steps:
         config = dataclasses.replace(config, auto_target_steps=settings.train_steps)
     return config

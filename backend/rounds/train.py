@@ -18,6 +18,7 @@ from backend.model_store import ModelStore, new_version
 from backend.rounds.collect import CollectedRound
 from backend.rounds.colour import colour_for_round
 from backend.rounds.configs import train_config_from
+from backend.rounds.pool_consistency import load_consistency_pool
 from backend.rounds.progress import RoundRun
 from backend.rounds.representation import (has_configured_weights, learns_own_weights,
                                            self_supervised_start)
@@ -153,9 +154,12 @@ def _train_and_score_full(settings: Settings, inputs: RoundInputs
         inputs.recipe_search = searched
     with run.phase("train_s", RoundPhase.TRAINING, annotations_used=len(inputs.train_images),
                    train_mode="full", recipe=searched):
+        unlabeled = load_consistency_pool(settings, inputs.pool_items,
+                                          {tid for tid, _ in inputs.train_images}, inputs.fetcher,
+                                          model_config, run)
         result = trainer.train([img for _, img in inputs.train_images], inputs.targets,
                                inputs.labels, model_config, train_config,
-                               progress=run.training_progress())
+                               progress=run.training_progress(), unlabeled=unlabeled)
         result.metrics["mode"] = "full"
         result.metrics["recipe"] = searched["chosen"]
         cv_acc = searched.get("cv_acc", {}).get(searched["chosen"])

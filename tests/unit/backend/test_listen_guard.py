@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend.settings import Settings, listen_refusal
+from backend.listen_guard import listen_refusal
+from backend.settings import Settings
 
 REPO = Path(__file__).resolve().parents[3]
 OPEN = Settings.from_env({})
