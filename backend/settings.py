@@ -206,7 +206,8 @@ class Settings:
         "Largest share of a round's tasks left without a score by a transient image failure "
         "(what IMAGE_FETCH_RETRIES retries) with which the round still publishes; above it the "
         "previous version stays live and /status says why (state held_back). Failures a retry "
-        "cannot mend (a missing or undecodable image, a refused URL) do not count.", "fraction"))
+        "cannot mend (a missing or undecodable image, a refused URL) do not count, except that a "
+        "round that scores no task at all is always held back.", "fraction"))
     # --- model and training -----------------------------------------------------------------------
     discover_weights: bool = field(default=True, metadata=_doc(
         "With the default BACKBONE and neither BACKBONE_WEIGHTS nor PRETRAINED_WEIGHTS set: use "
