@@ -140,6 +140,11 @@ class Settings:
         "Most tasks /predict answers with a model in one call; larger selections get an honest 'not "
         "scored here' answer because Label Studio gives /predict 100 s. The background job scores "
         "every task anyway.", "tasks"))
+    predict_cache_projects: int = field(default=8, metadata=_doc(
+        "Projects whose published version each web process keeps in memory for /predict (its "
+        "parsed predictions file, and its model and kept embeddings once a new task needed "
+        "them); the least recently served project's are dropped first and read again from "
+        "MODEL_DIR when it is next served.", "projects"))
     # --- retraining policy ------------------------------------------------------------------------
     retrain_min_interval_s: float = field(default=60.0, metadata=_doc(
         "Least time from the end of a round to the start of the next automatic one (annotation "

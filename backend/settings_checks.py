@@ -24,7 +24,7 @@ class SettingsError(ValueError):
 KEEP_COLOUR_CHOICES = ("auto", "true", "false")
 # Settings that must be > 0.
 _POSITIVE = ("label_studio_timeout_s", "label_studio_bulk_timeout_s", "keep_model_versions",
-             "max_request_bytes",
+             "max_request_bytes", "predict_cache_projects",
              "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
              "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
              "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples",
