@@ -98,7 +98,8 @@ def _learned_embedding(settings: Settings, store: ModelStore, project_id: int,
                                        device=settings.device,
                                        batch_size=settings.score_batch_size,
                                        on_progress=on_progress,
-                                       sharding=sharding_for_round(settings, project_id, status))
+                                       sharding=sharding_for_round(settings, project_id, status),
+                                       whole_pool=True)
     if features is None:
         return [], [], np.zeros((0, 0), np.float32)
     unlabeled = {tid for tid, _ in collected.split.unlabeled}

@@ -181,7 +181,7 @@ def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: Round
             model, inputs.model_config, inputs.pool_items, inputs.fetcher, cache, inputs.report,
             device=settings.device, batch_size=settings.score_batch_size,
             on_progress=run.scoring_progress(RoundPhase.EXTRACTING_FEATURES),
-            sharding=sharding_for_round(settings, inputs.project_id, run.status))
+            sharding=sharding_for_round(settings, inputs.project_id, run.status), whole_pool=True)
     if features is None:
         raise NothingScored(inputs.report, len(inputs.pool_items))
     target_of = {tid: target for (tid, _), target in zip(inputs.train_images, inputs.targets)}
