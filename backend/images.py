@@ -54,8 +54,8 @@ class FetchReport:
     def summary(self, examples: int = 5) -> dict:
         counts = Counter(_reason_kind(r) for r in self.failed.values())
         sample = dict(list(self.failed.items())[:examples])
-        return {"skipped_tasks": len(self.failed), "reasons": dict(counts),
-                "examples": {str(k): v for k, v in sample.items()}}
+        return {"skipped_tasks": len(self.failed), "transient_tasks": len(self.transient),
+                "reasons": dict(counts), "examples": {str(k): v for k, v in sample.items()}}
 
 
 def _reason_kind(reason: str) -> str:

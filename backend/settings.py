@@ -141,10 +141,8 @@ class Settings:
         "scored here' answer because Label Studio gives /predict 100 s. The background job scores "
         "every task anyway.", "tasks"))
     predict_cache_projects: int = field(default=8, metadata=_doc(
-        "Projects whose published version each web process keeps in memory for /predict (its "
-        "parsed predictions file, and its model and kept embeddings once a new task needed "
-        "them); the least recently served project's are dropped first and read again from "
-        "MODEL_DIR when it is next served.", "projects"))
+        "Projects whose live version (parsed predictions, model, kept embeddings) each web process "
+        "keeps in memory for /predict; the least recently served are dropped first.", "projects"))
     # --- retraining policy ------------------------------------------------------------------------
     retrain_min_interval_s: float = field(default=60.0, metadata=_doc(
         "Least time from the end of a round to the start of the next automatic one (annotation "
@@ -213,6 +211,10 @@ class Settings:
         "previous version stays live and /status says why (state held_back). Failures a retry "
         "cannot mend (a missing or undecodable image, a refused URL) do not count, except that a "
         "round that scores no task at all is always held back.", "fraction"))
+    held_back_retry_s: float = field(default=600.0, metadata=_doc(
+        "After a round held back with tasks unscored by transient image failures, an automatic "
+        "round is requested this long after it (cadence permitting; /status: next_automatic_round), "
+        "again while rounds stay held back. 0: no retry.", "seconds"))
     # --- model and training -----------------------------------------------------------------------
     discover_weights: bool = field(default=True, metadata=_doc(
         "With the default BACKBONE and neither BACKBONE_WEIGHTS nor PRETRAINED_WEIGHTS set: use "
