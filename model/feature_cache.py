@@ -146,8 +146,7 @@ class FeatureCache:
         shards = self.directory / SHARDS_DIR
         return sum(p.stat().st_size for p in shards.glob("*.npy")) if shards.is_dir() else 0
 
-    def stored_rows(self) -> int:
-        """Rows the index's shards hold, live or orphaned (what the shard files cost)."""
+    def stored_rows(self) -> int:   # rows the shards hold, live or orphaned (their disk cost)
         return self._load_index().stored_rows()
 
     def missing(self, keys: Sequence[str]) -> list[str]:
@@ -190,7 +189,9 @@ class FeatureCache:
             return None, list(missing), unreadable
         matrix = np.empty((hits, sum(index.tap_widths) + index.embedding_dim), dtype=np.float32)
         for name, (out_rows, shard_rows) in by_shard.items():
-            matrix[np.asarray(out_rows)] = opened[name][np.asarray(shard_rows, dtype=np.int64)]
+            shard = opened[name]
+            assert shard is not None   # a hit's shard opened (the others' keys went to missing)
+            matrix[np.asarray(out_rows)] = shard[np.asarray(shard_rows, dtype=np.int64)]
         features = PooledFeatures.from_matrix(matrix, index.tap_widths, index.embedding_dim)
         return features, list(missing), unreadable
 
@@ -341,8 +342,7 @@ class FeatureCache:
         self._rewrite(index, gone)
 
     def _rewrite(self, index: IndexState, gone: Collection[str] = ()) -> None:
-        """Replace the log with ``index``; delete the shards ``gone`` (named by the old log) and
-        the unnamed ones old enough (``_remove_unreferenced``)."""
+        """Replace the log with ``index``; delete the shards ``gone`` (``_remove_unreferenced``)."""
         feature_index.rewrite(self.directory / INDEX_NAME, self.key, index)
         self._index = feature_index.refresh(IndexState(), self.directory / INDEX_NAME, self.key)
         self._remove_unreferenced(self._index, gone)
