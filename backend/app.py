@@ -26,6 +26,7 @@ from backend.converters import parse_project_id
 from backend.dashboard import dashboard
 from backend.defaults import EventAnswer, PlaceholderVersion, WebhookDecision
 from backend.model_store import ModelStore
+from backend.serving import Serving
 from backend.settings import Settings
 from backend.task_types import UnsupportedConfig, task_type_for
 
@@ -76,13 +77,13 @@ def _json_body() -> dict:
 
 
 class AppDependencies:
-    """What the routes work with: the settings, the model store and the Redis connection (made
-    on first use: an app without REDIS_URL still starts and answers /health)."""
+    """What the routes work with: the settings, the model store, what /predict keeps per
+    process (backend.serving) and the Redis connection (made on first use: an app without
+    REDIS_URL still starts and answers /health)."""
 
     def __init__(self, settings: Settings, store: ModelStore, redis_conn=None):
-        self.settings = settings
-        self.store = store
-        self._redis = redis_conn
+        self.settings, self.store, self._redis = settings, store, redis_conn
+        self.serving = Serving(settings, store)
 
     def redis(self):
         if self._redis is None:
@@ -262,11 +263,9 @@ def predict():
     # refuse a bad config (UnsupportedConfig -> 400) before LabelStudioMLBase parses it
     task_type_for(body.get("label_config"))
     params = body.get("params")
-    # label_studio_ml loads on the first /predict, not at start (torch is loaded at start
-    # already: backend.model_store imports it)
-    from backend.ml_model import ActiveLearningModel
+    from backend.ml_model import ActiveLearningModel   # label_studio_ml: on the first call
     model = ActiveLearningModel(label_config=body.get("label_config"), project_id=project_id,
-                                settings=deps.settings, store=deps.store)
+                                settings=deps.settings, store=deps.store, serving=deps.serving)
     results = model.predict(tasks, context=params.get("context")
                             if isinstance(params, dict) else None)
     log.info("project %s: /predict %d task(s) with %s in %.2fs", project_id, len(tasks),

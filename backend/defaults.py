@@ -18,7 +18,8 @@ class RoundState(StrEnum):
     COLD_START = "cold_start"      # too few labels to train: a TypiClust ranking was published
     SKIPPED = "skipped"            # a cold start with no unlabeled task to rank: nothing published
     HELD_BACK = "held_back"        # too many tasks unscored by transient image failures
-                                   # (PUBLISH_MAX_UNSCORED_SHARE): the previous version stays live
+                                   # (PUBLISH_MAX_UNSCORED_SHARE), or none scored at all:
+                                   # the previous version stays live
     FAILED = "failed"
     DEFERRED = "deferred"          # (job summary only) another job ran: a follow-up runs later
     WAITING = "waiting"            # (job summary only) an automatic round waits for the

@@ -39,18 +39,18 @@ def feature_cache_for(cache_root: Path, model: LossLearningNet, model_config: Mo
 def pooled_features(model: LossLearningNet, model_config: ModelConfig, items: list[tuple[int, str]],
                     fetcher: ImageFetcher, cache: FeatureCache, report: FetchReport, device: str,
                     batch_size: int, on_progress: Callable[[int, int], None] | None = None,
-                    sharding: FeatureSharding | None = None
+                    sharding: FeatureSharding | None = None, whole_pool: bool = False
                     ) -> tuple[list[int], PooledFeatures | None, int]:
     """Pooled features of (task id, image url) items: read from the cache, the rest extracted,
     here or, with ``sharding``, in shards over the queue's workers (all of them done before this
-    returns).
+    returns). Each cached row is read once. ``whole_pool``: ``items`` are every task of the
+    project, so the cache forgets the keys of any other (deleted tasks, replaced images).
 
     Returns (task ids that have features, in input order; their rows; how many were extracted
     now). Items whose image cannot be fetched are reported in ``report`` and left out.
     """
     keys = [item_key(tid, url) for tid, url in items]
-    _, missing = cache.get_many(keys)
-    missing_set = set(missing)
+    missing_set = set(cache.missing(keys))   # from the index: no row is read here
     to_extract = [item for item, key in zip(items, keys) if key in missing_set]
     if sharding is not None and sharding.splits(len(to_extract)):
         extracted = sharding.extract(model, model_config, to_extract, fetcher, cache, report,
@@ -67,6 +67,10 @@ def pooled_features(model: LossLearningNet, model_config: ModelConfig, items: li
         if key in lost:
             report.add(tid, "feature cache: features could not be stored or read back")
     ids = [tid for tid, key in present if key not in lost]
+    if whole_pool:
+        dropped = cache.retain(keys)
+        if dropped:
+            log.info("feature cache %s: forgot %d item(s) no longer in the project", cache.key, dropped)
     return ids, found, extracted
 
 

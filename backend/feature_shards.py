@@ -213,7 +213,7 @@ class FeatureSharding:
         from model.feature_cache import item_key
         failed = set(report.failed)
         wanted = [(tid, url) for tid, url in items if tid not in failed]
-        _, missing = work.cache.get_many([item_key(tid, url) for tid, url in wanted])
+        missing = work.cache.missing([item_key(tid, url) for tid, url in wanted])
         if not missing:
             return 0
         missing_set = set(missing)

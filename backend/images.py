@@ -9,6 +9,7 @@ later round reads each pool image's array instead of decoding and resizing it ag
 """
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import hashlib
@@ -53,8 +54,8 @@ class FetchReport:
     def summary(self, examples: int = 5) -> dict:
         counts = Counter(_reason_kind(r) for r in self.failed.values())
         sample = dict(list(self.failed.items())[:examples])
-        return {"skipped_tasks": len(self.failed), "reasons": dict(counts),
-                "examples": {str(k): v for k, v in sample.items()}}
+        return {"skipped_tasks": len(self.failed), "transient_tasks": len(self.transient),
+                "reasons": dict(counts), "examples": {str(k): v for k, v in sample.items()}}
 
 
 def _reason_kind(reason: str) -> str:
@@ -276,6 +277,13 @@ class ImageFetcher:
         self.resize_to = resize_to      # the model's input size: keeps a big labeled set in memory
         self.threads = threads
         self.cache_arrays = cache_arrays and self.cache is not None
+
+    def resized_to(self, size: int) -> "ImageFetcher":
+        """This fetcher holding images at ``size`` px: the same source, limits and cache object
+        (one scan of the cache directory however many sizes a process serves)."""
+        other = copy.copy(self)
+        other.resize_to = size
+        return other
 
     def fetch_image(self, url: str, task_id: int | None) -> Image.Image:
         """Raises ImageFetchError or ImageError with a per-task reason."""

@@ -26,6 +26,7 @@ GUARDED_PHASES = frozenset({RoundPhase.PUSHING_PREDICTIONS, RoundPhase.PUBLISHIN
 # Once a round has published (this phase follows), it finishes its housekeeping (tab, pruning):
 # stopping it then would only leave a published version reported as failed.
 AFTER_PUBLISHING = RoundPhase.UPDATING_VIEWS
+RETRY_HELD_BACK_REASON = "retry of a round held back by image failures"
 
 
 class _Heartbeat(threading.Thread):
@@ -142,7 +143,9 @@ def run_training_job(project_id: int, reason: str = "", automatic: bool = False)
     try:
         from backend.pipeline import run_training_round   # heavy (torch): import in the worker
         summary = run_training_round(settings, project_id, guarded_status(lock, heartbeat, status))
-        return _record_finished(conn, project_id, job_id, status, summary, started)
+        result = _record_finished(conn, project_id, job_id, status, summary, started)
+        retry_held_back(settings, conn, project_id, summary)
+        return result
     except training_state.RunLockLost as exc:
         _record_lost_lock(conn, project_id, job_id, status, exc)
         raise
@@ -176,6 +179,28 @@ def _record_finished(conn, project_id: int, job_id: str, status, summary: RoundS
     log.info("project %s: job %s %s in %.1fs", project_id, job_id, summary.state,
              time.monotonic() - started)
     return plain
+
+
+def retry_held_back(settings: Settings, conn, project_id: int,
+                    summary: RoundSummary) -> dict | None:
+    """A round held back with tasks left unscored by transient failures (Label Studio
+    restarting, say): request another automatic round HELD_BACK_RETRY_S from now (the cadence's
+    deferral, shown in /status as next_automatic_round). Returns it; None when there is no
+    retry (off, not held back, or only failures a retry cannot mend)."""
+    if (settings.held_back_retry_s <= 0 or summary.state != RoundState.HELD_BACK
+            or not summary.images.get("transient_tasks")):
+        return None
+    due = time.time() + settings.held_back_retry_s
+    try:
+        waiting = queueing.defer_training(settings, conn, project_id, due,
+                                          RETRY_HELD_BACK_REASON)
+    except Exception as exc:   # Redis blip: the next trigger retrains
+        log.warning("project %s: could not schedule the held-back round's retry: %s",
+                    project_id, exc)
+        return None
+    log.info("project %s: round held back; another round at %s", project_id,
+             (waiting or {}).get("due_at"))
+    return waiting
 
 
 def _record_lost_lock(conn, project_id: int, job_id: str, status, exc: Exception) -> None:

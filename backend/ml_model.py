@@ -16,8 +16,9 @@ from backend.converters import TaskError, TaskPrediction
 from backend.defaults import PlaceholderVersion
 from backend.images import FetchReport
 from backend.ls_client import LabelStudioClient
-from backend.model_store import ModelStore, Published, StoredPredictions
-from backend.scoring_setup import image_fetcher, score_images
+from backend.model_store import ModelStore, Published
+from backend.scoring_setup import score_images
+from backend.serving import ServedVersion, Serving
 from backend.settings import Settings
 from backend.task_types import task_type_for
 
@@ -29,19 +30,15 @@ class ActiveLearningModel(LabelStudioMLBase):
 
     def __init__(self, label_config=None, train_output=None, *, project_id: int,
                  settings: Settings, store: ModelStore, client: LabelStudioClient | None = None,
-                 **kwargs):
+                 serving: Serving | None = None, **kwargs):
+        """``serving``: the process's client, image fetcher and loaded versions (the app's, one
+        per process); without it, this instance makes its own (tests, one-off scripts)."""
         super().__init__(label_config=label_config, train_output=train_output, **kwargs)
         self.project_id = project_id
         self.settings = settings
         self.store = store
-        self._client = client
+        self.serving = serving or Serving(settings, store, client)
         self.schema = task_type_for(label_config)   # raises UnsupportedConfig
-
-    @property
-    def client(self) -> LabelStudioClient:
-        if self._client is None:
-            self._client = LabelStudioClient.from_settings(self.settings)
-        return self._client
 
     def _published(self) -> Published | None:
         """The published version, read once per instance (one instance serves one request):
@@ -59,7 +56,8 @@ class ActiveLearningModel(LabelStudioMLBase):
         published = self._published()
         if published is None:
             return [converters.untrained_payload() for _ in tasks]
-        stored = self.store.stored_predictions(self.project_id, published.version)
+        served = self.serving.version(self.project_id, published)
+        stored = served.predictions
         answers: list[dict | None] = [None] * len(tasks)
         to_compute: list[tuple[int, int, str]] = []   # (position, task id, url)
         for position, task in enumerate(tasks):
@@ -91,7 +89,7 @@ class ActiveLearningModel(LabelStudioMLBase):
                 answers[position] = self._placeholder("left to the background scoring round")
             to_compute = to_compute[:self.settings.predict_max_tasks]
         if to_compute:
-            self._compute(to_compute, answers, published, stored)
+            self._compute(to_compute, answers, served)
         return [answer or self._placeholder("not answered") for answer in answers]
 
     def _placeholder(self, reason: str) -> dict:
@@ -101,15 +99,14 @@ class ActiveLearningModel(LabelStudioMLBase):
         return payload
 
     def _compute(self, items: list[tuple[int, int, str]], answers: list[dict | None],
-                 published: Published, stored: StoredPredictions) -> None:
+                 served: ServedVersion) -> None:
         """Score tasks the last round did not see. Each gets the pushed score of its nearest task
         in that round's ranking (embedding space, unlabeled and labeled tasks): one scale with the
         push for every strategy, and a duplicate of a ranked task gets its twin's score."""
         from model import strategies
         # the version the request read once: a publish since then must not mix two versions
-        version = published.version
-        loaded = self.store.load_model(self.project_id, published, device=self.settings.device)
-        neighbours = self.store.load_neighbours(self.project_id, version)
+        version, stored = served.version, served.predictions
+        loaded, neighbours = served.model()
         if loaded is None or neighbours is None or len(neighbours[0]) == 0:
             reason = ("published model unavailable" if loaded is None else
                       "the published round kept no embeddings to place new tasks by (the next "
@@ -117,7 +114,7 @@ class ActiveLearningModel(LabelStudioMLBase):
             for position, _, _ in items:
                 answers[position] = self._placeholder(reason)
             return
-        fetcher = image_fetcher(self.settings, self.client, loaded.model_config.image_size)
+        fetcher = self.serving.fetcher(loaded.model_config.image_size)
         report = FetchReport()
         position_of = {task_id: position for position, task_id, _ in items}
         fetched = fetcher.fetch_many([(task_id, url) for _, task_id, url in items], report)

@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,14 +31,12 @@ import numpy as np
 
 from backend.converters import TaskPrediction
 from model.atomic import atomic_write, atomic_write_text
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from model.strategies import neighbour_embedding
 
 log = logging.getLogger(__name__)
 VERSION_RE = re.compile(r"^al-\d{8}-\d{6}-[0-9a-f]{6}$")              # a trained model
 COLDSTART_VERSION_RE = re.compile(r"^coldstart-\d{8}-\d{6}-[0-9a-f]{6}$")   # a cold-start ranking
-# Versions whose neighbour files a process keeps in memory (one per project is the usual need).
-NEIGHBOUR_CACHE_VERSIONS = 4
 
 
 def new_version(prefix: str = "al") -> str:
@@ -62,36 +59,6 @@ def is_own_version(version: str) -> bool:
 def version_sort_key(version: str) -> str:
     """Creation time of one of our versions (both kinds sort together); the string otherwise."""
     return version.split("-", 1)[1] if is_own_version(version) else version
-
-
-class _StoredPredictions:
-    """Per-process cache of the stored predictions files /predict reads: one parsed file per
-    project directory (a new version replaces the old one's entry), parsed outside the lock so a
-    slow parse of one project's file never blocks /predict of another."""
-
-    _lock = threading.Lock()
-    _cache: dict[str, tuple[str, dict]] = {}   # project directory -> (file path, parsed content)
-
-    @classmethod
-    def get(cls, path: Path) -> dict:
-        project_key, key = str(path.parent.parent), str(path)
-        with cls._lock:
-            cached = cls._cache.get(project_key)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-        try:
-            parsed = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("stored predictions %s unreadable (%s)", path, exc)
-            return {"tasks": {}}
-        with cls._lock:
-            cls._cache[project_key] = (key, parsed)
-        return parsed
-
-    @classmethod
-    def cached_files(cls) -> list[str]:
-        with cls._lock:
-            return [key for key, _ in cls._cache.values()]
 
 
 class StoredPredictions:
@@ -135,9 +102,6 @@ class ModelStore:
     def __init__(self, model_dir: Path, keep_versions: int = 5):
         self.model_dir = Path(model_dir)
         self.keep_versions = keep_versions
-        self._cache: dict[int, tuple[str, object]] = {}
-        self._neighbours: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
-        self._lock = threading.Lock()
 
     def project_dir(self, project_id: int) -> Path:
         return self.model_dir / f"project-{int(project_id)}"
@@ -162,9 +126,24 @@ class ModelStore:
             "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
                                  "cluster": p.cluster} for tid, p in predictions}}))
 
+    def read_predictions(self, project_id: int, version: str) -> StoredPredictions:
+        """What ``version`` pushed, parsed from its file; OSError or ValueError when the file is
+        missing or unreadable. Each call parses the file: /predict keeps what it parsed
+        (backend.serving)."""
+        path = self.predictions_path(project_id, version)
+        content = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(content, dict) or not isinstance(content.get("tasks"), dict):
+            raise ValueError(f"{path} holds no 'tasks' object")
+        return StoredPredictions(content)
+
     def stored_predictions(self, project_id: int, version: str) -> StoredPredictions:
-        """What ``version`` pushed, parsed once per process (empty when its file is unreadable)."""
-        return StoredPredictions(_StoredPredictions.get(self.predictions_path(project_id, version)))
+        """What ``version`` pushed (empty, logged, when its file is unreadable)."""
+        try:
+            return self.read_predictions(project_id, version)
+        except (OSError, ValueError) as exc:
+            log.warning("project %s: stored predictions of %s unreadable (%s)", project_id,
+                        version, exc)
+            return StoredPredictions({"tasks": {}})
 
     def neighbours_path(self, project_id: int, version: str) -> Path:
         """Task ids and (projected) embeddings of every task a trained version ranked."""
@@ -182,13 +161,10 @@ class ModelStore:
                      lambda handle: np.savez(handle, task_ids=task_ids, embedding=embedding))
 
     def load_neighbours(self, project_id: int, version: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(task ids, embeddings) of a version (cached per process, the newest few), or None when
-        the version has none (published before they were kept) or the file is unreadable."""
+        """(task ids, embeddings) of a version, or None when the version has none (published
+        before they were kept) or the file is unreadable. Read on every call: /predict keeps
+        what it read (backend.serving)."""
         path = self.neighbours_path(project_id, version)
-        with self._lock:
-            cached = self._neighbours.get(path)
-            if cached is not None:
-                return cached
         try:
             with np.load(path, allow_pickle=False) as data:
                 loaded = (data["task_ids"], data["embedding"])
@@ -197,10 +173,6 @@ class ModelStore:
         except (OSError, ValueError, KeyError) as exc:
             log.error("project %s: unreadable %s (%s)", project_id, path, exc)
             return None
-        with self._lock:
-            self._neighbours[path] = loaded
-            while len(self._neighbours) > NEIGHBOUR_CACHE_VERSIONS:
-                self._neighbours.pop(next(iter(self._neighbours)))
         return loaded
 
     def published(self, project_id: int) -> Published | None:
@@ -262,27 +234,23 @@ class ModelStore:
         return doomed
 
     def load_published(self, project_id: int, device: str = "cpu"):
-        """The published model (cached per process), or None before the first published version
-        and while a cold-start ranking (no model) is published.
+        """The published model, or None before the first published version and while a
+        cold-start ranking (no model) is published.
 
         A corrupt checkpoint is logged and treated as no model, so /predict answers honestly
         instead of failing.
         """
         return self.load_model(project_id, self.published(project_id), device)
 
-    def load_model(self, project_id: int, current: Published | None, device: str = "cpu"):
-        """The model of ``current`` (a published version the caller read once), cached per
-        process; None when there is none (no version, a cold-start ranking, a corrupt file)."""
+    def load_model(self, project_id: int, current: Published | None,
+                   device: str = "cpu") -> LoadedModel | None:
+        """The model of ``current`` (a published version the caller read once), loaded from its
+        file on every call (/predict keeps it: backend.serving); None when there is none (no
+        version, a cold-start ranking, a corrupt file)."""
         if current is None or current.cold_start:
             return None
-        with self._lock:
-            cached = self._cache.get(project_id)
-            if cached and cached[0] == current.version:
-                return cached[1]
-            try:
-                loaded = load_checkpoint(current.path, device=device)
-            except (CheckpointError, FileNotFoundError) as exc:
-                log.error("project %s: cannot load model %s: %s", project_id, current.version, exc)
-                return None
-            self._cache[project_id] = (current.version, loaded)
-            return loaded
+        try:
+            return load_checkpoint(current.path, device=device)
+        except (CheckpointError, FileNotFoundError) as exc:
+            log.error("project %s: cannot load model %s: %s", project_id, current.version, exc)
+            return None

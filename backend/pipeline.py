@@ -16,7 +16,7 @@ from backend.rounds.cold_start import cold_start_reason, run_cold_start_round
 from backend.rounds.collect import collect, task_counts
 from backend.rounds.progress import RoundRun, StatusCallback
 from backend.rounds.publish import push_version, save_version, update_views
-from backend.rounds.score import held_back, rank_pool, unscored_reason
+from backend.rounds.score import NothingScored, held_back, rank_pool, unscored_reason
 from backend.rounds.summary import RoundSummary, plain_metrics
 from backend.rounds.train import train_and_score
 from backend.settings import Settings
@@ -26,7 +26,8 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                        client: LabelStudioClient | None = None,
                        store: ModelStore | None = None) -> RoundSummary:
     """Train, score, push and publish one new version. Returns the round's summary; a round
-    that left too many tasks unscored (``unscored_reason``) publishes nothing."""
+    that left too many tasks unscored (``unscored_reason``), or scored none (``NothingScored``),
+    publishes nothing: it is held back and the previous version stays live."""
     client = client or LabelStudioClient.from_settings(settings)
     store = store or ModelStore(settings.model_dir, settings.keep_model_versions)
     run = RoundRun(status)
@@ -34,7 +35,10 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     reason = cold_start_reason(len(collected.train_images), len(set(collected.targets)), settings)
     if reason is not None:
         return run_cold_start_round(settings, project_id, client, store, collected, reason, run)
-    trained = train_and_score(settings, store, project_id, collected, run)
+    try:
+        trained = train_and_score(settings, store, project_id, collected, run)
+    except NothingScored as exc:
+        return held_back(project_id, collected, exc.reason, run)
     unscored = unscored_reason(settings, collected, trained.ids)
     if unscored is not None:
         return held_back(project_id, collected, unscored, run)

@@ -139,6 +139,9 @@ class Settings:
         "Most tasks /predict answers with a model in one call; larger selections get an honest 'not "
         "scored here' answer because Label Studio gives /predict 100 s. The background job scores "
         "every task anyway.", "tasks"))
+    predict_cache_projects: int = field(default=8, metadata=_doc(
+        "Projects whose live version (parsed predictions, model, kept embeddings) each web process "
+        "keeps in memory for /predict; the least recently served are dropped first.", "projects"))
     # --- retraining policy ------------------------------------------------------------------------
     retrain_min_interval_s: float = field(default=60.0, metadata=_doc(
         "Least time from the end of a round to the start of the next automatic one (annotation "
@@ -205,7 +208,12 @@ class Settings:
         "Largest share of a round's tasks left without a score by a transient image failure "
         "(what IMAGE_FETCH_RETRIES retries) with which the round still publishes; above it the "
         "previous version stays live and /status says why (state held_back). Failures a retry "
-        "cannot mend (a missing or undecodable image, a refused URL) do not count.", "fraction"))
+        "cannot mend (a missing or undecodable image, a refused URL) do not count, except that a "
+        "round that scores no task at all is always held back.", "fraction"))
+    held_back_retry_s: float = field(default=600.0, metadata=_doc(
+        "After a round held back with tasks unscored by transient image failures, an automatic "
+        "round is requested this long after it (cadence permitting; /status: next_automatic_round), "
+        "again while rounds stay held back. 0: no retry.", "seconds"))
     # --- model and training -----------------------------------------------------------------------
     discover_weights: bool = field(default=True, metadata=_doc(
         "With the default BACKBONE and neither BACKBONE_WEIGHTS nor PRETRAINED_WEIGHTS set: use "

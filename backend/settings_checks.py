@@ -24,7 +24,7 @@ class SettingsError(ValueError):
 KEEP_COLOUR_CHOICES = ("auto", "true", "false")
 # Settings that must be > 0.
 _POSITIVE = ("label_studio_timeout_s", "label_studio_bulk_timeout_s", "keep_model_versions",
-             "max_request_bytes",
+             "max_request_bytes", "predict_cache_projects",
              "prediction_chunk_size", "image_max_bytes", "image_max_pixels",
              "image_fetch_timeout_s", "image_size", "train_batch_size", "score_batch_size",
              "job_timeout_s", "predict_max_tasks", "query_batch_size", "mc_dropout_samples",
@@ -51,6 +51,8 @@ def _check_limits(s: Settings) -> None:
         raise SettingsError("LABEL_STUDIO_RETRIES and LABEL_STUDIO_RETRY_AFTER_MAX_S must be >= 0")
     if s.image_fetch_retries < 0 or s.image_fetch_backoff_s < 0:
         raise SettingsError("IMAGE_FETCH_RETRIES and IMAGE_FETCH_BACKOFF_S must be >= 0")
+    if s.held_back_retry_s < 0:
+        raise SettingsError(f"HELD_BACK_RETRY_S must be >= 0 seconds, got {s.held_back_retry_s}")
     if not 0.0 <= s.publish_max_unscored_share <= 1.0:
         raise SettingsError(f"PUBLISH_MAX_UNSCORED_SHARE must be a fraction in [0, 1], got "
                             f"{s.publish_max_unscored_share}")

@@ -5,25 +5,32 @@ computed once and kept here, keyed by an item key (e.g. ``item_key(task_id, imag
 
 Layout under ``root`` (one root per project)::
 
-    <backbone_key>/index.json        which shard and row holds each item key, the row widths
+    <backbone_key>/index.jsonl       which shard and row holds each item key, the row widths: an
+                                     append-only log (``model.feature_index``)
     <backbone_key>/shards/<id>.npy   float32 (rows, sum(tap widths) + D): one shard per put_many
-    <backbone_key>/.lock             serialises writers (flock); readers take no lock
+    <backbone_key>/.lock             serialises appends to the log (flock); readers take no lock
 
 * ``backbone_key(model_config, weights_fingerprint)`` hashes everything that changes the features
   (backbone name, weights identity, image size, channels, input normalisation, taps). A new key
   is a new directory, so a changed backbone never reads stale rows; ``prune_other_keys()`` deletes
   the other keys' directories.
-* Shards are append-only and written to a temp file then ``os.replace``d; the index is rewritten
-  atomically the same way, so a reader sees the old or the new index, never a partial one.
+* A put writes its shard (temp file, then ``os.replace``) outside the lock, then appends one line
+  to the index under it: a write costs what it adds, and writers (the feature shard workers) wait
+  for each other only for that line. A reader reads only what was appended since it last read.
+  ``missing`` answers from the index alone, so a round reads each cached row once (``get_many``).
+  ``retain`` forgets the keys of tasks no longer in the project (one ``drop`` line).
   Shards are read with ``np.load(mmap_mode="r", allow_pickle=False)``: nothing is unpickled.
 * A missing, truncated or corrupt shard or index is a miss (logged), never an error: the rows are
   computed again and put back.
 * Size: one item costs ``(sum of tap widths + embedding dim) * 4`` bytes plus ~60 bytes of index,
   e.g. resnet18 (taps 64+128+256+512, D 512): 5.9 KB, 10,000 images 59 MB; resnet50 (taps
   256+512+1024+2048, D 2048): 23.6 KB, 10,000 images 236 MB; small_cnn width 16 (16+32+64, D 64):
-  704 B. Re-putting a key orphans its old row; when more than MAX_SHARDS shards exist or more
-  than half of the stored rows are orphaned, the live rows are compacted into one shard, so the
-  disk use stays within about twice the live rows and the file count within MAX_SHARDS + 1.
+  704 B. Re-putting or dropping a key orphans its old row; when more than half of the stored rows
+  are orphaned, the live rows are compacted into one shard, and when more than MAX_SHARDS shards
+  exist, the smaller half of them are merged into one (each row is rewritten a few times at most,
+  never once per put), so the disk use stays within about twice the live rows and the file count
+  within MAX_SHARDS + 1. A compaction rewrites the index whole; shard files no line names are
+  deleted once STALE_SHARD_S old (a put in flight names its shard within that time).
 """
 
 from __future__ import annotations
@@ -34,15 +41,18 @@ import json
 import logging
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from model import feature_index
 from model.atomic import atomic_write
 from model.config import ModelConfig
+from model.feature_index import SHARD_PATTERN, IndexState
 from model.pooled import PooledFeatures
 
 try:  # POSIX; elsewhere writers are not serialised (a lost index update is only a later miss)
@@ -52,16 +62,15 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ls-al-feature-cache"
-FORMAT_VERSION = 1
 # Bump when what is stored per row changes meaning (pooling, dtype): old directories then miss.
 FEATURES_VERSION = 1
-INDEX_NAME = "index.json"
+INDEX_NAME = "index.jsonl"
+LEGACY_INDEX_NAME = "index.json"   # the former index, rewritten whole per put: read, then replaced
 SHARDS_DIR = "shards"
 LOCK_NAME = ".lock"
 MAX_SHARDS = 64
+STALE_SHARD_S = 600.0   # a shard file no index line names, this old, belongs to no put in flight
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_SHARD_PATTERN = re.compile(r"[0-9a-f]{32}\.npy")
 
 
 def backbone_key(model_config: ModelConfig, weights_fingerprint: str, taps: Sequence[str] | None = None) -> str:
@@ -120,22 +129,36 @@ class FeatureCache:
         self.root = Path(root)
         self.key = backbone_key
         self.directory = self.root / backbone_key
-        self._index: dict | None = None
-        self._index_stamp: tuple | None = None
+        self._index = IndexState()
+        self._legacy: tuple[tuple | None, IndexState] | None = None
         self._shards: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ reading
 
     def __len__(self) -> int:
-        return len(self._load_index()["items"])
+        return len(self._load_index().items)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._load_index()["items"]
+        return key in self._load_index().items
 
     def size_bytes(self) -> int:
         """Bytes of the shard files on disk."""
         shards = self.directory / SHARDS_DIR
         return sum(p.stat().st_size for p in shards.glob("*.npy")) if shards.is_dir() else 0
+
+    def stored_rows(self) -> int:   # rows the shards hold, live or orphaned (their disk cost)
+        return self._load_index().stored_rows()
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """The keys without a readable row, each once, in first-seen order, from the index and the
+        shards' headers alone: no row is read (``get_many`` reads them)."""
+        index = self._load_index()
+        items = index.items
+        names = {items[key][0] for key in keys if key in items}
+        opened = {name: self._open_shard(name, index) is not None for name in names}
+        if not all(opened.values()) and self._index_changed():
+            return self.missing(keys)   # a compaction replaced shards meanwhile: read it again
+        return list(dict.fromkeys(key for key in keys if key not in items or not opened[items[key][0]]))
 
     def get_many(self, keys: Sequence[str]) -> tuple[PooledFeatures | None, list[str]]:
         """(rows of the keys found, in the order of ``keys``, or None when none is found;
@@ -146,35 +169,30 @@ class FeatureCache:
             found, missing, _ = self._lookup(keys, self._load_index())
         return found, missing
 
-    def _lookup(self, keys: Sequence[str], index: dict) -> tuple[PooledFeatures | None, list[str], bool]:
-        items, shards = index["items"], index["shards"]
-        positions: list[tuple[str, int] | None] = []
-        for key in keys:
-            entry = items.get(key)
-            positions.append((shards[entry[0]]["name"], int(entry[1])) if entry is not None else None)
-        readable = {name: self._open_shard(name, index) for name in {p[0] for p in positions if p}}
+    def _lookup(self, keys: Sequence[str], index: IndexState) -> tuple[PooledFeatures | None, list[str], bool]:
+        items = index.items
+        opened = {name: self._open_shard(name, index) for name in {items[k][0] for k in keys if k in items}}
         missing: dict[str, None] = {}
-        hits: list[tuple[str, int]] = []
-        for key, position in zip(keys, positions):
-            if position is None or readable[position[0]] is None:
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}   # shard -> (output rows, its rows)
+        hits = 0
+        for key in keys:
+            position = items.get(key)
+            if position is None or opened[position[0]] is None:
                 missing[key] = None
-            else:
-                hits.append(position)
-        unreadable = any(array is None for array in readable.values())
+                continue
+            out_rows, shard_rows = by_shard.setdefault(position[0], ([], []))
+            out_rows.append(hits)
+            shard_rows.append(position[1])
+            hits += 1
+        unreadable = any(array is None for array in opened.values())
         if not hits:
             return None, list(missing), unreadable
-        by_shard: dict[str, list[int]] = {}
-        for name, row in hits:
-            by_shard.setdefault(name, []).append(row)
-        # every hit is a row of a shard that opened (the others went to ``missing``)
-        opened = {name: array for name, array in readable.items() if array is not None}
-        gathered = {name: opened[name][np.asarray(rows, dtype=np.int64)] for name, rows in by_shard.items()}
-        cursor = dict.fromkeys(by_shard, 0)
-        matrix = np.empty((len(hits), sum(index["tap_widths"]) + index["embedding_dim"]), dtype=np.float32)
-        for i, (name, _) in enumerate(hits):
-            matrix[i] = gathered[name][cursor[name]]
-            cursor[name] += 1
-        features = PooledFeatures.from_matrix(matrix, index["tap_widths"], index["embedding_dim"])
+        matrix = np.empty((hits, sum(index.tap_widths) + index.embedding_dim), dtype=np.float32)
+        for name, (out_rows, shard_rows) in by_shard.items():
+            shard = opened[name]
+            assert shard is not None   # a hit's shard opened (the others' keys went to missing)
+            matrix[np.asarray(out_rows)] = shard[np.asarray(shard_rows, dtype=np.int64)]
+        features = PooledFeatures.from_matrix(matrix, index.tap_widths, index.embedding_dim)
         return features, list(missing), unreadable
 
     def get_or_compute(
@@ -214,22 +232,28 @@ class FeatureCache:
             raise ValueError("item keys must be strings")
         if not keys:
             return
+        (self.directory / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        name = self._write_shard(features.to_matrix())   # outside the lock: writers overlap here
+        try:
+            with self._write_lock():
+                index = self._writable_index(features.tap_widths, features.embedding_dim)
+                self._append(index, {"shard": name, "keys": keys})
+        except BaseException:
+            (self.directory / SHARDS_DIR / name).unlink(missing_ok=True)
+            raise
+
+    def retain(self, keys: Sequence[str]) -> int:
+        """Forget every key not in ``keys`` (tasks deleted from the project, images replaced):
+        one drop line; their rows go at the next compaction. Returns how many were dropped."""
+        wanted = set(keys)
+        if not [key for key in self._load_index().items if key not in wanted]:
+            return 0
         with self._write_lock():
-            index = self._read_index_file()
-            if index["items"] and (
-                index["tap_widths"] != features.tap_widths or index["embedding_dim"] != features.embedding_dim
-            ):
-                raise ValueError(
-                    f"features of widths {features.tap_widths}+{features.embedding_dim} do not match the "
-                    f"cache's {index['tap_widths']}+{index['embedding_dim']} for key {self.key}"
-                )
-            index["tap_widths"], index["embedding_dim"] = features.tap_widths, features.embedding_dim
-            name = self._write_shard(features.to_matrix())
-            index = _with_shard(index, name, keys)
-            if _needs_compaction(index):
-                index = self._compact(index)
-            self._write_index(index)
-            self._remove_unreferenced(index)
+            index = self._writable_index(None, None)
+            doomed = [key for key in index.items if key not in wanted]
+            if doomed:
+                self._append(index, {"drop": doomed})
+        return len(doomed)
 
     def prune_other_keys(self) -> list[str]:
         """Delete the cache directories of every other backbone key under ``root``; their names."""
@@ -237,7 +261,8 @@ class FeatureCache:
         if not self.root.is_dir():
             return removed
         for child in self.root.iterdir():
-            is_cache = (child / INDEX_NAME).exists() or (child / SHARDS_DIR).is_dir()
+            is_cache = any((child / name).exists() for name in (INDEX_NAME, LEGACY_INDEX_NAME))
+            is_cache = is_cache or (child / SHARDS_DIR).is_dir()
             if child.name != self.key and child.is_dir() and KEY_PATTERN.fullmatch(child.name) and is_cache:
                 shutil.rmtree(child, ignore_errors=True)
                 removed.append(child.name)
@@ -245,52 +270,89 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ internals
 
-    def _empty_index(self) -> dict:
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "backbone_key": self.key,
-            "tap_widths": [],
-            "embedding_dim": 0,
-            "shards": [],
-            "items": {},
-        }
-
-    def _stamp(self) -> tuple | None:
-        try:
-            stat = (self.directory / INDEX_NAME).stat()
-        except OSError:
-            return None
-        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-
     def _index_changed(self) -> bool:
-        return self._stamp() != self._index_stamp
+        before = (self._index.identity, self._index.offset, self._index.legacy)
+        after = self._load_index()
+        return (after.identity, after.offset, after.legacy) != before
 
-    def _load_index(self) -> dict:
-        stamp = self._stamp()
-        if self._index is None or stamp != self._index_stamp:
-            self._index = self._read_index_file()
-            self._index_stamp = stamp
+    def _load_index(self) -> IndexState:
+        """The index as on disk now: the log's new lines, or the former index.json's content."""
+        path = self.directory / INDEX_NAME
+        if not path.exists() and (self.directory / LEGACY_INDEX_NAME).exists():
+            self._index = self._legacy_index()
+        else:
+            self._index = feature_index.refresh(self._index, path, self.key)
         return self._index
 
-    def _read_index_file(self) -> dict:
-        path = self.directory / INDEX_NAME
-        if not path.exists():
-            return self._empty_index()
+    def _legacy_index(self) -> IndexState:
+        path = self.directory / LEGACY_INDEX_NAME
         try:
-            index = json.loads(path.read_text(encoding="utf-8"))
-            _check_index(index, self.key)
-        except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
-            log.warning("feature cache index %s is unreadable (%s); treating it as empty", path, error)
-            return self._empty_index()
-        return index
+            stat = path.stat()
+            stamp: tuple | None = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = None
+        if self._legacy is None or self._legacy[0] != stamp:
+            self._legacy = (stamp, feature_index.read_legacy(path, self.key))
+        return self._legacy[1]
 
-    def _open_shard(self, name: str, index: dict) -> np.ndarray | None:
+    def _writable_index(self, tap_widths: list[int] | None, embedding_dim: int | None) -> IndexState:
+        """The index, under the write lock, as a log lines can be appended to: a new log when
+        there is none, it is unreadable or former, or it is empty and of other widths. Raises
+        ValueError when the rows of ``tap_widths`` + ``embedding_dim`` do not fit its rows."""
+        index = self._load_index()
+        widths = index.tap_widths, index.embedding_dim
+        if tap_widths is not None and index.items and widths != (list(tap_widths), embedding_dim):
+            raise ValueError(
+                f"features of widths {tap_widths}+{embedding_dim} do not match the "
+                f"cache's {index.tap_widths}+{index.embedding_dim} for key {self.key}")
+        if index.valid and not index.legacy and (tap_widths is None or widths == (list(tap_widths), embedding_dim)):
+            return index
+        if tap_widths is not None and not index.items:
+            index.tap_widths, index.embedding_dim = list(tap_widths), int(embedding_dim or 0)
+        self._rewrite(index)
+        (self.directory / LEGACY_INDEX_NAME).unlink(missing_ok=True)
+        return self._load_index()
+
+    def _append(self, index: IndexState, record: dict) -> None:
+        """Append ``record`` (the caller holds the lock), then compact when it is time."""
+        feature_index.append(self.directory / INDEX_NAME, record)
+        index = self._load_index()
+        if index.stored_rows() > 2 * max(len(index.items), 1):
+            self._compact(index, list(index.shards))
+        elif len(index.shards) > MAX_SHARDS:
+            smaller_half = sorted(index.shards, key=lambda name: index.shards[name])[: len(index.shards) // 2 + 1]
+            self._compact(index, smaller_half)
+
+    def _compact(self, index: IndexState, names: list[str]) -> None:
+        """Merge the live rows of the shards ``names`` into one (unreadable ones are dropped) and
+        rewrite the index; shards left without a live row leave it."""
+        merged = set(names)
+        keys = [key for key, (name, _) in index.items.items() if name in merged]
+        found, missing, _ = self._lookup(keys, index)
+        lost = set(missing)
+        for key in lost:
+            del index.items[key]
+        for name in merged:
+            del index.shards[name]
+        if found is not None:
+            index.apply({"shard": self._write_shard(found.to_matrix()), "keys": [k for k in keys if k not in lost]})
+        live = {name for name, _ in index.items.values()}
+        gone = merged | {name for name in index.shards if name not in live}
+        index.shards = {name: rows for name, rows in index.shards.items() if name in live}
+        self._rewrite(index, gone)
+
+    def _rewrite(self, index: IndexState, gone: Collection[str] = ()) -> None:
+        """Replace the log with ``index``; delete the shards ``gone`` (``_remove_unreferenced``)."""
+        feature_index.rewrite(self.directory / INDEX_NAME, self.key, index)
+        self._index = feature_index.refresh(IndexState(), self.directory / INDEX_NAME, self.key)
+        self._remove_unreferenced(self._index, gone)
+
+    def _open_shard(self, name: str, index: IndexState) -> np.ndarray | None:
         if name in self._shards:
             return self._shards[name]
         path = self.directory / SHARDS_DIR / name
-        expected_rows = next(s["rows"] for s in index["shards"] if s["name"] == name)
-        width = sum(index["tap_widths"]) + index["embedding_dim"]
+        expected_rows = index.shards[name]
+        width = sum(index.tap_widths) + index.embedding_dim
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
             if array.dtype != np.float32 or array.shape != (expected_rows, width):
@@ -315,76 +377,23 @@ class FeatureCache:
 
     def _write_shard(self, matrix: np.ndarray) -> str:
         name = f"{uuid.uuid4().hex}.npy"
-        directory = self.directory / SHARDS_DIR
 
         def write(handle):
             np.save(handle, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
 
-        atomic_write(directory / name, write)
+        atomic_write(self.directory / SHARDS_DIR / name, write)
         return name
 
-    def _write_index(self, index: dict) -> None:
-        def write(handle):
-            handle.write(json.dumps(index, separators=(",", ":")).encode("utf-8"))
-
-        atomic_write(self.directory / INDEX_NAME, write)
-        self._index, self._index_stamp = index, self._stamp()
-
-    def _compact(self, index: dict) -> dict:
-        """Rewrite the live rows into one shard (keys whose shard is unreadable are dropped)."""
-        keys = list(index["items"])
-        found, missing, _ = self._lookup(keys, index)
-        fresh = self._empty_index()
-        fresh["tap_widths"], fresh["embedding_dim"] = index["tap_widths"], index["embedding_dim"]
-        if found is None:
-            return fresh
-        lost = set(missing)
-        live = [key for key in keys if key not in lost]
-        return _with_shard(fresh, self._write_shard(found.to_matrix()), live)
-
-    def _remove_unreferenced(self, index: dict) -> None:
-        referenced = {shard["name"] for shard in index["shards"]}
+    def _remove_unreferenced(self, index: IndexState, gone: Collection[str]) -> None:
+        """Delete the shards ``gone``, and files the index does not name (shards, temp files of
+        killed writes) once STALE_SHARD_S old: younger ones may be a put's that has not appended
+        its line yet."""
+        old = time.time() - STALE_SHARD_S
         for path in (self.directory / SHARDS_DIR).iterdir():
-            stale_temp = path.name.startswith(".") and path.name.endswith(".tmp")
-            if stale_temp or (_SHARD_PATTERN.fullmatch(path.name) and path.name not in referenced):
-                self._shards.pop(path.name, None)
-                path.unlink(missing_ok=True)
-
-
-def _with_shard(index: dict, name: str, keys: list[str]) -> dict:
-    index["shards"].append({"name": name, "rows": len(keys)})
-    shard_id = len(index["shards"]) - 1
-    for row, key in enumerate(keys):
-        index["items"][key] = [shard_id, row]
-    # Shards no key points to any more are dropped from the index (their files are then removed).
-    used = sorted({entry[0] for entry in index["items"].values()})
-    if len(used) != len(index["shards"]):
-        renumber = {old: new for new, old in enumerate(used)}
-        index["shards"] = [index["shards"][old] for old in used]
-        index["items"] = {key: [renumber[s], r] for key, (s, r) in index["items"].items()}
-    return index
-
-
-def _needs_compaction(index: dict) -> bool:
-    stored = sum(shard["rows"] for shard in index["shards"])
-    return len(index["shards"]) > MAX_SHARDS or stored > 2 * max(len(index["items"]), 1)
-
-
-def _check_index(index: dict, key: str) -> None:
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise ValueError("not a feature cache index")
-    if index.get("format_version") != FORMAT_VERSION or index.get("backbone_key") != key:
-        raise ValueError(f"version {index.get('format_version')!r} / key {index.get('backbone_key')!r}")
-    widths, dim = index["tap_widths"], index["embedding_dim"]
-    if not all(isinstance(w, int) and w > 0 for w in widths) or not isinstance(dim, int) or dim < 0:
-        raise ValueError("bad row widths")
-    shards = index["shards"]
-    for shard in shards:
-        if not _SHARD_PATTERN.fullmatch(shard["name"]) or not isinstance(shard["rows"], int):
-            raise ValueError(f"bad shard entry {shard!r}")
-    for entry in index["items"].values():
-        shard_id, row = entry
-        if not 0 <= shard_id < len(shards) or not 0 <= row < shards[shard_id]["rows"]:
-            raise ValueError(f"bad item position {entry!r}")
-
+            temp = path.name.startswith(".") and path.name.endswith(".tmp")
+            unnamed = bool(SHARD_PATTERN.fullmatch(path.name)) and path.name not in index.shards
+            with contextlib.suppress(OSError):
+                if path.name in gone or ((temp or unnamed) and path.stat().st_mtime < old):
+                    self._shards.pop(path.name, None)
+                    path.unlink()
 

@@ -4,7 +4,6 @@ ranked by TypiClust on a label-free embedding and pushed without a pre-selected 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -27,7 +26,8 @@ from backend.rounds.publish import push_and_publish, update_views
 from backend.rounds.representation import (has_configured_weights, learns_own_weights,
                                            self_supervised_config, self_supervised_dir,
                                            self_supervised_start)
-from backend.rounds.score import SCORE_CHUNK_IMAGES, held_back, unscored_reason
+from backend.rounds.score import (SCORE_CHUNK_IMAGES, NothingScored, held_back,
+                                  unscored_reason)
 from backend.rounds.summary import ClusterRanking, RoundSummary
 from backend.settings import Settings
 from model import strategies
@@ -98,7 +98,8 @@ def _learned_embedding(settings: Settings, store: ModelStore, project_id: int,
                                        device=settings.device,
                                        batch_size=settings.score_batch_size,
                                        on_progress=on_progress,
-                                       sharding=sharding_for_round(settings, project_id, status))
+                                       sharding=sharding_for_round(settings, project_id, status),
+                                       whole_pool=True)
     if features is None:
         return [], [], np.zeros((0, 0), np.float32)
     unlabeled = {tid for tid, _ in collected.split.unlabeled}
@@ -178,7 +179,11 @@ class _ColdStart:
         """Rank the pool on one embedding (``pixels``, or a learned backbone's in
         ``model_config``) and push that ranking as a new cold-start version."""
         collected, run = self.collected, self.run
-        ranked = self.rank(model_config, embedding_kind)
+        try:
+            ranked = self.rank(model_config, embedding_kind)
+        except NothingScored as exc:
+            return dataclasses.replace(held_back(self.project_id, collected, exc.reason, run),
+                                       embedding=embedding_kind)
         if ranked is None:
             return RoundSummary(RoundState.SKIPPED, task_counts(collected),
                                 images=collected.report.summary(), embedding=embedding_kind,
@@ -226,8 +231,7 @@ class _ColdStart:
             pool_ids, labeled_ids, embedding = self.embed(model_config, embedding_kind)
             if not pool_ids:
                 if collected.split.unlabeled:
-                    raise RuntimeError("no unlabeled task image of the project could be read: "
-                                       + json.dumps(collected.report.summary()))
+                    raise NothingScored(collected.report, len(collected.split.all_items))
                 log.info("project %s: cold start: no unlabeled task to rank", self.project_id)
                 return None
             n_pool = len(pool_ids)

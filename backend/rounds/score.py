@@ -85,8 +85,7 @@ def rank_pool(settings: Settings, project_id: int, collected: CollectedRound,
     # fetch_many keeps input order, and the pool lists unlabeled tasks first
     n_unlabeled = sum(1 for tid in trained.ids if tid in unlabeled_ids)
     if trained.outputs is None:
-        raise RuntimeError("no task image of the project could be scored: "
-                           + json.dumps(collected.report.summary()))
+        raise NothingScored(collected.report, len(collected.split.all_items))
     scores, clusters = rank_for_label_studio(settings.strategy, trained.outputs, n_unlabeled,
                                              settings.seed, settings.query_batch_size)
     if not settings.push_clusters:
@@ -101,13 +100,35 @@ def rank_pool(settings: Settings, project_id: int, collected: CollectedRound,
     return predictions
 
 
+class NothingScored(RuntimeError):
+    """No task image of the round could be scored (every download failed, transiently or not):
+    there is nothing to rank, so the round is held back like one above the unscored share."""
+
+    def __init__(self, report: FetchReport, n_tasks: int):
+        self.reason = nothing_scored_reason(report, n_tasks)
+        super().__init__(self.reason)
+
+
+def nothing_scored_reason(report: FetchReport, n_tasks: int) -> str:
+    """The words of a round that scored none of its ``n_tasks`` tasks, with the failures' kinds
+    and a few examples (FetchReport.summary)."""
+    summary = report.summary(examples=3)
+    examples = "; ".join(summary["examples"].values()) or "no reason recorded"
+    return (f"none of the {n_tasks} tasks' images could be scored ({len(report.failed)} "
+            f"failed: {json.dumps(summary['reasons'])}; e.g. {examples}): "
+            f"the previous version stays live")
+
+
 def unscored_reason(settings: Settings, collected: CollectedRound,
                     scored_ids: list[int]) -> str | None:
-    """Why the round must not publish: more of its tasks than PUBLISH_MAX_UNSCORED_SHARE got no
-    score after a transient failure (Label Studio restarting, say), so its ranking would leave
-    them out; None when it may publish. Tasks no retry can score (a missing image) do not count."""
+    """Why the round must not publish: no task scored at all (``nothing_scored_reason``), or more
+    of its tasks than PUBLISH_MAX_UNSCORED_SHARE got no score after a transient failure (Label
+    Studio restarting, say), so its ranking would leave them out; None when it may publish.
+    Otherwise tasks no retry can score (a missing image) do not count."""
     pool = [tid for tid, _ in collected.split.all_items]
     scored = set(scored_ids)
+    if pool and not scored:
+        return nothing_scored_reason(collected.report, len(pool))
     missing = [tid for tid in pool if tid not in scored and tid in collected.report.transient]
     if len(missing) <= settings.publish_max_unscored_share * len(pool):
         return None
@@ -119,7 +140,8 @@ def unscored_reason(settings: Settings, collected: CollectedRound,
 
 def held_back(project_id: int, collected: CollectedRound, reason: str,
               run: RoundRun) -> RoundSummary:
-    """The summary of a round that publishes nothing because of ``unscored_reason``."""
+    """The summary of a round that publishes nothing because of ``unscored_reason`` (or
+    ``NothingScored``)."""
     log.warning("project %s: round not published: %s", project_id, reason)
     return RoundSummary(RoundState.HELD_BACK, task_counts(collected),
                         images=collected.report.summary(), reason=reason,

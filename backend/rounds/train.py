@@ -3,7 +3,6 @@
 features), and every pool task scored with it."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from backend.rounds.pool_consistency import load_consistency_pool
 from backend.rounds.progress import RoundRun
 from backend.rounds.representation import (has_configured_weights, learns_own_weights,
                                            self_supervised_start)
-from backend.rounds.score import score_pool
+from backend.rounds.score import NothingScored, score_pool
 from backend.scoring_setup import mc_samples_for
 from backend.settings import Settings
 from model import recipe_search, trainer
@@ -186,10 +185,9 @@ def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: Round
             model, inputs.model_config, inputs.pool_items, inputs.fetcher, cache, inputs.report,
             device=settings.device, batch_size=settings.score_batch_size,
             on_progress=run.scoring_progress(RoundPhase.EXTRACTING_FEATURES),
-            sharding=sharding_for_round(settings, inputs.project_id, run.status))
+            sharding=sharding_for_round(settings, inputs.project_id, run.status), whole_pool=True)
     if features is None:
-        raise RuntimeError("no task image of the project could be scored: "
-                           + json.dumps(inputs.report.summary()))
+        raise NothingScored(inputs.report, len(inputs.pool_items))
     target_of = {tid: target for (tid, _), target in zip(inputs.train_images, inputs.targets)}
     rows = np.array([row for row, tid in enumerate(ids) if tid in target_of], dtype=np.int64)
     log.info("project %s: pooled features of %d images (%d new, %d from the cache) in %.1fs",

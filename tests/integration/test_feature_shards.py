@@ -307,7 +307,7 @@ class RoundSide:
 def stored_rows(cache: FeatureCache) -> int:
     """Rows written to the cache's shard files: one per put row (no compaction under MAX_SHARDS),
     so it equals the number of items only when no item went through a backbone twice."""
-    return sum(shard["rows"] for shard in cache._read_index_file()["shards"])
+    return cache.stored_rows()
 
 
 def test_two_workers_extract_every_task_exactly_once_with_the_features_of_one(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 from flask import Flask
@@ -18,6 +19,8 @@ from backend.images import FetchReport, ImageFetcher
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore
 from backend.pipeline import run_training_round
+from backend.rounds.collect import LabeledSplit
+from backend.rounds.score import NothingScored, unscored_reason
 from backend.settings import Settings, SettingsError
 from tests.conftest import ServerThread
 from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, png
@@ -217,3 +220,40 @@ def test_a_trained_round_missing_too_many_tasks_is_held_back_too(round_env):
     summary = round_(settings)
     assert summary["state"] == "held_back" and "2 of 28 tasks" in summary["reason"]
     assert store.published(PROJECT).version == first and store.versions(PROJECT) == []
+
+
+# ----------------------------------------------------------------------------- nothing scored
+
+def no_cache_settings(store: ModelStore, **overrides) -> Settings:
+    """The round's settings with an empty image cache, so every image is asked for again."""
+    return Settings(model_dir=store.model_dir, query_batch_size=4, seed=0,
+                    self_supervised_steps=0, image_fetch_retries=1, image_fetch_backoff_s=0.01,
+                    image_cache_dir=store.model_dir.parent / "empty-cache", **overrides)
+
+
+@pytest.mark.parametrize("fault", ["down", "missing"])
+def test_a_round_that_scores_no_image_is_held_back_like_a_partial_one(round_env, fault):
+    uploads, client, store, round_, first = round_env
+    client.add_tasks(range(25, 29))
+    setattr(uploads, fault, set(range(1, 29)))   # Label Studio restarting, or every image gone
+    summary = round_(no_cache_settings(store))
+    assert summary["state"] == "held_back" and "model_version" not in summary
+    assert summary["reason"].startswith("none of the 28 tasks' images could be scored (28 failed")
+    assert ("HTTP 503" if fault == "down" else "HTTP 404") in summary["reason"]
+    assert summary["reason"].endswith("the previous version stays live")
+    assert store.published(PROJECT).version == first
+    assert len(client.imported) == 24 and client.patches == [{"model_version": first}]
+
+
+def test_nothing_scored_holds_back_a_trained_round_whatever_the_failures():
+    report = FetchReport()
+    for task_id in (1, 2, 3):
+        report.add(task_id, "ImageFetchError: image download failed: HTTP 404")
+    split = LabeledSplit([(3, "u3", "a")], [(1, "u1"), (2, "u2")])
+    collected = SimpleNamespace(split=split, report=report)
+    settings = Settings(publish_max_unscored_share=1.0)
+    reason = unscored_reason(settings, collected, [])
+    assert reason is not None and reason.startswith("none of the 3 tasks' images")
+    assert unscored_reason(settings, collected, [3]) is None   # permanent failures: publishes
+    with pytest.raises(NothingScored, match="none of the 3 tasks' images"):
+        raise NothingScored(report, 3)

@@ -92,14 +92,14 @@ def test_predict_scores_with_the_version_it_read_even_when_another_is_published_
     monkeypatch.setattr(model_store, "load_checkpoint",
                         lambda path, **kw: loaded_paths.append(path) or real_load(path, **kw))
     serving = type(store)(settings.model_dir)
-    read_predictions = serving.stored_predictions
+    read_predictions = serving.read_predictions
 
     def then_a_round_publishes(project_id, version):
         stored = read_predictions(project_id, version)
         type(store)(settings.model_dir).publish(PROJECT, v2)   # another process, in between
         return stored
 
-    monkeypatch.setattr(serving, "stored_predictions", then_a_round_publishes)
+    monkeypatch.setattr(serving, "read_predictions", then_a_round_publishes)
     model = ActiveLearningModel(label_config=DIGITS, project_id=PROJECT, settings=settings,
                                 store=serving, client=client)
     [answer] = model.predict([{"id": EXACT + 1, "data": {"image": "/data/upload/5/x.png"}}])

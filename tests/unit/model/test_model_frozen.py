@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import json
 
 import numpy as np
@@ -241,8 +242,7 @@ def test_cache_compacts_partly_replaced_and_many_shards(data, tmp_path, monkeypa
     cache.put_many(keys, feats.subset(np.arange(10)))
     for _ in range(3):  # rows 0..5 replaced again and again: old copies are compacted away
         cache.put_many(keys[:6], feats.subset(np.arange(10, 16)))
-    index = json.loads((cache.directory / "index.json").read_text())
-    assert sum(shard["rows"] for shard in index["shards"]) <= 2 * len(keys)
+    assert FeatureCache(tmp_path, "k").stored_rows() <= 2 * len(keys)
     expected = feats.subset([*range(10, 16), *range(6, 10)]).to_matrix()
     np.testing.assert_array_equal(cache.get_many(keys)[0].to_matrix(), expected)
     monkeypatch.setattr(feature_cache, "MAX_SHARDS", 3)
@@ -287,8 +287,8 @@ def test_cache_corrupt_shard_or_index_is_a_miss(data, tmp_path, caplog):
     cache = FeatureCache(tmp_path, "k")
     cache.put_many(["a", "b"], feats.subset([0, 1]))
     cache.put_many(["c"], feats.subset([2]))
-    index = json.loads((tmp_path / "k" / "index.json").read_text())
-    shard_of_a = tmp_path / "k" / "shards" / index["shards"][0]["name"]
+    header, first = (tmp_path / "k" / "index.jsonl").read_text().splitlines()[:2]
+    shard_of_a = tmp_path / "k" / "shards" / json.loads(first)["shard"]
     data_bytes = shard_of_a.read_bytes()
     shard_of_a.write_bytes(data_bytes[: len(data_bytes) - 16])  # truncated
     found, missing = FeatureCache(tmp_path, "k").get_many(["a", "c", "b"])
@@ -298,9 +298,11 @@ def test_cache_corrupt_shard_or_index_is_a_miss(data, tmp_path, caplog):
     shard_of_a.write_bytes(b"\x93NUMPY garbage")
     assert FeatureCache(tmp_path, "k").get_many(["a"]) == (None, ["a"])
 
-    (tmp_path / "k" / "index.json").write_text("{not json")
+    (tmp_path / "k" / "index.jsonl").write_text("{not json\n")
     fresh_cache = FeatureCache(tmp_path, "k")
     assert fresh_cache.get_many(["a", "c"]) == (None, ["a", "c"])
+    for old in (tmp_path / "k" / "shards").iterdir():   # a put in flight names its shard sooner
+        os.utime(old, (0, 0))
     fresh_cache.put_many(["c"], feats.subset([2]))  # a new index; unreferenced shards are removed
     assert len(list((tmp_path / "k" / "shards").iterdir())) == 1
     np.testing.assert_array_equal(fresh_cache.get_many(["c"])[0].to_matrix(), feats.subset([2]).to_matrix())
