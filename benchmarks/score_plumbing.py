@@ -40,14 +40,12 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from backend.images import FetchReport
+from backend.ls_client import LabelStudioClient
+from backend.rounds.configs import model_config_from
+from backend.rounds.score import SCORE_CHUNK_IMAGES, score_pool
 
-from backend.images import FetchReport  # noqa: E402
-from backend.ls_client import LabelStudioClient  # noqa: E402
-from backend.rounds.configs import model_config_from  # noqa: E402
-from backend.rounds.score import SCORE_CHUNK_IMAGES, score_pool  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 from backend.scoring_setup import image_fetcher, score_images  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 

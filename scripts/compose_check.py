@@ -27,8 +27,8 @@ from pathlib import Path
 
 import requests
 
-import demo_data  # scripts/: the folder of the script python runs is on sys.path
-from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
+from scripts import demo_data
+from scripts.lib import lslocal  # the Label Studio harness
 
 DIGITS_CONFIG = demo_data.DIGITS_LABEL_CONFIG
 BACKEND_URL_IN_STACK = "http://backend:9090"   # the URL a user types in Label Studio's Model tab

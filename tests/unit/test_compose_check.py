@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "compose_check.sh"
-sys.path.insert(0, str(REPO / "scripts"))
-compose_check = pytest.importorskip("compose_check")
+compose_check = pytest.importorskip("scripts.compose_check")
 
 
 def test_stand_ins_are_made_for_exactly_the_images_the_stack_names():
