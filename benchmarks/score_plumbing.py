@@ -103,9 +103,9 @@ def http_server(directory: Path) -> Iterator[str]:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the image server did not start")
+                    raise RuntimeError("the image server did not start") from exc
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -165,9 +165,10 @@ def run_load(url: str, pid: int, tasks: list[dict], args) -> dict:
         with requests.Session() as session:
             while time.monotonic() < stop_at:
                 batch = rng.sample(tasks, rng.randint(1, 5))
+                expected = len(batch)
                 timed_post(session, "/predict",
                            {"tasks": batch, "project": f"{pid}.0", "label_config": CONFIG}, 60,
-                           lambda body, n=len(batch): len(body["results"]) == n, predict)
+                           lambda body, n=expected: len(body["results"]) == n, predict)
 
     def webhook_loop(seed: int) -> None:
         with requests.Session() as session:

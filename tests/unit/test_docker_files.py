@@ -468,7 +468,7 @@ def test_cpu_override_drops_the_gpu_reservation():
 
 def test_multi_gpu_override_pins_one_gpu_per_worker_service():
     override = load_yaml(COMPOSE_MULTI_GPU)
-    for name, service in override["services"].items():
+    for service in override["services"].values():
         assert service["extends"] == {"file": "docker-compose.yml", "service": "worker"}
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert isinstance(devices, Tagged) and devices.tag == "!override"
