@@ -46,6 +46,8 @@ s{\bbackend([./])defaults\b}{backend${1}constants}g;
 s{`defaults\.py`}{`constants.py`}g;
 s{\bbackend([./])scoring_setup\b}{backend${1}image_scoring}g;
 s{`scoring_setup\.py`}{`image_scoring.py`}g;
+s{\bcold-start-coldstartpy\b}{cold-start-cold_startpy}g;
+s{-selfsuppy\b}{-self_supervisedpy}g;
 s{\btest_model_coldstart\b}{test_model_cold_start}g;
 s{\btest_model_selfsup\b}{test_model_self_supervised}g;
 s{\bnew_coldstart_version\b}{new_cold_start_version}g;
@@ -82,7 +84,10 @@ rewrite_references() {
 
 rename_modules
 rewrite_references
-"$VENV_DIR/bin/ruff" check --no-cache --fix --quiet --exit-zero .
-"$VENV_DIR/bin/ruff" check --no-cache --fix --unsafe-fixes --select B905 --quiet --exit-zero .
+"$VENV_DIR/bin/ruff" check --no-cache --fix --silent --exit-zero .
+"$VENV_DIR/bin/ruff" check --no-cache --fix --unsafe-fixes --select B905 --silent --exit-zero .
 "$VENV_DIR/bin/ruff" format --no-cache --quiet .
 log "normalized: $(git status --porcelain | wc -l) paths differ from the last commit (git diff --stat)"
+if ! "$VENV_DIR/bin/ruff" check --no-cache --quiet .; then
+  log "ruff's findings above need a hand fix"
+fi
