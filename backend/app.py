@@ -231,7 +231,7 @@ def setup():
     try:
         project_id = parse_project_id(body.get("project"))
     except ValueError as exc:
-        raise _BadRequest(f"/setup needs a project: {exc}")
+        raise _BadRequest(f"/setup needs a project: {exc}") from exc
     schema = task_type_for(body.get("schema"))
     published = deps.store.published(project_id)
     version = published.version if published else PlaceholderVersion.UNTRAINED
@@ -259,7 +259,7 @@ def predict():
     try:
         project_id = parse_project_id(body.get("project"))
     except ValueError as exc:
-        raise _BadRequest(f"/predict needs a project: {exc}")
+        raise _BadRequest(f"/predict needs a project: {exc}") from exc
     # refuse a bad config (UnsupportedConfig -> 400) before LabelStudioMLBase parses it
     task_type_for(body.get("label_config"))
     params = body.get("params")
@@ -280,7 +280,7 @@ def webhook():
     try:
         decision = webhooks.decide(body)
     except webhooks.BadEvent as exc:
-        raise _BadRequest(str(exc))
+        raise _BadRequest(str(exc)) from exc
     if decision.project_id is not None and decision.action in task_index.EVENTS:
         try:   # the task index follows what the event says; a round re-syncs it anyway
             task_index.apply_webhook(deps.redis(), decision.project_id, body)
@@ -356,8 +356,8 @@ def versions():
     raw = request.args.get("project") or ((request.get_json(silent=True) or {}).get("project"))
     try:
         project_id = parse_project_id(raw)
-    except ValueError:
-        raise _BadRequest("/versions needs ?project=<id>")
+    except ValueError as exc:
+        raise _BadRequest("/versions needs ?project=<id>") from exc
     return jsonify({"versions": _deps().store.versions(project_id)})
 
 

@@ -4,7 +4,7 @@ Both kinds of token work: a legacy token (``Authorization: Token <t>``) and a pe
 token, which is a JWT *refresh* token exchanged at /api/token/refresh/ for a short-lived access
 token (300 s in Label Studio 1.23) that is refreshed before it expires or on a 401. The token never
 appears in logs, exceptions or status output. The API client (backend.ls_client), the image
-downloads (backend.image_download) and the test harness (tests/lslocal) share this one refresh.
+downloads (backend.image_download) and the test harness (scripts/lib/lslocal) share this one refresh.
 """
 from __future__ import annotations
 

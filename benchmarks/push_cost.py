@@ -1,7 +1,7 @@
 """What pushing N predictions into a real Label Studio 1.23.2 costs, per chunk size, with and
 without the feature flag of its memory-efficient prediction import.
 
-For each flag setting one Label Studio is started on a loopback port (tests/lslocal); for each
+For each flag setting one Label Studio is started on a loopback port (scripts/lib/lslocal); for each
 (project size N, chunk size) a fresh project of N tasks gets N predictions through the backend's
 own push (``backend.prediction_push.push_predictions``). Recorded: the push's seconds, requests,
 and the first and last request's seconds (a stock Label Studio recounts every task of the
@@ -20,14 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-for extra in (REPO_ROOT, REPO_ROOT / "scripts"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
+from backend.ls_client import LabelStudioClient
+from backend.prediction_push import push_predictions
+from scripts.lib import lslocal
 
-from tests import lslocal  # noqa: E402
-from backend.ls_client import LabelStudioClient  # noqa: E402
-from backend.prediction_push import push_predictions  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 LABEL_CONFIG = """<View><Image name="image" value="$image"/>
 <Choices name="label" toName="image" choice="single"><Choice value="a"/><Choice value="b"/>

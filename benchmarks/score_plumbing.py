@@ -40,14 +40,12 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from backend.images import FetchReport
+from backend.ls_client import LabelStudioClient
+from backend.rounds.configs import model_config_from
+from backend.rounds.score import SCORE_CHUNK_IMAGES, score_pool
 
-from backend.images import FetchReport  # noqa: E402
-from backend.ls_client import LabelStudioClient  # noqa: E402
-from backend.rounds.configs import model_config_from  # noqa: E402
-from backend.rounds.score import SCORE_CHUNK_IMAGES, score_pool  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 from backend.scoring_setup import image_fetcher, score_images  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
@@ -105,9 +103,9 @@ def http_server(directory: Path) -> Iterator[str]:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the image server did not start")
+                    raise RuntimeError("the image server did not start") from exc
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -1,7 +1,7 @@
 """Rounds at scale: what a training round costs against a real Label Studio 1.23.2, per size.
 
 One run per (project size N, Label Studio's memory-efficient prediction import flag off/on), each
-on a fresh Label Studio (``tests/lslocal``) and a fresh backend (``scripts/serve.sh``: its
+on a fresh Label Studio (``scripts/lib/lslocal``) and a fresh backend (``scripts/serve.sh``: its
 embedded Redis, one RQ worker, the HTTP backend under gunicorn), all real processes on loopback:
 
 1. a project of N tasks whose images are real handwritten digits (MNIST, or scikit-learn's
@@ -48,8 +48,8 @@ import numpy as np
 import requests
 from PIL import Image
 
-import demo_data  # scripts/: the folder of the script python runs is on sys.path
-from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
+from scripts import demo_data
+from scripts.lib import lslocal  # the Label Studio harness
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"

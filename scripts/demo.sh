@@ -14,6 +14,6 @@ cd "$REPO_ROOT"
 ensure_venv
 ensure_ls_venv
 export VENV_DIR LS_VENV_DIR
-# demo.py imports the Label Studio harness (tests/lslocal) from this checkout
+# demo.py imports the Label Studio harness (scripts/lib/lslocal) from this checkout
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PY" "$REPO_ROOT/scripts/demo.py" "$@"

@@ -3,7 +3,7 @@ webhook flood, against a real Label Studio and the backend started by scripts/se
 
     scripts/python.sh scripts/load_test.py [--duration-s 30] [--predict-threads 6] [--webhook-threads 2]
 
-Label Studio's own venv is installed on first use (tests/lslocal), as scripts/test.sh does.
+Label Studio's own venv is installed on first use (scripts/lib/lslocal), as scripts/test.sh does.
 
 It stops by itself: the load phase lasts --duration-s and every request has a timeout. All
 traffic goes to 127.0.0.1. It reports requests, errors (goal 0), p50/p99 latencies, and whether
@@ -27,8 +27,8 @@ from typing import Any
 
 import requests
 
-import demo_data  # scripts/: the folder of the script python runs is on sys.path
-from tests import lslocal  # the Label Studio harness; the checkout is on PYTHONPATH
+from scripts import demo_data
+from scripts.lib import lslocal  # the Label Studio harness
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = demo_data.DIGITS_LABEL_CONFIG
@@ -165,9 +165,10 @@ def run_load(url: str, pid: int, tasks: list[dict], args) -> dict:
         with requests.Session() as session:
             while time.monotonic() < stop_at:
                 batch = rng.sample(tasks, rng.randint(1, 5))
+                expected = len(batch)
                 timed_post(session, "/predict",
                            {"tasks": batch, "project": f"{pid}.0", "label_config": CONFIG}, 60,
-                           lambda body, n=len(batch): len(body["results"]) == n, predict)
+                           lambda body, n=expected: len(body["results"]) == n, predict)
 
     def webhook_loop(seed: int) -> None:
         with requests.Session() as session:

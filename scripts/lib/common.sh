@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared shell helpers: where the virtual environments live and how they are installed.
-# Sourced by scripts/serve.sh, scripts/test.sh, scripts/demo.sh, scripts/python.sh and
-# scripts/compose_check.sh.
+# Sourced by scripts/serve.sh, scripts/test.sh, scripts/demo.sh and scripts/python.sh (which
+# runs the Python commands, scripts/compose_check.py among them).
 #
 # The project venv (torch, torchvision, label-studio-ml ...) is ~5.5 GB, so it lives in a cache
 # directory keyed by the hash of requirements.txt's requirements (its comments do not count) and is

@@ -16,8 +16,8 @@ import requests
 
 from tests.conftest import REPO_ROOT, free_port
 
-lslocal = pytest.importorskip("tests.lslocal")
-demo_data = pytest.importorskip("demo_data")
+lslocal = pytest.importorskip("scripts.lib.lslocal")
+demo_data = pytest.importorskip("scripts.demo_data")
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 

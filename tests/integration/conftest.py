@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import lslocal
+from scripts.lib import lslocal
 from tests.conftest import free_port
 
 LS_ADMIN_EMAIL, LS_ADMIN_PASSWORD = "admin@example.com", "integration-Passw0rd"

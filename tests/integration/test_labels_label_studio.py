@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-import demo_data
+from scripts import demo_data
 from backend import jobs, ls_project, reconcile, training_state
 from backend.app import create_app
 from backend.ls_client import LabelStudioClient

@@ -1,4 +1,4 @@
-"""The harness tests/lslocal against a REAL Label Studio 1.23.2 on a loopback port (about 15 s once the LS venv
+"""The harness scripts/lib/lslocal against a REAL Label Studio 1.23.2 on a loopback port (about 15 s once the LS venv
 and its database template exist; the first run migrates a template database for about a minute).
 
 The LS venv comes from $LS_VENV_DIR (scripts/test.sh sets it), else the shared cache; it is installed
@@ -16,8 +16,8 @@ from http.server import ThreadingHTTPServer
 import pytest
 import requests
 
-import demo_data
-from tests import lslocal
+from scripts import demo_data
+from scripts.lib import lslocal
 from tests.conftest import JsonReplyHandler
 
 pytestmark = pytest.mark.labelstudio

@@ -1,6 +1,6 @@
 """The prediction push against a REAL Label Studio 1.23.2 on a loopback port.
 
-Run once with Label Studio's memory-efficient prediction import (the flag tests/lslocal sets)
+Run once with Label Studio's memory-efficient prediction import (the flag scripts/lib/lslocal sets)
 and once with its stock (legacy) import: both refuse a chunk naming a deleted task with a 400, but
 the first may have created earlier batches of the same request before refusing.
 """
@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from tests import lslocal
+from scripts.lib import lslocal
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.prediction_push import duplicate_ids, push_predictions
 from tests.conftest import free_port

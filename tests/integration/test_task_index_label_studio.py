@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-import demo_data
-from tests import lslocal
+from scripts import demo_data
+from scripts.lib import lslocal
 from backend import task_index
 from backend.app import create_app
 from backend.images import FetchReport

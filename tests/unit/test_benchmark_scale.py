@@ -2,7 +2,7 @@
 process bookkeeping it reads from /proc, and the tables it writes."""
 import pytest
 
-import benchmark_scale as bench
+from scripts import benchmark_scale as bench
 
 
 def test_two_sizes_give_the_line_through_them_and_its_100k_value():

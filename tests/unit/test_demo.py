@@ -2,17 +2,13 @@
 what the pushed ranking is worth (the real Label Studio run is scripts/demo.sh itself)."""
 from __future__ import annotations
 
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import demo  # noqa: E402
-import demo_data  # noqa: E402
+from scripts import demo, demo_data
 
 
 def test_the_digits_config_is_the_generic_one_with_ten_digits():

@@ -398,7 +398,7 @@ def _published_addresses(compose, env: dict[str, str]) -> dict[str, list[str]]:
 def test_the_stack_lets_no_one_in_by_default(compose, env_example, env_source):
     """What a deployment gets without changing anything: ports on the host's loopback, signup
     closed, and Label Studio's SSRF protection on, letting through the backend's address alone."""
-    from ls_banned_subnets import LS_DEFAULT_BANNED_SUBNETS, banned_except, is_banned
+    from scripts.ls_banned_subnets import LS_DEFAULT_BANNED_SUBNETS, banned_except, is_banned
 
     env = {} if env_source == "no .env" else dict(env_example)
     for name, addresses in _published_addresses(compose, env).items():
@@ -431,7 +431,7 @@ def test_the_stack_lets_no_one_in_by_default(compose, env_example, env_source):
 def test_the_ban_list_copy_is_label_studios():
     """scripts/ls_banned_subnets.py copies Label Studio's default ban list: compared with the
     installed Label Studio's source where its venv is here."""
-    from ls_banned_subnets import LS_DEFAULT_BANNED_SUBNETS
+    from scripts.ls_banned_subnets import LS_DEFAULT_BANNED_SUBNETS
     found = sorted(Path(sys.prefix).parent.glob(
         "venv-label-studio-*/lib/python3*/site-packages/label_studio/core/utils/io.py"))
     if not found:
@@ -468,7 +468,7 @@ def test_cpu_override_drops_the_gpu_reservation():
 
 def test_multi_gpu_override_pins_one_gpu_per_worker_service():
     override = load_yaml(COMPOSE_MULTI_GPU)
-    for name, service in override["services"].items():
+    for service in override["services"].values():
         assert service["extends"] == {"file": "docker-compose.yml", "service": "worker"}
         devices = service["deploy"]["resources"]["reservations"]["devices"]
         assert isinstance(devices, Tagged) and devices.tag == "!override"
@@ -809,6 +809,15 @@ def _entrypoint_env(**extra) -> dict[str, str]:
     return env
 
 
+def _load_module(path: Path):
+    """The module in ``path``, a file of docker/ that is no package's (the image runs it by path)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -852,11 +861,7 @@ def test_entrypoint_web_and_worker_start_and_pass_their_healthchecks(redis_serve
     from redis import Redis
     from rq import Worker
 
-    sys.path.insert(0, str(DOCKER))
-    try:
-        import healthcheck
-    finally:
-        sys.path.remove(str(DOCKER))
+    healthcheck = _load_module(DOCKER / "healthcheck.py")
 
     redis_url = redis_server.rsplit("/", 1)[0] + "/7"  # a db of its own
     port = _free_port()

@@ -2,8 +2,6 @@
 project loads with PRETRAINED_WEIGHTS (a real checkpoint, a real model store)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import torch
 
@@ -11,9 +9,7 @@ from backend.model_store import ModelStore, new_coldstart_version, new_version
 from model import ModelConfig, TrainConfig, build_network
 from model.checkpoint import save_checkpoint
 from model.trainer import TrainResult
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import export_backbone  # noqa: E402
+from scripts import export_backbone
 
 
 def test_a_published_model_exports_its_backbone_for_another_project(tmp_path, capsys):

@@ -2,7 +2,7 @@
 flag that keeps a push linear; a caller can still switch it off (benchmarks/push_cost.py does)."""
 from pathlib import Path
 
-from tests import lslocal
+from scripts.lib import lslocal
 
 FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 

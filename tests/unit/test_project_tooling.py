@@ -39,7 +39,7 @@ def project_venv() -> Path:
 
 
 def test_python_wrapper_imports_this_checkout_from_any_directory(project_venv, tmp_path):
-    code = "import backend, benchmarks, model, matplotlib; print(model.__file__)"
+    code = "import backend, benchmarks, model, scripts.lib.lslocal, matplotlib; print(model.__file__)"
     result = subprocess.run(["bash", str(REPO / "scripts" / "python.sh"), "-c", code], cwd=tmp_path,
                             env=_wrapper_env(project_venv), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -53,6 +53,15 @@ def test_python_wrapper_runs_a_readme_command(project_venv):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "| variable | default | unit | meaning |"
     assert "| `STRATEGY` |" in result.stdout
+
+
+def test_no_module_edits_sys_path():
+    # scripts, benchmarks and tests import each other as packages of the checkout on PYTHONPATH
+    pattern = re.compile(r"sys\.path\.(insert|append|extend)\(")
+    folders = ("backend", "model", "scripts", "benchmarks", "tests", "docker")
+    offenders = [str(path.relative_to(REPO)) for folder in folders
+                 for path in sorted((REPO / folder).rglob("*.py")) if pattern.search(path.read_text())]
+    assert not offenders, f"import through the package instead: {offenders}"
 
 
 def _requirements_hash(path: Path) -> str:

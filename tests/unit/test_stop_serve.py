@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from tests import lslocal
+from scripts.lib import lslocal
 
 # The stand-ins write the child's pid only once their trap is set: the test sends TERM as soon
 # as it reads the pid, and a TERM before the trap would end the script the default way.

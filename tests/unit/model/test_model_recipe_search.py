@@ -129,7 +129,7 @@ def test_a_real_search_on_digits_trains_every_candidate_on_every_fold(digits, ti
                    budget_s=600, progress=events.append)
     assert found.folds_compared == 2
     assert [e["candidate"] for e in events] == [c.name for c in CANDIDATES] * 2
-    for name, row in found.table.items():
+    for row in found.table.values():
         assert len(row["fold_acc"]) == 2 and all(0.0 <= a <= 1.0 for a in row["fold_acc"])
     # a trained recipe beats chance (10 classes) on held-out digits
     assert max(row["cv_acc"] for row in found.table.values()) > 0.3

@@ -1,24 +1,21 @@
 """Writes checkpoint_v1.pt, the compatibility fixture of test_model_checkpoint.py.
 
 Run once per checkpoint format version, from the repository root:
-    python tests/unit/model/data/make_checkpoint_fixture.py
+    scripts/python.sh -m tests.unit.model.data.make_checkpoint_fixture
 Never regenerate an existing version's file: it stands for checkpoints already on users' disks.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parents[3]))
-sys.path.insert(0, str(HERE.parent))
+from model import ModelConfig, TrainConfig, save_checkpoint, score, train
+from tests.unit.model.test_model_checkpoint import fixture_images
 
-from model import ModelConfig, TrainConfig, save_checkpoint, score, train  # noqa: E402
-from test_model_checkpoint import fixture_images  # noqa: E402
+HERE = Path(__file__).parent
 
 
 def main() -> None:

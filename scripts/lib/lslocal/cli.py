@@ -1,4 +1,4 @@
-"""The command line: ``python -m tests.lslocal --help`` (from the repository root).
+"""The command line: ``python -m scripts.lib.lslocal --help`` (from the repository root).
 
   ensure-venv   create Label Studio's venv and its database template
   start         run Label Studio in the foreground (optionally writing a new PAT to a file)
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 from backend.ls_auth import LabelStudioError
-from tests.lslocal.auth import create_personal_access_token, get_legacy_token
-from tests.lslocal.process import DEFAULT_START_TIMEOUT_S, start_label_studio
-from tests.lslocal.venv import (LABEL_STUDIO_VERSION, default_ls_venv_dir, ensure_db_template,
+from scripts.lib.lslocal.auth import create_personal_access_token, get_legacy_token
+from scripts.lib.lslocal.process import DEFAULT_START_TIMEOUT_S, start_label_studio
+from scripts.lib.lslocal.venv import (LABEL_STUDIO_VERSION, default_ls_venv_dir, ensure_db_template,
                                 ensure_ls_venv)
 
 
@@ -72,7 +72,7 @@ def _cli_token(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tests.lslocal",
+    parser = argparse.ArgumentParser(prog="python -m scripts.lib.lslocal",
                                      description="Run and drive a local Label Studio " + LABEL_STUDIO_VERSION)
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -1,7 +1,7 @@
 """Run and drive a real, local Label Studio 1.23.2 for integration tests, the demo and benchmarks.
 
-``from tests import lslocal`` gives every public name (the module was once scripts/lslocal.py; the
-names are unchanged). Split by concern:
+``from scripts.lib import lslocal`` gives every public name (the scripts, the benchmarks and the
+tests import it from here). Split by concern:
 
 - ``venv``: Label Studio's own venv, the offline environment it runs in, the migrated empty
   database template;
@@ -9,20 +9,20 @@ names are unchanged). Split by concern:
 - ``auth``: a session login, creating a personal access token or reading the legacy token;
 - ``admin``: ``LabelStudioAdmin``, an administrator's API client on the backend's own transport and
   token refresh (backend.ls_client, backend.ls_auth);
-- ``cli``: ``python -m tests.lslocal --help``.
+- ``cli``: ``python -m scripts.lib.lslocal --help``.
 
 All traffic goes to the local server.
 """
 
 from backend.ls_auth import LabelStudioError
-from tests.lslocal.admin import (HTTP_TIMEOUT_S, MAX_FILES_PER_IMPORT, SAMPLING_VALUES,
+from scripts.lib.lslocal.admin import (HTTP_TIMEOUT_S, MAX_FILES_PER_IMPORT, SAMPLING_VALUES,
                                  LabelStudioAdmin, choice_annotation)
-from tests.lslocal.auth import (create_personal_access_token, get_legacy_token, jwt_claims,
+from scripts.lib.lslocal.auth import (create_personal_access_token, get_legacy_token, jwt_claims,
                                 login_session, looks_like_jwt)
-from tests.lslocal.cli import build_parser, main
-from tests.lslocal.process import (DEFAULT_START_TIMEOUT_S, LabelStudioProcess, direct_session,
+from scripts.lib.lslocal.cli import build_parser, main
+from scripts.lib.lslocal.process import (DEFAULT_START_TIMEOUT_S, LabelStudioProcess, direct_session,
                                    free_port, port_is_free, start_label_studio, stop_serve)
-from tests.lslocal.venv import (DB_FILE_NAME, DB_TEMPLATE_NAME, INSTALL_MARKER,
+from scripts.lib.lslocal.venv import (DB_FILE_NAME, DB_TEMPLATE_NAME, INSTALL_MARKER,
                                 LABEL_STUDIO_VERSION, PREDICTIONS_IMPORT_FLAG, cache_root,
                                 default_ls_venv_dir, ensure_db_template, ensure_ls_venv,
                                 label_studio_executable, offline_environment)

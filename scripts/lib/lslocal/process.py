@@ -19,7 +19,7 @@ from typing import Optional
 import requests
 
 from backend.ls_auth import LabelStudioError
-from tests.lslocal.venv import (DB_FILE_NAME, LOG_TAIL_CHARS, ensure_db_template,
+from scripts.lib.lslocal.venv import (DB_FILE_NAME, LOG_TAIL_CHARS, ensure_db_template,
                                 label_studio_executable, offline_environment)
 
 DEFAULT_START_TIMEOUT_S = 180.0

@@ -15,7 +15,7 @@ import json
 import requests
 
 from backend.ls_auth import LabelStudioError, is_jwt
-from tests.lslocal.process import direct_session
+from scripts.lib.lslocal.process import direct_session
 
 HTTP_TIMEOUT_S = 60.0
 
