@@ -121,11 +121,33 @@ def accuracy_estimate(metrics: dict) -> tuple[float | None, str]:
     return None, ""
 
 
+def prospective_by_version(history: list[dict]) -> dict[str, dict]:
+    """Each version's newest prospective measurement (``backend.rounds.prospective``), with its
+    accuracy: a later round measured the same version on every task annotated since it was
+    trained, so the newest counts every earlier one's tasks too."""
+    out: dict[str, dict] = {}
+    for entry in history:   # newest first
+        measured = entry.get("prospective")
+        if not isinstance(measured, dict) or measured.get("version") in out:
+            continue
+        tasks, correct = measured.get("tasks"), measured.get("correct")
+        if not isinstance(tasks, int) or not isinstance(correct, int):
+            continue
+        shown = dict(measured, accuracy=correct / tasks if tasks else None,
+                     measured_at=entry.get("finished_at"))
+        chosen, right = measured.get("preselected"), measured.get("preselected_correct")
+        if isinstance(chosen, int) and isinstance(right, int) and chosen:
+            shown["preselected_accuracy"] = right / chosen
+        out[str(measured.get("version"))] = shown
+    return out
+
+
 def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> list[dict]:
     """Every version the history or MODEL_DIR knows, newest first, with what it measured."""
     published = store.published(project_id)
     live = published.version if published else None
     by_version = {e["model_version"]: e for e in reversed(history) if e.get("model_version")}
+    prospective = prospective_by_version(history)
     names = set(by_version) | set(store.versions(project_id))
     rows = []
     for version in sorted(names, key=version_sort_key, reverse=True):
@@ -143,6 +165,7 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
                      "train_acc": metrics.get("train_acc"),
                      "lpm_spearman": metrics.get("lpm_spearman"),
                      "timings_s": entry.get("timings_s") or {},
+                     "prospective": prospective.get(version),
                      "refusal": reason})
     return rows
 

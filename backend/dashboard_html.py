@@ -165,6 +165,28 @@ def version_action(row: dict, action_url: str) -> str:
             f'live</button></form>')
 
 
+def prospective_html(measured: dict | None) -> str:
+    """A version's prospective accuracy in words (``dashboard_data.prospective_by_version``)."""
+    if not measured:
+        return '<span class="muted">measured at the next round</span>'
+    if not measured.get("tasks"):
+        return '<span class="muted">no task annotated since</span>'
+    text = (f'<span class="prospective">{percent(measured["accuracy"])}</span> of '
+            f'{int(measured["tasks"])} tasks')
+    if measured.get("preselected"):
+        text += (f'<br><span class="muted">pre-selected on {int(measured["preselected"])}: '
+                 f'{percent(measured.get("preselected_accuracy"))} kept</span>')
+    return text
+
+
+PROSPECTIVE_NOTE = (
+    '<p class="muted">Prospective accuracy: of the tasks annotated after a version was trained '
+    '(counted when the next round collects the labels), how often its guess, the answer '
+    'pre-selected for the annotator, was the annotator\'s label. These tasks were served first '
+    'because the model found them the hardest, so this figure is pessimistic: the model does '
+    'better on the tasks left.</p>')
+
+
 def versions_html(view: dict, action_url) -> str:
     if not view["versions"]:
         return '<p class="muted">No version yet.</p>'
@@ -178,12 +200,14 @@ def versions_html(view: dict, action_url) -> str:
             f'<td>{escape(str(row["finished_at"] or "–"))}</td>'
             f'<td>{escape(str(row["labels"] if row["labels"] is not None else "–"))}</td>'
             f'<td>{escape(str(row["mode"] or "–"))}</td><td>{accuracy}</td>'
+            f'<td>{prospective_html(row["prospective"])}</td>'
             f'<td>{percent(row["train_acc"])}</td><td>{number(row["lpm_spearman"])}</td>'
             f'<td>{version_action(row, action_url(row["version"]))}</td></tr>')
     return ('<table class="versions"><tr><th>version</th><th>finished</th><th>labels</th>'
-            '<th>mode</th><th>accuracy estimate</th><th>train accuracy</th>'
+            '<th>mode</th><th>accuracy estimate</th><th>prospective accuracy</th>'
+            '<th>train accuracy</th>'
             '<th>loss module vs true loss (Spearman)</th><th></th></tr>'
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + PROSPECTIVE_NOTE)
 
 
 def top_tasks_html(view: dict, links: dict) -> str:

@@ -21,7 +21,7 @@ HISTORY_LENGTH = 200   # rounds kept per project (a few KB each)
 # the parts of a round's plain summary the history keeps (the rest is in /status's last_summary)
 _KEPT = ("state", "model_version", "reason", "strategy", "metrics", "tasks", "annotated_tasks",
          "annotations_used", "predictions_pushed", "tasks_deleted_during_round", "preselected",
-         "embedding", "pick", "timings_s", "warnings")
+         "embedding", "pick", "timings_s", "warnings", "prospective")
 
 
 def history_key(project_id: int) -> str:

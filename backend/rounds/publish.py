@@ -49,7 +49,8 @@ def push_version(settings: Settings, client: LabelStudioClient, store: ModelStor
         store.save_neighbours(project_id, trained.version, trained.ids, trained.outputs.embedding)
         pushed = push_and_publish(settings, client, store, project_id, trained.version,
                                   collected.schema, predictions,
-                                  about={"strategy": settings.strategy},
+                                  about={"strategy": settings.strategy, "annotation_watermark":
+                                         collected.split.annotation_watermark},
                                   info={"metrics": plain_metrics(trained.result.metrics),
                                         "annotations_used": len(collected.train_images)},
                                   status=run.status)
