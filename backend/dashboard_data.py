@@ -112,13 +112,21 @@ def round_in_progress(record: dict, now: float | None = None) -> dict | None:
             "feature_shards": record.get("feature_shards")}
 
 
-def accuracy_estimate(metrics: dict) -> tuple[float | None, str]:
-    """A held-out accuracy of a version and what it is (None: none was measured)."""
-    if isinstance(metrics.get("recipe_cv_acc"), (int, float)):
-        return float(metrics["recipe_cv_acc"]), "cross-validated"
-    if isinstance(metrics.get("val_acc"), (int, float)):
-        return float(metrics["val_acc"]), "held-out"
-    return None, ""
+def accuracy_estimate(entry: dict) -> dict:
+    """A version's held-out accuracy estimate: ``value`` (None: none was measured), ``std``
+    over the folds (None: no spread known), the per-fold values and what it is. From the
+    round history's ``accuracy`` (``round_history.accuracy_of``), else from the metrics of an
+    entry recorded before it was kept."""
+    kept = entry.get("accuracy")
+    if isinstance(kept, dict) and isinstance(kept.get("mean"), (int, float)):
+        std = kept.get("std")
+        return {"value": float(kept["mean"]), "std": std if isinstance(std, (int, float)) else None,
+                "folds": kept.get("folds") or [], "kind": str(kept.get("kind") or "")}
+    metrics = entry.get("metrics") or {}
+    for key, kind in (("recipe_cv_acc", "cross-validated"), ("val_acc", "held-out")):
+        if isinstance(metrics.get(key), (int, float)):
+            return {"value": float(metrics[key]), "std": None, "folds": [], "kind": kind}
+    return {"value": None, "std": None, "folds": [], "kind": ""}
 
 
 def prospective_by_version(history: list[dict]) -> dict[str, dict]:
@@ -153,7 +161,7 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
     for version in sorted(names, key=version_sort_key, reverse=True):
         entry = by_version.get(version, {})
         metrics = entry.get("metrics") or {}
-        accuracy, kind = accuracy_estimate(metrics)
+        accuracy = accuracy_estimate(entry)
         reason = rollback.refusal(store, project_id, version, live) if version != live else None
         rows.append({"version": version, "live": version == live,
                      "cold_start": is_cold_start_version(version),
@@ -161,8 +169,8 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
                      "labels": entry.get("annotations_used"),
                      "mode": metrics.get("mode") or ("cold start" if is_cold_start_version(
                          version) else None),
-                     "accuracy": accuracy, "accuracy_kind": kind,
-                     "train_acc": metrics.get("train_acc"),
+                     "accuracy": accuracy["value"], "accuracy_std": accuracy["std"],
+                     "accuracy_kind": accuracy["kind"], "train_acc": metrics.get("train_acc"),
                      "lpm_spearman": metrics.get("lpm_spearman"),
                      "timings_s": entry.get("timings_s") or {},
                      "prospective": prospective.get(version),
@@ -178,10 +186,11 @@ def curve_points(history: list[dict]) -> list[dict]:
         labels = entry.get("annotations_used")
         if entry.get("state") != RoundState.DONE or not isinstance(labels, int):
             continue
-        accuracy, kind = accuracy_estimate(metrics)
+        accuracy = accuracy_estimate(entry)
         train = metrics.get("train_acc")
         points.append({"version": entry.get("model_version"), "labels": labels,
-                       "accuracy": accuracy, "accuracy_kind": kind,
+                       "accuracy": accuracy["value"], "accuracy_std": accuracy["std"],
+                       "accuracy_kind": accuracy["kind"],
                        "train_acc": train if isinstance(train, (int, float)) else None})
     return points
 

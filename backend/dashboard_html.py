@@ -193,6 +193,8 @@ def versions_html(view: dict, action_url) -> str:
     rows = []
     for row in view["versions"]:
         accuracy = percent(row["accuracy"])
+        if row.get("accuracy_std") is not None and row["accuracy"] is not None:
+            accuracy += f' ± {float(row["accuracy_std"]) * 100:.1f}'
         if row["accuracy_kind"]:
             accuracy += f' <span class="muted">({escape(row["accuracy_kind"])})</span>'
         rows.append(
@@ -247,9 +249,11 @@ def project_html(view: dict, links: dict) -> str:
         f'<div id="round-{pid}" data-running="{1 if view["running"] else 0}">'
         f'{round_html(view)}</div><h3>Errors</h3>{problems_html(view)}'
         f'<h3>Learning curve</h3>{learning_curve_svg(view["curve"])}'
-        '<p class="muted">Accuracy estimate: cross-validated over the labels where the round '
-        'searched a recipe, else on a held-out part of the labels; train accuracy is measured on '
-        'the training labels themselves (optimistic).</p>'
+        '<p class="muted">Accuracy estimate: cross-validated over the labels (k folds, ± one '
+        'standard deviation over the folds, the bars of the plot): the model\'s recipe where the '
+        'round searched one, else a linear classifier on the backbone\'s features (the colour '
+        'choice); a held-out part of the labels where the trainer kept one. Train accuracy is '
+        'measured on the training labels themselves (optimistic).</p>'
         f'<h3>Versions</h3>{versions_html(view, links["make_live"])}'
         f'<h3>What annotators get next</h3>{top_tasks_html(view, links)}'
         f'<h3>History of rounds</h3>{history_html(view)}</section>')
