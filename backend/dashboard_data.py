@@ -16,7 +16,8 @@ import time
 from backend import rollback, round_history, training_state
 from backend.dashboard_advice import problems
 from backend.defaults import RoundPhase, RoundState
-from backend.model_store import ModelStore, is_cold_start_version, version_sort_key
+from backend.model_store import ModelStore, Published, is_cold_start_version, version_sort_key
+from backend.rounds.predictions import FIRST_TASKS_KEPT
 from backend.settings import Settings
 
 PHASE_WORDS: dict[str, str] = {
@@ -55,7 +56,7 @@ PROGRESS_FIELD: dict[str, str] = {RoundPhase.SELF_SUPERVISED_PRETRAINING: "self_
 PAIRS = (("done", "total", "images"), ("step", "steps", "steps"), ("epoch", "epochs", "epochs"),
          ("fold", "folds", "folds"))
 VERSIONS_SHOWN = 50      # newest rounds read from the history for one page
-TOP_TASKS = 8            # tasks of the live ranking shown
+TOP_TASKS = FIRST_TASKS_KEPT   # tasks of the live ranking shown
 
 
 def epoch_of(iso: str | None) -> float | None:
@@ -223,6 +224,17 @@ class _TopTasks:
         return top
 
 
+def top_tasks(store: ModelStore, project_id: int, published: Published | None) -> list[dict]:
+    """The live ranking's first tasks: kept with the published pointer (a version published
+    since it keeps them), else from the version's stored predictions (parsed once per file)."""
+    if published is None:
+        return []
+    kept = published.info.get("first_tasks")
+    if isinstance(kept, list) and all(isinstance(t, dict) and "task_id" in t for t in kept):
+        return kept[:TOP_TASKS]
+    return _TopTasks.get(store, project_id, published.version)
+
+
 def project_view(settings: Settings, store: ModelStore, conn, project_id: int,
                  queue_info: dict | None = None) -> dict:
     """Everything the dashboard shows of one project."""
@@ -235,7 +247,7 @@ def project_view(settings: Settings, store: ModelStore, conn, project_id: int,
             "running": round_in_progress(record), "history": history,
             "versions": version_rows(store, project_id, history),
             "curve": curve_points(history),
-            "top_tasks": _TopTasks.get(store, project_id, live) if live else [],
+            "top_tasks": top_tasks(store, project_id, published),
             "rollback": record.get("rollback"),
             "pending_changes": record.get("pending_annotation_changes"),
             "queued_job_id": record.get("queued_job_id"),

@@ -223,6 +223,20 @@ def test_the_next_round_measures_the_live_versions_guesses_on_the_new_labels(
     assert "so this figure is pessimistic" in text
 
 
+def test_the_first_tasks_come_from_the_published_pointer(env, redis_conn, serve_wsgi,
+                                                        fake_client):
+    version = run_round(1)["model_version"]
+    store = ModelStore(env.model_dir, env.keep_model_versions)
+    stored = sorted(store.stored_predictions(PROJECT, version).items(), key=lambda i: i[1].score)
+    kept = store.published(PROJECT).info["first_tasks"]
+    assert [t["task_id"] for t in kept] == [tid for tid, _ in stored[:8]]
+    assert kept[0]["label"] == stored[0][1].label and kept[0]["score"] == stored[0][1].score
+    # the page reads them there: it needs not the version's predictions file for them
+    store.predictions_path(PROJECT, version).unlink()
+    text = requests.get(serve(env, redis_conn, serve_wsgi).url + "/dashboard", timeout=10).text
+    assert f">task {stored[0][0]}</a>" in text and text.count("<td><a href=") == 8
+
+
 def test_a_pruned_version_is_refused_with_the_reason(env, redis_conn, serve_wsgi, fake_client):
     versions = [run_round(n)["model_version"] for n in range(1, 4)]   # KEEP_MODEL_VERSIONS=2
     server = serve(env, redis_conn, serve_wsgi)
