@@ -165,10 +165,11 @@ def version_action(row: dict, action_url: str) -> str:
             f'live</button></form>')
 
 
-def prospective_html(measured: dict | None) -> str:
-    """A version's prospective accuracy in words (``dashboard_data.prospective_by_version``)."""
+def prospective_html(measured: dict | None, live: bool = False) -> str:
+    """A version's prospective accuracy in words (``dashboard_data.prospective_by_version``);
+    the live version's is measured by the next round, a version without one has none."""
     if not measured:
-        return '<span class="muted">measured at the next round</span>'
+        return '<span class="muted">measured at the next round</span>' if live else "–"
     if not measured.get("tasks"):
         return '<span class="muted">no task annotated since</span>'
     text = (f'<span class="prospective">{percent(measured["accuracy"])}</span> of '
@@ -202,7 +203,8 @@ def versions_html(view: dict, action_url) -> str:
             f'<td>{escape(str(row["finished_at"] or "–"))}</td>'
             f'<td>{escape(str(row["labels"] if row["labels"] is not None else "–"))}</td>'
             f'<td>{escape(str(row["mode"] or "–"))}</td><td>{accuracy}</td>'
-            f'<td>{prospective_html(row["prospective"])}</td>'
+            f'<td>{prospective_html(row["prospective"], row["live"] and not row["cold_start"])}'
+            '</td>'
             f'<td>{percent(row["train_acc"])}</td><td>{number(row["lpm_spearman"])}</td>'
             f'<td>{version_action(row, action_url(row["version"]))}</td></tr>')
     return ('<table class="versions"><tr><th>version</th><th>finished</th><th>labels</th>'

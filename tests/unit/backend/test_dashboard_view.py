@@ -132,7 +132,7 @@ def test_the_spread_is_on_the_page_and_in_the_plot():
     bar = re.search(r'class="spread-accuracy" d="M([\d.]+),([\d.]+)V([\d.]+)', svg)
     assert (float(bar.group(2)), float(bar.group(3))) == (92.4, 53.2)
     assert "al-1: 30 labels, accuracy estimate 70.0% ± 10.0" in svg
-    row = {"version": "al-1", "live": True, "finished_at": None, "labels": 30, "mode": "full",
+    row = {"version": "al-1", "live": True, "cold_start": False, "finished_at": None, "labels": 30, "mode": "full",
            "accuracy": 0.7, "accuracy_std": 0.1, "accuracy_kind": "3-fold cross-validated",
            "train_acc": 0.95, "lpm_spearman": None, "prospective": None, "refusal": None}
     table = dashboard_html.versions_html({"versions": [row]}, lambda version: "/x")

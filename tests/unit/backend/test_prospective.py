@@ -58,8 +58,9 @@ def test_the_dashboard_shows_each_versions_newest_measurement_with_the_caveat():
     html = dashboard_html.prospective_html(shown["al-1"])
     assert '75.0%</span> of 8 tasks' in html and "pre-selected on 4: 75.0% kept" in html
     assert "no task annotated since" in dashboard_html.prospective_html(shown["al-2"])
-    assert "next round" in dashboard_html.prospective_html(None)
-    row = {"version": "al-1", "live": True, "finished_at": None, "labels": 20, "mode": "frozen",
+    assert "next round" in dashboard_html.prospective_html(None, live=True)
+    assert dashboard_html.prospective_html(None) == "–"   # never measured (or no guesses)
+    row = {"version": "al-1", "live": True, "cold_start": False, "finished_at": None, "labels": 20, "mode": "frozen",
            "accuracy": None, "accuracy_kind": "", "train_acc": None, "lpm_spearman": None,
            "prospective": shown["al-1"], "refusal": None}
     table = dashboard_html.versions_html({"versions": [row]}, lambda version: "/x")
