@@ -16,7 +16,8 @@ import time
 from backend import rollback, round_history, training_state
 from backend.dashboard_advice import problems
 from backend.defaults import RoundPhase, RoundState
-from backend.model_store import ModelStore, is_cold_start_version, version_sort_key
+from backend.model_store import ModelStore, Published, is_cold_start_version, version_sort_key
+from backend.rounds.predictions import FIRST_TASKS_KEPT
 from backend.settings import Settings
 
 PHASE_WORDS: dict[str, str] = {
@@ -55,7 +56,7 @@ PROGRESS_FIELD: dict[str, str] = {RoundPhase.SELF_SUPERVISED_PRETRAINING: "self_
 PAIRS = (("done", "total", "images"), ("step", "steps", "steps"), ("epoch", "epochs", "epochs"),
          ("fold", "folds", "folds"))
 VERSIONS_SHOWN = 50      # newest rounds read from the history for one page
-TOP_TASKS = 8            # tasks of the live ranking shown
+TOP_TASKS = FIRST_TASKS_KEPT   # tasks of the live ranking shown
 
 
 def epoch_of(iso: str | None) -> float | None:
@@ -112,13 +113,42 @@ def round_in_progress(record: dict, now: float | None = None) -> dict | None:
             "feature_shards": record.get("feature_shards")}
 
 
-def accuracy_estimate(metrics: dict) -> tuple[float | None, str]:
-    """A held-out accuracy of a version and what it is (None: none was measured)."""
-    if isinstance(metrics.get("recipe_cv_acc"), (int, float)):
-        return float(metrics["recipe_cv_acc"]), "cross-validated"
-    if isinstance(metrics.get("val_acc"), (int, float)):
-        return float(metrics["val_acc"]), "held-out"
-    return None, ""
+def accuracy_estimate(entry: dict) -> dict:
+    """A version's held-out accuracy estimate: ``value`` (None: none was measured), ``std``
+    over the folds (None: no spread known), the per-fold values and what it is. From the
+    round history's ``accuracy`` (``round_history.accuracy_of``), else from the metrics of an
+    entry recorded before it was kept."""
+    kept = entry.get("accuracy")
+    if isinstance(kept, dict) and isinstance(kept.get("mean"), (int, float)):
+        std = kept.get("std")
+        return {"value": float(kept["mean"]), "std": std if isinstance(std, (int, float)) else None,
+                "folds": kept.get("folds") or [], "kind": str(kept.get("kind") or "")}
+    metrics = entry.get("metrics") or {}
+    for key, kind in (("recipe_cv_acc", "cross-validated"), ("val_acc", "held-out")):
+        if isinstance(metrics.get(key), (int, float)):
+            return {"value": float(metrics[key]), "std": None, "folds": [], "kind": kind}
+    return {"value": None, "std": None, "folds": [], "kind": ""}
+
+
+def prospective_by_version(history: list[dict]) -> dict[str, dict]:
+    """Each version's newest prospective measurement (``backend.rounds.prospective``), with its
+    accuracy: a later round measured the same version on every task annotated since it was
+    trained, so the newest counts every earlier one's tasks too."""
+    out: dict[str, dict] = {}
+    for entry in history:   # newest first
+        measured = entry.get("prospective")
+        if not isinstance(measured, dict) or measured.get("version") in out:
+            continue
+        tasks, correct = measured.get("tasks"), measured.get("correct")
+        if not isinstance(tasks, int) or not isinstance(correct, int):
+            continue
+        shown = dict(measured, accuracy=correct / tasks if tasks else None,
+                     measured_at=entry.get("finished_at"))
+        chosen, right = measured.get("preselected"), measured.get("preselected_correct")
+        if isinstance(chosen, int) and isinstance(right, int) and chosen:
+            shown["preselected_accuracy"] = right / chosen
+        out[str(measured.get("version"))] = shown
+    return out
 
 
 def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> list[dict]:
@@ -126,12 +156,13 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
     published = store.published(project_id)
     live = published.version if published else None
     by_version = {e["model_version"]: e for e in reversed(history) if e.get("model_version")}
+    prospective = prospective_by_version(history)
     names = set(by_version) | set(store.versions(project_id))
     rows = []
     for version in sorted(names, key=version_sort_key, reverse=True):
         entry = by_version.get(version, {})
         metrics = entry.get("metrics") or {}
-        accuracy, kind = accuracy_estimate(metrics)
+        accuracy = accuracy_estimate(entry)
         reason = rollback.refusal(store, project_id, version, live) if version != live else None
         rows.append({"version": version, "live": version == live,
                      "cold_start": is_cold_start_version(version),
@@ -139,10 +170,11 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
                      "labels": entry.get("annotations_used"),
                      "mode": metrics.get("mode") or ("cold start" if is_cold_start_version(
                          version) else None),
-                     "accuracy": accuracy, "accuracy_kind": kind,
-                     "train_acc": metrics.get("train_acc"),
+                     "accuracy": accuracy["value"], "accuracy_std": accuracy["std"],
+                     "accuracy_kind": accuracy["kind"], "train_acc": metrics.get("train_acc"),
                      "lpm_spearman": metrics.get("lpm_spearman"),
                      "timings_s": entry.get("timings_s") or {},
+                     "prospective": prospective.get(version),
                      "refusal": reason})
     return rows
 
@@ -155,10 +187,11 @@ def curve_points(history: list[dict]) -> list[dict]:
         labels = entry.get("annotations_used")
         if entry.get("state") != RoundState.DONE or not isinstance(labels, int):
             continue
-        accuracy, kind = accuracy_estimate(metrics)
+        accuracy = accuracy_estimate(entry)
         train = metrics.get("train_acc")
         points.append({"version": entry.get("model_version"), "labels": labels,
-                       "accuracy": accuracy, "accuracy_kind": kind,
+                       "accuracy": accuracy["value"], "accuracy_std": accuracy["std"],
+                       "accuracy_kind": accuracy["kind"],
                        "train_acc": train if isinstance(train, (int, float)) else None})
     return points
 
@@ -191,6 +224,17 @@ class _TopTasks:
         return top
 
 
+def top_tasks(store: ModelStore, project_id: int, published: Published | None) -> list[dict]:
+    """The live ranking's first tasks: kept with the published pointer (a version published
+    since it keeps them), else from the version's stored predictions (parsed once per file)."""
+    if published is None:
+        return []
+    kept = published.info.get("first_tasks")
+    if isinstance(kept, list) and all(isinstance(t, dict) and "task_id" in t for t in kept):
+        return kept[:TOP_TASKS]
+    return _TopTasks.get(store, project_id, published.version)
+
+
 def project_view(settings: Settings, store: ModelStore, conn, project_id: int,
                  queue_info: dict | None = None) -> dict:
     """Everything the dashboard shows of one project."""
@@ -203,7 +247,7 @@ def project_view(settings: Settings, store: ModelStore, conn, project_id: int,
             "running": round_in_progress(record), "history": history,
             "versions": version_rows(store, project_id, history),
             "curve": curve_points(history),
-            "top_tasks": _TopTasks.get(store, project_id, live) if live else [],
+            "top_tasks": top_tasks(store, project_id, published),
             "rollback": record.get("rollback"),
             "pending_changes": record.get("pending_annotation_changes"),
             "queued_job_id": record.get("queued_job_id"),

@@ -165,12 +165,37 @@ def version_action(row: dict, action_url: str) -> str:
             f'live</button></form>')
 
 
+def prospective_html(measured: dict | None, live: bool = False) -> str:
+    """A version's prospective accuracy in words (``dashboard_data.prospective_by_version``);
+    the live version's is measured by the next round, a version without one has none."""
+    if not measured:
+        return '<span class="muted">measured at the next round</span>' if live else "–"
+    if not measured.get("tasks"):
+        return '<span class="muted">no task annotated since</span>'
+    text = (f'<span class="prospective">{percent(measured["accuracy"])}</span> of '
+            f'{int(measured["tasks"])} tasks')
+    if measured.get("preselected"):
+        text += (f'<br><span class="muted">pre-selected on {int(measured["preselected"])}: '
+                 f'{percent(measured.get("preselected_accuracy"))} kept</span>')
+    return text
+
+
+PROSPECTIVE_NOTE = (
+    '<p class="muted">Prospective accuracy: of the tasks annotated after a version was trained '
+    '(counted when the next round collects the labels), how often its guess, the answer '
+    'pre-selected for the annotator, was the annotator\'s label. These tasks were served first '
+    'because the model found them the hardest, so this figure is pessimistic: the model does '
+    'better on the tasks left.</p>')
+
+
 def versions_html(view: dict, action_url) -> str:
     if not view["versions"]:
         return '<p class="muted">No version yet.</p>'
     rows = []
     for row in view["versions"]:
         accuracy = percent(row["accuracy"])
+        if row.get("accuracy_std") is not None and row["accuracy"] is not None:
+            accuracy += f' ± {float(row["accuracy_std"]) * 100:.1f}'
         if row["accuracy_kind"]:
             accuracy += f' <span class="muted">({escape(row["accuracy_kind"])})</span>'
         rows.append(
@@ -178,12 +203,15 @@ def versions_html(view: dict, action_url) -> str:
             f'<td>{escape(str(row["finished_at"] or "–"))}</td>'
             f'<td>{escape(str(row["labels"] if row["labels"] is not None else "–"))}</td>'
             f'<td>{escape(str(row["mode"] or "–"))}</td><td>{accuracy}</td>'
+            f'<td>{prospective_html(row["prospective"], row["live"] and not row["cold_start"])}'
+            '</td>'
             f'<td>{percent(row["train_acc"])}</td><td>{number(row["lpm_spearman"])}</td>'
             f'<td>{version_action(row, action_url(row["version"]))}</td></tr>')
     return ('<table class="versions"><tr><th>version</th><th>finished</th><th>labels</th>'
-            '<th>mode</th><th>accuracy estimate</th><th>train accuracy</th>'
+            '<th>mode</th><th>accuracy estimate</th><th>prospective accuracy</th>'
+            '<th>train accuracy</th>'
             '<th>loss module vs true loss (Spearman)</th><th></th></tr>'
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + PROSPECTIVE_NOTE)
 
 
 def top_tasks_html(view: dict, links: dict) -> str:
@@ -223,9 +251,11 @@ def project_html(view: dict, links: dict) -> str:
         f'<div id="round-{pid}" data-running="{1 if view["running"] else 0}">'
         f'{round_html(view)}</div><h3>Errors</h3>{problems_html(view)}'
         f'<h3>Learning curve</h3>{learning_curve_svg(view["curve"])}'
-        '<p class="muted">Accuracy estimate: cross-validated over the labels where the round '
-        'searched a recipe, else on a held-out part of the labels; train accuracy is measured on '
-        'the training labels themselves (optimistic).</p>'
+        '<p class="muted">Accuracy estimate: cross-validated over the labels (k folds, ± one '
+        'standard deviation over the folds, the bars of the plot): the model\'s recipe where the '
+        'round searched one, else a linear classifier on the backbone\'s features (the colour '
+        'choice); a held-out part of the labels where the trainer kept one. Train accuracy is '
+        'measured on the training labels themselves (optimistic).</p>'
         f'<h3>Versions</h3>{versions_html(view, links["make_live"])}'
         f'<h3>What annotators get next</h3>{top_tasks_html(view, links)}'
         f'<h3>History of rounds</h3>{history_html(view)}</section>')

@@ -55,6 +55,7 @@ def learning_curve_svg(points: list[dict]) -> str:
     parts.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 6}" text-anchor="middle" '
                  f'font-size="12">labels used</text>')
     parts.extend(_series(usable, "train_acc", x, y, TRAIN_COLOUR, "train accuracy", hollow=True))
+    parts.extend(_error_bars(usable, x, y))
     parts.extend(_series(usable, "accuracy", x, y, HELD_OUT_COLOUR, "accuracy estimate",
                          hollow=False))
     parts.extend(_legend())
@@ -75,17 +76,37 @@ def _series(points: list[dict], key: str, x, y, colour: str, name: str, hollow: 
         fill = "white" if hollow else colour
         tip = (f"{p.get('version')}: {p['labels']} labels, {name} "
                f"{float(p[key]) * 100:.1f}%")
+        if key == "accuracy" and isinstance(p.get("accuracy_std"), (int, float)):
+            tip += f" ± {float(p['accuracy_std']) * 100:.1f}"
         out.append(f'<circle class="point-{escape(key)}" cx="{x(p["labels"])}" '
                    f'cy="{y(float(p[key]))}" r="4" fill="{fill}" stroke="{colour}" '
                    f'stroke-width="2"><title>{escape(tip)}</title></circle>')
     return out
 
 
+def _error_bars(points: list[dict], x, y) -> list[str]:
+    """The accuracy estimate's spread: a vertical bar from mean - std to mean + std (clipped to
+    0..100%) with caps, per point whose estimate has one."""
+    out = []
+    for p in points:
+        if p.get("accuracy") is None or not isinstance(p.get("accuracy_std"), (int, float)):
+            continue
+        mean, std = float(p["accuracy"]), float(p["accuracy_std"])
+        low, high = y(max(0.0, mean - std)), y(min(1.0, mean + std))
+        cx = x(p["labels"])
+        out.append(f'<path class="spread-accuracy" d="M{cx},{low}V{high}M{cx - 4},{low}'
+                   f'H{cx + 4}M{cx - 4},{high}H{cx + 4}" stroke="{HELD_OUT_COLOUR}" '
+                   f'stroke-width="1.5" fill="none"><title>{escape(str(p.get("version")))}: '
+                   f'± {std * 100:.1f} points over the folds</title></path>')
+    return out
+
+
 def _legend() -> list[str]:
     """Which line is which, in the plot's top left corner."""
     out = []
-    for row, (colour, name, hollow) in enumerate(((HELD_OUT_COLOUR, "accuracy estimate", False),
-                                                 (TRAIN_COLOUR, "train accuracy", True))):
+    names = ((HELD_OUT_COLOUR, "accuracy estimate (bars: ± 1 std over the folds)", False),
+             (TRAIN_COLOUR, "train accuracy", True))
+    for row, (colour, name, hollow) in enumerate(names):
         top = TOP + 8 + row * 16
         dash = ' stroke-dasharray="4 3"' if hollow else ""
         out.append(f'<line x1="{LEFT + 10}" x2="{LEFT + 34}" y1="{top}" y2="{top}" '

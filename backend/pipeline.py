@@ -15,6 +15,7 @@ from backend.model_store import ModelStore
 from backend.rounds.cold_start import cold_start_reason, run_cold_start_round
 from backend.rounds.collect import collect, task_counts
 from backend.rounds.progress import RoundRun, StatusCallback
+from backend.rounds.prospective import measure_live_version
 from backend.rounds.publish import push_version, save_version, update_views
 from backend.rounds.score import NothingScored, held_back, rank_pool, unscored_reason
 from backend.rounds.summary import RoundSummary, plain_metrics
@@ -35,6 +36,10 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     reason = cold_start_reason(len(collected.train_images), len(set(collected.targets)), settings)
     if reason is not None:
         return run_cold_start_round(settings, project_id, client, store, collected, reason, run)
+    # before this round publishes: the version annotators saw, on the labels given since
+    prospective = measure_live_version(store, project_id, collected.split.labeled,
+                                       collected.split.first_annotation,
+                                       settings.preselect_min_confidence)
     try:
         trained = train_and_score(settings, store, project_id, collected, run)
     except NothingScored as exc:
@@ -54,4 +59,5 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
                         metrics=plain_metrics(trained.result.metrics),
                         recipe_search=trained.recipe_search or None,
                         self_supervised=trained.self_supervised or None,
+                        prospective=prospective,
                         timings_s=run.timings_summary(), warnings=tuple(warnings))

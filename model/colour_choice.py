@@ -38,6 +38,8 @@ class ColourChoice:
     with_colour_accuracy: float | None = None   # cross-validated, with the colour histograms
     folds: int = 0
     labels: int = 0
+    invariant_fold_accuracy: tuple[float, ...] = ()     # per fold, backbone features alone
+    with_colour_fold_accuracy: tuple[float, ...] = ()   # per fold, with the colour histograms
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,4 +110,6 @@ def choose_colour(invariant_features: np.ndarray, histograms: np.ndarray, target
     reason = (f"{verdict}: colour histograms {'raise' if gain.mean() >= 0 else 'lower'} the "
               f"{k}-fold accuracy on {len(y)} labels from {invariant.mean():.1%} to "
               f"{with_colour.mean():.1%} (keep at +{MIN_GAIN:.0%} or more)")
-    return ColourChoice(keep, reason, float(invariant.mean()), float(with_colour.mean()), k, len(y))
+    return ColourChoice(keep, reason, float(invariant.mean()), float(with_colour.mean()), k, len(y),
+                        tuple(round(float(a), 4) for a in invariant),
+                        tuple(round(float(a), 4) for a in with_colour))

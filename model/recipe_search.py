@@ -89,7 +89,10 @@ class SearchResult:
     def summary(self) -> dict:
         return {"chosen": self.chosen, "reason": self.reason, "folds_compared": self.folds_compared,
                 "seconds": round(self.seconds, 1),
-                "cv_acc": {name: row["cv_acc"] for name, row in self.table.items()}}
+                "cv_acc": {name: row["cv_acc"] for name, row in self.table.items()},
+                # each candidate's accuracy on each compared fold: the spread of its cv_acc
+                "fold_acc": {name: row["fold_acc"][:self.folds_compared]
+                             for name, row in self.table.items()}}
 
 
 # (images, targets, labels, model_config, train_config) -> trained model's accuracy on the

@@ -30,6 +30,10 @@ class LabeledSplit:
     labeled: list[tuple[int, str, str]]      # (task id, image url, label)
     unlabeled: list[tuple[int, str]]         # (task id, image url)
     labels: dict = field(default_factory=dict)   # converters.label_report of the round
+    # Label Studio numbers annotations in creation order: a labeled task's first annotation id,
+    # and the highest id of any task, say which tasks were annotated after this round collected
+    first_annotation: dict[int, int] = field(default_factory=dict)   # labeled task id -> id
+    annotation_watermark: int | None = None
 
     @property
     def all_items(self) -> list[tuple[int, str]]:
@@ -42,6 +46,8 @@ def split_tasks(tasks: list[dict], schema: TaskType, report: FetchReport
     """Labeled (under the task type's decide_label) and unlabeled tasks; tasks whose annotations
     give no training label (a tie, empty, ...) stay in the pool and are counted in ``labels``."""
     labeled, unlabeled, decisions = [], [], []
+    first_annotation: dict[int, int] = {}
+    watermark: int | None = None
     for task in tasks:
         task_id = task.get("id")
         if not isinstance(task_id, int):
@@ -53,11 +59,25 @@ def split_tasks(tasks: list[dict], schema: TaskType, report: FetchReport
             continue
         decision = schema.decide_label(task)
         decisions.append(decision)
+        ids = annotation_ids(task)
+        if ids:
+            watermark = max(ids) if watermark is None else max(watermark, max(ids))
         if decision.label is None:
             unlabeled.append((task_id, url))
         else:
             labeled.append((task_id, url, decision.label))
-    return LabeledSplit(labeled, unlabeled, converters.label_report(decisions))
+            if ids:
+                first_annotation[task_id] = min(ids)
+    return LabeledSplit(labeled, unlabeled, converters.label_report(decisions), first_annotation,
+                        watermark)
+
+
+def annotation_ids(task: dict) -> list[int]:
+    """The ids of a task's annotations (skipped ones too), as Label Studio numbered them."""
+    annotations = task.get("annotations")
+    if not isinstance(annotations, list):
+        return []
+    return [a["id"] for a in annotations if isinstance(a, dict) and type(a.get("id")) is int]
 
 
 @dataclass

@@ -2,6 +2,8 @@
 model's, or none for a cold-start ranking), the task's score and its cluster."""
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from backend.converters import TaskPrediction
@@ -28,3 +30,16 @@ def ranking_predictions(ids: list[int], scores: np.ndarray, clusters: np.ndarray
         label=None, probability=None, score=float(scores[row]),
         cluster=int(clusters[row]) if push_clusters and clusters[row] >= 0 else None))
         for row, tid in enumerate(ids)]
+
+
+FIRST_TASKS_KEPT = 8   # the ranking's first tasks the published pointer keeps, for the dashboard
+
+
+def first_tasks(predictions: list[tuple[int, TaskPrediction]],
+                n: int = FIRST_TASKS_KEPT) -> list[dict]:
+    """The ``n`` tasks served first (the lowest scores) with the model's guess, as plain values:
+    kept with the published pointer, so the dashboard shows them without parsing every
+    prediction of the version."""
+    return [{"task_id": int(tid), "score": p.score, "label": p.label,
+             "probability": p.probability}
+            for tid, p in heapq.nsmallest(n, predictions, key=lambda item: item[1].score)]

@@ -12,6 +12,7 @@ from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.model_store import ModelStore, is_own_version, version_sort_key
 from backend.prediction_push import push_predictions
 from backend.rounds.collect import CollectedRound
+from backend.rounds.predictions import first_tasks
 from backend.rounds.progress import RoundRun, StatusCallback
 from backend.rounds.summary import PushReport, plain_metrics, short_metrics
 from backend.rounds.train import TrainedRound
@@ -49,7 +50,8 @@ def push_version(settings: Settings, client: LabelStudioClient, store: ModelStor
         store.save_neighbours(project_id, trained.version, trained.ids, trained.outputs.embedding)
         pushed = push_and_publish(settings, client, store, project_id, trained.version,
                                   collected.schema, predictions,
-                                  about={"strategy": settings.strategy},
+                                  about={"strategy": settings.strategy, "annotation_watermark":
+                                         collected.split.annotation_watermark},
                                   info={"metrics": plain_metrics(trained.result.metrics),
                                         "annotations_used": len(collected.train_images)},
                                   status=run.status)
@@ -75,7 +77,8 @@ def push_and_publish(settings: Settings, client: LabelStudioClient, store: Model
     # chunked, each chunk checked rather than blindly re-posted; tasks deleted meanwhile dropped
     push = push_predictions(client, project_id, payload, version, settings.prediction_chunk_size)
     # the config a version was made for: a later change of the project's config retrains
-    info = {**info, "schema": schema.to_dict(), "schema_hash": schema.hash}
+    info = {**info, "schema": schema.to_dict(), "schema_hash": schema.hash,
+            "first_tasks": first_tasks(predictions)}
     store.save_predictions(project_id, version, predictions, **about)
     # the job's status callback refuses this phase once its run lock is lost (backend.jobs):
     # a round another worker may have taken over never publishes

@@ -69,6 +69,7 @@ class RoundSummary:
     recipe_search: dict | None = None         # what the recipe search did (full mode)
     self_supervised: dict | None = None       # where the backbone started from
     first_push: dict | None = None            # a cold start's quick first ranking
+    prospective: dict | None = None           # the previous live version on later labels
     timings_s: dict[str, float] | None = None  # seconds per phase and in total
     warnings: tuple[str, ...] = ()            # what went wrong after publishing (e.g. the tab)
 
@@ -90,7 +91,8 @@ class RoundSummary:
         optional = {"model_version": self.model_version, "reason": self.reason,
                     "embedding": self.embedding, "strategy": self.strategy,
                     "metrics": self.metrics, "recipe_search": self.recipe_search,
-                    "self_supervised": self.self_supervised, "first_push": self.first_push}
+                    "self_supervised": self.self_supervised, "first_push": self.first_push,
+                    "prospective": self.prospective}
         out.update({key: value for key, value in optional.items() if value is not None})
         out.update(self.counts.to_dict())
         for part in (self.pushed, self.ranking):

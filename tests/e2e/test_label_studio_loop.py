@@ -252,6 +252,11 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     # round, so the retrain can fire a little before the last of these annotations
     assert len(annotated) < status2["annotations_used"] <= len(annotated) + len(remaining)
     assert admin.get_project(pid)["model_version"] == status2["model_version"]
+    # the second round measured the first version's guesses on the tasks annotated since
+    measured = status2["last_summary"]["prospective"]
+    assert measured["version"] == version
+    assert measured["tasks"] == status2["last_summary"]["annotated_tasks"] - len(annotated) > 0
+    assert 0 <= measured["preselected_correct"] <= measured["preselected"] <= measured["tasks"]
     # the project has not grown by SELF_SUPERVISED_REFRESH_GROWTH: the weights are reused
     reused = status2["last_summary"]["self_supervised"]
     assert not reused["learned_now"] and reused["weights"] == learned["weights"]

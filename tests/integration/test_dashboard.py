@@ -17,7 +17,7 @@ import requests
 from flask import Flask, jsonify, request
 from rq import SimpleWorker
 
-from backend import jobs, queueing, training_state
+from backend import jobs, queueing, round_history, training_state
 from backend.app import create_app
 from backend.model_store import ModelStore
 from backend.settings import Settings
@@ -201,6 +201,42 @@ def test_two_rounds_two_versions_and_a_rollback_republishes_the_older(
     assert f'<b class="live-version">{older}</b>' in text
 
 
+def test_the_next_round_measures_the_live_versions_guesses_on_the_new_labels(
+        env, redis_conn, serve_wsgi, fake_client):
+    later = (9, 10, 11)
+    for task in fake_client.tasks:   # these three are annotated only after the first round
+        if task["id"] in later:
+            task["annotations"], task["later"] = [], task["annotations"]
+    first = run_round(1)["model_version"]
+    for n, task in enumerate(t for t in fake_client.tasks if t["id"] in later):
+        task["annotations"] = [{**task.pop("later")[0], "id": 100 + n}]   # Label Studio's next ids
+    run_round(2)
+    store = ModelStore(env.model_dir, env.keep_model_versions)
+    guesses = store.stored_predictions(PROJECT, first)
+    right = sum(guesses.get(t).label == LABELS[t] for t in later)
+    measured = round_history.rounds(redis_conn, PROJECT)[0]["prospective"]
+    assert measured["version"] == first and measured["tasks"] == len(later)
+    assert measured["correct"] == right
+    text = requests.get(serve(env, redis_conn, serve_wsgi).url + "/dashboard", timeout=10).text
+    row = re.search(rf'<tr data-version="{first}">.*?</tr>', text).group(0)
+    assert f"{right / len(later) * 100:.1f}%</span> of 3 tasks" in row
+    assert "so this figure is pessimistic" in text
+
+
+def test_the_first_tasks_come_from_the_published_pointer(env, redis_conn, serve_wsgi,
+                                                        fake_client):
+    version = run_round(1)["model_version"]
+    store = ModelStore(env.model_dir, env.keep_model_versions)
+    stored = sorted(store.stored_predictions(PROJECT, version).items(), key=lambda i: i[1].score)
+    kept = store.published(PROJECT).info["first_tasks"]
+    assert [t["task_id"] for t in kept] == [tid for tid, _ in stored[:8]]
+    assert kept[0]["label"] == stored[0][1].label and kept[0]["score"] == stored[0][1].score
+    # the page reads them there: it needs not the version's predictions file for them
+    store.predictions_path(PROJECT, version).unlink()
+    text = requests.get(serve(env, redis_conn, serve_wsgi).url + "/dashboard", timeout=10).text
+    assert f">task {stored[0][0]}</a>" in text and text.count("<td><a href=") == 8
+
+
 def test_a_pruned_version_is_refused_with_the_reason(env, redis_conn, serve_wsgi, fake_client):
     versions = [run_round(n)["model_version"] for n in range(1, 4)]   # KEEP_MODEL_VERSIONS=2
     server = serve(env, redis_conn, serve_wsgi)
@@ -233,7 +269,6 @@ def test_basic_auth_guards_the_page_and_the_action(env, redis_conn, serve_wsgi, 
 
 
 def test_the_page_renders_fast_with_50_versions_and_100000_tasks(env, redis_conn, serve_wsgi):
-    from backend import round_history
     from backend.converters import TaskPrediction
     store = ModelStore(env.model_dir, 50)
     versions = [f"al-20260101-{i // 60:04d}{i % 60:02d}-abcdef" for i in range(50)]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from backend import self_supervised as ssl
+from backend.round_history import entry_from_summary
 from backend.settings import Settings, SettingsError
 from model import load_checkpoint
 from model.colour_choice import MIN_GAIN, ColourChoice
@@ -68,6 +69,12 @@ def test_the_round_decides_on_the_invariant_weights_and_reports_its_evidence(set
     assert any(e.get("phase") == "choosing_colour" for e in events)
     assert any(e.get("colour") == colour for e in events)   # shown in /status while the round runs
     assert (store.project_dir(PROJECT) / ssl.DIR_NAME / ssl.CURRENT_FILE).is_file()
+    # the round history's accuracy estimate: the probe on the features kept, with its spread
+    kept = "with_colour" if colour["keep_colour"] else "invariant"
+    estimate = entry_from_summary(summary, job_id="j", duration_s=1.0)["accuracy"]
+    assert estimate["folds"] == list(colour[f"{kept}_fold_accuracy"]) and len(estimate["folds"]) == 5
+    assert estimate["mean"] == pytest.approx(colour[f"{kept}_accuracy"], abs=1e-3)
+    assert estimate["std"] is not None and estimate["kind"] == "5-fold cross-validated linear probe"
 
 
 def test_a_round_that_keeps_colour_trains_from_the_colour_kept_weights(settings, monkeypatch):

@@ -9,7 +9,7 @@ from backend import dashboard_html
 from backend.dashboard_advice import image_problems, problems, round_error
 from backend.dashboard_data import curve_points, phase_progress, round_in_progress
 from backend.dashboard_plot import learning_curve_svg
-from backend.round_history import entry_from_summary
+from backend.round_history import accuracy_of, entry_from_summary
 from backend.settings import Settings
 
 
@@ -96,3 +96,44 @@ def test_what_users_wrote_is_escaped():
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)" in page
     assert "<img src=x>" not in page and "<b>x</b>" not in page
     assert page.count("<script") == 1 and 'nonce="n0nce"' in page
+
+
+def test_the_accuracy_estimate_carries_its_spread_over_the_folds():
+    searched = {"state": "done", "metrics": {"recipe_cv_acc": 0.7, "val_acc": 0.9},
+                "recipe_search": {"chosen": "b", "fold_acc": {"a": [0.1, 0.2, 0.3],
+                                                              "b": [0.6, 0.8, 0.7]}}}
+    assert accuracy_of(searched) == {"mean": 0.7, "std": 0.1, "folds": [0.6, 0.8, 0.7],
+                                     "kind": "3-fold cross-validated"}
+    held_out = accuracy_of({"metrics": {"val_acc": 0.9}})
+    assert held_out["mean"] == 0.9 and held_out["std"] is None and held_out["kind"] == "held-out"
+    colour = {"keep_colour": False, "invariant_fold_accuracy": [0.5, 0.7],
+              "with_colour_fold_accuracy": [0.9, 0.9]}
+    probe = accuracy_of({"metrics": {}, "self_supervised": {"colour": colour}})
+    assert probe["mean"] == 0.6 and probe["std"] == 0.1414   # the features the round kept
+    assert probe["kind"] == "2-fold cross-validated linear probe"
+    kept = accuracy_of({"self_supervised": {"colour": {**colour, "keep_colour": True}}})
+    assert kept["mean"] == 0.9 and kept["std"] == 0.0
+    assert accuracy_of({"metrics": {"train_acc": 1.0}}) is None
+    entry = entry_from_summary(searched, job_id="j", duration_s=1.0)
+    assert entry["accuracy"]["std"] == 0.1 and "recipe_search" not in entry
+
+
+def test_the_spread_is_on_the_page_and_in_the_plot():
+    entry = {"state": "done", "model_version": "al-1", "annotations_used": 30,
+             "accuracy": {"mean": 0.7, "std": 0.1, "folds": [0.6, 0.8, 0.7],
+                          "kind": "3-fold cross-validated"}, "metrics": {"train_acc": 0.95}}
+    older = {"state": "done", "model_version": "al-0", "annotations_used": 10,
+             "metrics": {"recipe_cv_acc": 0.5}}   # recorded before the spread was kept
+    points = curve_points([entry, older])
+    assert [(p["accuracy"], p["accuracy_std"]) for p in points] == [(0.5, None), (0.7, 0.1)]
+    svg = learning_curve_svg(points)
+    assert svg.count('class="spread-accuracy"') == 1   # only the point with a spread has a bar
+    # 60% to 80% on a 250 px plot with a 14 px top and 40 px bottom margin: y = 250-40-f*196
+    bar = re.search(r'class="spread-accuracy" d="M([\d.]+),([\d.]+)V([\d.]+)', svg)
+    assert (float(bar.group(2)), float(bar.group(3))) == (92.4, 53.2)
+    assert "al-1: 30 labels, accuracy estimate 70.0% ± 10.0" in svg
+    row = {"version": "al-1", "live": True, "cold_start": False, "finished_at": None, "labels": 30, "mode": "full",
+           "accuracy": 0.7, "accuracy_std": 0.1, "accuracy_kind": "3-fold cross-validated",
+           "train_acc": 0.95, "lpm_spearman": None, "prospective": None, "refusal": None}
+    table = dashboard_html.versions_html({"versions": [row]}, lambda version: "/x")
+    assert "70.0% ± 10.0 <span class=\"muted\">(3-fold cross-validated)</span>" in table

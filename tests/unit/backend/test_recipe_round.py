@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from backend.round_history import entry_from_summary
 from backend.rounds.train import recipe_search_skip_reason
 from backend.settings import Settings, SettingsError
 from model import load_checkpoint
@@ -50,6 +51,11 @@ def test_a_round_searches_reports_and_trains_with_the_winner(settings):
     assert summary["metrics"]["recipe"] == search["chosen"]
     assert summary["metrics"]["recipe_cv_acc"] == search["cv_acc"][search["chosen"]]
     assert "recipe_search_s" in summary["timings_s"]
+    # the round history keeps the chosen recipe's accuracy per fold: the estimate's spread
+    estimate = entry_from_summary(summary, job_id="j", duration_s=1.0)["accuracy"]
+    assert estimate["folds"] == search["fold_acc"][search["chosen"]] and len(estimate["folds"]) == 2
+    assert estimate["mean"] == pytest.approx(summary["metrics"]["recipe_cv_acc"], abs=1e-4)
+    assert estimate["kind"] == "2-fold cross-validated" and estimate["std"] is not None
     progress = [e["recipe_search_progress"] for e in events if "recipe_search_progress" in e]
     assert len(progress) == 2 * len(CANDIDATES)
     # the published checkpoint holds the chosen recipe's configuration

@@ -44,6 +44,10 @@ def test_colour_is_kept_where_it_is_the_class(seed):
     assert choice.keep_colour, choice.reason
     assert choice.with_colour_accuracy - choice.invariant_accuracy >= MIN_GAIN
     assert "kept" in choice.reason and f"{len(targets)} labels" in choice.reason
+    # the per-fold accuracies behind each mean: the spread the dashboard shows
+    assert len(choice.with_colour_fold_accuracy) == len(choice.invariant_fold_accuracy) == choice.folds
+    assert np.mean(choice.with_colour_fold_accuracy) == pytest.approx(choice.with_colour_accuracy, abs=1e-3)
+    assert np.mean(choice.invariant_fold_accuracy) == pytest.approx(choice.invariant_accuracy, abs=1e-3)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

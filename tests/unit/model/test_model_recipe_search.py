@@ -89,6 +89,8 @@ def test_search_picks_the_best_mean_over_paired_folds():
     assert [c[0] for c in calls] == ["configured", "half_steps"] * 3        # fold by fold
     assert all(n_train == 20 and n_val == 10 for _, n_train, n_val in calls)
     assert found.summary()["cv_acc"] == {"configured": 0.6, "half_steps": 0.7333}
+    assert found.summary()["fold_acc"] == {"configured": [0.5, 0.6, 0.7],
+                                           "half_steps": [0.7, 0.7, 0.8]}   # the spread
 
 
 def test_ties_keep_the_configured_recipe():
@@ -109,6 +111,7 @@ def test_the_budget_stops_before_a_training_that_would_overrun_and_compares_pair
     assert found.folds_compared == 1                   # configured's 2nd fold has no pair
     assert found.chosen == "half_steps"                # 0.2 > 0.1 on the one paired fold
     assert found.table["configured"]["fold_acc"] == [0.1, 0.9]
+    assert found.summary()["fold_acc"]["configured"] == [0.1]   # the compared folds only
 
 
 def test_too_small_a_budget_keeps_the_configured_recipe_and_says_why():
