@@ -14,7 +14,6 @@ import logging
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
