@@ -28,9 +28,7 @@ JOB_DEADLINE_S = 420
 
 
 def ls_venv() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
-        "ls-active-learning" / f"venv-label-studio-{lslocal.LABEL_STUDIO_VERSION}"
-    return Path(os.environ.get("LS_VENV_DIR", default))
+    return lslocal.default_ls_venv_dir()
 
 
 @pytest.fixture(scope="module")

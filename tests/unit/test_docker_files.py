@@ -621,17 +621,19 @@ def test_dockerfile_conventions(path):
             for key in re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", " " + args):
                 assert not SECRET_WORDS.search(key), f"{instruction} {key}: no secrets in images"
         if instruction == "RUN":
-            assert "pip install" not in args or "-r " in args, "install from pinned files"
+            if "pip install" in args:
+                assert "--require-hashes" in args and re.search(r"-r \S+\.lock\b", args), \
+                    "install from a lock file with hashes (scripts/lock.sh)"
 
 
 def test_backend_dockerfile_layers_and_runtime():
     instructions = dockerfile_instructions(DOCKERFILE)
     copies = [(n, args) for n, (i, args) in enumerate(instructions) if i == "COPY"]
-    requirements = next(n for n, args in copies if "requirements.txt" in args)
+    requirements = next(n for n, args in copies if "requirements.lock" in args)
     code = next(n for n, args in copies if re.search(r"\bbackend/", args))
     assert requirements < code, "requirements before code, for the layer cache"
     install = next(n for n, (i, args) in enumerate(instructions)
-                   if i == "RUN" and "requirements.txt" in args)
+                   if i == "RUN" and "requirements.lock" in args)
     assert requirements < install < code
     env = " ".join(args for i, args in instructions if i == "ENV")
     volumes = json.loads(next(args for i, args in instructions if i == "VOLUME"))
@@ -682,8 +684,8 @@ def test_dockerignore_excludes(relpath):
 
 
 @pytest.mark.parametrize("relpath", [
-    "requirements.txt", "backend/app.py", "model/trainer.py", "docker/entrypoint.sh",
-    "docker/healthcheck.py", "docker/requirements-rq-dashboard.txt", "docker/Dockerfile",
+    "requirements.lock", "backend/app.py", "model/trainer.py", "docker/entrypoint.sh",
+    "docker/healthcheck.py", "docker/requirements-rq-dashboard.lock", "docker/Dockerfile",
 ])
 def test_dockerignore_keeps_what_the_images_need(relpath):
     assert not dockerignored(relpath), relpath

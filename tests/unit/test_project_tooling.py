@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 # the READMEs and docs/, where the README's longer sections moved
 READMES = (REPO / "README.md", REPO / "model" / "README.md", REPO / "benchmarks" / "README.md",
            *sorted((REPO / "docs").glob("*.md")))
-SHELL_SCRIPTS = ("scripts/test.sh", "scripts/python.sh", "scripts/lib/common.sh")
+SHELL_SCRIPTS = ("scripts/test.sh", "scripts/python.sh", "scripts/lock.sh", "scripts/lib/common.sh")
 
 
 def _wrapper_env(venv: Path) -> dict[str, str]:
@@ -31,7 +31,7 @@ def project_venv() -> Path:
     """This interpreter's venv, when scripts/lib/common.sh has installed the development tools
     into it (scripts/test.sh does); the wrapper would install them otherwise, not a test's job."""
     venv = Path(sys.prefix)
-    dev_hash = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash requirements-dev.txt'],
+    dev_hash = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash requirements-dev.lock'],
                               cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     if not (venv / f".dev-installed-{dev_hash}").is_file():
         pytest.skip("the development tools are not installed in this venv: run scripts/test.sh")

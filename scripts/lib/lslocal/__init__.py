@@ -23,16 +23,16 @@ from scripts.lib.lslocal.cli import build_parser, main
 from scripts.lib.lslocal.process import (DEFAULT_START_TIMEOUT_S, LabelStudioProcess, direct_session,
                                    free_port, port_is_free, start_label_studio, stop_serve)
 from scripts.lib.lslocal.venv import (DB_FILE_NAME, DB_TEMPLATE_NAME, INSTALL_MARKER,
-                                LABEL_STUDIO_VERSION, PREDICTIONS_IMPORT_FLAG, cache_root,
+                                LABEL_STUDIO_VERSION, LS_LOCK, PREDICTIONS_IMPORT_FLAG, cache_root,
                                 default_ls_venv_dir, ensure_db_template, ensure_ls_venv,
-                                label_studio_executable, offline_environment)
+                                label_studio_executable, offline_environment, requirements_hash)
 
 __all__ = [
     "DB_FILE_NAME", "DB_TEMPLATE_NAME", "DEFAULT_START_TIMEOUT_S", "HTTP_TIMEOUT_S",
-    "INSTALL_MARKER", "LABEL_STUDIO_VERSION", "MAX_FILES_PER_IMPORT", "PREDICTIONS_IMPORT_FLAG",
+    "INSTALL_MARKER", "LABEL_STUDIO_VERSION", "LS_LOCK", "MAX_FILES_PER_IMPORT", "PREDICTIONS_IMPORT_FLAG",
     "SAMPLING_VALUES", "LabelStudioAdmin", "LabelStudioError", "LabelStudioProcess", "build_parser",
     "cache_root", "choice_annotation", "create_personal_access_token", "default_ls_venv_dir",
     "direct_session", "ensure_db_template", "ensure_ls_venv", "free_port", "get_legacy_token",
     "jwt_claims", "label_studio_executable", "login_session", "looks_like_jwt", "main",
-    "offline_environment", "port_is_free", "start_label_studio", "stop_serve",
+    "offline_environment", "port_is_free", "requirements_hash", "start_label_studio", "stop_serve",
 ]

@@ -8,7 +8,9 @@ seconds, so one is kept next to the venv (``ensure_db_template``).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from typing import Optional
 from backend.ls_auth import LabelStudioError
 
 LABEL_STUDIO_VERSION = "1.23.2"
+# Label Studio's environment, pinned with hashes (scripts/lock.sh writes it)
+LS_LOCK = Path(__file__).resolve().parents[3] / "requirements-label-studio.lock"
 # Label Studio reads a feature flag from an environment variable of the same name.
 PREDICTIONS_IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 INSTALL_MARKER = ".installed"  # same marker as scripts/lib/common.sh's ensure_ls_venv
@@ -37,16 +41,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ls-active-learning"
 
 
+def requirements_hash(path: os.PathLike | str) -> str:
+    """The venv key of a requirements or lock file: scripts/lib/common.sh's _requirements_hash.
+
+    Comments (from a "#" at the start of a line or after a space) and blank lines do not count.
+    """
+    kept = []
+    for line in Path(path).read_text().splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", line).rstrip()
+        if line:
+            kept.append(line + "\n")
+    return hashlib.sha256("".join(kept).encode()).hexdigest()[:10]
+
+
 def default_ls_venv_dir() -> Path:
-    """$LS_VENV_DIR, else the shared cache location scripts/lib/common.sh uses."""
+    """$LS_VENV_DIR, else the shared cache location scripts/lib/common.sh uses (keyed by the lock)."""
     if os.environ.get("LS_VENV_DIR"):
         return Path(os.environ["LS_VENV_DIR"])
-    return cache_root() / f"venv-label-studio-{LABEL_STUDIO_VERSION}"
+    return cache_root() / f"venv-label-studio-{LABEL_STUDIO_VERSION}-{requirements_hash(LS_LOCK)}"
 
 
 
 def ensure_ls_venv(venv_dir: os.PathLike | str | None = None, python: str = "python3.11") -> Path:
-    """Return ``venv_dir``, creating it with label-studio installed if its marker file is missing.
+    """Return ``venv_dir``, creating it from ``LS_LOCK`` if its marker file is missing.
 
     Label Studio gets its own venv because its dependency set conflicts with label-studio-ml's pins.
     """
@@ -58,7 +75,7 @@ def ensure_ls_venv(venv_dir: os.PathLike | str | None = None, python: str = "pyt
     if not (venv_dir / "bin" / "python").exists():
         _run_checked([python, "-m", "venv", str(venv_dir)], "create the Label Studio venv", timeout_s=300)
     pip = [str(venv_dir / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-    _run_pip(pip + [f"label-studio=={LABEL_STUDIO_VERSION}"])
+    _run_pip(pip + ["--require-hashes", "-r", str(LS_LOCK)])
     marker.write_text(f"label-studio=={LABEL_STUDIO_VERSION}\n")
     return venv_dir
 
