@@ -38,6 +38,7 @@ from pathlib import Path
 from backend import embedded_redis, round_history, training_state
 from backend.app import create_app
 from backend.converters import TaskPrediction
+from backend.dashboard_data import phase_progress
 from backend.model_store import ModelStore
 from backend.rounds.predictions import first_tasks
 from backend.settings import Settings
@@ -209,9 +210,10 @@ def real(args, browser: str) -> int:
 
                 def during(record: dict) -> None:
                     nonlocal shot_round
-                    bar = record.get("training_progress") or {}
+                    # the training bar as the page shows it, once it is well under way
+                    fraction = phase_progress(record, "training")["fraction"]
                     if last and not shot_round and record.get("phase") == "training" and \
-                            bar.get("steps") and bar.get("step", 0) >= bar["steps"] * 0.4:
+                            fraction is not None and fraction >= 0.4:
                         shoot(browser, f"{backend_url}/dashboard", args.round_out, args.size)
                         shot_round = True
                         print(f"wrote {args.round_out}", flush=True)
