@@ -10,7 +10,7 @@ ranking), presses Start Training for each round, shoots the page while the last 
 a minute or two on a CPU (``REAL_SETTINGS``; the environment overrides them). Everything lives in
 a temporary folder removed at the end.
 
-    scripts/python.sh scripts/dashboard_screenshot.py --real     # about 10 minutes on 2 CPU cores
+    scripts/python.sh scripts/dashboard_screenshot.py --real     # about 15 minutes on 2 CPU cores
 
 Without ``--real``: one project with a cold-start ranking and four trained versions (the oldest
 pruned), each with its accuracy estimate over 5 folds and the prospective accuracy the next
