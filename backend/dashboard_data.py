@@ -15,7 +15,7 @@ import time
 
 from backend import rollback, round_history, training_state
 from backend.dashboard_advice import problems
-from backend.defaults import RoundPhase, RoundState
+from backend.defaults import PROGRESS_FIELD, RoundPhase, RoundState
 from backend.model_store import ModelStore, Published, is_cold_start_version, version_sort_key
 from backend.rounds.predictions import FIRST_TASKS_KEPT
 from backend.settings import Settings
@@ -40,19 +40,14 @@ PHASE_WORDS: dict[str, str] = {
 # the phases a trained round passes, and a cold start's (a round skips those it does not need)
 TRAINED_PHASES = (RoundPhase.FETCHING_TASKS, RoundPhase.DOWNLOADING_TRAINING_IMAGES,
                   RoundPhase.SELF_SUPERVISED_PRETRAINING, RoundPhase.CHOOSING_COLOUR,
-                  RoundPhase.RECIPE_SEARCH, RoundPhase.EXTRACTING_FEATURES, RoundPhase.TRAINING, RoundPhase.SCORING,
+                  RoundPhase.RECIPE_SEARCH, RoundPhase.EXTRACTING_FEATURES, RoundPhase.TRAINING,
+                  RoundPhase.SCORING,
                   RoundPhase.PUSHING_PREDICTIONS, RoundPhase.PUBLISHING,
                   RoundPhase.UPDATING_VIEWS)
 COLD_START_PHASES = (RoundPhase.FETCHING_TASKS, RoundPhase.DOWNLOADING_TRAINING_IMAGES,
                      RoundPhase.COLD_START_RANKING, RoundPhase.PUSHING_PREDICTIONS,
                      RoundPhase.PUBLISHING, RoundPhase.UPDATING_VIEWS)
-# where each phase's progress is in the status, and the (done, total) pairs it may hold
-PROGRESS_FIELD: dict[str, str] = {RoundPhase.SELF_SUPERVISED_PRETRAINING: "self_supervised_progress",
-                  RoundPhase.RECIPE_SEARCH: "recipe_search_progress",
-                  RoundPhase.EXTRACTING_FEATURES: "scoring_progress",
-                  RoundPhase.TRAINING: "training_progress",
-                  RoundPhase.SCORING: "scoring_progress",
-                  RoundPhase.COLD_START_RANKING: "scoring_progress"}
+# the (done, total) pairs a phase's progress (PROGRESS_FIELD) may hold
 PAIRS = (("done", "total", "images"), ("step", "steps", "steps"), ("epoch", "epochs", "epochs"),
          ("fold", "folds", "folds"))
 VERSIONS_SHOWN = 50      # newest rounds read from the history for one page

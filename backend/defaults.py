@@ -45,6 +45,16 @@ class RoundPhase(StrEnum):
     FAILED = "failed"
 
 
+# where a phase's progress is in a project's status; a phase's field is emptied as the phase
+# begins (training_state.round_status), so no bar shows the counts of a phase that ended
+PROGRESS_FIELD: dict[str, str] = {RoundPhase.SELF_SUPERVISED_PRETRAINING: "self_supervised_progress",
+                                  RoundPhase.RECIPE_SEARCH: "recipe_search_progress",
+                                  RoundPhase.EXTRACTING_FEATURES: "scoring_progress",
+                                  RoundPhase.TRAINING: "training_progress",
+                                  RoundPhase.SCORING: "scoring_progress",
+                                  RoundPhase.COLD_START_RANKING: "scoring_progress"}
+
+
 class WebhookDecision(StrEnum):
     """What a Label Studio event asks of the backend (backend.webhooks.Decision.kind)."""
     TRAIN = "train"     # Start Training: request a round now

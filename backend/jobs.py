@@ -137,8 +137,7 @@ def run_training_job(project_id: int, reason: str = "", automatic: bool = False)
                                  phase=RoundPhase.STARTING)
     log.info("project %s: training job %s started (%s)", project_id, job_id, reason)
 
-    def status(**fields) -> None:
-        training_state.update_status(conn, project_id, **fields)
+    status = training_state.round_status(conn, project_id)
 
     try:
         from backend.pipeline import run_training_round   # heavy (torch): import in the worker

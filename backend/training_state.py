@@ -18,7 +18,7 @@ from typing import Callable
 
 from redis import Redis
 
-from backend.defaults import QUEUED_MARKER_GRACE_S, QUEUED_TTL_S, RUN_LOCK_TTL_S
+from backend.defaults import PROGRESS_FIELD, QUEUED_MARKER_GRACE_S, QUEUED_TTL_S, RUN_LOCK_TTL_S
 
 PREFIX = "al"
 # Status fields holding Label Studio's OWN count of annotated tasks (project.num_tasks_with_annotations):
@@ -304,6 +304,23 @@ def running_job(conn: Redis, project_id: int) -> str | None:
 def update_status(conn: Redis, project_id: int, **fields) -> None:
     key = _key(project_id, "status")
     conn.hset(key, mapping={k: json.dumps(v) for k, v in fields.items()})
+
+
+def round_status(conn: Redis, project_id: int) -> Callable[..., None]:
+    """A round's status callback: ``update_status``, except that a phase that begins (a ``phase``
+    other than the one before) starts with its progress field empty unless the same write fills
+    it, so the bar of a phase never shows the counts of an earlier phase or round (scoring shares
+    its field with feature extraction; each round reuses the fields of the round before)."""
+    announced: list[str | None] = [None]
+
+    def status(**fields) -> None:
+        phase = fields.get("phase")
+        if phase is not None and phase != announced[0]:
+            announced[0] = str(phase)
+            if phase in PROGRESS_FIELD:
+                fields.setdefault(PROGRESS_FIELD[phase], None)
+        update_status(conn, project_id, **fields)
+    return status
 
 
 def get_status(conn: Redis, project_id: int) -> dict:

@@ -85,3 +85,33 @@ def test_status_is_visible(redis_conn):
     status = ts.get_status(redis_conn, 4)
     assert status["state"] == "running" and status["metrics"] == {"acc": 0.9}
     assert status["pending_annotation_changes"] == 0
+
+
+def test_a_phase_that_begins_shows_none_of_an_earlier_phases_counts(redis_conn):
+    """Seen in a real round: as the next round began training, its bar read the last round's
+    "147 of 150 epochs" until the first epoch ended; scoring showed feature extraction's count."""
+    from backend.dashboard_data import round_in_progress
+
+    ts.update_status(redis_conn, 5, training_progress={"step": 147, "steps": 150, "seconds": 160},
+                     scoring_progress={"done": 300, "total": 300})   # what a round left
+    assert ts.RunLock(redis_conn, 5, "train-p5-next").acquire()
+    status = ts.round_status(redis_conn, 5)
+    status(state="running", phase="training")
+
+    def training_bar() -> dict:
+        running = round_in_progress(ts.get_status(redis_conn, 5))
+        assert running is not None
+        return next(b for b in running["bars"] if b["phase"] == "training")
+
+    assert ts.get_status(redis_conn, 5)["training_progress"] is None
+    assert training_bar()["state"] == "now" and training_bar()["text"] == ""
+    assert training_bar()["left_s"] is None
+    status(phase="training", training_progress={"step": 3, "steps": 150, "seconds": 3})
+    status(phase="training", pool_consistency_progress={"images_loaded": 10})   # same phase
+    assert training_bar()["text"] == "3 of 150 steps"
+    # feature extraction and scoring share a field: scoring starts from nothing
+    status(phase="extracting_features", scoring_progress={"done": 300, "total": 300})
+    status(phase="scoring")
+    assert ts.get_status(redis_conn, 5)["scoring_progress"] is None
+    status(phase="scoring", scoring_progress={"done": 20, "total": 300})
+    assert ts.get_status(redis_conn, 5)["scoring_progress"] == {"done": 20, "total": 300}
