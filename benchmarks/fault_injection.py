@@ -74,7 +74,7 @@ WORKER_ENV = {"RECONCILE_INTERVAL_S": "0", "RETRAIN_AFTER_ANNOTATIONS": "0",
               "RETRAIN_MIN_INTERVAL_S": "0", "RETRAIN_DURATION_FACTOR": "0",
               "TRAIN_STEPS": "30", "SELF_SUPERVISED_STEPS": "0", "HELD_BACK_RETRY_S": "90",
               "LOG_LEVEL": "INFO"}
-COLD_START_ENV = {"SELF_SUPERVISED_STEPS": "60"}   # lock-deleted: a cold start that pre-trains
+COLD_START_ENV = {"SELF_SUPERVISED_STEPS": "20"}   # lock-deleted: a cold start that pre-trains
 
 
 # ============================================================================ pure parts
@@ -121,6 +121,19 @@ def fill_until_full(directory: Path, chunk_bytes: int = 1 << 20) -> dict:
                         break
                 break
     return {"file": path.name, "bytes": written, "error": error}
+
+
+def temp_files(directory: Path) -> list[str]:
+    """Temp files of unfinished atomic writes under ``directory`` (dot files ending in .tmp, and
+    the image cache's dot files): what a failed write must not leave behind."""
+    return sorted(str(path.relative_to(directory)) for path in directory.rglob(".*")
+                  if path.is_file())
+
+
+def count_lines(path: Path, needle: str, after_line: int = 0) -> int:
+    """Lines of the log at ``path`` past its first ``after_line`` lines that hold ``needle``."""
+    lines = path.read_text(errors="replace").splitlines()[after_line:]
+    return sum(1 for line in lines if needle in line)
 
 
 def markdown(report: dict) -> str:
@@ -280,11 +293,15 @@ def request_round(stack: Stack, worker_queue: str, project_id: int) -> float:
     return time.monotonic()
 
 
+PROGRESS_FIELDS = {"scoring": "scoring_progress", "cold_start_ranking": "scoring_progress",
+                   "self_supervised_pretraining": "self_supervised_progress",
+                   "extracting_features": "feature_progress", "training": "training_progress"}
+
+
 def progress_of(status: dict) -> dict | None:
-    for key in ("scoring_progress", "self_supervised_progress", "feature_progress"):
-        if status.get(key):
-            return status[key]
-    return None
+    """The progress the round reported for its current phase (None when it has not yet)."""
+    name = PROGRESS_FIELDS.get(str(status.get("phase")))
+    return status.get(name) if name else None
 
 
 class Injector:
@@ -398,8 +415,13 @@ def disk_full(stack: Stack, n_tasks: int, new_tasks: int, disk_mb: int) -> dict:
         before = {**live_versions(stack, project_id, disk / "models"),
                   "scored": scored(stack, project_id, ids)}
         free_before = shutil.disk_usage(disk).free
+        log = stack.work / "disk-full" / "worker.log"
+        log_lines = len(log.read_text(errors="replace").splitlines())
+        # once this round has scored its first chunk (a progress of the grown pool: the first
+        # round's progress stays in the status until then)
         injector = Injector(f"tmpfs of {disk_mb} MiB (MODEL_DIR and image cache) filled",
-                            lambda st: st.get("phase") == "scoring",
+                            lambda st: st.get("phase") == "scoring"
+                            and (st.get("scoring_progress") or {}).get("total") == len(ids),
                             lambda: fill_until_full(disk))
         injector.requested = request_round(stack, "faults-disk-full", project_id)
         rounds = follow(stack, project_id, injector.requested, injector, lambda rs: True)
@@ -408,6 +430,9 @@ def disk_full(stack: Stack, n_tasks: int, new_tasks: int, disk_mb: int) -> dict:
                         {**(injector.record or {}), "free_bytes_before": free_before,
                          "free_bytes_after_round": shutil.disk_usage(disk).free},
                         rounds, started, first_round=first_rounds[0],
+                        cache_writes_refused=count_lines(log, "image cache: no space left",
+                                                         log_lines),
+                        temp_files_left=temp_files(disk),
                         settings={**WORKER_ENV, "labels": LABELS, "tmpfs_mb": disk_mb})
         # the disk freed again: the next round publishes a complete version
         (disk / "filler").unlink()

@@ -38,3 +38,20 @@ def test_the_table_has_one_row_per_scenario_with_the_live_version_s_coverage():
     assert len(rows) == 3
     assert "| none → v2 | 10,000 / 10,000 | complete new version live | 412.5 |" in rows[2]
     assert "held_back: 8000 of 10000 tasks unscored; done" in rows[2]
+
+
+def test_temp_files_are_the_dot_files_left_under_the_directory(tmp_path):
+    (tmp_path / "models" / "project-1").mkdir(parents=True)
+    (tmp_path / "models" / "project-1" / "current.json").write_text("{}")
+    (tmp_path / "models" / "project-1" / ".ckpt.pt.a1b2.tmp").write_bytes(b"x")
+    (tmp_path / "image-cache" / "ab").mkdir(parents=True)
+    (tmp_path / "image-cache" / "ab" / ".abcdef.99").write_bytes(b"x")
+    assert faults.temp_files(tmp_path) == ["image-cache/ab/.abcdef.99",
+                                           "models/project-1/.ckpt.pt.a1b2.tmp"]
+
+
+def test_count_lines_counts_only_past_the_given_line(tmp_path):
+    log = tmp_path / "worker.log"
+    log.write_text("no space left\nother\nimage cache: no space left\nimage cache: no space left\n")
+    assert faults.count_lines(log, "no space left") == 3
+    assert faults.count_lines(log, "image cache: no space left", after_line=3) == 1
