@@ -56,6 +56,7 @@ from redis import Redis
 
 from backend import embedded_redis, queueing, training_state
 from backend.model_store import ModelStore
+from backend.rounds.score import SCORE_CHUNK_IMAGES
 from backend.settings import Settings
 from scripts import benchmark_scale
 from scripts.lib import lslocal
@@ -307,16 +308,22 @@ def progress_of(status: dict) -> dict | None:
 class Injector:
     """Fires ``action`` once, at the first status for which ``when`` holds; remembers when."""
 
-    def __init__(self, what: str, when: Callable[[dict], bool], action: Callable[[], dict]):
+    def __init__(self, what: str, when: Callable[[dict], bool], action: Callable[[], dict],
+                 pool_size: int | None = None):
+        """``pool_size``: a progress of another total is an earlier round's, not recorded."""
         self.what, self.when, self.action = what, when, action
+        self.pool_size = pool_size
         self.record: dict | None = None
         self.requested = time.monotonic()
 
     def __call__(self, status: dict) -> None:
         if self.record is None and self.when(status):
             at = round(time.monotonic() - self.requested, 1)
+            progress = progress_of(status)
+            if progress and self.pool_size and progress.get("total") != self.pool_size:
+                progress = None
             self.record = {"what": self.what, "at_s": at, "phase": status.get("phase"),
-                           "progress": progress_of(status), **self.action()}
+                           "progress": progress, **self.action()}
             print(json.dumps({"injected": self.record}), flush=True)
 
 
@@ -418,11 +425,13 @@ def disk_full(stack: Stack, n_tasks: int, new_tasks: int, disk_mb: int) -> dict:
         log = stack.work / "disk-full" / "worker.log"
         log_lines = len(log.read_text(errors="replace").splitlines())
         # once this round has scored its first chunk (a progress of the grown pool: the first
-        # round's progress stays in the status until then)
+        # round's progress stays in the status until then), or as it starts scoring a pool of
+        # one chunk (which reports its progress only once scored)
         injector = Injector(f"tmpfs of {disk_mb} MiB (MODEL_DIR and image cache) filled",
-                            lambda st: st.get("phase") == "scoring"
-                            and (st.get("scoring_progress") or {}).get("total") == len(ids),
-                            lambda: fill_until_full(disk))
+                            lambda st: st.get("phase") == "scoring" and (
+                                len(ids) <= SCORE_CHUNK_IMAGES
+                                or (st.get("scoring_progress") or {}).get("total") == len(ids)),
+                            lambda: fill_until_full(disk), pool_size=len(ids))
         injector.requested = request_round(stack, "faults-disk-full", project_id)
         rounds = follow(stack, project_id, injector.requested, injector, lambda rs: True)
         after = live_versions(stack, project_id, disk / "models")
@@ -435,7 +444,7 @@ def disk_full(stack: Stack, n_tasks: int, new_tasks: int, disk_mb: int) -> dict:
                         temp_files_left=temp_files(disk),
                         settings={**WORKER_ENV, "labels": LABELS, "tmpfs_mb": disk_mb})
         # the disk freed again: the next round publishes a complete version
-        (disk / "filler").unlink()
+        (disk / "filler").unlink(missing_ok=True)
         recovery = request_round(stack, "faults-disk-full", project_id)
         recovered = follow(stack, project_id, recovery, lambda st: None, lambda rs: True)
         live = live_versions(stack, project_id, disk / "models")
