@@ -10,6 +10,7 @@ is loaded strictly. Keeping the newest N versions is the caller's job.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.atomic import atomic_write
+from model.atomic import atomic_write_bytes
 from model.config import LEGACY_MODEL_DEFAULTS, ModelConfig, TrainConfig
 from model.networks import LossLearningNet, build_network
 from model.runtime import resolve_device
@@ -94,7 +95,17 @@ def save_checkpoint(path: str | Path, result: TrainResult, extra: dict | None = 
         "extra": plain(extra or {}),
     }
     payload["sha256"] = content_digest(payload)
-    atomic_write(path, lambda handle: torch.save(payload, handle))
+    atomic_torch_save(path, payload)
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """``torch.save`` of ``obj`` into ``path`` atomically (model.atomic). Serialised in memory
+    first: torch's file writer turns a failed write (a full disk) into an opaque RuntimeError
+    ("unexpected pos ..."), while the bytes' own write raises the OSError that names it
+    (ENOSPC), and so does the round's status."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _require(payload: dict, key: str, kind: type, path: Path) -> Any:

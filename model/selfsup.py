@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from model.atomic import atomic_write
+from model.checkpoint import atomic_torch_save
 from model.augment import KEEP_COLOUR, StrongAugment
 from model.config import ModelConfig
 from model.data import images_to_uint8, standardize, to_unit_float
@@ -312,7 +312,7 @@ def save_pretrained(state_dict: dict[str, torch.Tensor], path: str | Path) -> st
     """Write ``state_dict`` with torch.save, atomically (temp file in the same directory, fsync,
     os.replace, fsync of the directory); returns the file's ``fingerprint``."""
     path = Path(path)
-    atomic_write(path, lambda handle: torch.save(dict(state_dict), handle))
+    atomic_torch_save(path, dict(state_dict))
     return fingerprint(path)
 
 

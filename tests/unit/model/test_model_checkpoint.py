@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +166,44 @@ def test_load_accepts_device_auto_as_the_backend_passes_it(tmp_path):
     save_checkpoint(tmp_path / "m.pt", result)
     loaded = load_checkpoint(tmp_path / "m.pt", device="auto")
     assert next(loaded.model.parameters()).device.type == "cpu"
+
+
+class _DiskFills:
+    """A file that takes ``room`` bytes, then refuses writes as a full disk does (ENOSPC)."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_a_full_disk_fails_the_save_with_enospc_and_leaves_no_temp_file(tmp_path, trained,
+                                                                         monkeypatch):
+    """torch's own writer turns the failed write into an opaque RuntimeError ("unexpected pos");
+    the round's status must name the full disk."""
+    import model.atomic
+    result, _ = trained
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, result, extra={"version": 1})
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(model.atomic.os, "fdopen",
+                        lambda fd, *args, **kw: _DiskFills(real_fdopen(fd, *args, **kw), 1000))
+    with pytest.raises(OSError) as failure:
+        save_checkpoint(path, result, extra={"version": 2})
+    assert failure.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert load_checkpoint(path).extra == {"version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
