@@ -23,8 +23,6 @@ from pathlib import Path
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from backend import embedded_redis, round_history, training_state
 from backend.app import create_app
 from backend.converters import TaskPrediction
@@ -32,6 +30,8 @@ from backend.dashboard_data import VERSIONS_SHOWN
 from backend.model_store import ModelStore
 from backend.rounds.predictions import first_tasks
 from backend.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PROJECT = 1

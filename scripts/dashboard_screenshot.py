@@ -208,7 +208,7 @@ def real(args, browser: str) -> int:
                 print(f"{labeled} labels; Start Training", flush=True)
                 admin.start_training(ml["id"])
 
-                def during(record: dict) -> None:
+                def during(record: dict, last: bool = last) -> None:
                     nonlocal shot_round
                     # the training bar as the page shows it, once it is well under way
                     fraction = phase_progress(record, "training")["fraction"]

@@ -80,7 +80,7 @@ def test_a_click_makes_the_older_version_live_in_label_studio(
     assert admin.get_project(project_id)["model_version"] == NEWER
     redis_conn.sadd(training_state.projects_key(), project_id)
     server = serve_wsgi(create_app(settings, redis_conn=redis_conn))
-    live = "document.querySelector('#project-%d .live-version').textContent" % project_id
+    live = f"document.querySelector('#project-{project_id} .live-version').textContent"
     button = (f"document.querySelector('#project-{project_id} tr[data-version=\"{OLDER}\"] "
               "form.make-live button')")
 
