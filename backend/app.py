@@ -22,9 +22,9 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from backend import queueing, task_index, training_state, webhooks
+from backend.constants import EventAnswer, PlaceholderVersion, WebhookDecision
 from backend.converters import parse_project_id
 from backend.dashboard import dashboard
-from backend.defaults import EventAnswer, PlaceholderVersion, WebhookDecision
 from backend.model_store import ModelStore
 from backend.serving import Serving
 from backend.settings import Settings
@@ -263,7 +263,7 @@ def predict():
     # refuse a bad config (UnsupportedConfig -> 400) before LabelStudioMLBase parses it
     task_type_for(body.get("label_config"))
     params = body.get("params")
-    from backend.ml_model import ActiveLearningModel   # label_studio_ml: on the first call
+    from backend.ml_model import ActiveLearningModel  # label_studio_ml: on the first call
     model = ActiveLearningModel(label_config=body.get("label_config"), project_id=project_id,
                                 settings=deps.settings, store=deps.store, serving=deps.serving)
     results = model.predict(tasks, context=params.get("context")

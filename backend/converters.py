@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from backend.defaults import PlaceholderVersion
+from backend.constants import PlaceholderVersion
+
 if TYPE_CHECKING:   # the task types import this module; it only needs their interface
     from backend.task_types import TaskType
 

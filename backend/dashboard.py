@@ -24,7 +24,7 @@ MAX_PROJECTS_SHOWN = 50
 
 
 def _deps():
-    from backend.app import EXTENSION   # the app registers this blueprint: imported late
+    from backend.app import EXTENSION  # the app registers this blueprint: imported late
     return current_app.extensions[EXTENSION]
 
 

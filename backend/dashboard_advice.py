@@ -7,7 +7,7 @@ Reads what a project's status and its last rounds recorded (``backend.jobs``: ``
 """
 from __future__ import annotations
 
-from backend.defaults import RoundState
+from backend.constants import RoundState
 from backend.settings import Settings
 
 # an image's skip reason (its kind, the text before the first ':') -> what to do

@@ -14,8 +14,8 @@ import threading
 import time
 
 from backend import rollback, round_history, training_state
+from backend.constants import PROGRESS_FIELD, RoundPhase, RoundState
 from backend.dashboard_advice import problems
-from backend.defaults import PROGRESS_FIELD, RoundPhase, RoundState
 from backend.model_store import ModelStore, Published, is_cold_start_version, version_sort_key
 from backend.rounds.predictions import FIRST_TASKS_KEPT
 from backend.settings import Settings

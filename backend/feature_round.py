@@ -9,8 +9,9 @@ unseen images are split over the queue's workers (backend/feature_shards.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from backend.images import FetchReport, ImageFetcher
 from model.config import ModelConfig
@@ -51,7 +52,7 @@ def pooled_features(model: LossLearningNet, model_config: ModelConfig, items: li
     """
     keys = [item_key(tid, url) for tid, url in items]
     missing_set = set(cache.missing(keys))   # from the index: no row is read here
-    to_extract = [item for item, key in zip(items, keys) if key in missing_set]
+    to_extract = [item for item, key in zip(items, keys, strict=False) if key in missing_set]
     if sharding is not None and sharding.splits(len(to_extract)):
         extracted = sharding.extract(model, model_config, to_extract, fetcher, cache, report,
                                      device=device, batch_size=batch_size, on_progress=on_progress)
@@ -60,7 +61,7 @@ def pooled_features(model: LossLearningNet, model_config: ModelConfig, items: li
                                        device=device, batch_size=batch_size,
                                        on_progress=on_progress)
     failed = set(report.failed)
-    present = [(tid, key) for (tid, _), key in zip(items, keys) if tid not in failed]
+    present = [(tid, key) for (tid, _), key in zip(items, keys, strict=False) if tid not in failed]
     found, still_missing = cache.get_many([key for _, key in present])
     lost = set(still_missing)
     for tid, key in present:

@@ -32,12 +32,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from redis import Redis
 
-from backend.defaults import FEATURE_SHARD_LEASE_S, FEATURE_SHARD_POLL_S
+from backend.constants import FEATURE_SHARD_LEASE_S, FEATURE_SHARD_POLL_S
 from backend.feature_round import extract_into_cache
 from backend.images import FetchReport, ImageFetcher
 from backend.settings import Settings

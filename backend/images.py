@@ -19,10 +19,11 @@ import math
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -30,8 +31,7 @@ from PIL import Image
 from backend.image_download import ImageFetchError
 from backend.ls_auth import LabelStudioError
 from model.atomic import atomic_write_bytes, remove_stale_temps
-from model.data import (MODEL_ARRAY_VERSION, ImageError, load_image_bytes, model_ready_array,
-                        resize_for_model)
+from model.data import MODEL_ARRAY_VERSION, ImageError, load_image_bytes, model_ready_array, resize_for_model
 
 log = logging.getLogger(__name__)
 FETCH_THREADS = 8   # downloads are I/O bound; 8 parallel requests keep Label Studio responsive
@@ -278,7 +278,7 @@ class ImageFetcher:
         self.threads = threads
         self.cache_arrays = cache_arrays and self.cache is not None
 
-    def resized_to(self, size: int) -> "ImageFetcher":
+    def resized_to(self, size: int) -> ImageFetcher:
         """This fetcher holding images at ``size`` px: the same source, limits and cache object
         (one scan of the cache directory however many sizes a process serves)."""
         other = copy.copy(self)

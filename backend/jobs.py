@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rq import get_current_job
 
 from backend import cadence, queueing, round_history, training_state
-from backend.defaults import RUN_LOCK_RENEWALS_PER_TTL, RoundPhase, RoundState
+from backend.constants import RUN_LOCK_RENEWALS_PER_TTL, RoundPhase, RoundState
 from backend.settings import Settings
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def run_training_job(project_id: int, reason: str = "", automatic: bool = False)
     status = training_state.round_status(conn, project_id)
 
     try:
-        from backend.pipeline import run_training_round   # heavy (torch): import in the worker
+        from backend.pipeline import run_training_round  # heavy (torch): import in the worker
         summary = run_training_round(settings, project_id, guarded_status(lock, heartbeat, status))
         result = _record_finished(conn, project_id, job_id, status, summary, started)
         retry_held_back(settings, conn, project_id, summary)
@@ -257,7 +257,7 @@ def run_prune_job(project_id: int, version: str) -> dict:
 
 def run_feature_shard_job(board_id: str) -> dict:
     """Extract feature shards of a round's board until none is left (backend.feature_shards)."""
-    from backend.feature_shards import run_shard_job   # heavy (torch): import in the worker
+    from backend.feature_shards import run_shard_job  # heavy (torch): import in the worker
     settings = Settings.from_env()
     job = get_current_job()
     conn = job.connection if job else queueing.redis_connection(settings)

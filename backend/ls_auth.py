@@ -13,7 +13,7 @@ import time
 
 import requests
 
-from backend.defaults import ACCESS_TOKEN_REFRESH_AFTER_S
+from backend.constants import ACCESS_TOKEN_REFRESH_AFTER_S
 
 
 class LabelStudioError(RuntimeError):

@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 import urllib3
@@ -60,7 +61,7 @@ class CappedRetry(Retry):
         # urllib3 also retries any method on these statuses when they carry Retry-After
         self.RETRY_AFTER_STATUS_CODES = retry_after_statuses
 
-    def new(self, **kwargs) -> "CappedRetry":
+    def new(self, **kwargs) -> CappedRetry:
         retry = super().new(**kwargs)
         retry.retry_after_max_s = self.retry_after_max_s
         retry.RETRY_AFTER_STATUS_CODES = self.RETRY_AFTER_STATUS_CODES
@@ -141,7 +142,7 @@ class LabelStudioClient:
         self.auth = TokenAuth(self.url, api_key, token_session, timeout_s)
 
     @classmethod
-    def from_settings(cls, settings) -> "LabelStudioClient":
+    def from_settings(cls, settings) -> LabelStudioClient:
         return cls(settings.label_studio_url, settings.label_studio_api_key,
                    timeout_s=settings.label_studio_timeout_s, retries=settings.label_studio_retries,
                    bulk_timeout_s=settings.label_studio_bulk_timeout_s,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.defaults import PlaceholderVersion
+from backend.constants import PlaceholderVersion
 from backend.ls_client import LabelStudioClient, LabelStudioError
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import logging
 from label_studio_ml.model import LabelStudioMLBase
 
 from backend import converters
+from backend.constants import PlaceholderVersion
 from backend.converters import TaskError, TaskPrediction
-from backend.defaults import PlaceholderVersion
+from backend.image_scoring import score_images
 from backend.images import FetchReport
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore, Published
-from backend.scoring_setup import score_images
 from backend.serving import ServedVersion, Serving
 from backend.settings import Settings
 from backend.task_types import task_type_for

@@ -23,9 +23,9 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -36,24 +36,24 @@ from model.strategies import neighbour_embedding
 
 log = logging.getLogger(__name__)
 VERSION_RE = re.compile(r"^al-\d{8}-\d{6}-[0-9a-f]{6}$")              # a trained model
-COLDSTART_VERSION_RE = re.compile(r"^coldstart-\d{8}-\d{6}-[0-9a-f]{6}$")   # a cold-start ranking
+COLD_START_VERSION_RE = re.compile(r"^coldstart-\d{8}-\d{6}-[0-9a-f]{6}$")   # a cold-start ranking
 
 
 def new_version(prefix: str = "al") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
 
 
-def new_coldstart_version() -> str:
+def new_cold_start_version() -> str:
     return new_version("coldstart")
 
 
 def is_cold_start_version(version: str) -> bool:
-    return bool(COLDSTART_VERSION_RE.match(version or ""))
+    return bool(COLD_START_VERSION_RE.match(version or ""))
 
 
 def is_own_version(version: str) -> bool:
     """A version this backend made: a trained model or a cold-start ranking."""
-    return bool(VERSION_RE.match(version or "") or COLDSTART_VERSION_RE.match(version or ""))
+    return bool(VERSION_RE.match(version or "") or COLD_START_VERSION_RE.match(version or ""))
 
 
 def version_sort_key(version: str) -> str:

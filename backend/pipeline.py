@@ -9,7 +9,7 @@ the project's status in Redis (``RoundRun.phase``), so progress is visible at /s
 """
 from __future__ import annotations
 
-from backend.defaults import RoundPhase, RoundState
+from backend.constants import RoundPhase, RoundState
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore
 from backend.rounds.cold_start import cold_start_reason, run_cold_start_round

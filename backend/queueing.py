@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from redis import Redis
 from rq import Queue, get_current_job
@@ -11,9 +11,14 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from backend import training_state
-from backend.defaults import (FEATURE_SHARD_JOB_RESULT_TTL_S, JOB_FAILURE_TTL_S,
-                              PRUNE_JOB_RESULT_TTL_S, QUEUED_MARKER_GRACE_S,
-                              REDIS_SOCKET_TIMEOUT_S, TRAIN_JOB_RESULT_TTL_S)
+from backend.constants import (
+    FEATURE_SHARD_JOB_RESULT_TTL_S,
+    JOB_FAILURE_TTL_S,
+    PRUNE_JOB_RESULT_TTL_S,
+    QUEUED_MARKER_GRACE_S,
+    REDIS_SOCKET_TIMEOUT_S,
+    TRAIN_JOB_RESULT_TTL_S,
+)
 from backend.settings import Settings
 
 TRAIN_JOB = "backend.jobs.run_training_job"
@@ -56,8 +61,8 @@ def job_alive(conn: Redis, job_id: str) -> bool:
         if started is None:
             return True
         if started.tzinfo is None:   # RQ stores UTC
-            started = started.replace(tzinfo=timezone.utc)
-        return (datetime.now(timezone.utc) - started).total_seconds() < QUEUED_MARKER_GRACE_S
+            started = started.replace(tzinfo=UTC)
+        return (datetime.now(UTC) - started).total_seconds() < QUEUED_MARKER_GRACE_S
     return False
 
 
@@ -110,7 +115,7 @@ def defer_training(settings: Settings, conn: Redis, project_id: int, due_ts: flo
     if token is not None:
         try:
             training_queue(settings, conn).enqueue_at(
-                datetime.fromtimestamp(due_ts, timezone.utc), DUE_ROUND_JOB,
+                datetime.fromtimestamp(due_ts, UTC), DUE_ROUND_JOB,
                 args=(int(project_id), token), job_id=f"round-due-p{int(project_id)}-{token}",
                 job_timeout=120, result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
                 description=f"start the waiting automatic round of project {project_id}")

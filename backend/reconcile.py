@@ -26,8 +26,7 @@ import time
 import uuid
 
 from backend import queueing, training_state
-from backend.defaults import (DELETED_PROJECT_GRACE_S, RECONCILER_LEASE_INTERVALS, RoundPhase,
-                              RoundState)
+from backend.constants import DELETED_PROJECT_GRACE_S, RECONCILER_LEASE_INTERVALS, RoundPhase, RoundState
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.model_store import ModelStore
 from backend.settings import Settings

@@ -20,7 +20,7 @@ from redis import Redis
 from rq import get_current_job
 
 from backend import queueing, round_history, training_state
-from backend.defaults import JOB_FAILURE_TTL_S, PRUNE_JOB_RESULT_TTL_S, RoundPhase
+from backend.constants import JOB_FAILURE_TTL_S, PRUNE_JOB_RESULT_TTL_S, RoundPhase
 from backend.model_store import ModelStore, is_cold_start_version, is_own_version
 from backend.settings import Settings
 
@@ -83,7 +83,7 @@ def republish(settings: Settings, client, store: ModelStore, project_id: int, ve
               status=lambda **_: None, history: list[dict] | None = None) -> int:
     """Push ``version``'s stored predictions into Label Studio again and publish it (our pointer
     and the project's model_version), then update the tab. Returns the predictions pushed."""
-    from backend.rounds.publish import push_and_publish, update_views   # torch-free, but heavy
+    from backend.rounds.publish import push_and_publish, update_views  # torch-free, but heavy
     from backend.task_types import task_type_for
     reason = refusal(store, project_id, version)
     if reason is not None:

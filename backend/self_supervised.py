@@ -1,7 +1,7 @@
 """A project's self-supervised backbone weights: learned from its own images, kept, reused.
 
 Before a project's first trained round, the backbone is pre-trained on the project's images,
-labeled or not, with the contrastive objective of ``model/selfsup.py``. Without configured weights,
+labeled or not, with the contrastive objective of ``model/self_supervised.py``. Without configured weights,
 rounds up to FROZEN_MAX_LABELS labels train a head on those weights and every full-mode training
 starts from them instead of a random initialisation; with a PRETRAINED_WEIGHTS file, the
 pre-training starts from it and adapts it to the project's images. What each gains:
@@ -25,15 +25,15 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from model.atomic import atomic_write_text
 from model.config import ModelConfig
-from model.selfsup import SelfSupConfig, fingerprint, pretrain, save_pretrained
+from model.self_supervised import SelfSupervisedConfig, fingerprint, pretrain, save_pretrained
 from model.trainer import TrainingError
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ class StoredWeights:
     steps: int
     seconds: float
     created: str       # UTC, ISO 8601
-    sha256: str = ""   # the weights file's SHA-256 (model.selfsup.fingerprint); "" in records
+    sha256: str = ""   # the weights file's SHA-256 (model.self_supervised.fingerprint); "" in records
     #                    written before digests were kept: such weights are learned again
 
 
-def weights_key(model_config: ModelConfig, cfg: SelfSupConfig) -> str:
+def weights_key(model_config: ModelConfig, cfg: SelfSupervisedConfig) -> str:
     """A short hash of everything that makes stored weights fit this round's backbone: its
     architecture and input, the pre-training settings, and the bytes of the pretrained file the
     pre-training started from, if any (another file: learned again)."""
@@ -117,7 +117,7 @@ def read_current(directory: Path) -> StoredWeights | None:
         return None
 
 
-def _stored(directory: Path, model_config: ModelConfig, cfg: SelfSupConfig, pool_size: int,
+def _stored(directory: Path, model_config: ModelConfig, cfg: SelfSupervisedConfig, pool_size: int,
             growth: float) -> tuple[StoredWeights | None, str, str | None]:
     """The stored record, the key weights for this config have, and why the record cannot be
     reused (None: it can)."""
@@ -143,7 +143,7 @@ def weights_intact(path: Path, sha256: str) -> bool:
         return False
 
 
-def reusable_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfig,
+def reusable_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupervisedConfig,
                      pool_size: int, growth: float) -> Path | None:
     """The stored weights ``ensure_weights`` would reuse for a pool of ``pool_size`` tasks, or
     None when it would learn them (reads only; learns nothing)."""
@@ -151,7 +151,7 @@ def reusable_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupCon
     return None if reason is not None or current is None else directory / current.file
 
 
-def ensure_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupConfig,
+def ensure_weights(directory: Path, model_config: ModelConfig, cfg: SelfSupervisedConfig,
                    pool_items: Sequence, load_images: Callable[[list], list], *,
                    growth: float, max_images: int,
                    progress: Callable[[dict], None] | None = None) -> tuple[Path | None, dict]:

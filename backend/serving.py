@@ -15,15 +15,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Generic, Hashable, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
+from backend.image_scoring import image_fetcher
 from backend.images import ImageFetcher
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore, Published, StoredPredictions
-from backend.scoring_setup import image_fetcher
 from backend.settings import Settings
 from model.checkpoint import LoadedModel
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 # numpy only, never torch (a test checks): every entry point validates STRATEGY before it starts.
 from backend import settings_checks
-from backend.defaults import RUN_LOCK_TTL_S
+from backend.constants import RUN_LOCK_TTL_S
 from backend.settings_checks import SettingsError as SettingsError  # re-exported
 from model.weights_cache import find_cached_weights
-
 
 
 def _doc(text: str, unit: str = "") -> dict:
@@ -271,7 +270,7 @@ class Settings:
     recipe_search_folds: int = field(default=3, metadata=_doc(
         "Folds of the recipe search's cross-validation (each candidate trains once per fold).",
         "folds"))
-    # model.selfsup.SelfSupConfig.steps (a test holds them equal; importing it here would load
+    # model.self_supervised.SelfSupervisedConfig.steps (a test holds them equal; importing it here would load
     # torch in every process that reads its settings)
     self_supervised_steps: int = field(default=1000, metadata=_doc(
         "Training starts from a backbone pre-trained on the project's own images, labeled or "
@@ -329,7 +328,7 @@ class Settings:
         return {f.name: f.name.upper() for f in dataclasses.fields(cls)}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         values = {}
         for f in dataclasses.fields(cls):
@@ -341,7 +340,7 @@ class Settings:
         settings.validate()
         return settings
 
-    def with_discovered_weights(self) -> "Settings":
+    def with_discovered_weights(self) -> Settings:
         """These settings with the torchvision weights found in the torch hub cache as BACKBONE and
         BACKBONE_WEIGHTS (see DISCOVER_WEIGHTS), or unchanged when discovery is off, weights are
         configured, BACKBONE is not the default, or the cache holds none."""

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from model.coldstart import PICKS as COLDSTART_PICKS
+from model.cold_start import PICKS as COLD_START_PICKS
 from model.strategies import STRATEGIES
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def _check_limits(s: Settings) -> None:
 
 def _check_choices(s: Settings) -> None:
     choices = {"train_mode": ("auto", "full", "frozen"), "augment_policy": ("strong", "crop_flip"),
-               "input_norm": ("per_image", "dataset"), "coldstart_pick": COLDSTART_PICKS,
+               "input_norm": ("per_image", "dataset"), "coldstart_pick": COLD_START_PICKS,
                "keep_colour": KEEP_COLOUR_CHOICES}
     for name, allowed in choices.items():
         if getattr(s, name) not in allowed:

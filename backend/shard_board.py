@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from redis import Redis
 
@@ -94,7 +94,7 @@ class ShardBoard:
         return f"{self.prefix}:{name}"
 
     @classmethod
-    def publish(cls, conn: Redis, plan: dict, shards: list[Items], ttl_s: int) -> "ShardBoard":
+    def publish(cls, conn: Redis, plan: dict, shards: list[Items], ttl_s: int) -> ShardBoard:
         """A new board holding ``shards`` and ``plan``; every key of it expires after ``ttl_s``
         (the round job's timeout) should the round die without removing it."""
         board = cls(conn, uuid.uuid4().hex)

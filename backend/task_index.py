@@ -323,7 +323,7 @@ class TaskIndex:
         pipe = self.conn.pipeline(transaction=False)
         for task_id in reported:
             pipe.hexists(self.tasks_key, task_id)
-        indexed = [t for t, present in zip(reported, pipe.execute()) if present]
+        indexed = [t for t, present in zip(reported, pipe.execute(), strict=False) if present]
         alive = {t["id"] for t in client.tasks_by_id(self.project_id, indexed, ("id",))
                  if isinstance(t, dict) and type(t.get("id")) is int} if indexed else set()
         gone = [t for t in indexed if t not in alive]

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from redis import Redis
 
-from backend.defaults import PROGRESS_FIELD, QUEUED_MARKER_GRACE_S, QUEUED_TTL_S, RUN_LOCK_TTL_S
+from backend.constants import PROGRESS_FIELD, QUEUED_MARKER_GRACE_S, QUEUED_TTL_S, RUN_LOCK_TTL_S
 
 PREFIX = "al"
 # Status fields holding Label Studio's OWN count of annotated tasks (project.num_tasks_with_annotations):

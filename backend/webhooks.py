@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from backend.constants import WebhookDecision
 from backend.converters import parse_project_id
-from backend.defaults import WebhookDecision
 
 START_TRAINING = "START_TRAINING"
 PROJECT_UPDATED = "PROJECT_UPDATED"   # retrains only when the labeling config changed (backend.app)

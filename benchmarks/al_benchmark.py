@@ -33,17 +33,18 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.domains import DOMAINS, load_domain
 from model import STRATEGIES, ModelConfig, TrainConfig, rank, score, train
 from model.metrics import spearman
-from benchmarks.domains import DOMAINS, load_domain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ MC_SAMPLES = 20
 @dataclass
 class BenchConfig:
     dataset: str = "digits"
-    data_dir: Optional[str] = None  # cifar10/cifar100 root (torchvision layout) or ImageFolder root
+    data_dir: str | None = None  # cifar10/cifar100 root (torchvision layout) or ImageFolder root
     fake_size: int = 0  # > 0: replace the dataset by this many random 32x32 RGB images (10 classes)
     domain_size: int = 0  # synthetic domains: images generated, pool + test (0 = DOMAIN_SIZE)
     test_size: int = 500  # held-out images (datasets without their own test split)
@@ -345,7 +346,7 @@ def aubc(budgets: Sequence[float], accuracies: Sequence[float]) -> float:
     return area / float(b[-1] - b[0])
 
 
-def labels_to_reach(budgets: Sequence[float], accuracies: Sequence[float], target: float) -> Optional[float]:
+def labels_to_reach(budgets: Sequence[float], accuracies: Sequence[float], target: float) -> float | None:
     """Labels at which the curve first reaches ``target`` (linear interpolation between budgets);
     None if it never does."""
     b = np.asarray(budgets, dtype=np.float64)
@@ -369,7 +370,7 @@ def evaluate_on_test(result, data: Dataset, model_cfg: ModelConfig, device: str)
     k = max(1, int(round(SLICE_FRACTION * len(y))))
     ent = -(out.probs * np.log(np.clip(out.probs, 1e-12, 1.0))).sum(1)
 
-    def clean(v: float) -> Optional[float]:
+    def clean(v: float) -> float | None:
         return float(v) if math.isfinite(v) else None
 
     return {
@@ -412,7 +413,7 @@ class Benchmark:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.log = log
-        self._data: Optional[Dataset] = None
+        self._data: Dataset | None = None
         # Cycle 0 is identical for every strategy of a seed with the same training overrides.
         self._cycle0_cache: dict[tuple, tuple] = {}
 
@@ -434,11 +435,11 @@ class Benchmark:
         model_cfg = self.cfg.model_config()
         if not self.cfg.selfsup_steps:
             return model_cfg
-        from model.selfsup import SelfSupConfig, pretrained_file
+        from model.self_supervised import SelfSupervisedConfig, pretrained_file
 
         path = self.out_dir / "state" / f"selfsup-{self.cfg.fingerprint()}.pt"
         seconds = pretrained_file(path, self.data.pool_images, model_cfg,
-                                  SelfSupConfig(steps=self.cfg.selfsup_steps, device=self.cfg.device))
+                                  SelfSupervisedConfig(steps=self.cfg.selfsup_steps, device=self.cfg.device))
         if seconds is not None:
             self.log(f"self-supervised weights: {self.cfg.selfsup_steps} steps on "
                      f"{len(self.data.pool_images)} pool images in {seconds:.0f} s")
@@ -447,7 +448,7 @@ class Benchmark:
     def run_path(self, spec: str, seed: int) -> Path:
         return self.out_dir / "runs" / slug(spec) / f"seed{seed}.json"
 
-    def load_run(self, spec: str, seed: int) -> Optional[dict]:
+    def load_run(self, spec: str, seed: int) -> dict | None:
         path = self.run_path(spec, seed)
         if not path.exists():
             return None
@@ -567,7 +568,7 @@ class Benchmark:
             labeled.extend(queried)
         return run
 
-    def reference(self) -> Optional[dict]:
+    def reference(self) -> dict | None:
         """Full-data accuracy: one training on the whole pool (seed 0), cached in the run dir."""
         if not self.cfg.reference:
             return None
@@ -633,14 +634,14 @@ class Benchmark:
         return results
 
 
-def _mean_std(values: Sequence[Optional[float]]) -> tuple[Optional[float], Optional[float], int]:
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     if len(v) == 0:
         return None, None, 0
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
 
 
-def summarize(runs: dict[str, dict[int, dict]], budgets: list[int], full_accuracy: Optional[float]) -> dict:
+def summarize(runs: dict[str, dict[int, dict]], budgets: list[int], full_accuracy: float | None) -> dict:
     target = REACH_FRACTION * full_accuracy if full_accuracy is not None else None
     baseline = runs.get("random", {})
     out = {}
@@ -659,8 +660,8 @@ def summarize(runs: dict[str, dict[int, dict]], budgets: list[int], full_accurac
             "aubc_mean": float(np.mean(per_seed_aubc)),
             "aubc_std": float(np.std(per_seed_aubc, ddof=1)) if len(seeds) > 1 else 0.0,
             "aubc_minus_random_per_seed": paired,
-            "lpm_spearman_mean": [_mean_std(col)[0] for col in zip(*spear)],
-            "lpm_spearman_std": [_mean_std(col)[1] for col in zip(*spear)],
+            "lpm_spearman_mean": [_mean_std(col)[0] for col in zip(*spear, strict=False)],
+            "lpm_spearman_std": [_mean_std(col)[1] for col in zip(*spear, strict=False)],
             "cycle_seconds_mean": float(np.mean([c["cycle_seconds"] for s in seeds for c in by_seed[s]["cycles"]])),
             "batch_max_class_share_mean": _mean_std(
                 [c.get("batch_max_class_share") for s in seeds for c in by_seed[s]["cycles"]])[0],
@@ -672,7 +673,7 @@ def summarize(runs: dict[str, dict[int, dict]], budgets: list[int], full_accurac
     return out
 
 
-def _fmt(x: Optional[float], scale: float = 100.0, digits: int = 1) -> str:
+def _fmt(x: float | None, scale: float = 100.0, digits: int = 1) -> str:
     return "–" if x is None else f"{x * scale:.{digits}f}"
 
 
@@ -722,14 +723,14 @@ def markdown_report(results: dict, title: str) -> str:
               "|---|" + "---|" * len(budgets)]
     for spec in order:
         e = summary[spec]
-        cells = [f"{m * 100:.1f} ± {s * 100:.1f}" for m, s in zip(e["accuracy_mean"], e["accuracy_std"])]
+        cells = [f"{m * 100:.1f} ± {s * 100:.1f}" for m, s in zip(e["accuracy_mean"], e["accuracy_std"], strict=False)]
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
     lines += ["", "## LPM ranking quality per cycle (Spearman of predicted vs true loss on the test set)", "",
               "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
               "|---|" + "---|" * len(budgets)]
     for spec in order:
         e = summary[spec]
-        cells = ["–" if m is None else f"{m:.2f} ± {s:.2f}" for m, s in zip(e["lpm_spearman_mean"], e["lpm_spearman_std"])]
+        cells = ["–" if m is None else f"{m:.2f} ± {s:.2f}" for m, s in zip(e["lpm_spearman_mean"], e["lpm_spearman_std"], strict=False)]
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
     lines += ["", "AUBC: trapezoidal area under accuracy-vs-labels, divided by the budget range (so it is a mean "
               "accuracy in %). Δ vs random: per-seed difference to random on the same seed, mean ± std. Labels to "
@@ -826,7 +827,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
     return cfg
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", help="named settings: " + "; ".join(f"{k}: {v}" for k, v in PRESET_DOCS.items()))
     p.add_argument("--list-presets", action="store_true")
@@ -862,7 +863,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_presets:
         for name, doc in PRESET_DOCS.items():

@@ -1,6 +1,6 @@
 """Cold start, measured by what annotators' first labels are worth: accuracy of a model trained
 on the first k tasks of a cold-start ranking (TypiClust coarse to fine on the label-free pixel
-embedding, model/coldstart.py) vs the first k of a random order.
+embedding, model/cold_start.py) vs the first k of a random order.
 
     scripts/python.sh benchmarks/coldstart_accuracy.py [--domains digits,textures,shapes,letters]
         [--labels 50] [--steps 600] [--methods random,typical,stratified]
@@ -49,20 +49,25 @@ import torch  # noqa: E402
 
 from benchmarks import domain_suite  # noqa: E402
 from model import ModelConfig, TrainConfig, build_network, score, train  # noqa: E402
-from model.coldstart import (TYPICAL_MAX_INERTIA_RATIO, cluster_structure, pick_for,  # noqa: E402
-                             pixel_embedding, typiclust_order)
+from model.cold_start import (  # noqa: E402
+    TYPICAL_MAX_INERTIA_RATIO,
+    cluster_structure,
+    pick_for,
+    pixel_embedding,
+    typiclust_order,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "benchmarks" / "results" / "coldstart-accuracy"
 SEEDS = (0, 1, 2)
 CLUSTERS = 50          # QUERY_BATCH_SIZE default
-FIRST_CLUSTERS = 10    # backend.rounds.cold_start.COLDSTART_FIRST_CLUSTERS
+FIRST_CLUSTERS = 10    # backend.rounds.cold_start.COLD_START_FIRST_CLUSTERS
 SELFSUP_STEPS = 1000   # SELF_SUPERVISED_STEPS default
 COVERAGE_AT = (10, 20)  # prefixes whose class coverage is reported besides --labels
 TRANSFER_STEPS = 2000  # domain_suite's transfer recipes
 EMBEDDINGS = ("pixels", "selfsup", "transfer")
-# the kind of embedding each stands for in a cold-start round (model.coldstart.EMBEDDINGS)
+# the kind of embedding each stands for in a cold-start round (model.cold_start.EMBEDDINGS)
 BACKEND_EMBEDDING = {"pixels": "pixels", "selfsup": "self_supervised", "transfer": "backbone"}
 
 
@@ -157,7 +162,7 @@ def run(domains: list[str], k: int, steps: int, methods: list[str],
 
 def pushed_method(structure: float, embedding: str) -> str:
     """What the backend's cold-start round (``COLDSTART_PICK=auto``) pushes for this embedding and
-    cluster structure (``model.coldstart.pick_for``, then the structure rule)."""
+    cluster structure (``model.cold_start.pick_for``, then the structure rule)."""
     pick = pick_for("auto", BACKEND_EMBEDDING[embedding])
     if pick != "auto":
         return pick
@@ -196,7 +201,7 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
              f"{seeds_text(records)} (paired; more seeds of a domain: `--seeds`). `structure`: the "
              "embedding's cluster "
              "structure (k-means inertia over a same-covariance Gaussian's); \"(pushed)\" marks "
-             "what a cold-start round pushes (model.coldstart.pick_for and module doc)."
+             "what a cold-start round pushes (model.cold_start.pick_for and module doc)."
              + (" \"–\": not recorded (runs made before the benchmark reported the first 10 and "
                 "20)." if any(coverage_cell([r], n) == "–" for r in records for n in COVERAGE_AT)
                 else ""),
@@ -217,7 +222,7 @@ def markdown(records: list[dict], k: int, steps: int, methods: list[str], embedd
             cov = np.array([r["classes_covered"] for r in rows])
             gain = ""
             if method != "random" and "random" in by:
-                gains = [100 * (c["accuracy"] - r["accuracy"]) for c, r in zip(rows, by["random"])]
+                gains = [100 * (c["accuracy"] - r["accuracy"]) for c, r in zip(rows, by["random"], strict=False)]
                 gain = f"{np.mean(gains):+.1f} ± {np.std(gains):.1f}"
             pushed = " (pushed)" if method == pushed_method(structure, embedding) else ""
             lines.append(f"| {domain} ({rows[0]['classes']}) | {structure:.2f} | {method}{pushed} "

@@ -1,5 +1,5 @@
 """Cold start, measured: how many classes the first picks cover, TypiClust on a pixel embedding vs
-random. No labels and no training: this is what a cold-start round pushes (model/coldstart.py).
+random. No labels and no training: this is what a cold-start round pushes (model/cold_start.py).
 
     scripts/python.sh benchmarks/coldstart_coverage.py [--out benchmarks/results/coldstart-coverage.md]
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = (10, 20, 50)
 SEEDS = (0, 1, 2, 3, 4)
 BACKEND_CLUSTERS = 50      # QUERY_BATCH_SIZE default: n_clusters of a cold-start round
-FIRST_CLUSTERS = 10        # backend.rounds.cold_start.COLDSTART_FIRST_CLUSTERS
+FIRST_CLUSTERS = 10        # backend.rounds.cold_start.COLD_START_FIRST_CLUSTERS
 DOMAIN_POOL = 600
 DOMAIN_SIZE = 32           # the backend's default IMAGE_SIZE
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "coldstart-coverage.md"
@@ -69,7 +69,7 @@ def covered(targets: np.ndarray, order: np.ndarray, k: int) -> int:
 
 
 def measure() -> tuple[dict, dict]:
-    from model.coldstart import pixel_embedding, typiclust_order
+    from model.cold_start import pixel_embedding, typiclust_order
 
     # results[pool][method][k] = list over seeds; meta[pool] = (N, classes)
     results: dict = {}
@@ -99,7 +99,7 @@ def markdown(results: dict, meta: dict, seconds: float) -> str:
     lines = [
         "# Cold start: classes covered by the first picks (no labels)",
         "",
-        "`python benchmarks/coldstart_coverage.py`: TypiClust (`model/coldstart.py`) on the label-free",
+        "`python benchmarks/coldstart_coverage.py`: TypiClust (`model/cold_start.py`) on the label-free",
         "pixel embedding (16 x 16 thumbnails, per-image standardised, PCA to 64 dimensions) vs a",
         f"random order. Mean ± std over {len(SEEDS)} seeds of the number of distinct classes among",
         f"the first k picks. `typiclust K={BACKEND_CLUSTERS}`: one ranking with {BACKEND_CLUSTERS} "

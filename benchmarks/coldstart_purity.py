@@ -12,7 +12,7 @@ For every domain of the domain suite, seed (5) and pool shape:
 
 and every embedding:
 
-* ``pixels``: what a cold-start round ranks on without weights (``model.coldstart.pixel_embedding``);
+* ``pixels``: what a cold-start round ranks on without weights (``model.cold_start.pixel_embedding``);
 * ``gradients``: histograms of oriented gradients (scikit-image's HOG on 32 px grey images,
   4 x 4 cells, 9 orientations), standardised, PCA to 64: hand-made features that see edges and
   form rather than where the ink is, free to compute;
@@ -26,7 +26,7 @@ it reports:
   class. It measures what TypiClust assumes: that the embedding's clusters are the classes.
 * **classes in the first 10 and 20 picks** of the ranking a cold-start round pushes (TypiClust
   into QUERY_BATCH_SIZE clusters, coarse to fine from 10, COLDSTART_PICK=auto as
-  ``model.coldstart.pick_for`` makes it for the embedding), against the
+  ``model.cold_start.pick_for`` makes it for the embedding), against the
   **expected** number a random order covers on the same pool (exact, no sampling noise:
   sum over classes of 1 - C(N - n_c, k) / C(N, k)). Gain: mean over seeds of picks minus
   expectation, ± std.
@@ -110,7 +110,7 @@ def gradient_embedding(images: np.ndarray, seed: int = 0) -> np.ndarray:
     from skimage.feature import hog
     from sklearn.decomposition import PCA
 
-    from model.coldstart import thumbnails
+    from model.cold_start import thumbnails
 
     grey = thumbnails(images, HOG_SIZE).astype(np.float32).mean(-1) / 255.0
     cell = HOG_SIZE // HOG_CELLS
@@ -140,10 +140,10 @@ def pools(targets: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def run(domains, embeddings) -> list[dict]:
-    from backend.rounds.cold_start import COLDSTART_FIRST_CLUSTERS
+    from backend.rounds.cold_start import COLD_START_FIRST_CLUSTERS
     from backend.settings import Settings
     from benchmarks import domain_suite
-    from model.coldstart import pick_for, pixel_embedding, typiclust_order
+    from model.cold_start import pick_for, pixel_embedding, typiclust_order
 
     clusters = Settings().query_batch_size   # a cold-start round's clusters, by default
 
@@ -169,7 +169,7 @@ def run(domains, embeddings) -> list[dict]:
                     # the pick a cold-start round makes on this kind of embedding
                     pick = pick_for("auto", "self_supervised" if name == "selfsup" else "pixels")
                     order = typiclust_order(x, n_clusters=clusters, seed=seed,
-                                            start_clusters=COLDSTART_FIRST_CLUSTERS, pick=pick)
+                                            start_clusters=COLD_START_FIRST_CLUSTERS, pick=pick)
                     record = {"domain": domain, "pool": pool_kind, "embedding": name, "seed": seed,
                               "pool_size": int(len(rows)), "classes": len(data.labels),
                               "knn_agreement": round(knn_agreement(x, y), 4)}

@@ -20,8 +20,15 @@ import json
 import numpy as np
 import torch
 
-from benchmarks.domain_suite import (DOMAINS, RESULTS_DIR, SEEDS, draw_labeled, load_domain_data,
-                                     run_path, selfsup_weights)
+from benchmarks.domain_suite import (
+    DOMAINS,
+    RESULTS_DIR,
+    SEEDS,
+    draw_labeled,
+    load_domain_data,
+    run_path,
+    selfsup_weights,
+)
 from model import ModelConfig, build_network
 from model.colour_choice import choose_colour, colour_histograms
 from model.frozen import extract_pooled

@@ -30,9 +30,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from PIL import Image
 from model import ModelConfig, TrainConfig, build_network, score, train
 from model.frozen import extract_pooled, train_frozen
 from model.metrics import spearman
-from model.selfsup import COLOUR_KEPT, SelfSupConfig, with_overrides
+from model.self_supervised import COLOUR_KEPT, SelfSupervisedConfig, with_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ class Recipe:
     # selfsup_steps too, the self-supervised pre-training on the pool starts from that file (it
     # adapts the transferred weights to the domain)
     transfer_steps: int = 0
-    # With selfsup_steps: fields of the backend's SelfSupConfig changed for this recipe's
+    # With selfsup_steps: fields of the backend's SelfSupervisedConfig changed for this recipe's
     # pre-training (a variant, measured against the backend's own), named by selfsup_variant in
     # the weights file so each variant learns and keeps its own
     selfsup_overrides: dict[str, Any] = field(default_factory=dict)
@@ -166,7 +167,7 @@ RECIPES: dict[str, Recipe] = {
     "selfsup_colour_init": Recipe(
         "selfsup_init with pre-training views that keep their colours (no hue rotation, grayscale "
         "or inversion; brightness, contrast and saturation jitter kept: "
-        "model.selfsup.COLOUR_KEPT), the training augmentation as in default",
+        "model.self_supervised.COLOUR_KEPT), the training augmentation as in default",
         model={}, train={}, selfsup_steps=1000, selfsup_variant="colour",
         selfsup_overrides=COLOUR_KEPT),
     "selfsup_colour_frozen": Recipe(
@@ -259,19 +260,19 @@ def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -
             "lpm_spearman": float(rho) if math.isfinite(rho) else None}
 
 
-def selfsup_config(steps: int, device: str, overrides: dict[str, Any] | None = None) -> SelfSupConfig:
-    """The backend's SelfSupConfig at ``steps``, with ``overrides`` (model.selfsup.with_overrides)."""
-    return with_overrides(SelfSupConfig(steps=steps, device=device), overrides)
+def selfsup_config(steps: int, device: str, overrides: dict[str, Any] | None = None) -> SelfSupervisedConfig:
+    """The backend's SelfSupervisedConfig at ``steps``, with ``overrides`` (model.self_supervised.with_overrides)."""
+    return with_overrides(SelfSupervisedConfig(steps=steps, device=device), overrides)
 
 
 def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, steps: int,
                     out_dir: Path, device: str, overrides: dict[str, Any] | None = None,
                     variant: str = "") -> Path:
     """The domain's self-supervised backbone for ``model_config`` (learned on its whole pool with
-    the backend's SelfSupConfig at ``steps`` and ``overrides``, seed 0, from
+    the backend's SelfSupervisedConfig at ``steps`` and ``overrides``, seed 0, from
     ``model_config.pretrained_weights`` when set), learned once and kept under
     ``out_dir/selfsup/`` (one file per domain, steps, variant and start)."""
-    from model.selfsup import pretrained_file
+    from model.self_supervised import pretrained_file
 
     check_selfsup_variant(overrides, variant)
     name = f"{domain}-{steps}" + (f"-{variant}" if variant else "")
@@ -303,7 +304,7 @@ def transfer_weights(domain: str, model_config: ModelConfig, steps: int, out_dir
     ``transfer_sources(domain)``, every image labeled with its source domain's class. Made once and
     kept under ``out_dir/transfer/``."""
     from model.networks import backbone_state_dict
-    from model.selfsup import save_pretrained
+    from model.self_supervised import save_pretrained
 
     path = out_dir / "transfer" / f"{domain}-{steps}.pt"
     if path.exists():
@@ -500,7 +501,7 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
 
     def palette(index: int):  # 20 distinct colours (the default cycle repeats after 10)
         return cmap(index % 20)
-    for ax, domain in zip(axes[0], domains):
+    for ax, domain in zip(axes[0], domains, strict=False):
         for recipe in recipes:
             cells = summary.get(recipe, {}).get(domain, {})
             counts = sorted(cells)
@@ -517,7 +518,7 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
     # one legend for every recipe drawn, not only those of the last panel
-    labelled = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    labelled = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels(), strict=False)}
     fig.legend(labelled.values(), labelled.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80, bbox_inches="tight")  # the legend sits right of the panels

@@ -54,8 +54,8 @@ import glob
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -261,7 +261,7 @@ def generate_shapes(n: int, seed: int = 0, size: int = DEFAULT_SIZE) -> DomainRe
 # ------------------------------------------------------------------------------------------ letters
 
 
-def font_files(font_dir: Optional[str] = None) -> list[str]:
+def font_files(font_dir: str | None = None) -> list[str]:
     """The .ttf files in ``font_dir`` (default: the DejaVu folder), sorted."""
     folder = font_dir or FONT_DIR
     files = sorted(glob.glob(os.path.join(folder, "*.ttf")))
@@ -335,7 +335,7 @@ def _draw_clutter(rng: np.random.Generator, image: np.ndarray, avoid: np.ndarray
 
 
 def generate_letters(n: int, seed: int = 0, size: int = DEFAULT_SIZE,
-                     font_dir: Optional[str] = None) -> DomainResult:
+                     font_dir: str | None = None) -> DomainResult:
     """8 letter classes (C E F G O P Q R) in a random DejaVu font file per image, random size,
     rotation (+-30 degrees), shear, position, foreground / background colours with a contrast floor,
     gradient backgrounds and clutter (lines, blobs) on part of the images, blur and noise."""
@@ -519,7 +519,7 @@ def generate_textures(n: int, seed: int = 0, size: int = DEFAULT_SIZE, chunk: in
 # ------------------------------------------------------------------------------------------ photos
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo(name: str) -> Image.Image:
     """An RGB PIL image of ``skimage.data.<name>()`` (grey photographs repeated on 3 channels)."""
     try:

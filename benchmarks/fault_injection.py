@@ -48,9 +48,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from redis import Redis
 
@@ -333,7 +333,7 @@ def labelled_project(stack: Stack, n_tasks: int, n_labels: int) -> tuple[int, li
     project_id, ids = benchmark_scale.make_project(stack.admin, stack.images[:n_tasks], images_dir)
     print(f"project {project_id}: {n_tasks} tasks imported in {time.monotonic() - started:.1f} s",
           flush=True)
-    label_of = {tid: label for tid, (_, label) in zip(ids, stack.images)}
+    label_of = {tid: label for tid, (_, label) in zip(ids, stack.images, strict=False)}
     benchmark_scale.annotate(stack.admin, ids[:n_labels], label_of)
     return project_id, ids
 

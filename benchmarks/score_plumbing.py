@@ -4,7 +4,7 @@ N synthetic images are written as files and reached the two ways a project's ima
 HTTP from a local server on 127.0.0.1 (Python's threaded http.server speaking HTTP/1.1, so the
 fetcher keeps its connections alive; a separate process, like Label Studio) and as local files
 (``LOCAL_FILES_DOCUMENT_ROOT``). Each is scored by the backend's own path
-(``backend.rounds.score.score_pool`` with the fetcher ``backend.scoring_setup.image_fetcher`` builds),
+(``backend.rounds.score.score_pool`` with the fetcher ``backend.image_scoring.image_fetcher`` builds),
 with an untrained network of the default config (its forward costs what a trained one does):
 
 - first round, no array cache: empty cache, every image downloaded (or read) and decoded;
@@ -33,9 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -46,7 +46,7 @@ from backend.rounds.configs import model_config_from
 from backend.rounds.score import SCORE_CHUNK_IMAGES, score_pool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-from backend.scoring_setup import image_fetcher, score_images  # noqa: E402
+from backend.image_scoring import image_fetcher, score_images  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"

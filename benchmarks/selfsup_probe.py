@@ -1,4 +1,4 @@
-"""Linear probe of self-supervised pre-training (model/selfsup.py) against a random initialisation.
+"""Linear probe of self-supervised pre-training (model/self_supervised.py) against a random initialisation.
 
 Domain ``shapes`` (benchmarks/domains.py, 4 classes, 64 px RGB, resized to the model's 32 px):
 2,500 images; the first 1,500 are the project's pool (pre-training sees all of them, no labels),
@@ -9,7 +9,7 @@ held-out images. The same probe runs on the embeddings of a randomly initialised
 same architecture (ModelConfig(image_size=32) defaults: small_cnn, width 16).
 
 ``scripts/python.sh benchmarks/selfsup_probe.py --steps 150`` (one CPU thread; ~2-3 min) is the
-measurement the README quotes; without ``--steps`` it pre-trains SelfSupConfig.steps (1,000, about
+measurement the README quotes; without ``--steps`` it pre-trains SelfSupervisedConfig.steps (1,000, about
 5 min). ``--json PATH`` writes the numbers. A linear probe undersells the weights: as the start of
 a full training they help far more (benchmarks/domain_suite.py, recipe ``selfsup_init``).
 """
@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks.domains import load_domain
 from model import ModelConfig, build_network, score
-from model.selfsup import SelfSupConfig, pretrain, save_pretrained
+from model.self_supervised import SelfSupervisedConfig, pretrain, save_pretrained
 
 
 def embeddings(config: ModelConfig, images: list[Image.Image], num_classes: int, seed: int = 0) -> np.ndarray:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test", type=int, default=1000, help="held-out images")
     parser.add_argument("--labeled", type=int, default=100, help="labeled images per probe")
     parser.add_argument("--draws", type=int, default=3, help="random draws of the labeled set")
-    parser.add_argument("--steps", type=int, default=None, help="pre-training steps (default: SelfSupConfig's)")
+    parser.add_argument("--steps", type=int, default=None, help="pre-training steps (default: SelfSupervisedConfig's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.domain}: {len(images)} images, {len(classes)} classes ({time.monotonic() - started:.1f} s)")
 
     model_config = ModelConfig(image_size=32)
-    ssl_config = SelfSupConfig(device="cpu", **({"steps": args.steps} if args.steps else {}))
+    ssl_config = SelfSupervisedConfig(device="cpu", **({"steps": args.steps} if args.steps else {}))
     curve: list[dict] = []
 
     def report(info: dict) -> None:

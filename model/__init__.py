@@ -47,9 +47,9 @@ _EXPORTS = {
     "TrainingError": ("objective", "TrainingError"),
     "TrainResult": ("trainer", "TrainResult"),
     "train": ("trainer", "train"),
-    "SelfSupConfig": ("selfsup", "SelfSupConfig"),
-    "pretrain_selfsup": ("selfsup", "pretrain"),
-    "save_pretrained": ("selfsup", "save_pretrained"),
+    "SelfSupervisedConfig": ("self_supervised", "SelfSupervisedConfig"),
+    "pretrain_self_supervised": ("self_supervised", "pretrain"),
+    "save_pretrained": ("self_supervised", "save_pretrained"),
 }
 
 __all__ = sorted(_EXPORTS)

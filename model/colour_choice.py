@@ -11,8 +11,8 @@ classifier. Measured on the domain suite: docs/results.md ("Colour, decided from
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image

@@ -8,8 +8,9 @@ turns JSON lists back into tuples. Every tunable is a documented field; units ar
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 _Config = TypeVar("_Config", bound="_FromDict")
 

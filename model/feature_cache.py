@@ -43,8 +43,8 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import torch

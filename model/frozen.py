@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -213,9 +213,9 @@ class _FrozenRun:
         raw_taps, self.embedding = _to_tensors(rows, device)
         self.embedding_scale = _Standardizer(self.embedding)
         tap_scales = [_Standardizer(tap) for tap in raw_taps]
-        self.taps = [scale.apply(tap) for scale, tap in zip(tap_scales, raw_taps)]
+        self.taps = [scale.apply(tap) for scale, tap in zip(tap_scales, raw_taps, strict=False)]
         self.layers = [(model.head, self.embedding_scale)] + [
-            (_first_linear(branch), scale) for branch, scale in zip(model.lpm.branches, tap_scales)
+            (_first_linear(branch), scale) for branch, scale in zip(model.lpm.branches, tap_scales, strict=False)
         ]
         if not frozen_config.reinit:
             for linear, scale in self.layers:

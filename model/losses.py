@@ -9,7 +9,7 @@ With an odd batch the last sample sits out of the pairing; with a batch of one t
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

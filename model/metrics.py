@@ -14,7 +14,7 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     # Boundaries of runs of equal values in the sorted array.
     starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
     ends = np.r_[starts[1:], len(values)]
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=False):
         ranks[order[start:end]] = (start + end - 1) / 2.0
     return ranks
 

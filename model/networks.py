@@ -128,7 +128,7 @@ def default_taps(cfg: ModelConfig, net: nn.Module) -> tuple[str, ...]:
             hook.remove()
     seen = [child for child in children if child in shapes]
     if seen and all(shapes[c] for c in seen):
-        ends = [c for c, nxt in zip(seen, seen[1:] + [None]) if nxt is None or shapes[nxt] != shapes[c]]
+        ends = [c for c, nxt in zip(seen, seen[1:] + [None], strict=False) if nxt is None or shapes[nxt] != shapes[c]]
         if len(ends) > _MAX_DEFAULT_TAPS:
             ends = ends[-_MAX_DEFAULT_TAPS:]
     else:
@@ -180,7 +180,7 @@ class LossPredictionModule(nn.Module):
         with _full_precision(features[0]):
             pooled = [
                 branch(self.pool(feature.float(), layout).flatten(1))
-                for branch, feature, layout in zip(self.branches, features, self.tap_layouts)
+                for branch, feature, layout in zip(self.branches, features, self.tap_layouts, strict=False)
             ]
             return self.out(torch.cat(pooled, dim=1)).squeeze(1)
 
@@ -267,6 +267,6 @@ def build_network(cfg: ModelConfig, num_classes: int, load_weights: bool = True)
     layouts = [_tap_layout(cfg.backbone, probe[tap].shape) for tap in taps]
     channels = [
         probe[tap].shape[-1] if layout in ("nhwc", "tokens") else probe[tap].shape[1]
-        for tap, layout in zip(taps, layouts)
+        for tap, layout in zip(taps, layouts, strict=False)
     ]
     return LossLearningNet(features, taps, channels, layouts, head, cfg.dropout, cfg.lpm_width)

@@ -3,8 +3,8 @@ settings check that names them) can be imported by processes that never load a m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

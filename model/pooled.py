@@ -10,8 +10,8 @@ them is model/frozen.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -158,7 +158,7 @@ def extract_pooled(
             x = normalize(batch.to(target), model_config).contiguous(memory_format=memory_format(target))
             with autocast(target, amp_dtype(target, use_amp)):
                 outputs = model.features(x)
-            for i, (name, layout) in enumerate(zip(model.taps, layouts)):
+            for i, (name, layout) in enumerate(zip(model.taps, layouts, strict=False)):
                 pooled = LossPredictionModule.pool(outputs[name], layout).flatten(1).float()
                 taps[i].append(pooled.cpu().numpy())
             embeddings.append(outputs["embedding"].flatten(1).float().cpu().numpy())
@@ -171,7 +171,7 @@ def lpm_from_pooled(lpm: LossPredictionModule, taps: Sequence[torch.Tensor]) -> 
     """The LPM's output for already pooled taps: its own branches (FC -> ReLU) and output FC.
 
     Equal to ``lpm(feature_maps)`` for the maps the rows were pooled from (pooling is done)."""
-    hidden = [branch(tap.float()) for branch, tap in zip(lpm.branches, taps)]
+    hidden = [branch(tap.float()) for branch, tap in zip(lpm.branches, taps, strict=False)]
     return lpm.out(torch.cat(hidden, dim=1)).squeeze(1)
 
 

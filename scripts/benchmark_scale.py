@@ -40,9 +40,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import requests
@@ -87,7 +87,7 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
 def growth_exponent(xs: list[float], ys: list[float]) -> float | None:
     """k in y ∝ x^k between the smallest and the largest size (1 linear, 2 quadratic); None when
     a value is not positive."""
-    pairs = sorted(zip(xs, ys))
+    pairs = sorted(zip(xs, ys, strict=False))
     (x0, y0), (x1, y1) = pairs[0], pairs[-1]
     if min(x0, x1, y0, y1) <= 0 or x0 == x1:
         return None
@@ -358,7 +358,7 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def start(self) -> "ResourceSampler":
+    def start(self) -> ResourceSampler:
         for pid in _descendants(self.roots):
             try:
                 with open(f"/proc/{pid}/clear_refs", "w") as handle:
@@ -578,7 +578,7 @@ def run_size(venv: Path, work: Path, images: list[tuple[str, str]], n_tasks: int
                                        work / "local-files" / IMAGE_SUBDIR)
         import_s = time.monotonic() - started
         ml_id = admin.add_ml_backend(project_id, backend_url, title="Active learning")["id"]
-        label_of = {task_id: label for task_id, (_, label) in zip(ids, images)}
+        label_of = {task_id: label for task_id, (_, label) in zip(ids, images, strict=False)}
         rounds: list[dict] = []
         run = {"tasks": n_tasks, "flag": flag, "import_s": round(import_s, 1), "rounds": rounds}
         previous = None

@@ -317,7 +317,7 @@ def pull_or_standin(check: Check, image: str) -> None:
         check.record(f"base {image}: STAND-IN (reused; the real pull failed)")
         return
     log(f"{image}: the pull failed (no registry reachable?): building a STAND-IN under that name")
-    from scripts.dev import standin_images   # development only: a user's machine pulls
+    from scripts.dev import standin_images  # development only: a user's machine pulls
 
     python_image = base_images()[0]
     t0 = time.monotonic()

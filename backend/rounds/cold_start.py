@@ -5,29 +5,32 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from backend import self_supervised
+from backend.constants import RoundPhase, RoundState
 from backend.converters import TaskPrediction
-from backend.defaults import RoundPhase, RoundState
 from backend.feature_round import feature_cache_for, pooled_features
 from backend.feature_shards import sharding_for_round
 from backend.images import FetchReport, ImageFetcher
 from backend.ls_client import LabelStudioClient
-from backend.model_store import ModelStore, new_coldstart_version
+from backend.model_store import ModelStore, new_cold_start_version
 from backend.rounds.collect import CollectedRound, task_counts
 from backend.rounds.configs import model_config_from
 from backend.rounds.predictions import ranking_predictions
 from backend.rounds.progress import RoundRun, StatusCallback
 from backend.rounds.publish import push_and_publish, update_views
-from backend.rounds.representation import (has_configured_weights, learns_own_weights,
-                                           self_supervised_config, self_supervised_dir,
-                                           self_supervised_start)
-from backend.rounds.score import (SCORE_CHUNK_IMAGES, NothingScored, held_back,
-                                  unscored_reason)
+from backend.rounds.representation import (
+    has_configured_weights,
+    learns_own_weights,
+    self_supervised_config,
+    self_supervised_dir,
+    self_supervised_start,
+)
+from backend.rounds.score import SCORE_CHUNK_IMAGES, NothingScored, held_back, unscored_reason
 from backend.rounds.summary import ClusterRanking, RoundSummary
 from backend.settings import Settings
 from model import strategies
@@ -35,11 +38,11 @@ from model.config import ModelConfig
 from model.networks import build_network
 
 log = logging.getLogger(__name__)
-COLDSTART_THUMBNAIL_PX = 16  # side of the thumbnails a cold-start round embeds (pixel PCA)
+COLD_START_THUMBNAIL_PX = 16  # side of the thumbnails a cold-start round embeds (pixel PCA)
 # A cold-start ranking is coarse to fine: its first 10 picks come from 10 clusters, the next 10
 # from 20, ... up to QUERY_BATCH_SIZE clusters, so the top of the tab is a good batch whatever
 # its length (benchmarks/results/coldstart-coverage.md).
-COLDSTART_FIRST_CLUSTERS = 10
+COLD_START_FIRST_CLUSTERS = 10
 # (pool task ids, labeled task ids, their embeddings: pool rows first)
 Embedded = tuple[list[int], list[int], np.ndarray]
 
@@ -58,30 +61,30 @@ def cold_start_reason(n_usable: int, n_classes: int, settings: Settings) -> str 
 def pool_thumbnails(fetcher: ImageFetcher, items: list[tuple[int, str]], report: FetchReport,
                     on_progress: Callable[[int, int], None]) -> tuple[list[int], np.ndarray]:
     """Fetch images in chunks, keeping only small uint8 thumbnails (bounded memory)."""
-    from model import coldstart
+    from model import cold_start
     ids: list[int] = []
     parts = []
     for start in range(0, len(items), SCORE_CHUNK_IMAGES):
         chunk = fetcher.fetch_many(items[start:start + SCORE_CHUNK_IMAGES], report)
         if chunk:
             ids.extend(task_id for task_id, _ in chunk)
-            parts.append(coldstart.thumbnails([img for _, img in chunk], COLDSTART_THUMBNAIL_PX))
+            parts.append(cold_start.thumbnails([img for _, img in chunk], COLD_START_THUMBNAIL_PX))
         on_progress(min(start + SCORE_CHUNK_IMAGES, len(items)), len(items))
-    side = COLDSTART_THUMBNAIL_PX
+    side = COLD_START_THUMBNAIL_PX
     return ids, (np.concatenate(parts) if parts else np.zeros((0, side, side, 3), np.uint8))
 
 
 def _pixel_embedding(settings: Settings, collected: CollectedRound,
                      on_progress: Callable[[int, int], None]) -> Embedded:
     """Pool ids, labeled ids and a label-free pixel embedding (pool rows first)."""
-    from model import coldstart
+    from model import cold_start
     pool_ids, pool_thumbs = pool_thumbnails(collected.fetcher, collected.split.unlabeled,
                                             collected.report, on_progress)
     labeled_ids = [tid for tid, _ in collected.train_images]
-    labeled_thumbs = coldstart.thumbnails([img for _, img in collected.train_images],
-                                          COLDSTART_THUMBNAIL_PX)
-    embedding = coldstart.pixel_embedding(np.concatenate([pool_thumbs, labeled_thumbs]),
-                                          size=COLDSTART_THUMBNAIL_PX, seed=settings.seed)
+    labeled_thumbs = cold_start.thumbnails([img for _, img in collected.train_images],
+                                          COLD_START_THUMBNAIL_PX)
+    embedding = cold_start.pixel_embedding(np.concatenate([pool_thumbs, labeled_thumbs]),
+                                          size=COLD_START_THUMBNAIL_PX, seed=settings.seed)
     return pool_ids, labeled_ids, embedding
 
 
@@ -114,7 +117,7 @@ def run_cold_start_round(settings: Settings, project_id: int, client: LabelStudi
                          store: ModelStore, collected: CollectedRound, reason: str,
                          run: RoundRun) -> RoundSummary:
     """Too few labels (or classes) to train: rank the pool by TypiClust (QUERY_BATCH_SIZE
-    clusters, coarse to fine, each cluster's member picked as ``model.coldstart.pick_for`` says) and
+    clusters, coarse to fine, each cluster's member picked as ``model.cold_start.pick_for`` says) and
     push it with no pre-selected choice, as version ``coldstart-<timestamp>``.
 
     What it ranks on: configured weights' embedding when there are weights; otherwise the
@@ -194,7 +197,7 @@ class _ColdStart:
             return dataclasses.replace(held_back(self.project_id, collected, unscored, run),
                                        embedding=embedding_kind)
         with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
-            version = new_coldstart_version()
+            version = new_cold_start_version()
             pushed = push_and_publish(
                 self.settings, self.client, self.store, self.project_id, version,
                 collected.schema, ranked.predictions,
@@ -224,7 +227,7 @@ class _ColdStart:
     def rank(self, model_config: ModelConfig, embedding_kind: str) -> _Ranked | None:
         """The pool in TypiClust order on one embedding, then the labeled tasks; None when
         there is no unlabeled task to rank."""
-        from model import coldstart
+        from model import cold_start
         settings, collected = self.settings, self.collected
         with self.run.phase("rank_s", RoundPhase.COLD_START_RANKING,
                             cold_start_reason=self.reason):
@@ -235,11 +238,11 @@ class _ColdStart:
                 log.info("project %s: cold start: no unlabeled task to rank", self.project_id)
                 return None
             n_pool = len(pool_ids)
-            found = coldstart.typiclust(
+            found = cold_start.typiclust(
                 embedding[:n_pool], embedding[n_pool:] if labeled_ids else None,
                 n_clusters=min(settings.query_batch_size, n_pool), seed=settings.seed,
-                start_clusters=COLDSTART_FIRST_CLUSTERS,
-                pick=coldstart.pick_for(settings.coldstart_pick, embedding_kind))
+                start_clusters=COLD_START_FIRST_CLUSTERS,
+                pick=cold_start.pick_for(settings.coldstart_pick, embedding_kind))
             # the pool in TypiClust order, then the labeled tasks: the tab's top is always work
             full_order = np.concatenate([found.order, n_pool + np.arange(len(labeled_ids))])
             clusters = np.concatenate([found.cluster, np.full(len(labeled_ids), -1, np.int64)])

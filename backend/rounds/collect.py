@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from backend import converters, reconcile, task_index, training_state
+from backend.constants import RoundPhase
 from backend.converters import TaskError
-from backend.defaults import RoundPhase
+from backend.image_scoring import image_fetcher
 from backend.images import FetchReport, ImageFetcher
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore
 from backend.rounds.configs import model_config_from
 from backend.rounds.progress import RoundRun
 from backend.rounds.summary import TaskCounts
-from backend.scoring_setup import image_fetcher
 from backend.settings import Settings
 from backend.task_types import TaskType, schema_change, task_type_for
 from model.config import ModelConfig

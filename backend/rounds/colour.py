@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from backend.defaults import RoundPhase
+from backend.constants import RoundPhase
 from backend.model_store import ModelStore
 from backend.rounds.representation import has_configured_weights, self_supervised_start
 from backend.settings import Settings
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def colour_for_round(settings: Settings, store: ModelStore,
-                     inputs: "RoundInputs") -> tuple[ModelConfig, dict, dict | None]:
+                     inputs: RoundInputs) -> tuple[ModelConfig, dict, dict | None]:
     """The round's model config with its colour choice, the choice with its evidence (for
     /status and the round summary), and the self-supervised step's report when that config
     already starts from the weights to train from (the colour-invariant ones the choice was made

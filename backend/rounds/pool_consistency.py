@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from backend.defaults import RoundPhase
+from backend.constants import RoundPhase
 from backend.images import FetchReport, ImageFetcher
 from backend.rounds.progress import RoundRun
 from backend.rounds.score import array_chunks

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
-from backend.defaults import PROGRESS_STATUS_INTERVAL_S, RoundPhase
+from backend.constants import PROGRESS_STATUS_INTERVAL_S, RoundPhase
 
 StatusCallback = Callable[..., None]
 

@@ -15,7 +15,7 @@ pessimistic estimate of the version's accuracy, not an unbiased one.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from backend.converters import TaskPrediction, preselects
 from backend.model_store import ModelStore, is_cold_start_version

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from backend import converters
+from backend.constants import RoundPhase
 from backend.converters import TaskPrediction
-from backend.defaults import RoundPhase
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.model_store import ModelStore, is_own_version, version_sort_key
 from backend.prediction_push import push_predictions
@@ -135,7 +135,7 @@ def update_views(settings: Settings, client: LabelStudioClient, project_id: int,
     """The "Most informative first" tab, optional uncertainty sampling, old versions' cleanup.
     The version is published already: what fails here is a warning of the round (returned),
     never its failure."""
-    from backend import ls_project   # local import: keeps this module's import graph small
+    from backend import ls_project  # local import: keeps this module's import graph small
     warnings = []
     try:
         ls_project.ensure_informative_view(client, project_id, settings.informative_view_title)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from backend import self_supervised
-from backend.defaults import RoundPhase
+from backend.constants import RoundPhase
 from backend.images import FetchReport, ImageFetcher
 from backend.model_store import ModelStore
 from backend.rounds.progress import RoundRun
@@ -19,7 +19,7 @@ from backend.rounds.score import array_chunks
 from backend.settings import Settings
 from model.config import ModelConfig
 from model.modes import fine_tunes_like_scratch
-from model.selfsup import SelfSupConfig, for_colour
+from model.self_supervised import SelfSupervisedConfig, for_colour
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def learns_own_weights(settings: Settings, model_config: ModelConfig) -> bool:
             and self_supervised_skip_reason(settings, model_config) is None)
 
 
-def self_supervised_config(settings: Settings, keep_colour: bool = False) -> SelfSupConfig:
-    return for_colour(SelfSupConfig(steps=settings.self_supervised_steps, seed=settings.seed,
+def self_supervised_config(settings: Settings, keep_colour: bool = False) -> SelfSupervisedConfig:
+    return for_colour(SelfSupervisedConfig(steps=settings.self_supervised_steps, seed=settings.seed,
                                     device=settings.device), keep_colour)
 
 

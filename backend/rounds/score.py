@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from backend.constants import RoundState
 from backend.converters import TaskPrediction
-from backend.defaults import RoundState
+from backend.image_scoring import score_images
 from backend.images import FetchReport, ImageFetcher
 from backend.rounds.collect import CollectedRound, task_counts
 from backend.rounds.predictions import build_predictions
 from backend.rounds.progress import RoundRun
 from backend.rounds.summary import RoundSummary
-from backend.scoring_setup import score_images
 from backend.settings import Settings
 from model import strategies
 from model.config import ModelConfig

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.defaults import RoundState
+from backend.constants import RoundState
 
 # states whose round published a new version
 PUBLISHING_STATES = frozenset({RoundState.DONE, RoundState.COLD_START})
@@ -42,7 +42,7 @@ class TaskCounts:
 class ClusterRanking:
     """How a cold-start round's TypiClust ranking came out."""
     pick: str                          # how each cluster's member was picked
-    cluster_structure: float | None    # model.coldstart's structure measure (None: not measured)
+    cluster_structure: float | None    # model.cold_start's structure measure (None: not measured)
     clusters: int                      # clusters the pool was split into
     clusters_covered_by_labels: int    # of them, those that hold a labeled task
 

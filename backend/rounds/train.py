@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from backend.defaults import RoundPhase
+from backend.constants import RoundPhase
 from backend.feature_round import feature_cache_for, pooled_features
 from backend.feature_shards import sharding_for_round
+from backend.image_scoring import mc_samples_for
 from backend.images import FetchReport, ImageFetcher
 from backend.model_store import ModelStore, new_version
 from backend.rounds.collect import CollectedRound
@@ -19,10 +20,8 @@ from backend.rounds.colour import colour_for_round
 from backend.rounds.configs import train_config_from
 from backend.rounds.pool_consistency import load_consistency_pool
 from backend.rounds.progress import RoundRun
-from backend.rounds.representation import (has_configured_weights, learns_own_weights,
-                                           self_supervised_start)
+from backend.rounds.representation import has_configured_weights, learns_own_weights, self_supervised_start
 from backend.rounds.score import NothingScored, score_pool
-from backend.scoring_setup import mc_samples_for
 from backend.settings import Settings
 from model import recipe_search, trainer
 from model.config import ModelConfig, TrainConfig
@@ -188,7 +187,7 @@ def _train_and_score_frozen(settings: Settings, store: ModelStore, inputs: Round
             sharding=sharding_for_round(settings, inputs.project_id, run.status), whole_pool=True)
     if features is None:
         raise NothingScored(inputs.report, len(inputs.pool_items))
-    target_of = {tid: target for (tid, _), target in zip(inputs.train_images, inputs.targets)}
+    target_of = {tid: target for (tid, _), target in zip(inputs.train_images, inputs.targets, strict=False)}
     rows = np.array([row for row, tid in enumerate(ids) if tid in target_of], dtype=np.int64)
     log.info("project %s: pooled features of %d images (%d new, %d from the cache) in %.1fs",
              inputs.project_id, len(ids), extracted, len(ids) - extracted,

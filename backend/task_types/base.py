@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from label_studio_tools.core.label_config import parse_config
 from lxml import etree
@@ -38,7 +39,7 @@ class LabelingConfig:
     controls: dict
 
     @classmethod
-    def parse(cls, label_config: str | None) -> "LabelingConfig":
+    def parse(cls, label_config: str | None) -> LabelingConfig:
         if not label_config or not str(label_config).strip():
             raise UnsupportedConfig("the project has no labeling config")
         try:
@@ -90,7 +91,7 @@ class TaskType(ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: LabelingConfig) -> "TaskType":
+    def from_config(cls, config: LabelingConfig) -> TaskType:
         """This type bound to a config it recognizes; UnsupportedConfig with the reason when the
         config uses those tags in a way it cannot serve."""
 
@@ -119,7 +120,7 @@ class TaskType(ABC):
         has none."""
 
     @abstractmethod
-    def decide_label(self, task: dict) -> "LabelDecision":
+    def decide_label(self, task: dict) -> LabelDecision:
         """The task's training label from its annotations, or why it gives none."""
 
     @abstractmethod
@@ -129,14 +130,14 @@ class TaskType(ABC):
     # ------------------------------------------------------------------ model outputs -> LS
 
     @abstractmethod
-    def model_answers(self, probs: "np.ndarray", class_names: Sequence[str]
+    def model_answers(self, probs: np.ndarray, class_names: Sequence[str]
                       ) -> list[tuple[str, float]]:
         """(answer, the model's probability of it) for each row of a model's class
         probabilities. ``class_names`` are the classes the model was trained with, which may
         differ from this config's ``labels`` when the config changed since."""
 
     @abstractmethod
-    def prediction_result(self, pred: "TaskPrediction") -> list[dict] | None:
+    def prediction_result(self, pred: TaskPrediction) -> list[dict] | None:
         """The Label Studio result that pre-selects the prediction's answer, or None when this
         config cannot show it (e.g. a class the config no longer has). Whether to pre-select at
         all (confidence) is decided by converters.prediction_payload for every task type."""

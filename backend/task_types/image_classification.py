@@ -5,13 +5,12 @@ the <Choice> tags is the class order of the model trained for that config.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from backend.converters import (DROP_EMPTY, LabelDecision, TaskError, TaskPrediction,
-                                decide_by_vote)
+from backend.converters import DROP_EMPTY, LabelDecision, TaskError, TaskPrediction, decide_by_vote
 from backend.task_types.base import LabelingConfig, TaskType, UnsupportedConfig
 from backend.task_types.registry import register
 
@@ -51,7 +50,7 @@ class ImageClassification(TaskType):
         return bool(_choices_on_images(config))
 
     @classmethod
-    def from_config(cls, config: LabelingConfig) -> "ImageClassification":
+    def from_config(cls, config: LabelingConfig) -> ImageClassification:
         """The one <Choices> attached to one <Image>; anything else is refused with a reason."""
         choices = _choices_on_images(config)
         if not choices:

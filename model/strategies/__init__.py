@@ -30,6 +30,38 @@ numpy only, no torch: backend/settings.py imports this package to check STRATEGY
 
 from __future__ import annotations
 
+from model.strategies import learning_loss  # noqa: F401  (its entries; no public names)
+from model.strategies.combined import (
+    class_capped_order,
+    ll_margin_class_capped,
+    ll_margin_diverse,
+    margin_class_capped,
+    margin_diverse,
+    rank_average_values,
+)
+from model.strategies.diversity import HYBRID_PRESELECT_FACTOR, badge, coreset, hybrid, typiclust
+from model.strategies.geometry import (
+    CHUNK_ROWS,
+    MAX_LABELED_CENTERS,
+    k_center_greedy,
+    min_squared_distances,
+    nearest_center,
+)
+from model.strategies.placement import (
+    NEAREST_BLOCK_ROWS,
+    NEIGHBOUR_DIMS,
+    nearest_rows,
+    neighbour_embedding,
+    place_by_nearest,
+)
+from model.strategies.ranking import (
+    DEFAULT_BUDGET,
+    informativeness_values,
+    needs_mc_samples,
+    rank,
+    ranking_to_scores,
+)
+
 # The family modules register their entries on import, in this order.
 from model.strategies.registry import (
     STRATEGIES,
@@ -46,37 +78,6 @@ from model.strategies.uncertainty import (
     entropy_values,
     least_confidence_values,
     margin_values,
-)
-from model.strategies import learning_loss  # noqa: F401  (its entries; no public names)
-from model.strategies.geometry import (
-    CHUNK_ROWS,
-    MAX_LABELED_CENTERS,
-    k_center_greedy,
-    min_squared_distances,
-    nearest_center,
-)
-from model.strategies.diversity import HYBRID_PRESELECT_FACTOR, badge, coreset, hybrid, typiclust
-from model.strategies.combined import (
-    class_capped_order,
-    ll_margin_class_capped,
-    ll_margin_diverse,
-    margin_class_capped,
-    margin_diverse,
-    rank_average_values,
-)
-from model.strategies.ranking import (
-    DEFAULT_BUDGET,
-    informativeness_values,
-    needs_mc_samples,
-    rank,
-    ranking_to_scores,
-)
-from model.strategies.placement import (
-    NEAREST_BLOCK_ROWS,
-    NEIGHBOUR_DIMS,
-    nearest_rows,
-    neighbour_embedding,
-    place_by_nearest,
 )
 
 __all__ = [

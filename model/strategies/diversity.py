@@ -51,11 +51,11 @@ def coreset(
 def typiclust(
     outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
 ) -> Ranking:
-    """TypiClust (Hacohen et al. 2022, model/coldstart.py): k-means on the embeddings into
+    """TypiClust (Hacohen et al. 2022, model/cold_start.py): k-means on the embeddings into
     ``budget`` clusters, the most typical item of each cluster no labeled item covers first
     (largest cluster first), then round-robin over the clusters. For a cold start (few labels),
     where uncertainty is meaningless; cluster = k-means cluster. The seed comes from ``rng``."""
-    from model.coldstart import typiclust as typiclust_ranking  # scikit-learn: imported on use
+    from model.cold_start import typiclust as typiclust_ranking  # scikit-learn: imported on use
 
     seed = int(rng.integers(2**31 - 1))
     result = typiclust_ranking(outputs.embedding, labeled_embedding, n_clusters=max(budget, 1), seed=seed)

@@ -9,9 +9,10 @@ modules (uncertainty, learning_loss, diversity, combined) register their entries
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 

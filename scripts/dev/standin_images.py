@@ -24,8 +24,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 STANDIN_LABEL = "ls-active-learning.stand-in"
 PIP_CONF = "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\ntimeout = 180\ntrusted-host = 127.0.0.1\n"

@@ -4,10 +4,9 @@ the progress endpoint and the bar of the running phase advances without a reload
 where no chromium is installed (``apt-get install chromium``)."""
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
-
-import secrets
 
 import pytest
 from flask import request

@@ -29,11 +29,11 @@ from rq.registry import FinishedJobRegistry
 from backend import queueing, training_state
 from backend.feature_round import extract_into_cache, feature_cache_for, pooled_features
 from backend.feature_shards import BOARD_PREFIX, FeatureSharding, split_into_shards
+from backend.image_scoring import image_fetcher
 from backend.images import FetchReport
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore
 from backend.rounds.configs import model_config_from
-from backend.scoring_setup import image_fetcher
 from backend.settings import Settings
 from model.config import ModelConfig
 from model.feature_cache import MAX_SHARDS, FeatureCache, item_key

@@ -7,8 +7,8 @@ import pytest
 
 from backend import jobs, queueing, training_state
 from backend.app import create_app
+from backend.constants import RoundState
 from backend.converters import TaskPrediction
-from backend.defaults import RoundState
 from backend.model_store import ModelStore
 from backend.rounds.summary import RoundSummary, TaskCounts
 from backend.settings import Settings, SettingsError

@@ -158,11 +158,11 @@ def test_worker_runs_the_job_and_records_a_clear_failure_when_label_studio_is_do
 
 
 def test_project_updated_with_a_changed_labeling_config_retrains_once(backend, redis_conn):
+    from backend.model_store import ModelStore, new_cold_start_version
     from backend.task_types import task_type_for
-    from backend.model_store import ModelStore, new_coldstart_version
     store = ModelStore(backend.settings.model_dir)
     schema = task_type_for(DIGITS)
-    version = new_coldstart_version()
+    version = new_cold_start_version()
     store.predictions_path(41, version).parent.mkdir(parents=True)
     store.predictions_path(41, version).write_text("{}")
     store.publish(41, version, info={"schema": schema.to_dict(), "schema_hash": schema.hash})

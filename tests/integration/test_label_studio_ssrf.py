@@ -14,8 +14,8 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from scripts.ls_banned_subnets import banned_except
 from scripts.lib import lslocal
+from scripts.ls_banned_subnets import banned_except
 from tests.conftest import JsonReplyHandler, free_port
 
 pytestmark = [pytest.mark.labelstudio]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import requests
 
-from scripts import demo_data
 from backend import jobs, ls_project, reconcile, training_state
 from backend.app import create_app
 from backend.ls_client import LabelStudioClient
 from backend.model_store import ModelStore
 from backend.settings import Settings
+from scripts import demo_data
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.redis]
 

@@ -77,7 +77,7 @@ def digit_files(tmp_path_factory):
 def digits_project(admin, digit_files):
     project = admin.create_project("Digits (lslocal test)", DIGITS_CONFIG)
     task_ids = admin.import_images(project["id"], [path for path, _ in digit_files])
-    return project, dict(zip(task_ids, digit_files))
+    return project, dict(zip(task_ids, digit_files, strict=False))
 
 
 # ---- process --------------------------------------------------------------------------------------

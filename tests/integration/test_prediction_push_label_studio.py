@@ -10,9 +10,9 @@ import secrets
 
 import pytest
 
-from scripts.lib import lslocal
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.prediction_push import duplicate_ids, push_predictions
+from scripts.lib import lslocal
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.labelstudio

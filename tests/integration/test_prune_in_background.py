@@ -10,8 +10,8 @@ import pytest
 from flask import Flask, jsonify, request
 from rq import Queue, SimpleWorker
 
-from backend.rounds import publish
 from backend.ls_client import LabelStudioClient
+from backend.rounds import publish
 from backend.settings import Settings
 from tests.conftest import ServerThread
 

@@ -93,8 +93,8 @@ def test_one_reconciler_for_many_workers(redis_server, redis_conn, fake_label_st
 
 
 def test_a_changed_labeling_config_is_retrained_once(redis_server, redis_conn, serve_wsgi, tmp_path):
+    from backend.model_store import ModelStore, new_cold_start_version
     from backend.task_types import task_type_for
-    from backend.model_store import ModelStore, new_coldstart_version
     from tests.unit.backend.test_labeling_config import DIGITS
 
     configs = {4: DIGITS}
@@ -111,7 +111,7 @@ def test_a_changed_labeling_config_is_retrained_once(redis_server, redis_conn, s
     client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
     store = ModelStore(settings.model_dir)
     schema = task_type_for(DIGITS)
-    version = new_coldstart_version()
+    version = new_cold_start_version()
     store.predictions_path(4, version).parent.mkdir(parents=True)
     store.predictions_path(4, version).write_text("{}")
     store.publish(4, version, info={"schema": schema.to_dict(), "schema_hash": schema.hash})
@@ -135,7 +135,7 @@ def test_a_project_deleted_in_label_studio_is_forgotten(redis_server, redis_conn
     its Redis keys go and so does its model directory; project 1 keeps everything."""
     import time
 
-    from backend.defaults import DELETED_PROJECT_GRACE_S
+    from backend.constants import DELETED_PROJECT_GRACE_S
     from backend.model_store import ModelStore
     from backend.task_index import TaskIndex
 
@@ -173,7 +173,7 @@ def test_a_project_that_answers_again_or_is_training_is_kept(redis_server, redis
                                                            fake_label_studio, tmp_path):
     import time
 
-    from backend.defaults import DELETED_PROJECT_GRACE_S
+    from backend.constants import DELETED_PROJECT_GRACE_S
 
     settings = Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": fake_label_studio.url,
                                   "MODEL_DIR": str(tmp_path / "models"),

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from backend.app import create_app
 from backend.settings import Settings

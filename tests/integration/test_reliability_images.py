@@ -192,7 +192,7 @@ def test_bad_images_are_skipped_with_a_reason_and_good_ones_come_back(image_serv
            "gzip-bomb.bin": "IMAGE_MAX_BYTES"}
     good = ["good.png", "good.jpg", "gray.png", "rgba.png", "cmyk.jpg", "gray16.png", "rgb16.png",
             "palette.png", "anim.gif", "chunked-gzip.png"]
-    names = [n for pair in zip(good, list(bad)[:len(good)]) for n in pair] + list(bad)[len(good):]
+    names = [n for pair in zip(good, list(bad)[:len(good)], strict=False) for n in pair] + list(bad)[len(good):]
     items = [(i + 1, f"/data/upload/1/{name}") for i, name in enumerate(names)]
     task_of = {name: i + 1 for i, name in enumerate(names)}
     report = FetchReport()
@@ -222,7 +222,7 @@ def pixels(image_server, name: str) -> Image.Image:
 
 
 def close(actual, expected, tolerance=6):
-    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected))
+    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=False))
 
 
 def test_convertible_formats_load_as_rgb_with_the_right_colours(image_server):

@@ -10,16 +10,16 @@ import json
 
 import pytest
 
-from scripts import demo_data
-from scripts.lib import lslocal
 from backend import task_index
 from backend.app import create_app
 from backend.images import FetchReport
-from backend.task_types import task_type_for
 from backend.ls_client import LabelStudioClient
 from backend.rounds.collect import split_tasks
 from backend.settings import Settings
 from backend.task_index import TaskIndex
+from backend.task_types import task_type_for
+from scripts import demo_data
+from scripts.lib import lslocal
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.redis]
 

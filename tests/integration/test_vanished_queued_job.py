@@ -2,7 +2,7 @@
 
 The marker lives QUEUED_TTL_S (7 days); trusting it blindly left Start Training answering
 "already queued" and the reconciler seeing a busy project for that long."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask, jsonify
@@ -11,7 +11,7 @@ from rq.job import Job
 from rq.utils import utcformat
 
 from backend import queueing, reconcile, training_state
-from backend.defaults import QUEUED_MARKER_GRACE_S, QUEUED_TTL_S
+from backend.constants import QUEUED_MARKER_GRACE_S, QUEUED_TTL_S
 from backend.ls_client import LabelStudioClient
 from backend.settings import Settings
 
@@ -71,7 +71,7 @@ def test_a_job_whose_worker_died_before_the_round_began_is_replaced(redis_server
     _age_marker(redis_conn, 6, 3 * QUEUED_MARKER_GRACE_S)
     assert queueing.request_training(settings, redis_conn, 6, "again") == (False, first)
     # started long ago and still holding the marker: its worker is gone
-    long_ago = datetime.now(timezone.utc) - timedelta(seconds=2 * QUEUED_MARKER_GRACE_S)
+    long_ago = datetime.now(UTC) - timedelta(seconds=2 * QUEUED_MARKER_GRACE_S)
     redis_conn.hset(job.key, "started_at", utcformat(long_ago))
     enqueued, second = queueing.request_training(settings, redis_conn, 6, "again")
     assert enqueued and second != first and queue.job_ids == [second]

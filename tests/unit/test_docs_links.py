@@ -158,7 +158,7 @@ def problem_with(link: Link) -> str | None:
 
 def test_github_anchor_rules():
     assert github_anchor("Which ranking, measured") == "which-ranking-measured"
-    assert github_anchor("Cold start (`coldstart.py`)") == "cold-start-coldstartpy"
+    assert github_anchor("Cold start (`cold_start.py`)") == "cold-start-cold_startpy"
     assert github_anchor("Measured: what a round costs") == "measured-what-a-round-costs"
     assert github_anchor("Where does a change go?") == "where-does-a-change-go"
     assert github_anchor("Round cost (`benchmarks/round_cost.py`)") == "round-cost-benchmarksround_costpy"

@@ -2,10 +2,9 @@
 project loads with PRETRAINED_WEIGHTS (a real checkpoint, a real model store)."""
 from __future__ import annotations
 
-
 import torch
 
-from backend.model_store import ModelStore, new_coldstart_version, new_version
+from backend.model_store import ModelStore, new_cold_start_version, new_version
 from model import ModelConfig, TrainConfig, build_network
 from model.checkpoint import save_checkpoint
 from model.trainer import TrainResult
@@ -38,7 +37,7 @@ def test_no_trained_model_is_a_clear_error(tmp_path, capsys):
     assert export_backbone.main(["--project", "7", "--model-dir", str(store.model_dir),
                                  "--out", str(out)]) == 1
     assert "no published model" in capsys.readouterr().err
-    version = new_coldstart_version()
+    version = new_cold_start_version()
     predictions = store.predictions_path(7, version)
     predictions.parent.mkdir(parents=True)
     predictions.write_text('{"tasks": {}}')

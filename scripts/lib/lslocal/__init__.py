@@ -15,17 +15,45 @@ All traffic goes to the local server.
 """
 
 from backend.ls_auth import LabelStudioError
-from scripts.lib.lslocal.admin import (HTTP_TIMEOUT_S, MAX_FILES_PER_IMPORT, SAMPLING_VALUES,
-                                 LabelStudioAdmin, choice_annotation)
-from scripts.lib.lslocal.auth import (create_personal_access_token, get_legacy_token, jwt_claims,
-                                login_session, looks_like_jwt)
+from scripts.lib.lslocal.admin import (
+                                 HTTP_TIMEOUT_S,
+                                 MAX_FILES_PER_IMPORT,
+                                 SAMPLING_VALUES,
+                                 LabelStudioAdmin,
+                                 choice_annotation,
+)
+from scripts.lib.lslocal.auth import (
+                                 create_personal_access_token,
+                                 get_legacy_token,
+                                 jwt_claims,
+                                 login_session,
+                                 looks_like_jwt,
+)
 from scripts.lib.lslocal.cli import build_parser, main
-from scripts.lib.lslocal.process import (DEFAULT_START_TIMEOUT_S, LabelStudioProcess, direct_session,
-                                   free_port, port_is_free, start_label_studio, stop_serve)
-from scripts.lib.lslocal.venv import (DB_FILE_NAME, DB_TEMPLATE_NAME, INSTALL_MARKER,
-                                LABEL_STUDIO_VERSION, LS_LOCK, PREDICTIONS_IMPORT_FLAG, cache_root,
-                                default_ls_venv_dir, ensure_db_template, ensure_ls_venv,
-                                label_studio_executable, offline_environment, requirements_hash)
+from scripts.lib.lslocal.process import (
+                                 DEFAULT_START_TIMEOUT_S,
+                                 LabelStudioProcess,
+                                 direct_session,
+                                 free_port,
+                                 port_is_free,
+                                 start_label_studio,
+                                 stop_serve,
+)
+from scripts.lib.lslocal.venv import (
+                                 DB_FILE_NAME,
+                                 DB_TEMPLATE_NAME,
+                                 INSTALL_MARKER,
+                                 LABEL_STUDIO_VERSION,
+                                 LS_LOCK,
+                                 PREDICTIONS_IMPORT_FLAG,
+                                 cache_root,
+                                 default_ls_venv_dir,
+                                 ensure_db_template,
+                                 ensure_ls_venv,
+                                 label_studio_executable,
+                                 offline_environment,
+                                 requirements_hash,
+)
 
 __all__ = [
     "DB_FILE_NAME", "DB_TEMPLATE_NAME", "DEFAULT_START_TIMEOUT_S", "HTTP_TIMEOUT_S",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import mimetypes
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
 
 import requests
 
@@ -109,7 +109,7 @@ class LabelStudioAdmin:
             raise ValueError(f"sampling must be one of {SAMPLING_VALUES}, got {value!r}")
         return self.update_project(project_id, sampling=value)
 
-    def next_task(self, project_id: int) -> Optional[dict]:
+    def next_task(self, project_id: int) -> dict | None:
         """The task LS would give this user next, or None when there is none left.
 
         The trailing slash matters: without it LS answers 500. Opening a task locks it for other users.
@@ -190,7 +190,7 @@ class LabelStudioAdmin:
 
     # ---- predictions -----------------------------------------------------------------------------
 
-    def list_predictions(self, task_id: Optional[int] = None, project_id: Optional[int] = None) -> list[dict]:
+    def list_predictions(self, task_id: int | None = None, project_id: int | None = None) -> list[dict]:
         if (task_id is None) == (project_id is None):
             raise ValueError("give exactly one of task_id, project_id")
         params = {"task": task_id} if task_id is not None else {"project": project_id}
@@ -209,8 +209,8 @@ class LabelStudioAdmin:
         project_id: int,
         url: str,
         title: str,
-        basic_auth_user: Optional[str] = None,
-        basic_auth_pass: Optional[str] = None,
+        basic_auth_user: str | None = None,
+        basic_auth_pass: str | None = None,
         is_interactive: bool = False,
         **fields,
     ) -> dict:

@@ -13,13 +13,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from backend.ls_auth import LabelStudioError
 from scripts.lib.lslocal.auth import create_personal_access_token, get_legacy_token
 from scripts.lib.lslocal.process import DEFAULT_START_TIMEOUT_S, start_label_studio
-from scripts.lib.lslocal.venv import (LABEL_STUDIO_VERSION, default_ls_venv_dir, ensure_db_template,
-                                ensure_ls_venv)
+from scripts.lib.lslocal.venv import (
+    LABEL_STUDIO_VERSION,
+    default_ls_venv_dir,
+    ensure_db_template,
+    ensure_ls_venv,
+)
 
 
 def _exit_on_sigterm() -> None:
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "password", "") is None:
         raise SystemExit("give --password or set LABEL_STUDIO_PASSWORD")

@@ -14,13 +14,17 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 import requests
 
 from backend.ls_auth import LabelStudioError
-from scripts.lib.lslocal.venv import (DB_FILE_NAME, LOG_TAIL_CHARS, ensure_db_template,
-                                label_studio_executable, offline_environment)
+from scripts.lib.lslocal.venv import (
+    DB_FILE_NAME,
+    LOG_TAIL_CHARS,
+    ensure_db_template,
+    label_studio_executable,
+    offline_environment,
+)
 
 DEFAULT_START_TIMEOUT_S = 180.0
 
@@ -93,7 +97,7 @@ class LabelStudioProcess:
             _signal_group(self.process, signal.SIGKILL)
             self.process.wait(timeout=timeout_s)
 
-    def __enter__(self) -> "LabelStudioProcess":
+    def __enter__(self) -> LabelStudioProcess:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -150,13 +154,13 @@ def start_label_studio(
     port: int,
     username: str,
     password: str,
-    user_token: Optional[str] = None,
-    extra_env: Optional[dict] = None,
-    log_path: Optional[os.PathLike | str] = None,
+    user_token: str | None = None,
+    extra_env: dict | None = None,
+    log_path: os.PathLike | str | None = None,
     *,
     host: str = "127.0.0.1",
     enable_legacy_api_token: bool = False,
-    local_files_root: Optional[os.PathLike | str] = None,
+    local_files_root: os.PathLike | str | None = None,
     use_db_template: bool = True,
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
 ) -> LabelStudioProcess:

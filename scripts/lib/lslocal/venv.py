@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional
 
 from backend.ls_auth import LabelStudioError
 
@@ -102,7 +101,7 @@ def _run_pip(command: list[str]) -> None:
         )
 
 
-def _run_checked(command: list[str], what: str, timeout_s: float, env: Optional[dict] = None) -> str:
+def _run_checked(command: list[str], what: str, timeout_s: float, env: dict | None = None) -> str:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired as error:
@@ -121,7 +120,7 @@ def label_studio_executable(venv_dir: os.PathLike | str) -> Path:
 
 
 
-def offline_environment(data_dir: Path, local_files_root: Path, extra_env: Optional[dict] = None) -> dict:
+def offline_environment(data_dir: Path, local_files_root: Path, extra_env: dict | None = None) -> dict:
     """Environment for an LS process that starts fast, stays offline and accepts local ML backends."""
     env = dict(os.environ)
     env.update(

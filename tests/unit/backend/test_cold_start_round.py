@@ -11,13 +11,19 @@ from PIL import Image
 
 from backend import converters
 from backend.converters import TaskPrediction, preselects
-from backend.task_types import task_type_for
 from backend.ml_model import ActiveLearningModel
-from backend.model_store import (COLDSTART_VERSION_RE, ModelStore, is_own_version,
-                                 new_coldstart_version, new_version, version_sort_key)
+from backend.model_store import (
+    COLD_START_VERSION_RE,
+    ModelStore,
+    is_own_version,
+    new_cold_start_version,
+    new_version,
+    version_sort_key,
+)
 from backend.pipeline import run_training_round
 from backend.rounds.cold_start import cold_start_reason
 from backend.settings import Settings, SettingsError
+from backend.task_types import task_type_for
 from tests.unit.backend.test_labeling_config import DIGITS
 
 SCHEMA = task_type_for(DIGITS)
@@ -66,8 +72,8 @@ def test_cold_start_reason():
 
 
 def test_versions_of_both_kinds_are_ours_and_sort_by_time():
-    cold = new_coldstart_version()
-    assert COLDSTART_VERSION_RE.match(cold) and is_own_version(cold)
+    cold = new_cold_start_version()
+    assert COLD_START_VERSION_RE.match(cold) and is_own_version(cold)
     assert is_own_version(new_version()) and not is_own_version("Active learning")
     older_trained = "al-20260101-000000-abcdef"
     newer_cold = "coldstart-20260102-000000-abcdef"
@@ -168,7 +174,7 @@ def test_no_labels_gives_a_cold_start_ranking_without_choices(settings):
     summary, store, events = run(settings, client)
     assert summary["state"] == "cold_start" and "MIN_ANNOTATIONS_TO_TRAIN" in summary["reason"]
     version = summary["model_version"]
-    assert COLDSTART_VERSION_RE.match(version)
+    assert COLD_START_VERSION_RE.match(version)
     assert summary["predictions_pushed"] == 24 and summary["preselected"] == 0
     assert summary["clusters"] == 4 and summary["clusters_covered_by_labels"] == 0
     # four kinds of image: a clustered embedding, so each cluster's most typical member first
@@ -215,7 +221,7 @@ def test_predict_during_cold_start_answers_stored_scores_and_untrained_for_new_t
 def test_a_second_cold_start_replaces_the_first_and_prunes_it(settings, monkeypatch):
     # versions carry second-resolution timestamps: name them so the two rounds differ in time
     names = iter(["coldstart-20260101-000000-ffffff", "coldstart-20260101-000001-000000"])
-    monkeypatch.setattr("backend.rounds.cold_start.new_coldstart_version", lambda: next(names))
+    monkeypatch.setattr("backend.rounds.cold_start.new_cold_start_version", lambda: next(names))
     client = FakeClient(12, {})
     first, store, _ = run(settings, client)
     second, store, _ = run(settings, client)
@@ -233,7 +239,7 @@ def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_
                                                                                    monkeypatch):
     # versions carry second-resolution timestamps; a 4-step pre-training takes less than one
     names = (f"coldstart-20260101-00000{i}-000000" for i in range(10))
-    monkeypatch.setattr("backend.rounds.cold_start.new_coldstart_version", lambda: next(names))
+    monkeypatch.setattr("backend.rounds.cold_start.new_cold_start_version", lambda: next(names))
     learning = dataclasses.replace(settings, self_supervised_steps=4)
     client = FakeClient(24, {})
     summary, store, events = run(learning, client)

@@ -8,13 +8,13 @@ import dataclasses
 import pytest
 import torch
 
+from backend.model_store import ModelStore
 from backend.settings import Settings, SettingsError
 from model import load_checkpoint
 from model.config import ModelConfig
 from model.modes import choose_train_mode
 from model.networks import build_classifier
 from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, run
-from backend.model_store import ModelStore
 
 LABELS = {1: "0", 2: "1", 3: "two", 5: "0", 6: "1", 7: "two", 9: "0", 10: "1", 11: "two"}
 

@@ -16,8 +16,15 @@ import torch
 from flask import Flask
 from PIL import Image
 
-from backend.images import (ARRAY_DIGEST_BYTES, FetchReport, ImageFetcher, array_cache_key,
-                            cache_files, decode_array, encode_array)
+from backend.images import (
+    ARRAY_DIGEST_BYTES,
+    FetchReport,
+    ImageFetcher,
+    array_cache_key,
+    cache_files,
+    decode_array,
+    encode_array,
+)
 from backend.ls_client import LabelStudioClient
 from backend.rounds.score import score_pool
 from backend.settings import Settings
@@ -147,7 +154,7 @@ def test_a_later_round_needs_neither_the_image_bytes_nor_the_server(client, tmp_
     later = fetcher.fetch_arrays(ITEMS, report, image_size=32, channels=3)
     assert report.failed == {} and HITS == []
     assert [tid for tid, _ in later] == [tid for tid, _ in first]
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, later))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, later, strict=False))
     # decoding would have needed the bytes: the image path fails where the array path did not
     assert fetcher.fetch_many(ITEMS[:1], report) == [] and set(report.failed) == {ITEMS[0][0]}
 

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.image_urls import (ImageURLRefused, check_fetch_allowed, decode_data_uri,
-                                resolve_image_source)
+from backend.image_urls import ImageURLRefused, check_fetch_allowed, decode_data_uri, resolve_image_source
 
 LS = "http://127.0.0.1:8080"
 

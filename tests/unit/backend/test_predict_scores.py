@@ -59,7 +59,7 @@ def test_new_duplicates_of_ranked_tasks_get_their_twins_scores(tmp_path, strateg
                                 store=store, client=client)
     answers = model.predict(new_tasks)
     assert all(a["model_version"] == summary["model_version"] for a in answers)
-    got = {task["id"]: answer["score"] for task, answer in zip(new_tasks, answers)}
+    got = {task["id"]: answer["score"] for task, answer in zip(new_tasks, answers, strict=False)}
     expected = {base + twin: pushed[twin] for base in (EXACT, NEAR) for twin in twins}
     assert got == expected
 

@@ -15,13 +15,13 @@ from backend.rounds.configs import model_config_from
 from backend.rounds.representation import self_supervised_config, self_supervised_skip_reason
 from backend.settings import Settings, SettingsError
 from model import ModelConfig, load_checkpoint
-from model.selfsup import SelfSupConfig
+from model.self_supervised import SelfSupervisedConfig
 from model.trainer import TrainingError
 from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, run
 from tests.unit.backend.test_recipe_round import LABELS
 
 CONFIG = ModelConfig(image_size=16)
-FEW_STEPS = SelfSupConfig(steps=3, batch_size=8, device="cpu", log_every=1)
+FEW_STEPS = SelfSupervisedConfig(steps=3, batch_size=8, device="cpu", log_every=1)
 
 
 def _arrays(count: int) -> list[np.ndarray]:
@@ -162,7 +162,7 @@ def test_keep_colour_changes_only_the_views_colour_and_learns_the_weights_again(
     assert model_config_from(settings).keep_colour
     invariant = self_supervised_config(Settings())
     kept = self_supervised_config(settings, model_config_from(settings).keep_colour)
-    assert invariant == SelfSupConfig(device=invariant.device)    # the default: the library's own
+    assert invariant == SelfSupervisedConfig(device=invariant.device)    # the default: the library's own
     assert invariant.hue > 0 and invariant.augment.grayscale_p > 0 and invariant.augment.invert_p > 0
     assert (kept.hue, kept.augment.grayscale_p, kept.augment.invert_p) == (0.0, 0.0, 0.0)
     # nothing else moves: the crop, the jitter, the steps
@@ -175,7 +175,7 @@ def test_keep_colour_changes_only_the_views_colour_and_learns_the_weights_again(
 
 
 def test_the_setting_defaults_to_the_library_default():
-    assert Settings().self_supervised_steps == SelfSupConfig().steps
+    assert Settings().self_supervised_steps == SelfSupervisedConfig().steps
 
 
 def test_skip_reasons():

@@ -21,8 +21,14 @@ from backend.pipeline import run_training_round
 from backend.rounds.collect import split_tasks
 from backend.rounds.predictions import build_predictions
 from backend.settings import Settings
-from backend.task_types import (ImageClassification, LabelingConfig, TaskType, UnsupportedConfig,
-                                schema_change, task_type_for)
+from backend.task_types import (
+    ImageClassification,
+    LabelingConfig,
+    TaskType,
+    UnsupportedConfig,
+    schema_change,
+    task_type_for,
+)
 from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, png
 from tests.unit.backend.test_labeling_config import DIGITS
 
@@ -54,7 +60,7 @@ class ImageRating(TaskType):
         return bool(_ratings_on_images(config))
 
     @classmethod
-    def from_config(cls, config: LabelingConfig) -> "ImageRating":
+    def from_config(cls, config: LabelingConfig) -> ImageRating:
         ((from_name, tag),) = _ratings_on_images(config).items()
         stars = int(config.attribute("Rating", from_name, "maxRating") or 5)
         if stars < 2:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend import image_urls
-from backend.image_urls import ImageURLRefused, check_fetch_allowed, host_key, resolve_image_source
 from backend.image_download import ImageFetchError, check_presigned_target
+from backend.image_urls import ImageURLRefused, check_fetch_allowed, host_key, resolve_image_source
 
 LS = "http://127.0.0.1:8080"
 ALLOWED = ("images.example.org", "127.0.0.2:9000")

@@ -33,7 +33,7 @@ def case(colour_is_class: bool, n: int = 60, seed: int = 0):
     targets = np.arange(n) % 2
     shapes = targets if not colour_is_class else rng.integers(0, 2, n)
     colours = targets if colour_is_class else rng.integers(0, 2, n)
-    images = [draw(int(s), HUES[int(c)], rng) for s, c in zip(shapes, colours)]
+    images = [draw(int(s), HUES[int(c)], rng) for s, c in zip(shapes, colours, strict=False)]
     return shape_features(shapes, rng), colour_histograms(images), targets
 
 

@@ -42,8 +42,8 @@ def test_invert_grayscale_and_flip():
     # hflip=True flips about half of a large batch, exactly mirrored
     many = _batch(n=200, size=8, seed=3)
     flipped = strong_augment(many, StrongAugment(**{**IDENTITY.__dict__, "hflip": True}), gen)
-    is_flip = torch.tensor([torch.allclose(f, m.flip(-1), atol=1e-5) for f, m in zip(flipped, many)])
-    is_same = torch.tensor([torch.allclose(f, m, atol=1e-5) for f, m in zip(flipped, many)])
+    is_flip = torch.tensor([torch.allclose(f, m.flip(-1), atol=1e-5) for f, m in zip(flipped, many, strict=False)])
+    is_same = torch.tensor([torch.allclose(f, m, atol=1e-5) for f, m in zip(flipped, many, strict=False)])
     assert bool((is_flip | is_same).all()) and 60 < int(is_flip.sum()) < 140
 
 

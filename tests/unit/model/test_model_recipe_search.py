@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model import ModelConfig, TrainConfig
-from model import recipe_search
+from model import ModelConfig, TrainConfig, recipe_search
 from model.recipe_search import CANDIDATES, resolve, search, stratified_folds
 from tests.unit.model.conftest import DIGIT_LABELS
 

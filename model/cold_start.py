@@ -37,8 +37,9 @@ Bounded cost for large pools:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ def thumbnails(images, size: int = 16) -> np.ndarray:
     return out
 
 
-def pixel_embedding(images: "np.ndarray | Sequence", size: int = 16, dims: int = 64,
+def pixel_embedding(images: np.ndarray | Sequence, size: int = 16, dims: int = 64,
                     seed: int = 0) -> np.ndarray:
     """A label-free embedding (N, d) float32, d = min(dims, N, pixels) (0 columns for N < 2).
 

@@ -1,4 +1,4 @@
-"""Cold start: the pixel embedding and the TypiClust ranking (model/coldstart.py)."""
+"""Cold start: the pixel embedding and the TypiClust ranking (model/cold_start.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import coldstart, rank
-from model.coldstart import pixel_embedding, thumbnails, typiclust, typiclust_order
+from model import cold_start, rank
+from model.cold_start import pixel_embedding, thumbnails, typiclust, typiclust_order
 
 
 def blobs(sizes, dim=4, spread=0.3, seed=0):
@@ -90,8 +90,8 @@ def test_typical_items_are_central_not_outliers():
 
 
 def test_large_clusters_use_a_subsample_and_stay_a_permutation(monkeypatch):
-    monkeypatch.setattr(coldstart, "TYPICALITY_SAMPLE", 50)
-    monkeypatch.setattr(coldstart, "CHUNK_ROWS", 32)
+    monkeypatch.setattr(cold_start, "TYPICALITY_SAMPLE", 50)
+    monkeypatch.setattr(cold_start, "CHUNK_ROWS", 32)
     x, _ = blobs([300, 120], spread=1.0)
     result = typiclust(x, n_clusters=2, seed=1)
     assert is_permutation(result.order, 420)
@@ -100,7 +100,7 @@ def test_large_clusters_use_a_subsample_and_stay_a_permutation(monkeypatch):
 
 
 def test_minibatch_kmeans_path_for_large_pools(monkeypatch):
-    monkeypatch.setattr(coldstart, "MINIBATCH_KMEANS_ABOVE", 100)
+    monkeypatch.setattr(cold_start, "MINIBATCH_KMEANS_ABOVE", 100)
     x, ids = blobs([150, 100, 50])
     result = typiclust(x, n_clusters=3, seed=0)
     assert is_permutation(result.order, 300)
@@ -193,20 +193,20 @@ def test_coarse_to_fine_respects_labeled_coverage():
 
 def test_cluster_structure_separates_clusters_from_a_structureless_cloud():
     x, _ = blobs([60, 60, 60, 60, 60], dim=8)
-    assert coldstart.cluster_structure(x, 5, seed=0) < 0.2
+    assert cold_start.cluster_structure(x, 5, seed=0) < 0.2
     rng = np.random.default_rng(1)
     cloud = rng.normal(size=(400, 8)) * np.linspace(0.5, 3.0, 8)   # one anisotropic Gaussian
     # correlated dimensions: the reference has the same covariance, so a rotation changes nothing
     rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     for points in (cloud, cloud @ rotation):
-        assert 0.85 < coldstart.cluster_structure(points, 10, seed=0) < 1.15
+        assert 0.85 < cold_start.cluster_structure(points, 10, seed=0) < 1.15
 
 
 def test_cluster_structure_of_degenerate_inputs_is_neutral():
-    assert coldstart.cluster_structure(np.zeros((1, 4)), 5) == 1.0
-    assert coldstart.cluster_structure(np.zeros((10, 0)), 5) == 1.0
-    assert coldstart.cluster_structure(np.ones((10, 3)), 5) == 1.0   # no spread
-    assert coldstart.cluster_structure(np.random.default_rng(0).normal(size=(10, 3)), 1) == 1.0
+    assert cold_start.cluster_structure(np.zeros((1, 4)), 5) == 1.0
+    assert cold_start.cluster_structure(np.zeros((10, 0)), 5) == 1.0
+    assert cold_start.cluster_structure(np.ones((10, 3)), 5) == 1.0   # no spread
+    assert cold_start.cluster_structure(np.random.default_rng(0).normal(size=(10, 3)), 1) == 1.0
 
 
 def test_stratified_pick_keeps_coverage_but_not_typicality():
@@ -237,8 +237,8 @@ def test_auto_pick_follows_the_measured_structure():
     cloud = np.random.default_rng(2).normal(size=(200, 6)).astype(np.float32)
     on_clusters = typiclust(clustered, n_clusters=4, seed=0, pick="auto", start_clusters=2)
     on_cloud = typiclust(cloud, n_clusters=4, seed=0, pick="auto", start_clusters=2)
-    assert on_clusters.pick == "typical" and on_clusters.structure < coldstart.TYPICAL_MAX_INERTIA_RATIO
-    assert on_cloud.pick == "stratified" and on_cloud.structure > coldstart.TYPICAL_MAX_INERTIA_RATIO
+    assert on_clusters.pick == "typical" and on_clusters.structure < cold_start.TYPICAL_MAX_INERTIA_RATIO
+    assert on_cloud.pick == "stratified" and on_cloud.structure > cold_start.TYPICAL_MAX_INERTIA_RATIO
     assert typiclust(cloud, n_clusters=4, pick="typical").structure is None   # not measured
     with pytest.raises(ValueError, match="pick"):
         typiclust(cloud, n_clusters=4, pick="densest")
@@ -249,9 +249,9 @@ def test_auto_pick_follows_the_measured_structure():
     ("auto", "backbone", "auto"), ("typical", "self_supervised", "typical"),
     ("stratified", "pixels", "stratified")])
 def test_the_pick_on_each_embedding(setting, embedding, expected):
-    assert coldstart.pick_for(setting, embedding) == expected
+    assert cold_start.pick_for(setting, embedding) == expected
 
 
 def test_an_unknown_embedding_kind_is_refused():
     with pytest.raises(ValueError, match="embedding"):
-        coldstart.pick_for("auto", "selfsup")
+        cold_start.pick_for("auto", "selfsup")

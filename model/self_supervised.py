@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from model.checkpoint import atomic_torch_save
 from model.augment import KEEP_COLOUR, StrongAugment
+from model.checkpoint import atomic_torch_save
 from model.config import ModelConfig
 from model.data import images_to_uint8, standardize, to_unit_float
 from model.networks import build_classifier, split_head
@@ -41,12 +42,12 @@ from model.trainer import TrainingError
 # Contrastive views need harder crops than supervised training (SimCLR's go down to 0.08 of the
 # area at 224 px). At 32 px a crop of 0.35 of the area still shows the object, and it probed
 # better than 0.2 (model/README.md, 'Measured (2 CPU cores)'). The rest is the generic policy.
-SELFSUP_AUGMENT = StrongAugment(crop_scale=(0.35, 1.0))
+SELF_SUPERVISED_AUGMENT = StrongAugment(crop_scale=(0.35, 1.0))
 _RECALIBRATION_BATCHES = 32
 
 
 @dataclass(frozen=True)
-class SelfSupConfig:
+class SelfSupervisedConfig:
     # Optimizer steps. One step = batch_size images x 2 views; its cost does not depend on how
     # many images the project has. What 1,000 steps cost and gain as the start of a full training,
     # where 150 had shown nothing: model/README.md, 'Measured (2 CPU cores)'. The backend's
@@ -71,7 +72,7 @@ class SelfSupConfig:
     projection_dim: int = 64
     # Augmentation of each view (model/augment.py); hflip is turned on as well when the
     # ModelConfig has hflip=True.
-    augment: StrongAugment = field(default=SELFSUP_AUGMENT)
+    augment: StrongAugment = field(default=SELF_SUPERVISED_AUGMENT)
     # Hue rotation of each view (RGB only): uniform in [-hue, +hue] of a full turn of the colour
     # wheel (0.5 = any hue). SimCLR found colour distortion essential: without it two views share
     # their colour histogram, which alone solves the task. (On the shapes domain, at 60 steps, the
@@ -107,7 +108,7 @@ class SelfSupConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 
 
-# What keeping colour (the KEEP_COLOUR setting) changes in SelfSupConfig: no hue rotation, and
+# What keeping colour (the KEEP_COLOUR setting) changes in SelfSupervisedConfig: no hue rotation, and
 # the policy's own change (model.augment.KEEP_COLOUR: no grey or inverted view). Measured in the
 # domain suite (docs/results.md): where colour is the class it is what lets the pre-trained backbone see
 # it; where colours are random it lets two views be matched by colour alone, and the backbone is
@@ -115,7 +116,7 @@ class SelfSupConfig:
 COLOUR_KEPT: dict[str, Any] = {"hue": 0.0, "augment": KEEP_COLOUR}
 
 
-def with_overrides(cfg: SelfSupConfig, overrides: dict[str, Any] | None) -> SelfSupConfig:
+def with_overrides(cfg: SelfSupervisedConfig, overrides: dict[str, Any] | None) -> SelfSupervisedConfig:
     """``cfg`` with the fields of ``overrides`` changed; a dict under ``augment`` changes fields
     of its augmentation policy."""
     changes = dict(overrides or {})
@@ -125,7 +126,7 @@ def with_overrides(cfg: SelfSupConfig, overrides: dict[str, Any] | None) -> Self
     return replace(cfg, **changes)
 
 
-def for_colour(cfg: SelfSupConfig, keep_colour: bool) -> SelfSupConfig:
+def for_colour(cfg: SelfSupervisedConfig, keep_colour: bool) -> SelfSupervisedConfig:
     """``cfg`` as it is, or with views that keep their colours (COLOUR_KEPT)."""
     return with_overrides(cfg, COLOUR_KEPT) if keep_colour else cfg
 
@@ -169,7 +170,7 @@ def hue_rotate(batch: torch.Tensor, max_turn: float, generator: torch.Generator 
     return torch.einsum("nij,njhw->nihw", matrix, batch).clamp(0, 1)
 
 
-def _projection_head(in_dim: int, cfg: SelfSupConfig) -> nn.Module:
+def _projection_head(in_dim: int, cfg: SelfSupervisedConfig) -> nn.Module:
     return nn.Sequential(
         nn.Linear(in_dim, cfg.projection_hidden, bias=False),
         nn.BatchNorm1d(cfg.projection_hidden),
@@ -178,7 +179,7 @@ def _projection_head(in_dim: int, cfg: SelfSupConfig) -> nn.Module:
     )
 
 
-def _lr_at(cfg: SelfSupConfig, step: int) -> float:
+def _lr_at(cfg: SelfSupervisedConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 0 at the last step."""
     warmup = int(cfg.warmup_fraction * cfg.steps)
     if step < warmup:
@@ -216,14 +217,14 @@ def _recalibrate_bn(backbone: nn.Module, data: torch.Tensor, model_config: Model
     for index, start in enumerate(starts):
         stop = starts[index + 1] if index + 1 < len(starts) else n
         backbone(standardize(to_unit_float(data[start:stop]), model_config))
-    for m, momentum in zip(norms, saved):
+    for m, momentum in zip(norms, saved, strict=False):
         m.momentum = momentum
 
 
 def pretrain(
     images: Sequence[Image.Image | np.ndarray],
     model_config: ModelConfig,
-    cfg: SelfSupConfig = SelfSupConfig(),
+    cfg: SelfSupervisedConfig = SelfSupervisedConfig(),
     progress: Callable[[dict], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Contrastive pre-training of ``model_config``'s backbone on ``images`` (labels not needed).
@@ -326,7 +327,7 @@ def fingerprint(path: str | Path) -> str:
 
 
 def pretrained_file(path: str | Path, images: Sequence[Image.Image | np.ndarray],
-                    model_config: ModelConfig, cfg: SelfSupConfig = SelfSupConfig()) -> float | None:
+                    model_config: ModelConfig, cfg: SelfSupervisedConfig = SelfSupervisedConfig()) -> float | None:
     """Make sure ``path`` holds the backbone pre-trained on ``images``: pre-train and save it
     (creating its folder) unless the file exists. Returns the seconds pre-training took, None
     when the file was already there (a benchmark's cache of weights it reuses across runs)."""

@@ -11,17 +11,24 @@ import pytest
 import torch
 
 from model import ModelConfig, build_network, score
-from model.selfsup import (SelfSupConfig, fingerprint, hue_rotate, nt_xent, pretrain,
-                           pretrained_file, save_pretrained)
+from model.self_supervised import (
+    SelfSupervisedConfig,
+    fingerprint,
+    hue_rotate,
+    nt_xent,
+    pretrain,
+    pretrained_file,
+    save_pretrained,
+)
 
 # Small enough for seconds on one core, big enough that contrastive learning has something to do.
 SSL_MODEL = ModelConfig(image_size=16, small_cnn_width=8, lpm_width=8)
 
 
-def quick_cfg(**overrides) -> SelfSupConfig:
+def quick_cfg(**overrides) -> SelfSupervisedConfig:
     values = dict(steps=8, batch_size=32, device="cpu", log_every=1)
     values.update(overrides)
-    return SelfSupConfig(**values)
+    return SelfSupervisedConfig(**values)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,7 +47,7 @@ def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) ->
     total = 0.0
     for i in range(2 * n):
         positive = (i + n) % (2 * n)
-        sims = {j: sum(a * b for a, b in zip(z[i], z[j])) / temperature for j in range(2 * n) if j != i}
+        sims = {j: sum(a * b for a, b in zip(z[i], z[j], strict=False)) / temperature for j in range(2 * n) if j != i}
         total += -(sims[positive] - math.log(sum(math.exp(s) for s in sims.values())))
     return total / (2 * n)
 
@@ -67,11 +74,11 @@ def test_nt_xent_identical_views_beat_random_pairs():
 
 def test_config_is_validated():
     with pytest.raises(ValueError):
-        SelfSupConfig(temperature=0)
+        SelfSupervisedConfig(temperature=0)
     with pytest.raises(ValueError):
-        SelfSupConfig(batch_size=1)
+        SelfSupervisedConfig(batch_size=1)
     with pytest.raises(ValueError):
-        SelfSupConfig(steps=0)
+        SelfSupervisedConfig(steps=0)
 
 
 def test_loss_decreases(pool):
