@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-PCA_FIT_ROWS = 20_000          # images the PCA is fitted on (seeded subsample above it)
+PCA_FIT_ROWS = 20_000  # images the PCA is fitted on (seeded subsample above it)
 MINIBATCH_KMEANS_ABOVE = 20_000  # pool size above which k-means runs in mini-batches
-TYPICALITY_SAMPLE = 3_000      # neighbours of a cluster's members are searched among at most this many
-CHUNK_ROWS = 1_024             # rows per block in distance computations
-STRUCTURE_SAMPLE = 5_000       # rows the cluster-structure test clusters (seeded subsample above it)
+TYPICALITY_SAMPLE = 3_000  # neighbours of a cluster's members are searched among at most this many
+CHUNK_ROWS = 1_024  # rows per block in distance computations
+STRUCTURE_SAMPLE = 5_000  # rows the cluster-structure test clusters (seeded subsample above it)
 # inertia ratio (unitless, 1 = no more clustered than a Gaussian) at or below which the most
 # typical member of each cluster is picked; between the digits' and the non-digit domains' ratios
 # (benchmarks/results/coldstart-accuracy.md)
@@ -69,7 +69,7 @@ def thumbnails(images, size: int = 16) -> np.ndarray:
     from PIL import Image
 
     if isinstance(images, np.ndarray):
-        if images.ndim == 3:            # (N, H, W) grayscale
+        if images.ndim == 3:  # (N, H, W) grayscale
             images = images[..., None]
         if images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with C in 1, 3; got {images.shape}")
@@ -78,8 +78,9 @@ def thumbnails(images, size: int = 16) -> np.ndarray:
             return images.astype(np.uint8, copy=False)
         out = np.empty((n, size, size, c), dtype=np.uint8)
         for i in range(n):
-            pil = Image.fromarray(np.ascontiguousarray(images[i, ..., 0] if c == 1 else images[i]),
-                                  "L" if c == 1 else "RGB")
+            pil = Image.fromarray(
+                np.ascontiguousarray(images[i, ..., 0] if c == 1 else images[i]), "L" if c == 1 else "RGB"
+            )
             out[i] = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, c)
         return out
     images = list(images)
@@ -91,8 +92,9 @@ def thumbnails(images, size: int = 16) -> np.ndarray:
     return out
 
 
-def pixel_embedding(images: np.ndarray | Sequence, size: int = 16, dims: int = 64,
-                    seed: int = 0) -> np.ndarray:
+def pixel_embedding(
+    images: np.ndarray | Sequence, size: int = 16, dims: int = 64, seed: int = 0
+) -> np.ndarray:
     """A label-free embedding (N, d) float32, d = min(dims, N, pixels) (0 columns for N < 2).
 
     ``images``: uint8 array (N, H, W) or (N, H, W, C) with C in {1, 3}, or a list of PIL images
@@ -109,7 +111,7 @@ def pixel_embedding(images: np.ndarray | Sequence, size: int = 16, dims: int = 6
     if n < 2:
         return np.zeros((n, 0), dtype=np.float32)
     x -= x.mean(axis=1, keepdims=True)
-    x /= x.std(axis=1, keepdims=True) + 1e-3   # a blank image stays all zeros
+    x /= x.std(axis=1, keepdims=True) + 1e-3  # a blank image stays all zeros
     from sklearn.decomposition import PCA
 
     components = min(dims, n, x.shape[1])
@@ -119,7 +121,7 @@ def pixel_embedding(images: np.ndarray | Sequence, size: int = 16, dims: int = 6
     pca.fit(fit_rows)
     out = np.empty((n, pca.n_components_), dtype=np.float32)
     for start in range(0, n, 8 * CHUNK_ROWS):
-        out[start:start + 8 * CHUNK_ROWS] = pca.transform(x[start:start + 8 * CHUNK_ROWS])
+        out[start : start + 8 * CHUNK_ROWS] = pca.transform(x[start : start + 8 * CHUNK_ROWS])
     return out
 
 
@@ -140,13 +142,13 @@ def pick_for(setting: str, embedding: str) -> str:
 
 @dataclass
 class TypiClustResult:
-    order: np.ndarray       # (N,) int64 permutation, most useful first
-    cluster: np.ndarray     # (N,) int64 k-means cluster of each item
+    order: np.ndarray  # (N,) int64 permutation, most useful first
+    cluster: np.ndarray  # (N,) int64 k-means cluster of each item
     typicality: np.ndarray  # (N,) float64, 1 / mean distance to the k nearest cluster neighbours
     #                         (zeros when pick is "stratified": not computed)
-    covered: np.ndarray     # (n_clusters,) bool: a labeled item falls in that cluster
-    pick: str = "typical"   # how each cluster's members were ordered: "typical" or "stratified"
-    structure: float | None = None   # cluster_structure of the embedding, when pick was "auto"
+    covered: np.ndarray  # (n_clusters,) bool: a labeled item falls in that cluster
+    pick: str = "typical"  # how each cluster's members were ordered: "typical" or "stratified"
+    structure: float | None = None  # cluster_structure of the embedding, when pick was "auto"
 
 
 def cluster_structure(embedding: np.ndarray, n_clusters: int, seed: int = 0) -> float:
@@ -180,8 +182,9 @@ def _kmeans(x: np.ndarray, n_clusters: int, seed: int):
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if len(x) > MINIBATCH_KMEANS_ABOVE:
-        model = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3,
-                                batch_size=max(1024, 4 * n_clusters))
+        model = MiniBatchKMeans(
+            n_clusters=n_clusters, random_state=seed, n_init=3, batch_size=max(1024, 4 * n_clusters)
+        )
     else:
         model = KMeans(n_clusters=n_clusters, random_state=seed, n_init=3)
     with warnings.catch_warnings():
@@ -191,8 +194,9 @@ def _kmeans(x: np.ndarray, n_clusters: int, seed: int):
     return model, labels.astype(np.int64)
 
 
-def _mean_knn_distance(members: np.ndarray, reference: np.ndarray, self_in_reference: np.ndarray,
-                       k: int) -> np.ndarray:
+def _mean_knn_distance(
+    members: np.ndarray, reference: np.ndarray, self_in_reference: np.ndarray, k: int
+) -> np.ndarray:
     """Mean Euclidean distance of each member to its k nearest rows of ``reference``, excluding
     itself (``self_in_reference[i]`` = its row in reference, or -1). Chunked over members."""
     out = np.zeros(len(members), dtype=np.float64)
@@ -200,20 +204,21 @@ def _mean_knn_distance(members: np.ndarray, reference: np.ndarray, self_in_refer
         return out
     ref_sq = np.einsum("ij,ij->i", reference, reference)
     for start in range(0, len(members), CHUNK_ROWS):
-        block = members[start:start + CHUNK_ROWS]
+        block = members[start : start + CHUNK_ROWS]
         d = ref_sq[None, :] - 2.0 * (block @ reference.T)
         d += np.einsum("ij,ij->i", block, block)[:, None]
         np.maximum(d, 0.0, out=d)
-        own = self_in_reference[start:start + CHUNK_ROWS]
+        own = self_in_reference[start : start + CHUNK_ROWS]
         rows = np.nonzero(own >= 0)[0]
         d[rows, own[rows]] = np.inf
         nearest = np.partition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else d
-        out[start:start + CHUNK_ROWS] = np.sqrt(nearest).mean(axis=1)
+        out[start : start + CHUNK_ROWS] = np.sqrt(nearest).mean(axis=1)
     return out
 
 
-def _typicality(x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _typicality(
+    x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors: int, rng: np.random.Generator
+) -> np.ndarray:
     typicality = np.zeros(len(x), dtype=np.float64)
     for c in range(n_clusters):
         idx = np.nonzero(labels == c)[0]
@@ -231,8 +236,9 @@ def _typicality(x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors:
     return typicality
 
 
-def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, seed: int,
-                    k_neighbors: int, pick: str) -> tuple[TypiClustResult, Any]:
+def _typiclust_once(
+    x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, seed: int, k_neighbors: int, pick: str
+) -> tuple[TypiClustResult, Any]:
     """One clustering of the pool (x float32 (N, D), N >= 1) and its round-robin order; each
     cluster's members most typical first (``pick`` "typical") or in a seeded random order
     ("stratified")."""
@@ -240,8 +246,11 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
     rng = np.random.default_rng(seed)
     model, labels = _kmeans(x, n_clusters, seed)
     # the neighbour search is the costly part on a big pool: only the typical pick needs it
-    typicality = (_typicality(x, labels, n_clusters, k_neighbors, rng) if pick == "typical"
-                  else np.zeros(n, dtype=np.float64))
+    typicality = (
+        _typicality(x, labels, n_clusters, k_neighbors, rng)
+        if pick == "typical"
+        else np.zeros(n, dtype=np.float64)
+    )
     covered_count: np.ndarray = np.zeros(n_clusters, dtype=np.int64)
     if labeled is not None and len(labeled):
         covered_count = np.bincount(model.predict(labeled), minlength=n_clusters)[:n_clusters]
@@ -256,7 +265,7 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
         idx = np.nonzero(labels == c)[0]
         if pick == "stratified":
             members.append(rng.permutation(idx))
-        else:   # most typical first; ties keep pool order
+        else:  # most typical first; ties keep pool order
             members.append(idx[np.argsort(-typicality[idx], kind="stable")])
     # round-robin: position r of every cluster (in cluster order) before position r + 1 of any
     rank_in_cluster = np.empty(n, dtype=np.int64)
@@ -268,8 +277,9 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
     return TypiClustResult(order, labels, typicality, covered_count > 0, pick), model
 
 
-def _pool_and_labeled(x: np.ndarray, labeled_embedding: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
+def _pool_and_labeled(
+    x: np.ndarray, labeled_embedding: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The pool (N, D) float32 and the labeled items in its space (None without any); a pool
     without features (D = 0, e.g. one image) becomes one constant feature: every item is alike."""
     n, dim = x.shape
@@ -284,8 +294,15 @@ def _pool_and_labeled(x: np.ndarray, labeled_embedding: np.ndarray | None
     return x, labeled
 
 
-def _coarse_picks(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int,
-                  start_clusters: int | None, seed: int, k_neighbors: int, pick: str) -> list[int]:
+def _coarse_picks(
+    x: np.ndarray,
+    labeled: np.ndarray | None,
+    n_clusters: int,
+    start_clusters: int | None,
+    seed: int,
+    k_neighbors: int,
+    pick: str,
+) -> list[int]:
     """The coarse-to-fine picks before the final clustering (``typiclust``'s start_clusters):
     ``k`` from a clustering into k, then up to 2k from one into 2k with the earlier picks
     covered, ... while k < n_clusters. Empty without start_clusters."""
@@ -293,20 +310,26 @@ def _coarse_picks(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int,
     k = n_clusters if start_clusters is None else max(1, int(start_clusters))
     while k < n_clusters:
         covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
-        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors,
-                                    pick)
-        first_round = result.order[:len(np.unique(result.cluster))]   # one item per cluster
+        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors, pick)
+        first_round = result.order[: len(np.unique(result.cluster))]  # one item per cluster
         chosen = set(picked)
-        fresh = [int(i) for i in first_round
-                 if not result.covered[result.cluster[i]] and int(i) not in chosen]
-        picked += fresh[:k - len(picked)]
+        fresh = [
+            int(i) for i in first_round if not result.covered[result.cluster[i]] and int(i) not in chosen
+        ]
+        picked += fresh[: k - len(picked)]
         k *= 2
     return picked
 
 
-def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
-              n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
-              start_clusters: int | None = None, pick: str = "typical") -> TypiClustResult:
+def typiclust(
+    embedding: np.ndarray,
+    labeled_embedding: np.ndarray | None = None,
+    n_clusters: int = 10,
+    seed: int = 0,
+    k_neighbors: int = 20,
+    start_clusters: int | None = None,
+    pick: str = "typical",
+) -> TypiClustResult:
     """TypiClust ranking of the whole pool with its clusters and typicality (see module doc).
 
     ``start_clusters`` (optional, < n_clusters): coarse to fine. One ranking is read from the
@@ -359,9 +382,15 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     return TypiClustResult(order, result.cluster, result.typicality, covered, pick, structure)
 
 
-def typiclust_order(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
-                    n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
-                    start_clusters: int | None = None, pick: str = "typical") -> np.ndarray:
+def typiclust_order(
+    embedding: np.ndarray,
+    labeled_embedding: np.ndarray | None = None,
+    n_clusters: int = 10,
+    seed: int = 0,
+    k_neighbors: int = 20,
+    start_clusters: int | None = None,
+    pick: str = "typical",
+) -> np.ndarray:
     """TypiClust permutation of the pool (N,) int64, most useful first; empty pool -> empty.
 
     ``labeled_embedding`` (L, D): items already labeled, in the same space; the clusters they
@@ -369,5 +398,4 @@ def typiclust_order(embedding: np.ndarray, labeled_embedding: np.ndarray | None 
     ``start_clusters``: coarse to fine; ``pick``: how each cluster's members are ordered (see
     ``typiclust``).
     """
-    return typiclust(embedding, labeled_embedding, n_clusters, seed, k_neighbors,
-                     start_clusters, pick).order
+    return typiclust(embedding, labeled_embedding, n_clusters, seed, k_neighbors, start_clusters, pick).order

@@ -65,15 +65,17 @@ log = logging.getLogger(__name__)
 # Bump when what is stored per row changes meaning (pooling, dtype): old directories then miss.
 FEATURES_VERSION = 1
 INDEX_NAME = "index.jsonl"
-LEGACY_INDEX_NAME = "index.json"   # the former index, rewritten whole per put: read, then replaced
+LEGACY_INDEX_NAME = "index.json"  # the former index, rewritten whole per put: read, then replaced
 SHARDS_DIR = "shards"
 LOCK_NAME = ".lock"
 MAX_SHARDS = 64
-STALE_SHARD_S = 600.0   # a shard file no index line names, this old, belongs to no put in flight
+STALE_SHARD_S = 600.0  # a shard file no index line names, this old, belongs to no put in flight
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-def backbone_key(model_config: ModelConfig, weights_fingerprint: str, taps: Sequence[str] | None = None) -> str:
+def backbone_key(
+    model_config: ModelConfig, weights_fingerprint: str, taps: Sequence[str] | None = None
+) -> str:
     """Short directory name for the features of this backbone: ``<backbone>-<16 hex>``.
 
     Hashes the backbone name and architecture settings, ``weights_fingerprint`` (the identity of
@@ -146,7 +148,7 @@ class FeatureCache:
         shards = self.directory / SHARDS_DIR
         return sum(p.stat().st_size for p in shards.glob("*.npy")) if shards.is_dir() else 0
 
-    def stored_rows(self) -> int:   # rows the shards hold, live or orphaned (their disk cost)
+    def stored_rows(self) -> int:  # rows the shards hold, live or orphaned (their disk cost)
         return self._load_index().stored_rows()
 
     def missing(self, keys: Sequence[str]) -> list[str]:
@@ -157,7 +159,7 @@ class FeatureCache:
         names = {items[key][0] for key in keys if key in items}
         opened = {name: self._open_shard(name, index) is not None for name in names}
         if not all(opened.values()) and self._index_changed():
-            return self.missing(keys)   # a compaction replaced shards meanwhile: read it again
+            return self.missing(keys)  # a compaction replaced shards meanwhile: read it again
         return list(dict.fromkeys(key for key in keys if key not in items or not opened[items[key][0]]))
 
     def get_many(self, keys: Sequence[str]) -> tuple[PooledFeatures | None, list[str]]:
@@ -169,11 +171,13 @@ class FeatureCache:
             found, missing, _ = self._lookup(keys, self._load_index())
         return found, missing
 
-    def _lookup(self, keys: Sequence[str], index: IndexState) -> tuple[PooledFeatures | None, list[str], bool]:
+    def _lookup(
+        self, keys: Sequence[str], index: IndexState
+    ) -> tuple[PooledFeatures | None, list[str], bool]:
         items = index.items
         opened = {name: self._open_shard(name, index) for name in {items[k][0] for k in keys if k in items}}
         missing: dict[str, None] = {}
-        by_shard: dict[str, tuple[list[int], list[int]]] = {}   # shard -> (output rows, its rows)
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}  # shard -> (output rows, its rows)
         hits = 0
         for key in keys:
             position = items.get(key)
@@ -190,7 +194,7 @@ class FeatureCache:
         matrix = np.empty((hits, sum(index.tap_widths) + index.embedding_dim), dtype=np.float32)
         for name, (out_rows, shard_rows) in by_shard.items():
             shard = opened[name]
-            assert shard is not None   # a hit's shard opened (the others' keys went to missing)
+            assert shard is not None  # a hit's shard opened (the others' keys went to missing)
             matrix[np.asarray(out_rows)] = shard[np.asarray(shard_rows, dtype=np.int64)]
         features = PooledFeatures.from_matrix(matrix, index.tap_widths, index.embedding_dim)
         return features, list(missing), unreadable
@@ -233,7 +237,7 @@ class FeatureCache:
         if not keys:
             return
         (self.directory / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-        name = self._write_shard(features.to_matrix())   # outside the lock: writers overlap here
+        name = self._write_shard(features.to_matrix())  # outside the lock: writers overlap here
         try:
             with self._write_lock():
                 index = self._writable_index(features.tap_widths, features.embedding_dim)
@@ -304,8 +308,13 @@ class FeatureCache:
         if tap_widths is not None and index.items and widths != (list(tap_widths), embedding_dim):
             raise ValueError(
                 f"features of widths {tap_widths}+{embedding_dim} do not match the "
-                f"cache's {index.tap_widths}+{index.embedding_dim} for key {self.key}")
-        if index.valid and not index.legacy and (tap_widths is None or widths == (list(tap_widths), embedding_dim)):
+                f"cache's {index.tap_widths}+{index.embedding_dim} for key {self.key}"
+            )
+        if (
+            index.valid
+            and not index.legacy
+            and (tap_widths is None or widths == (list(tap_widths), embedding_dim))
+        ):
             return index
         if tap_widths is not None and not index.items:
             index.tap_widths, index.embedding_dim = list(tap_widths), int(embedding_dim or 0)
@@ -320,7 +329,9 @@ class FeatureCache:
         if index.stored_rows() > 2 * max(len(index.items), 1):
             self._compact(index, list(index.shards))
         elif len(index.shards) > MAX_SHARDS:
-            smaller_half = sorted(index.shards, key=lambda name: index.shards[name])[: len(index.shards) // 2 + 1]
+            smaller_half = sorted(index.shards, key=lambda name: index.shards[name])[
+                : len(index.shards) // 2 + 1
+            ]
             self._compact(index, smaller_half)
 
     def _compact(self, index: IndexState, names: list[str]) -> None:
@@ -335,7 +346,9 @@ class FeatureCache:
         for name in merged:
             del index.shards[name]
         if found is not None:
-            index.apply({"shard": self._write_shard(found.to_matrix()), "keys": [k for k in keys if k not in lost]})
+            index.apply(
+                {"shard": self._write_shard(found.to_matrix()), "keys": [k for k in keys if k not in lost]}
+            )
         live = {name for name, _ in index.items.values()}
         gone = merged | {name for name in index.shards if name not in live}
         index.shards = {name: rows for name, rows in index.shards.items() if name in live}
@@ -356,7 +369,9 @@ class FeatureCache:
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
             if array.dtype != np.float32 or array.shape != (expected_rows, width):
-                raise ValueError(f"shape {array.shape} {array.dtype}, expected ({expected_rows}, {width}) float32")
+                raise ValueError(
+                    f"shape {array.shape} {array.dtype}, expected ({expected_rows}, {width}) float32"
+                )
         except (OSError, ValueError, EOFError) as error:
             log.warning("feature cache shard %s is missing or corrupt (%s); its rows are misses", path, error)
             return None
@@ -396,4 +411,3 @@ class FeatureCache:
                 if path.name in gone or ((temp or unnamed) and path.stat().st_mtime < old):
                     self._shards.pop(path.name, None)
                     path.unlink()
-
