@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests import lslocal
+from scripts.lib import lslocal
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = {  # requirements file -> its lock
