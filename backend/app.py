@@ -22,7 +22,7 @@ import time
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend import queueing, task_index, training_state, webhooks
+from backend import event_answers, queueing, task_index, training_state, webhooks
 from backend.constants import EventAnswer, PlaceholderVersion, WebhookDecision
 from backend.converters import parse_project_id
 from backend.dashboard import dashboard
@@ -320,12 +320,12 @@ def webhook():
         log.info("webhook %s (project %s) ignored: %s", decision.action, decision.project_id, decision.reason)
         return jsonify({"status": EventAnswer.IGNORED, "action": decision.action, "reason": decision.reason})
     if decision.kind == WebhookDecision.TRAIN:
-        refusal = _unsupported_config(body.get("project"))
+        refusal = event_answers.unsupported_config(body.get("project"))
         if refusal is not None:
             log.info("webhook %s for project %s ignored: %s", decision.action, decision.project_id, refusal)
             return jsonify({"status": EventAnswer.IGNORED, "reason": f"unsupported config: {refusal}"})
     try:
-        return jsonify(_handle_training_event(deps.settings, deps.redis(), decision))
+        return jsonify(event_answers.answer_training_event(deps.settings, deps.redis(), decision))
     except Exception as exc:  # Redis down: answer fast and loud; state is reconciled later
         log.error("webhook %s for project %s not recorded: %s", decision.action, decision.project_id, exc)
         return _error(503, f"event not recorded, queue unavailable: {type(exc).__name__}")
@@ -347,18 +347,6 @@ def _retrain_on_config_change(
         return None
 
 
-def _unsupported_config(project) -> UnsupportedConfig | None:
-    """Why the labeling config an event carries cannot be trained on, or None (also when the
-    event carries none)."""
-    labeling = project.get("label_config") if isinstance(project, dict) else None
-    if labeling:
-        try:
-            task_type_for(labeling)
-        except UnsupportedConfig as exc:
-            return exc
-    return None
-
-
 @api.route("/train", methods=["POST"])
 def train_legacy():
     """Label Studio < 1.4.1 called /train; treat it like Start Training."""
@@ -368,7 +356,7 @@ def train_legacy():
     decision = webhooks.decide(body)
     if decision.project_id is None:
         raise _BadRequest("/train needs a project")
-    return jsonify(_handle_training_event(deps.settings, deps.redis(), decision)), 201
+    return jsonify(event_answers.answer_training_event(deps.settings, deps.redis(), decision)), 201
 
 
 @api.route("/versions", methods=["GET", "POST"])
@@ -384,57 +372,3 @@ def versions():
 @api.route("/metrics", methods=["GET"])
 def metrics():
     return jsonify({})
-
-
-def _handle_training_event(settings: Settings, conn, decision: webhooks.Decision) -> dict:
-    project_id = decision.project_id
-    if project_id is None:  # events without a project are answered before this
-        raise ValueError(f"{decision.action} names no project")
-    training_state.remember_last_seen(conn, project_id, decision.action)
-    if decision.kind == WebhookDecision.TRAIN:
-        enqueued, job_id = queueing.request_training(settings, conn, project_id, decision.reason)
-        log.info(
-            "project %s: %s -> %s %s",
-            project_id,
-            decision.action,
-            "queued" if enqueued else "already queued",
-            job_id,
-        )
-        return {"status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED, "job_id": job_id}
-    pending = training_state.count_changes(conn, project_id, decision.changes)
-    # an automatic round that waited for the cadence and whose scheduled start was missed
-    started = queueing.start_due_round(settings, conn, project_id)
-    if started is not None:
-        enqueued, job_id = started
-        return {
-            "status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,
-            "job_id": job_id,
-            "pending_changes": pending,
-        }
-    if webhooks.should_retrain(pending, settings.retrain_after_annotations):
-        enqueued, job_id = queueing.request_training(
-            settings, conn, project_id, f"{pending} annotation changes", automatic=True
-        )
-        waiting = None if enqueued else training_state.deferred_round(conn, project_id)
-        if waiting is not None:  # joins the round that waits for the retraining interval
-            return {
-                "status": EventAnswer.WAITING,
-                "pending_changes": pending,
-                "next_automatic_round": waiting,
-            }
-        log.info(
-            "project %s: %d annotation changes -> retrain (%s)",
-            project_id,
-            pending,
-            "queued" if enqueued else "already queued",
-        )
-        return {
-            "status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,
-            "job_id": job_id,
-            "pending_changes": pending,
-        }
-    return {
-        "status": EventAnswer.COUNTED,
-        "pending_changes": pending,
-        "retrain_after": settings.retrain_after_annotations,
-    }

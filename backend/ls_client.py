@@ -1,9 +1,10 @@
 """The Label Studio API: the one module that calls it (task images: backend.image_download).
 
 Credentials and their refresh are backend.ls_auth's. Reads, updates and deletes are retried after
-connection errors, lost answers and 5xx/429 (urllib3's Retry, capped Retry-After); creating POSTs
-only where Label Studio surely did nothing, so a lost answer to a prediction import surfaces as
-``LabelStudioError.outcome_unknown`` and the caller looks before it re-posts (no duplicates).
+connection errors, lost answers and 5xx/429 (backend.ls_retry: urllib3's Retry, capped
+Retry-After); creating POSTs only where Label Studio surely did nothing, so a lost answer to a
+prediction import surfaces as ``LabelStudioError.outcome_unknown`` and the caller looks before it
+re-posts (no duplicates).
 
 Why the calls below are written by hand and not made through label-studio-sdk's client: its
 endpoints work with Label Studio 1.23 (PAT exchange, the task pager, sparse ``include``), but its
@@ -33,104 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from backend.image_download import ImageDownloader
 from backend.ls_auth import LabelStudioError, TokenAuth, json_or_empty
+from backend.ls_retry import IDEMPOTENT_METHODS, attempts, failure_message, retry_policy, session_with
 
-__all__ = ["LabelStudioClient", "LabelStudioError", "retry_policy"]
+__all__ = ["LabelStudioClient", "LabelStudioError"]
 
 log = logging.getLogger(__name__)
-
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-# Methods whose repetition changes nothing more than their first success did, so a lost answer
-# (read timeout) or a 5xx may be retried blindly. POST creates (predictions, tabs) and is not here:
-# a POST is repeated only when Label Studio surely did not act on it (connection refused, 429).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
-
-
-class CappedRetry(Retry):
-    """urllib3's Retry (backoff, Retry-After on 429/503) with a ceiling on the Retry-After wait,
-    so a server asking for an hour cannot park a worker for an hour."""
-
-    def __init__(
-        self,
-        *args,
-        retry_after_max_s: float = 60.0,
-        retry_after_statuses: frozenset = Retry.RETRY_AFTER_STATUS_CODES,
-        **kwargs,
-    ):
-        super().__init__(*args, **kwargs)
-        self.retry_after_max_s = retry_after_max_s
-        # urllib3 also retries any method on these statuses when they carry Retry-After
-        self.RETRY_AFTER_STATUS_CODES = retry_after_statuses
-
-    def new(self, **kwargs) -> CappedRetry:
-        retry = super().new(**kwargs)
-        retry.retry_after_max_s = self.retry_after_max_s
-        retry.RETRY_AFTER_STATUS_CODES = self.RETRY_AFTER_STATUS_CODES
-        return retry
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.retry_after_max_s)
-
-
-def retry_policy(
-    retries: int, backoff_s: float, retry_after_max_s: float, *, idempotent: bool
-) -> CappedRetry:
-    """The retry policy of one kind of call.
-
-    Idempotent calls are retried after connection errors, read errors and RETRY_STATUS. A
-    creating call only after a connection error (nothing was sent) or a 429 (refused before any
-    work); after a read error or a 5xx the caller must first look at what exists.
-    """
-    return CappedRetry(
-        total=retries,
-        connect=retries,
-        status=retries,
-        other=0,
-        read=retries if idempotent else False,
-        status_forcelist=RETRY_STATUS if idempotent else frozenset({429}),
-        allowed_methods=IDEMPOTENT_METHODS if idempotent else None,  # None: any method
-        backoff_factor=backoff_s,
-        backoff_max=10.0,
-        respect_retry_after_header=True,
-        raise_on_status=False,  # the last response comes back and becomes a LabelStudioError
-        redirect=False,
-        retry_after_max_s=retry_after_max_s,
-        # a 503 may come after the work was done, Retry-After or not; a 429 never does
-        retry_after_statuses=Retry.RETRY_AFTER_STATUS_CODES if idempotent else frozenset({429}),
-    )
-
-
-def _session_with(retry: Retry, trust_env: bool) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = trust_env
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def _attempts(response: requests.Response) -> int:
-    """How many times urllib3 sent the request that ended in ``response``."""
-    retries = getattr(response.raw, "retries", None)
-    return len(getattr(retries, "history", ())) + 1
-
-
-def _failure_message(
-    method: str, path: str, base_url: str, exc: requests.RequestException, retries: int
-) -> str:
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.ConnectTimeout) or isinstance(reason, urllib3.exceptions.NewConnectionError):
-        # nothing was sent: urllib3 retried the connection `retries` times
-        return (
-            f"{method} {path}: Label Studio at {base_url} unreachable after {retries + 1} "
-            f"attempt(s) ({type(exc).__name__})"
-        )
-    return f"{method} {path}: no answer from Label Studio at {base_url} ({type(exc).__name__})"
 
 
 class LabelStudioClient:
@@ -156,15 +67,15 @@ class LabelStudioClient:
         self.retries = retries
         self.backoff_s = backoff_s
         # Reads, updates and deletes: a repeat changes nothing, so they are retried freely.
-        self._session = _session_with(
+        self._session = session_with(
             retry_policy(retries, backoff_s, retry_after_max_s, idempotent=True), trust_env
         )
         # Creating POSTs: retried only where Label Studio surely did nothing (see retry_policy).
-        self._create_session = _session_with(
+        self._create_session = session_with(
             retry_policy(retries, backoff_s, retry_after_max_s, idempotent=False), trust_env
         )
         # Exchanging the token twice creates nothing, so its POST is retried like a read.
-        token_session = _session_with(
+        token_session = session_with(
             retry_policy(retries, backoff_s, retry_after_max_s, idempotent=True).new(allowed_methods=None),
             trust_env,
         )
@@ -206,14 +117,14 @@ class LabelStudioClient:
             try:
                 response = session.request(method, url, headers={**extra_headers, **auth}, **kwargs)
             except requests.RequestException as exc:
-                raise LabelStudioError(_failure_message(method, path, self.url, exc, self.retries)) from None
+                raise LabelStudioError(failure_message(method, path, self.url, exc, self.retries)) from None
             if response.status_code == 401 and self.auth.refreshes and not refreshed:
                 self.auth.refresh(auth)  # the access token expired: one refresh, then again
                 refreshed = True
                 continue
             if response.status_code not in expected:
                 raise LabelStudioError(
-                    f"{method} {path}: HTTP {response.status_code} after {_attempts(response)} "
+                    f"{method} {path}: HTTP {response.status_code} after {attempts(response)} "
                     f"attempt(s): {self.auth.redact(response.text)[: self.error_body_chars]}",
                     response.status_code,
                 )

@@ -17,15 +17,8 @@ import torch
 from flask import Flask
 from PIL import Image
 
-from backend.images import (
-    ARRAY_DIGEST_BYTES,
-    FetchReport,
-    ImageFetcher,
-    array_cache_key,
-    cache_files,
-    decode_array,
-    encode_array,
-)
+from backend.image_arrays import ARRAY_DIGEST_BYTES, array_cache_key, decode_array, encode_array
+from backend.images import FetchReport, ImageFetcher, cache_files
 from backend.ls_client import LabelStudioClient
 from backend.rounds.score import score_pool
 from backend.settings import Settings
@@ -190,7 +183,7 @@ def test_the_key_holds_everything_that_changes_the_array(monkeypatch):
         array_cache_key("/data/upload/1/a.png", 32, 1, 1000),
         array_cache_key("/data/upload/1/a.png", 32, 3, 999),
     }
-    monkeypatch.setattr("backend.images.MODEL_ARRAY_VERSION", 999)  # a new preprocessing
+    monkeypatch.setattr("backend.image_arrays.MODEL_ARRAY_VERSION", 999)  # a new preprocessing
     others.add(array_cache_key("/data/upload/1/a.png", 32, 3, 1000))
     assert base not in others and len(others) == 5
 
