@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from backend.images import FetchReport, ImageFetcher
 from model.config import ModelConfig
-from model.feature_cache import FeatureCache, backbone_fingerprint, backbone_key, item_key
+from model.feature_cache import FeatureCache
+from model.feature_keys import backbone_fingerprint, backbone_key, item_key
 from model.frozen import PooledFeatures, extract_pooled
 from model.networks import LossLearningNet
 

@@ -25,12 +25,12 @@ it cannot see the round's feature cache directory (MODEL_DIR not shared). An ima
 fetched is recorded on the board with its reason and reported in the round's FetchReport as today;
 a shard job that crashes leaves its shard to be claimed again once the lease lapses.
 
-The board itself (its Redis keys, the atomic claims, the leases): backend/shard_board.py.
+The board itself (its Redis keys, the atomic claims, the leases): backend/shard_board.py; a shard
+job's side (its backbone, fetcher and cache built from the plan): backend/shard_job.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -289,7 +289,7 @@ class FeatureSharding:
 
     @staticmethod
     def _extract_left_over(work: ShardWork, items: Items, report: FetchReport) -> int:
-        from model.feature_cache import item_key
+        from model.feature_keys import item_key
 
         failed = set(report.failed)
         wanted = [(tid, url) for tid, url in items if tid not in failed]
@@ -345,75 +345,3 @@ def sharding_for_round(settings: Settings, project_id: int, status: StatusCallba
         other_workers,
         status,
     )
-
-
-# ----------------------------------------------------------------------------- shard job
-
-
-def shard_work_from_plan(settings: Settings, plan: dict, board_id: str) -> ShardWork:
-    """A shard worker's own backbone, fetcher and cache, built from the round's plan and this
-    worker's settings (device, Label Studio connection, MODEL_DIR, image cache, and
-    PRETRAINED_WEIGHTS' path when set). Raises when its backbone differs from the round's or it
-    does not see the round's cache directory."""
-    from backend.ls_client import LabelStudioClient
-    from backend.model_store import ModelStore
-    from model.feature_cache import backbone_fingerprint, backbone_key
-    from model.networks import build_network
-
-    model_config = ModelConfig.from_dict(plan["model_config"])
-    if settings.pretrained_weights and model_config.pretrained_weights:
-        # the same file may lie elsewhere on this machine; the key check below proves it is the same
-        model_config = dataclasses.replace(model_config, pretrained_weights=str(settings.pretrained_weights))
-    model = build_network(model_config, num_classes=int(plan["num_classes"]))
-    key = backbone_key(model_config, backbone_fingerprint(model), model.taps)
-    if key != plan["backbone_key"]:
-        raise RuntimeError(
-            f"this worker's backbone gives feature key {key}, the round's is "
-            f"{plan['backbone_key']}: give every worker the same weights file "
-            f"(PRETRAINED_WEIGHTS) or BACKBONE_WEIGHTS"
-        )
-    root = ModelStore(settings.model_dir).project_dir(int(plan["project_id"])) / "features"
-    cache = FeatureCache(root, key)
-    if not (cache.directory / marker_name(board_id)).exists():
-        raise RuntimeError(
-            f"the round's feature cache is not under this worker's MODEL_DIR "
-            f"({settings.model_dir}): every worker must share MODEL_DIR"
-        )
-    limits = plan["fetcher"]
-    downloader = LabelStudioClient.from_settings(settings).image_downloader(
-        settings.allowed_image_hosts, settings.local_files_document_root
-    )
-    fetcher = ImageFetcher(
-        downloader,
-        settings.resolved_image_cache_dir,
-        max_bytes=int(limits["max_bytes"]),
-        max_pixels=int(limits["max_pixels"]),
-        timeout_s=float(limits["timeout_s"]),
-        resize_to=limits["resize_to"],
-        cache_max_bytes=settings.image_cache_max_bytes,
-    )
-    return ShardWork(model, model_config, fetcher, cache, settings.device, int(plan["batch_size"]))
-
-
-def run_shard_job(settings: Settings, conn: Redis, board_id: str) -> dict:
-    """A shard job's body: claim and extract the board's shards until none is left."""
-    board = ShardBoard(conn, board_id)
-    plan = board.plan()
-    if plan is None:
-        return {"state": "nothing to do", "board": board_id, "shards": []}
-    work = shard_work_from_plan(settings, plan, board_id)
-    token = worker_token("shard-job")
-    summary = work_shards(board, int(plan["shards"]), token, float(plan["lease_s"]), work)
-    log.info(
-        "feature shard board %s: this worker extracted shards %s (%d images)",
-        board_id,
-        summary.shards,
-        summary.extracted,
-    )
-    return {
-        "state": "done",
-        "board": board_id,
-        "shards": summary.shards,
-        "extracted": summary.extracted,
-        "finished_ts": time.time(),
-    }

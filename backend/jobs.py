@@ -300,8 +300,8 @@ def run_prune_job(project_id: int, version: str) -> dict:
 
 
 def run_feature_shard_job(board_id: str) -> dict:
-    """Extract feature shards of a round's board until none is left (backend.feature_shards)."""
-    from backend.feature_shards import run_shard_job  # heavy (torch): import in the worker
+    """Extract feature shards of a round's board until none is left (backend.shard_job)."""
+    from backend.shard_job import run_shard_job  # heavy (torch): import in the worker
 
     settings = Settings.from_env()
     job = get_current_job()

@@ -54,9 +54,9 @@ from model.cold_start import (  # noqa: E402
     TYPICAL_MAX_INERTIA_RATIO,
     cluster_structure,
     pick_for,
-    pixel_embedding,
     typiclust_order,
 )
+from model.pixel_pca import pixel_embedding  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -70,7 +70,8 @@ def covered(targets: np.ndarray, order: np.ndarray, k: int) -> int:
 
 
 def measure() -> tuple[dict, dict]:
-    from model.cold_start import pixel_embedding, typiclust_order
+    from model.cold_start import typiclust_order
+    from model.pixel_pca import pixel_embedding
 
     # results[pool][method][k] = list over seeds; meta[pool] = (N, classes)
     results: dict = {}

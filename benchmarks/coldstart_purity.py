@@ -12,7 +12,7 @@ For every domain of the domain suite, seed (5) and pool shape:
 
 and every embedding:
 
-* ``pixels``: what a cold-start round ranks on without weights (``model.cold_start.pixel_embedding``);
+* ``pixels``: what a cold-start round ranks on without weights (``model.pixel_pca.pixel_embedding``);
 * ``gradients``: histograms of oriented gradients (scikit-image's HOG on 32 px grey images,
   4 x 4 cells, 9 orientations), standardised, PCA to 64: hand-made features that see edges and
   form rather than where the ink is, free to compute;
@@ -111,7 +111,7 @@ def gradient_embedding(images: np.ndarray, seed: int = 0) -> np.ndarray:
     from skimage.feature import hog
     from sklearn.decomposition import PCA
 
-    from model.cold_start import thumbnails
+    from model.pixel_pca import thumbnails
 
     grey = thumbnails(images, HOG_SIZE).astype(np.float32).mean(-1) / 255.0
     cell = HOG_SIZE // HOG_CELLS
@@ -154,7 +154,8 @@ def run(domains, embeddings) -> list[dict]:
     from backend.rounds.cold_start import COLD_START_FIRST_CLUSTERS
     from backend.settings import Settings
     from benchmarks import domain_suite
-    from model.cold_start import pick_for, pixel_embedding, typiclust_order
+    from model.cold_start import pick_for, typiclust_order
+    from model.pixel_pca import pixel_embedding
 
     clusters = Settings().query_batch_size  # a cold-start round's clusters, by default
 

@@ -10,10 +10,10 @@ Layout under ``root`` (one root per project)::
     <backbone_key>/shards/<id>.npy   float32 (rows, sum(tap widths) + D): one shard per put_many
     <backbone_key>/.lock             serialises appends to the log (flock); readers take no lock
 
-* ``backbone_key(model_config, weights_fingerprint)`` hashes everything that changes the features
-  (backbone name, weights identity, image size, channels, input normalisation, taps). A new key
-  is a new directory, so a changed backbone never reads stale rows; ``prune_other_keys()`` deletes
-  the other keys' directories.
+* ``backbone_key(model_config, weights_fingerprint)`` (``model.feature_keys``) hashes everything
+  that changes the features (backbone name, weights identity, image size, channels, input
+  normalisation, taps). A new key is a new directory, so a changed backbone never reads stale
+  rows; ``prune_other_keys()`` deletes the other keys' directories.
 * A put writes its shard (temp file, then ``os.replace``) outside the lock, then appends one line
   to the index under it: a write costs what it adds, and writers (the feature shard workers) wait
   for each other only for that line. A reader reads only what was appended since it last read.
@@ -36,8 +36,6 @@ Layout under ``root`` (one root per project)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import re
 import shutil
@@ -47,11 +45,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model import feature_index
 from model.atomic import atomic_write
-from model.config import ModelConfig
 from model.feature_index import SHARD_PATTERN, IndexState
 from model.pooled import PooledFeatures
 
@@ -62,8 +58,6 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-# Bump when what is stored per row changes meaning (pooling, dtype): old directories then miss.
-FEATURES_VERSION = 1
 INDEX_NAME = "index.jsonl"
 LEGACY_INDEX_NAME = "index.json"  # the former index, rewritten whole per put: read, then replaced
 SHARDS_DIR = "shards"
@@ -71,55 +65,6 @@ LOCK_NAME = ".lock"
 MAX_SHARDS = 64
 STALE_SHARD_S = 600.0  # a shard file no index line names, this old, belongs to no put in flight
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def backbone_key(
-    model_config: ModelConfig, weights_fingerprint: str, taps: Sequence[str] | None = None
-) -> str:
-    """Short directory name for the features of this backbone: ``<backbone>-<16 hex>``.
-
-    Hashes the backbone name and architecture settings, ``weights_fingerprint`` (the identity of
-    the weights: ``backbone_fingerprint(model)``, a checkpoint's SHA-256, a torchvision weights
-    name + version...), image_size, channels, input normalisation (input_norm, mean, std) and the
-    taps (``taps`` = the built model's ``model.taps``, else the config's). Head, dropout and LPM
-    settings do not change the features and are not part of it.
-    """
-    identity = {
-        "features_version": FEATURES_VERSION,
-        "backbone": model_config.backbone,
-        "small_cnn_width": model_config.small_cnn_width if model_config.backbone == "small_cnn" else None,
-        "weights": getattr(model_config, "weights", None),
-        "weights_fingerprint": str(weights_fingerprint),
-        "image_size": model_config.image_size,
-        "channels": model_config.channels,
-        "input_norm": getattr(model_config, "input_norm", "dataset"),
-        "mean": list(model_config.mean),
-        "std": list(model_config.std),
-        "taps": list(taps) if taps is not None else (list(model_config.taps) if model_config.taps else None),
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9_.]+", "_", model_config.backbone).strip("._")[:40] or "backbone"
-    return f"{name}-{digest}"
-
-
-def backbone_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 (16 hex) of the backbone's parameters and buffers: names, dtypes, shapes, bytes.
-
-    ``model`` is a LossLearningNet (its ``features``) or the feature extractor itself. Any change
-    to the backbone's weights (fine-tuning, another pretrained file) changes it.
-    """
-    features = getattr(model, "features", model)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(features.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def item_key(task_id: int | str, image_url: str) -> str:
-    """``"<task_id>:<16 hex of sha256(image_url)>"``: a changed image URL is a new item."""
-    return f"{task_id}:{hashlib.sha256(image_url.encode()).hexdigest()[:16]}"
 
 
 class FeatureCache:

@@ -70,7 +70,7 @@ def pool_thumbnails(
     on_progress: Callable[[int, int], None],
 ) -> tuple[list[int], np.ndarray]:
     """Fetch images in chunks, keeping only small uint8 thumbnails (bounded memory)."""
-    from model import cold_start
+    from model import pixel_pca
 
     ids: list[int] = []
     parts = []
@@ -78,7 +78,7 @@ def pool_thumbnails(
         chunk = fetcher.fetch_many(items[start : start + SCORE_CHUNK_IMAGES], report)
         if chunk:
             ids.extend(task_id for task_id, _ in chunk)
-            parts.append(cold_start.thumbnails([img for _, img in chunk], COLD_START_THUMBNAIL_PX))
+            parts.append(pixel_pca.thumbnails([img for _, img in chunk], COLD_START_THUMBNAIL_PX))
         on_progress(min(start + SCORE_CHUNK_IMAGES, len(items)), len(items))
     side = COLD_START_THUMBNAIL_PX
     return ids, (np.concatenate(parts) if parts else np.zeros((0, side, side, 3), np.uint8))
@@ -88,16 +88,14 @@ def _pixel_embedding(
     settings: Settings, collected: CollectedRound, on_progress: Callable[[int, int], None]
 ) -> Embedded:
     """Pool ids, labeled ids and a label-free pixel embedding (pool rows first)."""
-    from model import cold_start
+    from model import pixel_pca
 
     pool_ids, pool_thumbs = pool_thumbnails(
         collected.fetcher, collected.split.unlabeled, collected.report, on_progress
     )
     labeled_ids = [tid for tid, _ in collected.train_images]
-    labeled_thumbs = cold_start.thumbnails(
-        [img for _, img in collected.train_images], COLD_START_THUMBNAIL_PX
-    )
-    embedding = cold_start.pixel_embedding(
+    labeled_thumbs = pixel_pca.thumbnails([img for _, img in collected.train_images], COLD_START_THUMBNAIL_PX)
+    embedding = pixel_pca.pixel_embedding(
         np.concatenate([pool_thumbs, labeled_thumbs]), size=COLD_START_THUMBNAIL_PX, seed=settings.seed
     )
     return pool_ids, labeled_ids, embedding

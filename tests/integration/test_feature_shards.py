@@ -37,7 +37,8 @@ from backend.model_store import ModelStore
 from backend.rounds.configs import model_config_from
 from backend.settings import Settings
 from model.config import ModelConfig
-from model.feature_cache import MAX_SHARDS, FeatureCache, item_key
+from model.feature_cache import MAX_SHARDS, FeatureCache
+from model.feature_keys import item_key
 from model.frozen import PooledFeatures
 from model.networks import build_classifier, build_network
 from tests.conftest import REPO_ROOT, ServerThread

@@ -1,6 +1,6 @@
 """The task index's pure parts: what a webhook changes, and the tasks a round gets."""
 
-from backend import converters, task_index
+from backend import converters, task_index, task_index_events
 from backend.task_types import task_type_for
 from tests.unit.backend.test_labeling_config import DIGITS
 
@@ -32,12 +32,12 @@ def test_annotation_events_become_records_of_what_the_label_rule_reads():
         },
         "task": {"id": 7, "data": {"image": "/data/upload/3/a.png"}, "project": 3},
     }
-    changes = task_index.event_changes(payload)
+    changes = task_index_events.event_changes(payload)
     assert changes.annotations_upserted == {
         11: {"task": 7, "result": choice("1"), "was_cancelled": False, "ground_truth": True}
     }
     assert list(changes.tasks_added) == [7]
-    many = task_index.event_changes(
+    many = task_index_events.event_changes(
         {
             "action": "ANNOTATIONS_CREATED",
             "annotation": [{"id": 1, "task": 2, "result": []}, {"id": 3, "task": {"id": 4}}, {"id": "x"}],
@@ -48,11 +48,13 @@ def test_annotation_events_become_records_of_what_the_label_rule_reads():
 
 
 def test_deletions_and_creations_and_malformed_events():
-    assert task_index.event_changes(
+    assert task_index_events.event_changes(
         {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 4}, {"id": 5}, {"nope": 1}, "x"]}
     ).annotations_deleted == (4, 5)
-    assert task_index.event_changes({"action": "TASKS_DELETED", "tasks": [{"id": 9}]}).tasks_deleted == (9,)
-    created = task_index.event_changes(
+    assert task_index_events.event_changes(
+        {"action": "TASKS_DELETED", "tasks": [{"id": 9}]}
+    ).tasks_deleted == (9,)
+    created = task_index_events.event_changes(
         {"action": "TASKS_CREATED", "tasks": [{"id": 1, "data": {"image": "u"}}, {"id": None}, 7]}
     )
     assert list(created.tasks_added) == [1]
@@ -64,7 +66,7 @@ def test_deletions_and_creations_and_malformed_events():
         None,
         [],
     ):
-        assert not task_index.event_changes(junk)
+        assert not task_index_events.event_changes(junk)
 
 
 def test_round_tasks_read_like_label_studio_s_listing():

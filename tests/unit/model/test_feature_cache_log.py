@@ -12,7 +12,8 @@ import numpy as np
 from backend.feature_round import pooled_features
 from backend.images import FetchReport
 from model import feature_cache
-from model.feature_cache import FeatureCache, item_key
+from model.feature_cache import FeatureCache
+from model.feature_keys import item_key
 from model.pooled import PooledFeatures
 
 KEY = "small_cnn-0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Cold start: the pixel embedding and the TypiClust ranking (model/cold_start.py)."""
+"""Cold start: the pixel embedding and the TypiClust ranking (model/cold_start.py, model/pixel_pca.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from model import cold_start, rank
-from model.cold_start import pixel_embedding, thumbnails, typiclust, typiclust_order
+from model.cold_start import typiclust, typiclust_order
+from model.pixel_pca import pixel_embedding, thumbnails
 
 
 def blobs(sizes, dim=4, spread=0.3, seed=0):

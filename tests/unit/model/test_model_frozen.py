@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from model import ModelConfig, TrainConfig, build_network, load_checkpoint, save_checkpoint, score
-from model.feature_cache import FeatureCache, backbone_fingerprint, backbone_key, item_key
+from model.feature_cache import FeatureCache
+from model.feature_keys import backbone_fingerprint, backbone_key, item_key
 from model.frozen import FrozenConfig, PooledFeatures, extract_pooled, score_pooled, train_frozen
 from model.trainer import TrainingError
 
