@@ -87,6 +87,19 @@ def pooled_features(
             batch_size=batch_size,
             on_progress=on_progress,
         )
+    ids, found = _read_back(items, keys, cache, report)
+    if whole_pool:
+        dropped = cache.retain(keys)
+        if dropped:
+            log.info("feature cache %s: forgot %d item(s) no longer in the project", cache.key, dropped)
+    return ids, found, extracted
+
+
+def _read_back(
+    items: list[tuple[int, str]], keys: list[str], cache: FeatureCache, report: FetchReport
+) -> tuple[list[int], PooledFeatures | None]:
+    """(task ids whose rows the cache holds, in input order; their rows) of the items not failed
+    in ``report``; an item whose row is still missing is added to ``report``."""
     failed = set(report.failed)
     present = [(tid, key) for (tid, _), key in zip(items, keys, strict=False) if tid not in failed]
     found, still_missing = cache.get_many([key for _, key in present])
@@ -94,12 +107,7 @@ def pooled_features(
     for tid, key in present:
         if key in lost:
             report.add(tid, "feature cache: features could not be stored or read back")
-    ids = [tid for tid, key in present if key not in lost]
-    if whole_pool:
-        dropped = cache.retain(keys)
-        if dropped:
-            log.info("feature cache %s: forgot %d item(s) no longer in the project", cache.key, dropped)
-    return ids, found, extracted
+    return [tid for tid, key in present if key not in lost], found
 
 
 def extract_into_cache(

@@ -56,19 +56,24 @@ def needs_retrain(drift: int, threshold: int, busy: bool) -> bool:
     return threshold > 0 and not busy and drift >= threshold
 
 
+def fail_abandoned_round(conn, project_id: int) -> None:
+    """Marks failed a round whose status says running while no job runs it (its worker stopped)."""
+    training_state.update_status(
+        conn,
+        project_id,
+        state=RoundState.FAILED,
+        phase=RoundPhase.FAILED,
+        error="the worker stopped during this round (no heartbeat); the next trigger retrains",
+    )
+    log.warning("project %s: a training round was abandoned by its worker", project_id)
+
+
 def reconcile_project(settings: Settings, conn, client: LabelStudioClient, project_id: int) -> str:
     """One check of one project; returns what was done (for logs and tests)."""
     status = training_state.get_status(conn, project_id)
     running = status.get("running_job_id")
     if status.get("state") == RoundState.RUNNING and not running:
-        training_state.update_status(
-            conn,
-            project_id,
-            state=RoundState.FAILED,
-            phase=RoundPhase.FAILED,
-            error="the worker stopped during this round (no heartbeat); the next trigger retrains",
-        )
-        log.warning("project %s: a training round was abandoned by its worker", project_id)
+        fail_abandoned_round(conn, project_id)
     followup = training_state.take_orphaned_followup(conn, project_id)
     if followup:
         queueing.request_training(

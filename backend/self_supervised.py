@@ -177,6 +177,37 @@ def reusable_weights(
     return None if reason is not None or current is None else directory / current.file
 
 
+def _no_weights(why: str) -> tuple[None, dict]:
+    """What ``ensure_weights`` answers when the round trains from scratch, and why."""
+    return None, {"weights": None, "learned_now": False, "why": why}
+
+
+def _store_weights(
+    directory: Path, state: dict, key: str, pool_size: int, images: int, steps: int, seconds: float
+) -> str:
+    """Saves freshly pre-trained ``state`` in ``directory``, makes it the current weights and
+    deletes the previous files; returns the new file's name."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # unique even within a second: the previous file is deleted once this one is current
+    name = f"weights-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{key}-{uuid.uuid4().hex[:8]}.pt"
+    digest = save_pretrained(state, directory / name)
+    stored = StoredWeights(
+        file=name,
+        key=key,
+        pool_size=pool_size,
+        images=images,
+        steps=steps,
+        seconds=seconds,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        sha256=digest,
+    )
+    atomic_write_text(directory / CURRENT_FILE, json.dumps(dataclasses.asdict(stored), indent=1))
+    for old in directory.glob("weights-*.pt"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return name
+
+
 def ensure_weights(
     directory: Path,
     model_config: ModelConfig,
@@ -205,11 +236,7 @@ def ensure_weights(
         }
     images = load_images(sample_pool(pool_items, max_images, cfg.seed))
     if len(images) < 2:
-        return None, {
-            "weights": None,
-            "learned_now": False,
-            "why": f"{len(images)} loadable images: self-supervised pre-training needs at least 2",
-        }
+        return _no_weights(f"{len(images)} loadable images: self-supervised pre-training needs at least 2")
     log.info("self-supervised pre-training on %d images, %d steps: %s", len(images), cfg.steps, reason)
     started = time.monotonic()
     try:
@@ -218,30 +245,9 @@ def ensure_weights(
         # a diverging pre-training must not stop every round of the project: train from a
         # random initialisation and say why (the next round tries again)
         log.warning("self-supervised pre-training failed, training from scratch: %s", exc)
-        return None, {
-            "weights": None,
-            "learned_now": False,
-            "why": f"self-supervised pre-training failed: {exc}",
-        }
+        return _no_weights(f"self-supervised pre-training failed: {exc}")
     seconds = round(time.monotonic() - started, 1)
-    directory.mkdir(parents=True, exist_ok=True)
-    # unique even within a second: the previous file is deleted once this one is current
-    name = f"weights-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{key}-{uuid.uuid4().hex[:8]}.pt"
-    digest = save_pretrained(state, directory / name)
-    stored = StoredWeights(
-        file=name,
-        key=key,
-        pool_size=len(pool_items),
-        images=len(images),
-        steps=cfg.steps,
-        seconds=seconds,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        sha256=digest,
-    )
-    atomic_write_text(directory / CURRENT_FILE, json.dumps(dataclasses.asdict(stored), indent=1))
-    for old in directory.glob("weights-*.pt"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
+    name = _store_weights(directory, state, key, len(pool_items), len(images), cfg.steps, seconds)
     return directory / name, {
         "weights": name,
         "learned_now": True,

@@ -158,22 +158,13 @@ def search(
     slowest = 0.0
     stopped_early = False
     for fold, held_out in enumerate(split):
-        keep = np.setdiff1d(np.arange(len(targets)), held_out)
         for candidate in candidates:
             if clock() - started + slowest > budget_s:
                 stopped_early = True
                 break
             t = clock()
             model_cfg, train_cfg = resolve(candidate, model_config, train_config)
-            acc = scorer(
-                [images[i] for i in keep],
-                [int(targets[i]) for i in keep],
-                [images[i] for i in held_out],
-                [int(targets[i]) for i in held_out],
-                labels,
-                model_cfg,
-                train_cfg,
-            )
+            acc = scorer(*_fold_data(images, targets, held_out), labels, model_cfg, train_cfg)
             slowest = max(slowest, clock() - t)
             accuracies[candidate.name].append(acc)
             if progress is not None:
@@ -188,6 +179,27 @@ def search(
                 )
         if stopped_early:
             break
+    compared, table = _compare(accuracies)
+    chosen, reason = _winner(candidates, table, compared, min_folds, budget_s)
+    return SearchResult(chosen, reason, compared, clock() - started, table)
+
+
+def _fold_data(
+    images: Sequence[Image.Image], targets: Sequence[int], held_out: np.ndarray
+) -> tuple[list[Image.Image], list[int], list[Image.Image], list[int]]:
+    """(training images, their targets, held-out images, their targets) of one fold."""
+    keep = np.setdiff1d(np.arange(len(targets)), held_out)
+    return (
+        [images[i] for i in keep],
+        [int(targets[i]) for i in keep],
+        [images[i] for i in held_out],
+        [int(targets[i]) for i in held_out],
+    )
+
+
+def _compare(accuracies: dict[str, list[float]]) -> tuple[int, dict[str, dict]]:
+    """(folds every candidate finished, the candidates' table: mean accuracy over those folds and
+    the accuracy of each fold)."""
     compared = min(len(a) for a in accuracies.values())
     table = {
         name: {
@@ -196,16 +208,23 @@ def search(
         }
         for name, a in accuracies.items()
     }
+    return compared, table
+
+
+def _winner(
+    candidates: Sequence[Candidate], table: dict[str, dict], compared: int, min_folds: int, budget_s: float
+) -> tuple[str, str]:
+    """(the chosen candidate's name, why): the best mean accuracy (ties to the first candidate),
+    or the first candidate when fewer than ``min_folds`` folds were compared."""
     first = candidates[0].name
     if compared < min_folds:
         reason = (
             f"budget of {budget_s:.0f} s allowed {compared} complete fold(s) of {len(candidates)} "
             f"candidates, fewer than {min_folds}: kept {first!r}"
         )
-        return SearchResult(first, reason, compared, clock() - started, table)
+        return first, reason
     best = max(candidates, key=lambda c: (table[c.name]["cv_acc"], c.name == first))
-    reason = f"highest mean accuracy over {compared} paired fold(s)"
-    return SearchResult(best.name, reason, compared, clock() - started, table)
+    return best.name, f"highest mean accuracy over {compared} paired fold(s)"
 
 
 def candidate_named(name: str, candidates: Sequence[Candidate] = CANDIDATES) -> Candidate:

@@ -258,6 +258,34 @@ def pretrain(
         return _pretrain(images, model_config, cfg, progress, device)
 
 
+def _two_views(
+    batch: torch.Tensor,
+    policy: StrongAugment,
+    cfg: SelfSupervisedConfig,
+    model_config: ModelConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Two augmented, standardized views of ``batch``, stacked: the first view's rows, then the
+    second's."""
+    view1 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
+    view2 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
+    return torch.cat([view1, view2])
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, step: int, lr: float
+) -> None:
+    """One optimizer step on ``loss``; a non-finite loss raises TrainingError instead."""
+    if not torch.isfinite(loss.detach()):
+        raise TrainingError(
+            f"self-supervised loss became {float(loss)} at step {step + 1}; try a lower lr (now {lr})"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _pretrain(images, model_config, cfg, progress, device) -> dict[str, torch.Tensor]:
     started = time.monotonic()
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -286,20 +314,11 @@ def _pretrain(images, model_config, cfg, progress, device) -> dict[str, torch.Te
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = to_unit_float(data[next(batches).to(device)])
-        view1 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
-        view2 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
-        x = torch.cat([view1, view2]).contiguous(memory_format=fmt)
+        x = _two_views(batch, policy, cfg, model_config, generator).contiguous(memory_format=fmt)
         with autocast(device, dtype):
             z = projector(backbone(x).flatten(1))
         loss = nt_xent(z[:batch_size], z[batch_size:], cfg.temperature)
-        if not torch.isfinite(loss.detach()):
-            raise TrainingError(
-                f"self-supervised loss became {float(loss)} at step {step + 1}; try a lower lr (now {lr})"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        _optimizer_step(optimizer, scaler, loss, step, lr)
         loss_sum += float(loss.detach())
         loss_count += 1
         if progress is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):

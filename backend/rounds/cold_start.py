@@ -32,7 +32,7 @@ from backend.rounds.representation import (
     self_supervised_start,
 )
 from backend.rounds.score import SCORE_CHUNK_IMAGES, NothingScored, held_back, unscored_reason
-from backend.rounds.summary import ClusterRanking, RoundSummary
+from backend.rounds.summary import ClusterRanking, PushReport, RoundSummary
 from backend.settings import Settings
 from model import strategies
 from model.config import ModelConfig
@@ -240,23 +240,7 @@ class _ColdStart:
             )
         with run.phase("push_s", RoundPhase.PUSHING_PREDICTIONS):
             version = new_cold_start_version()
-            pushed = push_and_publish(
-                self.settings,
-                self.client,
-                self.store,
-                self.project_id,
-                version,
-                collected.schema,
-                ranked.predictions,
-                about={"strategy": "typiclust", "cold_start": True, "embedding": embedding_kind},
-                info={
-                    "cold_start": True,
-                    "reason": self.reason,
-                    "embedding": embedding_kind,
-                    "annotations_used": len(collected.train_images),
-                },
-                status=run.status,
-            )
+            pushed = self._publish(version, ranked, embedding_kind)
         with run.phase(phase=RoundPhase.UPDATING_VIEWS):
             warnings = update_views(self.settings, self.client, self.project_id, version)
         log.info(
@@ -277,6 +261,26 @@ class _ColdStart:
             ranking=ranked.ranking,
             timings_s=run.timings_summary(),
             warnings=tuple(warnings),
+        )
+
+    def _publish(self, version: str, ranked: _Ranked, embedding_kind: str) -> PushReport:
+        """Push the ranking's predictions as cold-start ``version`` and publish it."""
+        return push_and_publish(
+            self.settings,
+            self.client,
+            self.store,
+            self.project_id,
+            version,
+            self.collected.schema,
+            ranked.predictions,
+            about={"strategy": "typiclust", "cold_start": True, "embedding": embedding_kind},
+            info={
+                "cold_start": True,
+                "reason": self.reason,
+                "embedding": embedding_kind,
+                "annotations_used": len(self.collected.train_images),
+            },
+            status=self.run.status,
         )
 
     def embed(self, model_config: ModelConfig, embedding_kind: str) -> Embedded:
