@@ -10,6 +10,7 @@ As in label-studio-ml's own api.py, the routes are module-level functions (of on
 ``AppDependencies`` in ``app.extensions`` (set by ``create_app``) rather than module globals, so
 one process can hold several apps (the tests do).
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,7 +22,7 @@ import time
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend import queueing, task_index, training_state, webhooks
+from backend import event_answers, queueing, task_index, training_state, webhooks
 from backend.constants import EventAnswer, PlaceholderVersion, WebhookDecision
 from backend.converters import parse_project_id
 from backend.dashboard import dashboard
@@ -32,7 +33,7 @@ from backend.task_types import UnsupportedConfig, task_type_for
 
 log = logging.getLogger(__name__)
 MODEL_CLASS = "ActiveLearningModel"
-EXTENSION = "active_learning"   # the key of the app's AppDependencies in app.extensions
+EXTENSION = "active_learning"  # the key of the app's AppDependencies in app.extensions
 api = Blueprint("api", __name__)
 
 
@@ -42,7 +43,7 @@ def _error(status: int, message: str):
     return response
 
 
-REASON_PHRASE_CHARS = 300   # HTTP reason phrases have no set limit; keep status lines short
+REASON_PHRASE_CHARS = 300  # HTTP reason phrases have no set limit; keep status lines short
 
 
 def reason_phrase(message: str) -> str:
@@ -69,7 +70,7 @@ def _json_body() -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise _BadRequest("request body is not valid JSON") from None
-    except RecursionError:   # e.g. [[[[...]]]] nested deeper than the interpreter's stack
+    except RecursionError:  # e.g. [[[[...]]]] nested deeper than the interpreter's stack
         raise _BadRequest("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise _BadRequest("request body must be a JSON object")
@@ -96,9 +97,10 @@ def create_app(settings: Settings, store: ModelStore | None = None, redis_conn=N
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.config["JSON_SORT_KEYS"] = False
     app.extensions[EXTENSION] = AppDependencies(
-        settings, store or ModelStore(settings.model_dir, settings.keep_model_versions), redis_conn)
+        settings, store or ModelStore(settings.model_dir, settings.keep_model_versions), redis_conn
+    )
     app.register_blueprint(api)
-    app.register_blueprint(dashboard)   # the page for people (/dashboard)
+    app.register_blueprint(dashboard)  # the page for people (/dashboard)
     return app
 
 
@@ -161,8 +163,9 @@ def unsupported(exc):
 
 @api.app_errorhandler(_TooLarge)
 def too_large(_exc):
-    return _error(413, f"request body larger than MAX_REQUEST_BYTES "
-                       f"({_deps().settings.max_request_bytes} bytes)")
+    return _error(
+        413, f"request body larger than MAX_REQUEST_BYTES ({_deps().settings.max_request_bytes} bytes)"
+    )
 
 
 @api.app_errorhandler(HTTPException)
@@ -185,8 +188,7 @@ def unexpected(exc):
 @api.route("/", methods=["GET"])
 def health():
     # Label Studio gives /health 1 s: answer from memory only.
-    return jsonify({"status": "UP", "model_class": MODEL_CLASS, "v2": True,
-                    "status_url": "/status"})
+    return jsonify({"status": "UP", "model_class": MODEL_CLASS, "v2": True, "status_url": "/status"})
 
 
 @api.route("/status", methods=["GET"])
@@ -194,23 +196,30 @@ def status():
     """Queue and per-project training state (docs/operations.md)."""
     deps = _deps()
     settings = deps.settings
-    out: dict = {"status": "UP", "model_class": MODEL_CLASS, "strategy": settings.strategy,
-                  # the network and the weights it starts from (found in the torch hub cache
-                  # when DISCOVER_WEIGHTS chose them)
-                  "backbone": settings.backbone,
-                  "backbone_weights": settings.backbone_weights or None,
-                  "pretrained_weights": (str(settings.pretrained_weights)
-                                         if settings.pretrained_weights else None),
-                  "retrain_after_annotations": settings.retrain_after_annotations,
-                  "retrain_min_interval_s": settings.retrain_min_interval_s,
-                  "retrain_duration_factor": settings.retrain_duration_factor}
+    out: dict = {
+        "status": "UP",
+        "model_class": MODEL_CLASS,
+        "strategy": settings.strategy,
+        # the network and the weights it starts from (found in the torch hub cache
+        # when DISCOVER_WEIGHTS chose them)
+        "backbone": settings.backbone,
+        "backbone_weights": settings.backbone_weights or None,
+        "pretrained_weights": (str(settings.pretrained_weights) if settings.pretrained_weights else None),
+        "retrain_after_annotations": settings.retrain_after_annotations,
+        "retrain_min_interval_s": settings.retrain_min_interval_s,
+        "retrain_duration_factor": settings.retrain_duration_factor,
+    }
     try:
         c = deps.redis()
         queue = queueing.training_queue(settings, c)
-        out["queue"] = {"name": queue.name, "queued_jobs": queue.count,
-                        "started_jobs": queue.started_job_registry.count,
-                        "failed_jobs": queue.failed_job_registry.count}
+        out["queue"] = {
+            "name": queue.name,
+            "queued_jobs": queue.count,
+            "started_jobs": queue.started_job_registry.count,
+            "failed_jobs": queue.failed_job_registry.count,
+        }
         from rq import Worker
+
         out["workers"] = len(Worker.all(connection=c))
         out["projects"] = {}
         for project_id in training_state.known_projects(c):
@@ -235,11 +244,10 @@ def setup():
     schema = task_type_for(body.get("schema"))
     published = deps.store.published(project_id)
     version = published.version if published else PlaceholderVersion.UNTRAINED
-    log.info("project %s: setup (labels %s), serving %s", project_id, ",".join(schema.labels),
-             version)
+    log.info("project %s: setup (labels %s), serving %s", project_id, ",".join(schema.labels), version)
     try:
         deps.redis().sadd(training_state.projects_key(), project_id)
-    except Exception as exc:   # setup must not fail because Redis blinked
+    except Exception as exc:  # setup must not fail because Redis blinked
         log.warning("project %s: could not record setup in Redis: %s", project_id, exc)
     return jsonify({"model_version": version})
 
@@ -264,12 +272,22 @@ def predict():
     task_type_for(body.get("label_config"))
     params = body.get("params")
     from backend.ml_model import ActiveLearningModel  # label_studio_ml: on the first call
-    model = ActiveLearningModel(label_config=body.get("label_config"), project_id=project_id,
-                                settings=deps.settings, store=deps.store, serving=deps.serving)
-    results = model.predict(tasks, context=params.get("context")
-                            if isinstance(params, dict) else None)
-    log.info("project %s: /predict %d task(s) with %s in %.2fs", project_id, len(tasks),
-             model.model_version, time.monotonic() - started)
+
+    model = ActiveLearningModel(
+        label_config=body.get("label_config"),
+        project_id=project_id,
+        settings=deps.settings,
+        store=deps.store,
+        serving=deps.serving,
+    )
+    results = model.predict(tasks, context=params.get("context") if isinstance(params, dict) else None)
+    log.info(
+        "project %s: /predict %d task(s) with %s in %.2fs",
+        project_id,
+        len(tasks),
+        model.model_version,
+        time.monotonic() - started,
+    )
     return jsonify({"results": results, "model_version": model.model_version})
 
 
@@ -282,61 +300,51 @@ def webhook():
     except webhooks.BadEvent as exc:
         raise _BadRequest(str(exc)) from exc
     if decision.project_id is not None and decision.action in task_index.EVENTS:
-        try:   # the task index follows what the event says; a round re-syncs it anyway
+        try:  # the task index follows what the event says; a round re-syncs it anyway
             task_index.apply_webhook(deps.redis(), decision.project_id, body)
-        except Exception as exc:   # Redis down: the next round's sync catches up
-            log.warning("project %s: %s not applied to the task index: %s",
-                        decision.project_id, decision.action, exc)
+        except Exception as exc:  # Redis down: the next round's sync catches up
+            log.warning(
+                "project %s: %s not applied to the task index: %s", decision.project_id, decision.action, exc
+            )
     if decision.action == webhooks.PROJECT_UPDATED and isinstance(body.get("project"), dict):
         change = _retrain_on_config_change(deps, decision, body["project"])
         if change is not None:
-            return jsonify({"status": EventAnswer.QUEUED, "reason": "labeling config changed",
-                            "labeling_config_change": change})
+            return jsonify(
+                {
+                    "status": EventAnswer.QUEUED,
+                    "reason": "labeling config changed",
+                    "labeling_config_change": change,
+                }
+            )
     if decision.kind == WebhookDecision.IGNORE:
-        log.info("webhook %s (project %s) ignored: %s", decision.action, decision.project_id,
-                 decision.reason)
-        return jsonify({"status": EventAnswer.IGNORED, "action": decision.action,
-                        "reason": decision.reason})
+        log.info("webhook %s (project %s) ignored: %s", decision.action, decision.project_id, decision.reason)
+        return jsonify({"status": EventAnswer.IGNORED, "action": decision.action, "reason": decision.reason})
     if decision.kind == WebhookDecision.TRAIN:
-        refusal = _unsupported_config(body.get("project"))
+        refusal = event_answers.unsupported_config(body.get("project"))
         if refusal is not None:
-            log.info("webhook %s for project %s ignored: %s", decision.action,
-                     decision.project_id, refusal)
-            return jsonify({"status": EventAnswer.IGNORED,
-                            "reason": f"unsupported config: {refusal}"})
+            log.info("webhook %s for project %s ignored: %s", decision.action, decision.project_id, refusal)
+            return jsonify({"status": EventAnswer.IGNORED, "reason": f"unsupported config: {refusal}"})
     try:
-        return jsonify(_handle_training_event(deps.settings, deps.redis(), decision))
+        return jsonify(event_answers.answer_training_event(deps.settings, deps.redis(), decision))
     except Exception as exc:  # Redis down: answer fast and loud; state is reconciled later
-        log.error("webhook %s for project %s not recorded: %s", decision.action,
-                  decision.project_id, exc)
+        log.error("webhook %s for project %s not recorded: %s", decision.action, decision.project_id, exc)
         return _error(503, f"event not recorded, queue unavailable: {type(exc).__name__}")
 
 
-def _retrain_on_config_change(deps: AppDependencies, decision: webhooks.Decision,
-                              project: dict) -> dict | None:
+def _retrain_on_config_change(
+    deps: AppDependencies, decision: webhooks.Decision, project: dict
+) -> dict | None:
     """A changed labeling config retrains at once (the reconciler would catch it later); the
     backend's own model_version PATCH leaves the config alone, so this never loops."""
-    if decision.project_id is None:   # events without a project are answered before this
+    if decision.project_id is None:  # events without a project are answered before this
         return None
     try:
         from backend.reconcile import retrain_on_config_change
-        return retrain_on_config_change(deps.settings, deps.redis(), decision.project_id,
-                                        project, "webhook")
-    except Exception as exc:   # Redis down: the reconciler catches the change later
+
+        return retrain_on_config_change(deps.settings, deps.redis(), decision.project_id, project, "webhook")
+    except Exception as exc:  # Redis down: the reconciler catches the change later
         log.warning("project %s: config change check failed: %s", decision.project_id, exc)
         return None
-
-
-def _unsupported_config(project) -> UnsupportedConfig | None:
-    """Why the labeling config an event carries cannot be trained on, or None (also when the
-    event carries none)."""
-    labeling = project.get("label_config") if isinstance(project, dict) else None
-    if labeling:
-        try:
-            task_type_for(labeling)
-        except UnsupportedConfig as exc:
-            return exc
-    return None
 
 
 @api.route("/train", methods=["POST"])
@@ -348,7 +356,7 @@ def train_legacy():
     decision = webhooks.decide(body)
     if decision.project_id is None:
         raise _BadRequest("/train needs a project")
-    return jsonify(_handle_training_event(deps.settings, deps.redis(), decision)), 201
+    return jsonify(event_answers.answer_training_event(deps.settings, deps.redis(), decision)), 201
 
 
 @api.route("/versions", methods=["GET", "POST"])
@@ -364,36 +372,3 @@ def versions():
 @api.route("/metrics", methods=["GET"])
 def metrics():
     return jsonify({})
-
-
-def _handle_training_event(settings: Settings, conn, decision: webhooks.Decision) -> dict:
-    project_id = decision.project_id
-    if project_id is None:   # events without a project are answered before this
-        raise ValueError(f"{decision.action} names no project")
-    training_state.remember_last_seen(conn, project_id, decision.action)
-    if decision.kind == WebhookDecision.TRAIN:
-        enqueued, job_id = queueing.request_training(settings, conn, project_id, decision.reason)
-        log.info("project %s: %s -> %s %s", project_id, decision.action,
-                 "queued" if enqueued else "already queued", job_id)
-        return {"status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,
-                "job_id": job_id}
-    pending = training_state.count_changes(conn, project_id, decision.changes)
-    # an automatic round that waited for the cadence and whose scheduled start was missed
-    started = queueing.start_due_round(settings, conn, project_id)
-    if started is not None:
-        enqueued, job_id = started
-        return {"status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,
-                "job_id": job_id, "pending_changes": pending}
-    if webhooks.should_retrain(pending, settings.retrain_after_annotations):
-        enqueued, job_id = queueing.request_training(
-            settings, conn, project_id, f"{pending} annotation changes", automatic=True)
-        waiting = None if enqueued else training_state.deferred_round(conn, project_id)
-        if waiting is not None:   # joins the round that waits for the retraining interval
-            return {"status": EventAnswer.WAITING, "pending_changes": pending,
-                    "next_automatic_round": waiting}
-        log.info("project %s: %d annotation changes -> retrain (%s)", project_id, pending,
-                 "queued" if enqueued else "already queued")
-        return {"status": EventAnswer.QUEUED if enqueued else EventAnswer.ALREADY_QUEUED,
-                "job_id": job_id, "pending_changes": pending}
-    return {"status": EventAnswer.COUNTED, "pending_changes": pending,
-            "retrain_after": settings.retrain_after_annotations}

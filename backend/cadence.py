@@ -7,19 +7,25 @@ round (annotation count, reconciler drift, or the follow-up of one of those) sta
 last round finished. Start Training (and a labeling-config change) never waits. Pure: the clock
 and the last round's figures are passed in.
 """
+
 from __future__ import annotations
 
 
-def automatic_round_gap_s(last_duration_s: float | None, min_interval_s: float,
-                          duration_factor: float) -> float:
+def automatic_round_gap_s(
+    last_duration_s: float | None, min_interval_s: float, duration_factor: float
+) -> float:
     """The least time between the end of a round and the start of the next automatic one."""
     duration = max(float(last_duration_s or 0.0), 0.0)
     return max(float(min_interval_s), duration * float(duration_factor), 0.0)
 
 
-def automatic_round_wait_s(now_s: float, last_finished_s: float | None,
-                           last_duration_s: float | None, min_interval_s: float,
-                           duration_factor: float) -> float:
+def automatic_round_wait_s(
+    now_s: float,
+    last_finished_s: float | None,
+    last_duration_s: float | None,
+    min_interval_s: float,
+    duration_factor: float,
+) -> float:
     """Seconds an automatic round must still wait (0.0: it may start now).
 
     No finished round yet: no wait. A last end in the future (a clock set back, another machine's

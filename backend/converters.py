@@ -1,4 +1,5 @@
 """Pure conversions between Label Studio JSON and what the model consumes and produces."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.constants import PlaceholderVersion
 
-if TYPE_CHECKING:   # the task types import this module; it only needs their interface
+if TYPE_CHECKING:  # the task types import this module; it only needs their interface
     from backend.task_types import TaskType
 
 
@@ -36,17 +37,18 @@ def parse_project_id(value: Any) -> int:
 
 # Why an annotated task gives no training label (the keys of the per-round label report); each
 # task type adds its own (backend/task_types/).
-DROP_TIE = "tie"                         # annotators disagree and no label has a majority
-DROP_EMPTY = "empty_result"              # submitted with nothing chosen
+DROP_TIE = "tie"  # annotators disagree and no label has a majority
+DROP_EMPTY = "empty_result"  # submitted with nothing chosen
 
 
 @dataclass(frozen=True)
 class LabelDecision:
     """What THE label rule makes of one task: a training label, or why not."""
-    label: str | None            # the training label; None when the task gives none
-    dropped: str | None = None   # a DROP_* reason when completed annotations give no label
-    source: str | None = None    # "ground_truth" or "majority" when ``label`` is set
-    skipped: bool = False        # only skipped/cancelled annotations (still work to do)
+
+    label: str | None  # the training label; None when the task gives none
+    dropped: str | None = None  # a DROP_* reason when completed annotations give no label
+    source: str | None = None  # "ground_truth" or "majority" when ``label`` is set
+    skipped: bool = False  # only skipped/cancelled annotations (still work to do)
 
 
 def completed_annotations(task: dict) -> list[dict]:
@@ -55,8 +57,11 @@ def completed_annotations(task: dict) -> list[dict]:
     (Label Studio's counts use ``was_cancelled=False`` and ``result IS NOT NULL``: an empty list
     counts as an annotation there, and the rule reports it as dropped here.)
     """
-    return [a for a in (task.get("annotations") or [])
-            if isinstance(a, dict) and not a.get("was_cancelled") and a.get("result") is not None]
+    return [
+        a
+        for a in (task.get("annotations") or [])
+        if isinstance(a, dict) and not a.get("was_cancelled") and a.get("result") is not None
+    ]
 
 
 def majority(votes: list[str]) -> str | None:
@@ -80,8 +85,7 @@ def decide_by_vote(task: dict, vote: Vote, drop_priority: Sequence[str]) -> Labe
     """
     completed = completed_annotations(task)
     if not completed:
-        skipped = any(isinstance(a, dict) and a.get("was_cancelled")
-                      for a in (task.get("annotations") or []))
+        skipped = any(isinstance(a, dict) and a.get("was_cancelled") for a in (task.get("annotations") or []))
         return LabelDecision(None, skipped=skipped)
     voted = [(a, *vote(a)) for a in completed]
     ground_truth = [label for a, label, _ in voted if label is not None and a.get("ground_truth")]
@@ -100,18 +104,20 @@ def label_report(decisions: list[LabelDecision]) -> dict:
     """Per-round counts of the label rule: tasks with a training label, tasks dropped and why,
     tasks only skipped."""
     dropped = Counter(d.dropped for d in decisions if d.dropped)
-    return {"labeled": sum(1 for d in decisions if d.label is not None),
-            "from_ground_truth": sum(1 for d in decisions if d.source == "ground_truth"),
-            "dropped": sum(dropped.values()),
-            "dropped_by_reason": dict(sorted(dropped.items())),
-            "skipped_only": sum(1 for d in decisions if d.skipped)}
+    return {
+        "labeled": sum(1 for d in decisions if d.label is not None),
+        "from_ground_truth": sum(1 for d in decisions if d.source == "ground_truth"),
+        "dropped": sum(dropped.values()),
+        "dropped_by_reason": dict(sorted(dropped.items())),
+        "skipped_only": sum(1 for d in decisions if d.skipped),
+    }
 
 
 @dataclass(frozen=True)
 class TaskPrediction:
-    label: str | None          # None: no model yet (cold start), nothing to pre-select
+    label: str | None  # None: no model yet (cold start), nothing to pre-select
     probability: float | None  # the model's probability of ``label``
-    score: float               # Label Studio score: lower = more informative
+    score: float  # Label Studio score: lower = more informative
     cluster: int | None = None
 
 
@@ -126,22 +132,27 @@ def preselects(probability: float | None, min_confidence: float) -> bool:
     return min_confidence <= 0.0 or float(probability) >= min_confidence
 
 
-def prediction_payload(pred: TaskPrediction, schema: TaskType,
-                       model_version: str, min_confidence: float = 0.0) -> dict:
+def prediction_payload(
+    pred: TaskPrediction, schema: TaskType, model_version: str, min_confidence: float = 0.0
+) -> dict:
     """The answer of /predict for one task; its result is empty unless ``preselects`` and the
     task type can show the answer under the current config (``TaskType.prediction_result``)."""
     shown = preselects(pred.probability, min_confidence)
     result = schema.prediction_result(pred) if shown else None
-    payload = {"result": result or [],
-               # full double precision: rounding would tie neighbours from ~1M tasks (1/(N-1) < 1e-6)
-               "score": float(pred.score), "model_version": model_version}
+    payload = {
+        "result": result or [],
+        # full double precision: rounding would tie neighbours from ~1M tasks (1/(N-1) < 1e-6)
+        "score": float(pred.score),
+        "model_version": model_version,
+    }
     if pred.cluster is not None:
         payload["cluster"] = int(pred.cluster)
     return payload
 
 
-def import_payload(task_id: int, pred: TaskPrediction, schema: TaskType,
-                   model_version: str, min_confidence: float = 0.0) -> dict:
+def import_payload(
+    task_id: int, pred: TaskPrediction, schema: TaskType, model_version: str, min_confidence: float = 0.0
+) -> dict:
     """One item of a bulk prediction import (POST /api/projects/{id}/import/predictions)."""
     item = prediction_payload(pred, schema, model_version, min_confidence)
     item["task"] = int(task_id)

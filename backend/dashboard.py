@@ -6,6 +6,7 @@ but /health) guards them all. The page holds no secret: no token, no password, n
 Label Studio's URL (for links to tasks). The action accepts only same-origin requests (a page
 elsewhere cannot make a logged-in browser post it) and runs as an RQ job (``backend.rollback``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,22 +26,26 @@ MAX_PROJECTS_SHOWN = 50
 
 def _deps():
     from backend.app import EXTENSION  # the app registers this blueprint: imported late
+
     return current_app.extensions[EXTENSION]
 
 
 def _queue_info(deps) -> dict:
     from rq import Worker
+
     conn = deps.redis()
     return {"workers": len(Worker.all(connection=conn))}
 
 
 def _links(project_id: int):
     ls_url = _deps().settings.label_studio_url.rstrip("/")
-    return {"make_live": lambda version: url_for("dashboard.make_live", project_id=project_id,
-                                                 version=version),
-            "task": lambda task_id: f"{ls_url}/projects/{project_id}/data?task={int(task_id)}",
-            "thumbnail": lambda task_id: url_for("dashboard.task_thumbnail", project_id=project_id,
-                                                 task_id=task_id)}
+    return {
+        "make_live": lambda version: url_for("dashboard.make_live", project_id=project_id, version=version),
+        "task": lambda task_id: f"{ls_url}/projects/{project_id}/data?task={int(task_id)}",
+        "thumbnail": lambda task_id: url_for(
+            "dashboard.task_thumbnail", project_id=project_id, task_id=task_id
+        ),
+    }
 
 
 def _projects(conn) -> list[int]:
@@ -51,7 +56,8 @@ def _html_response(body: str, nonce: str, status: int = 200):
     response = current_app.response_class(body, status=status, mimetype="text/html")
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
-        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
+    )
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
@@ -61,9 +67,12 @@ def _html_response(body: str, nonce: str, status: int = 200):
 def browsers_at_the_root_go_to_the_page():
     """A person who opens the backend's URL (the one Label Studio's Model page shows) gets the
     dashboard; Label Studio and other clients asking for JSON still get /'s JSON."""
-    if request.method == "GET" and request.path == "/" and \
-            "text/html" in request.headers.get("Accept", "") and \
-            request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+    if (
+        request.method == "GET"
+        and request.path == "/"
+        and "text/html" in request.headers.get("Accept", "")
+        and request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+    ):
         return redirect(url_for("dashboard.page"), 302)
     return None
 
@@ -75,13 +84,19 @@ def page():
     try:
         conn = deps.redis()
         queue_info = _queue_info(deps)
-        views = [project_view(deps.settings, deps.store, conn, pid, queue_info)
-                 for pid in _projects(conn)]
-    except Exception as exc:   # Redis down: say so in words
+        views = [project_view(deps.settings, deps.store, conn, pid, queue_info) for pid in _projects(conn)]
+    except Exception as exc:  # Redis down: say so in words
         log.warning("dashboard: %s", exc)
-        body = dashboard_html.page_html([], _links, "", nonce, [
-            f"The queue (Redis) cannot be reached: {type(exc).__name__}. Rounds neither start "
-            "nor report progress until it is back; check REDIS_URL and the Redis service."])
+        body = dashboard_html.page_html(
+            [],
+            _links,
+            "",
+            nonce,
+            [
+                f"The queue (Redis) cannot be reached: {type(exc).__name__}. Rounds neither start "
+                "nor report progress until it is back; check REDIS_URL and the Redis service."
+            ],
+        )
         return _html_response(body, nonce, 503)
     notices = [request.args["message"][:300]] if request.args.get("message") else []
     body = dashboard_html.page_html(views, _links, url_for("dashboard.progress"), nonce, notices)
@@ -96,15 +111,21 @@ def progress():
     out = {}
     for pid in _projects(conn):
         record = training_state.get_status(conn, pid)
-        view = {"running": round_in_progress(record), "queued_job_id": record.get("queued_job_id"),
-                "next_automatic_round": record.get("next_automatic_round")}
-        out[str(pid)] = {**view, "html": dashboard_html.round_html(view),
-                         "state": record.get("state"), "phase": record.get("phase")}
+        view = {
+            "running": round_in_progress(record),
+            "queued_job_id": record.get("queued_job_id"),
+            "next_automatic_round": record.get("next_automatic_round"),
+        }
+        out[str(pid)] = {
+            **view,
+            "html": dashboard_html.round_html(view),
+            "state": record.get("state"),
+            "phase": record.get("phase"),
+        }
     return jsonify({"projects": out})
 
 
-@dashboard.route("/dashboard/projects/<int:project_id>/tasks/<int:task_id>/thumbnail",
-                 methods=["GET"])
+@dashboard.route("/dashboard/projects/<int:project_id>/tasks/<int:task_id>/thumbnail", methods=["GET"])
 def task_thumbnail(project_id: int, task_id: int):
     """A task's image, small, from the rounds' image cache (404 when it is not cached)."""
     deps = _deps()
@@ -125,8 +146,7 @@ def _same_origin() -> bool:
     return urlsplit(origin).netloc == request.host
 
 
-@dashboard.route("/dashboard/projects/<int:project_id>/versions/<version>/make-live",
-                 methods=["POST"])
+@dashboard.route("/dashboard/projects/<int:project_id>/versions/<version>/make-live", methods=["POST"])
 def make_live(project_id: int, version: str):
     """Queue re-publishing a stored version (no retraining); refused with the reason."""
     deps = _deps()
@@ -135,18 +155,22 @@ def make_live(project_id: int, version: str):
     if not is_own_version(version):
         return jsonify({"status": "error", "error": f"{version!r} is not a version"}), 404
     try:
-        job_id = rollback.request_rollback(deps.settings, deps.redis(), deps.store, project_id,
-                                           version)
+        job_id = rollback.request_rollback(deps.settings, deps.redis(), deps.store, project_id, version)
     except rollback.RollbackRefused as exc:
         return _answer(409, {"status": "refused", "error": str(exc)})
-    return _answer(202, {"status": "queued", "job_id": job_id,
-                         "message": f"{version} will be live once its predictions are back in "
-                                    f"Label Studio (job {job_id})."})
+    return _answer(
+        202,
+        {
+            "status": "queued",
+            "job_id": job_id,
+            "message": f"{version} will be live once its predictions are back in "
+            f"Label Studio (job {job_id}).",
+        },
+    )
 
 
 def _answer(status: int, body: dict):
     """JSON for the page's script and API clients; a plain form post goes back to the page."""
     if request.headers.get("X-Requested-With") or "json" in request.headers.get("Accept", ""):
         return jsonify(body), status
-    return redirect(url_for("dashboard.page", message=body.get("message") or body.get("error")),
-                    303)
+    return redirect(url_for("dashboard.page", message=body.get("message") or body.get("error")), 303)

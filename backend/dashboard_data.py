@@ -6,6 +6,7 @@ Everything is read from what /status reads (the project's status in Redis, the p
 pointer) plus the round history (``backend.round_history``) and the stored predictions of the
 live version; nothing here calls Label Studio, so the page renders fast whatever it does.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -38,20 +39,36 @@ PHASE_WORDS: dict[str, str] = {
     RoundPhase.FAILED: "Failed",
 }
 # the phases a trained round passes, and a cold start's (a round skips those it does not need)
-TRAINED_PHASES = (RoundPhase.FETCHING_TASKS, RoundPhase.DOWNLOADING_TRAINING_IMAGES,
-                  RoundPhase.SELF_SUPERVISED_PRETRAINING, RoundPhase.CHOOSING_COLOUR,
-                  RoundPhase.RECIPE_SEARCH, RoundPhase.EXTRACTING_FEATURES, RoundPhase.TRAINING,
-                  RoundPhase.SCORING,
-                  RoundPhase.PUSHING_PREDICTIONS, RoundPhase.PUBLISHING,
-                  RoundPhase.UPDATING_VIEWS)
-COLD_START_PHASES = (RoundPhase.FETCHING_TASKS, RoundPhase.DOWNLOADING_TRAINING_IMAGES,
-                     RoundPhase.COLD_START_RANKING, RoundPhase.PUSHING_PREDICTIONS,
-                     RoundPhase.PUBLISHING, RoundPhase.UPDATING_VIEWS)
+TRAINED_PHASES = (
+    RoundPhase.FETCHING_TASKS,
+    RoundPhase.DOWNLOADING_TRAINING_IMAGES,
+    RoundPhase.SELF_SUPERVISED_PRETRAINING,
+    RoundPhase.CHOOSING_COLOUR,
+    RoundPhase.RECIPE_SEARCH,
+    RoundPhase.EXTRACTING_FEATURES,
+    RoundPhase.TRAINING,
+    RoundPhase.SCORING,
+    RoundPhase.PUSHING_PREDICTIONS,
+    RoundPhase.PUBLISHING,
+    RoundPhase.UPDATING_VIEWS,
+)
+COLD_START_PHASES = (
+    RoundPhase.FETCHING_TASKS,
+    RoundPhase.DOWNLOADING_TRAINING_IMAGES,
+    RoundPhase.COLD_START_RANKING,
+    RoundPhase.PUSHING_PREDICTIONS,
+    RoundPhase.PUBLISHING,
+    RoundPhase.UPDATING_VIEWS,
+)
 # the (done, total) pairs a phase's progress (PROGRESS_FIELD) may hold
-PAIRS = (("done", "total", "images"), ("step", "steps", "steps"), ("epoch", "epochs", "epochs"),
-         ("fold", "folds", "folds"))
-VERSIONS_SHOWN = 50      # newest rounds read from the history for one page
-TOP_TASKS = FIRST_TASKS_KEPT   # tasks of the live ranking shown
+PAIRS = (
+    ("done", "total", "images"),
+    ("step", "steps", "steps"),
+    ("epoch", "epochs", "epochs"),
+    ("fold", "folds", "folds"),
+)
+VERSIONS_SHOWN = 50  # newest rounds read from the history for one page
+TOP_TASKS = FIRST_TASKS_KEPT  # tasks of the live ranking shown
 
 
 def epoch_of(iso: str | None) -> float | None:
@@ -92,20 +109,31 @@ def round_in_progress(record: dict, now: float | None = None) -> dict | None:
     current = order.index(RoundPhase(phase)) if phase in order else -1
     bars = []
     for index, step in enumerate(order):
-        bar: dict = {"phase": str(step), "words": PHASE_WORDS[step], "fraction": None, "text": "",
-               "left_s": None, "state": "to come"}
+        bar: dict = {
+            "phase": str(step),
+            "words": PHASE_WORDS[step],
+            "fraction": None,
+            "text": "",
+            "left_s": None,
+            "state": "to come",
+        }
         if current >= 0 and index < current:
             bar.update(state="passed", fraction=1.0)
         elif index == current:
             bar.update(phase_progress(record, phase), state="now")
         bars.append(bar)
     started = epoch_of(record.get("started_at"))
-    return {"phase": phase, "words": PHASE_WORDS.get(phase, phase),
-            "bars": bars, "elapsed_s": round(now - started, 1) if started else None,
-            "started_at": record.get("started_at"), "reason": record.get("reason"),
-            "version_in_progress": record.get("version_in_progress"),
-            "last_round_s": record.get("duration_s"),
-            "feature_shards": record.get("feature_shards")}
+    return {
+        "phase": phase,
+        "words": PHASE_WORDS.get(phase, phase),
+        "bars": bars,
+        "elapsed_s": round(now - started, 1) if started else None,
+        "started_at": record.get("started_at"),
+        "reason": record.get("reason"),
+        "version_in_progress": record.get("version_in_progress"),
+        "last_round_s": record.get("duration_s"),
+        "feature_shards": record.get("feature_shards"),
+    }
 
 
 def accuracy_estimate(entry: dict) -> dict:
@@ -116,8 +144,12 @@ def accuracy_estimate(entry: dict) -> dict:
     kept = entry.get("accuracy")
     if isinstance(kept, dict) and isinstance(kept.get("mean"), (int, float)):
         std = kept.get("std")
-        return {"value": float(kept["mean"]), "std": std if isinstance(std, (int, float)) else None,
-                "folds": kept.get("folds") or [], "kind": str(kept.get("kind") or "")}
+        return {
+            "value": float(kept["mean"]),
+            "std": std if isinstance(std, (int, float)) else None,
+            "folds": kept.get("folds") or [],
+            "kind": str(kept.get("kind") or ""),
+        }
     metrics = entry.get("metrics") or {}
     for key, kind in (("recipe_cv_acc", "cross-validated"), ("val_acc", "held-out")):
         if isinstance(metrics.get(key), (int, float)):
@@ -130,15 +162,16 @@ def prospective_by_version(history: list[dict]) -> dict[str, dict]:
     accuracy: a later round measured the same version on every task annotated since it was
     trained, so the newest counts every earlier one's tasks too."""
     out: dict[str, dict] = {}
-    for entry in history:   # newest first
+    for entry in history:  # newest first
         measured = entry.get("prospective")
         if not isinstance(measured, dict) or measured.get("version") in out:
             continue
         tasks, correct = measured.get("tasks"), measured.get("correct")
         if not isinstance(tasks, int) or not isinstance(correct, int):
             continue
-        shown = dict(measured, accuracy=correct / tasks if tasks else None,
-                     measured_at=entry.get("finished_at"))
+        shown = dict(
+            measured, accuracy=correct / tasks if tasks else None, measured_at=entry.get("finished_at")
+        )
         chosen, right = measured.get("preselected"), measured.get("preselected_correct")
         if isinstance(chosen, int) and isinstance(right, int) and chosen:
             shown["preselected_accuracy"] = right / chosen
@@ -159,18 +192,24 @@ def version_rows(store: ModelStore, project_id: int, history: list[dict]) -> lis
         metrics = entry.get("metrics") or {}
         accuracy = accuracy_estimate(entry)
         reason = rollback.refusal(store, project_id, version, live) if version != live else None
-        rows.append({"version": version, "live": version == live,
-                     "cold_start": is_cold_start_version(version),
-                     "finished_at": entry.get("finished_at"),
-                     "labels": entry.get("annotations_used"),
-                     "mode": metrics.get("mode") or ("cold start" if is_cold_start_version(
-                         version) else None),
-                     "accuracy": accuracy["value"], "accuracy_std": accuracy["std"],
-                     "accuracy_kind": accuracy["kind"], "train_acc": metrics.get("train_acc"),
-                     "lpm_spearman": metrics.get("lpm_spearman"),
-                     "timings_s": entry.get("timings_s") or {},
-                     "prospective": prospective.get(version),
-                     "refusal": reason})
+        rows.append(
+            {
+                "version": version,
+                "live": version == live,
+                "cold_start": is_cold_start_version(version),
+                "finished_at": entry.get("finished_at"),
+                "labels": entry.get("annotations_used"),
+                "mode": metrics.get("mode") or ("cold start" if is_cold_start_version(version) else None),
+                "accuracy": accuracy["value"],
+                "accuracy_std": accuracy["std"],
+                "accuracy_kind": accuracy["kind"],
+                "train_acc": metrics.get("train_acc"),
+                "lpm_spearman": metrics.get("lpm_spearman"),
+                "timings_s": entry.get("timings_s") or {},
+                "prospective": prospective.get(version),
+                "refusal": reason,
+            }
+        )
     return rows
 
 
@@ -184,15 +223,22 @@ def curve_points(history: list[dict]) -> list[dict]:
             continue
         accuracy = accuracy_estimate(entry)
         train = metrics.get("train_acc")
-        points.append({"version": entry.get("model_version"), "labels": labels,
-                       "accuracy": accuracy["value"], "accuracy_std": accuracy["std"],
-                       "accuracy_kind": accuracy["kind"],
-                       "train_acc": train if isinstance(train, (int, float)) else None})
+        points.append(
+            {
+                "version": entry.get("model_version"),
+                "labels": labels,
+                "accuracy": accuracy["value"],
+                "accuracy_std": accuracy["std"],
+                "accuracy_kind": accuracy["kind"],
+                "train_acc": train if isinstance(train, (int, float)) else None,
+            }
+        )
     return points
 
 
 class _TopTasks:
     """The live version's first tasks, computed once per predictions file and process."""
+
     _lock = threading.Lock()
     _cache: dict[str, tuple[float, list[dict]]] = {}
 
@@ -208,9 +254,10 @@ class _TopTasks:
         if hit is not None and hit[0] == mtime:
             return hit[1]
         items = store.stored_predictions(project_id, version).items()
-        top = [{"task_id": tid, "score": p.score, "label": p.label,
-                "probability": p.probability}
-               for tid, p in heapq.nsmallest(TOP_TASKS, items, key=lambda item: item[1].score)]
+        top = [
+            {"task_id": tid, "score": p.score, "label": p.label, "probability": p.probability}
+            for tid, p in heapq.nsmallest(TOP_TASKS, items, key=lambda item: item[1].score)
+        ]
         with cls._lock:
             cls._cache = {k: v for k, v in cls._cache.items() if k != str(path)}
             cls._cache[str(path)] = (mtime, top)
@@ -230,27 +277,33 @@ def top_tasks(store: ModelStore, project_id: int, published: Published | None) -
     return _TopTasks.get(store, project_id, published.version)
 
 
-def project_view(settings: Settings, store: ModelStore, conn, project_id: int,
-                 queue_info: dict | None = None) -> dict:
+def project_view(
+    settings: Settings, store: ModelStore, conn, project_id: int, queue_info: dict | None = None
+) -> dict:
     """Everything the dashboard shows of one project."""
     record = training_state.get_status(conn, project_id)
     history = round_history.rounds(conn, project_id, VERSIONS_SHOWN)
     published = store.published(project_id)
     live = published.version if published else None
-    return {"project_id": project_id, "state": record.get("state"), "live_version": live,
-            "published_at": published.published_at if published else None,
-            "running": round_in_progress(record), "history": history,
-            "versions": version_rows(store, project_id, history),
-            "curve": curve_points(history),
-            "top_tasks": top_tasks(store, project_id, published),
-            "rollback": record.get("rollback"),
-            "pending_changes": record.get("pending_annotation_changes"),
-            "queued_job_id": record.get("queued_job_id"),
-            "next_automatic_round": record.get("next_automatic_round"),
-            "problems": problems(settings, record, history, queue_info or {})}
+    return {
+        "project_id": project_id,
+        "state": record.get("state"),
+        "live_version": live,
+        "published_at": published.published_at if published else None,
+        "running": round_in_progress(record),
+        "history": history,
+        "versions": version_rows(store, project_id, history),
+        "curve": curve_points(history),
+        "top_tasks": top_tasks(store, project_id, published),
+        "rollback": record.get("rollback"),
+        "pending_changes": record.get("pending_annotation_changes"),
+        "queued_job_id": record.get("queued_job_id"),
+        "next_automatic_round": record.get("next_automatic_round"),
+        "problems": problems(settings, record, history, queue_info or {}),
+    }
 
 
-THUMBNAIL_PX = 96   # the longer side of a thumbnail
+THUMBNAIL_PX = 96  # the longer side of a thumbnail
 
 
 def thumbnail(settings: Settings, conn, project_id: int, task_id: int) -> bytes | None:
@@ -262,6 +315,7 @@ def thumbnail(settings: Settings, conn, project_id: int, task_id: int) -> bytes 
     from backend.images import ImageCache
     from backend.task_index import TaskIndex
     from model.data import ImageError, load_image_bytes
+
     url = conn.hget(TaskIndex(conn, project_id).tasks_key, int(task_id))
     if url is None:
         return None

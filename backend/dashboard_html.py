@@ -4,6 +4,7 @@ Every value is escaped (task labels and errors come from users); the one script 
 small, and only polls the progress endpoint and sends the "make live" action. No external
 resource is referenced, so the page works offline.
 """
+
 from __future__ import annotations
 
 from html import escape
@@ -83,9 +84,11 @@ def bar_html(bar: dict) -> str:
     if bar["state"] == "now" and bar.get("left_s") is not None:
         text += f", about {seconds(bar['left_s'])} left"
     row_class = ' class="phase-now"' if bar["state"] == "now" else ""
-    return (f'<tr{row_class} data-phase="{escape(bar["phase"])}"><td>{escape(bar["words"])}</td>'
-            f'<td><span class="{cls}">{inner}</span></td><td>{escape(bar["state"])}'
-            f'{" · " + text if text else ""}</td></tr>')
+    return (
+        f'<tr{row_class} data-phase="{escape(bar["phase"])}"><td>{escape(bar["words"])}</td>'
+        f'<td><span class="{cls}">{inner}</span></td><td>{escape(bar["state"])}'
+        f"{' · ' + text if text else ''}</td></tr>"
+    )
 
 
 def round_html(view: dict) -> str:
@@ -100,18 +103,23 @@ def round_html(view: dict) -> str:
             waiting.append(f"an automatic round starts at {escape(str(due.get('due_at')))}")
         rest = "; ".join(waiting) or "press Start Training in Label Studio to start one"
         return f'<p class="muted">No round is running ({rest}).</p>'
-    head = (f'<p><b class="phase">{escape(running["words"])}</b> · running for '
-            f'{seconds(running.get("elapsed_s"))}')
+    head = (
+        f'<p><b class="phase">{escape(running["words"])}</b> · running for '
+        f"{seconds(running.get('elapsed_s'))}"
+    )
     last, elapsed = running.get("last_round_s"), running.get("elapsed_s")
     if isinstance(last, (int, float)) and last > 0:
-        head += f' (the last round took {seconds(last)}'
+        head += f" (the last round took {seconds(last)}"
         if isinstance(elapsed, (int, float)):
-            head += (f': about {seconds(last - elapsed)} left if this one takes as long)'
-                     if last > elapsed else ': this one takes longer)')
+            head += (
+                f": about {seconds(last - elapsed)} left if this one takes as long)"
+                if last > elapsed
+                else ": this one takes longer)"
+            )
         else:
             head += ")"
     if running.get("version_in_progress"):
-        head += f' · version {escape(str(running["version_in_progress"]))}'
+        head += f" · version {escape(str(running['version_in_progress']))}"
     head += "</p>"
     rows = "".join(bar_html(bar) for bar in running["bars"])
     return head + f'<table class="phases">{rows}</table>'
@@ -120,14 +128,19 @@ def round_html(view: dict) -> str:
 def problems_html(view: dict) -> str:
     if not view["problems"]:
         return '<p class="muted">No problem to report.</p>'
-    return "".join(f'<div class="problem"><b>{escape(p["title"])}</b><br>{escape(p["detail"])}'
-                   f'<br><span class="todo">What to do: {escape(p["todo"])}</span></div>'
-                   for p in view["problems"])
+    return "".join(
+        f'<div class="problem"><b>{escape(p["title"])}</b><br>{escape(p["detail"])}'
+        f'<br><span class="todo">What to do: {escape(p["todo"])}</span></div>'
+        for p in view["problems"]
+    )
 
 
 def timings_text(timings: dict) -> str:
-    shown = [(key[:-2].replace("_", " "), value) for key, value in timings.items()
-             if key.endswith("_s") and key != "total_s"]
+    shown = [
+        (key[:-2].replace("_", " "), value)
+        for key, value in timings.items()
+        if key.endswith("_s") and key != "total_s"
+    ]
     return ", ".join(f"{escape(name)} {number(value, 1)}" for name, value in shown) or "–"
 
 
@@ -140,19 +153,23 @@ def history_html(view: dict) -> str:
         timings = entry.get("timings_s") or {}
         outcome = escape(str(entry.get("state")))
         if entry.get("error"):
-            outcome += f': {escape(str(entry["error"])[:200])}'
+            outcome += f": {escape(str(entry['error'])[:200])}"
         elif entry.get("reason"):
-            outcome += f': {escape(str(entry["reason"])[:200])}'
+            outcome += f": {escape(str(entry['reason'])[:200])}"
         rows.append(
-            f'<tr><td>{escape(str(entry.get("finished_at") or ""))}</td>'
-            f'<td>{escape(str(entry.get("model_version") or "–"))}</td><td>{outcome}</td>'
-            f'<td>{escape(str(entry.get("annotations_used", "–")))}</td>'
-            f'<td>{escape(str(metrics.get("mode") or "–"))}</td>'
-            f'<td>{seconds(timings.get("total_s", entry.get("duration_s")))}</td>'
-            f'<td>{timings_text(timings)}</td></tr>')
-    return ('<table class="history"><tr><th>finished</th><th>version</th><th>outcome</th>'
-            '<th>labels</th><th>mode</th><th>total</th><th>seconds per phase</th></tr>'
-            + "".join(rows) + "</table>")
+            f"<tr><td>{escape(str(entry.get('finished_at') or ''))}</td>"
+            f"<td>{escape(str(entry.get('model_version') or '–'))}</td><td>{outcome}</td>"
+            f"<td>{escape(str(entry.get('annotations_used', '–')))}</td>"
+            f"<td>{escape(str(metrics.get('mode') or '–'))}</td>"
+            f"<td>{seconds(timings.get('total_s', entry.get('duration_s')))}</td>"
+            f"<td>{timings_text(timings)}</td></tr>"
+        )
+    return (
+        '<table class="history"><tr><th>finished</th><th>version</th><th>outcome</th>'
+        "<th>labels</th><th>mode</th><th>total</th><th>seconds per phase</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def version_action(row: dict, action_url: str) -> str:
@@ -160,9 +177,11 @@ def version_action(row: dict, action_url: str) -> str:
         return '<span class="live">live</span>'
     if row["refusal"]:
         return f'<span class="muted">{escape(row["refusal"])}</span>'
-    return (f'<form class="make-live" method="post" action="{escape(action_url)}" '
-            f'data-version="{escape(row["version"])}"><button type="submit">make this version '
-            f'live</button></form>')
+    return (
+        f'<form class="make-live" method="post" action="{escape(action_url)}" '
+        f'data-version="{escape(row["version"])}"><button type="submit">make this version '
+        f"live</button></form>"
+    )
 
 
 def prospective_html(measured: dict | None, live: bool = False) -> str:
@@ -172,20 +191,24 @@ def prospective_html(measured: dict | None, live: bool = False) -> str:
         return '<span class="muted">measured at the next round</span>' if live else "–"
     if not measured.get("tasks"):
         return '<span class="muted">no task annotated since</span>'
-    text = (f'<span class="prospective">{percent(measured["accuracy"])}</span> of '
-            f'{int(measured["tasks"])} tasks')
+    text = (
+        f'<span class="prospective">{percent(measured["accuracy"])}</span> of {int(measured["tasks"])} tasks'
+    )
     if measured.get("preselected"):
-        text += (f'<br><span class="muted">pre-selected on {int(measured["preselected"])}: '
-                 f'{percent(measured.get("preselected_accuracy"))} kept</span>')
+        text += (
+            f'<br><span class="muted">pre-selected on {int(measured["preselected"])}: '
+            f"{percent(measured.get('preselected_accuracy'))} kept</span>"
+        )
     return text
 
 
 PROSPECTIVE_NOTE = (
     '<p class="muted">Prospective accuracy: of the tasks annotated after a version was trained '
-    '(counted when the next round collects the labels), how often its guess, the answer '
-    'pre-selected for the annotator, was the annotator\'s label. These tasks were served first '
-    'because the model found them the hardest, so this figure is pessimistic: the model does '
-    'better on the tasks left.</p>')
+    "(counted when the next round collects the labels), how often its guess, the answer "
+    "pre-selected for the annotator, was the annotator's label. These tasks were served first "
+    "because the model found them the hardest, so this figure is pessimistic: the model does "
+    "better on the tasks left.</p>"
+)
 
 
 def versions_html(view: dict, action_url) -> str:
@@ -195,23 +218,28 @@ def versions_html(view: dict, action_url) -> str:
     for row in view["versions"]:
         accuracy = percent(row["accuracy"])
         if row.get("accuracy_std") is not None and row["accuracy"] is not None:
-            accuracy += f' ± {float(row["accuracy_std"]) * 100:.1f}'
+            accuracy += f" ± {float(row['accuracy_std']) * 100:.1f}"
         if row["accuracy_kind"]:
             accuracy += f' <span class="muted">({escape(row["accuracy_kind"])})</span>'
         rows.append(
             f'<tr data-version="{escape(row["version"])}"><td>{escape(row["version"])}</td>'
-            f'<td>{escape(str(row["finished_at"] or "–"))}</td>'
-            f'<td>{escape(str(row["labels"] if row["labels"] is not None else "–"))}</td>'
-            f'<td>{escape(str(row["mode"] or "–"))}</td><td>{accuracy}</td>'
-            f'<td>{prospective_html(row["prospective"], row["live"] and not row["cold_start"])}'
-            '</td>'
-            f'<td>{percent(row["train_acc"])}</td><td>{number(row["lpm_spearman"])}</td>'
-            f'<td>{version_action(row, action_url(row["version"]))}</td></tr>')
-    return ('<table class="versions"><tr><th>version</th><th>finished</th><th>labels</th>'
-            '<th>mode</th><th>accuracy estimate</th><th>prospective accuracy</th>'
-            '<th>train accuracy</th>'
-            '<th>loss module vs true loss (Spearman)</th><th></th></tr>'
-            + "".join(rows) + "</table>" + PROSPECTIVE_NOTE)
+            f"<td>{escape(str(row['finished_at'] or '–'))}</td>"
+            f"<td>{escape(str(row['labels'] if row['labels'] is not None else '–'))}</td>"
+            f"<td>{escape(str(row['mode'] or '–'))}</td><td>{accuracy}</td>"
+            f"<td>{prospective_html(row['prospective'], row['live'] and not row['cold_start'])}"
+            "</td>"
+            f"<td>{percent(row['train_acc'])}</td><td>{number(row['lpm_spearman'])}</td>"
+            f"<td>{version_action(row, action_url(row['version']))}</td></tr>"
+        )
+    return (
+        '<table class="versions"><tr><th>version</th><th>finished</th><th>labels</th>'
+        "<th>mode</th><th>accuracy estimate</th><th>prospective accuracy</th>"
+        "<th>train accuracy</th>"
+        "<th>loss module vs true loss (Spearman)</th><th></th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + PROSPECTIVE_NOTE
+    )
 
 
 def top_tasks_html(view: dict, links: dict) -> str:
@@ -221,21 +249,25 @@ def top_tasks_html(view: dict, links: dict) -> str:
         f'<tr><td><img class="thumb" src="{escape(links["thumbnail"](t["task_id"]))}" alt="" '
         f'loading="lazy"></td>'
         f'<td><a href="{escape(links["task"](t["task_id"]))}">task {t["task_id"]}</a></td>'
-        f'<td>{number(t["score"], 4)}</td><td>{escape(str(t["label"] or "–"))}</td>'
-        f'<td>{percent(t["probability"])}</td></tr>' for t in view["top_tasks"])
-    return ('<table class="top-tasks"><tr><th></th><th>task</th><th>score (0 = first)</th>'
-            '<th>the model\'s guess</th><th>its probability</th></tr>' + rows + "</table>")
+        f"<td>{number(t['score'], 4)}</td><td>{escape(str(t['label'] or '–'))}</td>"
+        f"<td>{percent(t['probability'])}</td></tr>"
+        for t in view["top_tasks"]
+    )
+    return (
+        '<table class="top-tasks"><tr><th></th><th>task</th><th>score (0 = first)</th>'
+        "<th>the model's guess</th><th>its probability</th></tr>" + rows + "</table>"
+    )
 
 
 def rollback_html(view: dict) -> str:
     rolled = view.get("rollback")
     if not isinstance(rolled, dict):
         return ""
-    text = f'Making {rolled.get("version")} live: {rolled.get("state")}'
+    text = f"Making {rolled.get('version')} live: {rolled.get('state')}"
     if rolled.get("phase"):
-        text += f' ({rolled["phase"]})'
+        text += f" ({rolled['phase']})"
     if rolled.get("predictions_pushed") is not None:
-        text += f', {rolled["predictions_pushed"]} predictions pushed'
+        text += f", {rolled['predictions_pushed']} predictions pushed"
     return f'<p class="notice">{escape(text)}</p>'
 
 
@@ -245,30 +277,34 @@ def project_html(view: dict, links: dict) -> str:
     return (
         f'<section id="project-{pid}"><h2>Project {pid}</h2>'
         f'<p>Live version: <b class="live-version">{live}</b>'
-        f'{" · published " + escape(view["published_at"]) if view["published_at"] else ""}'
-        f' · annotation changes since the last round: {escape(str(view["pending_changes"]))}</p>'
-        f'{rollback_html(view)}<h3>Round in progress</h3>'
+        f"{' · published ' + escape(view['published_at']) if view['published_at'] else ''}"
+        f" · annotation changes since the last round: {escape(str(view['pending_changes']))}</p>"
+        f"{rollback_html(view)}<h3>Round in progress</h3>"
         f'<div id="round-{pid}" data-running="{1 if view["running"] else 0}">'
-        f'{round_html(view)}</div><h3>Errors</h3>{problems_html(view)}'
-        f'<h3>Learning curve</h3>{learning_curve_svg(view["curve"])}'
+        f"{round_html(view)}</div><h3>Errors</h3>{problems_html(view)}"
+        f"<h3>Learning curve</h3>{learning_curve_svg(view['curve'])}"
         '<p class="muted">Accuracy estimate: cross-validated over the labels (k folds, ± one '
-        'standard deviation over the folds, the bars of the plot): the model\'s recipe where the '
-        'round searched one, else a linear classifier on the backbone\'s features (the colour '
-        'choice); a held-out part of the labels where the trainer kept one. Train accuracy is '
-        'measured on the training labels themselves (optimistic).</p>'
-        f'<h3>Versions</h3>{versions_html(view, links["make_live"])}'
-        f'<h3>What annotators get next</h3>{top_tasks_html(view, links)}'
-        f'<h3>History of rounds</h3>{history_html(view)}</section>')
+        "standard deviation over the folds, the bars of the plot): the model's recipe where the "
+        "round searched one, else a linear classifier on the backbone's features (the colour "
+        "choice); a held-out part of the labels where the trainer kept one. Train accuracy is "
+        "measured on the training labels themselves (optimistic).</p>"
+        f"<h3>Versions</h3>{versions_html(view, links['make_live'])}"
+        f"<h3>What annotators get next</h3>{top_tasks_html(view, links)}"
+        f"<h3>History of rounds</h3>{history_html(view)}</section>"
+    )
 
 
-def page_html(views: list[dict], links_for, progress_url: str, nonce: str,
-              notices: list[str]) -> str:
-    body = "".join(project_html(view, links_for(view["project_id"])) for view in views) or \
-        '<p class="muted">No project has connected yet: connect this backend in a Label Studio ' \
+def page_html(views: list[dict], links_for, progress_url: str, nonce: str, notices: list[str]) -> str:
+    body = (
+        "".join(project_html(view, links_for(view["project_id"])) for view in views)
+        or '<p class="muted">No project has connected yet: connect this backend in a Label Studio '
         "project's Model settings.</p>"
+    )
     notes = "".join(f'<p class="notice">{escape(n)}</p>' for n in notices)
-    return ('<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>Active learning backend</title><style>{STYLE}</style></head>'
-            f'<body data-progress-url="{escape(progress_url)}"><h1>Active learning backend</h1>'
-            f'{notes}{body}<script nonce="{nonce}">{SCRIPT}</script></body></html>')
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Active learning backend</title><style>{STYLE}</style></head>"
+        f'<body data-progress-url="{escape(progress_url)}"><h1>Active learning backend</h1>'
+        f'{notes}{body}<script nonce="{nonce}">{SCRIPT}</script></body></html>'
+    )

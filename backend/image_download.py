@@ -4,6 +4,7 @@ redirects, each checked against the policy; the Label Studio token only ever goe
 A download that failed in a way a later attempt may not meet (a connection error, a timeout, HTTP
 5xx or 429, a failed token refresh) is tried again, ``retries`` times with exponential backoff.
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,7 +23,7 @@ from backend.ls_auth import LabelStudioError, TokenAuth
 MAX_REDIRECTS = 3
 # answers after which a GET is tried again: a server (or its proxy) restarting or overloaded
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-RETRY_WAIT_MAX_S = 30.0   # longest pause before another attempt (a Retry-After included)
+RETRY_WAIT_MAX_S = 30.0  # longest pause before another attempt (a Retry-After included)
 # Images in a row (over all fetch threads) whose every attempt failed transiently: the server is
 # down, not blipping, so later images get one attempt each until one succeeds; a long outage then
 # costs what it cost without retries, and the round reports it (PUBLISH_MAX_UNSCORED_SHARE).
@@ -34,8 +35,7 @@ class ImageFetchError(ValueError):
     failure another attempt may not meet (connection error, timeout, HTTP 5xx or 429, a failed
     token refresh); ``retry_after_s``: the server's Retry-After, when it sent one."""
 
-    def __init__(self, message: str, *, transient: bool = False,
-                 retry_after_s: float | None = None):
+    def __init__(self, message: str, *, transient: bool = False, retry_after_s: float | None = None):
         super().__init__(message)
         self.transient = transient
         self.retry_after_s = retry_after_s
@@ -45,9 +45,16 @@ class ImageDownloader:
     """Task images from Label Studio (with its token ``auth``), from ``allowed_hosts`` (without),
     from presigned cloud URLs Label Studio hands out, or from ``local_files_root`` on disk."""
 
-    def __init__(self, label_studio_url: str, auth: TokenAuth, *,
-                 allowed_hosts: tuple[str, ...] = (), local_files_root: Path | None = None,
-                 retries: int = 0, backoff_s: float = 1.0):
+    def __init__(
+        self,
+        label_studio_url: str,
+        auth: TokenAuth,
+        *,
+        allowed_hosts: tuple[str, ...] = (),
+        local_files_root: Path | None = None,
+        retries: int = 0,
+        backoff_s: float = 1.0,
+    ):
         """``retries``: further attempts of a download that failed transiently, the first after
         ``backoff_s`` seconds, each next one after twice the pause before (at most
         RETRY_WAIT_MAX_S; a longer Retry-After is cut to it)."""
@@ -56,20 +63,25 @@ class ImageDownloader:
         self.local_files_root = local_files_root
         self.retries = retries
         self.backoff_s = backoff_s
-        self._failed_in_a_row = 0   # images whose every attempt failed transiently (OUTAGE_IMAGES)
+        self._failed_in_a_row = 0  # images whose every attempt failed transiently (OUTAGE_IMAGES)
         self._outage_lock = threading.Lock()
         self._auth = auth
         # Image downloads keep their own deadline per attempt (_download) and their own retries
         # (_download_retried): a GET of an image changes nothing, so it is safe to repeat.
         self._session = requests.Session()
 
-    def fetch_image_bytes(self, raw_url: str, *, task_id: int | None, max_bytes: int,
-                          timeout_s: float) -> bytes:
+    def fetch_image_bytes(
+        self, raw_url: str, *, task_id: int | None, max_bytes: int, timeout_s: float
+    ) -> bytes:
         """Bytes of a task's image, following the URL policy of backend.image_urls."""
         try:
             source = image_urls.resolve_image_source(
-                raw_url, task_id=task_id, label_studio_url=self.label_studio_url,
-                allowed_hosts=self.allowed_hosts, local_files_root=self.local_files_root)
+                raw_url,
+                task_id=task_id,
+                label_studio_url=self.label_studio_url,
+                allowed_hosts=self.allowed_hosts,
+                local_files_root=self.local_files_root,
+            )
         except ImageURLRefused as exc:
             raise ImageFetchError(f"image URL refused: {exc}") from None
         if source.kind == "data_uri":
@@ -91,15 +103,16 @@ class ImageDownloader:
                 data = self._download(source, max_bytes, timeout_s)
             except ImageFetchError as exc:
                 if exc.transient and attempt < retries:
-                    pause = max(self.backoff_s * 2 ** attempt, exc.retry_after_s or 0.0)
+                    pause = max(self.backoff_s * 2**attempt, exc.retry_after_s or 0.0)
                     time.sleep(min(pause, RETRY_WAIT_MAX_S))
                     attempt += 1
                     continue
-                with self._outage_lock:   # a permanent failure: the server answers
+                with self._outage_lock:  # a permanent failure: the server answers
                     self._failed_in_a_row = self._failed_in_a_row + 1 if exc.transient else 0
                 if attempt:
-                    raise ImageFetchError(f"{exc} ({attempt + 1} attempts)",
-                                          transient=exc.transient) from None
+                    raise ImageFetchError(
+                        f"{exc} ({attempt + 1} attempts)", transient=exc.transient
+                    ) from None
                 raise
             with self._outage_lock:
                 self._failed_in_a_row = 0
@@ -107,7 +120,7 @@ class ImageDownloader:
 
     def _download(self, source: ImageSource, max_bytes: int, timeout_s: float) -> bytes:
         url, send_auth = source.url, source.send_auth
-        deadline = time.monotonic() + timeout_s   # for the whole download, redirects included
+        deadline = time.monotonic() + timeout_s  # for the whole download, redirects included
         refreshed = False
         hops = 0
         while hops <= MAX_REDIRECTS:
@@ -116,22 +129,22 @@ class ImageDownloader:
                 raise ImageFetchError(_too_slow(timeout_s), transient=True)
             try:
                 headers = self._auth.header() if send_auth else {}
-                response = self._session.get(url, headers=headers, timeout=remaining,
-                                             allow_redirects=False, stream=True)
+                response = self._session.get(
+                    url, headers=headers, timeout=remaining, allow_redirects=False, stream=True
+                )
             except requests.RequestException as exc:
-                raise ImageFetchError(f"image download failed: {type(exc).__name__}",
-                                      transient=isinstance(exc, (requests.ConnectionError,
-                                                                 requests.Timeout))) from None
-            except LabelStudioError as exc:   # the token exchange failed: Label Studio away?
+                raise ImageFetchError(
+                    f"image download failed: {type(exc).__name__}",
+                    transient=isinstance(exc, (requests.ConnectionError, requests.Timeout)),
+                ) from None
+            except LabelStudioError as exc:  # the token exchange failed: Label Studio away?
                 raise ImageFetchError(f"token refresh failed: {exc}", transient=True) from None
             with response:
-                if (response.status_code == 401 and send_auth and not refreshed
-                        and self._auth.refreshes):
-                    try:   # access token expired mid-job: refresh once
+                if response.status_code == 401 and send_auth and not refreshed and self._auth.refreshes:
+                    try:  # access token expired mid-job: refresh once
                         self._auth.refresh(headers)
                     except LabelStudioError as exc:
-                        raise ImageFetchError(f"token refresh failed: {exc}",
-                                              transient=True) from None
+                        raise ImageFetchError(f"token refresh failed: {exc}", transient=True) from None
                     refreshed = True
                     continue
                 hops += 1
@@ -140,7 +153,8 @@ class ImageDownloader:
                     url = requests.compat.urljoin(url, location)
                     try:
                         send_auth = image_urls.check_fetch_allowed(
-                            url, self.label_studio_url, self.allowed_hosts)
+                            url, self.label_studio_url, self.allowed_hosts
+                        )
                     except ImageURLRefused as exc:
                         if source.kind != "presign":
                             raise ImageFetchError(f"redirect refused: {exc}") from None
@@ -152,7 +166,8 @@ class ImageDownloader:
                     raise ImageFetchError(
                         f"image download failed: HTTP {response.status_code}",
                         transient=response.status_code in RETRY_STATUS,
-                        retry_after_s=_retry_after_s(response.headers.get("Retry-After")))
+                        retry_after_s=_retry_after_s(response.headers.get("Retry-After")),
+                    )
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
                     raise ImageFetchError(f"image larger than IMAGE_MAX_BYTES ({max_bytes} bytes)")
@@ -172,15 +187,14 @@ def _retry_after_s(value: str | None) -> float | None:
         return None
 
 
-def read_body(response: requests.Response, max_bytes: int, deadline: float,
-              timeout_s: float) -> bytes:
+def read_body(response: requests.Response, max_bytes: int, deadline: float, timeout_s: float) -> bytes:
     """The body, at most max_bytes, read before the deadline.
 
     requests' timeout bounds each socket read, not the download: a server dripping one byte per
     second would hold a fetch thread for hours. read1() does at most one socket read per call, so
     the deadline is checked between reads.
     """
-    read1 = getattr(response.raw, "read1", None)          # urllib3 >= 2
+    read1 = getattr(response.raw, "read1", None)  # urllib3 >= 2
     chunks_iter: Iterator[bytes] = iter(()) if read1 else response.iter_content(16 * 1024)
     chunks: list[bytes] = []
     total = 0

@@ -4,6 +4,7 @@ A task's data is user input. A backend that fetches whatever URL it is handed is
 every URL is resolved against Label Studio's own address and an explicit allow-list, and the Label
 Studio token is only ever sent to Label Studio itself.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,9 +24,9 @@ CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "gcs")
 
 @dataclass(frozen=True)
 class ImageSource:
-    kind: str            # "label_studio" | "allowed_host" | "data_uri" | "local_file" | "presign"
-    url: str             # absolute URL to GET (or the data: URI / local path)
-    send_auth: bool      # attach the Label Studio token (only ever to Label Studio itself)
+    kind: str  # "label_studio" | "allowed_host" | "data_uri" | "local_file" | "presign"
+    url: str  # absolute URL to GET (or the data: URI / local path)
+    send_auth: bool  # attach the Label Studio token (only ever to Label Studio itself)
 
 
 def host_key(url: str) -> str:
@@ -53,8 +54,10 @@ def _normalise_allowed(allowed_hosts: tuple[str, ...]) -> set[str]:
 
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
-METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"),      # AWS IMDS over IPv6
-                      ipaddress.ip_address("100.100.100.200")}    # Alibaba Cloud metadata
+METADATA_ADDRESSES = {
+    ipaddress.ip_address("fd00:ec2::254"),  # AWS IMDS over IPv6
+    ipaddress.ip_address("100.100.100.200"),
+}  # Alibaba Cloud metadata
 
 
 def parse_ip(hostname: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -82,8 +85,12 @@ def is_link_local_or_metadata(hostname: str) -> bool:
     address = parse_ip(hostname)
     if address is None:
         return hostname.lower().rstrip(".") in METADATA_HOSTS
-    return (address.is_link_local or address.is_multicast or address.is_unspecified
-            or address in METADATA_ADDRESSES)
+    return (
+        address.is_link_local
+        or address.is_multicast
+        or address.is_unspecified
+        or address in METADATA_ADDRESSES
+    )
 
 
 def check_fetch_allowed(url: str, label_studio_url: str, allowed_hosts: tuple[str, ...]) -> bool:
@@ -93,8 +100,8 @@ def check_fetch_allowed(url: str, label_studio_url: str, allowed_hosts: tuple[st
     """
     try:
         parts = urlsplit(url)
-        parts.port   # noqa: B018 - raises ValueError for a port that is not a number / too big
-    except ValueError as exc:   # e.g. "http://[::1" or "http://host:99999"
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number / too big
+    except ValueError as exc:  # e.g. "http://[::1" or "http://host:99999"
         raise ImageURLRefused(f"malformed URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise ImageURLRefused(f"scheme {parts.scheme or '(none)'!r} is not fetched")
@@ -107,20 +114,29 @@ def check_fetch_allowed(url: str, label_studio_url: str, allowed_hosts: tuple[st
         return True
     if key in _normalise_allowed(allowed_hosts):
         return False
-    raise ImageURLRefused(
-        f"host {key} is neither Label Studio's nor in ALLOWED_IMAGE_HOSTS")
+    raise ImageURLRefused(f"host {key} is neither Label Studio's nor in ALLOWED_IMAGE_HOSTS")
 
 
-def resolve_image_source(raw: str, *, task_id: int | None, label_studio_url: str,
-                         allowed_hosts: tuple[str, ...] = (),
-                         local_files_root: Path | None = None) -> ImageSource:
+def resolve_image_source(
+    raw: str,
+    *,
+    task_id: int | None,
+    label_studio_url: str,
+    allowed_hosts: tuple[str, ...] = (),
+    local_files_root: Path | None = None,
+) -> ImageSource:
     """Map a task's image reference to how to get it, or refuse it with a reason."""
     try:
-        return _resolve(_without_tabs_and_newlines(raw.strip()), task_id, label_studio_url,
-                        allowed_hosts, local_files_root)
+        return _resolve(
+            _without_tabs_and_newlines(raw.strip()),
+            task_id,
+            label_studio_url,
+            allowed_hosts,
+            local_files_root,
+        )
     except ImageURLRefused:
         raise
-    except ValueError as exc:   # urlsplit/urljoin on e.g. "http://[" or a non-numeric port
+    except ValueError as exc:  # urlsplit/urljoin on e.g. "http://[" or a non-numeric port
         raise ImageURLRefused(f"malformed URL: {exc}") from None
 
 
@@ -134,8 +150,13 @@ def _without_tabs_and_newlines(raw: str) -> str:
 _TAB_AND_NEWLINES = {ord("\t"): None, ord("\n"): None, ord("\r"): None}
 
 
-def _resolve(raw: str, task_id: int | None, label_studio_url: str,
-             allowed_hosts: tuple[str, ...], local_files_root: Path | None) -> ImageSource:
+def _resolve(
+    raw: str,
+    task_id: int | None,
+    label_studio_url: str,
+    allowed_hosts: tuple[str, ...],
+    local_files_root: Path | None,
+) -> ImageSource:
     if raw.startswith("data:"):
         return ImageSource("data_uri", raw, False)
     scheme = urlsplit(raw).scheme.lower()

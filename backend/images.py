@@ -4,18 +4,17 @@ One bad image never fails a batch: it is skipped and its reason counted in the j
 
 The cache holds two kinds of entry in one directory under one byte bound: an image's downloaded
 bytes (keyed by its reference) and, for scoring, its model-ready array (the uint8 pixels of
-``model.data.model_ready_array``, keyed by the reference and everything that changes them), so a
-later round reads each pool image's array instead of decoding and resizing it again.
+``model.data.model_ready_array``, keyed by the reference and everything that changes them:
+backend.image_arrays), so a later round reads each pool image's array instead of decoding and
+resizing it again.
 """
+
 from __future__ import annotations
 
 import copy
 import errno
-import functools
 import hashlib
-import io
 import logging
-import math
 import os
 import threading
 from collections import Counter
@@ -28,19 +27,21 @@ from typing import Protocol, TypeVar
 import numpy as np
 from PIL import Image
 
+from backend.image_arrays import array_cache_key, decode_array, encode_array
 from backend.image_download import ImageFetchError
 from backend.ls_auth import LabelStudioError
 from model.atomic import atomic_write_bytes, remove_stale_temps
-from model.data import MODEL_ARRAY_VERSION, ImageError, load_image_bytes, model_ready_array, resize_for_model
+from model.data import ImageError, load_image_bytes, model_ready_array, resize_for_model
 
 log = logging.getLogger(__name__)
-FETCH_THREADS = 8   # downloads are I/O bound; 8 parallel requests keep Label Studio responsive
+FETCH_THREADS = 8  # downloads are I/O bound; 8 parallel requests keep Label Studio responsive
 
 
 @dataclass
 class FetchReport:
     """Which tasks could not be used and why (reason -> count, plus a few examples), and which
     of them failed transiently (another attempt later may succeed: see ImageFetchError)."""
+
     failed: dict[int, str] = field(default_factory=dict)
     transient: set[int] = field(default_factory=set)
 
@@ -54,8 +55,12 @@ class FetchReport:
     def summary(self, examples: int = 5) -> dict:
         counts = Counter(_reason_kind(r) for r in self.failed.values())
         sample = dict(list(self.failed.items())[:examples])
-        return {"skipped_tasks": len(self.failed), "transient_tasks": len(self.transient),
-                "reasons": dict(counts), "examples": {str(k): v for k, v in sample.items()}}
+        return {
+            "skipped_tasks": len(self.failed),
+            "transient_tasks": len(self.transient),
+            "reasons": dict(counts),
+            "examples": {str(k): v for k, v in sample.items()},
+        }
 
 
 def _reason_kind(reason: str) -> str:
@@ -79,14 +84,15 @@ class ImageCache:
     image is used all the same, only not kept). Temp files left by killed processes are deleted
     at the first write and at every prune once older than STALE_TEMP_S.
     """
-    PRUNE_TO = 0.9   # prune below the bound, so a full cache is not rescanned on every write
-    STALE_TEMP_S = 3600.0   # a temp file this old belongs to no write in flight
+
+    PRUNE_TO = 0.9  # prune below the bound, so a full cache is not rescanned on every write
+    STALE_TEMP_S = 3600.0  # a temp file this old belongs to no write in flight
 
     def __init__(self, directory: Path, max_bytes: int = 0):
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._total: int | None = None    # bytes on disk as last counted plus our writes since
+        self._total: int | None = None  # bytes on disk as last counted plus our writes since
         self._temps_checked = False
 
     def path(self, url: str) -> Path:
@@ -97,8 +103,8 @@ class ImageCache:
         path = self.path(url)
         try:
             data = path.read_bytes()
-            os.utime(path)            # recently used: evicted last
-        except OSError:               # absent, or evicted by another process meanwhile
+            os.utime(path)  # recently used: evicted last
+        except OSError:  # absent, or evicted by another process meanwhile
             return None
         return data
 
@@ -131,8 +137,7 @@ class ImageCache:
             else:
                 self._total += len(data)
             if self._total > self.max_bytes:
-                self._total = prune(self.directory, int(self.max_bytes * self.PRUNE_TO),
-                                    self.STALE_TEMP_S)
+                self._total = prune(self.directory, int(self.max_bytes * self.PRUNE_TO), self.STALE_TEMP_S)
         return True
 
     def evict_for_space(self) -> int:
@@ -172,8 +177,11 @@ def remove_stale_temps_under(directory: Path, older_than_s: float) -> int:
     file is a temp file (older versions named theirs ``.<digest>.<hex>``, without ``.tmp``)."""
     if not directory.is_dir():
         return 0
-    return sum(remove_stale_temps(sub, older_than_s, lambda name: name.startswith("."))
-               for sub in directory.iterdir() if sub.is_dir())
+    return sum(
+        remove_stale_temps(sub, older_than_s, lambda name: name.startswith("."))
+        for sub in directory.iterdir()
+        if sub.is_dir()
+    )
 
 
 def prune(directory: Path, keep_bytes: int, stale_temp_s: float | None = None) -> int:
@@ -191,62 +199,6 @@ def prune(directory: Path, keep_bytes: int, stale_temp_s: float | None = None) -
     return total
 
 
-# --------------------------------------------------------------------------- model-ready arrays
-
-ARRAY_DIGEST_BYTES = 16   # blake2b digest after a cached array's .npy bytes: damage is a miss
-
-
-def array_cache_key(url: str, image_size: int, channels: int, max_pixels: int) -> str:
-    """Cache key of an image's model-ready array: its reference and everything that changes the
-    array (size, channels, the preprocessing's version) or whether there is one (the pixel limit
-    that refuses an image, so a lowered IMAGE_MAX_PIXELS is not bypassed by an older array)."""
-    return (f"model-array/v{MODEL_ARRAY_VERSION}/{image_size}x{image_size}x{channels}"
-            f"/max-pixels-{max_pixels}/{url}")
-
-
-@functools.lru_cache(maxsize=16)
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    """The header np.save writes for a uint8 array of ``shape`` (the same for every such array)."""
-    out = io.BytesIO()
-    np.save(out, np.zeros(shape, np.uint8), allow_pickle=False)
-    return out.getvalue()[:-math.prod(shape)]
-
-
-def encode_array(array: np.ndarray) -> bytes:
-    """An array as .npy bytes (what np.save writes) followed by their digest; the file stays
-    readable by np.load."""
-    if array.dtype == np.uint8:
-        payload = _npy_header(array.shape) + np.ascontiguousarray(array).tobytes()
-    else:
-        out = io.BytesIO()
-        np.save(out, array, allow_pickle=False)
-        payload = out.getvalue()
-    return payload + hashlib.blake2b(payload, digest_size=ARRAY_DIGEST_BYTES).digest()
-
-
-def decode_array(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """The uint8 array of ``shape`` that ``encode_array`` wrote (read-only); ValueError for
-    anything else (truncated, damaged, another shape or dtype, a pickle)."""
-    payload, digest = data[:-ARRAY_DIGEST_BYTES], data[-ARRAY_DIGEST_BYTES:]
-    if len(data) <= ARRAY_DIGEST_BYTES or (
-            hashlib.blake2b(payload, digest_size=ARRAY_DIGEST_BYTES).digest() != digest):
-        raise ValueError(f"checksum mismatch ({len(data)} bytes): truncated or damaged")
-    header = _npy_header(shape)
-    if payload.startswith(header) and len(payload) == len(header) + math.prod(shape):
-        # the header this process writes for exactly this shape and dtype: the pixels follow
-        # (np.load would parse the header with ast, ~0.1 ms: more than reading the file)
-        return np.frombuffer(payload, np.uint8, offset=len(header)).reshape(shape)
-    try:   # another header layout (another numpy wrote it): numpy's own reader, never a pickle
-        array = np.load(io.BytesIO(payload), allow_pickle=False)
-    except (OSError, EOFError, SyntaxError) as exc:
-        raise ValueError(f"not a .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.shape != shape:
-        raise ValueError(f"expected uint8 {shape}, found {getattr(array, 'dtype', '?')} "
-                         f"{getattr(array, 'shape', '?')}")
-    array.flags.writeable = False   # like the fast path's: a cached array is never changed
-    return array
-
-
 # --------------------------------------------------------------------------- fetcher
 
 Item = TypeVar("Item")
@@ -256,8 +208,9 @@ Cached = TypeVar("Cached")
 class ImageBytesSource(Protocol):
     """Where image bytes come from: backend.image_download.ImageDownloader (tests: stand-ins)."""
 
-    def fetch_image_bytes(self, raw_url: str, *, task_id: int | None, max_bytes: int,
-                          timeout_s: float) -> bytes: ...
+    def fetch_image_bytes(
+        self, raw_url: str, *, task_id: int | None, max_bytes: int, timeout_s: float
+    ) -> bytes: ...
 
 
 class ImageFetcher:
@@ -265,16 +218,25 @@ class ImageFetcher:
     array (``fetch_array``: scoring), through the cache in ``cache_dir`` when one is given.
     ``cache_arrays=False`` makes arrays afresh every time (to compare or measure)."""
 
-    def __init__(self, source: ImageBytesSource, cache_dir: Path | None, *, max_bytes: int,
-                 max_pixels: int, timeout_s: float, resize_to: int | None = None,
-                 threads: int = FETCH_THREADS, cache_max_bytes: int = 0,
-                 cache_arrays: bool = True):
+    def __init__(
+        self,
+        source: ImageBytesSource,
+        cache_dir: Path | None,
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        timeout_s: float,
+        resize_to: int | None = None,
+        threads: int = FETCH_THREADS,
+        cache_max_bytes: int = 0,
+        cache_arrays: bool = True,
+    ):
         self.source = source
         self.cache = ImageCache(cache_dir, cache_max_bytes) if cache_dir else None
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.timeout_s = timeout_s
-        self.resize_to = resize_to      # the model's input size: keeps a big labeled set in memory
+        self.resize_to = resize_to  # the model's input size: keeps a big labeled set in memory
         self.threads = threads
         self.cache_arrays = cache_arrays and self.cache is not None
 
@@ -290,8 +252,7 @@ class ImageFetcher:
         image = self._decoded(url, task_id)
         return resize_for_model(image, self.resize_to) if self.resize_to else image
 
-    def fetch_array(self, url: str, task_id: int | None, image_size: int,
-                    channels: int) -> np.ndarray:
+    def fetch_array(self, url: str, task_id: int | None, image_size: int, channels: int) -> np.ndarray:
         """The image's ``model_ready_array`` for a model of ``image_size`` and ``channels``: read
         from the cache when an earlier round made it, else decoded, resized and kept. Raises
         like ``fetch_image``."""
@@ -302,17 +263,18 @@ class ImageFetcher:
                 return array
         array = model_ready_array(self._decoded(url, task_id), image_size, channels)
         if self.cache_arrays and self.cache is not None:
-            self.cache.put(key, encode_array(array))   # a failed write is logged and skipped
+            self.cache.put(key, encode_array(array))  # a failed write is logged and skipped
         return array
 
     def _decoded(self, url: str, task_id: int | None) -> Image.Image:
         image = self._cached_image(url)
         if image is None:
-            data = self.source.fetch_image_bytes(url, task_id=task_id, max_bytes=self.max_bytes,
-                                                 timeout_s=self.timeout_s)
-            image = load_image_bytes(data, max_pixels=self.max_pixels)   # raises: not cached
+            data = self.source.fetch_image_bytes(
+                url, task_id=task_id, max_bytes=self.max_bytes, timeout_s=self.timeout_s
+            )
+            image = load_image_bytes(data, max_pixels=self.max_pixels)  # raises: not cached
             if self.cache is not None:
-                self.cache.put(url, data)   # a full disk: used all the same, only not kept
+                self.cache.put(url, data)  # a full disk: used all the same, only not kept
         return image
 
     def _cached(self, key: str, decode: Callable[[bytes], Cached], what: str) -> Cached | None:
@@ -326,36 +288,39 @@ class ImageFetcher:
             return None
         try:
             return decode(data)
-        except ValueError as exc:   # ImageError is a ValueError too
+        except ValueError as exc:  # ImageError is a ValueError too
             log.warning("image cache: unreadable %s (%s); made again", what, exc)
             self.cache.discard(key)
             return None
 
     def _cached_array(self, key: str, url: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        return self._cached(key, lambda data: decode_array(data, shape),
-                            f"model-ready array of {url[:120]}")
+        return self._cached(key, lambda data: decode_array(data, shape), f"model-ready array of {url[:120]}")
 
     def _cached_image(self, url: str) -> Image.Image | None:
-        return self._cached(url, lambda data: load_image_bytes(data, max_pixels=self.max_pixels),
-                            f"image {url[:120]}")
+        return self._cached(
+            url, lambda data: load_image_bytes(data, max_pixels=self.max_pixels), f"image {url[:120]}"
+        )
 
-    def fetch_many(self, items: list[tuple[int, str]], report: FetchReport
-                   ) -> list[tuple[int, Image.Image]]:
+    def fetch_many(self, items: list[tuple[int, str]], report: FetchReport) -> list[tuple[int, Image.Image]]:
         """(task id, url) pairs -> (task id, image) for those that worked, in input order."""
         return self._map(items, report, self.fetch_image)
 
-    def fetch_arrays(self, items: list[tuple[int, str]], report: FetchReport, *,
-                     image_size: int, channels: int) -> list[tuple[int, np.ndarray]]:
+    def fetch_arrays(
+        self, items: list[tuple[int, str]], report: FetchReport, *, image_size: int, channels: int
+    ) -> list[tuple[int, np.ndarray]]:
         """(task id, url) pairs -> (task id, model-ready array) for those that worked, in input
         order: what scoring reads, each image decoded and resized once across rounds."""
-        return self._map(items, report,
-                         lambda url, task_id: self.fetch_array(url, task_id, image_size, channels))
+        return self._map(
+            items, report, lambda url, task_id: self.fetch_array(url, task_id, image_size, channels)
+        )
 
-    def _map(self, items: list[tuple[int, str]], report: FetchReport,
-             fetch: Callable[[str, int], Item]) -> list[tuple[int, Item]]:
+    def _map(
+        self, items: list[tuple[int, str]], report: FetchReport, fetch: Callable[[str, int], Item]
+    ) -> list[tuple[int, Item]]:
         """``fetch(url, task_id)`` of every item on the fetch threads (downloads wait on the
         network, and PIL releases the GIL while it decodes and resizes); failures go to
         ``report`` with their reason."""
+
         def one(item):
             task_id, url = item
             try:

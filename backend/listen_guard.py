@@ -1,5 +1,6 @@
 """Whether the HTTP backend may listen where it is told to: an address beyond loopback without
 authentication is refused (gunicorn's start hook, backend/gunicorn_conf.py, asks)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -17,23 +18,25 @@ def listen_refusal(binds, settings: Settings) -> str | None:
     open_to = [bind for bind in binds if not _is_loopback_bind(str(bind))]
     if not open_to:
         return None
-    return (f"the backend would listen on {', '.join(map(str, open_to))} (beyond loopback) "
-            "without authentication: set BASIC_AUTH_USER and BASIC_AUTH_PASS (and the same in "
-            "Label Studio's model connection), listen on 127.0.0.1 (HOST), or set "
-            "ALLOW_UNAUTHENTICATED_NETWORK=true where only trusted peers reach that address")
+    return (
+        f"the backend would listen on {', '.join(map(str, open_to))} (beyond loopback) "
+        "without authentication: set BASIC_AUTH_USER and BASIC_AUTH_PASS (and the same in "
+        "Label Studio's model connection), listen on 127.0.0.1 (HOST), or set "
+        "ALLOW_UNAUTHENTICATED_NETWORK=true where only trusted peers reach that address"
+    )
 
 
 def _is_loopback_bind(bind: str) -> bool:
     if bind.startswith(("unix:", "fd://")):
         return True
     host = bind
-    if host.startswith("["):                  # [::1]:9090
-        host = host[1:host.find("]")]
-    elif host.count(":") == 1:                # 127.0.0.1:9090, localhost:9090
+    if host.startswith("["):  # [::1]:9090
+        host = host[1 : host.find("]")]
+    elif host.count(":") == 1:  # 127.0.0.1:9090, localhost:9090
         host = host.rsplit(":", 1)[0]
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:                        # another host name: it may resolve anywhere
+    except ValueError:  # another host name: it may resolve anywhere
         return False

@@ -6,6 +6,7 @@ token (300 s in Label Studio 1.23) that is refreshed before it expires or on a 4
 appears in logs, exceptions or status output. The API client (backend.ls_client), the image
 downloads (backend.image_download) and the test harness (scripts/lib/lslocal) share this one refresh.
 """
+
 from __future__ import annotations
 
 import threading
@@ -109,10 +110,13 @@ class TokenAuth:
         try:
             response = self._session.post(url, json={"refresh": self._token}, timeout=self._timeout_s)
         except requests.RequestException as exc:
-            raise LabelStudioError(f"cannot reach Label Studio to refresh the access token: "
-                                   f"{type(exc).__name__}") from None
+            raise LabelStudioError(
+                f"cannot reach Label Studio to refresh the access token: {type(exc).__name__}"
+            ) from None
         if response.status_code != 200 or "access" not in json_or_empty(response):
             raise LabelStudioError(
                 f"Label Studio refused the personal access token (HTTP {response.status_code}); "
-                "check LABEL_STUDIO_API_KEY", response.status_code)
+                "check LABEL_STUDIO_API_KEY",
+                response.status_code,
+            )
         return response.json()["access"]

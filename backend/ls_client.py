@@ -1,9 +1,10 @@
 """The Label Studio API: the one module that calls it (task images: backend.image_download).
 
 Credentials and their refresh are backend.ls_auth's. Reads, updates and deletes are retried after
-connection errors, lost answers and 5xx/429 (urllib3's Retry, capped Retry-After); creating POSTs
-only where Label Studio surely did nothing, so a lost answer to a prediction import surfaces as
-``LabelStudioError.outcome_unknown`` and the caller looks before it re-posts (no duplicates).
+connection errors, lost answers and 5xx/429 (backend.ls_retry: urllib3's Retry, capped
+Retry-After); creating POSTs only where Label Studio surely did nothing, so a lost answer to a
+prediction import surfaces as ``LabelStudioError.outcome_unknown`` and the caller looks before it
+re-posts (no duplicates).
 
 Why the calls below are written by hand and not made through label-studio-sdk's client: its
 endpoints work with Label Studio 1.23 (PAT exchange, the task pager, sparse ``include``), but its
@@ -22,6 +23,7 @@ defect against a local server, and fails once a release fixes it (then move the 
 The defects shared by every call ([sdk-no-401], [sdk-subpath], [sdk-read-timeout],
 [sdk-fixed-waits]) are named once here; each call's comment names what else it would lose.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,98 +34,32 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from backend.image_download import ImageDownloader
 from backend.ls_auth import LabelStudioError, TokenAuth, json_or_empty
+from backend.ls_retry import IDEMPOTENT_METHODS, attempts, failure_message, retry_policy, session_with
 
-__all__ = ["LabelStudioClient", "LabelStudioError", "retry_policy"]
+__all__ = ["LabelStudioClient", "LabelStudioError"]
 
 log = logging.getLogger(__name__)
-
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-# Methods whose repetition changes nothing more than their first success did, so a lost answer
-# (read timeout) or a 5xx may be retried blindly. POST creates (predictions, tabs) and is not here:
-# a POST is repeated only when Label Studio surely did not act on it (connection refused, 429).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
-
-
-class CappedRetry(Retry):
-    """urllib3's Retry (backoff, Retry-After on 429/503) with a ceiling on the Retry-After wait,
-    so a server asking for an hour cannot park a worker for an hour."""
-
-    def __init__(self, *args, retry_after_max_s: float = 60.0,
-                 retry_after_statuses: frozenset = Retry.RETRY_AFTER_STATUS_CODES, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.retry_after_max_s = retry_after_max_s
-        # urllib3 also retries any method on these statuses when they carry Retry-After
-        self.RETRY_AFTER_STATUS_CODES = retry_after_statuses
-
-    def new(self, **kwargs) -> CappedRetry:
-        retry = super().new(**kwargs)
-        retry.retry_after_max_s = self.retry_after_max_s
-        retry.RETRY_AFTER_STATUS_CODES = self.RETRY_AFTER_STATUS_CODES
-        return retry
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.retry_after_max_s)
-
-
-def retry_policy(retries: int, backoff_s: float, retry_after_max_s: float, *,
-                 idempotent: bool) -> CappedRetry:
-    """The retry policy of one kind of call.
-
-    Idempotent calls are retried after connection errors, read errors and RETRY_STATUS. A
-    creating call only after a connection error (nothing was sent) or a 429 (refused before any
-    work); after a read error or a 5xx the caller must first look at what exists.
-    """
-    return CappedRetry(
-        total=retries, connect=retries, status=retries, other=0,
-        read=retries if idempotent else False,
-        status_forcelist=RETRY_STATUS if idempotent else frozenset({429}),
-        allowed_methods=IDEMPOTENT_METHODS if idempotent else None,   # None: any method
-        backoff_factor=backoff_s, backoff_max=10.0, respect_retry_after_header=True,
-        raise_on_status=False,   # the last response comes back and becomes a LabelStudioError
-        redirect=False, retry_after_max_s=retry_after_max_s,
-        # a 503 may come after the work was done, Retry-After or not; a 429 never does
-        retry_after_statuses=Retry.RETRY_AFTER_STATUS_CODES if idempotent else frozenset({429}))
-
-
-def _session_with(retry: Retry, trust_env: bool) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = trust_env
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def _attempts(response: requests.Response) -> int:
-    """How many times urllib3 sent the request that ended in ``response``."""
-    retries = getattr(response.raw, "retries", None)
-    return len(getattr(retries, "history", ())) + 1
-
-
-def _failure_message(method: str, path: str, base_url: str, exc: requests.RequestException,
-                     retries: int) -> str:
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.ConnectTimeout) or isinstance(
-            reason, urllib3.exceptions.NewConnectionError):
-        # nothing was sent: urllib3 retried the connection `retries` times
-        return (f"{method} {path}: Label Studio at {base_url} unreachable after {retries + 1} "
-                f"attempt(s) ({type(exc).__name__})")
-    return f"{method} {path}: no answer from Label Studio at {base_url} ({type(exc).__name__})"
 
 
 class LabelStudioClient:
     # how much of an error answer's body (token redacted) a LabelStudioError quotes
     error_body_chars = 300
 
-    def __init__(self, url: str, api_key: str, *, timeout_s: float = 30.0, retries: int = 4,
-                 backoff_s: float = 0.5, bulk_timeout_s: float = 600.0,
-                 retry_after_max_s: float = 60.0, trust_env: bool = True):
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        bulk_timeout_s: float = 600.0,
+        retry_after_max_s: float = 60.0,
+        trust_env: bool = True,
+    ):
         """``trust_env=False`` ignores *_PROXY variables and .netrc (a Label Studio on loopback)."""
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
@@ -131,30 +67,39 @@ class LabelStudioClient:
         self.retries = retries
         self.backoff_s = backoff_s
         # Reads, updates and deletes: a repeat changes nothing, so they are retried freely.
-        self._session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
-                                                   idempotent=True), trust_env)
+        self._session = session_with(
+            retry_policy(retries, backoff_s, retry_after_max_s, idempotent=True), trust_env
+        )
         # Creating POSTs: retried only where Label Studio surely did nothing (see retry_policy).
-        self._create_session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
-                                                          idempotent=False), trust_env)
+        self._create_session = session_with(
+            retry_policy(retries, backoff_s, retry_after_max_s, idempotent=False), trust_env
+        )
         # Exchanging the token twice creates nothing, so its POST is retried like a read.
-        token_session = _session_with(retry_policy(retries, backoff_s, retry_after_max_s,
-                                                   idempotent=True).new(allowed_methods=None), trust_env)
+        token_session = session_with(
+            retry_policy(retries, backoff_s, retry_after_max_s, idempotent=True).new(allowed_methods=None),
+            trust_env,
+        )
         self.auth = TokenAuth(self.url, api_key, token_session, timeout_s)
 
     @classmethod
     def from_settings(cls, settings) -> LabelStudioClient:
-        return cls(settings.label_studio_url, settings.label_studio_api_key,
-                   timeout_s=settings.label_studio_timeout_s, retries=settings.label_studio_retries,
-                   bulk_timeout_s=settings.label_studio_bulk_timeout_s,
-                   retry_after_max_s=settings.label_studio_retry_after_max_s)
+        return cls(
+            settings.label_studio_url,
+            settings.label_studio_api_key,
+            timeout_s=settings.label_studio_timeout_s,
+            retries=settings.label_studio_retries,
+            bulk_timeout_s=settings.label_studio_bulk_timeout_s,
+            retry_after_max_s=settings.label_studio_retry_after_max_s,
+        )
 
     @property
     def token_kind(self) -> str:
         return self.auth.kind
 
     # --- the HTTP core: retries by urllib3's Retry, one transparent token refresh -------------
-    def request(self, method: str, path: str, *, expected=(200, 201, 204), idempotent=None,
-                **kwargs) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, expected=(200, 201, 204), idempotent=None, **kwargs
+    ) -> requests.Response:
         """One call; ``idempotent`` defaults to the method's nature (POST creates).
 
         Raises LabelStudioError; its ``outcome_unknown`` says whether a creating call may have
@@ -170,25 +115,24 @@ class LabelStudioClient:
         while True:
             auth = self.auth.header()
             try:
-                response = session.request(method, url, headers={**extra_headers, **auth},
-                                           **kwargs)
+                response = session.request(method, url, headers={**extra_headers, **auth}, **kwargs)
             except requests.RequestException as exc:
-                raise LabelStudioError(_failure_message(method, path, self.url, exc,
-                                                        self.retries)) from None
+                raise LabelStudioError(failure_message(method, path, self.url, exc, self.retries)) from None
             if response.status_code == 401 and self.auth.refreshes and not refreshed:
-                self.auth.refresh(auth)   # the access token expired: one refresh, then again
+                self.auth.refresh(auth)  # the access token expired: one refresh, then again
                 refreshed = True
                 continue
             if response.status_code not in expected:
                 raise LabelStudioError(
-                    f"{method} {path}: HTTP {response.status_code} after {_attempts(response)} "
-                    f"attempt(s): {self.auth.redact(response.text)[:self.error_body_chars]}",
-                    response.status_code)
+                    f"{method} {path}: HTTP {response.status_code} after {attempts(response)} "
+                    f"attempt(s): {self.auth.redact(response.text)[: self.error_body_chars]}",
+                    response.status_code,
+                )
             return response
 
     def wait_before_retry(self, attempt: int) -> None:
         """The pause before the ``attempt``-th re-post of a creating call that was checked."""
-        time.sleep(min(self.backoff_s * (2 ** attempt), 10.0))
+        time.sleep(min(self.backoff_s * (2**attempt), 10.0))
 
     def get_json(self, path: str, **kwargs) -> Any:
         return self.request("GET", path, **kwargs).json()
@@ -212,10 +156,12 @@ class LabelStudioClient:
         page = 1
         while True:
             response = self.request(
-                "GET", "/api/tasks/", expected=(200, 404),
-                params={"project": int(project_id), "page": page, "page_size": page_size,
-                        "fields": "all"})
-            if response.status_code == 404:   # past the last page
+                "GET",
+                "/api/tasks/",
+                expected=(200, 404),
+                params={"project": int(project_id), "page": page, "page_size": page_size, "fields": "all"},
+            )
+            if response.status_code == 404:  # past the last page
                 return
             body = response.json()
             tasks = body.get("tasks", []) if isinstance(body, dict) else body
@@ -224,9 +170,16 @@ class LabelStudioClient:
                 return
             page += 1
 
-    def iter_tasks_after(self, project_id: int, include: tuple[str, ...], *,
-                         filters: tuple[dict, ...] = (), with_annotations: bool = False,
-                         after_id: int = 0, page_size: int = 1000) -> Iterator[dict]:
+    def iter_tasks_after(
+        self,
+        project_id: int,
+        include: tuple[str, ...],
+        *,
+        filters: tuple[dict, ...] = (),
+        with_annotations: bool = False,
+        after_id: int = 0,
+        page_size: int = 1000,
+    ) -> Iterator[dict]:
         """Tasks with an id above ``after_id`` that match the Data Manager ``filters`` (all of
         them), in id order, carrying only the fields named in ``include``.
 
@@ -239,15 +192,32 @@ class LabelStudioClient:
         # SDK tasks.list(query=...): shared transport defects; keyset pages are built here anyway
         cursor = int(after_id)
         while True:
-            query = {"filters": {"conjunction": "and", "items": [*filters, {
-                "filter": "filter:tasks:id", "operator": "greater", "type": "Number",
-                "value": cursor}]}, "ordering": ["tasks:id"]}
-            params = {"project": int(project_id), "page": 1, "page_size": page_size,
-                      "include": ",".join(include), "query": json.dumps(query)}
+            query = {
+                "filters": {
+                    "conjunction": "and",
+                    "items": [
+                        *filters,
+                        {
+                            "filter": "filter:tasks:id",
+                            "operator": "greater",
+                            "type": "Number",
+                            "value": cursor,
+                        },
+                    ],
+                },
+                "ordering": ["tasks:id"],
+            }
+            params = {
+                "project": int(project_id),
+                "page": 1,
+                "page_size": page_size,
+                "include": ",".join(include),
+                "query": json.dumps(query),
+            }
             if with_annotations:
                 params["fields"] = "all"
             response = self.request("GET", "/api/tasks/", expected=(200, 404), params=params)
-            if response.status_code == 404:   # no such page: nothing above the cursor
+            if response.status_code == 404:  # no such page: nothing above the cursor
                 return
             body = response.json()
             tasks = body.get("tasks", []) if isinstance(body, dict) else body
@@ -264,19 +234,29 @@ class LabelStudioClient:
         ids = sorted({int(t) for t in task_ids})
         out: list[dict] = []
         for start in range(0, len(ids), 1000):
-            part = ids[start:start + 1000]
-            body = self.get_json("/api/tasks/", params={
-                "project": int(project_id), "page": 1, "page_size": len(part),
-                "include": ",".join(include),
-                "query": json.dumps({"selectedItems": {"all": False, "included": part}})})
+            part = ids[start : start + 1000]
+            body = self.get_json(
+                "/api/tasks/",
+                params={
+                    "project": int(project_id),
+                    "page": 1,
+                    "page_size": len(part),
+                    "include": ",".join(include),
+                    "query": json.dumps({"selectedItems": {"all": False, "included": part}}),
+                },
+            )
             out.extend(body.get("tasks", []) if isinstance(body, dict) else body)
         return out
 
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
         """One bulk import request (not retried after a lost answer: see prediction_push)."""
         # SDK projects.import_predictions(): [sdk-resend] would duplicate predictions
-        response = self.request("POST", f"/api/projects/{int(project_id)}/import/predictions",
-                                json=predictions, timeout=self.bulk_timeout_s)
+        response = self.request(
+            "POST",
+            f"/api/projects/{int(project_id)}/import/predictions",
+            json=predictions,
+            timeout=self.bulk_timeout_s,
+        )
         body = json_or_empty(response)
         return int(body.get("created", len(predictions)))
 
@@ -288,29 +268,41 @@ class LabelStudioClient:
         # SDK tasks.list(fields="all"): shared transport defects only (module docstring)
         out: dict[int, list[dict]] = {}
         ids = [int(t) for t in task_ids]
-        for start in range(0, len(ids), 1000):   # keeps the query string a sane length
-            part = ids[start:start + 1000]
+        for start in range(0, len(ids), 1000):  # keeps the query string a sane length
+            part = ids[start : start + 1000]
             query = {"selectedItems": {"all": False, "included": part}}
-            body = self.get_json("/api/tasks/", params={
-                "project": int(project_id), "page": 1, "page_size": len(part),
-                "fields": "all", "query": json.dumps(query)})
+            body = self.get_json(
+                "/api/tasks/",
+                params={
+                    "project": int(project_id),
+                    "page": 1,
+                    "page_size": len(part),
+                    "fields": "all",
+                    "query": json.dumps(query),
+                },
+            )
             tasks = body.get("tasks", []) if isinstance(body, dict) else body
             for task in tasks:
-                out[int(task["id"])] = [{"id": p.get("id"), "model_version": p.get("model_version")}
-                                        for p in task.get("predictions") or []]
+                out[int(task["id"])] = [
+                    {"id": p.get("id"), "model_version": p.get("model_version")}
+                    for p in task.get("predictions") or []
+                ]
         return out
 
     def delete_prediction(self, prediction_id: int) -> None:
         """Delete one prediction; one already gone counts as deleted."""
         # SDK predictions.delete(): shared transport defects; a 404 (already gone) is success here
-        self.request("DELETE", f"/api/predictions/{int(prediction_id)}/",
-                     expected=(200, 204, 404))
+        self.request("DELETE", f"/api/predictions/{int(prediction_id)}/", expected=(200, 204, 404))
 
     def delete_model_version(self, project_id: int, version: str) -> None:
         """Delete one version's predictions (Label Studio deletes them one by one: a bulk call)."""
         # [sdk-missing]: the SDK has no call for this endpoint
-        self.request("DELETE", f"/api/projects/{int(project_id)}/model-versions/",
-                     json={"model_version": version}, timeout=self.bulk_timeout_s)
+        self.request(
+            "DELETE",
+            f"/api/projects/{int(project_id)}/model-versions/",
+            json={"model_version": version},
+            timeout=self.bulk_timeout_s,
+        )
 
     def list_views(self, project_id: int) -> list[dict]:
         # SDK views.list(): shared transport defects only (module docstring)
@@ -318,19 +310,29 @@ class LabelStudioClient:
 
     def create_view(self, project_id: int, data: dict) -> dict:
         # SDK views.create(): [sdk-resend] would create the tab twice
-        return self.request("POST", "/api/dm/views/", json={"project": int(project_id),
-                                                            "data": data}).json()
+        return self.request("POST", "/api/dm/views/", json={"project": int(project_id), "data": data}).json()
 
     def update_view(self, view_id: int, project_id: int, data: dict) -> dict:
         # SDK views.update(): shared transport defects only (module docstring)
-        return self.request("PATCH", f"/api/dm/views/{int(view_id)}/",
-                            json={"project": int(project_id), "data": data}).json()
+        return self.request(
+            "PATCH", f"/api/dm/views/{int(view_id)}/", json={"project": int(project_id), "data": data}
+        ).json()
 
-    def image_downloader(self, allowed_hosts: tuple[str, ...] = (),
-                         local_files_root: Path | None = None, *, retries: int = 0,
-                         backoff_s: float = 1.0) -> ImageDownloader:
+    def image_downloader(
+        self,
+        allowed_hosts: tuple[str, ...] = (),
+        local_files_root: Path | None = None,
+        *,
+        retries: int = 0,
+        backoff_s: float = 1.0,
+    ) -> ImageDownloader:
         """Task images with this client's credentials (sent to Label Studio only); a download
         that failed transiently is tried ``retries`` more times (ImageDownloader)."""
-        return ImageDownloader(self.url, self.auth, allowed_hosts=allowed_hosts,
-                               local_files_root=local_files_root, retries=retries,
-                               backoff_s=backoff_s)
+        return ImageDownloader(
+            self.url,
+            self.auth,
+            allowed_hosts=allowed_hosts,
+            local_files_root=local_files_root,
+            retries=retries,
+            backoff_s=backoff_s,
+        )

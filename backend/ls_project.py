@@ -1,4 +1,5 @@
 """What the backend sets up in a Label Studio project so annotators see the ranking."""
+
 from __future__ import annotations
 
 import logging
@@ -8,21 +9,30 @@ from backend.ls_client import LabelStudioClient, LabelStudioError
 
 log = logging.getLogger(__name__)
 
-SCORE_ORDERING = ["tasks:predictions_score"]      # ascending: lower score = more informative
-UNCERTAINTY_SAMPLING = "Uncertainty sampling"       # exact value of label_studio projects.models
-PLACEHOLDER_VERSIONS = tuple(PlaceholderVersion)      # /predict answers before/outside a round
+SCORE_ORDERING = ["tasks:predictions_score"]  # ascending: lower score = more informative
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"  # exact value of label_studio projects.models
+PLACEHOLDER_VERSIONS = tuple(PlaceholderVersion)  # /predict answers before/outside a round
 # Only tasks Label Studio does not count as completed, so the top of the tab is always work to do.
 # "Completed" is Label Studio's own is_labeled (the Data Manager's "Completed" column is empty until
 # then): as many annotators as the task's overlap submitted a non-skipped annotation. With overlap
 # (several annotators per task) a task that holds one annotation still needs more, so "no
 # annotations" would hide it.
-UNANNOTATED_FILTER = {"conjunction": "and", "items": [{
-    "filter": "filter:tasks:completed_at", "operator": "empty", "type": "Datetime", "value": True}]}
+UNANNOTATED_FILTER = {
+    "conjunction": "and",
+    "items": [
+        {"filter": "filter:tasks:completed_at", "operator": "empty", "type": "Datetime", "value": True}
+    ],
+}
 # The filter earlier versions created; a tab still holding it is moved to UNANNOTATED_FILTER
 # (a filter a user set on the tab is left alone).
-LEGACY_FILTERS = ({"conjunction": "and", "items": [{
-    "filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number",
-    "value": 0}]},)
+LEGACY_FILTERS = (
+    {
+        "conjunction": "and",
+        "items": [
+            {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
+        ],
+    },
+)
 
 
 def informative_view_data(title: str, template: dict | None) -> dict:
@@ -60,8 +70,9 @@ def ensure_informative_view(client: LabelStudioClient, project_id: int, title: s
         except LabelStudioError as exc:
             if not exc.outcome_unknown or attempt >= client.retries:
                 raise
-            log.info("project %s: creating tab %r failed (%s); checking before retrying",
-                     project_id, title, exc)
+            log.info(
+                "project %s: creating tab %r failed (%s); checking before retrying", project_id, title, exc
+            )
             client.wait_before_retry(attempt)
             attempt += 1
             continue
@@ -73,9 +84,15 @@ def set_uncertainty_sampling(client: LabelStudioClient, project_id: int) -> None
     client.patch_project(project_id, {"sampling": UNCERTAINTY_SAMPLING})
 
 
-def prune_prediction_versions(client: LabelStudioClient, project_id: int, current: str,
-                              keep: int, is_ours, sort_key=None, also_keep=frozenset()
-                              ) -> list[str]:
+def prune_prediction_versions(
+    client: LabelStudioClient,
+    project_id: int,
+    current: str,
+    keep: int,
+    is_ours,
+    sort_key=None,
+    also_keep=frozenset(),
+) -> list[str]:
     """Delete the predictions of this backend's older versions, keeping the newest `keep`.
 
     Label Studio never removes predictions itself, so every round would add one prediction per
@@ -86,7 +103,7 @@ def prune_prediction_versions(client: LabelStudioClient, project_id: int, curren
     """
     counts = client.get_json(f"/api/projects/{int(project_id)}/model-versions/")
     ours = sorted((v for v in counts if is_ours(v)), key=sort_key, reverse=True)
-    keep_set = set(ours[:max(keep, 1)]) | {current} | set(also_keep)
+    keep_set = set(ours[: max(keep, 1)]) | {current} | set(also_keep)
     doomed = [v for v in counts if v not in keep_set and (is_ours(v) or v in PLACEHOLDER_VERSIONS)]
     for version in doomed:
         client.delete_model_version(project_id, version)

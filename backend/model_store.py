@@ -16,6 +16,7 @@ a version whose predictions are incomplete. Writes are atomic (temp file, fsync,
 files are written and read here only (the round saves through ``ModelStore``, /predict reads
 through it).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,8 @@ from model.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from model.strategies import neighbour_embedding
 
 log = logging.getLogger(__name__)
-VERSION_RE = re.compile(r"^al-\d{8}-\d{6}-[0-9a-f]{6}$")              # a trained model
-COLD_START_VERSION_RE = re.compile(r"^coldstart-\d{8}-\d{6}-[0-9a-f]{6}$")   # a cold-start ranking
+VERSION_RE = re.compile(r"^al-\d{8}-\d{6}-[0-9a-f]{6}$")  # a trained model
+COLD_START_VERSION_RE = re.compile(r"^coldstart-\d{8}-\d{6}-[0-9a-f]{6}$")  # a cold-start ranking
 
 
 def new_version(prefix: str = "al") -> str:
@@ -75,9 +76,10 @@ class StoredPredictions:
 
     def items(self) -> list[tuple[int, TaskPrediction]]:
         """Every stored task's prediction, as (task id, prediction)."""
-        return [(int(tid), TaskPrediction(hit["label"], hit["probability"], hit["score"],
-                                          hit.get("cluster")))
-                for tid, hit in self._content["tasks"].items()]
+        return [
+            (int(tid), TaskPrediction(hit["label"], hit["probability"], hit["score"], hit.get("cluster")))
+            for tid, hit in self._content["tasks"].items()
+        ]
 
     @property
     def about(self) -> dict:
@@ -117,14 +119,28 @@ class ModelStore:
             raise ValueError(f"not a model version: {version!r}")
         return self.project_dir(project_id) / "versions" / f"{version}.predictions.json"
 
-    def save_predictions(self, project_id: int, version: str,
-                         predictions: Iterable[tuple[int, TaskPrediction]], **about) -> None:
+    def save_predictions(
+        self, project_id: int, version: str, predictions: Iterable[tuple[int, TaskPrediction]], **about
+    ) -> None:
         """Keep what a version pushed, for /predict to answer from; ``about`` says how it was made
         (e.g. its strategy)."""
-        atomic_write_text(self.predictions_path(project_id, version), json.dumps({
-            **about,
-            "tasks": {str(tid): {"label": p.label, "probability": p.probability, "score": p.score,
-                                 "cluster": p.cluster} for tid, p in predictions}}))
+        atomic_write_text(
+            self.predictions_path(project_id, version),
+            json.dumps(
+                {
+                    **about,
+                    "tasks": {
+                        str(tid): {
+                            "label": p.label,
+                            "probability": p.probability,
+                            "score": p.score,
+                            "cluster": p.cluster,
+                        }
+                        for tid, p in predictions
+                    },
+                }
+            ),
+        )
 
     def read_predictions(self, project_id: int, version: str) -> StoredPredictions:
         """What ``version`` pushed, parsed from its file; OSError or ValueError when the file is
@@ -141,8 +157,7 @@ class ModelStore:
         try:
             return self.read_predictions(project_id, version)
         except (OSError, ValueError) as exc:
-            log.warning("project %s: stored predictions of %s unreadable (%s)", project_id,
-                        version, exc)
+            log.warning("project %s: stored predictions of %s unreadable (%s)", project_id, version, exc)
             return StoredPredictions({"tasks": {}})
 
     def neighbours_path(self, project_id: int, version: str) -> Path:
@@ -157,8 +172,10 @@ class ModelStore:
         embedding = neighbour_embedding(embedding)
         if len(task_ids) != len(embedding):
             raise ValueError(f"{len(task_ids)} task ids but {len(embedding)} embeddings")
-        atomic_write(self.neighbours_path(project_id, version),
-                     lambda handle: np.savez(handle, task_ids=task_ids, embedding=embedding))
+        atomic_write(
+            self.neighbours_path(project_id, version),
+            lambda handle: np.savez(handle, task_ids=task_ids, embedding=embedding),
+        )
 
     def load_neighbours(self, project_id: int, version: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(task ids, embeddings) of a version, or None when the version has none (published
@@ -186,20 +203,34 @@ class ModelStore:
             return None
         version = data.get("version", "")
         try:
-            path = (self.predictions_path(project_id, version) if is_cold_start_version(version)
-                    else self.checkpoint_path(project_id, version))
+            path = (
+                self.predictions_path(project_id, version)
+                if is_cold_start_version(version)
+                else self.checkpoint_path(project_id, version)
+            )
         except ValueError:
             return None
         return Published(version, path, data.get("published_at", ""), data.get("info", {}))
 
     def publish(self, project_id: int, version: str, info: dict | None = None) -> None:
-        path = (self.predictions_path(project_id, version) if is_cold_start_version(version)
-                else self.checkpoint_path(project_id, version))
+        path = (
+            self.predictions_path(project_id, version)
+            if is_cold_start_version(version)
+            else self.checkpoint_path(project_id, version)
+        )
         if not path.exists():
             raise FileNotFoundError(f"cannot publish {version}: {path} is missing")
-        atomic_write_text(self.project_dir(project_id) / "current.json", json.dumps({
-            "version": version, "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "info": info or {}}, indent=2))
+        atomic_write_text(
+            self.project_dir(project_id) / "current.json",
+            json.dumps(
+                {
+                    "version": version,
+                    "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "info": info or {},
+                },
+                indent=2,
+            ),
+        )
         self.prune(project_id)
 
     def versions(self, project_id: int) -> list[str]:
@@ -207,13 +238,13 @@ class ModelStore:
         if not folder.exists():
             return []
         names = [p.stem for p in folder.glob("al-*.pt") if VERSION_RE.match(p.stem)]
-        return sorted(names)   # the version string sorts by creation time
+        return sorted(names)  # the version string sorts by creation time
 
     def prune(self, project_id: int) -> list[str]:
         """Delete all but the newest keep_versions checkpoints; never the published one."""
         current = self.published(project_id)
         versions = self.versions(project_id)
-        doomed = [v for v in versions[:-self.keep_versions] if not current or v != current.version]
+        doomed = [v for v in versions[: -self.keep_versions] if not current or v != current.version]
         for version in doomed:
             try:
                 self.checkpoint_path(project_id, version).unlink()
@@ -223,9 +254,12 @@ class ModelStore:
             self.predictions_path(project_id, version).unlink(missing_ok=True)
         # cold-start rankings have only a predictions file: keep the newest keep_versions
         folder = self.project_dir(project_id) / "versions"
-        cold = sorted(p.name[:-len(".predictions.json")]
-                      for p in folder.glob("coldstart-*.predictions.json")) if folder.exists() else []
-        for version in cold[:-self.keep_versions]:
+        cold = (
+            sorted(p.name[: -len(".predictions.json")] for p in folder.glob("coldstart-*.predictions.json"))
+            if folder.exists()
+            else []
+        )
+        for version in cold[: -self.keep_versions]:
             if not current or version != current.version:
                 self.predictions_path(project_id, version).unlink(missing_ok=True)
                 doomed.append(version)
@@ -242,8 +276,9 @@ class ModelStore:
         """
         return self.load_model(project_id, self.published(project_id), device)
 
-    def load_model(self, project_id: int, current: Published | None,
-                   device: str = "cpu") -> LoadedModel | None:
+    def load_model(
+        self, project_id: int, current: Published | None, device: str = "cpu"
+    ) -> LoadedModel | None:
         """The model of ``current`` (a published version the caller read once), loaded from its
         file on every call (/predict keeps it: backend.serving); None when there is none (no
         version, a cold-start ranking, a corrupt file)."""

@@ -7,6 +7,7 @@ and publish, update the views; too few labels make it a cold-start round instead
 (``backend.rounds.cold_start``). Every phase is logged with counts and durations and mirrored into
 the project's status in Redis (``RoundRun.phase``), so progress is visible at /status.
 """
+
 from __future__ import annotations
 
 from backend.constants import RoundPhase, RoundState
@@ -23,9 +24,13 @@ from backend.rounds.train import train_and_score
 from backend.settings import Settings
 
 
-def run_training_round(settings: Settings, project_id: int, status: StatusCallback,
-                       client: LabelStudioClient | None = None,
-                       store: ModelStore | None = None) -> RoundSummary:
+def run_training_round(
+    settings: Settings,
+    project_id: int,
+    status: StatusCallback,
+    client: LabelStudioClient | None = None,
+    store: ModelStore | None = None,
+) -> RoundSummary:
     """Train, score, push and publish one new version. Returns the round's summary; a round
     that left too many tasks unscored (``unscored_reason``), or scored none (``NothingScored``),
     publishes nothing: it is held back and the previous version stays live."""
@@ -37,9 +42,13 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
     if reason is not None:
         return run_cold_start_round(settings, project_id, client, store, collected, reason, run)
     # before this round publishes: the version annotators saw, on the labels given since
-    prospective = measure_live_version(store, project_id, collected.split.labeled,
-                                       collected.split.first_annotation,
-                                       settings.preselect_min_confidence)
+    prospective = measure_live_version(
+        store,
+        project_id,
+        collected.split.labeled,
+        collected.split.first_annotation,
+        settings.preselect_min_confidence,
+    )
     try:
         trained = train_and_score(settings, store, project_id, collected, run)
     except NothingScored as exc:
@@ -49,15 +58,20 @@ def run_training_round(settings: Settings, project_id: int, status: StatusCallba
         return held_back(project_id, collected, unscored, run)
     save_version(store, project_id, collected, trained, run)
     predictions = rank_pool(settings, project_id, collected, trained, run)
-    pushed = push_version(settings, client, store, project_id, collected, trained, predictions,
-                          run)
+    pushed = push_version(settings, client, store, project_id, collected, trained, predictions, run)
     with run.phase(phase=RoundPhase.UPDATING_VIEWS):
         warnings = update_views(settings, client, project_id, trained.version)
-    return RoundSummary(RoundState.DONE, task_counts(collected),
-                        images=collected.report.summary(), model_version=trained.version,
-                        strategy=settings.strategy, pushed=pushed,
-                        metrics=plain_metrics(trained.result.metrics),
-                        recipe_search=trained.recipe_search or None,
-                        self_supervised=trained.self_supervised or None,
-                        prospective=prospective,
-                        timings_s=run.timings_summary(), warnings=tuple(warnings))
+    return RoundSummary(
+        RoundState.DONE,
+        task_counts(collected),
+        images=collected.report.summary(),
+        model_version=trained.version,
+        strategy=settings.strategy,
+        pushed=pushed,
+        metrics=plain_metrics(trained.result.metrics),
+        recipe_search=trained.recipe_search or None,
+        self_supervised=trained.self_supervised or None,
+        prospective=prospective,
+        timings_s=run.timings_summary(),
+        warnings=tuple(warnings),
+    )

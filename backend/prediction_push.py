@@ -17,6 +17,7 @@ its predictions after the re-post. So once every chunk is sent, the tasks of eve
 outcome was unknown are looked up again and any second prediction of this version is deleted,
 before the version is published.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,10 +30,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PushReport:
-    created: int = 0                    # predictions Label Studio created in this push
-    deleted_tasks: list[int] = field(default_factory=list)   # tasks gone before their chunk landed
-    checked_chunks: int = 0             # chunks whose outcome had to be looked up
-    requests: int = 0                   # import requests sent
+    created: int = 0  # predictions Label Studio created in this push
+    deleted_tasks: list[int] = field(default_factory=list)  # tasks gone before their chunk landed
+    checked_chunks: int = 0  # chunks whose outcome had to be looked up
+    requests: int = 0  # import requests sent
     uncertain_tasks: list[int] = field(default_factory=list)  # tasks of chunks lost or 5xx'd
     duplicates_removed: int = 0
 
@@ -40,11 +41,12 @@ class PushReport:
 def chunks(items: list, size: int) -> list[list]:
     if size <= 0:
         raise ValueError(f"chunk size must be > 0, got {size}")
-    return [items[start:start + size] for start in range(0, len(items), size)]
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-def still_to_send(chunk: list[dict], version: str, held: dict[int, list[dict]]
-                  ) -> tuple[list[dict], list[int]]:
+def still_to_send(
+    chunk: list[dict], version: str, held: dict[int, list[dict]]
+) -> tuple[list[dict], list[int]]:
     """(predictions of ``chunk`` Label Studio still lacks, task ids that no longer exist).
 
     ``held`` maps each existing task of the chunk to its predictions (``model_version``, ``id``).
@@ -68,8 +70,9 @@ def duplicate_ids(held: dict[int, list[dict]], version: str) -> list[int]:
     return extra
 
 
-def push_predictions(client: LabelStudioClient, project_id: int, payload: list[dict],
-                     version: str, chunk_size: int) -> PushReport:
+def push_predictions(
+    client: LabelStudioClient, project_id: int, payload: list[dict], version: str, chunk_size: int
+) -> PushReport:
     """Import ``payload`` (predictions of ``version``) in chunks of ``chunk_size``.
 
     Raises LabelStudioError when Label Studio refuses a chunk for another reason than deleted
@@ -84,26 +87,37 @@ def push_predictions(client: LabelStudioClient, project_id: int, payload: list[d
             client.delete_prediction(prediction_id)
             report.duplicates_removed += 1
         if report.duplicates_removed:
-            log.warning("project %s: a lost import answer left %d duplicate prediction(s); "
-                        "deleted", project_id, report.duplicates_removed)
+            log.warning(
+                "project %s: a lost import answer left %d duplicate prediction(s); deleted",
+                project_id,
+                report.duplicates_removed,
+            )
     if report.deleted_tasks:
-        log.warning("project %s: %d task(s) were deleted during the round; their predictions were "
-                    "dropped (e.g. %s)", project_id, len(report.deleted_tasks),
-                    report.deleted_tasks[:5])
+        log.warning(
+            "project %s: %d task(s) were deleted during the round; their predictions were dropped (e.g. %s)",
+            project_id,
+            len(report.deleted_tasks),
+            report.deleted_tasks[:5],
+        )
     return report
 
 
-def _push_chunk(client: LabelStudioClient, project_id: int, chunk: list[dict], version: str,
-                report: PushReport) -> None:
+def _push_chunk(
+    client: LabelStudioClient, project_id: int, chunk: list[dict], version: str, report: PushReport
+) -> None:
     attempt = 0
     while chunk:
         report.requests += 1
         try:
             created = client.import_predictions(project_id, chunk)
             report.created += created
-            if created != len(chunk):   # a stock Label Studio drops what it finds invalid
-                log.warning("project %s: Label Studio created %d of %d predictions of a chunk",
-                            project_id, created, len(chunk))
+            if created != len(chunk):  # a stock Label Studio drops what it finds invalid
+                log.warning(
+                    "project %s: Label Studio created %d of %d predictions of a chunk",
+                    project_id,
+                    created,
+                    len(chunk),
+                )
             return
         except LabelStudioError as exc:
             # 400: a task of the chunk may have been deleted since the round listed it.
@@ -120,10 +134,17 @@ def _push_chunk(client: LabelStudioClient, project_id: int, chunk: list[dict], v
         landed = len(chunk) - len(remaining) - len(deleted)
         report.created += landed
         if failure.status == 400 and not deleted and landed == 0:
-            raise failure   # every task exists and nothing landed: Label Studio refused the data
-        log.info("project %s: chunk of %d predictions failed (%s); %d had landed, %d task(s) "
-                 "deleted, re-posting %d", project_id, len(chunk), failure, landed, len(deleted),
-                 len(remaining))
+            raise failure  # every task exists and nothing landed: Label Studio refused the data
+        log.info(
+            "project %s: chunk of %d predictions failed (%s); %d had landed, %d task(s) "
+            "deleted, re-posting %d",
+            project_id,
+            len(chunk),
+            failure,
+            landed,
+            len(deleted),
+            len(remaining),
+        )
         if remaining and failure.status != 400:
             client.wait_before_retry(attempt)
         chunk = remaining

@@ -1,4 +1,5 @@
 """Queue wiring: the Redis connection and how a training job is put on the RQ queue."""
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,11 @@ log = logging.getLogger(__name__)
 def redis_connection(settings: Settings) -> Redis:
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (scripts/serve.sh starts an embedded Redis)")
-    return Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-                          socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S)
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+    )
 
 
 def training_queue(settings: Settings, conn: Redis) -> Queue:
@@ -41,8 +45,7 @@ def training_queue(settings: Settings, conn: Redis) -> Queue:
 
 # A job in these states may still start its round; any other (finished, failed, stopped,
 # canceled) never will.
-_WAITING_STATES = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED,
-                             JobStatus.SCHEDULED})
+_WAITING_STATES = frozenset({JobStatus.CREATED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED})
 
 
 def job_alive(conn: Redis, job_id: str) -> bool:
@@ -60,7 +63,7 @@ def job_alive(conn: Redis, job_id: str) -> bool:
         started = job.started_at
         if started is None:
             return True
-        if started.tzinfo is None:   # RQ stores UTC
+        if started.tzinfo is None:  # RQ stores UTC
             started = started.replace(tzinfo=UTC)
         return (datetime.now(UTC) - started).total_seconds() < QUEUED_MARKER_GRACE_S
     return False
@@ -69,16 +72,19 @@ def job_alive(conn: Redis, job_id: str) -> bool:
 def drop_vanished_queued_job(conn: Redis, project_id: int) -> str | None:
     """Drop the project's queued marker when its job will never run (training_state); returns
     the dropped job id."""
-    dropped = training_state.drop_vanished_queued_job(conn, project_id,
-                                                      lambda job_id: job_alive(conn, job_id))
+    dropped = training_state.drop_vanished_queued_job(
+        conn, project_id, lambda job_id: job_alive(conn, job_id)
+    )
     if dropped is not None:
-        log.warning("project %s: queued job %s is gone from the queue; its place is freed",
-                    project_id, dropped)
+        log.warning(
+            "project %s: queued job %s is gone from the queue; its place is freed", project_id, dropped
+        )
     return dropped
 
 
-def request_training(settings: Settings, conn: Redis, project_id: int, reason: str,
-                     automatic: bool = False) -> tuple[bool, str | None]:
+def request_training(
+    settings: Settings, conn: Redis, project_id: int, reason: str, automatic: bool = False
+) -> tuple[bool, str | None]:
     """Coalesced enqueue of one training job for a project (see training_state).
 
     ``automatic``: asked for by annotations (count, reconciler drift) rather than by a person; such
@@ -92,18 +98,29 @@ def request_training(settings: Settings, conn: Redis, project_id: int, reason: s
     queue = training_queue(settings, conn)
 
     def enqueue(job_id: str) -> None:
-        queue.enqueue(TRAIN_JOB, args=(int(project_id), reason, bool(automatic)), job_id=job_id,
-                      job_timeout=settings.job_timeout_s, result_ttl=TRAIN_JOB_RESULT_TTL_S,
-                      failure_ttl=JOB_FAILURE_TTL_S,
-                      description=f"train project {project_id}: {reason}")
+        queue.enqueue(
+            TRAIN_JOB,
+            args=(int(project_id), reason, bool(automatic)),
+            job_id=job_id,
+            job_timeout=settings.job_timeout_s,
+            result_ttl=TRAIN_JOB_RESULT_TTL_S,
+            failure_ttl=JOB_FAILURE_TTL_S,
+            description=f"train project {project_id}: {reason}",
+        )
 
-    return training_state.request_training(conn, project_id, reason, enqueue,
-                                           manual=not automatic,
-                                           job_alive=lambda job_id: job_alive(conn, job_id))
+    return training_state.request_training(
+        conn,
+        project_id,
+        reason,
+        enqueue,
+        manual=not automatic,
+        job_alive=lambda job_id: job_alive(conn, job_id),
+    )
 
 
-def defer_training(settings: Settings, conn: Redis, project_id: int, due_ts: float,
-                   reason: str) -> dict | None:
+def defer_training(
+    settings: Settings, conn: Redis, project_id: int, due_ts: float, reason: str
+) -> dict | None:
     """An automatic round must wait until ``due_ts`` (epoch seconds): record it and schedule its
     start with RQ's scheduler (every worker runs one; one holds its lock). Returns the pending
     waiting round (an earlier one when one already waits: it covers these annotations too).
@@ -115,17 +132,23 @@ def defer_training(settings: Settings, conn: Redis, project_id: int, due_ts: flo
     if token is not None:
         try:
             training_queue(settings, conn).enqueue_at(
-                datetime.fromtimestamp(due_ts, UTC), DUE_ROUND_JOB,
-                args=(int(project_id), token), job_id=f"round-due-p{int(project_id)}-{token}",
-                job_timeout=120, result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
-                description=f"start the waiting automatic round of project {project_id}")
-        except Exception as exc:   # Redis blip: the safety nets above start it once due
+                datetime.fromtimestamp(due_ts, UTC),
+                DUE_ROUND_JOB,
+                args=(int(project_id), token),
+                job_id=f"round-due-p{int(project_id)}-{token}",
+                job_timeout=120,
+                result_ttl=24 * 3600,
+                failure_ttl=7 * 24 * 3600,
+                description=f"start the waiting automatic round of project {project_id}",
+            )
+        except Exception as exc:  # Redis blip: the safety nets above start it once due
             log.warning("project %s: could not schedule the waiting round: %s", project_id, exc)
     return training_state.deferred_round(conn, project_id)
 
 
-def start_due_round(settings: Settings, conn: Redis, project_id: int,
-                    token: str | None = None) -> tuple[bool, str | None] | None:
+def start_due_round(
+    settings: Settings, conn: Redis, project_id: int, token: str | None = None
+) -> tuple[bool, str | None] | None:
     """Start the automatic round that waited for the cadence: the one ``token`` names (its
     scheduled job), or without a token one whose time has come. Returns request_training's
     answer, or None when there is none (a round ran meanwhile and covered it, or not yet due)."""
@@ -133,11 +156,18 @@ def start_due_round(settings: Settings, conn: Redis, project_id: int,
     taken = training_state.take_deferral(conn, project_id, token=token, due_by=due_by)
     if taken is None:
         return None
-    log.info("project %s: the retraining interval has ended; starting the waiting round (%s)",
-             project_id, taken.get("reason"))
-    return request_training(settings, conn, project_id,
-                            f"{taken.get('reason')} (waited until {taken.get('due_at')})",
-                            automatic=True)
+    log.info(
+        "project %s: the retraining interval has ended; starting the waiting round (%s)",
+        project_id,
+        taken.get("reason"),
+    )
+    return request_training(
+        settings,
+        conn,
+        project_id,
+        f"{taken.get('reason')} (waited until {taken.get('due_at')})",
+        automatic=True,
+    )
 
 
 def enqueue_prune(settings: Settings, project_id: int, version: str) -> bool:
@@ -148,12 +178,15 @@ def enqueue_prune(settings: Settings, project_id: int, version: str) -> bool:
         return False
     try:
         training_queue(settings, job.connection).enqueue(
-            PRUNE_JOB, args=(int(project_id), version), job_timeout=settings.job_timeout_s,
-            result_ttl=PRUNE_JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S,
-            description=f"delete old predictions of project {project_id}")
-    except Exception as exc:   # Redis blip: housekeeping falls back to the round itself
-        log.warning("project %s: could not queue the old predictions' deletion: %s",
-                    project_id, exc)
+            PRUNE_JOB,
+            args=(int(project_id), version),
+            job_timeout=settings.job_timeout_s,
+            result_ttl=PRUNE_JOB_RESULT_TTL_S,
+            failure_ttl=JOB_FAILURE_TTL_S,
+            description=f"delete old predictions of project {project_id}",
+        )
+    except Exception as exc:  # Redis blip: housekeeping falls back to the round itself
+        log.warning("project %s: could not queue the old predictions' deletion: %s", project_id, exc)
         return False
     return True
 
@@ -164,6 +197,12 @@ def enqueue_feature_shards(settings: Settings, conn: Redis, board_id: str, count
     that comes after the round ended finds nothing to do."""
     queue = training_queue(settings, conn)
     for _ in range(count):
-        queue.enqueue(FEATURE_SHARD_JOB, args=(board_id,), job_timeout=settings.job_timeout_s,
-                      result_ttl=FEATURE_SHARD_JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S,
-                      at_front=True, description=f"feature shards of board {board_id}")
+        queue.enqueue(
+            FEATURE_SHARD_JOB,
+            args=(board_id,),
+            job_timeout=settings.job_timeout_s,
+            result_ttl=FEATURE_SHARD_JOB_RESULT_TTL_S,
+            failure_ttl=JOB_FAILURE_TTL_S,
+            at_front=True,
+            description=f"feature shards of board {board_id}",
+        )

@@ -15,6 +15,7 @@ Label Studio's count is compared with Label Studio's count as the last round sta
 the round), never with the backend's count of usable labels. Only one worker process reconciles
 at a time (a Redis lease), however many RQ workers run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,20 +56,33 @@ def needs_retrain(drift: int, threshold: int, busy: bool) -> bool:
     return threshold > 0 and not busy and drift >= threshold
 
 
+def fail_abandoned_round(conn, project_id: int) -> None:
+    """Marks failed a round whose status says running while no job runs it (its worker stopped)."""
+    training_state.update_status(
+        conn,
+        project_id,
+        state=RoundState.FAILED,
+        phase=RoundPhase.FAILED,
+        error="the worker stopped during this round (no heartbeat); the next trigger retrains",
+    )
+    log.warning("project %s: a training round was abandoned by its worker", project_id)
+
+
 def reconcile_project(settings: Settings, conn, client: LabelStudioClient, project_id: int) -> str:
     """One check of one project; returns what was done (for logs and tests)."""
     status = training_state.get_status(conn, project_id)
     running = status.get("running_job_id")
     if status.get("state") == RoundState.RUNNING and not running:
-        training_state.update_status(conn, project_id, state=RoundState.FAILED,
-                                     phase=RoundPhase.FAILED,
-                                     error="the worker stopped during this round (no heartbeat); "
-                                           "the next trigger retrains")
-        log.warning("project %s: a training round was abandoned by its worker", project_id)
+        fail_abandoned_round(conn, project_id)
     followup = training_state.take_orphaned_followup(conn, project_id)
     if followup:
-        queueing.request_training(settings, conn, project_id, "follow-up of an abandoned round",
-                                  automatic=followup == training_state.FOLLOWUP_AUTOMATIC)
+        queueing.request_training(
+            settings,
+            conn,
+            project_id,
+            "follow-up of an abandoned round",
+            automatic=followup == training_state.FOLLOWUP_AUTOMATIC,
+        )
         log.info("project %s: follow-up of an abandoned round requested", project_id)
         return "retrain"
     # an automatic round that waited for the cadence and whose scheduled start was missed
@@ -76,11 +90,14 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
         return "retrain"
     # a queued job that vanished (deleted, or its worker died before the round began): the
     # request it stood for is made again
-    if status.get("queued_job_id") and \
-            queueing.drop_vanished_queued_job(conn, project_id) is not None:
-        queueing.request_training(settings, conn, project_id,
-                                  "reconcile: the queued job vanished",
-                                  automatic=not training_state.queued_is_manual(conn, project_id))
+    if status.get("queued_job_id") and queueing.drop_vanished_queued_job(conn, project_id) is not None:
+        queueing.request_training(
+            settings,
+            conn,
+            project_id,
+            "reconcile: the queued job vanished",
+            automatic=not training_state.queued_is_manual(conn, project_id),
+        )
         return "retrain"
     busy = bool(running or status.get("queued_job_id"))
     try:
@@ -89,24 +106,27 @@ def reconcile_project(settings: Settings, conn, client: LabelStudioClient, proje
         if exc.status == 404:
             return project_gone(settings, conn, project_id, status, busy)
         raise
-    if status.get(GONE_SINCE) is not None:   # answered again: it was not deleted after all
+    if status.get(GONE_SINCE) is not None:  # answered again: it was not deleted after all
         training_state.update_status(conn, project_id, **{GONE_SINCE: None})
     if not busy and retrain_on_config_change(settings, conn, project_id, project, "reconcile"):
         return "config changed"
-    drift = annotation_drift(label_studio_count(project),
-                             status.get(training_state.LS_COUNT_AT_LAST_ROUND))
+    drift = annotation_drift(label_studio_count(project), status.get(training_state.LS_COUNT_AT_LAST_ROUND))
     if needs_retrain(drift, settings.retrain_after_annotations, busy):
-        if status.get("next_automatic_round"):   # a round already waits for the cadence
+        if status.get("next_automatic_round"):  # a round already waits for the cadence
             return "waiting"
-        queueing.request_training(settings, conn, project_id,
-                                  f"reconcile: {drift} annotated tasks since the last round",
-                                  automatic=True)
+        queueing.request_training(
+            settings,
+            conn,
+            project_id,
+            f"reconcile: {drift} annotated tasks since the last round",
+            automatic=True,
+        )
         log.info("project %s: %d annotated tasks since the last round -> retrain", project_id, drift)
         return "retrain"
     return "in sync"
 
 
-GONE_SINCE = "label_studio_404_since_ts"   # status field: epoch seconds of the first 404
+GONE_SINCE = "label_studio_404_since_ts"  # status field: epoch seconds of the first 404
 
 
 def project_gone(settings: Settings, conn, project_id: int, status: dict, busy: bool) -> str:
@@ -117,8 +137,11 @@ def project_gone(settings: Settings, conn, project_id: int, status: dict, busy: 
     since = status.get(GONE_SINCE)
     if since is None:
         training_state.update_status(conn, project_id, **{GONE_SINCE: now})
-        log.warning("project %s: Label Studio answers 404; forgotten in %d s unless it comes back",
-                    project_id, DELETED_PROJECT_GRACE_S)
+        log.warning(
+            "project %s: Label Studio answers 404; forgotten in %d s unless it comes back",
+            project_id,
+            DELETED_PROJECT_GRACE_S,
+        )
         return "project gone"
     if busy or now - float(since) < DELETED_PROJECT_GRACE_S:
         return "project gone"
@@ -134,8 +157,7 @@ def forget_project(settings: Settings, conn, project_id: int) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     if directory.exists():
         log.warning("project %s: could not delete all of %s", project_id, directory)
-    log.info("project %s: deleted in Label Studio; %d Redis keys and %s removed", project_id,
-             keys, directory)
+    log.info("project %s: deleted in Label Studio; %d Redis keys and %s removed", project_id, keys, directory)
 
 
 def config_change(settings: Settings, project_id: int, project: dict) -> dict | None:
@@ -149,8 +171,9 @@ def config_change(settings: Settings, project_id: int, project: dict) -> dict | 
     return schema_change(published.info if published else None, schema)
 
 
-def retrain_on_config_change(settings: Settings, conn, project_id: int, project: dict,
-                             source: str) -> dict | None:
+def retrain_on_config_change(
+    settings: Settings, conn, project_id: int, project: dict, source: str
+) -> dict | None:
     """Request one retrain when the project's labeling config differs from the published
     version's; returns the change (also in /status as labeling_config_change), else None.
 
@@ -162,10 +185,12 @@ def retrain_on_config_change(settings: Settings, conn, project_id: int, project:
     if status.get("config_retrain_requested_for") == change["to_hash"]:
         return None
     queueing.request_training(settings, conn, project_id, f"{source}: labeling config changed")
-    training_state.update_status(conn, project_id, labeling_config_change=change,
-                                 config_retrain_requested_for=change["to_hash"])
-    log.info("project %s: labeling config changed since the published version (%s) -> retrain",
-             project_id, change)
+    training_state.update_status(
+        conn, project_id, labeling_config_change=change, config_retrain_requested_for=change["to_hash"]
+    )
+    log.info(
+        "project %s: labeling config changed since the published version (%s) -> retrain", project_id, change
+    )
     return change
 
 
@@ -175,7 +200,7 @@ def reconcile_all(settings: Settings, conn, client: LabelStudioClient | None = N
     for project_id in training_state.known_projects(conn):
         try:
             results[project_id] = reconcile_project(settings, conn, client, project_id)
-        except Exception as exc:   # one unreachable project must not stop the others
+        except Exception as exc:  # one unreachable project must not stop the others
             results[project_id] = f"error: {type(exc).__name__}"
             log.warning("project %s: reconcile failed: %s", project_id, exc)
     return results
@@ -199,24 +224,35 @@ class ReconcilerLease:
 
     def hold(self) -> bool:
         """Take the lease when free, renew it when ours (one atomic call); False: another's."""
-        return bool(self.conn.eval(
-            "local v = redis.call('get', KEYS[1]) "
-            "if v == false or v == ARGV[1] then "
-            "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end return 0",
-            1, lease_key(), self.owner, self.ttl_s))
+        return bool(
+            self.conn.eval(
+                "local v = redis.call('get', KEYS[1]) "
+                "if v == false or v == ARGV[1] then "
+                "redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end return 0",
+                1,
+                lease_key(),
+                self.owner,
+                self.ttl_s,
+            )
+        )
 
     def release(self) -> None:
-        self.conn.eval("if redis.call('get', KEYS[1]) == ARGV[1] then "
-                       "return redis.call('del', KEYS[1]) else return 0 end",
-                       1, lease_key(), self.owner)
+        self.conn.eval(
+            "if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('del', KEYS[1]) else return 0 end",
+            1,
+            lease_key(),
+            self.owner,
+        )
 
 
 class Reconciler(threading.Thread):
     """Runs reconcile_all every RECONCILE_INTERVAL_S seconds in whichever worker process holds
     the reconciler lease."""
 
-    def __init__(self, settings: Settings, conn, client: LabelStudioClient | None = None,
-                 owner: str | None = None):
+    def __init__(
+        self, settings: Settings, conn, client: LabelStudioClient | None = None, owner: str | None = None
+    ):
         super().__init__(daemon=True, name="reconciler")
         self.settings, self.conn, self.client = settings, conn, client
         self.lease = ReconcilerLease(conn, settings.reconcile_interval_s, owner)
@@ -236,5 +272,5 @@ class Reconciler(threading.Thread):
                 log.warning("reconcile pass failed: %s", exc)
         try:
             self.lease.release()
-        except Exception:   # Redis gone at shutdown: the lease lapses by itself
+        except Exception:  # Redis gone at shutdown: the lease lapses by itself
             pass

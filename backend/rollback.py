@@ -12,6 +12,7 @@ an HTTP request may), holding the project's run lock like a round, so a rollback
 never publish over each other; a round triggered meanwhile runs as the usual follow-up. Its
 progress and outcome are the project's ``rollback`` field in /status.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,7 @@ def files_kept(store: ModelStore, project_id: int, version: str) -> bool:
     return all(path.exists() for path in needed)
 
 
-def refusal(store: ModelStore, project_id: int, version: str,
-            live: str | None | bool = True) -> str | None:
+def refusal(store: ModelStore, project_id: int, version: str, live: str | None | bool = True) -> str | None:
     """Why ``version`` cannot be made live now (None: it can). ``live``: the live version when
     the caller read it already (True: read it here)."""
     if not is_own_version(version):
@@ -54,13 +54,16 @@ def refusal(store: ModelStore, project_id: int, version: str,
     if live == version:
         return f"{version} is already the live version"
     if not files_kept(store, project_id, version):
-        return (f"the files of {version} were pruned: MODEL_DIR keeps the newest "
-                f"{store.keep_versions} versions of a project (KEEP_MODEL_VERSIONS)")
+        return (
+            f"the files of {version} were pruned: MODEL_DIR keeps the newest "
+            f"{store.keep_versions} versions of a project (KEEP_MODEL_VERSIONS)"
+        )
     return None
 
 
-def request_rollback(settings: Settings, conn: Redis, store: ModelStore, project_id: int,
-                     version: str) -> str:
+def request_rollback(
+    settings: Settings, conn: Redis, store: ModelStore, project_id: int, version: str
+) -> str:
     """Queue making ``version`` live; returns the job id. RollbackRefused with the reason when
     it cannot be (see ``refusal``), or while a round of the project runs."""
     reason = refusal(store, project_id, version)
@@ -69,22 +72,41 @@ def request_rollback(settings: Settings, conn: Redis, store: ModelStore, project
     if reason is not None:
         raise RollbackRefused(reason)
     job = queueing.training_queue(settings, conn).enqueue(
-        ROLLBACK_JOB, args=(int(project_id), version), job_timeout=settings.job_timeout_s,
-        result_ttl=PRUNE_JOB_RESULT_TTL_S, failure_ttl=JOB_FAILURE_TTL_S,
-        description=f"make {version} live in project {project_id}")
-    training_state.update_status(conn, project_id, rollback={
-        "version": version, "state": "queued", "job_id": job.id,
-        "requested_at": training_state.now_iso()})
+        ROLLBACK_JOB,
+        args=(int(project_id), version),
+        job_timeout=settings.job_timeout_s,
+        result_ttl=PRUNE_JOB_RESULT_TTL_S,
+        failure_ttl=JOB_FAILURE_TTL_S,
+        description=f"make {version} live in project {project_id}",
+    )
+    training_state.update_status(
+        conn,
+        project_id,
+        rollback={
+            "version": version,
+            "state": "queued",
+            "job_id": job.id,
+            "requested_at": training_state.now_iso(),
+        },
+    )
     log.info("project %s: making %s live again (job %s)", project_id, version, job.id)
     return job.id
 
 
-def republish(settings: Settings, client, store: ModelStore, project_id: int, version: str,
-              status=lambda **_: None, history: list[dict] | None = None) -> int:
+def republish(
+    settings: Settings,
+    client,
+    store: ModelStore,
+    project_id: int,
+    version: str,
+    status=lambda **_: None,
+    history: list[dict] | None = None,
+) -> int:
     """Push ``version``'s stored predictions into Label Studio again and publish it (our pointer
     and the project's model_version), then update the tab. Returns the predictions pushed."""
     from backend.rounds.publish import push_and_publish, update_views  # torch-free, but heavy
     from backend.task_types import task_type_for
+
     reason = refusal(store, project_id, version)
     if reason is not None:
         raise RollbackRefused(reason)
@@ -93,14 +115,24 @@ def republish(settings: Settings, client, store: ModelStore, project_id: int, ve
     predictions = stored.items()
     unknown = sorted({p.label for _, p in predictions if p.label is not None} - set(schema.labels))
     if unknown:
-        raise RollbackRefused(f"the labeling config changed since {version}: it has no choice "
-                              f"{', '.join(unknown[:5])}")
-    status(phase=RoundPhase.PUSHING_PREDICTIONS)   # the job checks it still holds the lock
+        raise RollbackRefused(
+            f"the labeling config changed since {version}: it has no choice {', '.join(unknown[:5])}"
+        )
+    status(phase=RoundPhase.PUSHING_PREDICTIONS)  # the job checks it still holds the lock
     # a copy Label Studio may still hold (KEEP_PREDICTION_VERSIONS): none of it left twice
     client.delete_model_version(project_id, version)
-    pushed = push_and_publish(settings, client, store, project_id, version, schema, predictions,
-                              about=stored.about, info=_info(version, history or []),
-                              status=status)
+    pushed = push_and_publish(
+        settings,
+        client,
+        store,
+        project_id,
+        version,
+        schema,
+        predictions,
+        about=stored.about,
+        info=_info(version, history or []),
+        status=status,
+    )
     update_views(settings, client, project_id, version)
     return pushed.predictions_pushed
 
@@ -110,8 +142,7 @@ def _info(version: str, history: list[dict]) -> dict:
     info: dict = {"republished_at": training_state.now_iso()}
     for entry in history:
         if entry.get("model_version") == version:
-            info.update(metrics=entry.get("metrics") or {},
-                        annotations_used=entry.get("annotations_used"))
+            info.update(metrics=entry.get("metrics") or {}, annotations_used=entry.get("annotations_used"))
             break
     return info
 
@@ -120,6 +151,7 @@ def run_rollback_job(project_id: int, version: str) -> dict:
     """The RQ job: take the run lock (or give up, a round runs), re-publish, record the outcome."""
     from backend.jobs import _followup, _Heartbeat, guarded_status
     from backend.ls_client import LabelStudioClient
+
     settings = Settings.from_env()
     job = get_current_job()
     conn = job.connection if job else queueing.redis_connection(settings)
@@ -133,17 +165,24 @@ def run_rollback_job(project_id: int, version: str) -> dict:
 
     lock = training_state.RunLock(conn, project_id, job_id, settings.run_lock_ttl_s)
     if not lock.acquire():
-        return report("refused", error="a round of this project was running: try again once "
-                                       "it has finished")
+        return report("refused", error="a round of this project was running: try again once it has finished")
     heartbeat = _Heartbeat(lock)
     heartbeat.start()
     report("running")
     try:
         store = ModelStore(settings.model_dir, settings.keep_model_versions)
-        status = guarded_status(lock, heartbeat, lambda **fields: report(
-            "running", phase=str(fields.get("phase") or "")))
-        pushed = republish(settings, LabelStudioClient.from_settings(settings), store,
-                           project_id, version, status, round_history.rounds(conn, project_id))
+        status = guarded_status(
+            lock, heartbeat, lambda **fields: report("running", phase=str(fields.get("phase") or ""))
+        )
+        pushed = republish(
+            settings,
+            LabelStudioClient.from_settings(settings),
+            store,
+            project_id,
+            version,
+            status,
+            round_history.rounds(conn, project_id),
+        )
         return report("done", predictions_pushed=pushed, phase="")
     except RollbackRefused as exc:
         return report("refused", error=str(exc))

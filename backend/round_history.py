@@ -6,6 +6,7 @@ here a compact copy of every round's outcome is kept (at most ``HISTORY_LENGTH``
 under the project's ``al:`` keys, so forgetting a project forgets its history). Recording never
 fails a round: a Redis error is logged and the round goes on.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,26 @@ from redis import Redis
 from backend import training_state
 
 log = logging.getLogger(__name__)
-HISTORY_LENGTH = 200   # rounds kept per project (a few KB each)
+HISTORY_LENGTH = 200  # rounds kept per project (a few KB each)
 # the parts of a round's plain summary the history keeps (the rest is in /status's last_summary)
-_KEPT = ("state", "model_version", "reason", "strategy", "metrics", "tasks", "annotated_tasks",
-         "annotations_used", "predictions_pushed", "tasks_deleted_during_round", "preselected",
-         "embedding", "pick", "timings_s", "warnings", "prospective")
+_KEPT = (
+    "state",
+    "model_version",
+    "reason",
+    "strategy",
+    "metrics",
+    "tasks",
+    "annotated_tasks",
+    "annotations_used",
+    "predictions_pushed",
+    "tasks_deleted_during_round",
+    "preselected",
+    "embedding",
+    "pick",
+    "timings_s",
+    "warnings",
+    "prospective",
+)
 
 
 def history_key(project_id: int) -> str:
@@ -36,9 +52,12 @@ def _folds(values) -> list[float]:
 
 
 def _estimate(folds: list[float], kind: str) -> dict:
-    return {"mean": round(statistics.fmean(folds), 4),
-            "std": round(statistics.stdev(folds), 4) if len(folds) > 1 else None,
-            "folds": folds, "kind": kind}
+    return {
+        "mean": round(statistics.fmean(folds), 4),
+        "std": round(statistics.stdev(folds), 4) if len(folds) > 1 else None,
+        "folds": folds,
+        "kind": kind,
+    }
 
 
 def accuracy_of(summary: dict) -> dict | None:
@@ -55,8 +74,9 @@ def accuracy_of(summary: dict) -> dict | None:
     if isinstance(metrics.get("val_acc"), (int, float)):
         return _estimate([float(metrics["val_acc"])], "held-out")
     colour = (summary.get("self_supervised") or {}).get("colour") or {}
-    folds = _folds(colour.get("with_colour_fold_accuracy" if colour.get("keep_colour")
-                              else "invariant_fold_accuracy"))
+    folds = _folds(
+        colour.get("with_colour_fold_accuracy" if colour.get("keep_colour") else "invariant_fold_accuracy")
+    )
     if len(folds) >= 2:
         return _estimate(folds, f"{len(folds)}-fold cross-validated linear probe")
     return None
@@ -69,19 +89,28 @@ def entry_from_summary(summary: dict, *, job_id: str, duration_s: float) -> dict
     if accuracy is not None:
         entry["accuracy"] = accuracy
     images = summary.get("images") or {}
-    entry["images"] = {"skipped_tasks": images.get("skipped_tasks", 0),
-                       "reasons": images.get("reasons", {})}
+    entry["images"] = {"skipped_tasks": images.get("skipped_tasks", 0), "reasons": images.get("reasons", {})}
     first = summary.get("first_push")
     if first:
         entry["first_push_version"] = first.get("model_version")
-    return {**entry, "job_id": job_id, "duration_s": round(duration_s, 2),
-            "finished_at": training_state.now_iso(), "finished_ts": round(time.time(), 3)}
+    return {
+        **entry,
+        "job_id": job_id,
+        "duration_s": round(duration_s, 2),
+        "finished_at": training_state.now_iso(),
+        "finished_ts": round(time.time(), 3),
+    }
 
 
 def entry_from_failure(error: str, *, job_id: str, duration_s: float) -> dict:
-    return {"state": "failed", "error": error[:2000], "job_id": job_id,
-            "duration_s": round(duration_s, 2), "finished_at": training_state.now_iso(),
-            "finished_ts": round(time.time(), 3)}
+    return {
+        "state": "failed",
+        "error": error[:2000],
+        "job_id": job_id,
+        "duration_s": round(duration_s, 2),
+        "finished_at": training_state.now_iso(),
+        "finished_ts": round(time.time(), 3),
+    }
 
 
 def record(conn: Redis, project_id: int, entry: dict) -> None:
@@ -91,7 +120,7 @@ def record(conn: Redis, project_id: int, entry: dict) -> None:
         pipe.lpush(history_key(project_id), json.dumps(entry))
         pipe.ltrim(history_key(project_id), 0, HISTORY_LENGTH - 1)
         pipe.execute()
-    except Exception as exc:   # the history is a view: never fail a round over it
+    except Exception as exc:  # the history is a view: never fail a round over it
         log.warning("project %s: round not added to the history: %s", project_id, exc)
 
 

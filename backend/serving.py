@@ -10,6 +10,7 @@ own version's lock only (``Once``), never the lock of the whole cache, so a slow
 of one project never stalls /predict of another. The least recently served project is dropped
 first; a project's older version is dropped when its newer one is loaded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,7 @@ from model.checkpoint import LoadedModel
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-Neighbours = tuple[np.ndarray, np.ndarray]   # (task ids, embeddings) a version ranked
+Neighbours = tuple[np.ndarray, np.ndarray]  # (task ids, embeddings) a version ranked
 
 
 class Once(Generic[V]):
@@ -49,7 +50,7 @@ class Once(Generic[V]):
             if not self._made:
                 self._value = self._load()
                 self._made = True
-        return self._value   # type: ignore[return-value]
+        return self._value  # type: ignore[return-value]
 
 
 class LruCache(Generic[K, V]):
@@ -64,8 +65,7 @@ class LruCache(Generic[K, V]):
         self._cells: OrderedDict[K, Once[V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: K, load: Callable[[], V],
-            replaces: Callable[[K], bool] = lambda _: False) -> V:
+    def get(self, key: K, load: Callable[[], V], replaces: Callable[[K], bool] = lambda _: False) -> V:
         """The value of ``key``, loaded by ``load`` when absent; adding it drops the entries
         whose keys ``replaces`` accepts (e.g. an older version of the same project)."""
         with self._lock:
@@ -81,7 +81,7 @@ class LruCache(Generic[K, V]):
         try:
             return cell.get()
         except BaseException:
-            with self._lock:   # a failed load is not kept: the next call loads again
+            with self._lock:  # a failed load is not kept: the next call loads again
                 if self._cells.get(key) is cell:
                     del self._cells[key]
             raise
@@ -100,6 +100,7 @@ class _NoModel(Exception):
 class ServedVersion:
     """One published version as /predict uses it: what it pushed, and (on first need) its model
     and the embeddings of the tasks it ranked."""
+
     version: str
     predictions: StoredPredictions
     _model: Once[tuple[LoadedModel, Neighbours | None]]
@@ -116,16 +117,14 @@ class ServedVersion:
 class Serving:
     """The per-process state of /predict (see the module's docstring)."""
 
-    def __init__(self, settings: Settings, store: ModelStore,
-                 client: LabelStudioClient | None = None):
+    def __init__(self, settings: Settings, store: ModelStore, client: LabelStudioClient | None = None):
         self.settings = settings
         self.store = store
         self._client = client
         self._fetcher: ImageFetcher | None = None
         self._sized: dict[int, ImageFetcher] = {}
         self._lock = threading.Lock()
-        self._versions: LruCache[tuple[int, str], ServedVersion] = LruCache(
-            settings.predict_cache_projects)
+        self._versions: LruCache[tuple[int, str], ServedVersion] = LruCache(settings.predict_cache_projects)
 
     @property
     def client(self) -> LabelStudioClient:
@@ -150,13 +149,18 @@ class Serving:
         """``published`` (a version the caller read once) as /predict serves it, loaded once."""
         key = (project_id, published.version)
         try:
-            return self._versions.get(key, lambda: self._load(project_id, published),
-                                      replaces=lambda other: other[0] == project_id)
-        except (OSError, ValueError) as exc:   # not kept: read again on the next call
-            log.warning("project %s: stored predictions of %s unreadable (%s)", project_id,
-                        published.version, exc)
-            return ServedVersion(published.version, StoredPredictions({"tasks": {}}),
-                                 Once(lambda: self._load_model(project_id, published)))
+            return self._versions.get(
+                key, lambda: self._load(project_id, published), replaces=lambda other: other[0] == project_id
+            )
+        except (OSError, ValueError) as exc:  # not kept: read again on the next call
+            log.warning(
+                "project %s: stored predictions of %s unreadable (%s)", project_id, published.version, exc
+            )
+            return ServedVersion(
+                published.version,
+                StoredPredictions({"tasks": {}}),
+                Once(lambda: self._load_model(project_id, published)),
+            )
 
     def cached_versions(self) -> list[tuple[int, str]]:
         """(project id, version) of every version held, least recently served first."""
@@ -164,11 +168,11 @@ class Serving:
 
     def _load(self, project_id: int, published: Published) -> ServedVersion:
         predictions = self.store.read_predictions(project_id, published.version)
-        return ServedVersion(published.version, predictions,
-                             Once(lambda: self._load_model(project_id, published)))
+        return ServedVersion(
+            published.version, predictions, Once(lambda: self._load_model(project_id, published))
+        )
 
-    def _load_model(self, project_id: int, published: Published
-                    ) -> tuple[LoadedModel, Neighbours | None]:
+    def _load_model(self, project_id: int, published: Published) -> tuple[LoadedModel, Neighbours | None]:
         loaded = self.store.load_model(project_id, published, device=self.settings.device)
         if loaded is None:
             raise _NoModel(published.version)

@@ -7,6 +7,7 @@ advanced knobs. Which values are usable and how a variable's text is parsed:
 backend/settings_checks.py. Settings are read when a process starts (``Settings.from_env()``),
 never at import time.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,8 @@ def _doc(text: str, unit: str = "") -> dict:
 
 @dataclass(frozen=True)
 class Settings:
+    # fmt: off
+    # (the fields are laid out by hand as a table: name, default, text, unit)
     # ===== What an operator sets (the README's table) =============================================
     # --- Label Studio and the HTTP server ---------------------------------------------------------
     label_studio_url: str = field(default="http://127.0.0.1:8080", metadata=_doc(
@@ -313,6 +316,7 @@ class Settings:
     # --- logging ----------------------------------------------------------------------------------
     log_level: str = field(default="INFO", metadata=_doc("Python log level."))
 
+    # fmt: on
     # ------------------------------------------------------------------------------------------
     @property
     def resolved_image_cache_dir(self) -> Path:
@@ -345,8 +349,12 @@ class Settings:
         BACKBONE_WEIGHTS (see DISCOVER_WEIGHTS), or unchanged when discovery is off, weights are
         configured, BACKBONE is not the default, or the cache holds none."""
         default_backbone = Settings.__dataclass_fields__["backbone"].default
-        if (not self.discover_weights or self.backbone_weights or self.pretrained_weights
-                or self.backbone != default_backbone):
+        if (
+            not self.discover_weights
+            or self.backbone_weights
+            or self.pretrained_weights
+            or self.backbone != default_backbone
+        ):
             return self
         found = find_cached_weights()
         if found is None:

@@ -6,6 +6,7 @@ claim is a key with a lease that its holder's thread renews (``_leased``); when 
 claim lapses and the shard can be claimed again. How a round uses the board:
 backend/feature_shards.py.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,7 @@ def split_into_shards(items: Items, shard_images: int) -> list[Items]:
     """Consecutive shards of at most ``shard_images`` items: each item in exactly one shard."""
     if shard_images < 1:
         raise ValueError(f"shard_images must be >= 1, got {shard_images}")
-    return [items[start:start + shard_images] for start in range(0, len(items), shard_images)]
+    return [items[start : start + shard_images] for start in range(0, len(items), shard_images)]
 
 
 def worker_token(role: str) -> str:
@@ -99,8 +100,9 @@ class ShardBoard:
         (the round job's timeout) should the round die without removing it."""
         board = cls(conn, uuid.uuid4().hex)
         with conn.pipeline() as pipe:
-            pipe.hset(board.key("items"), mapping={
-                str(i): json.dumps(shard) for i, shard in enumerate(shards)})
+            pipe.hset(
+                board.key("items"), mapping={str(i): json.dumps(shard) for i, shard in enumerate(shards)}
+            )
             pipe.expire(board.key("items"), ttl_s)
             pipe.set(board.key("plan"), json.dumps({**plan, "shards": len(shards)}), ex=ttl_s)
             pipe.execute()
@@ -138,8 +140,9 @@ class ShardBoard:
                 pipe.hset(self.key("failed"), mapping={str(k): v for k, v in failed.items()})
                 pipe.expire(self.key("failed"), max(int(self.conn.ttl(self.key("plan"))), 1))
                 pipe.execute()
-        record = json.dumps({"by": token, "extracted": extracted, "failed": len(failed),
-                             "finished_ts": time.time()})
+        record = json.dumps(
+            {"by": token, "extracted": extracted, "failed": len(failed), "finished_ts": time.time()}
+        )
         return bool(self._finish(args=[self.prefix, index, token, record]))
 
     def done(self) -> dict[int, dict]:
@@ -156,8 +159,9 @@ class ShardBoard:
 
     def remove(self, n_shards: int) -> None:
         names = ["plan", "items", "claims", "claimed_by", "done", "failed", "progress"]
-        self.conn.delete(*[self.key(name) for name in names],
-                         *[self.key(f"claim:{i}") for i in range(n_shards)])
+        self.conn.delete(
+            *[self.key(name) for name in names], *[self.key(f"claim:{i}") for i in range(n_shards)]
+        )
 
 
 class _LeaseKeeper(threading.Thread):
@@ -176,7 +180,7 @@ class _LeaseKeeper(threading.Thread):
                 if not self.board.renew(self.index, self.token, self.lease_s):
                     self.lost.set()
                     return
-            except Exception as exc:   # Redis blip: the next renewal retries within the lease
+            except Exception as exc:  # Redis blip: the next renewal retries within the lease
                 log.warning("feature shard %s: lease renewal failed: %s", self.index, exc)
 
 

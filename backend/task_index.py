@@ -30,17 +30,30 @@ those ids (one Data Manager query per 1,000) and drops the ones it no longer has
 
 Not seen: a task whose data is edited in place (Label Studio 1.23 sends no webhook for it and the
 id watermark has passed it) keeps its old image reference until the index is rebuilt.
+
+What a webhook's body changes in the index (parsed, never trusted): backend/task_index_events.py.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from redis import Redis
 
 from backend import training_state
+from backend.task_index_events import (
+    ANNOTATION_DELETES,
+    ANNOTATION_UPSERTS,
+    TASKS_CREATED,
+    TASKS_DELETED,
+    IndexChanges,
+    annotation_record,
+    event_changes,
+    image_reference,
+)
 from backend.task_types import TaskType
 
 log = logging.getLogger(__name__)
@@ -53,99 +66,38 @@ TASK_FIELDS = ("id", "data")
 LABEL_FIELDS = ("id", "annotations", "result", "was_cancelled", "ground_truth")
 # a task Label Studio counts any annotation on: submitted (ground truths too) or skipped
 ANNOTATED_FILTERS = (
-    ({"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number",
-      "value": 0},),
-    ({"filter": "filter:tasks:cancelled_annotations", "operator": "greater", "type": "Number",
-      "value": 0},),
+    ({"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0},),
+    ({"filter": "filter:tasks:cancelled_annotations", "operator": "greater", "type": "Number", "value": 0},),
 )
-TASKS_CREATED, TASKS_DELETED = "TASKS_CREATED", "TASKS_DELETED"
-ANNOTATION_UPSERTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
-ANNOTATION_DELETES = {"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
+# the webhooks the index applies (``apply_webhook``)
 EVENTS = {TASKS_CREATED, TASKS_DELETED} | ANNOTATION_UPSERTS | ANNOTATION_DELETES
 
 
 # ----------------------------------------------------------------------------- pure parts
 
 
-def _ids(items) -> list[int]:
-    """Integer ids of ``[{"id": 3}, ...]`` (malformed items skipped)."""
-    if not isinstance(items, list):
-        return []
-    return [item["id"] for item in items if isinstance(item, dict) and type(item.get("id")) is int]
-
-
-def annotation_record(annotation, task_id: int | None = None) -> dict | None:
-    """What the index keeps of one annotation: what the label rule reads, and its task."""
-    if not isinstance(annotation, dict) or type(annotation.get("id")) is not int:
-        return None
-    task = task_id if task_id is not None else annotation.get("task")
-    if isinstance(task, dict):
-        task = task.get("id")
-    if type(task) is not int:
-        return None
-    return {"task": task, "result": annotation.get("result"),
-            "was_cancelled": bool(annotation.get("was_cancelled")),
-            "ground_truth": bool(annotation.get("ground_truth"))}
-
-
-def image_reference(task: dict, image_key: str) -> str:
-    """The task's image URL under the config's key, "" when it has none (the round then reports
-    the task as it always did)."""
-    data = task.get("data") if isinstance(task, dict) else None
-    value = data.get(image_key) if isinstance(data, dict) else None
-    return value.strip() if isinstance(value, str) else ""
-
-
-@dataclass(frozen=True)
-class IndexChanges:
-    """What one webhook changes in the index."""
-    tasks_added: dict = field(default_factory=dict)            # task id -> task (id, data)
-    tasks_deleted: tuple = ()
-    annotations_upserted: dict = field(default_factory=dict)   # annotation id -> record
-    annotations_deleted: tuple = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.tasks_added or self.tasks_deleted or self.annotations_upserted
-                    or self.annotations_deleted)
-
-
-def event_changes(payload: dict) -> IndexChanges:
-    """The index changes a Label Studio webhook carries (anything malformed is left out)."""
-    action = payload.get("action") if isinstance(payload, dict) else None
-    if action == TASKS_CREATED:
-        tasks = payload.get("tasks")
-        return IndexChanges(tasks_added={t["id"]: t for t in (tasks if isinstance(tasks, list)
-                                                              else [])
-                                         if isinstance(t, dict) and type(t.get("id")) is int})
-    if action == TASKS_DELETED:
-        return IndexChanges(tasks_deleted=tuple(_ids(payload.get("tasks"))))
-    if action in ANNOTATION_DELETES:
-        return IndexChanges(annotations_deleted=tuple(_ids(payload.get("annotations"))))
-    if action in ANNOTATION_UPSERTS:
-        annotations = payload.get("annotation")
-        annotations = annotations if isinstance(annotations, list) else [annotations]
-        tasks = payload.get("task")
-        tasks = tasks if isinstance(tasks, list) else [tasks]
-        records = {a["id"]: r for a in annotations if (r := annotation_record(a)) is not None}
-        return IndexChanges(
-            tasks_added={t["id"]: t for t in tasks
-                         if isinstance(t, dict) and type(t.get("id")) is int},
-            annotations_upserted=records)
-    return IndexChanges()
-
-
-def round_tasks(images: dict[int, str], annotations: dict[int, dict], image_key: str
-                ) -> list[dict]:
+def round_tasks(images: dict[int, str], annotations: dict[int, dict], image_key: str) -> list[dict]:
     """The tasks a round works on, in id order, shaped like Label Studio's listing (id, data,
     annotations), so the label rule and the image URL rule read them unchanged."""
     by_task: dict[int, list[dict]] = {}
     for annotation_id in sorted(annotations):
         record = annotations[annotation_id]
         by_task.setdefault(record["task"], []).append(
-            {"id": annotation_id, "result": record["result"],
-             "was_cancelled": record["was_cancelled"], "ground_truth": record["ground_truth"]})
-    return [{"id": task_id, "data": {image_key: images[task_id]} if images[task_id] else {},
-             "annotations": by_task.get(task_id, [])} for task_id in sorted(images)]
+            {
+                "id": annotation_id,
+                "result": record["result"],
+                "was_cancelled": record["was_cancelled"],
+                "ground_truth": record["ground_truth"],
+            }
+        )
+    return [
+        {
+            "id": task_id,
+            "data": {image_key: images[task_id]} if images[task_id] else {},
+            "annotations": by_task.get(task_id, []),
+        }
+        for task_id in sorted(images)
+    ]
 
 
 def label_studio_task_count(project: dict) -> int | None:
@@ -157,18 +109,19 @@ def label_studio_task_count(project: dict) -> int | None:
 @dataclass
 class SyncReport:
     """What one sync did (mirrored into the project's /status as ``task_index``)."""
-    rebuilt: bool = False          # the index was built from scratch
-    tasks: int = 0                 # tasks in the index after the sync
-    new_tasks: int = 0             # listed above the watermark
-    annotated_tasks: int = 0       # listed for their labels
+
+    rebuilt: bool = False  # the index was built from scratch
+    tasks: int = 0  # tasks in the index after the sync
+    new_tasks: int = 0  # listed above the watermark
+    annotated_tasks: int = 0  # listed for their labels
     annotations: int = 0
-    annotations_dropped: int = 0   # in the index, no longer in Label Studio
-    counted_tasks: int | None = None   # Label Studio's task_number
-    ids_listed: bool = False       # the counts differed: every id was listed
-    tasks_dropped: int = 0         # deleted in Label Studio, no webhook seen
-    tasks_recovered: int = 0       # in Label Studio, missing from the index
-    deletions_confirmed: int = 0   # reported deleted by a webhook, and gone from Label Studio
-    deletions_refused: int = 0     # reported deleted, but Label Studio still has them: kept
+    annotations_dropped: int = 0  # in the index, no longer in Label Studio
+    counted_tasks: int | None = None  # Label Studio's task_number
+    ids_listed: bool = False  # the counts differed: every id was listed
+    tasks_dropped: int = 0  # deleted in Label Studio, no webhook seen
+    tasks_recovered: int = 0  # in Label Studio, missing from the index
+    deletions_confirmed: int = 0  # reported deleted by a webhook, and gone from Label Studio
+    deletions_refused: int = 0  # reported deleted, but Label Studio still has them: kept
     watermark: int = 0
     seconds: float = 0.0
 
@@ -199,12 +152,10 @@ class TaskIndex:
         return {int(k): v.decode() for k, v in self.conn.hscan_iter(self.tasks_key, count=5000)}
 
     def annotations(self) -> dict[int, dict]:
-        return {int(k): json.loads(v)
-                for k, v in self.conn.hscan_iter(self.annotations_key, count=5000)}
+        return {int(k): json.loads(v) for k, v in self.conn.hscan_iter(self.annotations_key, count=5000)}
 
     def clear(self) -> None:
-        self.conn.delete(self.tasks_key, self.annotations_key, self.meta_key,
-                         self.reported_deleted_key)
+        self.conn.delete(self.tasks_key, self.annotations_key, self.meta_key, self.reported_deleted_key)
 
     def reported_deleted(self) -> set[int]:
         """Task ids a TASKS_DELETED webhook named, not yet confirmed with Label Studio."""
@@ -228,16 +179,17 @@ class TaskIndex:
             # that sync relists the annotated tasks.
             pipe.sadd(self.reported_deleted_key, *changes.tasks_deleted)
         if changes.annotations_upserted:
-            pipe.hset(self.annotations_key, mapping={
-                a: json.dumps(r) for a, r in changes.annotations_upserted.items()})
+            pipe.hset(
+                self.annotations_key,
+                mapping={a: json.dumps(r) for a, r in changes.annotations_upserted.items()},
+            )
         if changes.annotations_deleted:
             pipe.hdel(self.annotations_key, *changes.annotations_deleted)
         pipe.execute()
         return True
 
     # --- the round's sync ------------------------------------------------------------------
-    def sync(self, client, project: dict, schema: TaskType
-             ) -> tuple[list[dict], SyncReport]:
+    def sync(self, client, project: dict, schema: TaskType) -> tuple[list[dict], SyncReport]:
         """Bring the index up to date with Label Studio (see the module's docstring) and return
         the round's tasks: every task with its image reference and its annotations as just
         listed."""
@@ -253,19 +205,27 @@ class TaskIndex:
         annotations, annotated = self._sync_labels(client, report)
         images = self.images()
         self._sync_missing(client, project, schema, images, annotated - images.keys(), report)
-        self.conn.hset(self.meta_key, mapping={"image_key": schema.input_key,
-                                               "watermark": watermark,
-                                               "synced_at": training_state.now_iso()})
+        self.conn.hset(
+            self.meta_key,
+            mapping={
+                "image_key": schema.input_key,
+                "watermark": watermark,
+                "synced_at": training_state.now_iso(),
+            },
+        )
         report.tasks, report.watermark = len(images), watermark
         report.seconds = round(time.monotonic() - started, 2)
         return round_tasks(images, annotations, schema.input_key), report
 
     def _sync_new_tasks(self, client, schema: TaskType, watermark: int, report: SyncReport) -> int:
         """Index the tasks above the id ``watermark``; the new watermark."""
-        new = {t["id"]: image_reference(t, schema.input_key)
-               for t in client.iter_tasks_after(self.project_id, TASK_FIELDS, after_id=watermark,
-                                                page_size=PAGE_SIZE)
-               if isinstance(t, dict) and type(t.get("id")) is int}
+        new = {
+            t["id"]: image_reference(t, schema.input_key)
+            for t in client.iter_tasks_after(
+                self.project_id, TASK_FIELDS, after_id=watermark, page_size=PAGE_SIZE
+            )
+            if isinstance(t, dict) and type(t.get("id")) is int
+        }
         if new:
             self.conn.hset(self.tasks_key, mapping=new)
             watermark = max(watermark, max(new))
@@ -275,29 +235,31 @@ class TaskIndex:
     def _sync_labels(self, client, report: SyncReport) -> tuple[dict[int, dict], set[int]]:
         """Replace the indexed annotations by the ones just listed; (annotations, annotated tasks)."""
         annotations, annotated = self._list_labels(client)
-        stale = [a for a in (int(k) for k in self.conn.hkeys(self.annotations_key))
-                 if a not in annotations]
+        stale = [a for a in (int(k) for k in self.conn.hkeys(self.annotations_key)) if a not in annotations]
         pipe = self.conn.pipeline(transaction=False)
         if stale:
             pipe.hdel(self.annotations_key, *stale)
         for start in range(0, len(annotations), 5000):
-            chunk = list(annotations.items())[start:start + 5000]
+            chunk = list(annotations.items())[start : start + 5000]
             pipe.hset(self.annotations_key, mapping={a: json.dumps(r) for a, r in chunk})
         pipe.execute()
         report.annotated_tasks, report.annotations = len(annotated), len(annotations)
         report.annotations_dropped = len(stale)
         return annotations, annotated
 
-    def _sync_missing(self, client, project: dict, schema: TaskType, images: dict,
-                      missing: set[int], report: SyncReport) -> None:
+    def _sync_missing(
+        self, client, project: dict, schema: TaskType, images: dict, missing: set[int], report: SyncReport
+    ) -> None:
         """When Label Studio counts other tasks than the index, drop the tasks gone from it;
         fetch the ``missing`` tasks and those the index lacks. Updates ``images`` in place."""
         report.counted_tasks = label_studio_task_count(project)
         if report.counted_tasks is not None and report.counted_tasks != len(images):
             report.ids_listed = True
-            live = {t["id"] for t in client.iter_tasks_after(self.project_id, ("id",),
-                                                              page_size=PAGE_SIZE)
-                    if isinstance(t, dict) and type(t.get("id")) is int}
+            live = {
+                t["id"]
+                for t in client.iter_tasks_after(self.project_id, ("id",), page_size=PAGE_SIZE)
+                if isinstance(t, dict) and type(t.get("id")) is int
+            }
             gone = [t for t in images if t not in live]
             if gone:
                 self.conn.hdel(self.tasks_key, *gone)
@@ -306,9 +268,11 @@ class TaskIndex:
             report.tasks_dropped = len(gone)
             missing |= live - images.keys()
         if missing:
-            found = {t["id"]: image_reference(t, schema.input_key)
-                     for t in client.tasks_by_id(self.project_id, missing, TASK_FIELDS)
-                     if isinstance(t, dict) and type(t.get("id")) is int}
+            found = {
+                t["id"]: image_reference(t, schema.input_key)
+                for t in client.tasks_by_id(self.project_id, missing, TASK_FIELDS)
+                if isinstance(t, dict) and type(t.get("id")) is int
+            }
             if found:
                 self.conn.hset(self.tasks_key, mapping=found)
                 images.update(found)
@@ -324,8 +288,15 @@ class TaskIndex:
         for task_id in reported:
             pipe.hexists(self.tasks_key, task_id)
         indexed = [t for t, present in zip(reported, pipe.execute(), strict=False) if present]
-        alive = {t["id"] for t in client.tasks_by_id(self.project_id, indexed, ("id",))
-                 if isinstance(t, dict) and type(t.get("id")) is int} if indexed else set()
+        alive = (
+            {
+                t["id"]
+                for t in client.tasks_by_id(self.project_id, indexed, ("id",))
+                if isinstance(t, dict) and type(t.get("id")) is int
+            }
+            if indexed
+            else set()
+        )
         gone = [t for t in indexed if t not in alive]
         if gone:
             self.conn.hdel(self.tasks_key, *gone)
@@ -333,16 +304,21 @@ class TaskIndex:
         report.deletions_confirmed = len(gone)
         report.deletions_refused = len(alive)
         if alive:
-            log.warning("project %s: TASKS_DELETED named %d task(s) Label Studio still has "
-                        "(kept): %s", self.project_id, len(alive), sorted(alive)[:10])
+            log.warning(
+                "project %s: TASKS_DELETED named %d task(s) Label Studio still has (kept): %s",
+                self.project_id,
+                len(alive),
+                sorted(alive)[:10],
+            )
 
     def _list_labels(self, client) -> tuple[dict[int, dict], set[int]]:
         """Every annotation of every annotated task (annotation id -> record), and those tasks."""
         annotations: dict[int, dict] = {}
         annotated: set[int] = set()
-        for filters in ANNOTATED_FILTERS:   # submitted, then skipped (one conjunction per query)
-            for task in client.iter_tasks_after(self.project_id, LABEL_FIELDS, filters=filters,
-                                                with_annotations=True, page_size=PAGE_SIZE):
+        for filters in ANNOTATED_FILTERS:  # submitted, then skipped (one conjunction per query)
+            for task in client.iter_tasks_after(
+                self.project_id, LABEL_FIELDS, filters=filters, with_annotations=True, page_size=PAGE_SIZE
+            ):
                 if not isinstance(task, dict) or type(task.get("id")) is not int:
                     continue
                 annotated.add(task["id"])
@@ -353,17 +329,19 @@ class TaskIndex:
         return annotations, annotated
 
 
-def tasks_for_round(settings, client, project_id: int, project: dict,
-                    schema: TaskType, status=lambda **_: None) -> list[dict]:
+def tasks_for_round(
+    settings, client, project_id: int, project: dict, schema: TaskType, status=lambda **_: None
+) -> list[dict]:
     """The tasks a round works on: from the project's index, synced now (Redis configured, as in
     every worker), else from one full listing (a round run without Redis, e.g. in-process)."""
     if not settings.redis_url:
         return list(client.iter_tasks(project_id))
     from backend import queueing
-    tasks, report = TaskIndex(queueing.redis_connection(settings), project_id).sync(
-        client, project, schema)
-    log.info("project %s: task index synced in %.1fs: %s", project_id, report.seconds,
-             json.dumps(asdict(report)))
+
+    tasks, report = TaskIndex(queueing.redis_connection(settings), project_id).sync(client, project, schema)
+    log.info(
+        "project %s: task index synced in %.1fs: %s", project_id, report.seconds, json.dumps(asdict(report))
+    )
     status(task_index=asdict(report))
     return tasks
 

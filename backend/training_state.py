@@ -9,6 +9,7 @@ Invariants (tested against a real Redis):
 - at most one deferred automatic round per project (a round waiting for the cadence).
 All keys live under ``al:`` and the Redis connection is always passed in, never global.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,21 +74,29 @@ def new_job_id(project_id: int) -> str:
 _QUEUE_OR_MARK_MANUAL = (
     "local taken = redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) "
     "if ARGV[3] == '1' then redis.call('set', KEYS[2], '1', 'EX', ARGV[2]) end "
-    "if taken then return 1 end return 0")
+    "if taken then return 1 end return 0"
+)
 # A starting job leaves the queue: drop its queued marker and take the manual mark with it.
-_UNQUEUE = ("if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
-            "return redis.call('del', KEYS[2]) end return 0")
+_UNQUEUE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) "
+    "return redis.call('del', KEYS[2]) end return 0"
+)
 # GET and DEL in one step (GETDEL needs Redis 6.2).
 _TAKE = "local v = redis.call('get', KEYS[1]) if v then redis.call('del', KEYS[1]) end return v"
-_DELETE_IF_EQUAL = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-                    "return redis.call('del', KEYS[1]) end return 0")
+_DELETE_IF_EQUAL = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
 FOLLOWUP_MANUAL, FOLLOWUP_AUTOMATIC = "manual", "automatic"
 
 
-def request_training(conn: Redis, project_id: int, reason: str,
-                     enqueue: Callable[[str], None], manual: bool = True,
-                     job_alive: Callable[[str], bool] | None = None
-                     ) -> tuple[bool, str | None]:
+def request_training(
+    conn: Redis,
+    project_id: int,
+    reason: str,
+    enqueue: Callable[[str], None],
+    manual: bool = True,
+    job_alive: Callable[[str], bool] | None = None,
+) -> tuple[bool, str | None]:
     """Enqueue a training job unless one is already waiting; return (enqueued, waiting job id).
 
     ``enqueue(job_id)`` puts the job on the queue. The queued marker is taken with SET NX so two
@@ -99,13 +108,22 @@ def request_training(conn: Redis, project_id: int, reason: str,
     conn.sadd(projects_key(), int(project_id))
     job_id = new_job_id(project_id)
     for attempt in range(2):
-        if conn.eval(_QUEUE_OR_MARK_MANUAL, 2, _key(project_id, "queued"),
-                     _key(project_id, "queued_manual"), job_id, QUEUED_TTL_S,
-                     "1" if manual else "0"):
+        if conn.eval(
+            _QUEUE_OR_MARK_MANUAL,
+            2,
+            _key(project_id, "queued"),
+            _key(project_id, "queued_manual"),
+            job_id,
+            QUEUED_TTL_S,
+            "1" if manual else "0",
+        ):
             break
-        if attempt == 0 and job_alive is not None and \
-                drop_vanished_queued_job(conn, project_id, job_alive) is not None:
-            continue   # the manual mark, if any, stays: the job enqueued now inherits it
+        if (
+            attempt == 0
+            and job_alive is not None
+            and drop_vanished_queued_job(conn, project_id, job_alive) is not None
+        ):
+            continue  # the manual mark, if any, stays: the job enqueued now inherits it
         existing = conn.get(_key(project_id, "queued"))
         return False, existing.decode() if existing else None
     try:
@@ -113,8 +131,9 @@ def request_training(conn: Redis, project_id: int, reason: str,
     except Exception:
         conn.delete(_key(project_id, "queued"), _key(project_id, "queued_manual"))
         raise
-    update_status(conn, project_id, last_queued_job_id=job_id, last_queued_at=now_iso(),
-                  last_queued_reason=reason)
+    update_status(
+        conn, project_id, last_queued_job_id=job_id, last_queued_at=now_iso(), last_queued_reason=reason
+    )
     return True, job_id
 
 
@@ -128,7 +147,7 @@ def queued_marker_age_s(conn: Redis, project_id: int) -> float | None:
     ttl_ms = conn.pttl(_key(project_id, "queued"))
     if ttl_ms == -2:
         return None
-    if ttl_ms < 0:   # no expiry (set by hand): old enough to be checked
+    if ttl_ms < 0:  # no expiry (set by hand): old enough to be checked
         return float(QUEUED_TTL_S)
     return QUEUED_TTL_S - ttl_ms / 1000.0
 
@@ -138,8 +157,9 @@ def queued_is_manual(conn: Redis, project_id: int) -> bool:
     return bool(conn.exists(_key(project_id, "queued_manual")))
 
 
-def drop_vanished_queued_job(conn: Redis, project_id: int, job_alive: Callable[[str], bool],
-                             grace_s: float = QUEUED_MARKER_GRACE_S) -> str | None:
+def drop_vanished_queued_job(
+    conn: Redis, project_id: int, job_alive: Callable[[str], bool], grace_s: float = QUEUED_MARKER_GRACE_S
+) -> str | None:
     """Drop the queued marker when the job it names will never start its round: deleted from the
     queue (a dashboard), or its worker was killed between taking it and starting the round.
     ``job_alive(job_id)`` answers from the queue; a marker younger than ``grace_s`` seconds is
@@ -172,32 +192,45 @@ class RunLock:
     def __init__(self, conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S):
         self.conn, self.project_id, self.job_id, self.ttl_s = conn, project_id, job_id, ttl_s
         self.key = _key(project_id, "lock")
-        self.manual = True   # set by start_run: False for a purely automatic request
+        self.manual = True  # set by start_run: False for a purely automatic request
 
     def acquire(self) -> bool:
         return bool(self.conn.set(self.key, self.job_id, nx=True, ex=self.ttl_s))
 
     def renew(self) -> bool:
         # only renew our own lock (compare-and-expire in one Lua call)
-        return bool(self.conn.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then "
-            "return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end",
-            1, self.key, self.job_id, self.ttl_s))
+        return bool(
+            self.conn.eval(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then "
+                "return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end",
+                1,
+                self.key,
+                self.job_id,
+                self.ttl_s,
+            )
+        )
 
     def ensure_held(self) -> None:
         """Renew now; raise RunLockLost when the lock is no longer this job's."""
         if not self.renew():
-            raise RunLockLost(f"project {self.project_id}: job {self.job_id} lost its run lock "
-                              f"(now held by {running_job(self.conn, self.project_id)!r})")
+            raise RunLockLost(
+                f"project {self.project_id}: job {self.job_id} lost its run lock "
+                f"(now held by {running_job(self.conn, self.project_id)!r})"
+            )
 
     def release(self) -> None:
         self.conn.eval(
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-            "else return 0 end", 1, self.key, self.job_id)
+            "else return 0 end",
+            1,
+            self.key,
+            self.job_id,
+        )
 
 
-def start_run(conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S,
-              manual: bool = True) -> RunLock | None:
+def start_run(
+    conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_TTL_S, manual: bool = True
+) -> RunLock | None:
     """Called when a job starts. Returns the held lock, or None when another run holds it.
 
     When another job runs, this one marks a follow-up (the running job enqueues it at its end)
@@ -207,8 +240,9 @@ def start_run(conn: Redis, project_id: int, job_id: str, ttl_s: int = RUN_LOCK_T
     """
     lock = RunLock(conn, project_id, job_id, ttl_s)
     # this job is no longer "queued": new triggers from now on enqueue the follow-up
-    joined_by_manual = conn.eval(_UNQUEUE, 2, _key(project_id, "queued"),
-                                 _key(project_id, "queued_manual"), job_id)
+    joined_by_manual = conn.eval(
+        _UNQUEUE, 2, _key(project_id, "queued"), _key(project_id, "queued_manual"), job_id
+    )
     lock.manual = bool(manual or joined_by_manual)
     if not lock.acquire():
         mark_followup(conn, project_id, lock.manual)
@@ -260,8 +294,9 @@ def defer_round(conn: Redis, project_id: int, due_ts: float, reason: str) -> str
     deferral's token, or None when one is already pending (it covers these annotations too:
     the round it starts lists the project as it is then)."""
     token = uuid.uuid4().hex[:12]
-    value = json.dumps({"due_ts": round(float(due_ts), 3), "due_at": iso(due_ts),
-                        "reason": reason, "token": token})
+    value = json.dumps(
+        {"due_ts": round(float(due_ts), 3), "due_at": iso(due_ts), "reason": reason, "token": token}
+    )
     ttl = max(int(due_ts - time.time()), 0) + QUEUED_TTL_S
     if conn.set(_key(project_id, "deferred"), value, nx=True, ex=ttl):
         return token
@@ -273,8 +308,9 @@ def deferred_round(conn: Redis, project_id: int) -> dict | None:
     return json.loads(raw) if raw else None
 
 
-def take_deferral(conn: Redis, project_id: int, *, token: str | None = None,
-                  due_by: float | None = None) -> dict | None:
+def take_deferral(
+    conn: Redis, project_id: int, *, token: str | None = None, due_by: float | None = None
+) -> dict | None:
     """Claim the pending deferral, exactly once: the one named by ``token`` (its scheduled job),
     or, without a token, one due at ``due_by`` (the next webhook or the reconciler, for a
     scheduler that did not fire it). None when there is nothing to claim."""
@@ -320,6 +356,7 @@ def round_status(conn: Redis, project_id: int) -> Callable[..., None]:
             if phase in PROGRESS_FIELD:
                 fields.setdefault(PROGRESS_FIELD[phase], None)
         update_status(conn, project_id, **fields)
+
     return status
 
 
@@ -329,7 +366,7 @@ def get_status(conn: Redis, project_id: int) -> dict:
     out["pending_annotation_changes"] = pending_changes(conn, project_id)
     out["queued_job_id"] = queued_job(conn, project_id)
     out["running_job_id"] = running_job(conn, project_id)
-    out["next_automatic_round"] = deferred_round(conn, project_id)   # waiting for the cadence
+    out["next_automatic_round"] = deferred_round(conn, project_id)  # waiting for the cadence
     return out
 
 

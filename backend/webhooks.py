@@ -1,4 +1,5 @@
 """Pure interpretation of Label Studio webhook events: what each one asks the backend to do."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,9 +8,14 @@ from backend.constants import WebhookDecision
 from backend.converters import parse_project_id
 
 START_TRAINING = "START_TRAINING"
-PROJECT_UPDATED = "PROJECT_UPDATED"   # retrains only when the labeling config changed (backend.app)
-ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED",
-                     "ANNOTATIONS_CREATED", "ANNOTATION_DELETED"}
+PROJECT_UPDATED = "PROJECT_UPDATED"  # retrains only when the labeling config changed (backend.app)
+ANNOTATION_EVENTS = {
+    "ANNOTATION_CREATED",
+    "ANNOTATION_UPDATED",
+    "ANNOTATIONS_DELETED",
+    "ANNOTATIONS_CREATED",
+    "ANNOTATION_DELETED",
+}
 # Label Studio sends PROJECT_UPDATED also when this backend PATCHes model_version: retraining on it
 # would loop, so it is acknowledged and ignored like every other non-training event.
 
@@ -40,10 +46,8 @@ def decide(payload) -> Decision:
     if action == START_TRAINING:
         return Decision(WebhookDecision.TRAIN, action, project_id, reason="Start Training pressed")
     if action in ANNOTATION_EVENTS:
-        return Decision(WebhookDecision.COUNT, action, project_id,
-                        changes=_changes_in(payload, action))
-    return Decision(WebhookDecision.IGNORE, action, project_id,
-                    reason=f"{action} does not affect training")
+        return Decision(WebhookDecision.COUNT, action, project_id, changes=_changes_in(payload, action))
+    return Decision(WebhookDecision.IGNORE, action, project_id, reason=f"{action} does not affect training")
 
 
 def _changes_in(payload: dict, action: str) -> int:

@@ -1,4 +1,5 @@
 """The RQ worker that runs training jobs: ``python -m backend.worker [--burst]``."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,15 @@ def main(argv=None) -> int:
     conn = queueing.redis_connection(settings)
     if settings.reconcile_interval_s > 0:
         from backend.reconcile import Reconciler
+
         Reconciler(settings, conn).start()
     worker = Worker([queueing.training_queue(settings, conn)], connection=conn)
-    log.info("worker listening on queue %r (model dir %s, device %s)", settings.queue_name,
-             settings.model_dir, settings.device)
+    log.info(
+        "worker listening on queue %r (model dir %s, device %s)",
+        settings.queue_name,
+        settings.model_dir,
+        settings.device,
+    )
     # the scheduler starts automatic rounds that waited for the retraining cadence
     # (queueing.defer_training): every worker offers, the one holding its lock runs it
     worker.work(burst=args.burst, logging_level=settings.log_level.upper(), with_scheduler=True)

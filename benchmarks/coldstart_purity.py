@@ -12,7 +12,7 @@ For every domain of the domain suite, seed (5) and pool shape:
 
 and every embedding:
 
-* ``pixels``: what a cold-start round ranks on without weights (``model.cold_start.pixel_embedding``);
+* ``pixels``: what a cold-start round ranks on without weights (``model.pixel_pca.pixel_embedding``);
 * ``gradients``: histograms of oriented gradients (scikit-image's HOG on 32 px grey images,
   4 x 4 cells, 9 orientations), standardised, PCA to 64: hand-made features that see edges and
   form rather than where the ink is, free to compute;
@@ -33,6 +33,7 @@ it reports:
 
 Single-threaded; pixels and gradients take about a minute per domain.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,14 +53,14 @@ DEFAULT_OUT = ROOT / "benchmarks" / "results" / "coldstart-purity.md"
 DOMAINS = ("digits", "mnist", "shapes", "letters", "textures", "photos")
 EMBEDDINGS = ("pixels", "gradients", "selfsup")
 SEEDS = (0, 1, 2, 3, 4)
-POOL = 1000            # images of a balanced pool (drawn from the suite's pool of 1,500)
-TAIL_RATIO = 10        # largest class : smallest class in a long-tailed pool
-NEIGHBOURS = 10        # k of the k-NN agreement
+POOL = 1000  # images of a balanced pool (drawn from the suite's pool of 1,500)
+TAIL_RATIO = 10  # largest class : smallest class in a long-tailed pool
+NEIGHBOURS = 10  # k of the k-NN agreement
 COVERAGE_AT = (10, 20)
-HOG_SIZE = 32          # px the gradient embedding reads
-HOG_CELLS = 4          # cells per side
+HOG_SIZE = 32  # px the gradient embedding reads
+HOG_CELLS = 4  # cells per side
 HOG_ORIENTATIONS = 9
-DIMS = 64              # PCA dimensions of the gradient embedding (as of the pixel embedding)
+DIMS = 64  # PCA dimensions of the gradient embedding (as of the pixel embedding)
 
 
 # ------------------------------------------------------------------------- pure measurements
@@ -110,12 +111,22 @@ def gradient_embedding(images: np.ndarray, seed: int = 0) -> np.ndarray:
     from skimage.feature import hog
     from sklearn.decomposition import PCA
 
-    from model.cold_start import thumbnails
+    from model.pixel_pca import thumbnails
 
     grey = thumbnails(images, HOG_SIZE).astype(np.float32).mean(-1) / 255.0
     cell = HOG_SIZE // HOG_CELLS
-    features = np.stack([hog(g, orientations=HOG_ORIENTATIONS, pixels_per_cell=(cell, cell),
-                             cells_per_block=(2, 2), feature_vector=True) for g in grey])
+    features = np.stack(
+        [
+            hog(
+                g,
+                orientations=HOG_ORIENTATIONS,
+                pixels_per_cell=(cell, cell),
+                cells_per_block=(2, 2),
+                feature_vector=True,
+            )
+            for g in grey
+        ]
+    )
     features = (features - features.mean(0)) / (features.std(0) + 1e-6)
     dims = min(DIMS, *features.shape)
     return PCA(n_components=dims, random_state=seed).fit_transform(features).astype(np.float32)
@@ -143,9 +154,10 @@ def run(domains, embeddings) -> list[dict]:
     from backend.rounds.cold_start import COLD_START_FIRST_CLUSTERS
     from backend.settings import Settings
     from benchmarks import domain_suite
-    from model.cold_start import pick_for, pixel_embedding, typiclust_order
+    from model.cold_start import pick_for, typiclust_order
+    from model.pixel_pca import pixel_embedding
 
-    clusters = Settings().query_batch_size   # a cold-start round's clusters, by default
+    clusters = Settings().query_batch_size  # a cold-start round's clusters, by default
 
     records = []
     for domain in domains:
@@ -164,15 +176,22 @@ def run(domains, embeddings) -> list[dict]:
                     elif name == "gradients":
                         x = gradient_embedding(images[rows], seed=seed)
                     else:
-                        assert learned is not None   # learned above whenever "selfsup" is asked
+                        assert learned is not None  # learned above whenever "selfsup" is asked
                         x = learned[rows]
                     # the pick a cold-start round makes on this kind of embedding
                     pick = pick_for("auto", "self_supervised" if name == "selfsup" else "pixels")
-                    order = typiclust_order(x, n_clusters=clusters, seed=seed,
-                                            start_clusters=COLD_START_FIRST_CLUSTERS, pick=pick)
-                    record = {"domain": domain, "pool": pool_kind, "embedding": name, "seed": seed,
-                              "pool_size": int(len(rows)), "classes": len(data.labels),
-                              "knn_agreement": round(knn_agreement(x, y), 4)}
+                    order = typiclust_order(
+                        x, n_clusters=clusters, seed=seed, start_clusters=COLD_START_FIRST_CLUSTERS, pick=pick
+                    )
+                    record = {
+                        "domain": domain,
+                        "pool": pool_kind,
+                        "embedding": name,
+                        "seed": seed,
+                        "pool_size": int(len(rows)),
+                        "classes": len(data.labels),
+                        "knn_agreement": round(knn_agreement(x, y), 4),
+                    }
                     for k in COVERAGE_AT:
                         record[f"covered_at_{k}"] = int(len(set(y[order[:k]].tolist())))
                         record[f"random_at_{k}"] = round(expected_random_coverage(sizes, k), 3)
@@ -205,10 +224,13 @@ def markdown(records: list[dict], seconds: float) -> str:
             picked = np.array([r[f"covered_at_{k}"] for r in rows], dtype=float)
             expected = np.array([r[f"random_at_{k}"] for r in rows])
             gain = picked - expected
-            cells += [f"{picked.mean():.1f} / {expected.mean():.1f}",
-                      f"{gain.mean():+.1f} ± {gain.std():.1f}"]
-        lines.append(f"| {domain} ({rows[0]['classes']}) | {pool_kind} | {name} | "
-                     + " | ".join(cells) + " |")
+            cells += [
+                f"{picked.mean():.1f} / {expected.mean():.1f}",
+                f"{gain.mean():+.1f} ± {gain.std():.1f}",
+            ]
+        lines.append(
+            f"| {domain} ({rows[0]['classes']}) | {pool_kind} | {name} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

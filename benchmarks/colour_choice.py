@@ -63,9 +63,16 @@ def evaluate_domain(domain: str, counts: list[int], seeds: list[int], device: st
             features = extract_pooled(network, images, config, device=device, batch_size=256).embedding
             choice = choose_colour(features, colour_histograms(images), data.pool_targets[rows], seed=seed)
             default, kept = options_at(count)
-            rows_out.append({"domain": domain, "labels": count, "seed": seed, **choice.to_dict(),
-                             "default_accuracy": measured(default, domain, count, seed),
-                             "kept_accuracy": measured(kept, domain, count, seed)})
+            rows_out.append(
+                {
+                    "domain": domain,
+                    "labels": count,
+                    "seed": seed,
+                    **choice.to_dict(),
+                    "default_accuracy": measured(default, domain, count, seed),
+                    "kept_accuracy": measured(kept, domain, count, seed),
+                }
+            )
             print(f"{domain:>8} {count:>3} s{seed}: {choice.reason}", flush=True)
     return rows_out
 
@@ -78,24 +85,32 @@ def percent(values: list[float | None]) -> str:
 
 
 def markdown(records: list[dict]) -> str:
-    lines = ["Colour chosen from the labels (model/colour_choice.py) against the accuracy the suite "
-             "measured for each option on the same labeled draw (default = colour-invariant, "
-             "kept = KEEP_COLOUR=true); CV = the choice's cross-validated accuracy on the labels, "
-             "invariant features alone → with colour histograms.", "",
-             "| domain | labels | kept (of seeds) | CV accuracy | default % | kept % | chosen % | best % |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Colour chosen from the labels (model/colour_choice.py) against the accuracy the suite "
+        "measured for each option on the same labeled draw (default = colour-invariant, "
+        "kept = KEEP_COLOUR=true); CV = the choice's cross-validated accuracy on the labels, "
+        "invariant features alone → with colour histograms.",
+        "",
+        "| domain | labels | kept (of seeds) | CV accuracy | default % | kept % | chosen % | best % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in records:
         groups.setdefault((r["domain"], r["labels"]), []).append(r)
     for (domain, count), rs in groups.items():
         chosen = [r["kept_accuracy"] if r["keep_colour"] else r["default_accuracy"] for r in rs]
-        best = [None if r["kept_accuracy"] is None or r["default_accuracy"] is None
-                else max(r["kept_accuracy"], r["default_accuracy"]) for r in rs]
+        best = [
+            None
+            if r["kept_accuracy"] is None or r["default_accuracy"] is None
+            else max(r["kept_accuracy"], r["default_accuracy"])
+            for r in rs
+        ]
         cv = f"{percent([r['invariant_accuracy'] for r in rs])} → {percent([r['with_colour_accuracy'] for r in rs])}"
         lines.append(
             f"| {domain} | {count} | {sum(r['keep_colour'] for r in rs)}/{len(rs)} | {cv} | "
             f"{percent([r['default_accuracy'] for r in rs])} | {percent([r['kept_accuracy'] for r in rs])} | "
-            f"{percent(chosen)} | {percent(best)} |")
+            f"{percent(chosen)} | {percent(best)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -111,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     for domain in [d for d in args.domains.split(",") if d]:
         if domain not in DOMAINS:
             raise SystemExit(f"unknown domain {domain!r}; choose from {DOMAINS}")
-        records = evaluate_domain(domain, [int(c) for c in args.labels.split(",")],
-                                  [int(s) for s in args.seeds.split(",")], args.device)
+        records = evaluate_domain(
+            domain,
+            [int(c) for c in args.labels.split(",")],
+            [int(s) for s in args.seeds.split(",")],
+            args.device,
+        )
         (OUT / f"{domain}.json").write_text(json.dumps(records, indent=1))
     records = [r for path in sorted(OUT.glob("*.json")) for r in json.loads(path.read_text())]
     (OUT / "results.md").write_text(markdown(records))

@@ -112,80 +112,135 @@ def check_selfsup_variant(overrides: dict[str, Any] | None, variant: str) -> Non
 LEGACY = Recipe(
     "today's default before this change: paper crop+flip, fixed mean/std, SGD 0.05, step lr, 600 steps / max 100 epochs",
     model=dict(augment_policy="crop_flip", input_norm="dataset"),
-    train=dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, lr_schedule="step",
-               auto_target_steps=600, auto_max_epochs=100),
+    train=dict(
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=5e-4,
+        lr_schedule="step",
+        auto_target_steps=600,
+        auto_max_epochs=100,
+    ),
 )
 RECIPES: dict[str, Recipe] = {
     "legacy": LEGACY,
     "plain_baseline": Recipe(
         "small CNN + generic strong augmentation + Adam, fixed mean/std, no loss prediction module",
         model=dict(augment_policy="strong", input_norm="dataset"),
-        train=dict(optimizer="adamw", lr=1e-3, weight_decay=0.0, lr_schedule="step", lr_gamma=1.0,
-                   lpm_weight=0.0, auto_target_steps=600, auto_max_epochs=100),
+        train=dict(
+            optimizer="adamw",
+            lr=1e-3,
+            weight_decay=0.0,
+            lr_schedule="step",
+            lr_gamma=1.0,
+            lpm_weight=0.0,
+            auto_target_steps=600,
+            auto_max_epochs=100,
+        ),
     ),
     "previous_default": Recipe(
         "the default before the crop was made milder: as default, but the random resized crop "
         "keeps 45-100 % of the area (crop_scale_min 0.45)",
-        model=dict(crop_scale_min=0.45), train={}),
+        model=dict(crop_scale_min=0.45),
+        train={},
+    ),
     "previous_default_ema": Recipe(
         "previous_default with the weights' moving average as the model (ema_decay 0.995)",
-        model=dict(crop_scale_min=0.45), train=dict(ema_decay=0.995)),
+        model=dict(crop_scale_min=0.45),
+        train=dict(ema_decay=0.995),
+    ),
     "default": Recipe(
         "the default training recipe (ModelConfig() / TrainConfig()) from a random "
         "initialisation: strong augmentation (random resized crop of 70-100 % of the area), "
         "per-image standardisation, AdamW 2e-3 with cosine decay, 2,000 steps, loss prediction "
         "module trained jointly (the backend with SELF_SUPERVISED_STEPS=0)",
-        model={}, train={}),
+        model={},
+        train={},
+    ),
     "selfsup_init": Recipe(
         "the default recipe started from the backbone pre-trained self-supervised on the "
         "domain's 1,500 pool images for 1,000 steps (labels unused): what the backend does by "
         "default without pretrained weights (SELF_SUPERVISED_STEPS=1000)",
-        model={}, train={}, selfsup_steps=1000),
+        model={},
+        train={},
+        selfsup_steps=1000,
+    ),
     "selfsup_frozen": Recipe(
         "frozen-backbone training (model/frozen.py, the backend's frozen mode) on the "
         "self-supervised backbone of selfsup_init: the backbone is not trained; a linear head and "
         "the loss prediction module train on its pooled features (FrozenConfig: AdamW, 300 "
         "steps): what TRAIN_MODE=auto does without pretrained weights up to FROZEN_MAX_LABELS "
         "labels (selfsup_init after)",
-        model={}, train={}, selfsup_steps=1000, frozen=True),
+        model={},
+        train={},
+        selfsup_steps=1000,
+        frozen=True,
+    ),
     "transfer_frozen": Recipe(
         "frozen-backbone training (as selfsup_frozen) on a pretrained file made here: the backbone "
         "trained supervised on the other domains' pools (transfer_sources, 2,000 steps, all their "
         "labels): what TRAIN_MODE=auto does with PRETRAINED_WEIGHTS up to FROZEN_MAX_LABELS "
         "labels (and at inputs above FULL_TRAINING_MAX_IMAGE_SIZE)",
-        model={}, train={}, transfer_steps=2000, frozen=True),
+        model={},
+        train={},
+        transfer_steps=2000,
+        frozen=True,
+    ),
     "transfer_init": Recipe(
         "the default recipe started from the same pretrained file as transfer_frozen, the whole "
         "network trained: what TRAIN_MODE=auto does with PRETRAINED_WEIGHTS at 32 px after "
         "FROZEN_MAX_LABELS labels",
-        model={}, train={}, transfer_steps=2000),
+        model={},
+        train={},
+        transfer_steps=2000,
+    ),
     "transfer_selfsup_init": Recipe(
         "the default recipe started from transfer_init's pretrained file adapted to the domain by "
         "1,000 self-supervised steps on its pool (as selfsup_init, but from that file instead of "
         "a random initialisation)",
-        model={}, train={}, transfer_steps=2000, selfsup_steps=1000),
+        model={},
+        train={},
+        transfer_steps=2000,
+        selfsup_steps=1000,
+    ),
     "selfsup_colour_init": Recipe(
         "selfsup_init with pre-training views that keep their colours (no hue rotation, grayscale "
         "or inversion; brightness, contrast and saturation jitter kept: "
         "model.self_supervised.COLOUR_KEPT), the training augmentation as in default",
-        model={}, train={}, selfsup_steps=1000, selfsup_variant="colour",
-        selfsup_overrides=COLOUR_KEPT),
+        model={},
+        train={},
+        selfsup_steps=1000,
+        selfsup_variant="colour",
+        selfsup_overrides=COLOUR_KEPT,
+    ),
     "selfsup_colour_frozen": Recipe(
         "selfsup_frozen on the backbone of selfsup_colour_init (views that keep their colours): "
         "what TRAIN_MODE=auto does with KEEP_COLOUR=true up to FROZEN_MAX_LABELS labels",
-        model={}, train={}, selfsup_steps=1000, frozen=True, selfsup_variant="colour",
-        selfsup_overrides=COLOUR_KEPT),
+        model={},
+        train={},
+        selfsup_steps=1000,
+        frozen=True,
+        selfsup_variant="colour",
+        selfsup_overrides=COLOUR_KEPT,
+    ),
     "keep_colour_init": Recipe(
         "selfsup_colour_init with a training augmentation that makes no image grey or inverted "
         "(ModelConfig.keep_colour): what the backend does with KEEP_COLOUR=true after "
         "FROZEN_MAX_LABELS labels",
-        model=dict(keep_colour=True), train={}, selfsup_steps=1000, selfsup_variant="colour",
-        selfsup_overrides=COLOUR_KEPT),
+        model=dict(keep_colour=True),
+        train={},
+        selfsup_steps=1000,
+        selfsup_variant="colour",
+        selfsup_overrides=COLOUR_KEPT,
+    ),
     "selfsup_fixmatch": Recipe(
         "selfsup_init that also learns from the pool while it trains: FixMatch-style consistency "
         "(model/consistency.py) on 64 pool images per step, pseudo-labels at max softmax >= 0.95, "
         "weight 1",
-        model={}, train=dict(unlabeled_weight=1.0), selfsup_steps=1000, unlabeled=True),
+        model={},
+        train=dict(unlabeled_weight=1.0),
+        selfsup_steps=1000,
+        unlabeled=True,
+    ),
 }
 
 
@@ -209,8 +264,9 @@ def _to_images(array: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(x)) for x in array]
 
 
-def load_domain_data(domain: str, pool_size: int | None = None, test_size: int | None = None,
-                     split_seed: int = SPLIT_SEED) -> DomainData:
+def load_domain_data(
+    domain: str, pool_size: int | None = None, test_size: int | None = None, split_seed: int = SPLIT_SEED
+) -> DomainData:
     """``domain``'s pool and held-out test set (POOL_SIZE and TEST_SIZE, read when called)."""
     pool_size = POOL_SIZE if pool_size is None else pool_size
     test_size = TEST_SIZE if test_size is None else test_size
@@ -227,14 +283,20 @@ def load_domain_data(domain: str, pool_size: int | None = None, test_size: int |
         from benchmarks.real_domains import load_split
 
         pool_array, pool_targets, test_array, test_targets, labels = load_split(
-            domain, pool_size, test_size, seed=split_seed)
+            domain, pool_size, test_size, seed=split_seed
+        )
         return DomainData(_to_images(pool_array), pool_targets, _to_images(test_array), test_targets, labels)
     else:
         raise ValueError(f"unknown domain {domain!r}; choose from {DOMAINS}")
     order = np.random.default_rng(split_seed).permutation(len(images))
-    test, pool = order[:test_size], order[test_size:test_size + pool_size]
-    return DomainData(_to_images(images[pool]), np.asarray(targets)[pool], _to_images(images[test]),
-                      np.asarray(targets)[test], list(labels))
+    test, pool = order[:test_size], order[test_size : test_size + pool_size]
+    return DomainData(
+        _to_images(images[pool]),
+        np.asarray(targets)[pool],
+        _to_images(images[test]),
+        np.asarray(targets)[test],
+        list(labels),
+    )
 
 
 def draw_labeled(n_pool: int, count: int, seed: int) -> np.ndarray:
@@ -255,9 +317,11 @@ def evaluate(result, data: DomainData, model_config: ModelConfig, device: str) -
     y = data.test_targets
     ce = -np.log(np.clip(out.probs[np.arange(len(y)), y], 1e-12, 1.0))
     rho = spearman(out.predicted_loss, ce)
-    return {"accuracy": float((out.probs.argmax(1) == y).mean()),
-            "test_loss": float(ce.mean()),
-            "lpm_spearman": float(rho) if math.isfinite(rho) else None}
+    return {
+        "accuracy": float((out.probs.argmax(1) == y).mean()),
+        "test_loss": float(ce.mean()),
+        "lpm_spearman": float(rho) if math.isfinite(rho) else None,
+    }
 
 
 def selfsup_config(steps: int, device: str, overrides: dict[str, Any] | None = None) -> SelfSupervisedConfig:
@@ -265,9 +329,16 @@ def selfsup_config(steps: int, device: str, overrides: dict[str, Any] | None = N
     return with_overrides(SelfSupervisedConfig(steps=steps, device=device), overrides)
 
 
-def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, steps: int,
-                    out_dir: Path, device: str, overrides: dict[str, Any] | None = None,
-                    variant: str = "") -> Path:
+def selfsup_weights(
+    domain: str,
+    data: DomainData,
+    model_config: ModelConfig,
+    steps: int,
+    out_dir: Path,
+    device: str,
+    overrides: dict[str, Any] | None = None,
+    variant: str = "",
+) -> Path:
     """The domain's self-supervised backbone for ``model_config`` (learned on its whole pool with
     the backend's SelfSupervisedConfig at ``steps`` and ``overrides``, seed 0, from
     ``model_config.pretrained_weights`` when set), learned once and kept under
@@ -280,8 +351,7 @@ def selfsup_weights(domain: str, data: DomainData, model_config: ModelConfig, st
         start = Path(model_config.pretrained_weights)
         name += f"-from-{start.parent.name}-{start.stem}"
     path = out_dir / "selfsup" / f"{name}.pt"
-    seconds = pretrained_file(path, data.pool_images, model_config,
-                              selfsup_config(steps, device, overrides))
+    seconds = pretrained_file(path, data.pool_images, model_config, selfsup_config(steps, device, overrides))
     if seconds is not None:
         print(f"self-supervised weights of {domain} ({steps} steps) in {seconds:.0f}s", flush=True)
     return path
@@ -297,8 +367,7 @@ def transfer_sources(domain: str) -> tuple[str, ...]:
     return tuple(d for d in SYNTHETIC_DOMAINS if d != domain) + ("mnist",)
 
 
-def transfer_weights(domain: str, model_config: ModelConfig, steps: int, out_dir: Path,
-                     device: str) -> Path:
+def transfer_weights(domain: str, model_config: ModelConfig, steps: int, out_dir: Path, device: str) -> Path:
     """The pretrained file of ``domain``'s transfer recipes: the backbone of ``model_config``
     trained with the default TrainConfig (seed 0, ``steps`` steps) on the pools of
     ``transfer_sources(domain)``, every image labeled with its source domain's class. Made once and
@@ -318,18 +387,29 @@ def transfer_weights(domain: str, model_config: ModelConfig, steps: int, out_dir
         images += data.pool_images
         targets += [len(labels) + int(t) for t in data.pool_targets]
         labels += [f"{source}/{label}" for label in data.labels]
-    result = train(images, targets, labels, model_config,
-                   TrainConfig(seed=0, device=device, auto_target_steps=steps))
+    result = train(
+        images, targets, labels, model_config, TrainConfig(seed=0, device=device, auto_target_steps=steps)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_pretrained(backbone_state_dict(result.model), path)
-    print(f"transferred weights of {domain} ({steps} steps on {len(images)} images of "
-          f"{', '.join(transfer_sources(domain))}, train acc {result.metrics.get('train_acc')}) "
-          f"in {time.monotonic() - started:.0f}s", flush=True)
+    print(
+        f"transferred weights of {domain} ({steps} steps on {len(images)} images of "
+        f"{', '.join(transfer_sources(domain))}, train acc {result.metrics.get('train_acc')}) "
+        f"in {time.monotonic() - started:.0f}s",
+        flush=True,
+    )
     return path
 
 
-def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainData, device: str,
-            out_dir: Path = RESULTS_DIR) -> dict:
+def run_one(
+    recipe_name: str,
+    domain: str,
+    count: int,
+    seed: int,
+    data: DomainData,
+    device: str,
+    out_dir: Path = RESULTS_DIR,
+) -> dict:
     recipe = RECIPES[recipe_name]
     rows = draw_labeled(len(data.pool_images), count, seed)
     model_config, train_config = configs_for(recipe, seed, device)
@@ -338,13 +418,23 @@ def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainDa
         if recipe.transfer_steps:
             weights = transfer_weights(domain, model_config, recipe.transfer_steps, out_dir, device)
         if recipe.selfsup_steps:  # from the transferred file when there is one
-            start = (model_config if weights is None
-                     else dataclasses.replace(model_config, pretrained_weights=str(weights)))
-            weights = selfsup_weights(domain, data, start, recipe.selfsup_steps, out_dir, device,
-                                      recipe.selfsup_overrides, recipe.selfsup_variant)
+            start = (
+                model_config
+                if weights is None
+                else dataclasses.replace(model_config, pretrained_weights=str(weights))
+            )
+            weights = selfsup_weights(
+                domain,
+                data,
+                start,
+                recipe.selfsup_steps,
+                out_dir,
+                device,
+                recipe.selfsup_overrides,
+                recipe.selfsup_variant,
+            )
         assert weights is not None
-        model_config = dataclasses.replace(
-            model_config, pretrained_weights=str(weights.relative_to(out_dir)))
+        model_config = dataclasses.replace(model_config, pretrained_weights=str(weights.relative_to(out_dir)))
         load_config = dataclasses.replace(model_config, pretrained_weights=str(weights))
     else:
         load_config = model_config
@@ -355,26 +445,45 @@ def run_one(recipe_name: str, domain: str, count: int, seed: int, data: DomainDa
         features = extract_pooled(network, images, load_config, device=device, batch_size=256)
         result = train_frozen(network, features, targets, data.labels, load_config, train_config)
     else:
-        result = train(images, targets, data.labels, load_config, train_config,
-                       unlabeled=data.pool_images if recipe.unlabeled else None)
+        result = train(
+            images,
+            targets,
+            data.labels,
+            load_config,
+            train_config,
+            unlabeled=data.pool_images if recipe.unlabeled else None,
+        )
     train_s = time.monotonic() - started
     metrics = evaluate(result, data, model_config, device)
-    return {"recipe": recipe_name, "domain": domain, "labels": count, "seed": seed,
-            "classes_seen": int(len(set(data.pool_targets[rows].tolist()))),
-            "train_acc": result.metrics.get("train_acc"), "steps": result.metrics.get("steps"),
-            "pseudo_label_share": result.metrics.get("pseudo_label_share"),
-            "train_s": round(train_s, 2), **metrics,
-            "model_config": dataclasses.asdict(model_config),
-            "train_config": dataclasses.asdict(train_config)}
+    return {
+        "recipe": recipe_name,
+        "domain": domain,
+        "labels": count,
+        "seed": seed,
+        "classes_seen": int(len(set(data.pool_targets[rows].tolist()))),
+        "train_acc": result.metrics.get("train_acc"),
+        "steps": result.metrics.get("steps"),
+        "pseudo_label_share": result.metrics.get("pseudo_label_share"),
+        "train_s": round(train_s, 2),
+        **metrics,
+        "model_config": dataclasses.asdict(model_config),
+        "train_config": dataclasses.asdict(train_config),
+    }
 
 
 def run_path(out_dir: Path, recipe: str, domain: str, count: int, seed: int) -> Path:
     return out_dir / "runs" / recipe / f"{domain}-{count}-s{seed}.json"
 
 
-def run_suite(recipes: Sequence[str], domains: Sequence[str], counts: Sequence[int],
-              seeds: Sequence[int], out_dir: Path, device: str = "cpu",
-              log: Callable[[str], None] = lambda m: print(m, flush=True)) -> list[dict]:
+def run_suite(
+    recipes: Sequence[str],
+    domains: Sequence[str],
+    counts: Sequence[int],
+    seeds: Sequence[int],
+    out_dir: Path,
+    device: str = "cpu",
+    log: Callable[[str], None] = lambda m: print(m, flush=True),
+) -> list[dict]:
     records = []
     for domain in domains:
         data = load_domain_data(domain)
@@ -391,9 +500,11 @@ def run_suite(recipes: Sequence[str], domains: Sequence[str], counts: Sequence[i
                     tmp.write_text(json.dumps(record, indent=1))
                     os.replace(tmp, path)
                     records.append(record)
-                    log(f"{recipe:>16} {domain:>8} {count:>4} labels seed {seed}: "
+                    log(
+                        f"{recipe:>16} {domain:>8} {count:>4} labels seed {seed}: "
                         f"acc {record['accuracy']:.3f} rho {record['lpm_spearman']} "
-                        f"({record['train_s']:.0f}s)")
+                        f"({record['train_s']:.0f}s)"
+                    )
     return records
 
 
@@ -410,17 +521,25 @@ def summarize(records: list[dict]) -> dict:
         acc = np.array([r["accuracy"] for r in rs])
         rho = np.array([r["lpm_spearman"] for r in rs if r["lpm_spearman"] is not None])
         out.setdefault(recipe, {}).setdefault(domain, {})[count] = {
-            "acc_mean": float(acc.mean()), "acc_std": float(acc.std()),
+            "acc_mean": float(acc.mean()),
+            "acc_std": float(acc.std()),
             "rho_mean": float(rho.mean()) if len(rho) else None,
-            "train_s_mean": float(np.mean([r["train_s"] for r in rs])), "n": len(rs)}
+            "train_s_mean": float(np.mean([r["train_s"] for r in rs])),
+            "n": len(rs),
+        }
     return out
 
 
 def markdown(summary: dict, recipes: Sequence[str]) -> str:
     counts = sorted({c for rec in summary.values() for dom in rec.values() for c in dom})
-    lines = ["Test accuracy in % (mean ± std over seeds) by labeled images; "
-             "ρ = Spearman of the loss prediction module with the true loss on the test set.", ""]
-    header = "| domain | recipe | " + " | ".join(f"{c} labels" for c in counts) + " | ρ at 100 | train s at 100 |"
+    lines = [
+        "Test accuracy in % (mean ± std over seeds) by labeled images; "
+        "ρ = Spearman of the loss prediction module with the true loss on the test set.",
+        "",
+    ]
+    header = (
+        "| domain | recipe | " + " | ".join(f"{c} labels" for c in counts) + " | ρ at 100 | train s at 100 |"
+    )
     lines += [header, "|" + "---|" * (len(counts) + 4)]
     domains = [d for d in DOMAINS if any(d in summary.get(r, {}) for r in recipes)]
     for domain in domains:
@@ -432,8 +551,9 @@ def markdown(summary: dict, recipes: Sequence[str]) -> str:
             for c in counts:
                 cell = cells.get(c)
                 seeds_note = "" if not cell or cell["n"] >= 3 else f" (n={cell['n']})"
-                row.append(f"{100 * cell['acc_mean']:.1f} ± {100 * cell['acc_std']:.1f}{seeds_note}"
-                           if cell else "")
+                row.append(
+                    f"{100 * cell['acc_mean']:.1f} ± {100 * cell['acc_std']:.1f}{seeds_note}" if cell else ""
+                )
             at100 = cells.get(100, {})
             rho = at100.get("rho_mean")
             row.append("" if rho is None else f"{rho:.2f}")
@@ -452,10 +572,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--out", default=str(RESULTS_DIR))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 is fastest on a shared 2-core machine)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite results.json / results.md from every saved run under --out")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine)"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite results.json / results.md from every saved run under --out",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
@@ -468,9 +592,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise SystemExit(f"unknown recipe(s) {unknown}; known: {sorted(RECIPES)}")
-    records = run_suite(recipes, [d for d in args.domains.split(",") if d],
-                        [int(c) for c in args.labels.split(",")], [int(s) for s in args.seeds.split(",")],
-                        out_dir, device=args.device)
+    records = run_suite(
+        recipes,
+        [d for d in args.domains.split(",") if d],
+        [int(c) for c in args.labels.split(",")],
+        [int(s) for s in args.seeds.split(",")],
+        out_dir,
+        device=args.device,
+    )
     print(markdown(summarize(records), recipes))
     return 0
 
@@ -492,8 +621,10 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # the backend's own venv has no matplotlib; the dev tools do
-        print("matplotlib not installed: no plot (run through scripts/python.sh, "
-              "or pip install -r requirements-dev.txt)")
+        print(
+            "matplotlib not installed: no plot (run through scripts/python.sh, "
+            "or pip install -r requirements-dev.txt)"
+        )
         return
     domains = [d for d in DOMAINS if any(d in summary.get(r, {}) for r in recipes)]
     fig, axes = plt.subplots(1, len(domains), figsize=(3.2 * len(domains), 3.0), squeeze=False)
@@ -501,6 +632,7 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
 
     def palette(index: int):  # 20 distinct colours (the default cycle repeats after 10)
         return cmap(index % 20)
+
     for ax, domain in zip(axes[0], domains, strict=False):
         for recipe in recipes:
             cells = summary.get(recipe, {}).get(domain, {})
@@ -518,7 +650,11 @@ def plot(summary: dict, recipes: Sequence[str], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
     # one legend for every recipe drawn, not only those of the last panel
-    labelled = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels(), strict=False)}
+    labelled = {
+        label: handle
+        for ax in axes[0]
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=False)
+    }
     fig.legend(labelled.values(), labelled.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80, bbox_inches="tight")  # the legend sits right of the panels

@@ -68,9 +68,16 @@ SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
 LETTER_CLASSES = ["C", "E", "F", "G", "O", "P", "Q", "R"]
 TEXTURE_CLASSES = ["stripes", "checkerboard", "dots", "waves", "blobs", "grid"]
 # class name -> skimage.data function of the photograph its patches are cut from
-PHOTO_SOURCES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rocket": "rocket",
-                 "tissue": "immunohistochemistry", "grass": "grass", "gravel": "gravel",
-                 "brick": "brick"}
+PHOTO_SOURCES = {
+    "astronaut": "astronaut",
+    "cat": "chelsea",
+    "coffee": "coffee",
+    "rocket": "rocket",
+    "tissue": "immunohistochemistry",
+    "grass": "grass",
+    "gravel": "gravel",
+    "brick": "brick",
+}
 PHOTO_CLASSES = list(PHOTO_SOURCES)
 
 DomainResult = tuple[np.ndarray, np.ndarray, list[str]]
@@ -93,7 +100,9 @@ def _check_size(size: int) -> None:
         raise ValueError(f"size must be >= 16 pixels, got {size}")
 
 
-def contrast_pairs(rng: np.random.Generator, m: int, low_fraction: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def contrast_pairs(
+    rng: np.random.Generator, m: int, low_fraction: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(foreground, background) float32 (m, 3): uniform random RGB colours, rejected until their
     Euclidean distance is 45-85 (low contrast, with probability low_fraction) or >= 110."""
     low = rng.random(m) < low_fraction
@@ -147,8 +156,9 @@ def _value_noise(rng: np.random.Generator, n: int, size: int, cells: np.ndarray)
     return top * (1 - fy) + bottom * fy
 
 
-def _background(rng: np.random.Generator, size: int, colour: np.ndarray, textured: float,
-                gradient: float) -> np.ndarray:
+def _background(
+    rng: np.random.Generator, size: int, colour: np.ndarray, textured: float, gradient: float
+) -> np.ndarray:
     """(size, size, 3) float32: plain ``colour``, a gradient from it to a nearby colour, or a
     smooth-noise / faint-stripe texture between it and a nearby colour."""
     u = rng.random()
@@ -160,8 +170,9 @@ def _background(rng: np.random.Generator, size: int, colour: np.ndarray, texture
             x, y = _coords(size)
             a = rng.uniform(0, math.pi)
             period = rng.uniform(4.0, 12.0) * size / 64
-            field = 0.5 + 0.5 * np.sin((x * math.cos(a) + y * math.sin(a)) * (2 * math.pi / period)
-                                       + rng.uniform(0, 2 * math.pi))
+            field = 0.5 + 0.5 * np.sin(
+                (x * math.cos(a) + y * math.sin(a)) * (2 * math.pi / period) + rng.uniform(0, 2 * math.pi)
+            )
         return colour + field[..., None] * (other - colour)
     if u < textured + gradient:
         other = _near(rng, colour, 90.0)
@@ -169,14 +180,16 @@ def _background(rng: np.random.Generator, size: int, colour: np.ndarray, texture
     return np.broadcast_to(colour, (size, size, 3)).astype(np.float32)
 
 
-def _finish(rng: np.random.Generator, image: np.ndarray, blur_p: float, max_blur: float,
-            max_noise: float) -> np.ndarray:
+def _finish(
+    rng: np.random.Generator, image: np.ndarray, blur_p: float, max_blur: float, max_noise: float
+) -> np.ndarray:
     """Optional Gaussian blur, then Gaussian pixel noise; returns uint8."""
     out = np.clip(image, 0, 255)
     if rng.random() < blur_p:
         radius = rng.uniform(0.4, max_blur) * out.shape[0] / 64
-        out = np.asarray(Image.fromarray(out.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)),
-                         dtype=np.float32)
+        out = np.asarray(
+            Image.fromarray(out.astype(np.uint8)).filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32
+        )
     sigma = rng.uniform(0.0, max_noise)
     if sigma > 0.5:
         out = out + rng.standard_normal(out.shape, dtype=np.float32) * np.float32(sigma)
@@ -334,8 +347,9 @@ def _draw_clutter(rng: np.random.Generator, image: np.ndarray, avoid: np.ndarray
     return np.asarray(canvas.reduce(SUPERSAMPLE), dtype=np.float32)
 
 
-def generate_letters(n: int, seed: int = 0, size: int = DEFAULT_SIZE,
-                     font_dir: str | None = None) -> DomainResult:
+def generate_letters(
+    n: int, seed: int = 0, size: int = DEFAULT_SIZE, font_dir: str | None = None
+) -> DomainResult:
     """8 letter classes (C E F G O P Q R) in a random DejaVu font file per image, random size,
     rotation (+-30 degrees), shear, position, foreground / background colours with a contrast floor,
     gradient backgrounds and clutter (lines, blobs) on part of the images, blur and noise."""
@@ -366,13 +380,19 @@ def generate_letters(n: int, seed: int = 0, size: int = DEFAULT_SIZE,
         px, py = (rng.uniform(lo, hi) if hi > lo else size / 2 for _ in range(2))
         # Output (supersampled) pixel -> glyph-mask pixel: inverse of scale . stretch . shear . rotate.
         c, s_ = math.cos(angle), math.sin(angle)
-        forward = np.array([[c, -s_], [s_, c]]) @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag(
-            [stretch, 1 / stretch]) * scale
+        forward = (
+            np.array([[c, -s_], [s_, c]])
+            @ np.array([[1.0, shear], [0.0, 1.0]])
+            @ np.diag([stretch, 1 / stretch])
+            * scale
+        )
         inv = np.linalg.inv(forward)
         ox, oy = px * SUPERSAMPLE, py * SUPERSAMPLE
         a, b, d, e = inv[0, 0], inv[0, 1], inv[1, 0], inv[1, 1]
         coeffs = (a, b, gx - a * ox - b * oy, d, e, gy - d * ox - e * oy)
-        canvas = glyph.transform((big, big), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+        canvas = glyph.transform(
+            (big, big), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR
+        )
         mask = _mask_from(canvas)[..., None]
 
         fill = fg + _ramp(rng, size)[..., None] * (_near(rng, fg, 60.0) - fg) if rng.random() < 0.25 else fg
@@ -405,8 +425,18 @@ def _frame(rng: np.random.Generator, m: int, size: int, periods: tuple[float, fl
     edge = _col(rng.uniform(0.7, 1.8, m) * s)
     u = (x * np.cos(theta) + y * np.sin(theta)) * stretch
     v = (-x * np.sin(theta) + y * np.cos(theta)) / stretch
-    return dict(x=x, y=y, theta=theta, stretch=stretch, period=period, phase_u=phase_u, phase_v=phase_v,
-                edge=edge, u=u, v=v)
+    return dict(
+        x=x,
+        y=y,
+        theta=theta,
+        stretch=stretch,
+        period=period,
+        phase_u=phase_u,
+        phase_v=phase_v,
+        edge=edge,
+        u=u,
+        v=v,
+    )
 
 
 def _bands(coord: np.ndarray, period: np.ndarray, phase: np.ndarray, width_fraction) -> np.ndarray:
@@ -498,7 +528,9 @@ def generate_textures(n: int, seed: int = 0, size: int = DEFAULT_SIZE, chunk: in
         pattern = _texture_patterns(rng, kinds, size)[..., None]
         fg, bg = contrast_pairs(rng, m, low_fraction=0.2)
         # a second foreground colour along a random direction (half of the images)
-        fg2 = np.clip(fg + rng.uniform(-80, 80, (m, 3)) * (rng.random((m, 1)) < 0.5), 0, 255).astype(np.float32)
+        fg2 = np.clip(fg + rng.uniform(-80, 80, (m, 3)) * (rng.random((m, 1)) < 0.5), 0, 255).astype(
+            np.float32
+        )
         a = rng.uniform(0, 2 * math.pi, m).astype(np.float32)[:, None, None]
         ramp = np.clip((x * np.cos(a) + y * np.sin(a)) / (size * 0.71) + 0.5, 0, 1)[..., None]
         fg_field = fg[:, None, None, :] + ramp * (fg2 - fg)[:, None, None, :]
@@ -525,8 +557,10 @@ def _photo(name: str) -> Image.Image:
     try:
         import skimage.data
     except ImportError as exc:  # a development dependency, not a runtime one
-        raise ImportError("the photos domain needs scikit-image: pip install -r "
-                          "requirements-dev.txt (scripts/python.sh installs it)") from exc
+        raise ImportError(
+            "the photos domain needs scikit-image: pip install -r "
+            "requirements-dev.txt (scripts/python.sh installs it)"
+        ) from exc
     array = np.asarray(getattr(skimage.data, name)())
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
@@ -534,7 +568,7 @@ def _photo(name: str) -> Image.Image:
 
 
 PHOTO_PATCH_SIDE = (0.15, 0.35)  # patch side as a fraction of the photo's shorter side
-PHOTO_MAX_ROTATION = 20.0        # degrees either way
+PHOTO_MAX_ROTATION = 20.0  # degrees either way
 PHOTO_GREY_FRACTION = 0.2
 
 
@@ -549,8 +583,9 @@ def _photo_patch(rng: np.random.Generator, photo: Image.Image, size: int) -> np.
     right, bottom = int(round(cx + reach)), int(round(cy + reach))
     region = photo.crop((left, top, right, bottom)).rotate(angle, resample=Image.Resampling.BILINEAR)
     inner = (region.width - side) / 2
-    patch = region.crop((int(round(inner)), int(round(inner)), int(round(inner + side)),
-                         int(round(inner + side)))).resize((size, size), Image.Resampling.LANCZOS)
+    patch = region.crop(
+        (int(round(inner)), int(round(inner)), int(round(inner + side)), int(round(inner + side)))
+    ).resize((size, size), Image.Resampling.LANCZOS)
     out = np.asarray(patch, dtype=np.float32)
     return out[:, ::-1] if rng.random() < 0.5 else out
 
@@ -598,10 +633,19 @@ def generate_colours(n: int, seed: int = 0, size: int = DEFAULT_SIZE) -> DomainR
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     for i, target in enumerate(targets):
         hue = (COLOUR_HUES[target] + rng.uniform(-COLOUR_HUE_SPREAD, COLOUR_HUE_SPREAD)) % 1.0
-        fg = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)),
-                      dtype=np.float32) * 255
-        bg = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.25), rng.uniform(0.1, 0.95)),
-                      dtype=np.float32) * 255
+        fg = (
+            np.array(
+                colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)), dtype=np.float32
+            )
+            * 255
+        )
+        bg = (
+            np.array(
+                colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.25), rng.uniform(0.1, 0.95)),
+                dtype=np.float32,
+            )
+            * 255
+        )
         image = _background(rng, size, bg, textured=0.3, gradient=0.3)
         mask = _shape_mask(rng, int(rng.integers(len(SHAPE_CLASSES))), size)
         image = image * (1 - mask) + fg * mask
@@ -636,11 +680,16 @@ PREVIEW_LABEL_WIDTH, PREVIEW_GAP = 96, 2
 
 def _tile_boxes(rows: int, cols: int, size: int) -> list[tuple[int, int, int, int]]:
     step = size + PREVIEW_GAP
-    return [(PREVIEW_LABEL_WIDTH + j * step, r * step, PREVIEW_LABEL_WIDTH + j * step + size, r * step + size)
-            for r in range(rows) for j in range(cols)]
+    return [
+        (PREVIEW_LABEL_WIDTH + j * step, r * step, PREVIEW_LABEL_WIDTH + j * step + size, r * step + size)
+        for r in range(rows)
+        for j in range(cols)
+    ]
 
 
-def preview_grid(name: str, seed: int = 0, size: int = DEFAULT_SIZE, rows: int = 8, cols: int = 8) -> Image.Image:
+def preview_grid(
+    name: str, seed: int = 0, size: int = DEFAULT_SIZE, rows: int = 8, cols: int = 8
+) -> Image.Image:
     """A rows x cols grid of samples, row r showing class r % C, its name on the left."""
     images, targets, names = load_domain(name, rows * cols * 3, seed=seed, size=size)
     step = size + PREVIEW_GAP
@@ -675,8 +724,9 @@ def _kmeans_colours(pixels: np.ndarray, k: int, iters: int = 8) -> np.ndarray:
     return centres
 
 
-def _palette_image(grid: Image.Image, boxes: list[tuple[int, int, int, int]], shared: int = 64,
-                   per_tile: int = 3) -> Image.Image:
+def _palette_image(
+    grid: Image.Image, boxes: list[tuple[int, int, int, int]], shared: int = 64, per_tile: int = 3
+) -> Image.Image:
     """The grid as a 256-colour 'P' image: ``shared`` colours for the whole grid plus ``per_tile``
     colours of each tile's own (so a small shape or a low-contrast pattern keeps its colours).
     Noisy samples then fit in a small PNG."""
@@ -685,7 +735,7 @@ def _palette_image(grid: Image.Image, boxes: list[tuple[int, int, int, int]], sh
     pixels = np.asarray(grid, dtype=np.float32)
     q = grid.quantize(colors=shared, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     quantized_palette = q.getpalette()
-    assert quantized_palette is not None   # quantize() returns a mode "P" image: it has a palette
+    assert quantized_palette is not None  # quantize() returns a mode "P" image: it has a palette
     common: np.ndarray = np.array(quantized_palette[: 3 * shared], dtype=np.float32).reshape(-1, 3)
     common = np.concatenate([common, np.zeros((shared - len(common), 3), np.float32)])
     index = np.asarray(q, dtype=np.uint8).copy()
@@ -725,8 +775,10 @@ def main() -> None:  # pragma: no cover - a convenience for humans
     for name in DOMAINS:
         started = time.perf_counter()
         images, targets, names = load_domain(name, args.n, seed=0)
-        print(f"{name}: {len(images)} images {images.shape[1:]} in {time.perf_counter() - started:.2f} s; "
-              f"classes {names}")
+        print(
+            f"{name}: {len(images)} images {images.shape[1:]} in {time.perf_counter() - started:.2f} s; "
+            f"classes {names}"
+        )
     for path in save_previews(args.previews):
         print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 

@@ -15,6 +15,7 @@ earlier commit (``git show <commit>:model/feature_cache.py > old_cache.py``): a 
 Adds one entry per label to ``benchmarks/results/feature-cache-cost.json`` and rewrites
 ``feature-cache-cost.md`` from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ from backend.feature_round import FEATURE_CHUNK_IMAGES
 from model.pooled import PooledFeatures
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RESNET18_TAPS = (64, 128, 256, 512)   # resnet18's pooled taps; its embedding is 512 wide
+RESNET18_TAPS = (64, 128, 256, 512)  # resnet18's pooled taps; its embedding is 512 wide
 RESNET18_EMBEDDING = 512
 
 
@@ -40,6 +41,7 @@ def load_cache_module(path: str | None) -> ModuleType:
     """``model.feature_cache``, or the module in the file ``path``."""
     if path is None:
         from model import feature_cache
+
         return feature_cache
     spec = importlib.util.spec_from_file_location("feature_cache_under_test", path)
     if spec is None or spec.loader is None:
@@ -59,7 +61,7 @@ def round_read(cache, keys: list[str]) -> tuple[int, int]:
     read = 0
     if hasattr(cache, "missing"):
         missing = cache.missing(keys)
-    else:   # the former round: get_many to find the missing keys, then again for the rows
+    else:  # the former round: get_many to find the missing keys, then again for the rows
         found, missing = cache.get_many(keys)
         read += 0 if found is None else len(found)
     found, _ = cache.get_many(keys)
@@ -67,20 +69,26 @@ def round_read(cache, keys: list[str]) -> tuple[int, int]:
     return read + n_found, n_found - len(missing)
 
 
-def measure(module: ModuleType, root: Path, tasks: int, new_tasks: int,
-            taps: tuple[int, ...] = RESNET18_TAPS, embedding: int = RESNET18_EMBEDDING) -> dict:
+def measure(
+    module: ModuleType,
+    root: Path,
+    tasks: int,
+    new_tasks: int,
+    taps: tuple[int, ...] = RESNET18_TAPS,
+    embedding: int = RESNET18_EMBEDDING,
+) -> dict:
     """Write ``tasks`` rows in chunks, add ``new_tasks`` more, read them all; seconds and bytes."""
     key = "resnet18-0123456789abcdef"
     cache = module.FeatureCache(root, key)
     keys = [f"{task}:{task:016x}" for task in range(tasks + new_tasks)]
     chunk_s = []
     for start in range(0, tasks, FEATURE_CHUNK_IMAGES):
-        part = keys[start:min(start + FEATURE_CHUNK_IMAGES, tasks)]
+        part = keys[start : min(start + FEATURE_CHUNK_IMAGES, tasks)]
         rows = chunk_rows(len(part), start, taps, embedding)
         began = time.perf_counter()
         cache.put_many(part, rows)
         chunk_s.append(time.perf_counter() - began)
-    later = module.FeatureCache(root, key)          # a later round's process
+    later = module.FeatureCache(root, key)  # a later round's process
     rows = chunk_rows(new_tasks, tasks, taps, embedding)
     began = time.perf_counter()
     later.put_many(keys[tasks:], rows)
@@ -92,16 +100,21 @@ def measure(module: ModuleType, root: Path, tasks: int, new_tasks: int,
     tenth = max(len(chunk_s) // 10, 1)
     index = [p for p in (root / key).iterdir() if p.name.startswith("index")]
     return {
-        "tasks": tasks, "new_tasks": new_tasks, "row_bytes": 4 * (sum(taps) + embedding),
-        "chunk_images": FEATURE_CHUNK_IMAGES, "chunks": len(chunk_s),
+        "tasks": tasks,
+        "new_tasks": new_tasks,
+        "row_bytes": 4 * (sum(taps) + embedding),
+        "chunk_images": FEATURE_CHUNK_IMAGES,
+        "chunks": len(chunk_s),
         "write_s": round(sum(chunk_s), 2),
         # the median chunk of the first and of the last tenth: what a put costs as the cache
         # grows; the slowest put includes a compaction
         "first_tenth_chunk_ms": round(1000 * float(np.median(chunk_s[:tenth])), 1),
         "last_tenth_chunk_ms": round(1000 * float(np.median(chunk_s[-tenth:])), 1),
         "slowest_chunk_ms": round(1000 * max(chunk_s), 1),
-        "add_new_tasks_s": round(add_s, 3), "round_read_s": round(read_s, 2),
-        "rows_read": rows_read, "rows_found": found,
+        "add_new_tasks_s": round(add_s, 3),
+        "round_read_s": round(read_s, 2),
+        "rows_read": rows_read,
+        "rows_found": found,
         "index_bytes": sum(p.stat().st_size for p in index),
         "shard_bytes": sum(p.stat().st_size for p in (root / key / "shards").iterdir()),
     }
@@ -125,7 +138,8 @@ def markdown(results: dict) -> str:
             f"| {label} | {r['tasks']:,} (+{r['new_tasks']:,}) | {r['write_s']} | "
             f"{r['first_tenth_chunk_ms']} / {r['last_tenth_chunk_ms']} | {r['slowest_chunk_ms']} | "
             f"{r['add_new_tasks_s']} | "
-            f"{r['round_read_s']} | {r['rows_read']:,} | {r['index_bytes']:,} |")
+            f"{r['round_read_s']} | {r['rows_read']:,} | {r['index_bytes']:,} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ project per request, so the requests grow slower as the project fills).
     scripts/python.sh benchmarks/push_cost.py --sizes 2000,5000 --chunks 500,5000
 Writes ``benchmarks/results/push-cost.md`` and ``push-cost.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,10 +51,22 @@ class TimedClient(LabelStudioClient):
 
 
 def payload(task_ids: list[int], version: str) -> list[dict]:
-    return [{"task": t, "model_version": version, "score": i / len(task_ids),
-             "result": [{"from_name": "label", "to_name": "image", "type": "choices",
-                         "value": {"choices": ["a" if i % 2 else "b"]}}]}
-            for i, t in enumerate(task_ids)]
+    return [
+        {
+            "task": t,
+            "model_version": version,
+            "score": i / len(task_ids),
+            "result": [
+                {
+                    "from_name": "label",
+                    "to_name": "image",
+                    "type": "choices",
+                    "value": {"choices": ["a" if i % 2 else "b"]},
+                }
+            ],
+        }
+        for i, t in enumerate(task_ids)
+    ]
 
 
 def make_project(admin, n_tasks: int) -> tuple[int, list[int]]:
@@ -61,8 +74,9 @@ def make_project(admin, n_tasks: int) -> tuple[int, list[int]]:
     ids: list[int] = []
     for start in range(0, n_tasks, TASK_IMPORT_CHUNK):
         count = min(TASK_IMPORT_CHUNK, n_tasks - start)
-        ids += admin.import_tasks(project["id"], [{"data": {"image": f"/img/{start + i}.png"}}
-                                                  for i in range(count)])
+        ids += admin.import_tasks(
+            project["id"], [{"data": {"image": f"/img/{start + i}.png"}} for i in range(count)]
+        )
     return project["id"], ids
 
 
@@ -71,8 +85,13 @@ def measure(flag: bool, sizes: list[int], chunks: list[int], venv: Path) -> list
     password = "bench-" + secrets.token_urlsafe(10)
     with tempfile.TemporaryDirectory() as data_dir:
         server = lslocal.start_label_studio(
-            venv, Path(data_dir), lslocal.free_port(), EMAIL, password,
-            extra_env={lslocal.PREDICTIONS_IMPORT_FLAG: "true" if flag else "false"})
+            venv,
+            Path(data_dir),
+            lslocal.free_port(),
+            EMAIL,
+            password,
+            extra_env={lslocal.PREDICTIONS_IMPORT_FLAG: "true" if flag else "false"},
+        )
         try:
             token = lslocal.create_personal_access_token(server.url, EMAIL, password)
             admin = lslocal.LabelStudioAdmin(server.url, token, timeout_s=600)
@@ -81,15 +100,19 @@ def measure(flag: bool, sizes: list[int], chunks: list[int], venv: Path) -> list
                     project_id, ids = make_project(admin, n_tasks)
                     client = TimedClient(server.url, token, bulk_timeout_s=1800)
                     started = time.monotonic()
-                    report = push_predictions(client, project_id, payload(ids, "bench-v1"),
-                                              "bench-v1", chunk)
+                    report = push_predictions(client, project_id, payload(ids, "bench-v1"), "bench-v1", chunk)
                     seconds = time.monotonic() - started
                     assert report.created == n_tasks, report
-                    row = {"flag": flag, "tasks": n_tasks, "chunk": chunk,
-                           "requests": report.requests, "push_s": round(seconds, 1),
-                           "ms_per_prediction": round(1000 * seconds / n_tasks, 2),
-                           "first_request_s": round(client.import_s[0], 2),
-                           "last_request_s": round(client.import_s[-1], 2)}
+                    row = {
+                        "flag": flag,
+                        "tasks": n_tasks,
+                        "chunk": chunk,
+                        "requests": report.requests,
+                        "push_s": round(seconds, 1),
+                        "ms_per_prediction": round(1000 * seconds / n_tasks, 2),
+                        "first_request_s": round(client.import_s[0], 2),
+                        "last_request_s": round(client.import_s[-1], 2),
+                    }
                     print(json.dumps(row), flush=True)
                     rows.append(row)
         finally:
@@ -99,16 +122,22 @@ def measure(flag: bool, sizes: list[int], chunks: list[int], venv: Path) -> list
 
 def markdown(rows: list[dict], commands: list[str]) -> str:
     measured = " and ".join(f"`{c}`" for c in commands)
-    lines = ["# Push cost: N predictions into a real Label Studio 1.23.2", "",
-             f"Measured with {measured} on a shared 2-core machine (one Label Studio per flag "
-             "setting, a fresh project per row, no older predictions present).", "",
-             "| memory-efficient import flag | tasks = predictions | chunk | requests | push s "
-             "| ms / prediction | first request s | last request s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Push cost: N predictions into a real Label Studio 1.23.2",
+        "",
+        f"Measured with {measured} on a shared 2-core machine (one Label Studio per flag "
+        "setting, a fresh project per row, no older predictions present).",
+        "",
+        "| memory-efficient import flag | tasks = predictions | chunk | requests | push s "
+        "| ms / prediction | first request s | last request s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {'on' if r['flag'] else 'off (stock)'} | {r['tasks']:,} | {r['chunk']:,} "
-                     f"| {r['requests']} | {r['push_s']} | {r['ms_per_prediction']} "
-                     f"| {r['first_request_s']} | {r['last_request_s']} |")
+        lines.append(
+            f"| {'on' if r['flag'] else 'off (stock)'} | {r['tasks']:,} | {r['chunk']:,} "
+            f"| {r['requests']} | {r['push_s']} | {r['ms_per_prediction']} "
+            f"| {r['first_request_s']} | {r['last_request_s']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -118,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", default="500,5000", help="chunk sizes, comma-separated")
     parser.add_argument("--flags", default="off,on", help="flag settings to measure: off,on")
     parser.add_argument("--out", default=str(RESULTS / "push-cost"), help="output path without suffix")
-    parser.add_argument("--append", action="store_true",
-                        help="add the rows to those already in OUT.json (the table lists both)")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="add the rows to those already in OUT.json (the table lists both)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     chunks = [int(c) for c in args.chunks.split(",")]

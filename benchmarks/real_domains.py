@@ -44,8 +44,14 @@ EMOJI_PACKAGES = ("emoji-datasource-google@16.0.0", "emoji-datasource-twitter@16
 EMOJI_CLASSES = ["animal", "food", "vehicle", "clothing"]
 # The packages' Unicode subcategories of each class.
 EMOJI_SUBCATEGORIES = {
-    "animal": ("animal-mammal", "animal-bird", "animal-marine", "animal-bug", "animal-reptile",
-               "animal-amphibian"),
+    "animal": (
+        "animal-mammal",
+        "animal-bird",
+        "animal-marine",
+        "animal-bug",
+        "animal-reptile",
+        "animal-amphibian",
+    ),
     "food": ("food-fruit", "food-vegetable", "food-prepared", "food-asian", "food-sweet"),
     "vehicle": ("transport-ground", "transport-air", "transport-water"),
     "clothing": ("clothing",),
@@ -61,12 +67,13 @@ STAMPS_FOLDERS = {
 }
 TEST_SOURCE_FRACTION = 0.4  # share of each class's source pictures held out for the test set
 OBJECT_SCALE = (0.6, 0.95)  # the picture's longer side as a share of the image side
-MAX_TILT = 15.0             # degrees either way
+MAX_TILT = 15.0  # degrees either way
 
 
 @dataclass(frozen=True)
 class Source:
     """One source picture: its class, the group it is split by and its RGBA pixels."""
+
     target: int
     group: str
     image: Image.Image
@@ -91,7 +98,9 @@ def _fetch(command: list[str], what: str, out_dir: Path) -> Path:
         except FileNotFoundError as error:
             raise RuntimeError(f"fetching {what} needs {command[0]}") from error
         except subprocess.CalledProcessError as error:
-            raise RuntimeError(f"fetching {what} failed: {error.stderr.decode(errors='replace')[-500:]}") from error
+            raise RuntimeError(
+                f"fetching {what} failed: {error.stderr.decode(errors='replace')[-500:]}"
+            ) from error
         (made,) = Path(scratch).iterdir()
         target = out_dir / made.name
         os.replace(made, target)
@@ -136,8 +145,13 @@ def emoji_sources(tarballs: list[Path]) -> list[Source]:
                 if entry["subcategory"] not in class_of or member is None:
                     continue
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                sources.append(Source(class_of[entry["subcategory"]], entry["unified"],
-                                      Image.open(io.BytesIO(data)).convert("RGBA")))
+                sources.append(
+                    Source(
+                        class_of[entry["subcategory"]],
+                        entry["unified"],
+                        Image.open(io.BytesIO(data)).convert("RGBA"),
+                    )
+                )
     return sources
 
 
@@ -163,8 +177,10 @@ def split_sources(sources: list[Source], seed: int) -> tuple[list[Source], list[
         groups = sorted({s.group for s in sources if s.target == target})
         held = rng.permutation(len(groups))[: max(1, round(TEST_SOURCE_FRACTION * len(groups)))]
         test_groups.update(groups[i] for i in held)
-    return ([s for s in sources if s.group not in test_groups],
-            [s for s in sources if s.group in test_groups])
+    return (
+        [s for s in sources if s.group not in test_groups],
+        [s for s in sources if s.group in test_groups],
+    )
 
 
 def place(rng: np.random.Generator, picture: Image.Image, size: int) -> np.ndarray:
@@ -176,18 +192,23 @@ def place(rng: np.random.Generator, picture: Image.Image, size: int) -> np.ndarr
     picture = picture.rotate(rng.uniform(-MAX_TILT, MAX_TILT), resample=Image.Resampling.BICUBIC, expand=True)
     side = rng.uniform(*OBJECT_SCALE) * size
     scale = side / max(picture.size)
-    picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
-                             Image.Resampling.LANCZOS)
+    picture = picture.resize(
+        (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+        Image.Resampling.LANCZOS,
+    )
     colour = rng.uniform(0, 255, size=3).astype(np.float32)
-    canvas = Image.fromarray(np.clip(np.rint(_background(rng, size, colour, 0.3, 0.3)), 0, 255)
-                             .astype(np.uint8))
+    canvas = Image.fromarray(
+        np.clip(np.rint(_background(rng, size, colour, 0.3, 0.3)), 0, 255).astype(np.uint8)
+    )
     x = int(rng.integers(0, size - picture.width + 1))
     y = int(rng.integers(0, size - picture.height + 1))
     canvas.paste(picture, (x, y), picture)
     return _finish(rng, np.asarray(canvas, dtype=np.float32), blur_p=0.1, max_blur=0.8, max_noise=4.0)
 
 
-def render(sources: list[Source], n: int, num_classes: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    sources: list[Source], n: int, num_classes: int, seed: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images, balanced over classes, each a random source picture of its class placed by
     ``place``: (uint8 (n, size, size, 3), int64 targets)."""
     rng = np.random.default_rng(seed)
@@ -209,8 +230,14 @@ REAL_DOMAINS: dict[str, tuple[SourceLoader, list[str]]] = {
 }
 
 
-def load_split(name: str, pool_size: int, test_size: int, seed: int = 0, size: int = DEFAULT_SIZE,
-               sources: list[Source] | None = None):
+def load_split(
+    name: str,
+    pool_size: int,
+    test_size: int,
+    seed: int = 0,
+    size: int = DEFAULT_SIZE,
+    sources: list[Source] | None = None,
+):
     """(pool images, pool targets, test images, test targets, class names) of real domain
     ``name``, pool and test rendered from disjoint source pictures. ``sources`` replaces the
     package's pictures (tests)."""
@@ -227,11 +254,16 @@ def source_counts(name: str) -> dict[str, tuple[int, int]]:
     """{class: (pool source pictures, test source pictures)} at split seed 0."""
     loader, classes = REAL_DOMAINS[name]
     pool, test = split_sources(loader(), 0)
-    return {c: (sum(s.target == i for s in pool), sum(s.target == i for s in test))
-            for i, c in enumerate(classes)}
+    return {
+        c: (sum(s.target == i for s in pool), sum(s.target == i for s in test)) for i, c in enumerate(classes)
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover
     for domain in REAL_DOMAINS:
-        print(domain, source_counts(domain), f"tilt {MAX_TILT}, scale {OBJECT_SCALE}, "
-              f"{math.floor(100 * TEST_SOURCE_FRACTION)} % of sources held out")
+        print(
+            domain,
+            source_counts(domain),
+            f"tilt {MAX_TILT}, scale {OBJECT_SCALE}, "
+            f"{math.floor(100 * TEST_SOURCE_FRACTION)} % of sources held out",
+        )

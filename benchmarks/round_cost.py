@@ -14,6 +14,7 @@ Modes compared:
     scripts/python.sh benchmarks/round_cost.py --tasks 10000 --labels 100
 Writes ``benchmarks/results/round-cost.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,11 +61,30 @@ class StandInLabelStudio:
     """The LabelStudioClient calls a round makes, answered in process."""
 
     def __init__(self, n_tasks: int, n_labeled: int):
-        self.tasks = [{"id": i, "data": {"image": f"/data/upload/{PROJECT}/{i}.png"},
-                       "annotations": ([{"id": i, "result": [{
-                           "from_name": "label", "to_name": "image", "type": "choices",
-                           "value": {"choices": [CLASSES[i % 4]]}}]}] if i <= n_labeled else [])}
-                      for i in range(1, n_tasks + 1)]
+        self.tasks = [
+            {
+                "id": i,
+                "data": {"image": f"/data/upload/{PROJECT}/{i}.png"},
+                "annotations": (
+                    [
+                        {
+                            "id": i,
+                            "result": [
+                                {
+                                    "from_name": "label",
+                                    "to_name": "image",
+                                    "type": "choices",
+                                    "value": {"choices": [CLASSES[i % 4]]},
+                                }
+                            ],
+                        }
+                    ]
+                    if i <= n_labeled
+                    else []
+                ),
+            }
+            for i in range(1, n_tasks + 1)
+        ]
         self.views: list[dict] = []
 
     def get_project(self, project_id):
@@ -74,7 +94,7 @@ class StandInLabelStudio:
         return iter(self.tasks)
 
     def image_downloader(self, allowed_hosts=(), local_files_root=None, **retry):
-        return self   # serves the images itself (fetch_image_bytes)
+        return self  # serves the images itself (fetch_image_bytes)
 
     def fetch_image_bytes(self, url, *, task_id, max_bytes, timeout_s):
         return png(task_id)
@@ -107,14 +127,20 @@ def run_mode(name: str, settings: Settings, client: StandInLabelStudio) -> list[
     rounds = []
     for _ in range(2):
         started = time.monotonic()
-        summary = run_training_round(settings, PROJECT, lambda **kw: None, store=store,
-                                     client=cast(LabelStudioClient, client)
-                                     ).to_dict()   # duck-typed stand-in
+        summary = run_training_round(
+            settings, PROJECT, lambda **kw: None, store=store, client=cast(LabelStudioClient, client)
+        ).to_dict()  # duck-typed stand-in
         timings = summary["timings_s"]
-        rounds.append({"mode": name, "wall_s": round(time.monotonic() - started, 1),
-                       "train_s": timings.get("train_s"), "features_s": timings.get("features_s", 0.0),
-                       "score_s": timings.get("score_s"),
-                       "features_extracted": summary["metrics"].get("features_extracted")})
+        rounds.append(
+            {
+                "mode": name,
+                "wall_s": round(time.monotonic() - started, 1),
+                "train_s": timings.get("train_s"),
+                "features_s": timings.get("features_s", 0.0),
+                "score_s": timings.get("score_s"),
+                "features_extracted": summary["metrics"].get("features_extracted"),
+            }
+        )
     return rounds
 
 
@@ -133,11 +159,13 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         backbone = root / "backbone.pt"
         torch.save(build_classifier(ModelConfig(), num_classes=4).state_dict(), backbone)
-        base: dict[str, Any] = dict(device="cpu", image_cache_dir=root / "images", query_batch_size=50,
-                    retrain_after_annotations=0)
+        base: dict[str, Any] = dict(
+            device="cpu", image_cache_dir=root / "images", query_batch_size=50, retrain_after_annotations=0
+        )
         modes: dict[str, dict[str, Any]] = {
-            "full-before": dict(train_mode="full", augment_policy="crop_flip", input_norm="dataset",
-                                train_steps=600),
+            "full-before": dict(
+                train_mode="full", augment_policy="crop_flip", input_norm="dataset", train_steps=600
+            ),
             "full": dict(train_mode="full"),
             "frozen": dict(train_mode="frozen", pretrained_weights=backbone),
         }
@@ -146,16 +174,21 @@ def main(argv=None) -> int:
             for record in run_mode(name, settings, client):
                 rows.append(record)
                 print(record, flush=True)
-    lines = [f"Round cost on {args.tasks:,} tasks with {args.labels} labels, one CPU thread "
-             f"(`python benchmarks/round_cost.py --tasks {args.tasks} --labels {args.labels}`); "
-             "round 2 has every image (and, frozen, every feature row) cached.", "",
-             "| mode | round | train s | feature extraction s | score s | train + features + score s | images through the backbone |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Round cost on {args.tasks:,} tasks with {args.labels} labels, one CPU thread "
+        f"(`python benchmarks/round_cost.py --tasks {args.tasks} --labels {args.labels}`); "
+        "round 2 has every image (and, frozen, every feature row) cached.",
+        "",
+        "| mode | round | train s | feature extraction s | score s | train + features + score s | images through the backbone |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(rows):
         total = (r["train_s"] or 0) + (r["features_s"] or 0) + (r["score_s"] or 0)
         extracted = r["features_extracted"] if r["features_extracted"] is not None else args.tasks
-        lines.append(f"| {r['mode']} | {i % 2 + 1} | {r['train_s']} | {r['features_s']} | {r['score_s']} | "
-                     f"{total:.1f} | {extracted} |")
+        lines.append(
+            f"| {r['mode']} | {i % 2 + 1} | {r['train_s']} | {r['features_s']} | {r['score_s']} | "
+            f"{total:.1f} | {extracted} |"
+        )
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -21,6 +21,7 @@ outputs are compared bit for bit.
     nice -n 19 python benchmarks/score_plumbing.py --sizes 1000,10000 --formats png64,jpeg256
 Writes ``benchmarks/results/score-plumbing.md`` and ``score-plumbing.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ from backend.image_scoring import image_fetcher, score_images  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-UPLOAD_PATH = "data/upload/1"          # where Label Studio serves uploaded files
+UPLOAD_PATH = "data/upload/1"  # where Label Studio serves uploaded files
 FORMATS = {"png64": ("PNG", 64, "png"), "jpeg256": ("JPEG", 256, "jpg")}
 FIRST_ROUNDS = (("first round, no array cache", False), ("first round, array cache", True))
 LATER_ROUNDS = (("later round, no array cache", False), ("later round, array cache", True))
@@ -94,9 +95,21 @@ def http_server(directory: Path) -> Iterator[str]:
     """Python's threaded file server on 127.0.0.1 in its own process; its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
-         str(directory), "--protocol", "HTTP/1.1", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(directory),
+            "--protocol",
+            "HTTP/1.1",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -113,8 +126,9 @@ def http_server(directory: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def measure_source(source: str, base_url: str, names: list[str], image_dir: Path, work: Path,
-                   repeats: int) -> tuple[list[dict], bool]:
+def measure_source(
+    source: str, base_url: str, names: list[str], image_dir: Path, work: Path, repeats: int
+) -> tuple[list[dict], bool]:
     """Each first round once (a cache is empty only once), then the later rounds and the forward
     pass ``repeats`` times, interleaved so load from other work spreads over all of them; rows +
     whether the two later rounds gave identical outputs."""
@@ -127,47 +141,50 @@ def measure_source(source: str, base_url: str, names: list[str], image_dir: Path
         items = [(i + 1, f"/{UPLOAD_PATH}/{name}") for i, name in enumerate(names)]
     else:
         items = [(i + 1, f"/data/local-files/?d={name}") for i, name in enumerate(names)]
-    settings = Settings(label_studio_url=base_url,
-                        local_files_document_root=local_root if source == "local" else None)
+    settings = Settings(
+        label_studio_url=base_url, local_files_document_root=local_root if source == "local" else None
+    )
     model_config = model_config_from(settings)
     torch.manual_seed(0)
     model = build_network(model_config, num_classes=4)
     side, channels = model_config.image_size, model_config.channels
     # one warm-up pass, so the first timed round does not pay the first forward's allocations
-    score_images(model, [np.zeros((side, side, channels), np.uint8)] * 8, model_config, settings,
-                 settings.strategy)
+    score_images(
+        model, [np.zeros((side, side, channels), np.uint8)] * 8, model_config, settings, settings.strategy
+    )
 
     def one_round(cache_arrays: bool):
         cache_dir = work / f"cache-{source}-{'arrays' if cache_arrays else 'bytes'}"
         round_settings = Settings(**{**settings.__dict__, "image_cache_dir": cache_dir})
-        fetcher = image_fetcher(round_settings, LabelStudioClient.from_settings(round_settings),
-                                side)
+        fetcher = image_fetcher(round_settings, LabelStudioClient.from_settings(round_settings), side)
         fetcher.cache_arrays = cache_arrays
         fetch_arrays, in_fetch = fetcher.fetch_arrays, [0.0]
 
-        def timed_fetch(*args, **kwargs):   # the pass's split: fetch + decode vs the rest
+        def timed_fetch(*args, **kwargs):  # the pass's split: fetch + decode vs the rest
             started = time.perf_counter()
             try:
                 return fetch_arrays(*args, **kwargs)
             finally:
                 in_fetch[0] += time.perf_counter() - started
 
-        fetcher.fetch_arrays = timed_fetch   # type: ignore[method-assign]  # instrumented for this pass
+        fetcher.fetch_arrays = timed_fetch  # type: ignore[method-assign]  # instrumented for this pass
         report = FetchReport()
         started = time.perf_counter()
-        ids, out = score_pool(model, model_config, fetcher, items, report, round_settings,
-                              on_progress=lambda *_: None)
+        ids, out = score_pool(
+            model, model_config, fetcher, items, report, round_settings, on_progress=lambda *_: None
+        )
         seconds = time.perf_counter() - started
         if report.failed or len(ids) != len(items):
             raise RuntimeError(f"{source}: {report.summary()}")
-        fetcher.fetch_arrays = fetch_arrays   # type: ignore[method-assign]
+        fetcher.fetch_arrays = fetch_arrays  # type: ignore[method-assign]
         return (seconds, in_fetch[0]), out, fetcher
 
     def forward_only(arrays):
         started = time.perf_counter()
         for start in range(0, len(arrays), SCORE_CHUNK_IMAGES):
-            score_images(model, arrays[start:start + SCORE_CHUNK_IMAGES], model_config, settings,
-                         settings.strategy)
+            score_images(
+                model, arrays[start : start + SCORE_CHUNK_IMAGES], model_config, settings, settings.strategy
+            )
         return time.perf_counter() - started, 0.0
 
     for prefix in ("bytes", "arrays"):
@@ -176,8 +193,7 @@ def measure_source(source: str, base_url: str, names: list[str], image_dir: Path
     for label, cache_arrays in FIRST_ROUNDS:
         timing, _, fetcher = one_round(cache_arrays)
         timings[label].append(timing)
-    arrays = [a for _, a in fetcher.fetch_arrays(items, FetchReport(), image_size=side,
-                                                 channels=channels)]
+    arrays = [a for _, a in fetcher.fetch_arrays(items, FetchReport(), image_size=side, channels=channels)]
     outputs = {}
     for _ in range(repeats):
         for label, cache_arrays in LATER_ROUNDS:
@@ -188,8 +204,10 @@ def measure_source(source: str, base_url: str, names: list[str], image_dir: Path
     for r in rows:
         print(json.dumps(r), flush=True)
     before, after = (outputs[label] for label, _ in LATER_ROUNDS)
-    identical = all(np.array_equal(getattr(before, name), getattr(after, name))
-                    for name in ("probs", "predicted_loss", "embedding"))
+    identical = all(
+        np.array_equal(getattr(before, name), getattr(after, name))
+        for name in ("probs", "predicted_loss", "embedding")
+    )
     return rows, identical
 
 
@@ -197,54 +215,78 @@ def row(source: str, n: int, label: str, timings: list[tuple[float, float]]) -> 
     """``timings``: (seconds of the pass, seconds of it spent fetching + decoding) per run."""
     best, fetch_of_best = min(timings)
     fetch = sorted(f for _, f in timings)
-    return {"source": source, "images": n, "round": label, "runs": len(timings),
-            "best_s": round(best, 2),
-            "median_s": round(float(np.median([t for t, _ in timings])), 2),
-            "images_per_s": round(n / best) if best > 0 else None,
-            "fetch_s_of_best": round(fetch_of_best, 2),
-            "fetch_ms_per_image_best": round(fetch[0] * 1000 / n, 2),
-            "fetch_ms_per_image_median": round(float(np.median(fetch)) * 1000 / n, 2)}
+    return {
+        "source": source,
+        "images": n,
+        "round": label,
+        "runs": len(timings),
+        "best_s": round(best, 2),
+        "median_s": round(float(np.median([t for t, _ in timings])), 2),
+        "images_per_s": round(n / best) if best > 0 else None,
+        "fetch_s_of_best": round(fetch_of_best, 2),
+        "fetch_ms_per_image_best": round(fetch[0] * 1000 / n, 2),
+        "fetch_ms_per_image_median": round(float(np.median(fetch)) * 1000 / n, 2),
+    }
 
 
 def markdown(results: list[dict], command: str, machine: str) -> str:
-    lines = ["# Scoring plumbing: fetch + decode + resize + forward per round", "",
-             f"Measured with `{command}` ({machine}). The backend's own path "
-             "(`backend.rounds.score.score_pool`), an untrained `small_cnn` at the default "
-             "`IMAGE_SIZE` 32. A first round runs once (empty caches); later rounds and the "
-             "forward pass run several times, interleaved. Columns: best and median wall seconds "
-             "of the whole pass; of the best run, the seconds spent fetching and decoding (in "
-             "`ImageFetcher.fetch_arrays`; the rest is the forward pass); and the fetch + decode "
-             "milliseconds per image, best and median over the runs (the figure least disturbed "
-             "by other work on the machine).", ""]
+    lines = [
+        "# Scoring plumbing: fetch + decode + resize + forward per round",
+        "",
+        f"Measured with `{command}` ({machine}). The backend's own path "
+        "(`backend.rounds.score.score_pool`), an untrained `small_cnn` at the default "
+        "`IMAGE_SIZE` 32. A first round runs once (empty caches); later rounds and the "
+        "forward pass run several times, interleaved. Columns: best and median wall seconds "
+        "of the whole pass; of the best run, the seconds spent fetching and decoding (in "
+        "`ImageFetcher.fetch_arrays`; the rest is the forward pass); and the fetch + decode "
+        "milliseconds per image, best and median over the runs (the figure least disturbed "
+        "by other work on the machine).",
+        "",
+    ]
     for result in results:
-        lines += [f"## {result['format']} ({result['file_kb']:.1f} KB per file on average), "
-                  f"{result['images']:,} images", "",
-                  "| source | round | runs | best s | median s | images/s | of it fetch + decode s "
-                  "| fetch + decode ms/image, best / median |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {result['format']} ({result['file_kb']:.1f} KB per file on average), "
+            f"{result['images']:,} images",
+            "",
+            "| source | round | runs | best s | median s | images/s | of it fetch + decode s "
+            "| fetch + decode ms/image, best / median |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in result["rows"]:
-            fetch = ("" if r["round"] == FORWARD_ONLY else
-                     f"{r['fetch_s_of_best']} ")
-            per_image = ("" if r["round"] == FORWARD_ONLY else
-                         f"{r['fetch_ms_per_image_best']} / {r['fetch_ms_per_image_median']}")
-            lines.append(f"| {r['source']} | {r['round']} | {r['runs']} | {r['best_s']} | "
-                         f"{r['median_s']} | {r['images_per_s']:,} | {fetch.strip()} | "
-                         f"{per_image} |")
-        lines += ["", "Later round with and without the array cache, outputs bit-identical: "
-                  + ("yes" if all(result["identical"].values()) else
-                     f"NO ({result['identical']})"), ""]
+            fetch = "" if r["round"] == FORWARD_ONLY else f"{r['fetch_s_of_best']} "
+            per_image = (
+                ""
+                if r["round"] == FORWARD_ONLY
+                else f"{r['fetch_ms_per_image_best']} / {r['fetch_ms_per_image_median']}"
+            )
+            lines.append(
+                f"| {r['source']} | {r['round']} | {r['runs']} | {r['best_s']} | "
+                f"{r['median_s']} | {r['images_per_s']:,} | {fetch.strip()} | "
+                f"{per_image} |"
+            )
+        lines += [
+            "",
+            "Later round with and without the array cache, outputs bit-identical: "
+            + ("yes" if all(result["identical"].values()) else f"NO ({result['identical']})"),
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000", help="pool sizes (images), comma-separated")
-    parser.add_argument("--formats", default="png64,jpeg256",
-                        help=f"image files: {', '.join(FORMATS)} (comma-separated)")
+    parser.add_argument(
+        "--formats", default="png64,jpeg256", help=f"image files: {', '.join(FORMATS)} (comma-separated)"
+    )
     parser.add_argument("--sources", default="http,local", help="http, local (comma-separated)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="runs of each later round and of the forward pass (best is reported)")
-    parser.add_argument("--out", default=str(RESULTS / "score-plumbing"),
-                        help="output path without suffix")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each later round and of the forward pass (best is reported)",
+    )
+    parser.add_argument("--out", default=str(RESULTS / "score-plumbing"), help="output path without suffix")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = []
@@ -256,26 +298,37 @@ def main(argv: list[str] | None = None) -> int:
             sizes_kb = [(image_dir / UPLOAD_PATH / n).stat().st_size / 1024 for n in names]
             with http_server(image_dir) as base_url:
                 for n in sizes:
-                    result = {"format": fmt, "images": n, "file_kb": float(np.mean(sizes_kb[:n])),
-                              "rows": [], "identical": {}}
+                    result = {
+                        "format": fmt,
+                        "images": n,
+                        "file_kb": float(np.mean(sizes_kb[:n])),
+                        "rows": [],
+                        "identical": {},
+                    }
                     for source in args.sources.split(","):
-                        rows, identical = measure_source(source, base_url, names[:n], image_dir,
-                                                         work, args.repeats)
+                        rows, identical = measure_source(
+                            source, base_url, names[:n], image_dir, work, args.repeats
+                        )
                         result["rows"] += rows
                         result["identical"][source] = identical
                     results.append(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     import torch
+
     command = "nice -n 19 python benchmarks/score_plumbing.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    machine = (f"{os.cpu_count()} CPU cores shared with other work, torch "
-               f"{torch.get_num_threads()} threads, load average "
-               f"{os.getloadavg()[0]:.1f} at the end")
+        argv if argv is not None else sys.argv[1:]
+    )
+    machine = (
+        f"{os.cpu_count()} CPU cores shared with other work, torch "
+        f"{torch.get_num_threads()} threads, load average "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(
-        {"command": command.strip(), "machine": machine, "results": results}, indent=1) + "\n")
+    out.with_suffix(".json").write_text(
+        json.dumps({"command": command.strip(), "machine": machine, "results": results}, indent=1) + "\n"
+    )
     text = markdown(results, command.strip(), machine)
     out.with_suffix(".md").write_text(text + "\n")
     print(text)

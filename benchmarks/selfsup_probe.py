@@ -40,7 +40,9 @@ def embeddings(config: ModelConfig, images: list[Image.Image], num_classes: int,
     return score(net, images, config, batch_size=256, device="cpu").embedding
 
 
-def probe(features: np.ndarray, targets: np.ndarray, train_index: np.ndarray, test_index: np.ndarray) -> float:
+def probe(
+    features: np.ndarray, targets: np.ndarray, train_index: np.ndarray, test_index: np.ndarray
+) -> float:
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     classifier.fit(features[train_index], targets[train_index])
     return float(classifier.score(features[test_index], targets[test_index]))
@@ -53,7 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test", type=int, default=1000, help="held-out images")
     parser.add_argument("--labeled", type=int, default=100, help="labeled images per probe")
     parser.add_argument("--draws", type=int, default=3, help="random draws of the labeled set")
-    parser.add_argument("--steps", type=int, default=None, help="pre-training steps (default: SelfSupervisedConfig's)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="pre-training steps (default: SelfSupervisedConfig's)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -72,7 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     def report(info: dict) -> None:
         curve.append(info)
-        print(f"  step {info['step']:4d}/{info['steps']}  loss {info['loss']:.3f}  {info['seconds']:.0f} s", flush=True)
+        print(
+            f"  step {info['step']:4d}/{info['steps']}  loss {info['loss']:.3f}  {info['seconds']:.0f} s",
+            flush=True,
+        )
 
     t0 = time.monotonic()
     state = pretrain([images[i] for i in pool_index], model_config, ssl_config, progress=report)
@@ -80,7 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "selfsup.pt"
         save_pretrained(state, path)
-        ssl_features = embeddings(ModelConfig(image_size=32, pretrained_weights=str(path)), images, len(classes))
+        ssl_features = embeddings(
+            ModelConfig(image_size=32, pretrained_weights=str(path)), images, len(classes)
+        )
     random_features = embeddings(model_config, images, len(classes))
 
     rows: dict[str, list[float]] = {"selfsup": [], "random_init": []}
@@ -100,13 +109,19 @@ def main(argv: list[str] | None = None) -> dict:
         "pretrain_seconds": round(pretrain_seconds, 1),
         "seconds_per_step": round(pretrain_seconds / ssl_config.steps, 3),
         "final_loss": curve[-1]["loss"] if curve else None,
-        "accuracy": {name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in rows.items()},
+        "accuracy": {
+            name: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for name, v in rows.items()
+        },
         "total_seconds": round(time.monotonic() - started, 1),
     }
-    print(f"pre-training: {ssl_config.steps} steps in {pretrain_seconds:.0f} s "
-          f"({result['seconds_per_step']} s/step, {args.threads} thread)")
+    print(
+        f"pre-training: {ssl_config.steps} steps in {pretrain_seconds:.0f} s "
+        f"({result['seconds_per_step']} s/step, {args.threads} thread)"
+    )
     for name, stats in result["accuracy"].items():
-        print(f"linear probe, {args.labeled} labels, {name:11s}: {stats['mean']:.3f} ± {stats['std']:.3f}  {np.round(stats['runs'], 3).tolist()}")
+        print(
+            f"linear probe, {args.labeled} labels, {name:11s}: {stats['mean']:.3f} ± {stats['std']:.3f}  {np.round(stats['runs'], 3).tolist()}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result

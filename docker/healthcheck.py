@@ -10,6 +10,7 @@ Exit code 0 when healthy, 1 when not; the one-line reason goes to stdout (``dock
 Only the standard library (web) or redis + rq (worker) are imported: no torch, so a check takes well
 under a second. /health is exempt from BASIC_AUTH_USER/BASIC_AUTH_PASS, so no credentials are needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def check_web(port: int | None = None, timeout: float = TIMEOUT_S) -> str:
     return f"web: {url} is UP"
 
 
-def check_worker(redis_url: str | None = None, hostname: str | None = None,
-                 timeout: float = TIMEOUT_S) -> str:
+def check_worker(
+    redis_url: str | None = None, hostname: str | None = None, timeout: float = TIMEOUT_S
+) -> str:
     from redis import Redis
     from rq import Worker
 

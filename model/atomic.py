@@ -6,6 +6,7 @@ a reader sees the old file or the whole new one, never a torn write, even after 
 failure (a full disk included) the temp file is removed and the error raised; a temp file left by
 a killed process is named ``.<target name>.<random>.tmp`` and ``remove_stale_temps`` deletes it.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,6 +54,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     def write(handle: IO[bytes]) -> None:
         handle.write(data)
+
     atomic_write(path, write)
 
 
@@ -66,8 +68,9 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-def remove_stale_temps(directory: str | Path, older_than_s: float,
-                       is_temp: Callable[[str], bool] = is_temp_name) -> int:
+def remove_stale_temps(
+    directory: str | Path, older_than_s: float, is_temp: Callable[[str], bool] = is_temp_name
+) -> int:
     """Delete atomic_write's temp files (names for which ``is_temp``) in ``directory`` last
     changed over ``older_than_s`` seconds ago (left by a killed process; a write in flight is
     younger). Returns how many."""
@@ -83,6 +86,6 @@ def remove_stale_temps(directory: str | Path, older_than_s: float,
             if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 os.unlink(entry.path)
                 removed += 1
-        except OSError:   # gone meanwhile (its write finished, or another process pruned it)
+        except OSError:  # gone meanwhile (its write finished, or another process pruned it)
             continue
     return removed

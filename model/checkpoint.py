@@ -163,7 +163,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> LoadedModel:
         raise CheckpointError(
             f"checkpoint {path} weights do not match its configuration: {str(error)[:500]}"
         ) from error
-    model.to(resolve_device(device)).eval()   # "auto" -> CUDA when present, else CPU
+    model.to(resolve_device(device)).eval()  # "auto" -> CUDA when present, else CPU
     return LoadedModel(
         model=model,
         labels=list(labels),

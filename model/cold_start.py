@@ -1,10 +1,8 @@
 """Cold start: rank a pool before any classifier can be trained (few or no labels).
 
-Pure numpy + scikit-learn (no torch). Two pieces:
+Pure numpy + scikit-learn (no torch). The label-free pixel embedding for when no learned
+features exist yet (``pixel_embedding``): model/pixel_pca.py. Here:
 
-* ``pixel_embedding``: a label-free embedding for when no learned features exist yet —
-  downsample to ``size`` x ``size``, standardise each image (zero mean, unit variance over its
-  own pixels, so brightness and contrast do not dominate), then PCA to ``dims`` components.
 * ``typiclust_order``: TypiClust (Hacohen, Dekel & Weinshall, ICML 2022, "Active Learning on a
   Budget"): k-means into ``n_clusters``; the typicality of an item is the inverse of its mean
   distance to its ``k_neighbors`` nearest neighbours *within its cluster*; clusters that no
@@ -25,7 +23,6 @@ Pure numpy + scikit-learn (no torch). Two pieces:
 
 Bounded cost for large pools:
 
-* PCA is fitted on at most ``PCA_FIT_ROWS`` images (seeded subsample) and applied in chunks.
 * k-means is ``KMeans`` up to ``MINIBATCH_KMEANS_ABOVE`` items, ``MiniBatchKMeans`` beyond.
 * No N x N matrix is ever formed: nearest neighbours are searched within each cluster, in
   blocks of ``CHUNK_ROWS`` rows. A cluster larger than ``TYPICALITY_SAMPLE`` items measures its
@@ -37,17 +34,15 @@ Bounded cost for large pools:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-PCA_FIT_ROWS = 20_000          # images the PCA is fitted on (seeded subsample above it)
 MINIBATCH_KMEANS_ABOVE = 20_000  # pool size above which k-means runs in mini-batches
-TYPICALITY_SAMPLE = 3_000      # neighbours of a cluster's members are searched among at most this many
-CHUNK_ROWS = 1_024             # rows per block in distance computations
-STRUCTURE_SAMPLE = 5_000       # rows the cluster-structure test clusters (seeded subsample above it)
+TYPICALITY_SAMPLE = 3_000  # neighbours of a cluster's members are searched among at most this many
+CHUNK_ROWS = 1_024  # rows per block in distance computations
+STRUCTURE_SAMPLE = 5_000  # rows the cluster-structure test clusters (seeded subsample above it)
 # inertia ratio (unitless, 1 = no more clustered than a Gaussian) at or below which the most
 # typical member of each cluster is picked; between the digits' and the non-digit domains' ratios
 # (benchmarks/results/coldstart-accuracy.md)
@@ -57,70 +52,6 @@ PICKS = ("auto", "typical", "stratified")
 # project's own self-supervised backbone's
 EMBEDDINGS = ("pixels", "backbone", "self_supervised")
 _EPS = 1e-8
-
-
-# ----------------------------------------------------------------------------- embedding
-
-
-def thumbnails(images, size: int = 16) -> np.ndarray:
-    """uint8 (N, size, size, C) from a uint8 array (N, H, W[, C]), C in {1, 3}, or a list of PIL
-    images (any mode; converted to RGB, C = 3). Bilinear resize; an array already at ``size`` is
-    returned as is. Lets a caller keep a large pool in memory as small thumbnails."""
-    from PIL import Image
-
-    if isinstance(images, np.ndarray):
-        if images.ndim == 3:            # (N, H, W) grayscale
-            images = images[..., None]
-        if images.ndim != 4 or images.shape[-1] not in (1, 3):
-            raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with C in 1, 3; got {images.shape}")
-        n, h, w, c = images.shape
-        if (h, w) == (size, size):
-            return images.astype(np.uint8, copy=False)
-        out = np.empty((n, size, size, c), dtype=np.uint8)
-        for i in range(n):
-            pil = Image.fromarray(np.ascontiguousarray(images[i, ..., 0] if c == 1 else images[i]),
-                                  "L" if c == 1 else "RGB")
-            out[i] = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR)).reshape(size, size, c)
-        return out
-    images = list(images)
-    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i, img in enumerate(images):
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        out[i] = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR))
-    return out
-
-
-def pixel_embedding(images: np.ndarray | Sequence, size: int = 16, dims: int = 64,
-                    seed: int = 0) -> np.ndarray:
-    """A label-free embedding (N, d) float32, d = min(dims, N, pixels) (0 columns for N < 2).
-
-    ``images``: uint8 array (N, H, W) or (N, H, W, C) with C in {1, 3}, or a list of PIL images
-    (any mode; converted to RGB). Each image is resized to ``size`` x ``size`` (bilinear),
-    standardised over its own pixels, and the pool is projected on its first ``dims`` principal
-    components (PCA fitted on at most PCA_FIT_ROWS images). Deterministic for a seed.
-    Embed the pool and the labeled images in ONE call so they share the projection.
-    """
-    if size < 1 or dims < 1:
-        raise ValueError(f"size and dims must be >= 1, got {size}, {dims}")
-    x = thumbnails(images, size)
-    x = x.reshape(len(x), size * size * x.shape[-1]).astype(np.float32)
-    n = len(x)
-    if n < 2:
-        return np.zeros((n, 0), dtype=np.float32)
-    x -= x.mean(axis=1, keepdims=True)
-    x /= x.std(axis=1, keepdims=True) + 1e-3   # a blank image stays all zeros
-    from sklearn.decomposition import PCA
-
-    components = min(dims, n, x.shape[1])
-    rng = np.random.default_rng(seed)
-    fit_rows = x if n <= PCA_FIT_ROWS else x[np.sort(rng.choice(n, PCA_FIT_ROWS, replace=False))]
-    pca = PCA(n_components=min(components, len(fit_rows)), random_state=seed)
-    pca.fit(fit_rows)
-    out = np.empty((n, pca.n_components_), dtype=np.float32)
-    for start in range(0, n, 8 * CHUNK_ROWS):
-        out[start:start + 8 * CHUNK_ROWS] = pca.transform(x[start:start + 8 * CHUNK_ROWS])
-    return out
 
 
 def pick_for(setting: str, embedding: str) -> str:
@@ -140,13 +71,13 @@ def pick_for(setting: str, embedding: str) -> str:
 
 @dataclass
 class TypiClustResult:
-    order: np.ndarray       # (N,) int64 permutation, most useful first
-    cluster: np.ndarray     # (N,) int64 k-means cluster of each item
+    order: np.ndarray  # (N,) int64 permutation, most useful first
+    cluster: np.ndarray  # (N,) int64 k-means cluster of each item
     typicality: np.ndarray  # (N,) float64, 1 / mean distance to the k nearest cluster neighbours
     #                         (zeros when pick is "stratified": not computed)
-    covered: np.ndarray     # (n_clusters,) bool: a labeled item falls in that cluster
-    pick: str = "typical"   # how each cluster's members were ordered: "typical" or "stratified"
-    structure: float | None = None   # cluster_structure of the embedding, when pick was "auto"
+    covered: np.ndarray  # (n_clusters,) bool: a labeled item falls in that cluster
+    pick: str = "typical"  # how each cluster's members were ordered: "typical" or "stratified"
+    structure: float | None = None  # cluster_structure of the embedding, when pick was "auto"
 
 
 def cluster_structure(embedding: np.ndarray, n_clusters: int, seed: int = 0) -> float:
@@ -180,8 +111,9 @@ def _kmeans(x: np.ndarray, n_clusters: int, seed: int):
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     if len(x) > MINIBATCH_KMEANS_ABOVE:
-        model = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3,
-                                batch_size=max(1024, 4 * n_clusters))
+        model = MiniBatchKMeans(
+            n_clusters=n_clusters, random_state=seed, n_init=3, batch_size=max(1024, 4 * n_clusters)
+        )
     else:
         model = KMeans(n_clusters=n_clusters, random_state=seed, n_init=3)
     with warnings.catch_warnings():
@@ -191,8 +123,9 @@ def _kmeans(x: np.ndarray, n_clusters: int, seed: int):
     return model, labels.astype(np.int64)
 
 
-def _mean_knn_distance(members: np.ndarray, reference: np.ndarray, self_in_reference: np.ndarray,
-                       k: int) -> np.ndarray:
+def _mean_knn_distance(
+    members: np.ndarray, reference: np.ndarray, self_in_reference: np.ndarray, k: int
+) -> np.ndarray:
     """Mean Euclidean distance of each member to its k nearest rows of ``reference``, excluding
     itself (``self_in_reference[i]`` = its row in reference, or -1). Chunked over members."""
     out = np.zeros(len(members), dtype=np.float64)
@@ -200,20 +133,21 @@ def _mean_knn_distance(members: np.ndarray, reference: np.ndarray, self_in_refer
         return out
     ref_sq = np.einsum("ij,ij->i", reference, reference)
     for start in range(0, len(members), CHUNK_ROWS):
-        block = members[start:start + CHUNK_ROWS]
+        block = members[start : start + CHUNK_ROWS]
         d = ref_sq[None, :] - 2.0 * (block @ reference.T)
         d += np.einsum("ij,ij->i", block, block)[:, None]
         np.maximum(d, 0.0, out=d)
-        own = self_in_reference[start:start + CHUNK_ROWS]
+        own = self_in_reference[start : start + CHUNK_ROWS]
         rows = np.nonzero(own >= 0)[0]
         d[rows, own[rows]] = np.inf
         nearest = np.partition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else d
-        out[start:start + CHUNK_ROWS] = np.sqrt(nearest).mean(axis=1)
+        out[start : start + CHUNK_ROWS] = np.sqrt(nearest).mean(axis=1)
     return out
 
 
-def _typicality(x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors: int,
-                rng: np.random.Generator) -> np.ndarray:
+def _typicality(
+    x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors: int, rng: np.random.Generator
+) -> np.ndarray:
     typicality = np.zeros(len(x), dtype=np.float64)
     for c in range(n_clusters):
         idx = np.nonzero(labels == c)[0]
@@ -231,8 +165,9 @@ def _typicality(x: np.ndarray, labels: np.ndarray, n_clusters: int, k_neighbors:
     return typicality
 
 
-def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, seed: int,
-                    k_neighbors: int, pick: str) -> tuple[TypiClustResult, Any]:
+def _typiclust_once(
+    x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, seed: int, k_neighbors: int, pick: str
+) -> tuple[TypiClustResult, Any]:
     """One clustering of the pool (x float32 (N, D), N >= 1) and its round-robin order; each
     cluster's members most typical first (``pick`` "typical") or in a seeded random order
     ("stratified")."""
@@ -240,8 +175,11 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
     rng = np.random.default_rng(seed)
     model, labels = _kmeans(x, n_clusters, seed)
     # the neighbour search is the costly part on a big pool: only the typical pick needs it
-    typicality = (_typicality(x, labels, n_clusters, k_neighbors, rng) if pick == "typical"
-                  else np.zeros(n, dtype=np.float64))
+    typicality = (
+        _typicality(x, labels, n_clusters, k_neighbors, rng)
+        if pick == "typical"
+        else np.zeros(n, dtype=np.float64)
+    )
     covered_count: np.ndarray = np.zeros(n_clusters, dtype=np.int64)
     if labeled is not None and len(labeled):
         covered_count = np.bincount(model.predict(labeled), minlength=n_clusters)[:n_clusters]
@@ -256,7 +194,7 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
         idx = np.nonzero(labels == c)[0]
         if pick == "stratified":
             members.append(rng.permutation(idx))
-        else:   # most typical first; ties keep pool order
+        else:  # most typical first; ties keep pool order
             members.append(idx[np.argsort(-typicality[idx], kind="stable")])
     # round-robin: position r of every cluster (in cluster order) before position r + 1 of any
     rank_in_cluster = np.empty(n, dtype=np.int64)
@@ -268,8 +206,9 @@ def _typiclust_once(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int, 
     return TypiClustResult(order, labels, typicality, covered_count > 0, pick), model
 
 
-def _pool_and_labeled(x: np.ndarray, labeled_embedding: np.ndarray | None
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
+def _pool_and_labeled(
+    x: np.ndarray, labeled_embedding: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """The pool (N, D) float32 and the labeled items in its space (None without any); a pool
     without features (D = 0, e.g. one image) becomes one constant feature: every item is alike."""
     n, dim = x.shape
@@ -284,8 +223,15 @@ def _pool_and_labeled(x: np.ndarray, labeled_embedding: np.ndarray | None
     return x, labeled
 
 
-def _coarse_picks(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int,
-                  start_clusters: int | None, seed: int, k_neighbors: int, pick: str) -> list[int]:
+def _coarse_picks(
+    x: np.ndarray,
+    labeled: np.ndarray | None,
+    n_clusters: int,
+    start_clusters: int | None,
+    seed: int,
+    k_neighbors: int,
+    pick: str,
+) -> list[int]:
     """The coarse-to-fine picks before the final clustering (``typiclust``'s start_clusters):
     ``k`` from a clustering into k, then up to 2k from one into 2k with the earlier picks
     covered, ... while k < n_clusters. Empty without start_clusters."""
@@ -293,20 +239,26 @@ def _coarse_picks(x: np.ndarray, labeled: np.ndarray | None, n_clusters: int,
     k = n_clusters if start_clusters is None else max(1, int(start_clusters))
     while k < n_clusters:
         covered_by = x[picked] if labeled is None else np.concatenate([labeled, x[picked]])
-        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors,
-                                    pick)
-        first_round = result.order[:len(np.unique(result.cluster))]   # one item per cluster
+        result, _ = _typiclust_once(x, covered_by if len(covered_by) else None, k, seed, k_neighbors, pick)
+        first_round = result.order[: len(np.unique(result.cluster))]  # one item per cluster
         chosen = set(picked)
-        fresh = [int(i) for i in first_round
-                 if not result.covered[result.cluster[i]] and int(i) not in chosen]
-        picked += fresh[:k - len(picked)]
+        fresh = [
+            int(i) for i in first_round if not result.covered[result.cluster[i]] and int(i) not in chosen
+        ]
+        picked += fresh[: k - len(picked)]
         k *= 2
     return picked
 
 
-def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
-              n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
-              start_clusters: int | None = None, pick: str = "typical") -> TypiClustResult:
+def typiclust(
+    embedding: np.ndarray,
+    labeled_embedding: np.ndarray | None = None,
+    n_clusters: int = 10,
+    seed: int = 0,
+    k_neighbors: int = 20,
+    start_clusters: int | None = None,
+    pick: str = "typical",
+) -> TypiClustResult:
     """TypiClust ranking of the whole pool with its clusters and typicality (see module doc).
 
     ``start_clusters`` (optional, < n_clusters): coarse to fine. One ranking is read from the
@@ -359,9 +311,15 @@ def typiclust(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None
     return TypiClustResult(order, result.cluster, result.typicality, covered, pick, structure)
 
 
-def typiclust_order(embedding: np.ndarray, labeled_embedding: np.ndarray | None = None,
-                    n_clusters: int = 10, seed: int = 0, k_neighbors: int = 20,
-                    start_clusters: int | None = None, pick: str = "typical") -> np.ndarray:
+def typiclust_order(
+    embedding: np.ndarray,
+    labeled_embedding: np.ndarray | None = None,
+    n_clusters: int = 10,
+    seed: int = 0,
+    k_neighbors: int = 20,
+    start_clusters: int | None = None,
+    pick: str = "typical",
+) -> np.ndarray:
     """TypiClust permutation of the pool (N,) int64, most useful first; empty pool -> empty.
 
     ``labeled_embedding`` (L, D): items already labeled, in the same space; the clusters they
@@ -369,5 +327,4 @@ def typiclust_order(embedding: np.ndarray, labeled_embedding: np.ndarray | None 
     ``start_clusters``: coarse to fine; ``pick``: how each cluster's members are ordered (see
     ``typiclust``).
     """
-    return typiclust(embedding, labeled_embedding, n_clusters, seed, k_neighbors,
-                     start_clusters, pick).order
+    return typiclust(embedding, labeled_embedding, n_clusters, seed, k_neighbors, start_clusters, pick).order

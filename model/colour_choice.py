@@ -19,10 +19,10 @@ from PIL import Image
 
 from model.recipe_search import stratified_folds
 
-HUE_BINS = 12          # 30-degree sectors of the colour wheel
-CHROMA_BINS = 3        # how colourful a pixel is: faint, clear, vivid
-MIN_CHROMA = 0.08      # pixels less colourful than this (max - min of r, g, b in [0, 1]) count as grey
-RIDGE = 10.0           # ridge penalty of the cross-validation classifier, on standardised features
+HUE_BINS = 12  # 30-degree sectors of the colour wheel
+CHROMA_BINS = 3  # how colourful a pixel is: faint, clear, vivid
+MIN_CHROMA = 0.08  # pixels less colourful than this (max - min of r, g, b in [0, 1]) count as grey
+RIDGE = 10.0  # ridge penalty of the cross-validation classifier, on standardised features
 MAX_FOLDS = 5
 # Colour is kept when it raises the cross-validated accuracy by at least this much (a share of the
 # labeled images), on average over the folds and on at least half of them: a small gain is within
@@ -34,12 +34,12 @@ MIN_GAIN = 0.10
 class ColourChoice:
     keep_colour: bool
     reason: str
-    invariant_accuracy: float | None = None     # cross-validated, backbone features alone
-    with_colour_accuracy: float | None = None   # cross-validated, with the colour histograms
+    invariant_accuracy: float | None = None  # cross-validated, backbone features alone
+    with_colour_accuracy: float | None = None  # cross-validated, with the colour histograms
     folds: int = 0
     labels: int = 0
-    invariant_fold_accuracy: tuple[float, ...] = ()     # per fold, backbone features alone
-    with_colour_fold_accuracy: tuple[float, ...] = ()   # per fold, with the colour histograms
+    invariant_fold_accuracy: tuple[float, ...] = ()  # per fold, backbone features alone
+    with_colour_fold_accuracy: tuple[float, ...] = ()  # per fold, with the colour histograms
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,8 +52,12 @@ def colour_histograms(images: Sequence[Image.Image], side: int = 32) -> np.ndarr
     says something of an object's size and shape, which is not what is asked here."""
     out = np.zeros((len(images), HUE_BINS * CHROMA_BINS), dtype=np.float32)
     for i, image in enumerate(images):
-        rgb = np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR),
-                         dtype=np.float32).reshape(-1, 3) / 255.0
+        rgb = (
+            np.asarray(
+                image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32
+            ).reshape(-1, 3)
+            / 255.0
+        )
         top, bottom = rgb.max(1), rgb.min(1)
         chroma = top - bottom
         coloured = chroma >= MIN_CHROMA
@@ -63,7 +67,9 @@ def colour_histograms(images: Sequence[Image.Image], side: int = 32) -> np.ndarr
         c, mx = chroma[coloured], top[coloured]
         hue = np.where(mx == r, ((g - b) / c) % 6, np.where(mx == g, (b - r) / c + 2, (r - g) / c + 4)) / 6
         hue_bin = np.minimum((hue * HUE_BINS).astype(int), HUE_BINS - 1)
-        chroma_bin = np.minimum(((c - MIN_CHROMA) / (1 - MIN_CHROMA) * CHROMA_BINS).astype(int), CHROMA_BINS - 1)
+        chroma_bin = np.minimum(
+            ((c - MIN_CHROMA) / (1 - MIN_CHROMA) * CHROMA_BINS).astype(int), CHROMA_BINS - 1
+        )
         np.add.at(out[i], hue_bin * CHROMA_BINS + chroma_bin, 1.0 / len(c))
     return out
 
@@ -86,8 +92,9 @@ def cross_validated(features: np.ndarray, targets: np.ndarray, folds: list[np.nd
     return np.array([_ridge_fold_accuracy(x, targets, fold) for fold in folds])
 
 
-def choose_colour(invariant_features: np.ndarray, histograms: np.ndarray, targets: Sequence[int],
-                  seed: int = 0) -> ColourChoice:
+def choose_colour(
+    invariant_features: np.ndarray, histograms: np.ndarray, targets: Sequence[int], seed: int = 0
+) -> ColourChoice:
     """Keep colour when the colour histograms, added to the colour-invariant backbone's features,
     raise the cross-validated accuracy on the labeled set by ``MIN_GAIN`` or more on average and
     on at least half of the folds, to ``MIN_GAIN`` or more above chance (a gain over a
@@ -97,19 +104,30 @@ def choose_colour(invariant_features: np.ndarray, histograms: np.ndarray, target
     counts = np.bincount(np.unique(y, return_inverse=True)[1])
     k = int(min(MAX_FOLDS, counts.min())) if len(counts) >= 2 else 0
     if k < 2:
-        return ColourChoice(False, "fewer than two labels of some class: colour-invariant (the default)",
-                            labels=len(y))
+        return ColourChoice(
+            False, "fewer than two labels of some class: colour-invariant (the default)", labels=len(y)
+        )
     folds = stratified_folds(y.tolist(), k, seed)
     invariant = cross_validated(invariant_features, y, folds)
     with_colour = cross_validated(np.hstack([invariant_features, histograms]), y, folds)
     gain = with_colour - invariant
     chance = 1.0 / len(counts)
-    keep = bool(gain.mean() >= MIN_GAIN and (gain > 0).sum() >= k / 2
-                and with_colour.mean() >= chance + MIN_GAIN)
+    keep = bool(
+        gain.mean() >= MIN_GAIN and (gain > 0).sum() >= k / 2 and with_colour.mean() >= chance + MIN_GAIN
+    )
     verdict = "kept" if keep else "colour-invariant"
-    reason = (f"{verdict}: colour histograms {'raise' if gain.mean() >= 0 else 'lower'} the "
-              f"{k}-fold accuracy on {len(y)} labels from {invariant.mean():.1%} to "
-              f"{with_colour.mean():.1%} (keep at +{MIN_GAIN:.0%} or more)")
-    return ColourChoice(keep, reason, float(invariant.mean()), float(with_colour.mean()), k, len(y),
-                        tuple(round(float(a), 4) for a in invariant),
-                        tuple(round(float(a), 4) for a in with_colour))
+    reason = (
+        f"{verdict}: colour histograms {'raise' if gain.mean() >= 0 else 'lower'} the "
+        f"{k}-fold accuracy on {len(y)} labels from {invariant.mean():.1%} to "
+        f"{with_colour.mean():.1%} (keep at +{MIN_GAIN:.0%} or more)"
+    )
+    return ColourChoice(
+        keep,
+        reason,
+        float(invariant.mean()),
+        float(with_colour.mean()),
+        k,
+        len(y),
+        tuple(round(float(a), 4) for a in invariant),
+        tuple(round(float(a), 4) for a in with_colour),
+    )

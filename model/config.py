@@ -123,7 +123,9 @@ class ModelConfig(_FromDict):
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {self.input_norm!r}")
         if not 0.0 < self.crop_scale_min <= 1.0:
-            raise ValueError(f"crop_scale_min must be in (0, 1] (a share of the image area), got {self.crop_scale_min}")
+            raise ValueError(
+                f"crop_scale_min must be in (0, 1] (a share of the image area), got {self.crop_scale_min}"
+            )
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0 pixels, got {self.crop_padding}")
         if self.taps is not None and len(self.taps) == 0:

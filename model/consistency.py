@@ -24,8 +24,15 @@ from model.config import ModelConfig
 from model.data import standardize, to_unit_float, train_batch
 
 # The weak view: a mild crop and rotation; no colour change, no grey or inverted image.
-WEAK_VIEW = StrongAugment(crop_scale=(0.85, 1.0), rotation_deg=5.0, brightness=0.0, contrast=0.0,
-                          saturation=0.0, grayscale_p=0.0, invert_p=0.0)
+WEAK_VIEW = StrongAugment(
+    crop_scale=(0.85, 1.0),
+    rotation_deg=5.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    grayscale_p=0.0,
+    invert_p=0.0,
+)
 # The cut-out square of the strong view, as a share of the image side (FixMatch: up to a half).
 CUTOUT_SIDE = 0.4
 
@@ -60,7 +67,7 @@ def strong_view(batch_uint8: torch.Tensor, cfg: ModelConfig, generator: torch.Ge
 @dataclass
 class PseudoLabels:
     targets: torch.Tensor  # (U,) the weak view's class
-    mask: torch.Tensor     # (U,) float: 1 where the weak view's max softmax reached the threshold
+    mask: torch.Tensor  # (U,) float: 1 where the weak view's max softmax reached the threshold
 
 
 def pseudo_labels(weak_logits: torch.Tensor, threshold: float) -> PseudoLabels:

@@ -154,12 +154,11 @@ def images_to_uint8(images: Sequence[Image.Image | np.ndarray], cfg: ModelConfig
     size = cfg.image_size
     shape = (size, size, cfg.channels)
     out = torch.empty((len(images), cfg.channels, size, size), dtype=torch.uint8)
-    rows = out.numpy()   # a view: rows are copied in by numpy, read-only sources included
+    rows = out.numpy()  # a view: rows are copied in by numpy, read-only sources included
     for index, img in enumerate(images):
         if isinstance(img, np.ndarray):
             if img.shape != shape or img.dtype != np.uint8:
-                raise ValueError(f"a ready array must be uint8 of shape {shape}, got "
-                                 f"{img.dtype} {img.shape}")
+                raise ValueError(f"a ready array must be uint8 of shape {shape}, got {img.dtype} {img.shape}")
             array = img
         else:
             array = model_ready_array(img, size, cfg.channels)

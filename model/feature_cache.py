@@ -10,10 +10,10 @@ Layout under ``root`` (one root per project)::
     <backbone_key>/shards/<id>.npy   float32 (rows, sum(tap widths) + D): one shard per put_many
     <backbone_key>/.lock             serialises appends to the log (flock); readers take no lock
 
-* ``backbone_key(model_config, weights_fingerprint)`` hashes everything that changes the features
-  (backbone name, weights identity, image size, channels, input normalisation, taps). A new key
-  is a new directory, so a changed backbone never reads stale rows; ``prune_other_keys()`` deletes
-  the other keys' directories.
+* ``backbone_key(model_config, weights_fingerprint)`` (``model.feature_keys``) hashes everything
+  that changes the features (backbone name, weights identity, image size, channels, input
+  normalisation, taps). A new key is a new directory, so a changed backbone never reads stale
+  rows; ``prune_other_keys()`` deletes the other keys' directories.
 * A put writes its shard (temp file, then ``os.replace``) outside the lock, then appends one line
   to the index under it: a write costs what it adds, and writers (the feature shard workers) wait
   for each other only for that line. A reader reads only what was appended since it last read.
@@ -36,8 +36,6 @@ Layout under ``root`` (one root per project)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import re
 import shutil
@@ -47,11 +45,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model import feature_index
 from model.atomic import atomic_write
-from model.config import ModelConfig
 from model.feature_index import SHARD_PATTERN, IndexState
 from model.pooled import PooledFeatures
 
@@ -62,62 +58,13 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-# Bump when what is stored per row changes meaning (pooling, dtype): old directories then miss.
-FEATURES_VERSION = 1
 INDEX_NAME = "index.jsonl"
-LEGACY_INDEX_NAME = "index.json"   # the former index, rewritten whole per put: read, then replaced
+LEGACY_INDEX_NAME = "index.json"  # the former index, rewritten whole per put: read, then replaced
 SHARDS_DIR = "shards"
 LOCK_NAME = ".lock"
 MAX_SHARDS = 64
-STALE_SHARD_S = 600.0   # a shard file no index line names, this old, belongs to no put in flight
+STALE_SHARD_S = 600.0  # a shard file no index line names, this old, belongs to no put in flight
 KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-def backbone_key(model_config: ModelConfig, weights_fingerprint: str, taps: Sequence[str] | None = None) -> str:
-    """Short directory name for the features of this backbone: ``<backbone>-<16 hex>``.
-
-    Hashes the backbone name and architecture settings, ``weights_fingerprint`` (the identity of
-    the weights: ``backbone_fingerprint(model)``, a checkpoint's SHA-256, a torchvision weights
-    name + version...), image_size, channels, input normalisation (input_norm, mean, std) and the
-    taps (``taps`` = the built model's ``model.taps``, else the config's). Head, dropout and LPM
-    settings do not change the features and are not part of it.
-    """
-    identity = {
-        "features_version": FEATURES_VERSION,
-        "backbone": model_config.backbone,
-        "small_cnn_width": model_config.small_cnn_width if model_config.backbone == "small_cnn" else None,
-        "weights": getattr(model_config, "weights", None),
-        "weights_fingerprint": str(weights_fingerprint),
-        "image_size": model_config.image_size,
-        "channels": model_config.channels,
-        "input_norm": getattr(model_config, "input_norm", "dataset"),
-        "mean": list(model_config.mean),
-        "std": list(model_config.std),
-        "taps": list(taps) if taps is not None else (list(model_config.taps) if model_config.taps else None),
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9_.]+", "_", model_config.backbone).strip("._")[:40] or "backbone"
-    return f"{name}-{digest}"
-
-
-def backbone_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 (16 hex) of the backbone's parameters and buffers: names, dtypes, shapes, bytes.
-
-    ``model`` is a LossLearningNet (its ``features``) or the feature extractor itself. Any change
-    to the backbone's weights (fine-tuning, another pretrained file) changes it.
-    """
-    features = getattr(model, "features", model)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(features.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def item_key(task_id: int | str, image_url: str) -> str:
-    """``"<task_id>:<16 hex of sha256(image_url)>"``: a changed image URL is a new item."""
-    return f"{task_id}:{hashlib.sha256(image_url.encode()).hexdigest()[:16]}"
 
 
 class FeatureCache:
@@ -146,7 +93,7 @@ class FeatureCache:
         shards = self.directory / SHARDS_DIR
         return sum(p.stat().st_size for p in shards.glob("*.npy")) if shards.is_dir() else 0
 
-    def stored_rows(self) -> int:   # rows the shards hold, live or orphaned (their disk cost)
+    def stored_rows(self) -> int:  # rows the shards hold, live or orphaned (their disk cost)
         return self._load_index().stored_rows()
 
     def missing(self, keys: Sequence[str]) -> list[str]:
@@ -157,7 +104,7 @@ class FeatureCache:
         names = {items[key][0] for key in keys if key in items}
         opened = {name: self._open_shard(name, index) is not None for name in names}
         if not all(opened.values()) and self._index_changed():
-            return self.missing(keys)   # a compaction replaced shards meanwhile: read it again
+            return self.missing(keys)  # a compaction replaced shards meanwhile: read it again
         return list(dict.fromkeys(key for key in keys if key not in items or not opened[items[key][0]]))
 
     def get_many(self, keys: Sequence[str]) -> tuple[PooledFeatures | None, list[str]]:
@@ -169,11 +116,13 @@ class FeatureCache:
             found, missing, _ = self._lookup(keys, self._load_index())
         return found, missing
 
-    def _lookup(self, keys: Sequence[str], index: IndexState) -> tuple[PooledFeatures | None, list[str], bool]:
+    def _lookup(
+        self, keys: Sequence[str], index: IndexState
+    ) -> tuple[PooledFeatures | None, list[str], bool]:
         items = index.items
         opened = {name: self._open_shard(name, index) for name in {items[k][0] for k in keys if k in items}}
         missing: dict[str, None] = {}
-        by_shard: dict[str, tuple[list[int], list[int]]] = {}   # shard -> (output rows, its rows)
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}  # shard -> (output rows, its rows)
         hits = 0
         for key in keys:
             position = items.get(key)
@@ -190,7 +139,7 @@ class FeatureCache:
         matrix = np.empty((hits, sum(index.tap_widths) + index.embedding_dim), dtype=np.float32)
         for name, (out_rows, shard_rows) in by_shard.items():
             shard = opened[name]
-            assert shard is not None   # a hit's shard opened (the others' keys went to missing)
+            assert shard is not None  # a hit's shard opened (the others' keys went to missing)
             matrix[np.asarray(out_rows)] = shard[np.asarray(shard_rows, dtype=np.int64)]
         features = PooledFeatures.from_matrix(matrix, index.tap_widths, index.embedding_dim)
         return features, list(missing), unreadable
@@ -233,7 +182,7 @@ class FeatureCache:
         if not keys:
             return
         (self.directory / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-        name = self._write_shard(features.to_matrix())   # outside the lock: writers overlap here
+        name = self._write_shard(features.to_matrix())  # outside the lock: writers overlap here
         try:
             with self._write_lock():
                 index = self._writable_index(features.tap_widths, features.embedding_dim)
@@ -304,8 +253,13 @@ class FeatureCache:
         if tap_widths is not None and index.items and widths != (list(tap_widths), embedding_dim):
             raise ValueError(
                 f"features of widths {tap_widths}+{embedding_dim} do not match the "
-                f"cache's {index.tap_widths}+{index.embedding_dim} for key {self.key}")
-        if index.valid and not index.legacy and (tap_widths is None or widths == (list(tap_widths), embedding_dim)):
+                f"cache's {index.tap_widths}+{index.embedding_dim} for key {self.key}"
+            )
+        if (
+            index.valid
+            and not index.legacy
+            and (tap_widths is None or widths == (list(tap_widths), embedding_dim))
+        ):
             return index
         if tap_widths is not None and not index.items:
             index.tap_widths, index.embedding_dim = list(tap_widths), int(embedding_dim or 0)
@@ -320,7 +274,9 @@ class FeatureCache:
         if index.stored_rows() > 2 * max(len(index.items), 1):
             self._compact(index, list(index.shards))
         elif len(index.shards) > MAX_SHARDS:
-            smaller_half = sorted(index.shards, key=lambda name: index.shards[name])[: len(index.shards) // 2 + 1]
+            smaller_half = sorted(index.shards, key=lambda name: index.shards[name])[
+                : len(index.shards) // 2 + 1
+            ]
             self._compact(index, smaller_half)
 
     def _compact(self, index: IndexState, names: list[str]) -> None:
@@ -335,7 +291,9 @@ class FeatureCache:
         for name in merged:
             del index.shards[name]
         if found is not None:
-            index.apply({"shard": self._write_shard(found.to_matrix()), "keys": [k for k in keys if k not in lost]})
+            index.apply(
+                {"shard": self._write_shard(found.to_matrix()), "keys": [k for k in keys if k not in lost]}
+            )
         live = {name for name, _ in index.items.values()}
         gone = merged | {name for name in index.shards if name not in live}
         index.shards = {name: rows for name, rows in index.shards.items() if name in live}
@@ -356,7 +314,9 @@ class FeatureCache:
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
             if array.dtype != np.float32 or array.shape != (expected_rows, width):
-                raise ValueError(f"shape {array.shape} {array.dtype}, expected ({expected_rows}, {width}) float32")
+                raise ValueError(
+                    f"shape {array.shape} {array.dtype}, expected ({expected_rows}, {width}) float32"
+                )
         except (OSError, ValueError, EOFError) as error:
             log.warning("feature cache shard %s is missing or corrupt (%s); its rows are misses", path, error)
             return None
@@ -396,4 +356,3 @@ class FeatureCache:
                 if path.name in gone or ((temp or unnamed) and path.stat().st_mtime < old):
                     self._shards.pop(path.name, None)
                     path.unlink()
-

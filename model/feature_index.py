@@ -14,6 +14,7 @@ writer is skipped (logged) and the next writer starts on a fresh line. An index 
 former layout (one ``index.json`` rewritten whole) is read as it is and turned into a log by the
 next writer.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,20 +29,21 @@ from model.atomic import atomic_write
 log = logging.getLogger(__name__)
 FORMAT = "ls-al-feature-cache"
 FORMAT_VERSION = 2
-LEGACY_FORMAT_VERSION = 1   # index.json, rewritten whole on every write
+LEGACY_FORMAT_VERSION = 1  # index.json, rewritten whole on every write
 SHARD_PATTERN = re.compile(r"[0-9a-f]{32}\.npy")
 
 
 @dataclass
 class IndexState:
     """What a log says, as far as it was read."""
+
     tap_widths: list[int] = field(default_factory=list)
     embedding_dim: int = 0
-    shards: dict[str, int] = field(default_factory=dict)            # shard name -> rows
+    shards: dict[str, int] = field(default_factory=dict)  # shard name -> rows
     items: dict[str, tuple[str, int]] = field(default_factory=dict)  # key -> (shard, row)
-    identity: tuple[int, int] | None = None   # (device, inode) of the log read
-    offset: int = 0                           # bytes of it applied
-    valid: bool = False   # a header was read: a writer may append (else it starts a new log)
+    identity: tuple[int, int] | None = None  # (device, inode) of the log read
+    offset: int = 0  # bytes of it applied
+    valid: bool = False  # a header was read: a writer may append (else it starts a new log)
     legacy: bool = False  # read from a former index.json: a writer rewrites it as a log
 
     def stored_rows(self) -> int:
@@ -75,8 +77,13 @@ class IndexState:
 
 
 def header(backbone_key: str, tap_widths: list[int], embedding_dim: int) -> dict:
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "backbone_key": backbone_key,
-            "tap_widths": list(tap_widths), "embedding_dim": int(embedding_dim)}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "backbone_key": backbone_key,
+        "tap_widths": list(tap_widths),
+        "embedding_dim": int(embedding_dim),
+    }
 
 
 def _read_header(line: bytes, backbone_key: str, state: IndexState) -> None:
@@ -107,7 +114,7 @@ def refresh(state: IndexState, path: Path, backbone_key: str) -> IndexState:
     with open(path, "rb") as handle:
         handle.seek(state.offset)
         data = handle.read(stat.st_size - state.offset)
-    complete = data.rfind(b"\n") + 1     # a line still being written is read next time
+    complete = data.rfind(b"\n") + 1  # a line still being written is read next time
     for line in data[:complete].splitlines():
         try:
             if not state.valid:
@@ -139,6 +146,7 @@ def append(path: Path, record: dict) -> None:
 
 def rewrite(path: Path, backbone_key: str, state: IndexState) -> None:
     """Replace the log with one that says what ``state`` says (header, one record per shard)."""
+
     def write(handle):
         handle.write(json.dumps(header(backbone_key, state.tap_widths, state.embedding_dim)).encode() + b"\n")
         for name, keys in state.shard_keys().items():

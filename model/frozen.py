@@ -151,8 +151,16 @@ def train_frozen(
     with torch.random.fork_rng(devices=devices), _cpu_threads(device, TRAIN_CPU_THREADS):
         torch.manual_seed(train_config.seed)
         return _train_frozen(
-            model, features, targets, labels, model_config, train_config, progress, augmented or [],
-            frozen_config, device,
+            model,
+            features,
+            targets,
+            labels,
+            model_config,
+            train_config,
+            progress,
+            augmented or [],
+            frozen_config,
+            device,
         )
 
 
@@ -204,9 +212,17 @@ class _FrozenRun:
     """One run of frozen training: the training rows of every view, standardised (``_Standardizer``
     per input block of a Linear layer), and AdamW over the head and the LPM."""
 
-    def __init__(self, model: LossLearningNet, rows: PooledFeatures, row_targets: torch.Tensor,
-                 weights: torch.Tensor, cfg: TrainConfig, frozen_config: FrozenConfig,
-                 device: torch.device, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        model: LossLearningNet,
+        rows: PooledFeatures,
+        row_targets: torch.Tensor,
+        weights: torch.Tensor,
+        cfg: TrainConfig,
+        frozen_config: FrozenConfig,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
         self.model, self.row_targets, self.weights, self.cfg = model, row_targets, weights, cfg
         self.frozen_config, self.device, self.generator = frozen_config, device, generator
         self.n_rows = len(rows)
@@ -215,7 +231,8 @@ class _FrozenRun:
         tap_scales = [_Standardizer(tap) for tap in raw_taps]
         self.taps = [scale.apply(tap) for scale, tap in zip(tap_scales, raw_taps, strict=False)]
         self.layers = [(model.head, self.embedding_scale)] + [
-            (_first_linear(branch), scale) for branch, scale in zip(model.lpm.branches, tap_scales, strict=False)
+            (_first_linear(branch), scale)
+            for branch, scale in zip(model.lpm.branches, tap_scales, strict=False)
         ]
         if not frozen_config.reinit:
             for linear, scale in self.layers:
@@ -268,8 +285,16 @@ class _FrozenRun:
                 self.step += 1
                 sums.add(objective, logits, y)
                 if progress is not None and (self.step % PROGRESS_EVERY_STEPS == 0 or self.step == steps):
-                    progress({"step": self.step, "steps": steps, **sums.means(), "lr": lr,
-                              "seconds": time.monotonic() - started, "mode": MODE})
+                    progress(
+                        {
+                            "step": self.step,
+                            "steps": steps,
+                            **sums.means(),
+                            "lr": lr,
+                            "seconds": time.monotonic() - started,
+                            "mode": MODE,
+                        }
+                    )
                     sums = RunningMeans()
 
     def fold_back(self) -> None:
@@ -301,18 +326,33 @@ def _train_frozen(
     finally:
         # Always back to raw-input weights, also when cancelled: the model stays consistent.
         run.fold_back()
-    metrics = _fit_metrics(model, features.subset(train_index), all_targets[train_index], weights, train_config)
-    metrics.update(epochs=run.passes, steps=run.step, n_train=len(train_index), n_rows=len(rows),
-                   n_val=len(val_index), augmented_views=len(augmented),
-                   batches_per_epoch=run.batches_per_pass, device=str(device), mode=MODE)
+    metrics = _fit_metrics(
+        model, features.subset(train_index), all_targets[train_index], weights, train_config
+    )
+    metrics.update(
+        epochs=run.passes,
+        steps=run.step,
+        n_train=len(train_index),
+        n_rows=len(rows),
+        n_val=len(val_index),
+        augmented_views=len(augmented),
+        batches_per_epoch=run.batches_per_pass,
+        device=str(device),
+        mode=MODE,
+    )
     if len(val_index):
         metrics.update(_evaluate(model, features.subset(val_index), all_targets[val_index]))
     metrics["seconds"] = time.monotonic() - started
     return TrainResult(model, list(labels), model_config, train_config, metrics)
 
 
-def _fit_metrics(model: LossLearningNet, features: PooledFeatures, targets: torch.Tensor,
-                 weights: torch.Tensor, train_config: TrainConfig) -> dict:
+def _fit_metrics(
+    model: LossLearningNet,
+    features: PooledFeatures,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    train_config: TrainConfig,
+) -> dict:
     """The objective in eval mode on the labeled rows themselves (not the augmented views),
     through the folded network exactly as it will score."""
     taps, embedding = _to_tensors(features, _model_device(model))

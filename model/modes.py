@@ -15,6 +15,7 @@
 The measurements: docs/results.md, 'Measured: the domain suite' (``transfer_init`` vs
 ``transfer_frozen``, ``selfsup_init`` vs ``selfsup_frozen``).
 """
+
 from __future__ import annotations
 
 TRAIN_MODES = ("auto", "frozen", "full")
@@ -27,10 +28,18 @@ def fine_tunes_like_scratch(input_size: int, full_max_input_size: int) -> bool:
     return input_size <= full_max_input_size
 
 
-def choose_train_mode(requested: str, *, has_representation: bool, n_labeled: int,
-                      finetune_min_labels: int, cuda_available: bool, input_size: int,
-                      full_max_input_size: int, frozen_max_labels: int,
-                      learned_on_project: bool = False) -> str:
+def choose_train_mode(
+    requested: str,
+    *,
+    has_representation: bool,
+    n_labeled: int,
+    finetune_min_labels: int,
+    cuda_available: bool,
+    input_size: int,
+    full_max_input_size: int,
+    frozen_max_labels: int,
+    learned_on_project: bool = False,
+) -> str:
     """The mode for this round: ``requested`` unless it is "auto".
 
     auto: "full" without a learned representation. With one, "frozen" up to
@@ -46,8 +55,10 @@ def choose_train_mode(requested: str, *, has_representation: bool, n_labeled: in
     if requested not in TRAIN_MODES:
         raise ValueError(f"train mode must be one of {TRAIN_MODES}, got {requested!r}")
     if requested == "frozen" and not has_representation:
-        raise ValueError("train mode 'frozen' needs pretrained or self-supervised backbone weights "
-                         "(BACKBONE_WEIGHTS or PRETRAINED_WEIGHTS); use 'full' or 'auto'")
+        raise ValueError(
+            "train mode 'frozen' needs pretrained or self-supervised backbone weights "
+            "(BACKBONE_WEIGHTS or PRETRAINED_WEIGHTS); use 'full' or 'auto'"
+        )
     if requested != "auto":
         return requested
     if not has_representation:

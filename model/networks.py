@@ -128,7 +128,11 @@ def default_taps(cfg: ModelConfig, net: nn.Module) -> tuple[str, ...]:
             hook.remove()
     seen = [child for child in children if child in shapes]
     if seen and all(shapes[c] for c in seen):
-        ends = [c for c, nxt in zip(seen, seen[1:] + [None], strict=False) if nxt is None or shapes[nxt] != shapes[c]]
+        ends = [
+            c
+            for c, nxt in zip(seen, seen[1:] + [None], strict=False)
+            if nxt is None or shapes[nxt] != shapes[c]
+        ]
         if len(ends) > _MAX_DEFAULT_TAPS:
             ends = ends[-_MAX_DEFAULT_TAPS:]
     else:
@@ -236,8 +240,11 @@ def backbone_state_dict(net: LossLearningNet) -> dict[str, torch.Tensor]:
     prediction module, CPU copies): what ``ModelConfig(pretrained_weights=...)`` loads back, so a
     model trained on one image set can be the pretrained start of another."""
     prefix = "features."
-    return {key[len(prefix):]: value.detach().to("cpu", copy=True).contiguous()
-            for key, value in net.state_dict().items() if key.startswith(prefix)}
+    return {
+        key[len(prefix) :]: value.detach().to("cpu", copy=True).contiguous()
+        for key, value in net.state_dict().items()
+        if key.startswith(prefix)
+    }
 
 
 def build_network(cfg: ModelConfig, num_classes: int, load_weights: bool = True) -> LossLearningNet:

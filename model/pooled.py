@@ -46,7 +46,9 @@ class PooledFeatures:
         n = self.embedding.shape[0] if self.embedding.ndim == 2 else -1
         if n < 0 or any(tap.ndim != 2 or tap.shape[0] != n for tap in self.taps):
             shapes = [tuple(t.shape) for t in self.taps]
-            raise ValueError(f"taps {shapes} and embedding {tuple(self.embedding.shape)} must be 2-D with equal rows")
+            raise ValueError(
+                f"taps {shapes} and embedding {tuple(self.embedding.shape)} must be 2-D with equal rows"
+            )
 
     def __len__(self) -> int:
         return int(self.embedding.shape[0])
@@ -94,7 +96,8 @@ class PooledFeatures:
     @staticmethod
     def empty(tap_widths: Sequence[int], embedding_dim: int) -> PooledFeatures:
         return PooledFeatures(
-            [np.zeros((0, int(w)), np.float32) for w in tap_widths], np.zeros((0, int(embedding_dim)), np.float32)
+            [np.zeros((0, int(w)), np.float32) for w in tap_widths],
+            np.zeros((0, int(embedding_dim)), np.float32),
         )
 
     def to_matrix(self) -> np.ndarray:

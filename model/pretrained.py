@@ -56,8 +56,10 @@ def resolve_weights(backbone: str, weights: str | WeightsEnum) -> WeightsEnum:
     enum = weights_enum(backbone)
     if isinstance(weights, WeightsEnum):
         if type(weights) is not enum:
-            raise ValueError(f"{type(weights).__name__}.{weights.name} are not weights of {backbone!r} "
-                             f"({enum.__name__}); valid: {', '.join(weight_names(backbone))}")
+            raise ValueError(
+                f"{type(weights).__name__}.{weights.name} are not weights of {backbone!r} "
+                f"({enum.__name__}); valid: {', '.join(weight_names(backbone))}"
+            )
         return weights
     text = str(weights).strip()
     valid = weight_names(backbone)
@@ -65,8 +67,10 @@ def resolve_weights(backbone: str, weights: str | WeightsEnum) -> WeightsEnum:
     if "." in text:
         enum_name, _, member = text.rpartition(".")
         if enum_name.rpartition(".")[2].lower() != enum.__name__.lower():
-            raise ValueError(f"weights {text!r} are not weights of {backbone!r}, whose enum is "
-                             f"{enum.__name__}; valid: {', '.join(valid)}")
+            raise ValueError(
+                f"weights {text!r} are not weights of {backbone!r}, whose enum is "
+                f"{enum.__name__}; valid: {', '.join(valid)}"
+            )
     found = enum.__members__.get(member.upper())
     if found is None:
         raise ValueError(f"unknown weights {text!r} for backbone {backbone!r}; valid: {', '.join(valid)}")
@@ -74,7 +78,7 @@ def resolve_weights(backbone: str, weights: str | WeightsEnum) -> WeightsEnum:
 
 
 def qualified_name(weights: WeightsEnum) -> str:
-    """"ResNet50_Weights.IMAGENET1K_V2": the exact weights, also when they were asked for as DEFAULT."""
+    """ "ResNet50_Weights.IMAGENET1K_V2": the exact weights, also when they were asked for as DEFAULT."""
     return f"{type(weights).__name__}.{weights.name}"
 
 
@@ -127,8 +131,11 @@ def preprocessing_for(backbone: str, weights: str | WeightsEnum) -> dict:
     except AttributeError as error:
         raise ValueError(f"{qualified_name(resolved)} have no image classification transforms") from error
     size = crop[0] if isinstance(crop, (list, tuple)) else crop
-    return {"image_size": int(size), "mean": tuple(float(m) for m in mean),
-            "std": tuple(float(s) for s in std)}
+    return {
+        "image_size": int(size),
+        "mean": tuple(float(m) for m in mean),
+        "std": tuple(float(s) for s in std),
+    }
 
 
 def with_weights_preprocessing(cfg: ModelConfig, *, keep_image_size: bool = False) -> ModelConfig:

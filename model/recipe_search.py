@@ -29,6 +29,7 @@ from model.config import ModelConfig, TrainConfig
 @dataclass(frozen=True)
 class Candidate:
     """A recipe as overrides of the round's ModelConfig / TrainConfig fields."""
+
     name: str
     doc: str
     model: dict[str, Any] = field(default_factory=dict)
@@ -42,14 +43,22 @@ class Candidate:
 # from inversion / heavy crops that textures and shapes need).
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate("configured", "the round's configuration (settings)"),
-    Candidate("half_steps", "half the optimizer steps (less memorisation of a small set)",
-              train={"auto_target_steps_scale": 0.5}),
-    Candidate("mild_augment", "paper-style crop + flip augmentation instead of the strong policy",
-              model={"augment_policy": "crop_flip"}),
+    Candidate(
+        "half_steps",
+        "half the optimizer steps (less memorisation of a small set)",
+        train={"auto_target_steps_scale": 0.5},
+    ),
+    Candidate(
+        "mild_augment",
+        "paper-style crop + flip augmentation instead of the strong policy",
+        model={"augment_policy": "crop_flip"},
+    ),
 )
 
 
-def resolve(candidate: Candidate, model_config: ModelConfig, train_config: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+def resolve(
+    candidate: Candidate, model_config: ModelConfig, train_config: TrainConfig
+) -> tuple[ModelConfig, TrainConfig]:
     """The configs a candidate trains with. ``auto_target_steps_scale`` scales the configured step
     target (so the candidate follows TRAIN_STEPS) instead of fixing a number."""
     train = dict(candidate.train)
@@ -74,7 +83,7 @@ def stratified_folds(targets: Sequence[int], k: int, seed: int) -> list[np.ndarr
         rows = rng.permutation(np.flatnonzero(classes == cls))
         for i, row in enumerate(rows):
             folds[(offset + i) % k].append(int(row))
-        offset += len(rows)   # the next class starts where this one stopped: balanced fold sizes
+        offset += len(rows)  # the next class starts where this one stopped: balanced fold sizes
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
 
 
@@ -88,12 +97,15 @@ class SearchResult:
     table: dict[str, dict] = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {"chosen": self.chosen, "reason": self.reason, "folds_compared": self.folds_compared,
-                "seconds": round(self.seconds, 1),
-                "cv_acc": {name: row["cv_acc"] for name, row in self.table.items()},
-                # each candidate's accuracy on each compared fold: the spread of its cv_acc
-                "fold_acc": {name: row["fold_acc"][:self.folds_compared]
-                             for name, row in self.table.items()}}
+        return {
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "folds_compared": self.folds_compared,
+            "seconds": round(self.seconds, 1),
+            "cv_acc": {name: row["cv_acc"] for name, row in self.table.items()},
+            # each candidate's accuracy on each compared fold: the spread of its cv_acc
+            "fold_acc": {name: row["fold_acc"][: self.folds_compared] for name, row in self.table.items()},
+        }
 
 
 # (images, targets, labels, model_config, train_config) -> trained model's accuracy on the
@@ -101,8 +113,15 @@ class SearchResult:
 FoldScorer = Callable[[list, list, list, list, list[str], ModelConfig, TrainConfig], float]
 
 
-def train_and_evaluate(train_images, train_targets, val_images, val_targets, labels,
-                       model_config: ModelConfig, train_config: TrainConfig) -> float:
+def train_and_evaluate(
+    train_images,
+    train_targets,
+    val_images,
+    val_targets,
+    labels,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+) -> float:
     """Held-out accuracy of a model trained with the backend's own trainer."""
     # imported here: the candidates and the search itself need no torch (tests pass a cheap scorer)
     from model.scoring import score
@@ -113,11 +132,21 @@ def train_and_evaluate(train_images, train_targets, val_images, val_targets, lab
     return float((probs.argmax(1) == np.asarray(val_targets)).mean())
 
 
-def search(images: Sequence[Image.Image], targets: Sequence[int], labels: list[str],
-           model_config: ModelConfig, train_config: TrainConfig, *, folds: int, budget_s: float,
-           min_folds: int = 2, candidates: Sequence[Candidate] = CANDIDATES,
-           scorer: FoldScorer = train_and_evaluate, clock: Callable[[], float] = time.monotonic,
-           progress: Callable[[dict], None] | None = None) -> SearchResult:
+def search(
+    images: Sequence[Image.Image],
+    targets: Sequence[int],
+    labels: list[str],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    folds: int,
+    budget_s: float,
+    min_folds: int = 2,
+    candidates: Sequence[Candidate] = CANDIDATES,
+    scorer: FoldScorer = train_and_evaluate,
+    clock: Callable[[], float] = time.monotonic,
+    progress: Callable[[dict], None] | None = None,
+) -> SearchResult:
     """Cross-validate ``candidates`` within ``budget_s`` seconds and name the winner (the
     highest mean held-out accuracy over the folds every candidate finished; ties go to the
     first candidate). Fewer than ``min_folds`` compared folds keeps the first candidate."""
@@ -129,34 +158,73 @@ def search(images: Sequence[Image.Image], targets: Sequence[int], labels: list[s
     slowest = 0.0
     stopped_early = False
     for fold, held_out in enumerate(split):
-        keep = np.setdiff1d(np.arange(len(targets)), held_out)
         for candidate in candidates:
             if clock() - started + slowest > budget_s:
                 stopped_early = True
                 break
             t = clock()
             model_cfg, train_cfg = resolve(candidate, model_config, train_config)
-            acc = scorer([images[i] for i in keep], [int(targets[i]) for i in keep],
-                         [images[i] for i in held_out], [int(targets[i]) for i in held_out],
-                         labels, model_cfg, train_cfg)
+            acc = scorer(*_fold_data(images, targets, held_out), labels, model_cfg, train_cfg)
             slowest = max(slowest, clock() - t)
             accuracies[candidate.name].append(acc)
             if progress is not None:
-                progress({"fold": fold + 1, "folds": folds, "candidate": candidate.name,
-                          "accuracy": round(acc, 4), "seconds": round(clock() - started, 1)})
+                progress(
+                    {
+                        "fold": fold + 1,
+                        "folds": folds,
+                        "candidate": candidate.name,
+                        "accuracy": round(acc, 4),
+                        "seconds": round(clock() - started, 1),
+                    }
+                )
         if stopped_early:
             break
+    compared, table = _compare(accuracies)
+    chosen, reason = _winner(candidates, table, compared, min_folds, budget_s)
+    return SearchResult(chosen, reason, compared, clock() - started, table)
+
+
+def _fold_data(
+    images: Sequence[Image.Image], targets: Sequence[int], held_out: np.ndarray
+) -> tuple[list[Image.Image], list[int], list[Image.Image], list[int]]:
+    """(training images, their targets, held-out images, their targets) of one fold."""
+    keep = np.setdiff1d(np.arange(len(targets)), held_out)
+    return (
+        [images[i] for i in keep],
+        [int(targets[i]) for i in keep],
+        [images[i] for i in held_out],
+        [int(targets[i]) for i in held_out],
+    )
+
+
+def _compare(accuracies: dict[str, list[float]]) -> tuple[int, dict[str, dict]]:
+    """(folds every candidate finished, the candidates' table: mean accuracy over those folds and
+    the accuracy of each fold)."""
     compared = min(len(a) for a in accuracies.values())
-    table = {name: {"cv_acc": round(float(np.mean(a[:compared])), 4) if compared else None,
-                    "fold_acc": [round(x, 4) for x in a]} for name, a in accuracies.items()}
+    table = {
+        name: {
+            "cv_acc": round(float(np.mean(a[:compared])), 4) if compared else None,
+            "fold_acc": [round(x, 4) for x in a],
+        }
+        for name, a in accuracies.items()
+    }
+    return compared, table
+
+
+def _winner(
+    candidates: Sequence[Candidate], table: dict[str, dict], compared: int, min_folds: int, budget_s: float
+) -> tuple[str, str]:
+    """(the chosen candidate's name, why): the best mean accuracy (ties to the first candidate),
+    or the first candidate when fewer than ``min_folds`` folds were compared."""
     first = candidates[0].name
     if compared < min_folds:
-        reason = (f"budget of {budget_s:.0f} s allowed {compared} complete fold(s) of {len(candidates)} "
-                  f"candidates, fewer than {min_folds}: kept {first!r}")
-        return SearchResult(first, reason, compared, clock() - started, table)
+        reason = (
+            f"budget of {budget_s:.0f} s allowed {compared} complete fold(s) of {len(candidates)} "
+            f"candidates, fewer than {min_folds}: kept {first!r}"
+        )
+        return first, reason
     best = max(candidates, key=lambda c: (table[c.name]["cv_acc"], c.name == first))
-    reason = f"highest mean accuracy over {compared} paired fold(s)"
-    return SearchResult(best.name, reason, compared, clock() - started, table)
+    return best.name, f"highest mean accuracy over {compared} paired fold(s)"
 
 
 def candidate_named(name: str, candidates: Sequence[Candidate] = CANDIDATES) -> Candidate:

@@ -8,7 +8,7 @@ import torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
+    """ "auto" -> cuda when available, else cpu; anything else is passed to torch.device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

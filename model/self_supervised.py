@@ -93,7 +93,9 @@ class SelfSupervisedConfig:
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (negatives are the other images), got {self.batch_size}")
+            raise ValueError(
+                f"batch_size must be >= 2 (negatives are the other images), got {self.batch_size}"
+            )
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("lr must be > 0 and weight_decay >= 0")
         if not 0.0 <= self.warmup_fraction < 1.0:
@@ -152,7 +154,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
-def hue_rotate(batch: torch.Tensor, max_turn: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def hue_rotate(
+    batch: torch.Tensor, max_turn: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Rotate each image's hue by a uniform random angle in [-max_turn, max_turn] of a full turn
     (chroma rotated in YIQ space, luma kept); float (N, 3, H, W) in [0, 1] -> same. Grayscale
     batches (1 channel) are returned as they are."""
@@ -199,7 +203,9 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 @torch.no_grad()
-def _recalibrate_bn(backbone: nn.Module, data: torch.Tensor, model_config: ModelConfig, batch_size: int) -> None:
+def _recalibrate_bn(
+    backbone: nn.Module, data: torch.Tensor, model_config: ModelConfig, batch_size: int
+) -> None:
     """Re-estimate BatchNorm running statistics on clean images (cumulative average, no grads)."""
     norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -252,6 +258,34 @@ def pretrain(
         return _pretrain(images, model_config, cfg, progress, device)
 
 
+def _two_views(
+    batch: torch.Tensor,
+    policy: StrongAugment,
+    cfg: SelfSupervisedConfig,
+    model_config: ModelConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Two augmented, standardized views of ``batch``, stacked: the first view's rows, then the
+    second's."""
+    view1 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
+    view2 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
+    return torch.cat([view1, view2])
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, step: int, lr: float
+) -> None:
+    """One optimizer step on ``loss``; a non-finite loss raises TrainingError instead."""
+    if not torch.isfinite(loss.detach()):
+        raise TrainingError(
+            f"self-supervised loss became {float(loss)} at step {step + 1}; try a lower lr (now {lr})"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _pretrain(images, model_config, cfg, progress, device) -> dict[str, torch.Tensor]:
     started = time.monotonic()
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -280,24 +314,22 @@ def _pretrain(images, model_config, cfg, progress, device) -> dict[str, torch.Te
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = to_unit_float(data[next(batches).to(device)])
-        view1 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
-        view2 = standardize(hue_rotate(policy(batch, generator), cfg.hue, generator), model_config)
-        x = torch.cat([view1, view2]).contiguous(memory_format=fmt)
+        x = _two_views(batch, policy, cfg, model_config, generator).contiguous(memory_format=fmt)
         with autocast(device, dtype):
             z = projector(backbone(x).flatten(1))
         loss = nt_xent(z[:batch_size], z[batch_size:], cfg.temperature)
-        if not torch.isfinite(loss.detach()):
-            raise TrainingError(f"self-supervised loss became {float(loss)} at step {step + 1}; try a lower lr (now {lr})")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        _optimizer_step(optimizer, scaler, loss, step, lr)
         loss_sum += float(loss.detach())
         loss_count += 1
         if progress is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             progress(
-                dict(step=step + 1, steps=cfg.steps, loss=loss_sum / loss_count, lr=lr,
-                     seconds=time.monotonic() - started)
+                dict(
+                    step=step + 1,
+                    steps=cfg.steps,
+                    loss=loss_sum / loss_count,
+                    lr=lr,
+                    seconds=time.monotonic() - started,
+                )
             )
             loss_sum, loss_count = 0.0, 0
 
@@ -306,7 +338,9 @@ def _pretrain(images, model_config, cfg, progress, device) -> dict[str, torch.Te
         sample = torch.randperm(n, generator=generator)[: _RECALIBRATION_BATCHES * batch_size]
         _recalibrate_bn(backbone, data[sample.to(device)], model_config, batch_size)
     backbone.eval()
-    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in backbone.state_dict().items()}
+    return {
+        key: value.detach().to("cpu", copy=True).contiguous() for key, value in backbone.state_dict().items()
+    }
 
 
 def save_pretrained(state_dict: dict[str, torch.Tensor], path: str | Path) -> str:
@@ -326,8 +360,12 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def pretrained_file(path: str | Path, images: Sequence[Image.Image | np.ndarray],
-                    model_config: ModelConfig, cfg: SelfSupervisedConfig = SelfSupervisedConfig()) -> float | None:
+def pretrained_file(
+    path: str | Path,
+    images: Sequence[Image.Image | np.ndarray],
+    model_config: ModelConfig,
+    cfg: SelfSupervisedConfig = SelfSupervisedConfig(),
+) -> float | None:
     """Make sure ``path`` holds the backbone pre-trained on ``images``: pre-train and save it
     (creating its folder) unless the file exists. Returns the seconds pre-training took, None
     when the file was already there (a benchmark's cache of weights it reuses across runs)."""

@@ -87,8 +87,9 @@ def batch_index_lists(n: int, batch_size: int, permutation: torch.Tensor) -> lis
     return batches
 
 
-def lpm_target(model: LossLearningNet, embedding: torch.Tensor, logits: torch.Tensor,
-                y: torch.Tensor) -> torch.Tensor:
+def lpm_target(
+    model: LossLearningNet, embedding: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """The per-sample loss the LPM learns to predict: cross-entropy of the head WITHOUT dropout,
     as the model computes it at inference (scoring runs in eval mode), detached. ``logits`` (the
     training forward's, with dropout) are reused when dropout is off: they are the same then.
@@ -122,7 +123,9 @@ class WeightAverage:
         model.load_state_dict(self.state)
 
 
-def split_validation(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def split_validation(
+    n: int, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (train, held-out) index split; no held-out rows when fewer than 2 would remain."""
     permutation = torch.randperm(n, generator=generator)
     n_val = int(math.floor(n * fraction))
@@ -211,8 +214,9 @@ def train(
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(train_config.seed)
-        return _train(images, targets, labels, model_config, train_config, progress, device,
-                      initial_state, unlabeled)
+        return _train(
+            images, targets, labels, model_config, train_config, progress, device, initial_state, unlabeled
+        )
 
 
 class _FullRun:
@@ -247,19 +251,24 @@ class _FullRun:
                 return model(x), None
         rows = torch.randint(0, len(self.unlabeled), (cfg.unlabeled_batch_size,), generator=self.generator)
         batch = self.unlabeled[rows.to(self.device)]
-        weak = consistency.weak_view(batch, self.model_config, self.generator).contiguous(memory_format=self.fmt)
-        strong = consistency.strong_view(batch, self.model_config, self.generator).contiguous(memory_format=self.fmt)
+        weak = consistency.weak_view(batch, self.model_config, self.generator).contiguous(
+            memory_format=self.fmt
+        )
+        strong = consistency.strong_view(batch, self.model_config, self.generator).contiguous(
+            memory_format=self.fmt
+        )
         with torch.no_grad(), autocast(self.device, self.dtype):
             # the head without dropout, as at inference: the pseudo-label is the model's answer
-            pseudo = consistency.pseudo_labels(model.head(model(weak).embedding),
-                                               cfg.pseudo_label_threshold)
+            pseudo = consistency.pseudo_labels(model.head(model(weak).embedding), cfg.pseudo_label_threshold)
         with autocast(self.device, self.dtype):
             out = model(torch.cat([x, strong]))
         n = len(x)
         self.pseudo_labeled += int(pseudo.mask.sum())
         self.unlabeled_seen += len(rows)
-        return (NetOutput(out.logits[:n], out.predicted_loss[:n], out.embedding[:n]),
-                consistency.consistency_loss(out.logits[n:], pseudo))
+        return (
+            NetOutput(out.logits[:n], out.predicted_loss[:n], out.embedding[:n]),
+            consistency.consistency_loss(out.logits[n:], pseudo),
+        )
 
     def epoch(self, epoch: int) -> RunningMeans:
         """Train one epoch (0-based); the running means of its objective."""
@@ -273,14 +282,24 @@ class _FullRun:
             batch = batch.to(self.device)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(cfg, lr, self.step, self.total_steps)
-            x = train_batch(self.data[batch], self.model_config, self.generator).contiguous(memory_format=self.fmt)
+            x = train_batch(self.data[batch], self.model_config, self.generator).contiguous(
+                memory_format=self.fmt
+            )
             y = self.targets[batch]
             out, unlabeled_loss = self.forward(x)
-            objective = joint_objective(out.logits.float(), out.predicted_loss, y, self.weights, cfg,
-                                        lpm_target(model, out.embedding, out.logits, y))
+            objective = joint_objective(
+                out.logits.float(),
+                out.predicted_loss,
+                y,
+                self.weights,
+                cfg,
+                lpm_target(model, out.embedding, out.logits, y),
+            )
             if unlabeled_loss is not None:
                 objective = with_unlabeled_loss(objective, unlabeled_loss, cfg.unlabeled_weight)
-            optimizer_step(self.optimizer, objective, f"epoch {epoch + 1}, step {self.step + 1}", lr, self.scaler)
+            optimizer_step(
+                self.optimizer, objective, f"epoch {epoch + 1}, step {self.step + 1}", lr, self.scaler
+            )
             if self.average is not None:
                 self.average.update(model)
             self.step += 1
@@ -295,8 +314,9 @@ class _FullRun:
         self.model.detach_lpm_input = False
 
 
-def _network(model_config: ModelConfig, num_classes: int, initial_state: dict | None,
-             device: torch.device) -> LossLearningNet:
+def _network(
+    model_config: ModelConfig, num_classes: int, initial_state: dict | None, device: torch.device
+) -> LossLearningNet:
     model = build_network(model_config, num_classes=num_classes)
     if initial_state is not None:
         model.load_state_dict(initial_state)
@@ -309,8 +329,9 @@ def with_unlabeled_loss(objective: Objective, unlabeled_loss: torch.Tensor, weig
     return dataclasses.replace(objective, loss=objective.loss + weight * unlabeled_loss)
 
 
-def _train(images, targets, labels, model_config, train_config, progress, device,
-           initial_state=None, unlabeled=None) -> TrainResult:
+def _train(
+    images, targets, labels, model_config, train_config, progress, device, initial_state=None, unlabeled=None
+) -> TrainResult:
     started = time.monotonic()
     generator = torch.Generator().manual_seed(train_config.seed)
     all_targets = torch.as_tensor([int(t) for t in targets], dtype=torch.long)
@@ -318,8 +339,16 @@ def _train(images, targets, labels, model_config, train_config, progress, device
     model = _network(model_config, len(labels), initial_state, device)
     data = images_to_uint8(images, model_config)
     weights = sample_weights_of(all_targets[train_index], len(labels), train_config).to(device)
-    run = _FullRun(model, model_config, train_config, device, generator, data[train_index].to(device),
-                   all_targets[train_index].to(device), weights)
+    run = _FullRun(
+        model,
+        model_config,
+        train_config,
+        device,
+        generator,
+        data[train_index].to(device),
+        all_targets[train_index].to(device),
+        weights,
+    )
     if unlabeled is not None and len(unlabeled) and train_config.unlabeled_weight > 0:
         run.unlabeled = images_to_uint8(unlabeled, model_config).to(device)
     history: dict = {}
@@ -342,10 +371,10 @@ def _train(images, targets, labels, model_config, train_config, progress, device
     run.finish()
     metrics = {key: history[key] for key in ("train_loss", "train_ce", "train_acc", "lpm_loss")}
     if run.unlabeled is not None:
-        metrics.update(unlabeled_images=len(run.unlabeled),
-                       pseudo_label_share=history["pseudo_label_share"])
-    metrics.update(epochs=run.epochs, steps=run.step, n_train=run.n_train, n_val=len(val_index),
-                   device=str(device))
+        metrics.update(unlabeled_images=len(run.unlabeled), pseudo_label_share=history["pseudo_label_share"])
+    metrics.update(
+        epochs=run.epochs, steps=run.step, n_train=run.n_train, n_val=len(val_index), device=str(device)
+    )
     if len(val_index):
         metrics.update(evaluate(model, data[val_index], all_targets[val_index], model_config, device))
     metrics["seconds"] = time.monotonic() - started

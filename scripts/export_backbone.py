@@ -8,6 +8,7 @@ self-supervision on its pool (docs/results.md, domain suite, `transfer_*` rows).
 backbone only (no head, no loss prediction module), in the layout ``PRETRAINED_WEIGHTS`` loads;
 the other project needs the same ``BACKBONE`` (the printed line says which).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def checkpoint_of(project: int, model_dir: Path) -> Path:
     if published is None:
         raise ValueError(f"project {project} has no published model under {model_dir}")
     if published.cold_start:
-        raise ValueError(f"project {project}'s published version {published.version} is a "
-                         "cold-start ranking: no model was trained yet")
+        raise ValueError(
+            f"project {project}'s published version {published.version} is a "
+            "cold-start ranking: no model was trained yet"
+        )
     return published.path
 
 
@@ -37,10 +40,12 @@ def export(checkpoint: Path, out: Path) -> str:
     loaded = load_checkpoint(checkpoint)
     if loaded.metrics.get("mode") == "frozen":
         # a frozen round trains only the head: its backbone is the one the round started from
-        print("note: this version was trained in frozen mode, so its backbone was not trained on "
-              "the project's labels (it is the self-supervised or pretrained backbone it started "
-              "from); a version trained after more than FROZEN_MAX_LABELS labels carries them",
-              file=sys.stderr)
+        print(
+            "note: this version was trained in frozen mode, so its backbone was not trained on "
+            "the project's labels (it is the self-supervised or pretrained backbone it started "
+            "from); a version trained after more than FROZEN_MAX_LABELS labels carries them",
+            file=sys.stderr,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     save_pretrained(backbone_state_dict(loaded.model), out)
     return f"BACKBONE={loaded.model_config.backbone} PRETRAINED_WEIGHTS={out.resolve()}"
@@ -51,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--project", type=int, help="Label Studio project id (its published model)")
     source.add_argument("--checkpoint", type=Path, help="a model version file")
-    parser.add_argument("--model-dir", type=Path,
-                        help="the backend's MODEL_DIR (default: as the backend reads it)")
+    parser.add_argument(
+        "--model-dir", type=Path, help="the backend's MODEL_DIR (default: as the backend reads it)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the pretrained file to write")
     args = parser.parse_args(argv)
     try:
         checkpoint = args.checkpoint or checkpoint_of(
-            args.project, args.model_dir or Settings.from_env().model_dir)
+            args.project, args.model_dir or Settings.from_env().model_dir
+        )
         print(export(checkpoint, args.out))
     except (ValueError, CheckpointError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)

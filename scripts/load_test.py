@@ -10,6 +10,7 @@ traffic goes to 127.0.0.1. It reports requests, errors (goal 0), p50/p99 latenci
 every webhook event was accounted for (the backend's pending-change counter must equal the number
 of events it acknowledged). Results go to benchmarks/results/load/<timestamp>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,14 +58,19 @@ def wait_for(check, timeout_s: float, what: str):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--predict-threads", type=int, default=6)
     parser.add_argument("--webhook-threads", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=300, help="tasks scored by the first round")
-    parser.add_argument("--new-tasks", type=int, default=100,
-                        help="tasks imported after it (so /predict runs the model on them)")
+    parser.add_argument(
+        "--new-tasks",
+        type=int,
+        default=100,
+        help="tasks imported after it (so /predict runs the model on them)",
+    )
     args = parser.parse_args(argv)
     venv = lslocal.ensure_ls_venv()
     work = Path(tempfile.mkdtemp(prefix="load-test-"))
@@ -73,51 +79,76 @@ def main(argv=None) -> int:
     try:
         pat = lslocal.create_personal_access_token(ls.url, EMAIL, PASSWORD)
         port = lslocal.free_port()
-        env = {**os.environ, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": pat,
-               "MODEL_DIR": str(work / "models"), "PORT": str(port), "VENV_DIR": sys.prefix,
-               "RETRAIN_AFTER_ANNOTATIONS": "0", "THREADS": "8"}
+        env = {
+            **os.environ,
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": pat,
+            "MODEL_DIR": str(work / "models"),
+            "PORT": str(port),
+            "VENV_DIR": sys.prefix,
+            "RETRAIN_AFTER_ANNOTATIONS": "0",
+            "THREADS": "8",
+        }
         env.pop("REDIS_URL", None)
-        backend = subprocess.Popen(["bash", str(REPO_ROOT / "scripts/serve.sh")], env=env,
-                                   stdout=open(work / "backend.log", "wb"),
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        backend = subprocess.Popen(
+            ["bash", str(REPO_ROOT / "scripts/serve.sh")],
+            env=env,
+            stdout=open(work / "backend.log", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _up(url), 120, "the backend")
         admin = lslocal.LabelStudioAdmin(ls.url, pat)
         pid = admin.create_project("Load test", CONFIG)["id"]
         rendered = demo_data.render_digits("digits", work / "img", args.tasks + args.new_tasks, 1)
-        admin.import_images(pid, [p for p, _ in rendered[:args.tasks]])
+        admin.import_images(pid, [p for p, _ in rendered[: args.tasks]])
         ml = admin.add_ml_backend(pid, url, title="load test")
         tasks = admin.list_tasks(pid)
         label_of = {p.name: label for p, label in rendered}
         for task in tasks[:60]:
             name = task["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]
-            admin.create_annotation(task["id"], lslocal.choice_annotation("digit", "image",
-                                                                          label_of[name]))
+            admin.create_annotation(task["id"], lslocal.choice_annotation("digit", "image", label_of[name]))
         admin.start_training(ml["id"])
-        first = wait_for(lambda: (lambda s: s if s.get("state") == "done" else None)(
-            project_status(url, pid)), 600, "the first round")
+        first = wait_for(
+            lambda: (lambda s: s if s.get("state") == "done" else None)(project_status(url, pid)),
+            600,
+            "the first round",
+        )
         print(f"first round: {first['model_version']} in {first.get('duration_s')} s")
-        admin.import_images(pid, [p for p, _ in rendered[args.tasks:]])
+        admin.import_images(pid, [p for p, _ in rendered[args.tasks :]])
         all_tasks = admin.list_tasks(pid)
         for task in all_tasks[60:80]:
             name = task["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1]
-            admin.create_annotation(task["id"], lslocal.choice_annotation("digit", "image",
-                                                                          label_of[name]))
+            admin.create_annotation(task["id"], lslocal.choice_annotation("digit", "image", label_of[name]))
         admin.start_training(ml["id"])
-        wait_for(lambda: project_status(url, pid).get("phase") not in (None, "finished", "starting")
-                 and project_status(url, pid).get("state") == "running", 120, "round 2 to run")
+        wait_for(
+            lambda: (
+                project_status(url, pid).get("phase") not in (None, "finished", "starting")
+                and project_status(url, pid).get("state") == "running"
+            ),
+            120,
+            "round 2 to run",
+        )
         baseline = project_status(url, pid).get("pending_annotation_changes", 0)
         report = run_load(url, pid, all_tasks, args)
-        second = wait_for(lambda: (lambda s: s if s.get("state") in ("done", "failed") and
-                                   s.get("model_version") != first["model_version"] else None)(
-            project_status(url, pid)), 900, "the second round")
-        report["second_round"] = {"state": second.get("state"),
-                                  "duration_s": second.get("duration_s")}
+        second = wait_for(
+            lambda: (
+                lambda s: (
+                    s
+                    if s.get("state") in ("done", "failed")
+                    and s.get("model_version") != first["model_version"]
+                    else None
+                )
+            )(project_status(url, pid)),
+            900,
+            "the second round",
+        )
+        report["second_round"] = {"state": second.get("state"), "duration_s": second.get("duration_s")}
         pending = project_status(url, pid).get("pending_annotation_changes")
         report["webhooks"]["pending_counter_before"] = baseline
         report["webhooks"]["pending_counter_after"] = pending
-        report["webhooks"]["all_accounted_for"] = \
-            pending - baseline == report["webhooks"]["acknowledged"]
+        report["webhooks"]["all_accounted_for"] = pending - baseline == report["webhooks"]["acknowledged"]
         out = REPO_ROOT / "benchmarks" / "results" / "load"
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -166,19 +197,32 @@ def run_load(url: str, pid: int, tasks: list[dict], args) -> dict:
             while time.monotonic() < stop_at:
                 batch = rng.sample(tasks, rng.randint(1, 5))
                 expected = len(batch)
-                timed_post(session, "/predict",
-                           {"tasks": batch, "project": f"{pid}.0", "label_config": CONFIG}, 60,
-                           lambda body, n=expected: len(body["results"]) == n, predict)
+                timed_post(
+                    session,
+                    "/predict",
+                    {"tasks": batch, "project": f"{pid}.0", "label_config": CONFIG},
+                    60,
+                    lambda body, n=expected: len(body["results"]) == n,
+                    predict,
+                )
 
     def webhook_loop(seed: int) -> None:
         with requests.Session() as session:
             n = 0
             while time.monotonic() < stop_at:
                 n += 1
-                timed_post(session, "/webhook",
-                           {"action": "ANNOTATION_CREATED", "project": {"id": pid},
-                            "annotation": {"id": seed * 10**6 + n}}, 10,
-                           lambda body: body.get("status") == "counted", hooks)
+                timed_post(
+                    session,
+                    "/webhook",
+                    {
+                        "action": "ANNOTATION_CREATED",
+                        "project": {"id": pid},
+                        "annotation": {"id": seed * 10**6 + n},
+                    },
+                    10,
+                    lambda body: body.get("status") == "counted",
+                    hooks,
+                )
 
     threads = [threading.Thread(target=predict_loop, args=(i,)) for i in range(args.predict_threads)]
     threads += [threading.Thread(target=webhook_loop, args=(i,)) for i in range(args.webhook_threads)]
@@ -189,13 +233,20 @@ def run_load(url: str, pid: int, tasks: list[dict], args) -> dict:
     summary = {}
     for name, data in (("predict", predict), ("webhooks", hooks)):
         lat = data.pop("latencies_s")
-        summary[name] = {**data, "requests": len(lat),
-                         "p50_ms": round(1000 * percentile(lat, 0.5), 1),
-                         "p99_ms": round(1000 * percentile(lat, 0.99), 1),
-                         "max_ms": round(1000 * max(lat), 1) if lat else None,
-                         "mean_ms": round(1000 * statistics.fmean(lat), 1) if lat else None}
-    summary["config"] = {"duration_s": args.duration_s, "predict_threads": args.predict_threads,
-                         "webhook_threads": args.webhook_threads, "tasks": len(tasks)}
+        summary[name] = {
+            **data,
+            "requests": len(lat),
+            "p50_ms": round(1000 * percentile(lat, 0.5), 1),
+            "p99_ms": round(1000 * percentile(lat, 0.99), 1),
+            "max_ms": round(1000 * max(lat), 1) if lat else None,
+            "mean_ms": round(1000 * statistics.fmean(lat), 1) if lat else None,
+        }
+    summary["config"] = {
+        "duration_s": args.duration_s,
+        "predict_threads": args.predict_threads,
+        "webhook_threads": args.webhook_threads,
+        "tasks": len(tasks),
+    }
     return summary
 
 

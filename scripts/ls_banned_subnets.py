@@ -11,6 +11,7 @@ backend's one address.
 
     python scripts/ls_banned_subnets.py 172.30.57.10     # the list for another backend address
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -19,12 +20,37 @@ import sys
 # Label Studio 1.23.2's default ban list, in its order (label_studio/core/utils/io.py, validate_ip);
 # tests/unit/test_docker_files.py compares it with the installed Label Studio's when one is there.
 LS_DEFAULT_BANNED_SUBNETS = (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
-    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4",
-    "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96",
-    "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16",
-    "fc00::/7", "fe80::/10", "ff00::/8",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "233.252.0.0/24",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "::ffff:0:0/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001:0000::/32",
+    "2001:20::/28",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
 )
 
 
@@ -36,8 +62,7 @@ def banned_except(allowed: str) -> list[str]:
     for subnet in LS_DEFAULT_BANNED_SUBNETS:
         network = ipaddress.ip_network(subnet)
         if network.version == keep.version and keep.subnet_of(network):  # type: ignore[arg-type]
-            out += [str(part) for part in
-                    sorted(network.address_exclude(keep))]  # type: ignore[arg-type]
+            out += [str(part) for part in sorted(network.address_exclude(keep))]  # type: ignore[arg-type]
         else:
             out.append(str(network))
     return out

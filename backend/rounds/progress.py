@@ -1,4 +1,5 @@
 """A round's progress: the status callback it reports to and the seconds its phases took."""
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,7 @@ class RoundRun:
         self.started = time.monotonic()
 
     @contextmanager
-    def phase(self, timing: str | None = None, phase: RoundPhase | None = None,
-              **fields) -> Iterator[None]:
+    def phase(self, timing: str | None = None, phase: RoundPhase | None = None, **fields) -> Iterator[None]:
         """Announce ``phase`` (with ``fields``) in the status, then time the block as
         ``timings[timing]`` (a block that raises ends the round: nothing is recorded)."""
         if phase is not None:
@@ -38,15 +38,16 @@ class RoundRun:
         last = [0.0]
 
         def report_progress(info: dict) -> None:
-            if time.monotonic() - last[0] >= PROGRESS_STATUS_INTERVAL_S:   # throttle Redis writes
+            if time.monotonic() - last[0] >= PROGRESS_STATUS_INTERVAL_S:  # throttle Redis writes
                 last[0] = time.monotonic()
                 self.status(phase=phase, **{field_name: info})
+
         return report_progress
 
-    def scoring_progress(self, phase: RoundPhase = RoundPhase.SCORING
-                         ) -> Callable[[int, int], None]:
+    def scoring_progress(self, phase: RoundPhase = RoundPhase.SCORING) -> Callable[[int, int], None]:
         def report_progress(done: int, total: int) -> None:
             self.status(phase=phase, scoring_progress={"done": done, "total": total})
+
         return report_progress
 
     def timings_summary(self) -> dict[str, float]:

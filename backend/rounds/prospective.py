@@ -12,6 +12,7 @@ summary and the round history, where the dashboard reads them.
 These tasks are the ones the ranking served first, the hardest for the model: the figure is a
 pessimistic estimate of the version's accuracy, not an unbiased one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,13 @@ from backend.model_store import ModelStore, is_cold_start_version
 log = logging.getLogger(__name__)
 
 
-def prospective_counts(prediction_of: Callable[[int], TaskPrediction | None],
-                       labeled: list[tuple[int, str, str]], first_annotation: dict[int, int],
-                       watermark: int, min_confidence: float) -> dict:
+def prospective_counts(
+    prediction_of: Callable[[int], TaskPrediction | None],
+    labeled: list[tuple[int, str, str]],
+    first_annotation: dict[int, int],
+    watermark: int,
+    min_confidence: float,
+) -> dict:
     """Of the labeled tasks (task id, url, label) first annotated after ``watermark``, and
     which the version guessed: how many, how many guesses were the label, how many guesses
     were pre-selected (PRESELECT_MIN_CONFIDENCE) and how many of those were the label."""
@@ -46,8 +51,13 @@ def prospective_counts(prediction_of: Callable[[int], TaskPrediction | None],
     return counts
 
 
-def measure_live_version(store: ModelStore, project_id: int, labeled: list[tuple[int, str, str]],
-                         first_annotation: dict[int, int], min_confidence: float) -> dict | None:
+def measure_live_version(
+    store: ModelStore,
+    project_id: int,
+    labeled: list[tuple[int, str, str]],
+    first_annotation: dict[int, int],
+    min_confidence: float,
+) -> dict | None:
     """The live version's prospective counts (with its name and watermark), or None when there
     is nothing to measure: no version, a cold-start ranking (no guesses), or a version stored
     before watermarks were kept."""
@@ -62,6 +72,11 @@ def measure_live_version(store: ModelStore, project_id: int, labeled: list[tuple
     if type(watermark) is not int:
         return None
     counts = prospective_counts(stored.get, labeled, first_annotation, watermark, min_confidence)
-    log.info("project %s: %s guessed %d of %d tasks annotated since it was trained", project_id,
-             published.version, counts["correct"], counts["tasks"])
+    log.info(
+        "project %s: %s guessed %d of %d tasks annotated since it was trained",
+        project_id,
+        published.version,
+        counts["correct"],
+        counts["tasks"],
+    )
     return {"version": published.version, "since_annotation": watermark, **counts}

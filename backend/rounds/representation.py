@@ -1,6 +1,7 @@
 """Where a round's backbone starts from: configured weights (torchvision's or a file), the
 project's own self-supervised weights (``backend.self_supervised`` learns and keeps them), or its
 configured initialisation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,9 +35,12 @@ def self_supervised_skip_reason(settings: Settings, model_config: ModelConfig) -
     if model_config.weights:
         return "the backbone starts from torchvision's pretrained weights, not adapted"
     if model_config.pretrained_weights and not fine_tunes_like_scratch(
-            model_config.image_size, settings.full_training_max_image_size):
-        return (f"the backbone starts from the configured pretrained weights, not adapted at "
-                f"{model_config.image_size} px (above FULL_TRAINING_MAX_IMAGE_SIZE)")
+        model_config.image_size, settings.full_training_max_image_size
+    ):
+        return (
+            f"the backbone starts from the configured pretrained weights, not adapted at "
+            f"{model_config.image_size} px (above FULL_TRAINING_MAX_IMAGE_SIZE)"
+        )
     return None
 
 
@@ -49,13 +53,19 @@ def has_configured_weights(model_config: ModelConfig) -> bool:
 def learns_own_weights(settings: Settings, model_config: ModelConfig) -> bool:
     """Whether the project's own self-supervised weights are the round's representation: no
     configured weights, and self-supervision on."""
-    return (not has_configured_weights(model_config)
-            and self_supervised_skip_reason(settings, model_config) is None)
+    return (
+        not has_configured_weights(model_config)
+        and self_supervised_skip_reason(settings, model_config) is None
+    )
 
 
 def self_supervised_config(settings: Settings, keep_colour: bool = False) -> SelfSupervisedConfig:
-    return for_colour(SelfSupervisedConfig(steps=settings.self_supervised_steps, seed=settings.seed,
-                                    device=settings.device), keep_colour)
+    return for_colour(
+        SelfSupervisedConfig(
+            steps=settings.self_supervised_steps, seed=settings.seed, device=settings.device
+        ),
+        keep_colour,
+    )
 
 
 def self_supervised_dir(store: ModelStore, project_id: int, keep_colour: bool = False) -> Path:
@@ -64,10 +74,15 @@ def self_supervised_dir(store: ModelStore, project_id: int, keep_colour: bool = 
     return store.project_dir(project_id) / (self_supervised.DIR_NAME + ("-colour" if keep_colour else ""))
 
 
-def self_supervised_start(settings: Settings, store: ModelStore, project_id: int,
-                          model_config: ModelConfig, fetcher: ImageFetcher,
-                          pool_items: list[tuple[int, str]],
-                          run: RoundRun) -> tuple[ModelConfig, dict]:
+def self_supervised_start(
+    settings: Settings,
+    store: ModelStore,
+    project_id: int,
+    model_config: ModelConfig,
+    fetcher: ImageFetcher,
+    pool_items: list[tuple[int, str]],
+    run: RoundRun,
+) -> tuple[ModelConfig, dict]:
     """``model_config`` with the project's self-supervised weights (learned from ``pool_items``
     now when ``backend.self_supervised`` says so) as ``pretrained_weights``, and what happened,
     for the round summary; ``model_config`` as it is when they do not apply."""
@@ -80,18 +95,22 @@ def self_supervised_start(settings: Settings, store: ModelStore, project_id: int
         arrays: list[np.ndarray] = []
         for _, chunk in array_chunks(fetcher, items, FetchReport(), model_config):
             arrays += [array for _, array in chunk]
-            run.status(phase=RoundPhase.SELF_SUPERVISED_PRETRAINING,
-                       self_supervised_progress={"images_loaded": len(arrays),
-                                                 "images": len(items)})
+            run.status(
+                phase=RoundPhase.SELF_SUPERVISED_PRETRAINING,
+                self_supervised_progress={"images_loaded": len(arrays), "images": len(items)},
+            )
         return arrays
 
     path, summary = self_supervised.ensure_weights(
-        self_supervised_dir(store, project_id, model_config.keep_colour), model_config,
+        self_supervised_dir(store, project_id, model_config.keep_colour),
+        model_config,
         self_supervised_config(settings, model_config.keep_colour),
-        pool_items, load_images, growth=settings.self_supervised_refresh_growth,
+        pool_items,
+        load_images,
+        growth=settings.self_supervised_refresh_growth,
         max_images=settings.self_supervised_max_images,
-        progress=run.throttled_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING,
-                                        "self_supervised_progress"))
+        progress=run.throttled_progress(RoundPhase.SELF_SUPERVISED_PRETRAINING, "self_supervised_progress"),
+    )
     log.info("project %s: self-supervised weights %s", project_id, json.dumps(summary))
     if path is None:
         return model_config, summary

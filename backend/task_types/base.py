@@ -7,6 +7,7 @@ model's outputs become a Label Studio prediction result. The round (``backend.ro
 /predict (``backend.ml_model``) and the HTTP checks (``backend.app``, ``backend.reconcile``) call
 only this interface, so a new kind of task is one new module registered in ``backend.task_types``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 from label_studio_tools.core.label_config import parse_config
 from lxml import etree
 
-if TYPE_CHECKING:   # converters imports this module's TaskType for its own annotations
+if TYPE_CHECKING:  # converters imports this module's TaskType for its own annotations
     import numpy as np
 
     from backend.converters import LabelDecision, TaskPrediction
@@ -32,6 +33,7 @@ class UnsupportedConfig(ValueError):
 @dataclass(frozen=True)
 class LabelingConfig:
     """A project's labeling config, parsed once for the registry and every task type it asks."""
+
     text: str
     # control tags by name, as label_studio_tools' parse_config gives them:
     # {"type": "Choices", "to_name": [...], "inputs": [{"type": "Image", "value": "image"}],
@@ -50,8 +52,11 @@ class LabelingConfig:
 
     def controls_on(self, object_tags: Sequence[str]) -> dict:
         """The control tags attached to at least one object tag of these types (e.g. "Image")."""
-        return {name: tag for name, tag in self.controls.items()
-                if any(inp.get("type") in object_tags for inp in tag.get("inputs", []))}
+        return {
+            name: tag
+            for name, tag in self.controls.items()
+            if any(inp.get("type") in object_tags for inp in tag.get("inputs", []))
+        }
 
     def attribute(self, tag_type: str, name: str, attribute: str) -> str | None:
         """An attribute of the <tag_type name=name> tag, None when absent.
@@ -74,12 +79,12 @@ class TaskType(ABC):
     that recognizes a project's config (``backend.task_types.task_type_for``).
     """
 
-    name: ClassVar[str]                      # stable identifier, e.g. "image_classification"
-    title: ClassVar[str]                     # how refusals name it, e.g. "image classification"
-    requirement: ClassVar[str]               # what a config needs to be served by it
-    object_tags: ClassVar[tuple[str, ...]]   # object tags its controls attach to, e.g. ("Image",)
+    name: ClassVar[str]  # stable identifier, e.g. "image_classification"
+    title: ClassVar[str]  # how refusals name it, e.g. "image classification"
+    requirement: ClassVar[str]  # what a config needs to be served by it
+    object_tags: ClassVar[tuple[str, ...]]  # object tags its controls attach to, e.g. ("Image",)
 
-    labels: tuple[str, ...]   # class names in config order: the model's classes, in its order
+    labels: tuple[str, ...]  # class names in config order: the model's classes, in its order
 
     # ------------------------------------------------------------------ the labeling config
 
@@ -130,8 +135,7 @@ class TaskType(ABC):
     # ------------------------------------------------------------------ model outputs -> LS
 
     @abstractmethod
-    def model_answers(self, probs: np.ndarray, class_names: Sequence[str]
-                      ) -> list[tuple[str, float]]:
+    def model_answers(self, probs: np.ndarray, class_names: Sequence[str]) -> list[tuple[str, float]]:
         """(answer, the model's probability of it) for each row of a model's class
         probabilities. ``class_names`` are the classes the model was trained with, which may
         differ from this config's ``labels`` when the config changed since."""
@@ -151,6 +155,9 @@ def schema_change(published_info: dict | None, schema: TaskType) -> dict | None:
     if not old_hash or old_hash == schema.hash:
         return None
     old_labels = list((old or {}).get("labels") or [])
-    return {"from_hash": old_hash, "to_hash": schema.hash,
-            "labels_added": [label for label in schema.labels if label not in old_labels],
-            "labels_removed": [label for label in old_labels if label not in schema.labels]}
+    return {
+        "from_hash": old_hash,
+        "to_hash": schema.hash,
+        "labels_added": [label for label in schema.labels if label not in old_labels],
+        "labels_removed": [label for label in old_labels if label not in schema.labels],
+    }

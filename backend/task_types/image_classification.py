@@ -3,6 +3,7 @@
 Label names always come from the project's labeling config (one source of truth): the order of
 the <Choice> tags is the class order of the model trained for that config.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from backend.task_types.registry import register
 
 # Why an annotation gives no vote, beyond converters' DROP_EMPTY (keys of the label report).
 DROP_NOT_SINGLE = "not_a_single_choice"  # several choices, or none on the configured <Choices>
-DROP_UNKNOWN = "choice_not_in_config"    # a label the current config does not have (renamed?)
+DROP_UNKNOWN = "choice_not_in_config"  # a label the current config does not have (renamed?)
 # When no annotation of a task gives a label, the most telling reason is reported.
 DROP_PRIORITY = (DROP_UNKNOWN, DROP_NOT_SINGLE, DROP_EMPTY)
 
@@ -38,9 +39,9 @@ class ImageClassification(TaskType):
     requirement = "the config needs <Image> with one <Choices>"
     object_tags = ("Image",)
 
-    from_name: str          # the <Choices name=...>
-    to_name: str            # the <Image name=...>
-    image_key: str          # task.data key holding the image URL (<Image value="$image">)
+    from_name: str  # the <Choices name=...>
+    to_name: str  # the <Image name=...>
+    image_key: str  # task.data key holding the image URL (<Image value="$image">)
     labels: tuple[str, ...]  # class names in config order (alias when given, as LS stores results)
 
     # ------------------------------------------------------------------ the labeling config
@@ -56,20 +57,22 @@ class ImageClassification(TaskType):
         if not choices:
             raise UnsupportedConfig(cls.requirement)
         if len(choices) > 1:
-            raise UnsupportedConfig(f"several <Choices> on images ({', '.join(sorted(choices))}); "
-                                    "exactly one is supported")
+            raise UnsupportedConfig(
+                f"several <Choices> on images ({', '.join(sorted(choices))}); exactly one is supported"
+            )
         from_name, tag = next(iter(choices.items()))
         image_inputs = [inp for inp in tag["inputs"] if inp.get("type") == "Image"]
         if len(tag["to_name"]) != 1 or len(image_inputs) != 1:
-            raise UnsupportedConfig(
-                f"<Choices name={from_name!r}> must point at exactly one <Image>")
+            raise UnsupportedConfig(f"<Choices name={from_name!r}> must point at exactly one <Image>")
         if tag.get("dynamic_labels"):
-            raise UnsupportedConfig(f"<Choices name={from_name!r}> uses dynamic labels, which a "
-                                    "trained classifier cannot follow")
+            raise UnsupportedConfig(
+                f"<Choices name={from_name!r}> uses dynamic labels, which a trained classifier cannot follow"
+            )
         labels = tuple(tag.get("labels") or ())
         if len(labels) < 2:
-            raise UnsupportedConfig(f"<Choices name={from_name!r}> needs at least 2 choices, has "
-                                    f"{len(labels)}")
+            raise UnsupportedConfig(
+                f"<Choices name={from_name!r}> needs at least 2 choices, has {len(labels)}"
+            )
         if len(set(labels)) != len(labels):
             raise UnsupportedConfig(f"<Choices name={from_name!r}> has duplicate choice values")
         mode = choices_mode(config, from_name)
@@ -77,18 +80,22 @@ class ImageClassification(TaskType):
             raise UnsupportedConfig(
                 f"<Choices name={from_name!r}> has choice={mode!r}: annotations may then hold "
                 "several labels, and a single-label classifier cannot learn from them; use "
-                "choice=\"single\" or \"single-radio\"")
+                'choice="single" or "single-radio"'
+            )
         image_key = image_inputs[0].get("value", "")
         if not image_key:
-            raise UnsupportedConfig("the <Image> tag needs value=\"$<data key>\"")
-        return cls(from_name=from_name, to_name=tag["to_name"][0], image_key=image_key,
-                   labels=labels)
+            raise UnsupportedConfig('the <Image> tag needs value="$<data key>"')
+        return cls(from_name=from_name, to_name=tag["to_name"][0], image_key=image_key, labels=labels)
 
     def to_dict(self) -> dict:
         # no "task_type" key (a new type should add its name): the hashes of versions published
         # before task types existed stay valid, so an upgrade retrains nothing
-        return {"from_name": self.from_name, "to_name": self.to_name, "image_key": self.image_key,
-                "labels": list(self.labels)}
+        return {
+            "from_name": self.from_name,
+            "to_name": self.to_name,
+            "image_key": self.image_key,
+            "labels": list(self.labels),
+        }
 
     # ------------------------------------------------------------------ tasks -> training data
 
@@ -111,10 +118,10 @@ class ImageClassification(TaskType):
         result = annotation.get("result")
         if not isinstance(result, list) or not result:
             return None, DROP_EMPTY
-        ours = [item for item in result
-                if isinstance(item, dict) and item.get("from_name") == self.from_name]
-        choices = [c for item in ours for c in ((item.get("value") or {}).get("choices") or [])
-                   if isinstance(c, str)]
+        ours = [item for item in result if isinstance(item, dict) and item.get("from_name") == self.from_name]
+        choices = [
+            c for item in ours for c in ((item.get("value") or {}).get("choices") or []) if isinstance(c, str)
+        ]
         if len(choices) != 1:
             return None, DROP_NOT_SINGLE
         if choices[0] not in self.labels:
@@ -129,8 +136,7 @@ class ImageClassification(TaskType):
 
     # ------------------------------------------------------------------ model outputs -> LS
 
-    def model_answers(self, probs: np.ndarray, class_names: Sequence[str]
-                      ) -> list[tuple[str, float]]:
+    def model_answers(self, probs: np.ndarray, class_names: Sequence[str]) -> list[tuple[str, float]]:
         """The top class of each row and its probability."""
         top = np.asarray(probs).argmax(axis=1)
         return [(class_names[int(k)], float(probs[row, k])) for row, k in enumerate(top)]
@@ -140,15 +146,16 @@ class ImageClassification(TaskType):
         # trained) is never pre-selected
         if pred.label not in self.labels or pred.probability is None:
             return None
-        return [{
-            "from_name": self.from_name,
-            "to_name": self.to_name,
-            "type": "choices",
-            "value": {"choices": [pred.label]},
-            "score": round(float(pred.probability), 6),
-        }]
+        return [
+            {
+                "from_name": self.from_name,
+                "to_name": self.to_name,
+                "type": "choices",
+                "value": {"choices": [pred.label]},
+                "score": round(float(pred.probability), 6),
+            }
+        ]
 
 
 def _choices_on_images(config: LabelingConfig) -> dict:
-    return {name: tag for name, tag in config.controls_on(("Image",)).items()
-            if tag.get("type") == "Choices"}
+    return {name: tag for name, tag in config.controls_on(("Image",)).items() if tag.get("type") == "Choices"}

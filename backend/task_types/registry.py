@@ -1,4 +1,5 @@
 """The task types the backend serves, and the one that serves a given labeling config."""
+
 from __future__ import annotations
 
 from backend.task_types.base import LabelingConfig, TaskType, UnsupportedConfig
@@ -40,8 +41,7 @@ def task_type_for(label_config: str | None) -> TaskType:
     if len(refusals) == 1:
         raise refusals[0][1]
     if refusals:
-        raise UnsupportedConfig("; ".join(f"as {task_type.title}: {exc}"
-                                          for task_type, exc in refusals))
+        raise UnsupportedConfig("; ".join(f"as {task_type.title}: {exc}" for task_type, exc in refusals))
     raise UnsupportedConfig(_none_fits(config))
 
 

@@ -29,7 +29,9 @@ def rank_average_values(*value_arrays: np.ndarray) -> np.ndarray:
     return np.mean([average_ranks(np.asarray(v, dtype=np.float64)) / scale for v in value_arrays], axis=0)
 
 
-def class_capped_order(values: np.ndarray, predicted: np.ndarray, budget: int, num_classes: int) -> np.ndarray:
+def class_capped_order(
+    values: np.ndarray, predicted: np.ndarray, budget: int, num_classes: int
+) -> np.ndarray:
     """Walk items by descending value; skip an item while its predicted class already has
     ceil(2 * budget / num_classes) picks, until ``budget`` items are picked (skipped items are
     taken afterwards if the caps leave the budget unfilled). Then the rest by value."""
@@ -104,11 +106,35 @@ def ll_margin_diverse(
 
 
 register("ll_margin_rank_avg", "rank average of predicted loss and margin", _ll_margin)
-register("margin_class_capped", "margin order, at most ceil(2 x budget / C) picks per predicted class",
-         _margin, margin_class_capped, batch_aware=True)
-register("ll_margin_class_capped", "ll_margin_rank_avg with the per-class cap", _ll_margin,
-         ll_margin_class_capped, batch_aware=True)
-register("margin_diverse", "top 10 x budget by margin, k-center greedy among them", _margin,
-         margin_diverse, batch_aware=True, uses_labeled_embedding=True, clusters=True)
-register("ll_margin_diverse", "top 10 x budget by ll_margin_rank_avg, k-center greedy among them",
-         _ll_margin, ll_margin_diverse, batch_aware=True, uses_labeled_embedding=True, clusters=True)
+register(
+    "margin_class_capped",
+    "margin order, at most ceil(2 x budget / C) picks per predicted class",
+    _margin,
+    margin_class_capped,
+    batch_aware=True,
+)
+register(
+    "ll_margin_class_capped",
+    "ll_margin_rank_avg with the per-class cap",
+    _ll_margin,
+    ll_margin_class_capped,
+    batch_aware=True,
+)
+register(
+    "margin_diverse",
+    "top 10 x budget by margin, k-center greedy among them",
+    _margin,
+    margin_diverse,
+    batch_aware=True,
+    uses_labeled_embedding=True,
+    clusters=True,
+)
+register(
+    "ll_margin_diverse",
+    "top 10 x budget by ll_margin_rank_avg, k-center greedy among them",
+    _ll_margin,
+    ll_margin_diverse,
+    batch_aware=True,
+    uses_labeled_embedding=True,
+    clusters=True,
+)

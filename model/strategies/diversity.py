@@ -116,7 +116,11 @@ def _gradient_norm(
 
 
 def _preselect_k_center(
-    values: np.ndarray, outputs: ScoreOutputs, rng: np.random.Generator, budget: int, labeled_embedding: np.ndarray | None
+    values: np.ndarray,
+    outputs: ScoreOutputs,
+    rng: np.random.Generator,
+    budget: int,
+    labeled_embedding: np.ndarray | None,
 ) -> Ranking:
     """Top HYBRID_PRESELECT_FACTOR x budget by ``values``, k-center greedy among them (seeded by
     the labeled set), then the other candidates and the rest by value; cluster = nearest pick."""
@@ -153,11 +157,33 @@ def hybrid(
 # ----------------------------------------------------------------------------- the entries
 
 
-register("coreset", "k-center greedy on the embeddings from the labeled set, then farthest first",
-         _distance_to_labeled, coreset, batch_aware=True, uses_labeled_embedding=True, clusters=True)
-register("typiclust", "most typical item of each uncovered k-means cluster (cold start)",
-         _distance_to_labeled, typiclust, batch_aware=True, uses_labeled_embedding=True, clusters=True)
-register("badge", "k-means++ on gradient embeddings, then farthest first", _gradient_norm, badge,
-         batch_aware=True)
-register("hybrid", "top 10 x budget by predicted loss, k-center greedy among them", _predicted_loss,
-         hybrid, batch_aware=True, uses_labeled_embedding=True, clusters=True)
+register(
+    "coreset",
+    "k-center greedy on the embeddings from the labeled set, then farthest first",
+    _distance_to_labeled,
+    coreset,
+    batch_aware=True,
+    uses_labeled_embedding=True,
+    clusters=True,
+)
+register(
+    "typiclust",
+    "most typical item of each uncovered k-means cluster (cold start)",
+    _distance_to_labeled,
+    typiclust,
+    batch_aware=True,
+    uses_labeled_embedding=True,
+    clusters=True,
+)
+register(
+    "badge", "k-means++ on gradient embeddings, then farthest first", _gradient_norm, badge, batch_aware=True
+)
+register(
+    "hybrid",
+    "top 10 x budget by predicted loss, k-center greedy among them",
+    _predicted_loss,
+    hybrid,
+    batch_aware=True,
+    uses_labeled_embedding=True,
+    clusters=True,
+)

@@ -68,6 +68,8 @@ def place_by_nearest(embedding: np.ndarray, ranked_embedding: np.ndarray) -> np.
     ranked_embedding = np.asarray(ranked_embedding, dtype=np.float32)
     projected = neighbour_embedding(embedding)
     if ranked_embedding.ndim != 2 or ranked_embedding.shape[1] != projected.shape[1]:
-        raise ValueError(f"ranked embeddings {ranked_embedding.shape} do not match new ones "
-                         f"{projected.shape} (another backbone?)")
+        raise ValueError(
+            f"ranked embeddings {ranked_embedding.shape} do not match new ones "
+            f"{projected.shape} (another backbone?)"
+        )
     return nearest_rows(projected, ranked_embedding)

@@ -27,7 +27,9 @@ def _check_outputs(outputs: ScoreOutputs, entry: StrategySpec) -> None:
         raise ValueError(f"mc_probs must be (T, N, C), got {outputs.mc_probs.shape}")
     # No silent fallback: without MC samples, bald is not BALD.
     if entry.needs_mc_samples and outputs.mc_probs is None:
-        raise ValueError(f"strategy {entry.name!r} needs MC-dropout samples: call score(..., mc_samples=T > 0)")
+        raise ValueError(
+            f"strategy {entry.name!r} needs MC-dropout samples: call score(..., mc_samples=T > 0)"
+        )
 
 
 def informativeness_values(

@@ -72,8 +72,15 @@ def register(
     if batch_aware and ranking is None:
         raise ValueError(f"batch-aware strategy {name!r} needs its own ranking function")
     entry = StrategySpec(
-        name, summary, values, ranking, batch_aware, needs_mc_samples, uses_labeled_embedding,
-        clusters, MappingProxyType(dict(train_overrides or {})),
+        name,
+        summary,
+        values,
+        ranking,
+        batch_aware,
+        needs_mc_samples,
+        uses_labeled_embedding,
+        clusters,
+        MappingProxyType(dict(train_overrides or {})),
     )
     STRATEGIES[name] = entry
     return entry

@@ -83,5 +83,9 @@ register("random", "seeded random permutation: the baseline to beat", _random_va
 register("least_confidence", "1 - max p", _least_confidence)
 register("margin", "smallest gap between the two most probable classes first", _margin)
 register("entropy", "highest softmax entropy first", _entropy)
-register("bald", "mutual information over MC-dropout samples (needs score(..., mc_samples=T))",
-         _bald, needs_mc_samples=True)
+register(
+    "bald",
+    "mutual information over MC-dropout samples (needs score(..., mc_samples=T))",
+    _bald,
+    needs_mc_samples=True,
+)

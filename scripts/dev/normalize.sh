@@ -15,7 +15,7 @@
 #    Label Studio, cached file names (selfsup.pt), and the benchmarks' recorded names (their
 #    modules, --embedding selfsup, recipes such as selfsup_init, result fields and files).
 # 2. ruff: import order, pyupgrade and bugbear fixes (`ruff check --fix`; zip() calls get an
-#    explicit strict=False, what they did before) (pyproject.toml [tool.ruff]).
+#    explicit strict=False, what they did before), then `ruff format` (pyproject.toml [tool.ruff]).
 # Afterwards `scripts/python.sh -m ruff check .` lists what needs a hand fix, if anything.
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
@@ -86,6 +86,7 @@ rename_modules
 rewrite_references
 "$VENV_DIR/bin/ruff" check --no-cache --fix --silent --exit-zero .
 "$VENV_DIR/bin/ruff" check --no-cache --fix --unsafe-fixes --select B905 --silent --exit-zero .
+"$VENV_DIR/bin/ruff" format --no-cache --quiet .
 log "normalized: $(git status --porcelain | wc -l) paths differ from the last commit (git diff --stat)"
 if ! "$VENV_DIR/bin/ruff" check --no-cache --quiet .; then
   log "ruff's findings above need a hand fix"

@@ -17,6 +17,7 @@ a pull fails does it build a STAND-IN under the same name here, labelled
 
 Needs debootstrap (``apt-get install debootstrap``) and root. A user's machine never needs this.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,15 +41,19 @@ def _log(message: str) -> None:
 
 
 def _pip_config(key: str) -> list[str]:
-    result = subprocess.run([sys.executable, "-m", "pip", "config", "get", key],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", key], capture_output=True, text=True
+    )
     return result.stdout.split() if result.returncode == 0 else []
 
 
 def local_wheel_folders() -> tuple[list[Path], list[Path]]:
     """The machine's local simple indexes and find-links folders (file:// in its pip config)."""
-    indexes = [Path(url[len("file://"):]) for url in _pip_config("global.extra-index-url")
-               if url.startswith("file://")]
+    indexes = [
+        Path(url[len("file://") :])
+        for url in _pip_config("global.extra-index-url")
+        if url.startswith("file://")
+    ]
     links = [Path(url.removeprefix("file://")) for url in _pip_config("global.find-links")]
     return [d for d in indexes if d.is_dir()], [d for d in links if d.is_dir()]
 
@@ -74,9 +79,22 @@ class WheelIndexes:
 
     def _serve(self, folder: Path, port: int) -> None:
         log = open(self.work / f"wheels-{port}.log", "wb")
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(folder),
-             str(port)], stdout=log, stderr=subprocess.STDOUT))
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "http.server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--directory",
+                    str(folder),
+                    str(port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
 
     def start(self) -> WheelIndexes:
         if self.processes:
@@ -96,8 +114,10 @@ class WheelIndexes:
         if self.processes:
             time.sleep(1)
             if any(p.poll() is not None for p in self.processes):
-                raise StandInFailed(f"a local wheel index on 127.0.0.1:{self.first_port}..{port - 1} "
-                                    "stopped (port busy? another compose check?)")
+                raise StandInFailed(
+                    f"a local wheel index on 127.0.0.1:{self.first_port}..{port - 1} "
+                    "stopped (port busy? another compose check?)"
+                )
             _log(f"local wheel indexes served on 127.0.0.1:{self.first_port}..{port - 1}")
         return self
 
@@ -138,8 +158,18 @@ def build_python(image: str, work: Path, wheels: WheelIndexes) -> None:
     _remove_rootfs(rootfs)
     packages = "python3.11,python3.11-venv,python3-venv,python3-distutils,python3-pip,ca-certificates"
     with open(work / "debootstrap.log", "wb") as log:
-        done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}", "bookworm",
-                               str(rootfs), debian_mirror()], stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={packages}",
+                "bookworm",
+                str(rootfs),
+                debian_mirror(),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     if done.returncode != 0:
         raise StandInFailed(f"debootstrap failed (log: {work / 'debootstrap.log'})")
     bin_dir = rootfs / "usr" / "local" / "bin"
@@ -150,7 +180,9 @@ def build_python(image: str, work: Path, wheels: WheelIndexes) -> None:
     (bin_dir / "pip").chmod(0o755)
     # the official image's pip installs into its own Python; Debian marks its Python as externally managed
     (rootfs / "usr" / "lib" / "python3.11" / "EXTERNALLY-MANAGED").unlink(missing_ok=True)
-    shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "etc" / "ssl" / "certs" / "ca-certificates.crt")
+    shutil.copy(
+        "/etc/ssl/certs/ca-certificates.crt", rootfs / "etc" / "ssl" / "certs" / "ca-certificates.crt"
+    )
     wheels.start()
     shutil.copy(wheels.pip_conf, rootfs / "etc" / "pip.conf")
     for cache in (rootfs / "var" / "cache" / "apt" / "archives", rootfs / "var" / "lib" / "apt" / "lists"):
@@ -159,9 +191,21 @@ def build_python(image: str, work: Path, wheels: WheelIndexes) -> None:
                 path.unlink()
     tar = subprocess.Popen(["tar", "--one-file-system", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     imported = subprocess.run(
-        ["docker", "import", "-c", f"LABEL {STANDIN_LABEL}=true",
-         "-c", "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
-         "-c", 'CMD ["python3"]', "-", image], stdin=tar.stdout, stdout=subprocess.DEVNULL)
+        [
+            "docker",
+            "import",
+            "-c",
+            f"LABEL {STANDIN_LABEL}=true",
+            "-c",
+            "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
+            "-c",
+            'CMD ["python3"]',
+            "-",
+            image,
+        ],
+        stdin=tar.stdout,
+        stdout=subprocess.DEVNULL,
+    )
     tar.wait()
     _remove_rootfs(rootfs)
     if imported.returncode != 0 or tar.returncode != 0:
@@ -171,8 +215,10 @@ def build_python(image: str, work: Path, wheels: WheelIndexes) -> None:
 def redis_dockerfile(python_image: str) -> str:
     # Debian's redis-server keeps protected mode on and resets every non-loopback client; the
     # official image's runs with it off, so the entry point adds --protected-mode no
-    entrypoint = ('#!/bin/sh\\nif [ "$1" = redis-server ]; then shift; exec redis-server "$@" '
-                  '--protected-mode no; fi\\nexec "$@"\\n')
+    entrypoint = (
+        '#!/bin/sh\\nif [ "$1" = redis-server ]; then shift; exec redis-server "$@" '
+        '--protected-mode no; fi\\nexec "$@"\\n'
+    )
     return f"""FROM {python_image}
 LABEL {STANDIN_LABEL}=true
 RUN apt-get update && apt-get install -y --no-install-recommends redis-server redis-tools \\
@@ -205,20 +251,27 @@ CMD ["label-studio", "start", "--no-browser", "--internal-host", "0.0.0.0", "--p
 def _build_from_text(image: str, dockerfile: str, work: Path) -> None:
     log = work / "standin-build.log"
     with open(log, "wb") as out:
-        done = subprocess.run(["docker", "build", "--network", "host", "-q", "-t", image, "-"],
-                              input=dockerfile.encode(), stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            ["docker", "build", "--network", "host", "-q", "-t", image, "-"],
+            input=dockerfile.encode(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     if done.returncode != 0:
         raise StandInFailed(f"stand-in {image} did not build (log: {log})")
 
 
-def build_standin(image: str, python_image: str, work: Path, wheels: WheelIndexes,
-                  ensure_python: Callable[[], None]) -> str:
+def build_standin(
+    image: str, python_image: str, work: Path, wheels: WheelIndexes, ensure_python: Callable[[], None]
+) -> str:
     """Build a stand-in for ``image`` (one of the three bases); returns what it is made of.
     ``ensure_python`` makes ``python_image`` present (pulled or a stand-in) for the other two."""
     if image == python_image:
         build_python(image, work, wheels)
-        return ("debootstrap --variant=minbase bookworm with Debian's python3.11, the machine's CA "
-                "bundle and a pip.conf for its local wheels")
+        return (
+            "debootstrap --variant=minbase bookworm with Debian's python3.11, the machine's CA "
+            "bundle and a pip.conf for its local wheels"
+        )
     ensure_python()
     if image.startswith("redis:"):
         _build_from_text(image, redis_dockerfile(python_image), work)

@@ -3,6 +3,7 @@
 Label Studio, the backend (gunicorn), its embedded Redis and RQ worker all run as real processes
 on loopback; images are real digits rendered to PNG and uploaded through Label Studio's API.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def label_studio(tmp_path_factory):
     venv = ls_venv()
     if not (venv / "bin" / "label-studio").exists():
         pytest.fail(f"Label Studio venv missing at {venv}: run scripts/test.sh, which installs it")
-    server = lslocal.start_label_studio(venv, tmp_path_factory.mktemp("label-studio"), free_port(),
-                                        EMAIL, PASSWORD)
+    server = lslocal.start_label_studio(
+        venv, tmp_path_factory.mktemp("label-studio"), free_port(), EMAIL, PASSWORD
+    )
     print(f"\nLabel Studio up in {server.started_in_s:.1f} s at {server.url}")
     yield server
     server.stop()
@@ -52,34 +54,51 @@ def pat(label_studio) -> str:
 def backend(label_studio, pat, tmp_path_factory):
     port = free_port()
     data = tmp_path_factory.mktemp("backend")
-    env = {**os.environ,
-           "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": pat,
-           "MODEL_DIR": str(data / "models"), "PORT": str(port), "VENV_DIR": sys.prefix,
-           "RETRAIN_AFTER_ANNOTATIONS": str(RETRAIN_AFTER),   # > FIRST_ANNOTATIONS
-           # an automatic round here starts as soon as its annotations are in: the cadence's
-           # waiting and scheduled start are tested with a real worker in
-           # tests/integration/test_cadence.py, and waiting a round's duration on a busy CPU
-           # would only stretch this test past its deadline
-           "RETRAIN_MIN_INTERVAL_S": "0", "RETRAIN_DURATION_FACTOR": "0",
-           "SET_UNCERTAINTY_SAMPLING": "true", "LOG_LEVEL": "INFO",
-           "KEEP_PREDICTION_VERSIONS": "1",
-           # the protocol is under test here, not accuracy (benchmarks/domain_suite.py measures
-           # the default recipe's 2,000 steps); 300 keeps each round a few seconds on CI's CPU
-           "TRAIN_STEPS": "300",
-           # the first trained round learns the project's self-supervised weights and the next
-           # reuses them, for real; 30 steps instead of 1,000 keep that to seconds
-           "SELF_SUPERVISED_STEPS": "30"}
-    env.pop("REDIS_URL", None)   # serve.sh starts its embedded Redis
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": pat,
+        "MODEL_DIR": str(data / "models"),
+        "PORT": str(port),
+        "VENV_DIR": sys.prefix,
+        "RETRAIN_AFTER_ANNOTATIONS": str(RETRAIN_AFTER),  # > FIRST_ANNOTATIONS
+        # an automatic round here starts as soon as its annotations are in: the cadence's
+        # waiting and scheduled start are tested with a real worker in
+        # tests/integration/test_cadence.py, and waiting a round's duration on a busy CPU
+        # would only stretch this test past its deadline
+        "RETRAIN_MIN_INTERVAL_S": "0",
+        "RETRAIN_DURATION_FACTOR": "0",
+        "SET_UNCERTAINTY_SAMPLING": "true",
+        "LOG_LEVEL": "INFO",
+        "KEEP_PREDICTION_VERSIONS": "1",
+        # the protocol is under test here, not accuracy (benchmarks/domain_suite.py measures
+        # the default recipe's 2,000 steps); 300 keeps each round a few seconds on CI's CPU
+        "TRAIN_STEPS": "300",
+        # the first trained round learns the project's self-supervised weights and the next
+        # reuses them, for real; 30 steps instead of 1,000 keep that to seconds
+        "SELF_SUPERVISED_STEPS": "30",
+    }
+    env.pop("REDIS_URL", None)  # serve.sh starts its embedded Redis
     log_path = data / "backend.log"
     started = time.monotonic()
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / "serve.sh")], env=env,
-                                   stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=REPO_ROOT)
+        process = subprocess.Popen(
+            ["bash", str(REPO_ROOT / "scripts" / "serve.sh")],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO_ROOT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: _health(url), 120, f"backend /health (log {log_path})",
-                  lambda: log_path.read_text()[-3000:], process)
+        _wait_for(
+            lambda: _health(url),
+            120,
+            f"backend /health (log {log_path})",
+            lambda: log_path.read_text()[-3000:],
+            process,
+        )
         print(f"backend up in {time.monotonic() - started:.1f} s at {url}")
         yield type("Backend", (), {"url": url, "log": log_path, "process": process})
     finally:
@@ -117,19 +136,25 @@ def _wait_for_version(backend, project_id: int, not_version: str | None) -> dict
         status = _project_status(backend, project_id)
         if status.get("state") == "failed":
             raise AssertionError(f"training failed: {status.get('error')}")
-        if (status.get("state") == "done" and status.get("model_version")
-                and status["model_version"] != not_version and not status.get("running_job_id")):
+        if (
+            status.get("state") == "done"
+            and status.get("model_version")
+            and status["model_version"] != not_version
+            and not status.get("running_job_id")
+        ):
             return status
         return None
-    return _wait_for(done, JOB_DEADLINE_S, "a new model version",
-                     lambda: backend.log.read_text()[-4000:])
+
+    return _wait_for(done, JOB_DEADLINE_S, "a new model version", lambda: backend.log.read_text()[-4000:])
 
 
 def _wait_for_pruned(admin, project_id: int, old_version: str) -> dict:
     """Label Studio's model versions once the old one and the placeholders are deleted."""
+
     def pruned():
         versions = admin.get_json(f"/api/projects/{project_id}/model-versions/")
         return versions if old_version not in versions and "untrained" not in versions else None
+
     return _wait_for(pruned, 120, f"the predictions of {old_version} deleted")
 
 
@@ -158,8 +183,11 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
 
     # 2. before training: an honest answer through LS's own /predict call
     first = tasks[0]
-    r = requests.post(backend.url + "/predict", json={
-        "tasks": [first], "project": f"{pid}.0", "label_config": DIGITS_CONFIG}, timeout=30)
+    r = requests.post(
+        backend.url + "/predict",
+        json={"tasks": [first], "project": f"{pid}.0", "label_config": DIGITS_CONFIG},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.json()["results"][0]["model_version"] == "untrained"
 
     # 3. an annotator labels a few images (balanced over classes), then the admin presses Start Training
@@ -169,16 +197,19 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     annotated = [group[i] for i in range(2) for group in by_label.values() if len(group) > i]
     annotated = annotated[:FIRST_ANNOTATIONS]
     for task in annotated:
-        admin.create_annotation(task["id"], lslocal.choice_annotation(
-            "digit", "image", _label_of_task(task, labels_by_name)))
+        admin.create_annotation(
+            task["id"], lslocal.choice_annotation("digit", "image", _label_of_task(task, labels_by_name))
+        )
     t0 = time.monotonic()
     admin.start_training(ml["id"])
     print(f"Start Training round trip (LS -> /webhook -> LS): {time.monotonic() - t0:.3f} s")
     t_train = time.monotonic()
     status = _wait_for_version(backend, pid, None)
     version = status["model_version"]
-    print(f"train + score + push of {N_TASKS} tasks: {time.monotonic() - t_train:.1f} s; "
-          f"summary: {status.get('last_summary')}")
+    print(
+        f"train + score + push of {N_TASKS} tasks: {time.monotonic() - t_train:.1f} s; "
+        f"summary: {status.get('last_summary')}"
+    )
     assert status["annotations_used"] == len(annotated)
     learned = status["last_summary"]["self_supervised"]
     assert learned["learned_now"] and learned["images"] == N_TASKS and learned["steps"] == 30
@@ -187,8 +218,7 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     # pre-selects a choice only when the model is sure enough (PRESELECT_MIN_CONFIDENCE 0.5)
     scores, without_choice = {}, 0
     for task in admin.list_tasks(pid):
-        current = [p for p in admin.list_predictions(task_id=task["id"])
-                   if p.get("model_version") == version]
+        current = [p for p in admin.list_predictions(task_id=task["id"]) if p.get("model_version") == version]
         assert len(current) == 1, f"task {task['id']}: {len(current)} predictions of {version}"
         assert 0.0 <= current[0]["score"] <= 1.0
         if current[0]["result"]:
@@ -198,14 +228,16 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
         else:
             without_choice += 1
         scores[task["id"]] = current[0]["score"]
-    assert without_choice == status["last_summary"]["predictions_pushed"] - \
-        status["last_summary"]["preselected"]
+    assert (
+        without_choice == status["last_summary"]["predictions_pushed"] - status["last_summary"]["preselected"]
+    )
     print(f"{without_choice} of {len(scores)} predictions pushed without a pre-selected choice")
     project = admin.get_project(pid)
     assert project["model_version"] == version
     assert project["sampling"] == "Uncertainty sampling"
-    views = [v for v in admin.list_views(pid)
-             if (v.get("data") or {}).get("title") == "Most informative first"]
+    views = [
+        v for v in admin.list_views(pid) if (v.get("data") or {}).get("title") == "Most informative first"
+    ]
     assert len(views) == 1 and views[0]["data"]["ordering"] == ["tasks:predictions_score"]
 
     # unlabeled tasks rank before labeled ones, and LS serves the lowest score next
@@ -218,9 +250,11 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     # a task imported after the round is run through the published model by /predict
     extra = demo_data.render_digits("digits", tmp_path / "late", 1, seed=99)
     (late_id,) = admin.import_images(pid, [extra[0][0]])
-    r = requests.post(backend.url + "/predict", json={
-        "tasks": [admin.get_task(late_id)], "project": f"{pid}.0",
-        "label_config": DIGITS_CONFIG}, timeout=60)
+    r = requests.post(
+        backend.url + "/predict",
+        json={"tasks": [admin.get_task(late_id)], "project": f"{pid}.0", "label_config": DIGITS_CONFIG},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     late = r.json()["results"][0]
     assert late["model_version"] == version and len(late["result"]) <= 1
@@ -234,17 +268,24 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     twins = [by_score[0], by_score[len(by_score) // 2], next(iter(annotated_ids))]
     stored_name = {t["id"]: t["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[1] for t in tasks}
     copies = admin.import_images(pid, [path_by_name[stored_name[twin]] for twin in twins])
-    r = requests.post(backend.url + "/predict", json={
-        "tasks": [admin.get_task(copy) for copy in copies], "project": f"{pid}.0",
-        "label_config": DIGITS_CONFIG}, timeout=60)
+    r = requests.post(
+        backend.url + "/predict",
+        json={
+            "tasks": [admin.get_task(copy) for copy in copies],
+            "project": f"{pid}.0",
+            "label_config": DIGITS_CONFIG,
+        },
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     assert [item["score"] for item in r.json()["results"]] == [scores[twin] for twin in twins]
 
     # 4. more annotations retrain on their own
     remaining = [t for t in tasks if t["id"] not in annotated_ids][:RETRAIN_AFTER]
     for task in remaining:
-        admin.create_annotation(task["id"], lslocal.choice_annotation(
-            "digit", "image", _label_of_task(task, labels_by_name)))
+        admin.create_annotation(
+            task["id"], lslocal.choice_annotation("digit", "image", _label_of_task(task, labels_by_name))
+        )
     status2 = _wait_for_version(backend, pid, version)
     # a webhook of the first batch may land after the first job started and count toward this
     # round, so the retrain can fire a little before the last of these annotations
@@ -261,7 +302,7 @@ def test_the_whole_loop(label_studio, pat, backend, tmp_path):
     # with KEEP_PREDICTION_VERSIONS=1 the first version's predictions are gone from Label Studio
     # (deleted by a job queued after the round published)
     versions = _wait_for_pruned(admin, pid, version)
-    assert versions.get(status2["model_version"]) == N_TASKS + 1 + len(copies)   # + late tasks
+    assert versions.get(status2["model_version"]) == N_TASKS + 1 + len(copies)  # + late tasks
     assert version not in versions and "untrained" not in versions
 
 
@@ -270,23 +311,27 @@ def _wait_for_state(backend, project_id: int, state: str, not_version: str | Non
         status = _project_status(backend, project_id)
         if status.get("state") == "failed":
             raise AssertionError(f"round failed: {status.get('error')}")
-        if (status.get("state") == state and status.get("model_version") not in (None, not_version)
-                and not status.get("running_job_id")):
+        if (
+            status.get("state") == state
+            and status.get("model_version") not in (None, not_version)
+            and not status.get("running_job_id")
+        ):
             return status
         return None
+
     return _wait_for(reached, 120, f"a {state} round", lambda: backend.log.read_text()[-4000:])
 
 
 def _tab_order(admin, project_id: int, title: str) -> list[dict]:
     """Tasks as the tab lists them (its filter and ordering applied by Label Studio)."""
     (view,) = [v for v in admin.list_views(project_id) if (v.get("data") or {}).get("title") == title]
-    body = admin.get_json("/api/tasks/", params={"view": view["id"], "project": project_id,
-                                                 "page_size": 100, "fields": "all"})
+    body = admin.get_json(
+        "/api/tasks/", params={"view": view["id"], "project": project_id, "page_size": 100, "fields": "all"}
+    )
     return body["tasks"] if isinstance(body, dict) else body
 
 
-def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio, pat, backend,
-                                                                   tmp_path):
+def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio, pat, backend, tmp_path):
     """No labels, then labels of one class: no classifier is trained; the pool is ranked by
     TypiClust (first on pixels, then on the project's self-supervised backbone learned in that
     round) and pushed with empty results, which Label Studio stores, orders in the tab and serves
@@ -311,12 +356,12 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
     assert summary["embedding"] == "self_supervised" and summary["pick"] == "stratified"
     assert summary["self_supervised"]["learned_now"] is True
     assert summary["predictions_pushed"] == len(tasks) and summary["preselected"] == 0
-    predictions = [p for p in admin.list_predictions(project_id=pid)
-                   if p["model_version"] == version]
+    predictions = [p for p in admin.list_predictions(project_id=pid) if p["model_version"] == version]
     assert len(predictions) == len(tasks) and all(p["result"] == [] for p in predictions)
     score_of = {p["task"]: p["score"] for p in predictions}
-    assert sorted(score_of.values()) == pytest.approx(   # pushed at full double precision
-        [i / (len(tasks) - 1) for i in range(len(tasks))], abs=1e-12)
+    assert sorted(score_of.values()) == pytest.approx(  # pushed at full double precision
+        [i / (len(tasks) - 1) for i in range(len(tasks))], abs=1e-12
+    )
     project = admin.get_project(pid)
     assert project["model_version"] == version and project["sampling"] == "Uncertainty sampling"
     # the tab lists them by score ascending; "Label All Tasks" serves the lowest score
@@ -329,17 +374,21 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
     # /predict for a task imported after the round: honest, no guess
     extra = demo_data.render_digits("digits", tmp_path / "late", 1, seed=98)
     (late_id,) = admin.import_images(pid, [extra[0][0]])
-    r = requests.post(backend.url + "/predict", json={
-        "tasks": [admin.get_task(late_id)], "project": f"{pid}.0",
-        "label_config": DIGITS_CONFIG}, timeout=30)
+    r = requests.post(
+        backend.url + "/predict",
+        json={"tasks": [admin.get_task(late_id)], "project": f"{pid}.0", "label_config": DIGITS_CONFIG},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.json()["results"][0] == {
-        "result": [], "score": 0.5, "model_version": "untrained"}
+        "result": [],
+        "score": 0.5,
+        "model_version": "untrained",
+    }
 
     # 2. the annotator labels what it was served, then two more tasks of the same class: still
     #    one class only, so the next round is a cold start too, with that class's cluster covered
     label = _label_of_task(first, labels_by_name)
-    same = [t for t in tasks if _label_of_task(t, labels_by_name) == label
-            and t["id"] != first["id"]][:2]
+    same = [t for t in tasks if _label_of_task(t, labels_by_name) == label and t["id"] != first["id"]][:2]
     annotated = [first["id"]] + [t["id"] for t in same]
     for task_id in annotated:
         admin.create_annotation(task_id, lslocal.choice_annotation("digit", "image", label))
@@ -347,17 +396,19 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
     status2 = _wait_for_state(backend, pid, "cold_start", version)
     version2 = status2["model_version"]
     assert "MIN_CLASSES_TO_TRAIN" in status2["last_summary"]["reason"]
-    assert "first_push" not in status2["last_summary"]            # the weights are reused
+    assert "first_push" not in status2["last_summary"]  # the weights are reused
     assert status2["last_summary"]["self_supervised"]["learned_now"] is False
     assert status2["annotations_used"] == len(annotated)
     assert status2["last_summary"]["clusters_covered_by_labels"] >= 1
     assert admin.get_project(pid)["model_version"] == version2
-    scores2 = {p["task"]: p["score"] for p in admin.list_predictions(project_id=pid)
-               if p["model_version"] == version2}
-    assert min(scores2[t] for t in annotated) > max(s for t, s in scores2.items()
-                                                    if t not in annotated)
+    scores2 = {
+        p["task"]: p["score"]
+        for p in admin.list_predictions(project_id=pid)
+        if p["model_version"] == version2
+    }
+    assert min(scores2[t] for t in annotated) > max(s for t, s in scores2.items() if t not in annotated)
     listed2 = [t["id"] for t in _tab_order(admin, pid, "Most informative first")]
-    assert not set(listed2) & set(annotated)                  # the tab hides annotated tasks
+    assert not set(listed2) & set(annotated)  # the tab hides annotated tasks
     assert listed2 == sorted(listed2, key=scores2.get)
     assert admin.next_task(pid)["id"] == listed2[0]
     # KEEP_PREDICTION_VERSIONS=1: the first cold-start version and the placeholders are gone
@@ -368,6 +419,7 @@ def test_cold_start_rounds_push_a_typiclust_ranking_without_choices(label_studio
 
 def test_backend_client_accepts_both_token_kinds(label_studio, pat):
     from backend.ls_client import LabelStudioClient, LabelStudioError
+
     admin = lslocal.LabelStudioAdmin(label_studio.url, pat)
     admin.set_legacy_api_tokens_enabled(True)
     legacy = admin.get_legacy_api_token()

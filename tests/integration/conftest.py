@@ -13,17 +13,20 @@ LS_ADMIN_EMAIL, LS_ADMIN_PASSWORD = "admin@example.com", "integration-Passw0rd"
 
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory):
-    server = lslocal.start_label_studio(lslocal.ensure_ls_venv(),
-                                        tmp_path_factory.mktemp("label-studio"), free_port(),
-                                        LS_ADMIN_EMAIL, LS_ADMIN_PASSWORD)
+    server = lslocal.start_label_studio(
+        lslocal.ensure_ls_venv(),
+        tmp_path_factory.mktemp("label-studio"),
+        free_port(),
+        LS_ADMIN_EMAIL,
+        LS_ADMIN_PASSWORD,
+    )
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def pat(label_studio):
-    return lslocal.create_personal_access_token(label_studio.url, LS_ADMIN_EMAIL,
-                                                LS_ADMIN_PASSWORD)
+    return lslocal.create_personal_access_token(label_studio.url, LS_ADMIN_EMAIL, LS_ADMIN_PASSWORD)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ and Start Training never waits.
 No Label Studio listens at LABEL_STUDIO_URL: a round that really starts fails at once on its first
 call to Label Studio, which is how these tests tell "started" from "waiting".
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -32,13 +33,20 @@ PROJECT = 5
 def env(redis_server, tmp_path, monkeypatch):
     """What a worker reads (run_training_job reads its settings from the environment);
     ``env.settings(NAME=value, ...)`` changes some and returns the Settings."""
-    values = {"REDIS_URL": redis_server, "QUEUE_NAME": f"cadence-{tmp_path.name}",
-              "MODEL_DIR": str(tmp_path / "models"), "IMAGE_CACHE_DIR": str(tmp_path / "images"),
-              "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}",   # nothing listens there
-              "LABEL_STUDIO_API_KEY": "legacy-cadence-test", "LABEL_STUDIO_RETRIES": "0",
-              "RECONCILE_INTERVAL_S": "0", "RETRAIN_AFTER_ANNOTATIONS": "2",
-              "RETRAIN_MIN_INTERVAL_S": "600", "RETRAIN_DURATION_FACTOR": "1",
-              "SELF_SUPERVISED_STEPS": "0"}
+    values = {
+        "REDIS_URL": redis_server,
+        "QUEUE_NAME": f"cadence-{tmp_path.name}",
+        "MODEL_DIR": str(tmp_path / "models"),
+        "IMAGE_CACHE_DIR": str(tmp_path / "images"),
+        "LABEL_STUDIO_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        "LABEL_STUDIO_API_KEY": "legacy-cadence-test",
+        "LABEL_STUDIO_RETRIES": "0",
+        "RECONCILE_INTERVAL_S": "0",
+        "RETRAIN_AFTER_ANNOTATIONS": "2",
+        "RETRAIN_MIN_INTERVAL_S": "600",
+        "RETRAIN_DURATION_FACTOR": "1",
+        "SELF_SUPERVISED_STEPS": "0",
+    }
 
     class Env(dict):
         def settings(self, **overrides) -> Settings:
@@ -51,8 +59,7 @@ def env(redis_server, tmp_path, monkeypatch):
 
 
 def a_round_just_finished(conn, duration_s: float = 1.0) -> None:
-    training_state.update_status(conn, PROJECT, state="done", finished_ts=time.time(),
-                                 duration_s=duration_s)
+    training_state.update_status(conn, PROJECT, state="done", finished_ts=time.time(), duration_s=duration_s)
 
 
 def run_queued_jobs(settings: Settings, conn) -> None:
@@ -68,29 +75,29 @@ def webhook(url: str, action: str = "ANNOTATION_CREATED") -> dict:
 
 
 def test_annotations_right_after_a_round_wait_for_the_interval_and_join_one_round(
-        env, redis_conn, serve_wsgi):
+    env, redis_conn, serve_wsgi
+):
     settings = env.settings()
     queue = queueing.training_queue(settings, redis_conn)
-    a_round_just_finished(redis_conn, duration_s=900.0)     # gap: max(600 s, 1 x 900 s)
+    a_round_just_finished(redis_conn, duration_s=900.0)  # gap: max(600 s, 1 x 900 s)
     backend = serve_wsgi(create_app(settings, redis_conn=redis_conn))
 
     assert webhook(backend.url)["status"] == "counted"
-    assert webhook(backend.url)["status"] == "queued"       # the threshold: an automatic job
+    assert webhook(backend.url)["status"] == "queued"  # the threshold: an automatic job
     run_queued_jobs(settings, redis_conn)
     (job,) = [queue.fetch_job(i) for i in queue.finished_job_registry.get_job_ids()]
     assert job.return_value()["state"] == "waiting"
     assert 899 <= job.return_value()["wait_s"] <= 900
     status = training_state.get_status(redis_conn, PROJECT)
-    assert status["state"] == "done"                        # no round started
-    assert status["pending_annotation_changes"] == 2        # kept for the round that waits
+    assert status["state"] == "done"  # no round started
+    assert status["pending_annotation_changes"] == 2  # kept for the round that waits
     waiting = status["next_automatic_round"]
     assert waiting["reason"] == "2 annotation changes"
     assert 895 <= waiting["due_ts"] - time.time() <= 900
     # its start is scheduled with RQ's scheduler, for the end of the interval
     scheduled = ScheduledJobRegistry(queue=queue)
     assert scheduled.get_job_ids() == [f"round-due-p{PROJECT}-{waiting['token']}"]
-    assert abs(scheduled.get_scheduled_time(scheduled.get_job_ids()[0]).timestamp()
-               - waiting["due_ts"]) < 1
+    assert abs(scheduled.get_scheduled_time(scheduled.get_job_ids()[0]).timestamp() - waiting["due_ts"]) < 1
 
     # more annotations join the waiting round: no job, no second schedule
     for _ in range(5):
@@ -102,12 +109,12 @@ def test_annotations_right_after_a_round_wait_for_the_interval_and_join_one_roun
 
 
 def test_the_waiting_round_starts_when_the_interval_ends_through_the_workers_scheduler(
-        env, redis_conn, tmp_path):
+    env, redis_conn, tmp_path
+):
     settings = env.settings(RETRAIN_MIN_INTERVAL_S=2)
-    a_round_just_finished(redis_conn, duration_s=1.0)       # gap: max(2 s, 1 x 1 s)
+    a_round_just_finished(redis_conn, duration_s=1.0)  # gap: max(2 s, 1 x 1 s)
     training_state.count_changes(redis_conn, PROJECT, 3)
-    assert queueing.request_training(settings, redis_conn, PROJECT, "3 annotation changes",
-                                     automatic=True)[0]
+    assert queueing.request_training(settings, redis_conn, PROJECT, "3 annotation changes", automatic=True)[0]
     run_queued_jobs(settings, redis_conn)
     waiting = training_state.deferred_round(redis_conn, PROJECT)
     assert waiting is not None and waiting["due_ts"] - time.time() <= 2
@@ -117,16 +124,21 @@ def test_the_waiting_round_starts_when_the_interval_ends_through_the_workers_sch
     # it, and the round it requests starts (and fails on the missing Label Studio)
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
-        worker = subprocess.run([sys.executable, "-m", "backend.worker", "--burst"],
-                                env={**env, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, timeout=120)
+        worker = subprocess.run(
+            [sys.executable, "-m", "backend.worker", "--burst"],
+            env={**env, "PYTHONPATH": str(REPO_ROOT)},
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
     assert worker.returncode == 0, log_path.read_text()[-3000:]
     status = training_state.get_status(redis_conn, PROJECT)
     assert status["state"] == "failed", (status, log_path.read_text()[-3000:])
     assert "Label Studio" in status["error"]
     assert status["reason"].startswith("3 annotation changes (waited until ")
     assert status["next_automatic_round"] is None
-    assert status["pending_annotation_changes"] == 0        # the round took them
+    assert status["pending_annotation_changes"] == 0  # the round took them
     assert status["annotation_changes_consumed"] == 3
 
 
@@ -134,8 +146,7 @@ def test_start_training_never_waits_and_voids_the_waiting_round(env, redis_conn,
     settings = env.settings()
     queue = queueing.training_queue(settings, redis_conn)
     a_round_just_finished(redis_conn)
-    assert queueing.request_training(settings, redis_conn, PROJECT, "2 annotation changes",
-                                     automatic=True)[0]
+    assert queueing.request_training(settings, redis_conn, PROJECT, "2 annotation changes", automatic=True)[0]
     run_queued_jobs(settings, redis_conn)
     waiting = training_state.deferred_round(redis_conn, PROJECT)
     assert waiting is not None
@@ -154,12 +165,10 @@ def test_start_training_never_waits_and_voids_the_waiting_round(env, redis_conn,
 def test_start_training_that_joins_a_queued_automatic_job_is_not_held_back(env, redis_conn):
     settings = env.settings()
     a_round_just_finished(redis_conn)
-    enqueued, job_id = queueing.request_training(settings, redis_conn, PROJECT, "annotations",
-                                                 automatic=True)
+    enqueued, job_id = queueing.request_training(settings, redis_conn, PROJECT, "annotations", automatic=True)
     assert enqueued
     # Start Training while that automatic job is still queued: it joins it...
-    assert queueing.request_training(settings, redis_conn, PROJECT, "Start Training") == (
-        False, job_id)
+    assert queueing.request_training(settings, redis_conn, PROJECT, "Start Training") == (False, job_id)
     # ...and the job runs at once instead of waiting for the interval
     run_queued_jobs(settings, redis_conn)
     status = training_state.get_status(redis_conn, PROJECT)
@@ -174,11 +183,11 @@ def test_a_missed_scheduled_start_is_caught_by_the_next_webhook(env, redis_conn,
     token = training_state.defer_round(redis_conn, PROJECT, time.time() - 1, "12 annotation changes")
     assert token
     backend = serve_wsgi(create_app(settings, redis_conn=redis_conn))
-    answer = webhook(backend.url)                 # one annotation, far below the threshold
+    answer = webhook(backend.url)  # one annotation, far below the threshold
     assert answer["status"] == "queued"
     assert training_state.deferred_round(redis_conn, PROJECT) is None
     (job,) = queue.get_jobs()
-    assert job.args[0] == PROJECT and job.args[2] is True          # an automatic round
+    assert job.args[0] == PROJECT and job.args[2] is True  # an automatic round
     assert job.args[1].startswith("12 annotation changes (waited until ")
     # its scheduled start, should it run late, starts nothing more
     assert jobs.run_due_round(PROJECT, token)["state"] == "superseded"

@@ -6,6 +6,7 @@ in this process with the in-process fake client of test_cold_start_round; the ro
 real RQ worker (SimpleWorker, in this process) against a stand-in of Label Studio over real HTTP
 on loopback that records what the backend asks of it.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,7 @@ from tests.unit.backend.test_cold_start_round import FakeClient
 from tests.unit.backend.test_labeling_config import DIGITS
 
 pytestmark = pytest.mark.redis
-PROJECT = 5   # the fake client's project
+PROJECT = 5  # the fake client's project
 LABELS = {1: "0", 2: "1", 3: "two", 5: "0", 6: "1", 7: "two", 9: "0", 10: "1", 11: "two"}
 REQUESTS: list[tuple[str, str, object]] = []
 STATE: dict = {}
@@ -61,8 +62,9 @@ def label_studio():
 
     @app.route("/api/dm/views/", methods=["GET", "POST"])
     def views():
-        return jsonify([{"id": 1, "data": {"title": "Most informative first",
-                                           "ordering": ["tasks:predictions_score"]}}])
+        return jsonify(
+            [{"id": 1, "data": {"title": "Most informative first", "ordering": ["tasks:predictions_score"]}}]
+        )
 
     @app.route("/api/dm/views/<int:view_id>/", methods=["PATCH"])
     def view(view_id):
@@ -78,13 +80,23 @@ def env(label_studio, monkeypatch, redis_server, redis_conn, tmp_path):
     STATE.clear()
     STATE["counts"] = {}
     for name, value in {
-            "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": "legacy-token-dash",
-            "LABEL_STUDIO_RETRIES": "0", "REDIS_URL": redis_server, "QUEUE_NAME": "dashboard-test",
-            "MODEL_DIR": str(tmp_path / "models"), "IMAGE_SIZE": "16", "TRAIN_STEPS": "20",
-            "SELF_SUPERVISED_STEPS": "0", "QUERY_BATCH_SIZE": "4", "DEVICE": "cpu", "SEED": "0",
-            "RECIPE_SEARCH_BUDGET_S": "0", "KEEP_MODEL_VERSIONS": "2"}.items():
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": "legacy-token-dash",
+        "LABEL_STUDIO_RETRIES": "0",
+        "REDIS_URL": redis_server,
+        "QUEUE_NAME": "dashboard-test",
+        "MODEL_DIR": str(tmp_path / "models"),
+        "IMAGE_SIZE": "16",
+        "TRAIN_STEPS": "20",
+        "SELF_SUPERVISED_STEPS": "0",
+        "QUERY_BATCH_SIZE": "4",
+        "DEVICE": "cpu",
+        "SEED": "0",
+        "RECIPE_SEARCH_BUDGET_S": "0",
+        "KEEP_MODEL_VERSIONS": "2",
+    }.items():
         monkeypatch.setenv(name, value)
-    redis_conn.sadd(training_state.projects_key(), PROJECT)   # as a webhook or /setup does
+    redis_conn.sadd(training_state.projects_key(), PROJECT)  # as a webhook or /setup does
     return Settings.from_env()
 
 
@@ -97,9 +109,12 @@ def fake_client(monkeypatch):
         @staticmethod
         def from_settings(_settings):
             return client
+
     monkeypatch.setattr("backend.pipeline.LabelStudioClient", Factory)
-    monkeypatch.setattr("backend.task_index.tasks_for_round",
-                        lambda settings, c, pid, project, schema, status=None: list(c.iter_tasks(pid)))
+    monkeypatch.setattr(
+        "backend.task_index.tasks_for_round",
+        lambda settings, c, pid, project, schema, status=None: list(c.iter_tasks(pid)),
+    )
     return client
 
 
@@ -117,9 +132,14 @@ def test_a_running_round_shows_its_phase_progress_and_time_left(env, redis_conn,
     lock = training_state.RunLock(redis_conn, PROJECT, "train-p5-test")
     assert lock.acquire()
     training_state.update_status(
-        redis_conn, PROJECT, state="running", phase="training",
-        started_at=training_state.iso(time.time() - 42), duration_s=75.0,
-        training_progress={"epoch": 3, "epochs": 10, "seconds": 6.0})
+        redis_conn,
+        PROJECT,
+        state="running",
+        phase="training",
+        started_at=training_state.iso(time.time() - 42),
+        duration_s=75.0,
+        training_progress={"epoch": 3, "epochs": 10, "seconds": 6.0},
+    )
     server = serve(env, redis_conn, serve_wsgi)
     page = requests.get(server.url + "/dashboard", timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -135,11 +155,10 @@ def test_a_running_round_shows_its_phase_progress_and_time_left(env, redis_conn,
     training = [bar for bar in live["running"]["bars"] if bar["phase"] == "training"]
     assert live["phase"] == "training" and training and training[0]["fraction"] == 0.3
     assert "3 of 10 epochs" in live["html"]
-    assert requests.get(server.url + "/", timeout=5).json()["status"] == "UP"   # still JSON
+    assert requests.get(server.url + "/", timeout=5).json()["status"] == "UP"  # still JSON
 
 
-def test_a_real_round_is_seen_in_progress_while_it_pushes(env, redis_conn, serve_wsgi,
-                                                          fake_client):
+def test_a_real_round_is_seen_in_progress_while_it_pushes(env, redis_conn, serve_wsgi, fake_client):
     pushing, release = threading.Event(), threading.Event()
     original = fake_client.import_predictions
 
@@ -147,6 +166,7 @@ def test_a_real_round_is_seen_in_progress_while_it_pushes(env, redis_conn, serve
         pushing.set()
         release.wait(30)
         return original(project_id, items)
+
     fake_client.import_predictions = slow_import
     worker = threading.Thread(target=run_round, args=(1,))
     worker.start()
@@ -164,20 +184,24 @@ def test_a_real_round_is_seen_in_progress_while_it_pushes(env, redis_conn, serve
 
 
 def make_live(server, version, headers=None, **kw):
-    return requests.post(f"{server.url}/dashboard/projects/{PROJECT}/versions/{version}/make-live",
-                         headers={"X-Requested-With": "dashboard", **(headers or {})}, timeout=10,
-                         **kw)
+    return requests.post(
+        f"{server.url}/dashboard/projects/{PROJECT}/versions/{version}/make-live",
+        headers={"X-Requested-With": "dashboard", **(headers or {})},
+        timeout=10,
+        **kw,
+    )
 
 
 def test_two_rounds_two_versions_and_a_rollback_republishes_the_older(
-        env, redis_conn, serve_wsgi, fake_client):
+    env, redis_conn, serve_wsgi, fake_client
+):
     first, second = run_round(1), run_round(2)
     older, newer = first["model_version"], second["model_version"]
     server = serve(env, redis_conn, serve_wsgi)
     text = requests.get(server.url + "/dashboard", timeout=10).text
     for version in (older, newer):
         assert f'<tr data-version="{version}">' in text
-    assert text.count('class="point-train_acc"') == 2      # the learning curve: two points
+    assert text.count('class="point-train_acc"') == 2  # the learning curve: two points
     assert "make this version live" in text and "legacy-token-dash" not in text
 
     answer = make_live(server, older)
@@ -188,12 +212,16 @@ def test_two_rounds_two_versions_and_a_rollback_republishes_the_older(
     assert ("PATCH", f"/api/projects/{PROJECT}/", {"model_version": older}) in REQUESTS
     pushed = [item for method, _, body in REQUESTS if method == "POST" for item in body]
     stored = dict(store.stored_predictions(PROJECT, older).items())
-    assert sorted(p["task"] for p in pushed) == sorted(stored) and \
-        {p["model_version"] for p in pushed} == {older}
+    assert sorted(p["task"] for p in pushed) == sorted(stored) and {p["model_version"] for p in pushed} == {
+        older
+    }
     assert {p["task"]: p["score"] for p in pushed} == {t: p.score for t, p in stored.items()}
     # its copy in Label Studio was deleted before the push: no task holds it twice
-    deletes = [i for i, (method, _, body) in enumerate(REQUESTS)
-               if method == "DELETE" and body == {"model_version": older}]
+    deletes = [
+        i
+        for i, (method, _, body) in enumerate(REQUESTS)
+        if method == "DELETE" and body == {"model_version": older}
+    ]
     assert deletes and deletes[0] < next(i for i, r in enumerate(REQUESTS) if r[0] == "POST")
     status = requests.get(server.url + "/status", timeout=10).json()["projects"][str(PROJECT)]
     assert status["published_version"] == older and status["rollback"]["state"] == "done"
@@ -202,14 +230,15 @@ def test_two_rounds_two_versions_and_a_rollback_republishes_the_older(
 
 
 def test_the_next_round_measures_the_live_versions_guesses_on_the_new_labels(
-        env, redis_conn, serve_wsgi, fake_client):
+    env, redis_conn, serve_wsgi, fake_client
+):
     later = (9, 10, 11)
-    for task in fake_client.tasks:   # these three are annotated only after the first round
+    for task in fake_client.tasks:  # these three are annotated only after the first round
         if task["id"] in later:
             task["annotations"], task["later"] = [], task["annotations"]
     first = run_round(1)["model_version"]
     for n, task in enumerate(t for t in fake_client.tasks if t["id"] in later):
-        task["annotations"] = [{**task.pop("later")[0], "id": 100 + n}]   # Label Studio's next ids
+        task["annotations"] = [{**task.pop("later")[0], "id": 100 + n}]  # Label Studio's next ids
     run_round(2)
     store = ModelStore(env.model_dir, env.keep_model_versions)
     guesses = store.stored_predictions(PROJECT, first)
@@ -223,8 +252,7 @@ def test_the_next_round_measures_the_live_versions_guesses_on_the_new_labels(
     assert "so this figure is pessimistic" in text
 
 
-def test_the_first_tasks_come_from_the_published_pointer(env, redis_conn, serve_wsgi,
-                                                        fake_client):
+def test_the_first_tasks_come_from_the_published_pointer(env, redis_conn, serve_wsgi, fake_client):
     version = run_round(1)["model_version"]
     store = ModelStore(env.model_dir, env.keep_model_versions)
     stored = sorted(store.stored_predictions(PROJECT, version).items(), key=lambda i: i[1].score)
@@ -238,7 +266,7 @@ def test_the_first_tasks_come_from_the_published_pointer(env, redis_conn, serve_
 
 
 def test_a_pruned_version_is_refused_with_the_reason(env, redis_conn, serve_wsgi, fake_client):
-    versions = [run_round(n)["model_version"] for n in range(1, 4)]   # KEEP_MODEL_VERSIONS=2
+    versions = [run_round(n)["model_version"] for n in range(1, 4)]  # KEEP_MODEL_VERSIONS=2
     server = serve(env, redis_conn, serve_wsgi)
     text = requests.get(server.url + "/dashboard", timeout=10).text
     assert "were pruned" in text and "KEEP_MODEL_VERSIONS" in text
@@ -261,35 +289,58 @@ def test_basic_auth_guards_the_page_and_the_action(env, redis_conn, serve_wsgi, 
     assert page.status_code == 200 and "dash-s3cret" not in page.text
     assert "legacy-token-dash" not in page.text
     # authenticated, but posted by a page of another site: refused
-    answer = make_live(server, version, auth=("admin", "dash-s3cret"),
-                       headers={"Origin": "http://evil.example"})
+    answer = make_live(
+        server, version, auth=("admin", "dash-s3cret"), headers={"Origin": "http://evil.example"}
+    )
     assert answer.status_code == 403
     answer = make_live(server, version, auth=("admin", "dash-s3cret"))
-    assert answer.status_code == 409   # it reached the action: no such version's files
+    assert answer.status_code == 409  # it reached the action: no such version's files
 
 
 def test_the_page_renders_fast_with_50_versions_and_100000_tasks(env, redis_conn, serve_wsgi):
     from backend.converters import TaskPrediction
+
     store = ModelStore(env.model_dir, 50)
     versions = [f"al-20260101-{i // 60:04d}{i % 60:02d}-abcdef" for i in range(50)]
     for n, version in enumerate(versions):
-        round_history.record(redis_conn, PROJECT, {
-            "state": "done", "model_version": version, "annotations_used": 20 * (n + 1),
-            "metrics": {"mode": "frozen", "val_acc": 0.5 + n / 200, "train_acc": 0.9,
-                        "lpm_spearman": 0.3},
-            "timings_s": {"list_tasks_s": 1.0, "train_s": 5.0, "score_s": 9.0, "push_s": 3.0,
-                          "total_s": 19.0}, "finished_at": "2026-01-01T00:00:00Z"})
+        round_history.record(
+            redis_conn,
+            PROJECT,
+            {
+                "state": "done",
+                "model_version": version,
+                "annotations_used": 20 * (n + 1),
+                "metrics": {
+                    "mode": "frozen",
+                    "val_acc": 0.5 + n / 200,
+                    "train_acc": 0.9,
+                    "lpm_spearman": 0.3,
+                },
+                "timings_s": {
+                    "list_tasks_s": 1.0,
+                    "train_s": 5.0,
+                    "score_s": 9.0,
+                    "push_s": 3.0,
+                    "total_s": 19.0,
+                },
+                "finished_at": "2026-01-01T00:00:00Z",
+            },
+        )
     live = versions[-1]
     path = store.checkpoint_path(PROJECT, live)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not read by the page")
-    store.save_predictions(PROJECT, live, ((tid, TaskPrediction("0", 0.7, tid / 100_000))
-                                           for tid in range(1, 100_001)), strategy="margin")
+    store.save_predictions(
+        PROJECT,
+        live,
+        ((tid, TaskPrediction("0", 0.7, tid / 100_000)) for tid in range(1, 100_001)),
+        strategy="margin",
+    )
     store.publish(PROJECT, live)
     server = serve(env, redis_conn, serve_wsgi)
-    first = requests.get(server.url + "/dashboard", timeout=30)   # parses the predictions once
+    first = requests.get(server.url + "/dashboard", timeout=30)  # parses the predictions once
     assert first.status_code == 200 and first.text.count('class="point-accuracy"') == 50
-    assert ">task 1</a>" in first.text   # the live ranking's first task
+    assert ">task 1</a>" in first.text  # the live ranking's first task
     took = []
     for _ in range(3):
         started = time.perf_counter()
@@ -308,6 +359,7 @@ def test_thumbnails_come_from_the_image_cache_only(env, redis_conn, serve_wsgi):
     from backend.images import ImageCache
     from backend.task_index import TaskIndex
     from tests.unit.backend.test_cold_start_round import png
+
     url = f"{env.label_studio_url}/data/upload/{PROJECT}/1.png"
     redis_conn.hset(TaskIndex(redis_conn, PROJECT).tasks_key, mapping={1: url, 2: url + "x"})
     big = Image.open(io.BytesIO(png(1))).resize((300, 200))
@@ -319,13 +371,12 @@ def test_thumbnails_come_from_the_image_cache_only(env, redis_conn, serve_wsgi):
     answer = requests.get(f"{base}/1/thumbnail", timeout=10)
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/jpeg"
     assert Image.open(io.BytesIO(answer.content)).size == (96, 64)
-    assert requests.get(f"{base}/2/thumbnail", timeout=10).status_code == 404   # not cached
-    assert requests.get(f"{base}/3/thumbnail", timeout=10).status_code == 404   # not indexed
-    assert REQUESTS == []   # Label Studio was never asked
+    assert requests.get(f"{base}/2/thumbnail", timeout=10).status_code == 404  # not cached
+    assert requests.get(f"{base}/3/thumbnail", timeout=10).status_code == 404  # not indexed
+    assert REQUESTS == []  # Label Studio was never asked
 
 
-def test_a_browser_at_the_root_is_sent_to_the_page_and_clients_still_get_json(
-        env, redis_conn, serve_wsgi):
+def test_a_browser_at_the_root_is_sent_to_the_page_and_clients_still_get_json(env, redis_conn, serve_wsgi):
     server = serve(env, redis_conn, serve_wsgi)
     browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
     answer = requests.get(server.url + "/", headers=browser, allow_redirects=False, timeout=10)

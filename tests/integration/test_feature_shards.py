@@ -7,6 +7,7 @@ images until a condition on the board in Redis holds, so the interleaving a test
 workers each holding a shard, a worker killed while it holds one) happens every run instead of
 by luck of timing.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,8 @@ from backend.model_store import ModelStore
 from backend.rounds.configs import model_config_from
 from backend.settings import Settings
 from model.config import ModelConfig
-from model.feature_cache import MAX_SHARDS, FeatureCache, item_key
+from model.feature_cache import MAX_SHARDS, FeatureCache
+from model.feature_keys import item_key
 from model.frozen import PooledFeatures
 from model.networks import build_classifier, build_network
 from tests.conftest import REPO_ROOT, ServerThread
@@ -56,7 +58,7 @@ def test_shards_partition_the_items_in_order():
     items = [(i, f"/data/upload/{PROJECT}/{i}.png") for i in range(1, 24)]
     shards = split_into_shards(items, 5)
     assert [len(s) for s in shards] == [5, 5, 5, 5, 3]
-    assert [item for shard in shards for item in shard] == items      # each once, in order
+    assert [item for shard in shards for item in shard] == items  # each once, in order
     assert split_into_shards([], 5) == []
     with pytest.raises(ValueError):
         split_into_shards(items, 0)
@@ -90,8 +92,10 @@ def test_feature_cache_takes_concurrent_writers_in_separate_processes(tmp_path):
     assert writers * puts > MAX_SHARDS
     context = multiprocessing.get_context("fork")
     start = context.Barrier(writers)
-    processes = [context.Process(target=_writer, args=(str(tmp_path), "small_cnn-0123456789abcdef",
-                                                       w, puts, start)) for w in range(writers)]
+    processes = [
+        context.Process(target=_writer, args=(str(tmp_path), "small_cnn-0123456789abcdef", w, puts, start))
+        for w in range(writers)
+    ]
     for process in processes:
         process.start()
     for process in processes:
@@ -133,21 +137,40 @@ def standin_app(state: StandIn) -> Flask:
     def task(task_id: int) -> dict:
         annotations = []
         if task_id in state.labeled:
-            annotations = [{"id": task_id, "result": [{
-                "from_name": "digit", "to_name": "image", "type": "choices",
-                "value": {"choices": [state.labeled[task_id]]}}]}]
-        return {"id": task_id, "data": {"image": f"/data/upload/{PROJECT}/{task_id}.png"},
-                "annotations": annotations}
+            annotations = [
+                {
+                    "id": task_id,
+                    "result": [
+                        {
+                            "from_name": "digit",
+                            "to_name": "image",
+                            "type": "choices",
+                            "value": {"choices": [state.labeled[task_id]]},
+                        }
+                    ],
+                }
+            ]
+        return {
+            "id": task_id,
+            "data": {"image": f"/data/upload/{PROJECT}/{task_id}.png"},
+            "annotations": annotations,
+        }
 
-    pointer: dict = {}   # what the PATCHes set (model_version), answered like Label Studio
+    pointer: dict = {}  # what the PATCHes set (model_version), answered like Label Studio
 
     @app.route(f"/api/projects/{PROJECT}/", methods=["GET", "PATCH"])
     def project():
         if request.method == "PATCH":
             state.patched_at.append(time.time())
             pointer.update(request.get_json())
-        return jsonify({**pointer, "id": PROJECT, "label_config": DIGITS.replace(
-            '<Choice value="2" alias="two"/>', ""), "num_tasks_with_annotations": len(state.labeled)})
+        return jsonify(
+            {
+                **pointer,
+                "id": PROJECT,
+                "label_config": DIGITS.replace('<Choice value="2" alias="two"/>', ""),
+                "num_tasks_with_annotations": len(state.labeled),
+            }
+        )
 
     @app.route("/api/tasks/")
     def tasks():
@@ -178,22 +201,23 @@ def board(conn) -> tuple[dict[int, str], dict[int, list[int]], int]:
     plans = list(conn.scan_iter(f"{BOARD_PREFIX}:*:plan"))
     if not plans:
         return {}, {}, 0
-    prefix = plans[0].decode()[:-len(":plan")]
+    prefix = plans[0].decode()[: -len(":plan")]
     holders = {int(k): v.decode() for k, v in conn.hgetall(f"{prefix}:claimed_by").items()}
-    items = {int(k): [tid for tid, _ in json.loads(v)]
-             for k, v in conn.hgetall(f"{prefix}:items").items()}
+    items = {int(k): [tid for tid, _ in json.loads(v)] for k, v in conn.hgetall(f"{prefix}:items").items()}
     return holders, items, int(conn.hlen(f"{prefix}:done"))
 
 
 def in_background(*stages) -> threading.Thread:
     """Run each (condition, action) in turn: the action once its condition holds, or after
     GATE_TIMEOUT_S (the test's assertions then fail with a reason, instead of hanging)."""
+
     def run():
         for condition, action in stages:
             deadline = time.monotonic() + GATE_TIMEOUT_S
             while time.monotonic() < deadline and not condition():
                 time.sleep(0.05)
             action()
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -219,8 +243,10 @@ def hold_back_other_workers_shards(state: StandIn, conn, n_shards: int, workers:
         _, items, _ = board(conn)
         state.hold(tid for i in taken for tid in items.get(i, []))
 
-    in_background((held_by_others, keep_theirs),
-                  (lambda: board(conn)[2] >= n_shards - len(taken), lambda: state.hold(())))
+    in_background(
+        (held_by_others, keep_theirs),
+        (lambda: board(conn)[2] >= n_shards - len(taken), lambda: state.hold(())),
+    )
 
 
 # ----------------------------------------------------------------------------- workers
@@ -234,15 +260,26 @@ def pretrained_file(path: Path, seed: int = 1) -> Path:
 
 
 def worker_env(redis_url: str, tmp_path: Path, ls_url: str, queue_name: str, **extra) -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "REDIS_URL": redis_url,
-            "QUEUE_NAME": queue_name, "MODEL_DIR": str(tmp_path / "models"),
-            "IMAGE_CACHE_DIR": str(tmp_path / "image-cache"),
-            "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": "legacy-shard-test",
-            "LABEL_STUDIO_RETRIES": "0", "DEVICE": "cpu", "IMAGE_SIZE": "16",
-            "PRETRAINED_WEIGHTS": str(pretrained_file(tmp_path / "backbone.pt")),
-            "IMAGE_FETCH_TIMEOUT_S": str(GATE_TIMEOUT_S + 30), "RECONCILE_INTERVAL_S": "0",
-            "RETRAIN_AFTER_ANNOTATIONS": "1000", "TRAIN_EPOCHS": "1", "LOG_LEVEL": "INFO",
-            **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "REDIS_URL": redis_url,
+        "QUEUE_NAME": queue_name,
+        "MODEL_DIR": str(tmp_path / "models"),
+        "IMAGE_CACHE_DIR": str(tmp_path / "image-cache"),
+        "LABEL_STUDIO_URL": ls_url,
+        "LABEL_STUDIO_API_KEY": "legacy-shard-test",
+        "LABEL_STUDIO_RETRIES": "0",
+        "DEVICE": "cpu",
+        "IMAGE_SIZE": "16",
+        "PRETRAINED_WEIGHTS": str(pretrained_file(tmp_path / "backbone.pt")),
+        "IMAGE_FETCH_TIMEOUT_S": str(GATE_TIMEOUT_S + 30),
+        "RECONCILE_INTERVAL_S": "0",
+        "RETRAIN_AFTER_ANNOTATIONS": "1000",
+        "TRAIN_EPOCHS": "1",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
 
 
 def kill_worker(process: subprocess.Popen) -> None:
@@ -271,8 +308,7 @@ class RoundSide:
         self.config = model_config_from(self.settings)
         self.model = build_network(self.config, num_classes=2)
         store = ModelStore(self.settings.model_dir)
-        self.cache = feature_cache_for(store.project_dir(PROJECT) / "features", self.model,
-                                       self.config)
+        self.cache = feature_cache_for(store.project_dir(PROJECT) / "features", self.model, self.config)
         self.client = LabelStudioClient.from_settings(self.settings)
         self.fetcher = image_fetcher(self.settings, self.client, self.config.image_size)
         self.items = [(i, f"/data/upload/{PROJECT}/{i}.png") for i in range(1, n_items + 1)]
@@ -281,27 +317,52 @@ class RoundSide:
         """The items' features extracted in one process, unsharded, into a cache of its own."""
         cache = FeatureCache(tmp_path / "reference", self.cache.key)
         # an image cache of its own: the sharded run downloads every image through the stand-in
-        fetcher = image_fetcher(replace(self.settings, image_cache_dir=tmp_path / "ref-images"),
-                                self.client, self.config.image_size)
-        extract_into_cache(self.model, self.config, self.items, fetcher, cache, FetchReport(),
-                           device="cpu", batch_size=self.settings.score_batch_size)
+        fetcher = image_fetcher(
+            replace(self.settings, image_cache_dir=tmp_path / "ref-images"),
+            self.client,
+            self.config.image_size,
+        )
+        extract_into_cache(
+            self.model,
+            self.config,
+            self.items,
+            fetcher,
+            cache,
+            FetchReport(),
+            device="cpu",
+            batch_size=self.settings.score_batch_size,
+        )
         found, missing = cache.get_many([item_key(t, u) for t, u in self.items])
         assert not missing and found is not None
         return found.to_matrix()
 
-    def sharding(self, conn, shard_images: int, other_workers: int, events: list,
-                 lease_s: float = 60.0) -> FeatureSharding:
+    def sharding(
+        self, conn, shard_images: int, other_workers: int, events: list, lease_s: float = 60.0
+    ) -> FeatureSharding:
         return FeatureSharding(
-            conn, PROJECT, shard_images, job_timeout_s=600,
-            enqueue=lambda board, count: queueing.enqueue_feature_shards(self.settings, conn,
-                                                                         board, count),
-            other_workers=lambda: other_workers, status=lambda **kw: events.append(kw),
-            lease_s=lease_s, poll_s=0.1)
+            conn,
+            PROJECT,
+            shard_images,
+            job_timeout_s=600,
+            enqueue=lambda board, count: queueing.enqueue_feature_shards(self.settings, conn, board, count),
+            other_workers=lambda: other_workers,
+            status=lambda **kw: events.append(kw),
+            lease_s=lease_s,
+            poll_s=0.1,
+        )
 
     def pooled(self, sharding: FeatureSharding, report: FetchReport):
-        return pooled_features(self.model, self.config, self.items, self.fetcher, self.cache,
-                               report, device="cpu", batch_size=self.settings.score_batch_size,
-                               sharding=sharding)
+        return pooled_features(
+            self.model,
+            self.config,
+            self.items,
+            self.fetcher,
+            self.cache,
+            report,
+            device="cpu",
+            batch_size=self.settings.score_batch_size,
+            sharding=sharding,
+        )
 
 
 def stored_rows(cache: FeatureCache) -> int:
@@ -311,24 +372,28 @@ def stored_rows(cache: FeatureCache) -> int:
 
 
 def test_two_workers_extract_every_task_exactly_once_with_the_features_of_one(
-        redis_server, redis_conn, tmp_path):
+    redis_server, redis_conn, tmp_path
+):
     state = StandIn(40, {})
     with ServerThread(standin_app(state)) as ls:
         env = worker_env(redis_server, tmp_path, ls.url, f"shards-{os.getpid()}")
         round_side = RoundSide(env, 40)
         reference = round_side.reference(tmp_path)
-        state.hold(range(1, 41))          # from here every image waits (see below)
+        state.hold(range(1, 41))  # from here every image waits (see below)
         logs = tmp_path / "workers.log"
         workers = [start_worker(env, logs) for _ in range(2)]
         try:
             queue = Queue(env["QUEUE_NAME"], connection=redis_conn)
-            wait_for(lambda: Worker.count(connection=redis_conn, queue=queue) == 2, 60,
-                     "both workers to register", logs)
+            wait_for(
+                lambda: Worker.count(connection=redis_conn, queue=queue) == 2,
+                60,
+                "both workers to register",
+                logs,
+            )
             # both workers take part, and the round has to wait for their shards
             hold_back_other_workers_shards(state, redis_conn, n_shards=10, workers=2)
             events: list = []
-            sharding = round_side.sharding(redis_conn, shard_images=4, other_workers=2,
-                                           events=events)
+            sharding = round_side.sharding(redis_conn, shard_images=4, other_workers=2, events=events)
             report = FetchReport()
             ids, features, extracted = round_side.pooled(sharding, report)
         finally:
@@ -336,7 +401,7 @@ def test_two_workers_extract_every_task_exactly_once_with_the_features_of_one(
                 stop(worker)
 
         assert report.failed == {}
-        assert ids == list(range(1, 41)) and features is not None      # none missing, in order
+        assert ids == list(range(1, 41)) and features is not None  # none missing, in order
         np.testing.assert_allclose(features.to_matrix(), reference, rtol=1e-5, atol=1e-6)
         shards = sharding.last
         assert shards["shards"] == shards["done"] == 10 and shards["shard_jobs_queued"] == 2
@@ -390,13 +455,19 @@ def test_a_shard_abandoned_by_a_killed_worker_is_done_again(redis_server, redis_
         worker = start_worker(env, logs)
         try:
             queue = Queue(env["QUEUE_NAME"], connection=redis_conn)
-            wait_for(lambda: Worker.count(connection=redis_conn, queue=queue) == 1, 60,
-                     "the worker to register", logs)
+            wait_for(
+                lambda: Worker.count(connection=redis_conn, queue=queue) == 1,
+                60,
+                "the worker to register",
+                logs,
+            )
             # the worker is SIGKILLed (with its work horse) while it holds a shard
-            in_background((lambda: shard_jobs_holding(redis_conn),
-                           lambda: (kill_worker(worker), state.hold(()))))
-            sharding = round_side.sharding(redis_conn, shard_images=4, other_workers=1,
-                                           events=[], lease_s=2.0)
+            in_background(
+                (lambda: shard_jobs_holding(redis_conn), lambda: (kill_worker(worker), state.hold(())))
+            )
+            sharding = round_side.sharding(
+                redis_conn, shard_images=4, other_workers=1, events=[], lease_s=2.0
+            )
             report = FetchReport()
             ids, features, extracted = round_side.pooled(sharding, report)
         finally:
@@ -419,8 +490,14 @@ def test_a_round_publishes_only_after_the_last_shard(redis_server, redis_conn, t
     labeled = {i: str(i % 2) for i in range(1, 9)}
     state = StandIn(12, labeled)
     with ServerThread(standin_app(state)) as ls:
-        env = worker_env(redis_server, tmp_path, ls.url, f"round-{os.getpid()}",
-                         FEATURE_SHARD_IMAGES="2", TRAIN_MODE="frozen")
+        env = worker_env(
+            redis_server,
+            tmp_path,
+            ls.url,
+            f"round-{os.getpid()}",
+            FEATURE_SHARD_IMAGES="2",
+            TRAIN_MODE="frozen",
+        )
         settings = Settings.from_env(env)
         # the pool lists unlabeled tasks first: tasks 9-12 make the first two shards; their
         # images wait until the other worker's shard job holds one, which then ends last
@@ -430,13 +507,24 @@ def test_a_round_publishes_only_after_the_last_shard(redis_server, redis_conn, t
         queue = Queue(settings.queue_name, connection=redis_conn)
         workers = [start_worker(env, logs) for _ in range(2)]
         try:
-            wait_for(lambda: Worker.count(connection=redis_conn, queue=queue) == 2, 60,
-                     "both workers to register", logs)
+            wait_for(
+                lambda: Worker.count(connection=redis_conn, queue=queue) == 2,
+                60,
+                "both workers to register",
+                logs,
+            )
             enqueued, job_id = queueing.request_training(settings, redis_conn, PROJECT, "shards")
             assert enqueued
-            job = wait_for(lambda: (j := queue.fetch_job(job_id)) is not None
-                           and j.get_status() in ("finished", "failed") and j, 240,
-                           "the round to end", logs)
+            job = wait_for(
+                lambda: (
+                    (j := queue.fetch_job(job_id)) is not None
+                    and j.get_status() in ("finished", "failed")
+                    and j
+                ),
+                240,
+                "the round to end",
+                logs,
+            )
         finally:
             for worker in workers:
                 stop(worker)
@@ -448,8 +536,11 @@ def test_a_round_publishes_only_after_the_last_shard(redis_server, redis_conn, t
         status = training_state.get_status(redis_conn, PROJECT)
         shards = status["feature_shards"]
         assert shards["shards"] == shards["done"] == 6 and shards["by_other_workers"] >= 1, shards
-        helper_results = [queue.fetch_job(j).return_value()
-                          for j in FinishedJobRegistry(queue=queue).get_job_ids() if j != job_id]
+        helper_results = [
+            queue.fetch_job(j).return_value()
+            for j in FinishedJobRegistry(queue=queue).get_job_ids()
+            if j != job_id
+        ]
         assert [r for r in helper_results if r and r.get("shards")], helper_results
         # the switch comes after the last shard (last_done_ts: the latest of every shard's end,
         # the other worker's included)

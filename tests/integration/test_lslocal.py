@@ -280,14 +280,14 @@ def test_ml_backend_on_loopback_connects_and_receives_start_training(admin, digi
 def test_the_ml_backend_state_tells_a_connected_backend_from_a_failing_one(admin, stub_backend):
     """What the end-to-end test's "connected" check reads: Label Studio re-checks /health and
     /setup on GET /api/ml/<id>, and reports "CO" only while both succeed."""
-    project = admin.create_project("ML state (lslocal test)", DIGITS_CONFIG)   # no tasks
+    project = admin.create_project("ML state (lslocal test)", DIGITS_CONFIG)  # no tasks
     url, _ = stub_backend
     ml = admin.add_ml_backend(project["id"], url, "stub-backend")
     assert admin.get_ml_backend(ml["id"])["state"] == "CO"
     StubBackend.setup_fails = True
     failing = admin.get_ml_backend(ml["id"])
     assert failing["state"] == "ER", failing
-    assert failing["id"] == ml["id"]   # what the old check accepted as "connected"
+    assert failing["id"] == ml["id"]  # what the old check accepted as "connected"
 
 
 def test_sampling_next_task_views_and_predictions(admin, digits_project):

@@ -4,6 +4,7 @@ Run once with Label Studio's memory-efficient prediction import (the flag script
 and once with its stock (legacy) import: both refuse a chunk naming a deleted task with a 400, but
 the first may have created earlier batches of the same request before refusing.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -27,8 +28,13 @@ EMAIL, PASSWORD = "push@example.com", "push-" + secrets.token_urlsafe(10)
 def label_studio(request, tmp_path_factory):
     flag = "true" if request.param == "flag on" else "false"
     server = lslocal.start_label_studio(
-        lslocal.ensure_ls_venv(), tmp_path_factory.mktemp("label-studio"), free_port(), EMAIL,
-        PASSWORD, extra_env={lslocal.PREDICTIONS_IMPORT_FLAG: flag})
+        lslocal.ensure_ls_venv(),
+        tmp_path_factory.mktemp("label-studio"),
+        free_port(),
+        EMAIL,
+        PASSWORD,
+        extra_env={lslocal.PREDICTIONS_IMPORT_FLAG: flag},
+    )
     token = lslocal.create_personal_access_token(server.url, EMAIL, PASSWORD)
     yield server, lslocal.LabelStudioAdmin(server.url, token), token, flag == "true"
     server.stop()
@@ -36,16 +42,23 @@ def label_studio(request, tmp_path_factory):
 
 def new_project(admin, n_tasks: int) -> tuple[int, list[int]]:
     project = admin.create_project(f"push {secrets.token_hex(3)}", CONFIG)
-    ids = admin.import_tasks(project["id"], [{"data": {"image": f"/x/{i}.png"}}
-                                             for i in range(n_tasks)])
+    ids = admin.import_tasks(project["id"], [{"data": {"image": f"/x/{i}.png"}} for i in range(n_tasks)])
     assert len(ids) == n_tasks
     return project["id"], sorted(ids)
 
 
 def payload(task_ids, version):
-    return [{"task": t, "model_version": version, "score": i / len(task_ids),
-             "result": [{"from_name": "label", "to_name": "image", "type": "choices",
-                         "value": {"choices": ["a"]}}]} for i, t in enumerate(task_ids)]
+    return [
+        {
+            "task": t,
+            "model_version": version,
+            "score": i / len(task_ids),
+            "result": [
+                {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["a"]}}
+            ],
+        }
+        for i, t in enumerate(task_ids)
+    ]
 
 
 def predictions_per_task(admin, project_id, version) -> dict[int, int]:
@@ -88,13 +101,13 @@ def test_duplicates_of_a_version_are_found_and_deleted(label_studio):
     server, admin, token, _ = label_studio
     project_id, ids = new_project(admin, 4)
     admin.import_predictions(project_id, payload(ids, "v1"))
-    admin.import_predictions(project_id, payload(ids[:2], "v1"))   # a re-post that raced
+    admin.import_predictions(project_id, payload(ids[:2], "v1"))  # a re-post that raced
     client = LabelStudioClient(server.url, token)
     extra = duplicate_ids(client.task_predictions(project_id, ids), "v1")
     assert len(extra) == 2
     for prediction_id in extra:
         client.delete_prediction(prediction_id)
-    client.delete_prediction(extra[0])                                # already gone: fine
+    client.delete_prediction(extra[0])  # already gone: fine
     assert predictions_per_task(admin, project_id, "v1") == {t: 1 for t in ids}
 
 
@@ -102,8 +115,7 @@ def test_a_chunk_label_studio_cannot_store_never_lands_twice(label_studio):
     server, admin, token, flag_on = label_studio
     project_id, ids = new_project(admin, 3)
     client = LabelStudioClient(server.url, token, retries=2, backoff_s=0.01)
-    broken = [{"task": t, "model_version": "v1", "score": "not a number", "result": []}
-              for t in ids]
+    broken = [{"task": t, "model_version": "v1", "score": "not a number", "result": []} for t in ids]
     if flag_on:
         # the memory-efficient import answers a non-numeric score with a 500: checked, re-posted
         # LABEL_STUDIO_RETRIES times, then the push fails clearly

@@ -4,6 +4,7 @@ Real Redis and a real RQ worker (rq's SimpleWorker, in this process so the stand
 visible); Label Studio's project, model-versions and tabs endpoints are a small stand-in over real
 HTTP on loopback (what is tested is the order of the backend's own steps, not Label Studio).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -52,9 +53,14 @@ def label_studio():
 def env(label_studio, monkeypatch, redis_server):
     EVENTS.clear()
     STATE.clear()
-    for name, value in {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": "legacy-t",
-                        "KEEP_PREDICTION_VERSIONS": "1", "REDIS_URL": redis_server,
-                        "QUEUE_NAME": "prune-test", "INFORMATIVE_VIEW_TITLE": TITLE}.items():
+    for name, value in {
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": "legacy-t",
+        "KEEP_PREDICTION_VERSIONS": "1",
+        "REDIS_URL": redis_server,
+        "QUEUE_NAME": "prune-test",
+        "INFORMATIVE_VIEW_TITLE": TITLE,
+    }.items():
         monkeypatch.setenv(name, value)
     return Settings.from_env()
 
@@ -87,5 +93,4 @@ def test_a_late_prune_never_deletes_the_live_version(env):
     deleted = publish.prune_old_predictions(env, LabelStudioClient.from_settings(env), 1, V2)
     assert deleted == [] and set(STATE["counts"]) == {V2, V3, V4}
     STATE.update(counts={V1: 10, V2: 10, V3: 10, V4: 5})
-    assert publish.prune_old_predictions(env, LabelStudioClient.from_settings(env), 1, V3) \
-        == [V1, V2]
+    assert publish.prune_old_predictions(env, LabelStudioClient.from_settings(env), 1, V3) == [V1, V2]

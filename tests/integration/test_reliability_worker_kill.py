@@ -9,6 +9,7 @@ group (worker + horse) gets SIGKILL, as when a container or the OOM killer takes
 The run lock's lifetime is the setting RUN_LOCK_TTL_S (default 120 s); the worker here runs with
 3 s, since a 120 s wait does not belong in a test.
 """
+
 from __future__ import annotations
 
 import io
@@ -54,23 +55,38 @@ def standin_app(state: StandIn) -> Flask:
     labels = ["0", "1"]
 
     def task(task_id: int) -> dict:
-        data = {"id": task_id, "data": {"image": f"/data/upload/{PROJECT}/{task_id}.png"},
-                "annotations": []}
+        data = {"id": task_id, "data": {"image": f"/data/upload/{PROJECT}/{task_id}.png"}, "annotations": []}
         if task_id <= 8:
-            data["annotations"] = [{"id": task_id, "result": [{
-                "from_name": "digit", "to_name": "image", "type": "choices",
-                "value": {"choices": [labels[task_id % 2]]}}]}]
+            data["annotations"] = [
+                {
+                    "id": task_id,
+                    "result": [
+                        {
+                            "from_name": "digit",
+                            "to_name": "image",
+                            "type": "choices",
+                            "value": {"choices": [labels[task_id % 2]]},
+                        }
+                    ],
+                }
+            ]
         return data
 
-    pointer: dict = {}   # what the PATCHes set (model_version), answered like Label Studio
+    pointer: dict = {}  # what the PATCHes set (model_version), answered like Label Studio
 
     @app.route(f"/api/projects/{PROJECT}/", methods=["GET", "PATCH"])
     def project():
         if request.method == "PATCH":
             state.patches.append(request.get_json())
             pointer.update(request.get_json())
-        return jsonify({**pointer, "id": PROJECT, "label_config": DIGITS.replace(
-            '<Choice value="2" alias="two"/>', ""), "num_tasks_with_annotations": 8})
+        return jsonify(
+            {
+                **pointer,
+                "id": PROJECT,
+                "label_config": DIGITS.replace('<Choice value="2" alias="two"/>', ""),
+                "num_tasks_with_annotations": 8,
+            }
+        )
 
     @app.route("/api/tasks/")
     def tasks():
@@ -84,7 +100,7 @@ def standin_app(state: StandIn) -> Flask:
     def import_predictions():
         if state.hold_import:
             state.import_started.set()
-            state.release.wait(60)        # the worker is killed while it waits here
+            state.release.wait(60)  # the worker is killed while it waits here
             return jsonify({"detail": "too late"}), 503
         body = request.get_json()
         state.imported.extend(body)
@@ -102,15 +118,27 @@ def start_lock_worker(env: dict, log_path: Path, burst: bool) -> subprocess.Pope
 
 
 def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes(
-        redis_server, redis_conn, tmp_path):
+    redis_server, redis_conn, tmp_path
+):
     state = StandIn()
     with ServerThread(standin_app(state)) as ls:
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "REDIS_URL": redis_server,
-               "QUEUE_NAME": f"kill-{os.getpid()}", "MODEL_DIR": str(tmp_path / "models"),
-               "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": "legacy-kill-test",
-               "LABEL_STUDIO_RETRIES": "0", "DEVICE": "cpu", "TRAIN_EPOCHS": "1",
-               "IMAGE_SIZE": "16", "RECONCILE_INTERVAL_S": "0", "RETRAIN_AFTER_ANNOTATIONS": "1000",
-               "LOG_LEVEL": "INFO", "SELF_SUPERVISED_STEPS": "0"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO_ROOT),
+            "REDIS_URL": redis_server,
+            "QUEUE_NAME": f"kill-{os.getpid()}",
+            "MODEL_DIR": str(tmp_path / "models"),
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": "legacy-kill-test",
+            "LABEL_STUDIO_RETRIES": "0",
+            "DEVICE": "cpu",
+            "TRAIN_EPOCHS": "1",
+            "IMAGE_SIZE": "16",
+            "RECONCILE_INTERVAL_S": "0",
+            "RETRAIN_AFTER_ANNOTATIONS": "1000",
+            "LOG_LEVEL": "INFO",
+            "SELF_SUPERVISED_STEPS": "0",
+        }
         settings = Settings.from_env(env)
         store = ModelStore(settings.model_dir)
         log_path = tmp_path / "worker.log"
@@ -119,10 +147,9 @@ def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes
         assert enqueued
         worker = start_lock_worker(env, log_path, burst=False)
         try:
-            wait_for(state.import_started.is_set, 90, "the round to reach the prediction import",
-                     log_path)
+            wait_for(state.import_started.is_set, 90, "the round to reach the prediction import", log_path)
             assert training_state.running_job(redis_conn, PROJECT) == first_job
-            assert kill_tree(worker) >= 2                            # worker and work horse
+            assert kill_tree(worker) >= 2  # worker and work horse
             worker.wait(10)
         finally:
             if worker.poll() is None:
@@ -137,22 +164,30 @@ def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes
         leftovers = [p.name for p in store.project_dir(PROJECT).rglob("*") if p.is_file()]
         assert not [n for n in leftovers if n.endswith(".tmp")], leftovers
         from model.checkpoint import load_checkpoint
+
         orphans = store.versions(PROJECT)
         assert len(orphans) == 1
         load_checkpoint(store.checkpoint_path(PROJECT, orphans[0]))
-        assert state.patches == []                                  # model_version not moved
+        assert state.patches == []  # model_version not moved
         status = training_state.get_status(redis_conn, PROJECT)
-        assert status["state"] == "running" and status["phase"] == "pushing_predictions", (status, log_path.read_text()[-3000:])
+        assert status["state"] == "running" and status["phase"] == "pushing_predictions", (
+            status,
+            log_path.read_text()[-3000:],
+        )
 
         # 2. the dead job's lock is not renewed any more and expires by itself
         assert 0 < redis_conn.ttl(f"al:project:{PROJECT}:lock") <= LOCK_TTL_S
-        wait_for(lambda: training_state.running_job(redis_conn, PROJECT) is None,
-                 LOCK_TTL_S + 3, "the lock to expire")
+        wait_for(
+            lambda: training_state.running_job(redis_conn, PROJECT) is None,
+            LOCK_TTL_S + 3,
+            "the lock to expire",
+        )
         assert time.monotonic() - killed_at <= LOCK_TTL_S + 3
 
         # the reconciler records the abandoned round instead of showing "running" forever
         from backend.ls_client import LabelStudioClient
         from backend.reconcile import reconcile_project
+
         reconcile_project(settings, redis_conn, LabelStudioClient.from_settings(settings), PROJECT)
         assert training_state.get_status(redis_conn, PROJECT)["state"] == "failed"
 
@@ -174,9 +209,11 @@ def test_a_killed_worker_publishes_nothing_its_lock_expires_and_training_resumes
         assert {p["model_version"] for p in state.imported} == {published.version}
         assert len(state.imported) == 12
         assert state.patches == [{"model_version": published.version}]
-        print(f"\nkilled job {first_job} at the prediction import; orphan checkpoint "
-              f"{orphans[0]} left unpublished; lock expired; {second_job} published "
-              f"{published.version}")
+        print(
+            f"\nkilled job {first_job} at the prediction import; orphan checkpoint "
+            f"{orphans[0]} left unpublished; lock expired; {second_job} published "
+            f"{published.version}"
+        )
 
 
 def test_a_trigger_deferred_by_a_dead_jobs_lock_is_requested_once_the_lock_expires(redis_conn):
@@ -184,11 +221,11 @@ def test_a_trigger_deferred_by_a_dead_jobs_lock_is_requested_once_the_lock_expir
     holder requests it when it finishes. A SIGKILLed holder never finishes, so once its lock has
     expired the reconciler claims the follow-up (exactly once)."""
     dead = training_state.RunLock(redis_conn, PROJECT, "dead-job", ttl_s=1)
-    assert dead.acquire()                                    # a job that is then SIGKILLed
+    assert dead.acquire()  # a job that is then SIGKILLed
     enqueued = []
     training_state.request_training(redis_conn, PROJECT, "start", enqueued.append)
-    assert training_state.start_run(redis_conn, PROJECT, enqueued[0]) is None   # deferred
-    assert not training_state.take_orphaned_followup(redis_conn, PROJECT)       # holder "alive"
-    time.sleep(1.5)                                          # the dead lock expires
+    assert training_state.start_run(redis_conn, PROJECT, enqueued[0]) is None  # deferred
+    assert not training_state.take_orphaned_followup(redis_conn, PROJECT)  # holder "alive"
+    time.sleep(1.5)  # the dead lock expires
     assert training_state.take_orphaned_followup(redis_conn, PROJECT)
-    assert not training_state.take_orphaned_followup(redis_conn, PROJECT)       # only once
+    assert not training_state.take_orphaned_followup(redis_conn, PROJECT)  # only once

@@ -1,6 +1,7 @@
 """Making an older version live again, against a REAL Label Studio 1.23.2 on a loopback port:
 the project's model_version and the order Label Studio serves tasks in change back, and no task
 holds the version's prediction twice (Label Studio still held a copy of it)."""
+
 from __future__ import annotations
 
 import secrets
@@ -29,27 +30,42 @@ def publish_version(settings, client, store, project_id, version, ranking):
     path = store.checkpoint_path(project_id, version)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not loaded here")
-    predictions = [(tid, TaskPrediction("a", 0.9, rank / (len(ranking) - 1)))
-                   for rank, tid in enumerate(ranking)]
-    push_and_publish(settings, client, store, project_id, version, task_type_for(CONFIG),
-                     predictions, about={"strategy": "margin"}, info={})
+    predictions = [
+        (tid, TaskPrediction("a", 0.9, rank / (len(ranking) - 1))) for rank, tid in enumerate(ranking)
+    ]
+    push_and_publish(
+        settings,
+        client,
+        store,
+        project_id,
+        version,
+        task_type_for(CONFIG),
+        predictions,
+        about={"strategy": "margin"},
+        info={},
+    )
 
 
 def lowest_score_task(admin, project_id, version) -> int:
-    return min((p for p in admin.list_predictions(project_id=project_id)
-                if p["model_version"] == version), key=lambda p: p["score"])["task"]
+    return min(
+        (p for p in admin.list_predictions(project_id=project_id) if p["model_version"] == version),
+        key=lambda p: p["score"],
+    )["task"]
 
 
 def test_an_older_version_is_live_again_in_label_studio(label_studio, pat, admin, tmp_path):
     project_id = admin.create_project(f"rollback {secrets.token_hex(3)}", CONFIG)["id"]
-    ids = sorted(admin.import_tasks(project_id, [{"data": {"image": f"/x/{i}.png"}}
-                                                 for i in range(6)]))
-    settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=pat,
-                        model_dir=tmp_path / "models", set_uncertainty_sampling=True)
+    ids = sorted(admin.import_tasks(project_id, [{"data": {"image": f"/x/{i}.png"}} for i in range(6)]))
+    settings = Settings(
+        label_studio_url=label_studio.url,
+        label_studio_api_key=pat,
+        model_dir=tmp_path / "models",
+        set_uncertainty_sampling=True,
+    )
     client = LabelStudioClient.from_settings(settings)
     store = ModelStore(settings.model_dir, settings.keep_model_versions)
-    publish_version(settings, client, store, project_id, OLDER, ids)          # first id first
-    publish_version(settings, client, store, project_id, NEWER, ids[::-1])    # last id first
+    publish_version(settings, client, store, project_id, OLDER, ids)  # first id first
+    publish_version(settings, client, store, project_id, NEWER, ids[::-1])  # last id first
     admin.set_sampling(project_id, "Uncertainty sampling")
     assert admin.get_project(project_id)["model_version"] == NEWER
     assert lowest_score_task(admin, project_id, NEWER) == ids[-1]
@@ -61,6 +77,6 @@ def test_an_older_version_is_live_again_in_label_studio(label_studio, pat, admin
     assert admin.get_project(project_id)["model_version"] == OLDER
     assert store.published(project_id).version == OLDER
     assert predictions_per_task(admin, project_id, OLDER) == {t: 1 for t in ids}
-    assert admin.next_task(project_id)["id"] == ids[0]   # Label Studio serves its order again
+    assert admin.next_task(project_id)["id"] == ids[0]  # Label Studio serves its order again
     with pytest.raises(RollbackRefused, match="already the live version"):
         republish(settings, client, store, project_id, OLDER)

@@ -1,4 +1,5 @@
 """Coalescing, follow-ups and the run lock against a real Redis server."""
+
 import pytest
 
 from backend import training_state as ts
@@ -14,7 +15,7 @@ def collector():
 def test_triggers_while_queued_coalesce_into_one_job(redis_conn):
     jobs, enqueue = collector()
     first = ts.request_training(redis_conn, 1, "start", enqueue)
-    for _ in range(100):   # START_TRAINING spam
+    for _ in range(100):  # START_TRAINING spam
         again = ts.request_training(redis_conn, 1, "start", enqueue)
         assert again == (False, first[1])
     assert first[0] and len(jobs) == 1 and jobs[0] == first[1]
@@ -34,7 +35,7 @@ def test_a_trigger_during_a_run_schedules_exactly_one_follow_up(redis_conn):
     assert ts.start_run(redis_conn, 1, job_b) is None
     followups = []
     assert ts.finish_run(redis_conn, lock, followups.append) is True
-    assert followups == [True] and ts.running_job(redis_conn, 1) is None   # a manual ask
+    assert followups == [True] and ts.running_job(redis_conn, 1) is None  # a manual ask
     # nothing more is pending after the follow-up was requested
     lock2 = ts.start_run(redis_conn, 1, "next")
     assert ts.finish_run(redis_conn, lock2, followups.append) is False
@@ -64,16 +65,18 @@ def test_a_dead_runs_lock_expires_and_only_the_owner_renews_or_releases(redis_co
     assert lock.acquire()
     other = ts.RunLock(redis_conn, 9, "job-b", ttl_s=1)
     assert not other.acquire() and not other.renew()
-    other.release()                       # must not free job-a's lock
+    other.release()  # must not free job-a's lock
     assert ts.running_job(redis_conn, 9) == "job-a"
     import time
-    time.sleep(1.3)                       # job-a's worker died: no heartbeat
+
+    time.sleep(1.3)  # job-a's worker died: no heartbeat
     assert other.acquire()
 
 
 def test_failed_enqueue_leaves_no_queued_marker(redis_conn):
     def broken(job_id):
         raise RuntimeError("queue down")
+
     with pytest.raises(RuntimeError):
         ts.request_training(redis_conn, 5, "x", broken)
     jobs, enqueue = collector()
@@ -92,8 +95,12 @@ def test_a_phase_that_begins_shows_none_of_an_earlier_phases_counts(redis_conn):
     "147 of 150 epochs" until the first epoch ended; scoring showed feature extraction's count."""
     from backend.dashboard_data import round_in_progress
 
-    ts.update_status(redis_conn, 5, training_progress={"step": 147, "steps": 150, "seconds": 160},
-                     scoring_progress={"done": 300, "total": 300})   # what a round left
+    ts.update_status(
+        redis_conn,
+        5,
+        training_progress={"step": 147, "steps": 150, "seconds": 160},
+        scoring_progress={"done": 300, "total": 300},
+    )  # what a round left
     assert ts.RunLock(redis_conn, 5, "train-p5-next").acquire()
     status = ts.round_status(redis_conn, 5)
     status(state="running", phase="training")
@@ -107,7 +114,7 @@ def test_a_phase_that_begins_shows_none_of_an_earlier_phases_counts(redis_conn):
     assert training_bar()["state"] == "now" and training_bar()["text"] == ""
     assert training_bar()["left_s"] is None
     status(phase="training", training_progress={"step": 3, "steps": 150, "seconds": 3})
-    status(phase="training", pool_consistency_progress={"images_loaded": 10})   # same phase
+    status(phase="training", pool_consistency_progress={"images_loaded": 10})  # same phase
     assert training_bar()["text"] == "3 of 150 steps"
     # feature extraction and scoring share a field: scoring starts from nothing
     status(phase="extracting_features", scoring_progress={"done": 300, "total": 300})

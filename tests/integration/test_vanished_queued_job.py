@@ -2,6 +2,7 @@
 
 The marker lives QUEUED_TTL_S (7 days); trusting it blindly left Start Training answering
 "already queued" and the reconciler seeing a busy project for that long."""
+
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,9 +20,15 @@ pytestmark = pytest.mark.redis
 
 
 def _settings(redis_server, tmp_path, queue_name, ls_url="http://127.0.0.1:9"):
-    return Settings.from_env({"REDIS_URL": redis_server, "LABEL_STUDIO_URL": ls_url,
-                              "MODEL_DIR": str(tmp_path), "QUEUE_NAME": queue_name,
-                              "RETRAIN_AFTER_ANNOTATIONS": "10"})
+    return Settings.from_env(
+        {
+            "REDIS_URL": redis_server,
+            "LABEL_STUDIO_URL": ls_url,
+            "MODEL_DIR": str(tmp_path),
+            "QUEUE_NAME": queue_name,
+            "RETRAIN_AFTER_ANNOTATIONS": "10",
+        }
+    )
 
 
 def _age_marker(conn, project_id: int, age_s: float) -> None:
@@ -38,7 +45,7 @@ def test_start_training_replaces_a_job_deleted_from_the_queue(redis_server, redi
     _age_marker(redis_conn, 4, 3 * QUEUED_MARKER_GRACE_S)
     assert queueing.request_training(settings, redis_conn, 4, "again") == (False, first)
 
-    Job.fetch(first, connection=redis_conn).delete()    # what a dashboard's "delete" does
+    Job.fetch(first, connection=redis_conn).delete()  # what a dashboard's "delete" does
     assert queue.job_ids == [] and training_state.queued_job(redis_conn, 4) == first
     enqueued, second = queueing.request_training(settings, redis_conn, 4, "start training")
     assert enqueued and second != first
@@ -51,13 +58,11 @@ def test_a_young_marker_is_trusted_while_its_job_is_being_enqueued(redis_conn):
     # the marker is set just before the job reaches the queue: a request in between joins it
     jobs: list[str] = []
     _, first = training_state.request_training(redis_conn, 5, "x", jobs.append)
-    answer = training_state.request_training(redis_conn, 5, "y", jobs.append,
-                                             job_alive=lambda job_id: False)
+    answer = training_state.request_training(redis_conn, 5, "y", jobs.append, job_alive=lambda job_id: False)
     assert answer == (False, first) and jobs == [first]
 
 
-def test_a_job_whose_worker_died_before_the_round_began_is_replaced(redis_server, redis_conn,
-                                                                     tmp_path):
+def test_a_job_whose_worker_died_before_the_round_began_is_replaced(redis_server, redis_conn, tmp_path):
     settings = _settings(redis_server, tmp_path, "vanished-killed")
     queue = Queue(settings.queue_name, connection=redis_conn)
     _, first = queueing.request_training(settings, redis_conn, 6, "start training")
@@ -77,8 +82,9 @@ def test_a_job_whose_worker_died_before_the_round_began_is_replaced(redis_server
     assert enqueued and second != first and queue.job_ids == [second]
 
 
-def test_the_reconciler_frees_a_project_whose_queued_job_vanished(redis_server, redis_conn,
-                                                                 serve_wsgi, tmp_path):
+def test_the_reconciler_frees_a_project_whose_queued_job_vanished(
+    redis_server, redis_conn, serve_wsgi, tmp_path
+):
     app = Flask("fake-ls")
 
     @app.route("/api/projects/<int:pid>/")
@@ -90,8 +96,7 @@ def test_the_reconciler_frees_a_project_whose_queued_job_vanished(redis_server, 
     client = LabelStudioClient(settings.label_studio_url, "t", retries=0)
     queue = Queue(settings.queue_name, connection=redis_conn)
     _, first = queueing.request_training(settings, redis_conn, 7, "start training")
-    training_state.update_status(redis_conn, 7, state="done",
-                                 **{training_state.LS_COUNT_AT_LAST_ROUND: 0})
+    training_state.update_status(redis_conn, 7, state="done", **{training_state.LS_COUNT_AT_LAST_ROUND: 0})
     assert reconcile.reconcile_project(settings, redis_conn, client, 7) == "in sync"
     _age_marker(redis_conn, 7, 3 * QUEUED_MARKER_GRACE_S)
     assert reconcile.reconcile_project(settings, redis_conn, client, 7) == "in sync"

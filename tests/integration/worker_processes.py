@@ -1,6 +1,7 @@
 """RQ worker processes for integration tests: start `python -m backend.worker`, and SIGKILL one
 with its work horse (RQ puts the horse in its own process group, so killing the group is not
 enough)."""
+
 from __future__ import annotations
 
 import os

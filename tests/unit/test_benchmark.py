@@ -47,7 +47,9 @@ def test_parse_strategy_overrides():
     assert parse_strategy("margin") == ("margin", {})
     assert parse_strategy("learning_loss_v2") == ("learning_loss_v2", {"lpm_loss": "v2"})
     assert parse_strategy("learning_loss@lpm_loss=mse,lpm_weight=0.5") == (
-        "learning_loss", {"lpm_loss": "mse", "lpm_weight": 0.5})
+        "learning_loss",
+        {"lpm_loss": "mse", "lpm_weight": 0.5},
+    )
     with pytest.raises(ValueError):
         parse_strategy("nope")
     with pytest.raises(ValueError):
@@ -59,9 +61,19 @@ def test_parse_strategy_overrides():
 
 def tiny_config(**changes) -> BenchConfig:
     values = dict(
-        dataset="digits", test_size=200, pool_limit=400, image_size=8, small_cnn_width=4,
-        initial=20, query=20, cycles=2, auto_target_steps=15, strategies=("random", "learning_loss"),
-        seeds=(0,), pool_subsample=300, device="cpu",
+        dataset="digits",
+        test_size=200,
+        pool_limit=400,
+        image_size=8,
+        small_cnn_width=4,
+        initial=20,
+        query=20,
+        cycles=2,
+        auto_target_steps=15,
+        strategies=("random", "learning_loss"),
+        seeds=(0,),
+        pool_subsample=300,
+        device="cpu",
     )
     values.update(changes)
     return BenchConfig(**values)
@@ -144,13 +156,14 @@ def test_changed_settings_are_refused(tiny_run):
         Benchmark(tiny_config(query=10), out, lambda m: None).run()
 
 
-def test_report_without_matplotlib_writes_the_tables_and_says_why_no_plot(tiny_run, tmp_path, monkeypatch,
-                                                                           capsys):
+def test_report_without_matplotlib_writes_the_tables_and_says_why_no_plot(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
     # matplotlib is a development tool (requirements-dev.txt), not in the backend's own venv
     out, results, _, _ = tiny_run
     copy = tmp_path / "tiny"
     shutil.copytree(out / "runs", copy / "runs")
-    monkeypatch.setitem(sys.modules, "matplotlib", None)   # what `import matplotlib` meets without it
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets without it
     messages: list[str] = []
     again = Benchmark(tiny_config(), copy, messages.append).report()
     assert again["summary"]["random"]["aubc_mean"] == results["summary"]["random"]["aubc_mean"]
@@ -168,15 +181,49 @@ def test_warm_start_runs(tmp_path):
 
 
 def test_cifar10_paper_preset_runs_on_fake_data(tmp_path):
-    args = bench.parse_args([
-        "--preset", "cifar10-paper", "--fake-data", "--fake-size", "60", "--test-size", "20",
-        "--initial", "10", "--query", "10", "--cycles", "2", "--epochs", "1", "--num-seeds", "1",
-        "--strategies", "learning_loss,hybrid", "--pool-subsample", "40", "--no-reference", "--device", "cpu",
-    ])
+    args = bench.parse_args(
+        [
+            "--preset",
+            "cifar10-paper",
+            "--fake-data",
+            "--fake-size",
+            "60",
+            "--test-size",
+            "20",
+            "--initial",
+            "10",
+            "--query",
+            "10",
+            "--cycles",
+            "2",
+            "--epochs",
+            "1",
+            "--num-seeds",
+            "1",
+            "--strategies",
+            "learning_loss,hybrid",
+            "--pool-subsample",
+            "40",
+            "--no-reference",
+            "--device",
+            "cpu",
+        ]
+    )
     cfg = bench.build_config(args)
     # The paper's recipe is kept; only the sizes were overridden.
-    assert (cfg.backbone, cfg.image_size, cfg.channels, cfg.batch_size, cfg.lr) == ("cifar_resnet18", 32, 3, 128, 0.1)
-    assert (cfg.lr_milestone_fraction, cfg.detach_fraction, cfg.lpm_weight, cfg.margin) == (0.8, 0.6, 1.0, 1.0)
+    assert (cfg.backbone, cfg.image_size, cfg.channels, cfg.batch_size, cfg.lr) == (
+        "cifar_resnet18",
+        32,
+        3,
+        128,
+        0.1,
+    )
+    assert (cfg.lr_milestone_fraction, cfg.detach_fraction, cfg.lpm_weight, cfg.margin) == (
+        0.8,
+        0.6,
+        1.0,
+        1.0,
+    )
     assert bench.PRESETS["cifar10-paper"]["epochs"] == 200 and bench.PRESETS["cifar10-paper"]["cycles"] == 10
     results = Benchmark(cfg, tmp_path / "cifar", lambda m: None).run()
     assert set(results["summary"]) == {"learning_loss", "hybrid"}
@@ -191,7 +238,7 @@ def test_selfsup_runs_start_every_training_from_weights_learned_once_on_the_pool
     first = bench_run.model_config()
     assert first.pretrained_weights and Path(first.pretrained_weights).is_file()
     assert sum("self-supervised weights: 2 steps on 400 pool images" in m for m in messages) == 1
-    assert bench_run.model_config() == first                         # learned once
+    assert bench_run.model_config() == first  # learned once
     results = bench_run.run()
     assert [c["n_labeled"] for c in results["runs"]["margin"]["0"]["cycles"]] == [20, 40]
     assert sum("self-supervised weights" in m for m in messages) == 1

@@ -1,5 +1,6 @@
 """The cold-start purity benchmark's measurements: the exact random expectation, the k-NN
 agreement, the long-tailed pools and the gradient embedding (no training here)."""
+
 from __future__ import annotations
 
 import itertools
@@ -17,7 +18,7 @@ def test_expected_random_coverage_equals_the_enumerated_mean():
         subsets = list(itertools.combinations(items, k))
         enumerated = np.mean([len(set(s)) for s in subsets]) if k else 0.0
         assert bench.expected_random_coverage(sizes, k) == pytest.approx(enumerated)
-    assert bench.expected_random_coverage(sizes, 99) == pytest.approx(3.0)   # k capped at N
+    assert bench.expected_random_coverage(sizes, 99) == pytest.approx(3.0)  # k capped at N
 
 
 def test_knn_agreement_is_one_on_separated_classes_and_near_chance_on_shuffled_ones():
@@ -26,11 +27,11 @@ def test_knn_agreement_is_one_on_separated_classes_and_near_chance_on_shuffled_o
     separated = rng.normal(size=(200, 8)) * 0.1 + np.eye(8)[y] * 10
     assert bench.knn_agreement(separated, y) == pytest.approx(1.0)
     shuffled = bench.knn_agreement(rng.normal(size=(200, 8)), y)
-    assert 0.1 < shuffled < 0.4          # chance is 0.25 (49 of 199 others share a class)
+    assert 0.1 < shuffled < 0.4  # chance is 0.25 (49 of 199 others share a class)
 
 
 def test_knn_agreement_excludes_the_item_itself_even_among_duplicates():
-    x = np.zeros((4, 2), dtype=np.float32)        # four identical points, two classes
+    x = np.zeros((4, 2), dtype=np.float32)  # four identical points, two classes
     y = np.array([0, 0, 1, 1])
     assert bench.knn_agreement(x, y, k=3) == pytest.approx(1 / 3)
 
@@ -41,9 +42,11 @@ def test_long_tailed_rows_fall_geometrically_to_the_ratio():
     sizes = sorted(np.bincount(y[rows]).tolist(), reverse=True)
     assert sizes == [100, 56, 32, 18, 10]
     assert len(set(rows.tolist())) == len(rows) and np.all(np.diff(rows) > 0)
-    rare = {int(np.bincount(y[bench.long_tailed_rows(y, 10, np.random.default_rng(s))],
-                            minlength=5).argmin()) for s in range(10)}
-    assert len(rare) > 1                 # which class is rare follows the seed
+    rare = {
+        int(np.bincount(y[bench.long_tailed_rows(y, 10, np.random.default_rng(s))], minlength=5).argmin())
+        for s in range(10)
+    }
+    assert len(rare) > 1  # which class is rare follows the seed
 
 
 def test_the_gradient_embedding_separates_stripe_directions_whatever_their_phase():

@@ -1,5 +1,6 @@
 """benchmarks/feature_cache_cost.py on a few hundred rows: it measures our cache and a module
 given by path (the way the 'before' figures were taken), and a round reads each row once."""
+
 from __future__ import annotations
 
 import inspect
@@ -14,11 +15,23 @@ def test_it_measures_a_cache_given_by_path_and_ours(tmp_path):
     copy.write_text(inspect.getsource(feature_cache))
     out = tmp_path / "results"
     ours = bench.main(["--tasks", "300", "--new-tasks", "20", "--label", "ours", "--out", str(out)])
-    copied = bench.main(["--tasks", "300", "--new-tasks", "20", "--label", "copy", "--out",
-                         str(out), "--cache-module", str(copy)])
+    copied = bench.main(
+        [
+            "--tasks",
+            "300",
+            "--new-tasks",
+            "20",
+            "--label",
+            "copy",
+            "--out",
+            str(out),
+            "--cache-module",
+            str(copy),
+        ]
+    )
     for result in (ours, copied):
-        assert result["rows_found"] == 320 and result["rows_read"] == 320   # each row once
-        assert result["shard_bytes"] == 320 * result["row_bytes"] + 2 * 128   # two .npy headers
+        assert result["rows_found"] == 320 and result["rows_read"] == 320  # each row once
+        assert result["shard_bytes"] == 320 * result["row_bytes"] + 2 * 128  # two .npy headers
     saved = json.loads((out / "feature-cache-cost.json").read_text())
     assert set(saved) == {"ours", "copy"}
     table = (out / "feature-cache-cost.md").read_text()

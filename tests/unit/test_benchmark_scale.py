@@ -1,5 +1,6 @@
 """The pure parts of scripts/benchmark_scale.py: slopes and their extrapolation, the CPU and
 process bookkeeping it reads from /proc, and the tables it writes."""
+
 import pytest
 
 from scripts import benchmark_scale as bench
@@ -36,40 +37,59 @@ def test_cpu_jiffies_count_idle_and_iowait_as_not_busy():
         bench.cpu_busy_jiffies("intr 1 2 3\n")
 
 
-@pytest.mark.parametrize("command, parent, role", [
-    ("/venv/bin/redis-server 127.0.0.1:0", "python -m backend.embedded_redis", "redis"),
-    ("/venv/bin/python -m backend.embedded_redis --dir x", "bash serve.sh", "redis launcher"),
-    ("/venv/bin/python -m backend.worker", "bash scripts/serve.sh", "rq worker"),
-    ("/venv/bin/python -m backend.worker", "/venv/bin/python -m backend.worker", "rq work-horse"),
-    ("/venv/bin/python /venv/bin/gunicorn backend.wsgi:app", "bash serve.sh", "http backend"),
-    ("/ls/bin/python /ls/bin/label-studio start --no-browser", "python bench.py", "label studio"),
-    ("bash scripts/serve.sh", "python bench.py", "other"),
-])
+@pytest.mark.parametrize(
+    "command, parent, role",
+    [
+        ("/venv/bin/redis-server 127.0.0.1:0", "python -m backend.embedded_redis", "redis"),
+        ("/venv/bin/python -m backend.embedded_redis --dir x", "bash serve.sh", "redis launcher"),
+        ("/venv/bin/python -m backend.worker", "bash scripts/serve.sh", "rq worker"),
+        ("/venv/bin/python -m backend.worker", "/venv/bin/python -m backend.worker", "rq work-horse"),
+        ("/venv/bin/python /venv/bin/gunicorn backend.wsgi:app", "bash serve.sh", "http backend"),
+        ("/ls/bin/python /ls/bin/label-studio start --no-browser", "python bench.py", "label studio"),
+        ("bash scripts/serve.sh", "python bench.py", "other"),
+    ],
+)
 def test_processes_are_named_by_their_command_line(command, parent, role):
     assert bench.process_role(command, parent) == role
 
 
 def _record(round_no: int, tasks: int, push_s: float) -> dict:
-    return {"round": round_no, "timings_s": {"list_tasks_s": tasks / 1000, "push_s": push_s,
-                                             "total_s": 10 + push_s},
-            "press_to_published_s": 11 + push_s, "push_ms_per_prediction": 1000 * push_s / tasks,
-            "predictions_per_s": tasks / push_s, "images_per_s": 100.0,
-            "next_s": {"first": 0.2, "median": 0.1}, "tab_page_s": {"first": 0.5, "median": 0.4},
-            "memory": {"total_peak_mb": 2000.0, "total_peak_pss_mb": 1500.0,
-                       "peak_mb_by_role": {"label studio": 400.0, "rq work-horse": 900.0}},
-            "load": {"other_cores": 0.9, "loadavg_1m_max": 2.5}}
+    return {
+        "round": round_no,
+        "timings_s": {"list_tasks_s": tasks / 1000, "push_s": push_s, "total_s": 10 + push_s},
+        "press_to_published_s": 11 + push_s,
+        "push_ms_per_prediction": 1000 * push_s / tasks,
+        "predictions_per_s": tasks / push_s,
+        "images_per_s": 100.0,
+        "next_s": {"first": 0.2, "median": 0.1},
+        "tab_page_s": {"first": 0.5, "median": 0.4},
+        "memory": {
+            "total_peak_mb": 2000.0,
+            "total_peak_pss_mb": 1500.0,
+            "peak_mb_by_role": {"label studio": 400.0, "rq work-horse": 900.0},
+        },
+        "load": {"other_cores": 0.9, "loadavg_1m_max": 2.5},
+    }
 
 
 def _report(runs: list[dict]) -> dict:
-    return {"label_studio": "1.23.2", "commands": ["scripts/benchmark_scale.py --sizes 1000,10000"],
-            "note": "validation run", "machine": "2 CPU cores",
-            "backend_env": {"RETRAIN_AFTER_ANNOTATIONS": "0"}, "cores": 2, "runs": runs,
-            "slopes": bench.slopes(runs)}
+    return {
+        "label_studio": "1.23.2",
+        "commands": ["scripts/benchmark_scale.py --sizes 1000,10000"],
+        "note": "validation run",
+        "machine": "2 CPU cores",
+        "backend_env": {"RETRAIN_AFTER_ANNOTATIONS": "0"},
+        "cores": 2,
+        "runs": runs,
+        "slopes": bench.slopes(runs),
+    }
 
 
 def test_slopes_are_fitted_per_flag_round_and_phase():
-    runs = [{"tasks": n, "flag": False, "rounds": [_record(1, n, n / 500), _record(2, n, n / 50)]}
-            for n in (1000, 10000)]
+    runs = [
+        {"tasks": n, "flag": False, "rounds": [_record(1, n, n / 500), _record(2, n, n / 50)]}
+        for n in (1000, 10000)
+    ]
     fitted = {(s["flag"], s["round"], s["metric"]): s for s in bench.slopes(runs)}
     push_1 = fitted[(False, 1, "phase push_s")]
     assert push_1["per_1000_tasks"] == pytest.approx(2.0) and push_1["exponent"] == pytest.approx(1)
@@ -80,22 +100,25 @@ def test_slopes_are_fitted_per_flag_round_and_phase():
 
 
 def test_the_table_shows_sizes_rounds_slopes_and_a_busy_machine():
-    runs = [{"tasks": n, "flag": flag, "rounds": [_record(1, n, n / 500), _record(2, n, n / 50)]}
-            for flag in (False, True) for n in (1000, 10000)]
+    runs = [
+        {"tasks": n, "flag": flag, "rounds": [_record(1, n, n / 500), _record(2, n, n / 50)]}
+        for flag in (False, True)
+        for n in (1000, 10000)
+    ]
     text = bench.markdown(_report(runs))
     assert "**validation run**" in text
     assert "## Memory-efficient prediction import flag off (stock)" in text
     assert "## Memory-efficient prediction import flag on" in text
     row = next(line for line in text.splitlines() if line.startswith("| phase push_s |"))
     # 1k: 2 / 20 s, 10k: 20 / 200 s, slopes 2 / 20 s per 1,000 tasks, 100k: 200 / 2000 s
-    assert row == ("| phase push_s | 2.00 / 20.0 | 20.0 / 200 | 2.00 / 20.0 | 1.00 / 1.00 "
-                   "| 200 / 2000 |")
+    assert row == ("| phase push_s | 2.00 / 20.0 | 20.0 / 200 | 2.00 / 20.0 | 1.00 / 1.00 | 200 / 2000 |")
     header = next(line for line in text.splitlines() if line.startswith("| round 1 / round 2 |"))
     rule = text.splitlines()[text.splitlines().index(header) + 1]
     assert header.count("|") == rule.count("|")
     assert "**busy**: other work used 0.90 of 2 cores" in text
-    assert ("| 1,000 | 1 | 500 | 100 | 0.20 / 0.10 | 0.50 / 0.40 | 400 | – | – | 900 | – | 2000 "
-            "| 1500 |" in text)
+    assert (
+        "| 1,000 | 1 | 500 | 100 | 0.20 / 0.10 | 0.50 / 0.40 | 400 | – | – | 900 | – | 2000 | 1500 |" in text
+    )
     assert "| peak PSS all processes MB | 1500 / 1500 | 1500 / 1500 |" in text
 
 

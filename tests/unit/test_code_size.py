@@ -36,12 +36,18 @@ def test_the_size_rule_finds_a_long_function():
 
 def test_no_product_module_is_over_the_limit():
     assert _modules(), "no module found: the folders moved?"
-    over = {str(p.relative_to(REPO)): n for p in _modules()
-            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    over = {
+        str(p.relative_to(REPO)): n
+        for p in _modules()
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
     assert not over, f"split these modules (at most {MAX_MODULE_LINES} lines): {over}"
 
 
 def test_no_product_function_is_over_the_limit():
-    over = {str(p.relative_to(REPO)): found for p in _modules()
-            if (found := long_functions(p.read_text(), MAX_FUNCTION_LINES))}
+    over = {
+        str(p.relative_to(REPO)): found
+        for p in _modules()
+        if (found := long_functions(p.read_text(), MAX_FUNCTION_LINES))
+    }
     assert not over, f"split these functions (at most {MAX_FUNCTION_LINES} lines): {over}"

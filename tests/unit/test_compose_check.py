@@ -6,6 +6,7 @@ disk and minutes, so it is not part of scripts/test.sh; these tests keep the par
 the repository honest: the images it makes stand-ins for are the ones the Dockerfiles and the
 compose file name, every .env key it rewrites exists, and its pure helpers do what it relies on.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stand_ins_are_made_for_exactly_the_images_the_stack_names():
-    out = subprocess.run([sys.executable, "scripts/compose_check.py", "images"], capture_output=True,
-                         text=True, timeout=60, cwd=REPO, env={"PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [sys.executable, "scripts/compose_check.py", "images"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 0, out.stderr
     named = out.stdout.split()
-    dockerfile_bases = {m.group(1) for path in ("Dockerfile", "Dockerfile.rq-dashboard")
-                        for m in re.finditer(r"^ARG PYTHON_IMAGE=(\S+)$",
-                                             (REPO / "docker" / path).read_text(), re.M)}
+    dockerfile_bases = {
+        m.group(1)
+        for path in ("Dockerfile", "Dockerfile.rq-dashboard")
+        for m in re.finditer(r"^ARG PYTHON_IMAGE=(\S+)$", (REPO / "docker" / path).read_text(), re.M)
+    }
     compose = yaml.safe_load((REPO / "docker" / "docker-compose.yml").read_text())
     built = {s["image"] for s in compose["services"].values() if "build" in s}
     pulled = {s["image"] for s in compose["services"].values() if "build" not in s} - built
@@ -63,14 +72,19 @@ def test_env_value_reads_the_last_assignment_and_nothing_else():
 def test_builds_go_on_the_host_network_unless_told_otherwise():
     host = yaml.safe_load(compose_check.build_override("host"))
     assert {name: s["build"]["network"] for name, s in host["services"].items()} == {
-        "backend": "host", "rq-dashboard": "host"}
+        "backend": "host",
+        "rq-dashboard": "host",
+    }
     assert yaml.safe_load(compose_check.build_override(""))["services"] == {}
 
 
 def test_health_summary_waits_for_every_container_to_be_healthy():
     healthy = {"Name": "a", "State": "running", "Health": "healthy"}
     starting = {"Name": "b", "State": "running", "Health": "starting"}
-    assert compose_check.health_summary(json.dumps(healthy) + "\n" + json.dumps(healthy)) == "healthy: 2 containers"
+    assert (
+        compose_check.health_summary(json.dumps(healthy) + "\n" + json.dumps(healthy))
+        == "healthy: 2 containers"
+    )
     assert compose_check.health_summary(json.dumps([healthy, starting])) == "waiting: b=starting"
     assert compose_check.health_summary("").startswith("waiting")
 
@@ -92,8 +106,14 @@ def test_the_stand_in_pip_conf_names_the_served_indexes():
 def test_the_stand_in_builder_stays_out_of_the_product_path():
     # only a failed pull reaches for the development-only stand-ins
     code = "import sys, scripts.compose_check; print(sorted(m for m in sys.modules if m.startswith('scripts.dev')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=REPO, env={"PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
     assert not (REPO / "scripts" / "compose_check.sh").exists()
@@ -103,9 +123,12 @@ def test_the_check_is_not_part_of_the_test_suite():
     assert "compose_check" not in (REPO / "scripts" / "test.sh").read_text()
 
 
-@pytest.mark.parametrize("ref, key", [
-    ("/data/upload/3/1a2b3c4d-digits-00012.png", "digits-00012.png"),
-    ("/data/local-files/?d=compose-check-digits/digits-00012.png", "digits-00012.png"),
-])
+@pytest.mark.parametrize(
+    "ref, key",
+    [
+        ("/data/upload/3/1a2b3c4d-digits-00012.png", "digits-00012.png"),
+        ("/data/local-files/?d=compose-check-digits/digits-00012.png", "digits-00012.png"),
+    ],
+)
 def test_image_key_maps_both_task_kinds_to_the_rendered_file(ref, key):
     assert compose_round._image_key({"data": {"image": ref}}) == key

@@ -1,5 +1,6 @@
 """The demo's pure parts: its images of any source, their labeling configs, and the report of
 what the pushed ranking is worth (the real Label Studio run is scripts/demo.sh itself)."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -25,7 +26,7 @@ def test_a_domain_source_renders_labelled_colour_images_and_its_own_project(tmp_
     with Image.open(rendered[0][0]) as image:
         assert image.mode == "RGB" and image.size == (64, 64)
     again, _ = demo_data.render_source("shapes", tmp_path / "again", 12, seed=3)
-    assert [label for _, label in again] == [label for _, label in rendered]   # seeded
+    assert [label for _, label in again] == [label for _, label in rendered]  # seeded
     assert demo.project_title("shapes") != demo.project_title("mnist")
     assert demo.project_title("digits") == demo.project_title("mnist")
     config = ET.fromstring(demo_data.choices_label_config(demo.CHOICE_NAMES["shapes"], names))
@@ -41,17 +42,22 @@ def test_an_unknown_source_or_count_is_refused_before_anything_is_written(tmp_pa
 
 
 def prediction(task: int, score: float, choice: str | None, name: str = "shape") -> dict:
-    result = [] if choice is None else [{"from_name": name, "to_name": "image", "type": "choices",
-                                         "value": {"choices": [choice]}}]
+    result = (
+        []
+        if choice is None
+        else [{"from_name": name, "to_name": "image", "type": "choices", "value": {"choices": [choice]}}]
+    )
     return {"task": task, "score": score, "result": result}
 
 
 def test_the_report_reads_the_served_order_lowest_score_first():
     truth = {i: "circle" for i in range(10)}
     # tasks 0-4 scored low (served first): wrong or without a choice; 5-9 high: right
-    predictions = ([prediction(i, 0.1 * i, "square" if i % 2 else None) for i in range(5)]
-                   + [prediction(i, 1 + i, "circle") for i in range(5, 10)]
-                   + [prediction(99, 0.0, "circle")])            # not an unlabeled task: ignored
+    predictions = (
+        [prediction(i, 0.1 * i, "square" if i % 2 else None) for i in range(5)]
+        + [prediction(i, 1 + i, "circle") for i in range(5, 10)]
+        + [prediction(99, 0.0, "circle")]
+    )  # not an unlabeled task: ignored
     report = demo.ranking_report(predictions, truth, "shape")
     assert report["tasks"] == 10 and report["fifth"] == 2
     assert report["preselected"] == 7 and report["preselected_right"] == 5
@@ -76,9 +82,13 @@ def test_every_domain_source_has_a_choice_name():
 
 
 def test_the_progress_line_names_the_phase_and_the_self_supervised_steps():
-    record = {"state": "running", "phase": "self_supervised_pretraining",
-              "self_supervised_progress": {"step": 190, "steps": 1000},
-              "labels": {"labeled": 13}}
-    assert demo.progress_line(record) == ("running, self_supervised_pretraining, self-supervised "
-                                          "step 190 of 1000, round on 13 labels")
+    record = {
+        "state": "running",
+        "phase": "self_supervised_pretraining",
+        "self_supervised_progress": {"step": 190, "steps": 1000},
+        "labels": {"labeled": 13},
+    }
+    assert demo.progress_line(record) == (
+        "running, self_supervised_pretraining, self-supervised step 190 of 1000, round on 13 labels"
+    )
     assert demo.progress_line({}) == "waiting"

@@ -9,6 +9,7 @@ the gunicorn flags of docker/entrypoint.sh equal those of scripts/serve.sh. The 
 health check script are also run for real (gunicorn + an RQ worker on a real Redis). Where the tools
 exist, `docker compose config`, hadolint and shellcheck run too; otherwise those tests skip.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,9 +56,11 @@ BACKEND_SERVICES = ("backend", "worker")
 # ----------------------------------------------------------------------------------------------
 # helpers: YAML with compose's merge tags, interpolation, .env files, Dockerfiles, .dockerignore
 
+
 @dataclasses.dataclass
 class Tagged:
     """A value carrying compose's `!reset` / `!override` tag."""
+
     tag: str
     value: object
 
@@ -75,6 +78,7 @@ def _tagged(tag):
         else:
             value = loader.construct_scalar(node)
         return Tagged(tag, value)
+
     return construct
 
 
@@ -111,6 +115,7 @@ def yaml_vars(node) -> set[str]:
 
 def interpolate(value: str, env: dict[str, str]) -> str:
     """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err} (enough for these files)."""
+
     def repl(m):
         name, op, arg = m.group(1), m.group(2), m.group(3)
         present = name in env
@@ -124,6 +129,7 @@ def interpolate(value: str, env: dict[str, str]) -> str:
                 raise ValueError(f"{name} is required: {arg}")
             return current
         return current
+
     return _VAR.sub(repl, value).replace("$$", "$")
 
 
@@ -236,9 +242,11 @@ def dockerignored(relpath: str, rules=None) -> bool:
 def gunicorn_command(path: Path) -> list[str]:
     """The tokens of the `gunicorn backend.wsgi:app ...` command in a shell script."""
     lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines)
-                 if not line.lstrip().startswith("#")
-                 and re.search(r"gunicorn\"?\s+backend\.wsgi:app", line))
+    start = next(
+        i
+        for i, line in enumerate(lines)
+        if not line.lstrip().startswith("#") and re.search(r"gunicorn\"?\s+backend\.wsgi:app", line)
+    )
     text = ""
     for line in lines[start:]:
         if line.rstrip().endswith("\\"):
@@ -247,7 +255,7 @@ def gunicorn_command(path: Path) -> list[str]:
             text += line
             break
     tokens = shlex.split(text, comments=True)
-    tokens = tokens[tokens.index("backend.wsgi:app"):]
+    tokens = tokens[tokens.index("backend.wsgi:app") :]
     return [t for t in tokens if t not in ("&", "$@")]
 
 
@@ -261,7 +269,7 @@ def shell_defaults(tokens: list[str]) -> dict[str, str]:
 
 def entrypoint_subcommands() -> set[str]:
     text = ENTRYPOINT.read_text()
-    body = text[text.index('case "$cmd" in'):text.index("esac")]
+    body = text[text.index('case "$cmd" in') : text.index("esac")]
     labels = set()
     for match in re.finditer(r"^\s+([\w|-]+)\)\s*$", body, re.M):
         labels.update(match.group(1).split("|"))
@@ -291,6 +299,7 @@ def effective_env(service: dict, dotenv: dict[str, str]) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------------------------
 # the compose file
+
 
 def test_compose_has_the_services_and_named_volumes(compose):
     services = compose["services"]
@@ -344,9 +353,9 @@ def test_worker_reserves_an_nvidia_gpu_and_can_be_scaled(compose):
     # `--scale worker=N` needs replicas that do not clash
     assert "container_name" not in worker
     assert "ports" not in worker
-    assert "deploy" not in compose["services"]["backend"] or \
-        "devices" not in compose["services"]["backend"]["deploy"].get("resources", {}).get(
-            "reservations", {})
+    assert "deploy" not in compose["services"]["backend"] or "devices" not in compose["services"]["backend"][
+        "deploy"
+    ].get("resources", {}).get("reservations", {})
 
 
 def test_every_long_running_service_has_a_healthcheck(compose):
@@ -354,10 +363,8 @@ def test_every_long_running_service_has_a_healthcheck(compose):
     for name in ("redis", "backend", "worker", "label-studio"):
         test = services[name]["healthcheck"]["test"]
         assert test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
-    assert services["backend"]["healthcheck"]["test"][1:] == [
-        "python", "/app/docker/healthcheck.py", "web"]
-    assert services["worker"]["healthcheck"]["test"][1:] == [
-        "python", "/app/docker/healthcheck.py", "worker"]
+    assert services["backend"]["healthcheck"]["test"][1:] == ["python", "/app/docker/healthcheck.py", "web"]
+    assert services["worker"]["healthcheck"]["test"][1:] == ["python", "/app/docker/healthcheck.py", "worker"]
     assert "/health" in " ".join(services["label-studio"]["healthcheck"]["test"])
     # the dashboard's check is in its Dockerfile
     assert any(i == "HEALTHCHECK" for i, _ in dockerfile_instructions(DASHBOARD_DOCKERFILE))
@@ -416,10 +423,19 @@ def test_the_stack_lets_no_one_in_by_default(compose, env_example, env_source):
     assert banned == banned_except(backend_ip)
     assert not is_banned(backend_ip, banned)
     network = ipaddress.ip_network(subnet)
-    for other in (network[2], network[3], network[-2]):   # redis, workers, Label Studio itself
+    for other in (network[2], network[3], network[-2]):  # redis, workers, Label Studio itself
         assert is_banned(str(other), banned), other
-    for address in ("127.0.0.1", "169.254.169.254", "10.0.0.1", "192.168.1.1", "172.17.0.1",
-                    "100.100.100.200", "::1", "fd00:ec2::254", "0.0.0.0"):
+    for address in (
+        "127.0.0.1",
+        "169.254.169.254",
+        "10.0.0.1",
+        "192.168.1.1",
+        "172.17.0.1",
+        "100.100.100.200",
+        "::1",
+        "fd00:ec2::254",
+        "0.0.0.0",
+    ):
         assert is_banned(address, banned), address
     # the list covers every default range but the backend's address
     for subnet_text in LS_DEFAULT_BANNED_SUBNETS:
@@ -432,13 +448,17 @@ def test_the_ban_list_copy_is_label_studios():
     """scripts/ls_banned_subnets.py copies Label Studio's default ban list: compared with the
     installed Label Studio's source where its venv is here."""
     from scripts.ls_banned_subnets import LS_DEFAULT_BANNED_SUBNETS
-    found = sorted(Path(sys.prefix).parent.glob(
-        "venv-label-studio-*/lib/python3*/site-packages/label_studio/core/utils/io.py"))
+
+    found = sorted(
+        Path(sys.prefix).parent.glob(
+            "venv-label-studio-*/lib/python3*/site-packages/label_studio/core/utils/io.py"
+        )
+    )
     if not found:
         pytest.skip("Label Studio's venv is not installed next to this one")
     source = found[-1].read_text()
-    block = source[source.index("default_banned_subnets = ["):]
-    block = block[:block.index("]")]
+    block = source[source.index("default_banned_subnets = [") :]
+    block = block[: block.index("]")]
     assert tuple(re.findall(r"'([^']+)'", block)) == LS_DEFAULT_BANNED_SUBNETS
 
 
@@ -446,8 +466,7 @@ def test_dashboard_is_optional_and_reads_the_same_redis(compose):
     services = compose["services"]
     dashboard = services["rq-dashboard"]
     assert dashboard["profiles"] == ["dashboard"]
-    assert service_env(dashboard)["RQ_DASHBOARD_REDIS_URL"] == \
-        service_env(services["backend"])["REDIS_URL"]
+    assert service_env(dashboard)["RQ_DASHBOARD_REDIS_URL"] == service_env(services["backend"])["REDIS_URL"]
     assert (REPO / dashboard["build"]["dockerfile"]) == DASHBOARD_DOCKERFILE
     for service in (dashboard, services["backend"]):
         for port in service["ports"]:
@@ -479,11 +498,13 @@ def test_multi_gpu_override_pins_one_gpu_per_worker_service():
 # ----------------------------------------------------------------------------------------------
 # variables: settings, .env.example
 
+
 def test_backend_and_worker_variables_are_real_settings(compose):
     for name in BACKEND_SERVICES:
         for key, value in service_env(compose["services"][name]).items():
-            assert key in SETTING_NAMES | PROCESS_KNOBS | LIBRARY_VARIABLES, \
+            assert key in SETTING_NAMES | PROCESS_KNOBS | LIBRARY_VARIABLES, (
                 f"{name} sets {key}, which is neither a backend setting nor a serve.sh knob"
+            )
             # a value taken from docker/.env keeps the setting's name there
             assert referenced_vars(value) <= {key}, f"{key} is read from {referenced_vars(value)}"
     # and the cpu override
@@ -508,8 +529,9 @@ def test_env_example_variables_are_documented_and_used():
     used = set()
     for path in (COMPOSE, COMPOSE_CPU, COMPOSE_MULTI_GPU):
         used |= yaml_vars(load_yaml(path))
-    assert set(keys) == used, (f"in .env.example but unused: {set(keys) - used}; "
-                               f"used but not in .env.example: {used - set(keys)}")
+    assert set(keys) == used, (
+        f"in .env.example but unused: {set(keys) - used}; used but not in .env.example: {used - set(keys)}"
+    )
 
 
 def test_env_example_holds_no_secrets_and_explains_the_connection(env_example):
@@ -525,8 +547,7 @@ def test_env_example_holds_no_secrets_and_explains_the_connection(env_example):
 
 def test_env_example_defaults_are_the_real_defaults(compose, env_example):
     compose_text = "\n".join(p.read_text() for p in (COMPOSE, COMPOSE_MULTI_GPU))
-    compose_defaults = {m.group(1): m.group(3) for m in _VAR.finditer(compose_text)
-                        if m.group(2) == ":-"}
+    compose_defaults = {m.group(1): m.group(3) for m in _VAR.finditer(compose_text) if m.group(2) == ":-"}
     setting_defaults = {}
     for f in dataclasses.fields(Settings):
         default = f.default
@@ -554,8 +575,10 @@ def test_effective_backend_settings_are_valid(compose, env_example, override):
     services = dict(compose["services"])
     if override is not None:
         worker = dict(services["worker"])
-        worker["environment"] = {**service_env(worker),
-                                 **service_env(load_yaml(override)["services"]["worker"])}
+        worker["environment"] = {
+            **service_env(worker),
+            **service_env(load_yaml(override)["services"]["worker"]),
+        }
         services["worker"] = worker
     for name in BACKEND_SERVICES:
         env = effective_env(services[name], env_example)
@@ -571,6 +594,7 @@ def test_effective_backend_settings_are_valid(compose, env_example, override):
 # ----------------------------------------------------------------------------------------------
 # commands the containers run
 
+
 def test_entrypoint_subcommands_and_the_modules_they_run_exist():
     assert {"web", "worker", "check", "healthcheck"} <= entrypoint_subcommands()
     text = ENTRYPOINT.read_text()
@@ -579,12 +603,19 @@ def test_entrypoint_subcommands_and_the_modules_they_run_exist():
     for module in ("backend.wsgi", "backend.worker", "backend.settings"):
         assert importlib.util.find_spec(module) is not None, module
     # gunicorn's target resolves to a WSGI callable (imported in a child: it reads the settings)
-    probe = ("import backend.wsgi as w, backend.worker as k; "
-             "assert callable(w.app) and callable(k.main); print('ok')")
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO),
-           "MODEL_DIR": "/nonexistent/models", "LOG_LEVEL": "WARNING"}
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    probe = (
+        "import backend.wsgi as w, backend.worker as k; "
+        "assert callable(w.app) and callable(k.main); print('ok')"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "MODEL_DIR": "/nonexistent/models",
+        "LOG_LEVEL": "WARNING",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
@@ -602,6 +633,7 @@ def test_gunicorn_flags_match_scripts_serve_sh():
 
 # ----------------------------------------------------------------------------------------------
 # Dockerfiles and .dockerignore
+
 
 @pytest.mark.parametrize("path", [DOCKERFILE, DASHBOARD_DOCKERFILE], ids=lambda p: p.name)
 def test_dockerfile_conventions(path):
@@ -622,8 +654,9 @@ def test_dockerfile_conventions(path):
                 assert not SECRET_WORDS.search(key), f"{instruction} {key}: no secrets in images"
         if instruction == "RUN":
             if "pip install" in args:
-                assert "--require-hashes" in args and re.search(r"-r \S+\.lock\b", args), \
+                assert "--require-hashes" in args and re.search(r"-r \S+\.lock\b", args), (
                     "install from a lock file with hashes (scripts/lock.sh)"
+                )
 
 
 def test_backend_dockerfile_layers_and_runtime():
@@ -632,8 +665,9 @@ def test_backend_dockerfile_layers_and_runtime():
     requirements = next(n for n, args in copies if "requirements.lock" in args)
     code = next(n for n, args in copies if re.search(r"\bbackend/", args))
     assert requirements < code, "requirements before code, for the layer cache"
-    install = next(n for n, (i, args) in enumerate(instructions)
-                   if i == "RUN" and "requirements.lock" in args)
+    install = next(
+        n for n, (i, args) in enumerate(instructions) if i == "RUN" and "requirements.lock" in args
+    )
     assert requirements < install < code
     env = " ".join(args for i, args in instructions if i == "ENV")
     volumes = json.loads(next(args for i, args in instructions if i == "VOLUME"))
@@ -655,11 +689,11 @@ def test_backend_dockerfile_layers_and_runtime():
         if "--from" not in args:
             copied.extend(words[:-1])
     compose_text = COMPOSE.read_text()
-    for needed in set(re.findall(r"/app/([\w./-]+)", compose_text + " ".join(
-            a for _, a in instructions))):
+    for needed in set(re.findall(r"/app/([\w./-]+)", compose_text + " ".join(a for _, a in instructions))):
         assert (REPO / needed).exists(), needed
-        assert any(needed == c.rstrip("/") or needed.startswith(c.rstrip("/") + "/")
-                   for c in copied), f"/app/{needed} is not copied into the image"
+        assert any(needed == c.rstrip("/") or needed.startswith(c.rstrip("/") + "/") for c in copied), (
+            f"/app/{needed} is not copied into the image"
+        )
 
 
 def test_dockerfile_copies_exist_and_are_in_the_build_context():
@@ -673,20 +707,42 @@ def test_dockerfile_copies_exist_and_are_in_the_build_context():
                 assert not dockerignored(source, rules), f"{source} is excluded by .dockerignore"
 
 
-@pytest.mark.parametrize("relpath", [
-    ".git/config", ".venv/bin/python", ".venv-ls/bin/python", "venv/bin/python",
-    "data/models/1/model.pt", "demo-data/a.png", "benchmarks/cache/x", ".cache/x",
-    "backend/__pycache__/app.cpython-311.pyc", ".pytest_cache/v", ".hypothesis/x",
-    "docker/.env", "docker/local-files/img.jpg", "tests/unit/x.py", "model/weights.pt",
-])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        ".git/config",
+        ".venv/bin/python",
+        ".venv-ls/bin/python",
+        "venv/bin/python",
+        "data/models/1/model.pt",
+        "demo-data/a.png",
+        "benchmarks/cache/x",
+        ".cache/x",
+        "backend/__pycache__/app.cpython-311.pyc",
+        ".pytest_cache/v",
+        ".hypothesis/x",
+        "docker/.env",
+        "docker/local-files/img.jpg",
+        "tests/unit/x.py",
+        "model/weights.pt",
+    ],
+)
 def test_dockerignore_excludes(relpath):
     assert dockerignored(relpath), relpath
 
 
-@pytest.mark.parametrize("relpath", [
-    "requirements.lock", "backend/app.py", "model/trainer.py", "docker/entrypoint.sh",
-    "docker/healthcheck.py", "docker/requirements-rq-dashboard.lock", "docker/Dockerfile",
-])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "requirements.lock",
+        "backend/app.py",
+        "model/trainer.py",
+        "docker/entrypoint.sh",
+        "docker/healthcheck.py",
+        "docker/requirements-rq-dashboard.lock",
+        "docker/Dockerfile",
+    ],
+)
 def test_dockerignore_keeps_what_the_images_need(relpath):
     assert not dockerignored(relpath), relpath
 
@@ -699,6 +755,7 @@ def test_dashboard_uses_the_workers_rq_and_redis_versions():
             if match:
                 out[match.group(1).lower()] = match.group(2)
         return out
+
     main, dashboard = pins(REPO / "requirements.txt"), pins(DOCKER / "requirements-rq-dashboard.txt")
     for package in ("rq", "redis"):
         assert dashboard[package] == main[package], package
@@ -718,11 +775,11 @@ def test_git_ignores_the_local_configuration():
 # ----------------------------------------------------------------------------------------------
 # external tools, where present
 
+
 def _compose_command() -> list[str] | None:
     clean = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True,
-                               env=clean)
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, env=clean)
         if probe.returncode == 0:
             return ["docker", "compose"]
     standalone = shutil.which("docker-compose")
@@ -737,31 +794,37 @@ def _compose_command() -> list[str] | None:
 def _compose_config(*files: Path, profiles=()) -> dict:
     command = _compose_command()
     if command is None:
-        pytest.skip("Docker Compose v2+ is not installed here (no `docker compose` plugin and no "
-                    "v2 `docker-compose` binary); the YAML checks above still ran")
+        pytest.skip(
+            "Docker Compose v2+ is not installed here (no `docker compose` plugin and no "
+            "v2 `docker-compose` binary); the YAML checks above still ran"
+        )
     args = [*command, "--env-file", str(ENV_EXAMPLE)]
     for path in files:
         args += ["-f", str(path)]
     for profile in profiles:
         args += ["--profile", profile]
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
-    result = subprocess.run([*args, "config", "--format", "json"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*args, "config", "--format", "json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "warn" not in result.stderr.lower(), result.stderr
     return json.loads(result.stdout)
 
 
 def _devices(config, name):
-    return (config["services"][name].get("deploy") or {}).get("resources", {}).get(
-        "reservations", {}).get("devices")
+    return (
+        (config["services"][name].get("deploy") or {})
+        .get("resources", {})
+        .get("reservations", {})
+        .get("devices")
+    )
 
 
 def test_docker_compose_config_accepts_the_stack():
     config = _compose_config(COMPOSE)
     assert set(config["services"]) == {"redis", "backend", "worker", "label-studio"}
-    assert _devices(config, "worker") == [{"driver": "nvidia", "count": 1,
-                                          "capabilities": ["gpu"]}]
+    assert _devices(config, "worker") == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert config["services"]["worker"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert Path(config["services"]["backend"]["build"]["context"]) == REPO
     with_dashboard = _compose_config(COMPOSE, profiles=["dashboard"])
@@ -778,8 +841,9 @@ def test_docker_compose_config_multi_gpu_variant():
     config = _compose_config(COMPOSE, COMPOSE_MULTI_GPU)
     assert _devices(config, "worker")[0]["count"] == 1
     extra = config["services"]["worker-gpu1"]
-    assert _devices(config, "worker-gpu1") == [{"driver": "nvidia", "device_ids": ["1"],
-                                               "capabilities": ["gpu"]}]
+    assert _devices(config, "worker-gpu1") == [
+        {"driver": "nvidia", "device_ids": ["1"], "capabilities": ["gpu"]}
+    ]
     assert extra["command"] == ["worker"]
     assert extra["depends_on"]["redis"]["condition"] == "service_healthy"
 
@@ -787,25 +851,25 @@ def test_docker_compose_config_multi_gpu_variant():
 def test_hadolint_accepts_the_dockerfiles():
     if not shutil.which("hadolint"):
         pytest.skip("hadolint is not installed here")
-    result = subprocess.run(["hadolint", str(DOCKERFILE), str(DASHBOARD_DOCKERFILE)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["hadolint", str(DOCKERFILE), str(DASHBOARD_DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_shellcheck_accepts_the_entrypoint():
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck is not installed here")
-    result = subprocess.run(["shellcheck", str(ENTRYPOINT)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(["shellcheck", str(ENTRYPOINT)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ----------------------------------------------------------------------------------------------
 # the entry point and the health checks, run for real (no Docker: the same scripts on this host)
 
+
 def _entrypoint_env(**extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in SETTING_NAMES | PROCESS_KNOBS}
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES | PROCESS_KNOBS}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -837,24 +901,38 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_entrypoint_refuses_to_start_without_redis_or_with_a_bad_setting(tmp_path):
-    result = subprocess.run(["bash", str(ENTRYPOINT), "web"], env=_entrypoint_env(),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(ENTRYPOINT), "web"], env=_entrypoint_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2 and "REDIS_URL" in result.stderr
-    result = subprocess.run(["bash", str(ENTRYPOINT), "worker"],
-                            env=_entrypoint_env(REDIS_URL="redis://127.0.0.1:1/0",
-                                                LPM_LOSS="hinge"),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(ENTRYPOINT), "worker"],
+        env=_entrypoint_env(REDIS_URL="redis://127.0.0.1:1/0", LPM_LOSS="hinge"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "LPM_LOSS" in result.stderr
-    result = subprocess.run(["bash", str(ENTRYPOINT), "check"],
-                            env=_entrypoint_env(MODEL_DIR=str(tmp_path)),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(ENTRYPOINT), "check"],
+        env=_entrypoint_env(MODEL_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "settings OK" in result.stderr
     # the container's default HOST (0.0.0.0) without basic auth and without the compose file's
     # ALLOW_UNAUTHENTICATED_NETWORK: refused before gunicorn binds anything
-    result = subprocess.run(["bash", str(ENTRYPOINT), "web"],
-                            env=_entrypoint_env(REDIS_URL="redis://127.0.0.1:1/0",
-                                                MODEL_DIR=str(tmp_path), PORT=str(_free_port())),
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        ["bash", str(ENTRYPOINT), "web"],
+        env=_entrypoint_env(
+            REDIS_URL="redis://127.0.0.1:1/0", MODEL_DIR=str(tmp_path), PORT=str(_free_port())
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1 and "beyond loopback" in result.stderr, result.stderr
 
 
@@ -867,14 +945,29 @@ def test_entrypoint_web_and_worker_start_and_pass_their_healthchecks(redis_serve
 
     redis_url = redis_server.rsplit("/", 1)[0] + "/7"  # a db of its own
     port = _free_port()
-    env = _entrypoint_env(REDIS_URL=redis_url, MODEL_DIR=str(tmp_path / "models"),
-                          IMAGE_CACHE_DIR=str(tmp_path / "cache"), HOST="127.0.0.1",
-                          PORT=str(port), LOG_LEVEL="WARNING")
+    env = _entrypoint_env(
+        REDIS_URL=redis_url,
+        MODEL_DIR=str(tmp_path / "models"),
+        IMAGE_CACHE_DIR=str(tmp_path / "cache"),
+        HOST="127.0.0.1",
+        PORT=str(port),
+        LOG_LEVEL="WARNING",
+    )
     web_log = tmp_path / "web.log"
-    web = subprocess.Popen(["bash", str(ENTRYPOINT), "web"], env=env, cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=web_log.open("w"))
-    worker = subprocess.Popen(["bash", str(ENTRYPOINT), "worker"], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        ["bash", str(ENTRYPOINT), "web"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=web_log.open("w"),
+    )
+    worker = subprocess.Popen(
+        ["bash", str(ENTRYPOINT), "worker"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     conn = Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + 120
@@ -882,23 +975,31 @@ def test_entrypoint_web_and_worker_start_and_pass_their_healthchecks(redis_serve
         while time.monotonic() < deadline and not (web_ok and worker_ok):
             assert web.poll() is None, web_log.read_text()[-3000:]
             assert worker.poll() is None, "the worker exited"
-            web_ok = web_ok or subprocess.run(
-                [sys.executable, str(HEALTHCHECK), "web"], env=env,
-                capture_output=True, timeout=30).returncode == 0
+            web_ok = (
+                web_ok
+                or subprocess.run(
+                    [sys.executable, str(HEALTHCHECK), "web"], env=env, capture_output=True, timeout=30
+                ).returncode
+                == 0
+            )
             # exec: the worker process is the one the entry point started
-            worker_ok = worker_ok or any(w.pid == worker.pid
-                                         for w in Worker.all(connection=conn))
+            worker_ok = worker_ok or any(w.pid == worker.pid for w in Worker.all(connection=conn))
             time.sleep(0.5)
         assert web_ok, "gunicorn never answered /health"
         assert worker_ok, "the RQ worker never registered"
-        result = subprocess.run([sys.executable, str(HEALTHCHECK), "worker"], env=env,
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, str(HEALTHCHECK), "worker"], env=env, capture_output=True, text=True, timeout=30
+        )
         assert result.returncode == 0, result.stdout
         with pytest.raises(RuntimeError, match="no RQ worker"):
             healthcheck.check_worker(redis_url, hostname="not-this-container")
-        result = subprocess.run([sys.executable, str(HEALTHCHECK), "web"],
-                                env={**env, "PORT": str(_free_port())},
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, str(HEALTHCHECK), "web"],
+            env={**env, "PORT": str(_free_port())},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 1 and "unhealthy" in result.stdout
     finally:
         _stop(web)

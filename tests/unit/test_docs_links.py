@@ -22,7 +22,9 @@ _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 # [text](target "title") and ![alt](target): the target up to a space or the closing parenthesis,
 # one level of parentheses allowed inside it
-_INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?((?:[^()\s<>]|\([^()\s]*\))*)>?(?:\s+[\"'(][^)]*)?\s*\)")
+_INLINE_LINK = re.compile(
+    r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?((?:[^()\s<>]|\([^()\s]*\))*)>?(?:\s+[\"'(][^)]*)?\s*\)"
+)
 _REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
 _HTML_TARGET = re.compile(r"<(?:img|a|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"']+)[\"']", re.I)
 _HTML_ANCHOR = re.compile(r"<a\b[^>]*?\b(?:name|id)\s*=\s*[\"']([^\"']+)[\"']", re.I)
@@ -31,9 +33,9 @@ _EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.I)
 
 @dataclass(frozen=True)
 class Link:
-    source: Path      # the Markdown file, relative to the repository
+    source: Path  # the Markdown file, relative to the repository
     line: int
-    target: str       # as written
+    target: str  # as written
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.target}"
@@ -44,8 +46,12 @@ def tracked_files() -> frozenset[str] | None:
     """The repository's files, tracked or new but not ignored (relative paths), or None where git
     cannot tell: what a clone will hold once the work is committed."""
     try:
-        result = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                                cwd=REPO, capture_output=True, timeout=60)
+        result = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0 or not result.stdout:
@@ -58,8 +64,11 @@ def markdown_files() -> list[Path]:
     if tracked is not None:
         names = sorted(name for name in tracked if name.lower().endswith(".md") and (REPO / name).is_file())
         return [Path(name) for name in names]
-    return sorted(path.relative_to(REPO) for path in REPO.rglob("*.md")
-                  if not _SKIPPED_DIRS.intersection(path.relative_to(REPO).parts[:-1]))
+    return sorted(
+        path.relative_to(REPO)
+        for path in REPO.rglob("*.md")
+        if not _SKIPPED_DIRS.intersection(path.relative_to(REPO).parts[:-1])
+    )
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:
@@ -82,8 +91,8 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
 def github_anchor(heading: str) -> str:
     """GitHub's anchor of a heading: its text without markup, lower-case, spaces to '-', every
     character but letters, digits, '_', '-' and spaces dropped."""
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)     # a link's or image's text
-    text = re.sub(r"<[^>]+>", "", text)                             # inline HTML tags
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link's or image's text
+    text = re.sub(r"<[^>]+>", "", text)  # inline HTML tags
     text = text.replace("`", "").lower()
     text = re.sub(r"[^\w\- ]", "", text)
     return text.replace(" ", "-")
@@ -172,7 +181,9 @@ def test_the_check_finds_broken_links(tmp_path, monkeypatch):
     monkeypatch.setattr(f"{__name__}.tracked_files", lambda: None)
     anchors_of.cache_clear()
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "guide.md").write_text("# Guide\n\n## Which ranking, measured\n\n## Setup\n\n## Setup\n")
+    (tmp_path / "docs" / "guide.md").write_text(
+        "# Guide\n\n## Which ranking, measured\n\n## Setup\n\n## Setup\n"
+    )
     (tmp_path / "shot.png").write_bytes(b"png")
     (tmp_path / "README.md").write_text(
         "# Title\n\n## How it works\n\n"
@@ -181,17 +192,27 @@ def test_the_check_finds_broken_links(tmp_path, monkeypatch):
         "`[in code](missing-in-code.md)`\n```\n[in a block](missing-in-block.md)\n```\n"
         "[gone](docs/missing.md) ![gone too](docs/missing.png)\n"
         "[bad anchor](docs/guide.md#which-ranking) [bad local](#how-it-work)\n"
-        '<img src="docs/nothing.png">\n\n[ref]: docs/none.md\n')
+        '<img src="docs/nothing.png">\n\n[ref]: docs/none.md\n'
+    )
     try:
         problems = {link.target: problem_with(link) for link in links_of(Path("README.md"))}
     finally:
         anchors_of.cache_clear()
     assert {target for target, problem in problems.items() if problem is None} == {
-        "docs/guide.md#which-ranking-measured", "docs/guide.md#setup-1", "shot.png", "#how-it-works",
-        "https://example.org/x#y"}
+        "docs/guide.md#which-ranking-measured",
+        "docs/guide.md#setup-1",
+        "shot.png",
+        "#how-it-works",
+        "https://example.org/x#y",
+    }
     assert {target for target, problem in problems.items() if problem} == {
-        "docs/missing.md", "docs/missing.png", "docs/guide.md#which-ranking", "#how-it-work",
-        "docs/nothing.png", "docs/none.md"}
+        "docs/missing.md",
+        "docs/missing.png",
+        "docs/guide.md#which-ranking",
+        "#how-it-work",
+        "docs/nothing.png",
+        "docs/none.md",
+    }
     assert "in code" not in str(problems) and "missing-in-block.md" not in problems
 
 

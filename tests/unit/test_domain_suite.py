@@ -1,4 +1,5 @@
 """The few-label domain suite: paired draws, one real (tiny) training per recipe, the report."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,15 @@ from benchmarks import domain_suite as ds
 
 def tiny_recipe(**fields) -> ds.Recipe:
     """A recipe at 16 px and 4 optimizer steps (a frozen one trains its own few steps)."""
-    return ds.Recipe("test", model=dict(image_size=16),
-                     train=dict(auto_target_steps=4, auto_min_epochs=1, auto_max_epochs=4), **fields)
+    return ds.Recipe(
+        "test",
+        model=dict(image_size=16),
+        train=dict(auto_target_steps=4, auto_min_epochs=1, auto_max_epochs=4),
+        **fields,
+    )
 
 
-def tiny_shapes(monkeypatch, pool_size: int = 60, test_size: int = 40,
-                **recipes: ds.Recipe) -> ds.DomainData:
+def tiny_shapes(monkeypatch, pool_size: int = 60, test_size: int = 40, **recipes: ds.Recipe) -> ds.DomainData:
     """For one test: pools of a few images, ``recipes`` registered by name; the shapes data."""
     monkeypatch.setattr(ds, "POOL_SIZE", pool_size)
     monkeypatch.setattr(ds, "TEST_SIZE", test_size)
@@ -39,7 +43,7 @@ def test_a_tiny_run_trains_scores_and_resumes(tmp_path, monkeypatch):
     assert [r["recipe"] for r in records] == ["tiny", "legacy"]
     tiny = records[0]
     assert 0.0 <= tiny["accuracy"] <= 1.0 and tiny["steps"] >= 4
-    assert tiny["model_config"]["input_norm"] == "per_image"           # the new defaults
+    assert tiny["model_config"]["input_norm"] == "per_image"  # the new defaults
     assert records[1]["model_config"]["augment_policy"] == "crop_flip"  # the recipe before
     saved = json.loads(ds.run_path(tmp_path, "tiny", "shapes", 8, 0).read_text())
     assert saved["accuracy"] == tiny["accuracy"]
@@ -49,10 +53,19 @@ def test_a_tiny_run_trains_scores_and_resumes(tmp_path, monkeypatch):
 
 
 def test_report_tables_every_recipe_with_mean_std_and_seed_counts():
-    records = [{"recipe": r, "domain": "shapes", "labels": 100, "seed": s, "accuracy": acc,
-                "lpm_spearman": 0.5, "train_s": 1.0}
-               for r, accs in (("legacy", (0.25, 0.27)), ("default", (0.5, 0.6, 0.55)))
-               for s, acc in enumerate(accs)]
+    records = [
+        {
+            "recipe": r,
+            "domain": "shapes",
+            "labels": 100,
+            "seed": s,
+            "accuracy": acc,
+            "lpm_spearman": 0.5,
+            "train_s": 1.0,
+        }
+        for r, accs in (("legacy", (0.25, 0.27)), ("default", (0.5, 0.6, 0.55)))
+        for s, acc in enumerate(accs)
+    ]
     summary = ds.summarize(records)
     assert summary["default"]["shapes"][100]["acc_mean"] == np.mean([0.5, 0.6, 0.55])
     table = ds.markdown(summary, ["legacy", "default"])
@@ -69,7 +82,7 @@ def test_a_selfsup_recipe_trains_from_the_domains_weights_learned_once(tmp_path,
     assert {r["model_config"]["pretrained_weights"] for r in records} == {"selfsup/shapes-2.pt"}
     learned = weights.stat().st_mtime_ns
     ds.run_one("tiny_ssl", "shapes", 8, 2, data, "cpu", tmp_path)
-    assert weights.stat().st_mtime_ns == learned                     # reused, not learned again
+    assert weights.stat().st_mtime_ns == learned  # reused, not learned again
 
 
 def test_a_selfsup_variant_learns_its_own_weights_with_its_changed_views(tmp_path, monkeypatch):
@@ -77,17 +90,22 @@ def test_a_selfsup_variant_learns_its_own_weights_with_its_changed_views(tmp_pat
     config = ds.selfsup_config(2, "cpu", overrides)
     default = ds.selfsup_config(2, "cpu")
     assert (config.hue, config.augment.grayscale_p, config.augment.invert_p) == (0.0, 0.0, 0.0)
-    assert default.hue > 0 and default.augment.grayscale_p > 0     # the backend's own, untouched
+    assert default.hue > 0 and default.augment.grayscale_p > 0  # the backend's own, untouched
     assert config.augment.crop_scale == default.augment.crop_scale  # the rest of the policy kept
-    tiny_shapes(monkeypatch, tiny_ssl=tiny_recipe(selfsup_steps=2),
-                tiny_colour=tiny_recipe(selfsup_steps=2, selfsup_variant="colour",
-                                        selfsup_overrides=overrides))
-    records = ds.run_suite(["tiny_ssl", "tiny_colour"], ["shapes"], [8], [0], tmp_path,
-                           log=lambda m: None)
+    tiny_shapes(
+        monkeypatch,
+        tiny_ssl=tiny_recipe(selfsup_steps=2),
+        tiny_colour=tiny_recipe(selfsup_steps=2, selfsup_variant="colour", selfsup_overrides=overrides),
+    )
+    records = ds.run_suite(["tiny_ssl", "tiny_colour"], ["shapes"], [8], [0], tmp_path, log=lambda m: None)
     assert [r["model_config"]["pretrained_weights"] for r in records] == [
-        "selfsup/shapes-2.pt", "selfsup/shapes-2-colour.pt"]
-    learned = [torch.load(tmp_path / w, weights_only=True)
-               for w in ("selfsup/shapes-2.pt", "selfsup/shapes-2-colour.pt")]
+        "selfsup/shapes-2.pt",
+        "selfsup/shapes-2-colour.pt",
+    ]
+    learned = [
+        torch.load(tmp_path / w, weights_only=True)
+        for w in ("selfsup/shapes-2.pt", "selfsup/shapes-2-colour.pt")
+    ]
     assert any(not torch.equal(learned[0][k], learned[1][k]) for k in learned[0])
     with pytest.raises(ValueError, match="go together"):
         tiny_recipe(selfsup_steps=2, selfsup_overrides=overrides)
@@ -109,12 +127,18 @@ def test_transfer_sources_never_include_the_targets_own_family():
 
 
 def test_a_transfer_recipe_starts_from_a_file_trained_on_other_domains_made_once(tmp_path, monkeypatch):
-    data = tiny_shapes(monkeypatch, 30, 20, tiny_transfer=tiny_recipe(transfer_steps=2),
-                       tiny_transfer_frozen=tiny_recipe(transfer_steps=2, frozen=True),
-                       tiny_transfer_ssl=tiny_recipe(transfer_steps=2, selfsup_steps=2, frozen=True))
+    data = tiny_shapes(
+        monkeypatch,
+        30,
+        20,
+        tiny_transfer=tiny_recipe(transfer_steps=2),
+        tiny_transfer_frozen=tiny_recipe(transfer_steps=2, frozen=True),
+        tiny_transfer_ssl=tiny_recipe(transfer_steps=2, selfsup_steps=2, frozen=True),
+    )
     monkeypatch.setattr(ds, "transfer_sources", lambda domain: ("letters", "textures"))
-    records = ds.run_suite(["tiny_transfer", "tiny_transfer_frozen"], ["shapes"], [8], [0],
-                           tmp_path, log=lambda m: None)
+    records = ds.run_suite(
+        ["tiny_transfer", "tiny_transfer_frozen"], ["shapes"], [8], [0], tmp_path, log=lambda m: None
+    )
     weights = tmp_path / "transfer" / "shapes-2.pt"
     assert {r["model_config"]["pretrained_weights"] for r in records} == {"transfer/shapes-2.pt"}
     state = torch.load(weights, weights_only=True)
@@ -122,11 +146,11 @@ def test_a_transfer_recipe_starts_from_a_file_trained_on_other_domains_made_once
     assert state and not any(k.startswith(("head.", "lpm.", "features.")) for k in state)
     made = weights.stat().st_mtime_ns
     ds.run_one("tiny_transfer", "shapes", 8, 1, data, "cpu", tmp_path)
-    assert weights.stat().st_mtime_ns == made                        # reused, not trained again
+    assert weights.stat().st_mtime_ns == made  # reused, not trained again
     # with self-supervised steps too, the pre-training adapts the transferred file to the domain
     record = ds.run_one("tiny_transfer_ssl", "shapes", 8, 0, data, "cpu", tmp_path)
     assert record["model_config"]["pretrained_weights"] == "selfsup/shapes-2-from-transfer-shapes-2.pt"
     adapted = torch.load(tmp_path / record["model_config"]["pretrained_weights"], weights_only=True)
     assert adapted.keys() == state.keys()
-    assert any(not torch.equal(adapted[k], state[k]) for k in state)   # pre-trained further
+    assert any(not torch.equal(adapted[k], state[k]) for k in state)  # pre-trained further
     assert weights.stat().st_mtime_ns == made

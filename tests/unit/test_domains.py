@@ -58,7 +58,9 @@ def test_shapes_dtypes_balance_and_classes(generated, name):
     assert targets.shape == (N,) and targets.dtype == np.int64
     counts = np.bincount(targets, minlength=len(names))
     assert len(counts) == len(names) and (counts == N // len(names)).all()
-    assert not (np.diff(targets) == 0).all() and (targets[: len(names)] != np.arange(len(names))).any()  # shuffled
+    assert (
+        not (np.diff(targets) == 0).all() and (targets[: len(names)] != np.arange(len(names))).any()
+    )  # shuffled
     # every image has content (not a flat colour) and images differ from each other
     assert (images.reshape(N, -1).std(1) > 3).all()
     assert len({im.tobytes() for im in images}) == N
@@ -117,7 +119,9 @@ def test_colours_are_told_apart_by_the_objects_colour_and_not_by_the_image_mean(
     assert nearest_mean_colour_accuracy(images, targets, len(names)) < 0.6
     # the same features on shapes, whose colours are random: near chance
     shapes, shape_targets, shape_names = generated["shapes"]
-    assert nearest_class_mean_accuracy(salient_colour_features(shapes), shape_targets, len(shape_names)) < 0.45
+    assert (
+        nearest_class_mean_accuracy(salient_colour_features(shapes), shape_targets, len(shape_names)) < 0.45
+    )
 
 
 def test_load_domain_rejects_unknown_names_and_missing_fonts(tmp_path):
@@ -156,11 +160,11 @@ def test_photo_patches_come_from_their_own_photograph(generated):
     # benchmarks/results/domains.)
     images, targets, names = generated["photos"]
     x = images.astype(np.float32)
-    feats = np.concatenate([x.reshape(len(x), -1, 3).mean(1),
-                            np.abs(np.diff(x.mean(3), axis=2)).mean((1, 2))[:, None]], axis=1)
+    feats = np.concatenate(
+        [x.reshape(len(x), -1, 3).mean(1), np.abs(np.diff(x.mean(3), axis=2)).mean((1, 2))[:, None]], axis=1
+    )
     true = nearest_class_mean_accuracy(feats, targets, len(names))
-    shuffled = nearest_class_mean_accuracy(feats, np.random.default_rng(0).permutation(targets),
-                                           len(names))
+    shuffled = nearest_class_mean_accuracy(feats, np.random.default_rng(0).permutation(targets), len(names))
     assert true > 0.25 and shuffled < 0.2
 
 

@@ -39,8 +39,7 @@ def requirements(path: Path) -> list[Requirement]:
 
 def lock_pins(text: str) -> dict[str, str]:
     """Package (canonical name) -> pinned version, from a pip-compile lock file."""
-    return {canonicalize_name(m.group(1)): m.group(2)
-            for m in map(PIN.match, text.splitlines()) if m}
+    return {canonicalize_name(m.group(1)): m.group(2) for m in map(PIN.match, text.splitlines()) if m}
 
 
 def disagreements(wanted: list[Requirement], pins: dict[str, str]) -> list[str]:
@@ -65,12 +64,16 @@ def test_disagreements_finds_a_missing_or_stale_pin():
     wanted = [Requirement("numpy>=1.26,<3"), Requirement("rq==2.6.1"), Requirement("Pillow>=10")]
     assert disagreements(wanted, {"numpy": "2.2.6", "rq": "2.6.1", "pillow": "13.0.0"}) == []
     assert disagreements(wanted, {"numpy": "3.0.0", "rq": "2.6.1"}) == [
-        "numpy<3,>=1.26: the lock pins 3.0.0", "Pillow>=10: not in the lock"]
+        "numpy<3,>=1.26: the lock pins 3.0.0",
+        "Pillow>=10: not in the lock",
+    ]
 
 
 def test_lock_pins_and_unhashed_read_pip_compile_output():
-    text = ("#\n# header\n#\nrq==2.6.1 \\\n    --hash=sha256:ab \\\n    --hash=sha256:cd\n"
-            "    # via -r requirements.txt\nscikit_learn==1.9.1\n    # via x\n")
+    text = (
+        "#\n# header\n#\nrq==2.6.1 \\\n    --hash=sha256:ab \\\n    --hash=sha256:cd\n"
+        "    # via -r requirements.txt\nscikit_learn==1.9.1\n    # via x\n"
+    )
     assert lock_pins(text) == {"rq": "2.6.1", "scikit-learn": "1.9.1"}
     assert unhashed(text) == ["scikit_learn==1.9.1"]
 
@@ -108,14 +111,21 @@ def test_the_label_studio_lock_is_the_harness_version():
 
 
 def _bash_hash(path: Path) -> str:
-    result = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash "$1"', "-",
-                             str(path)], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash "$1"', "-", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.strip()
 
 
 def test_the_harness_keys_a_venv_as_the_shell_scripts_do(tmp_path):
     sample = tmp_path / "sample.lock"
-    sample.write_text("# header\nrq==2.6.1 \\\n    --hash=sha256:ab  # note\n\n  \npkg @ https://x/p.tgz#sha256=1\n")
+    sample.write_text(
+        "# header\nrq==2.6.1 \\\n    --hash=sha256:ab  # note\n\n  \npkg @ https://x/p.tgz#sha256=1\n"
+    )
     for path in (sample, lslocal.LS_LOCK, REPO / "requirements.lock"):
         assert lslocal.requirements_hash(path) == _bash_hash(path), path
 

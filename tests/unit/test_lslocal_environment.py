@@ -1,5 +1,6 @@
 """Every Label Studio this repository starts (demo, tests, benchmarks) gets the prediction import
 flag that keeps a push linear; a caller can still switch it off (benchmarks/push_cost.py does)."""
+
 from pathlib import Path
 
 from scripts.lib import lslocal

@@ -15,8 +15,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # the READMEs and docs/, where the README's longer sections moved
-READMES = (REPO / "README.md", REPO / "model" / "README.md", REPO / "benchmarks" / "README.md",
-           *sorted((REPO / "docs").glob("*.md")))
+READMES = (
+    REPO / "README.md",
+    REPO / "model" / "README.md",
+    REPO / "benchmarks" / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+)
 SHELL_SCRIPTS = ("scripts/test.sh", "scripts/python.sh", "scripts/lock.sh", "scripts/lib/common.sh")
 
 
@@ -31,8 +35,13 @@ def project_venv() -> Path:
     """This interpreter's venv, when scripts/lib/common.sh has installed the development tools
     into it (scripts/test.sh does); the wrapper would install them otherwise, not a test's job."""
     venv = Path(sys.prefix)
-    dev_hash = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash requirements-dev.lock'],
-                              cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    dev_hash = subprocess.run(
+        ["bash", "-c", "source scripts/lib/common.sh && _requirements_hash requirements-dev.lock"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not (venv / f".dev-installed-{dev_hash}").is_file():
         pytest.skip("the development tools are not installed in this venv: run scripts/test.sh")
     return venv
@@ -40,16 +49,28 @@ def project_venv() -> Path:
 
 def test_python_wrapper_imports_this_checkout_from_any_directory(project_venv, tmp_path):
     code = "import backend, benchmarks, model, scripts.lib.lslocal, matplotlib; print(model.__file__)"
-    result = subprocess.run(["bash", str(REPO / "scripts" / "python.sh"), "-c", code], cwd=tmp_path,
-                            env=_wrapper_env(project_venv), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "python.sh"), "-c", code],
+        cwd=tmp_path,
+        env=_wrapper_env(project_venv),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == REPO / "model" / "__init__.py"
 
 
 def test_python_wrapper_runs_a_readme_command(project_venv):
     # scripts/ and benchmarks/ hold no sys.path set-up: the wrapper's PYTHONPATH makes them work
-    result = subprocess.run(["bash", "scripts/python.sh", "scripts/settings_table.py"], cwd=REPO,
-                            env=_wrapper_env(project_venv), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "scripts/python.sh", "scripts/settings_table.py"],
+        cwd=REPO,
+        env=_wrapper_env(project_venv),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "| variable | default | unit | meaning |"
     assert "| `STRATEGY` |" in result.stdout
@@ -59,14 +80,23 @@ def test_no_module_edits_sys_path():
     # scripts, benchmarks and tests import each other as packages of the checkout on PYTHONPATH
     pattern = re.compile(r"sys\.path\.(insert|append|extend)\(")
     folders = ("backend", "model", "scripts", "benchmarks", "tests", "docker")
-    offenders = [str(path.relative_to(REPO)) for folder in folders
-                 for path in sorted((REPO / folder).rglob("*.py")) if pattern.search(path.read_text())]
+    offenders = [
+        str(path.relative_to(REPO))
+        for folder in folders
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if pattern.search(path.read_text())
+    ]
     assert not offenders, f"import through the package instead: {offenders}"
 
 
 def _requirements_hash(path: Path) -> str:
-    result = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash "$1"', "-",
-                             str(path)], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["bash", "-c", 'source scripts/lib/common.sh && _requirements_hash "$1"', "-", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.strip()
 
 
@@ -86,15 +116,16 @@ def test_venv_key_ignores_comments_but_not_requirements(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{10}", hashes["plain"])
     assert hashes["commented"] == hashes["plain"]
     assert hashes["bumped"] != hashes["plain"]
-    assert hashes["url"] != hashes["url_other"]   # a "#" inside a URL is not a comment, for pip either
+    assert hashes["url"] != hashes["url_other"]  # a "#" inside a URL is not a comment, for pip either
 
 
 @pytest.mark.parametrize("script", SHELL_SCRIPTS)
 def test_shellcheck_accepts(script):
     if not shutil.which("shellcheck"):
         pytest.skip("shellcheck is not installed here")
-    result = subprocess.run(["shellcheck", "-x", script], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        ["shellcheck", "-x", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

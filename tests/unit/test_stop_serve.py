@@ -1,5 +1,6 @@
 """Stopping scripts/serve.sh: TERM to the script alone (it stops its children in order), the
 whole group killed only when it does not exit in time. Real processes, no Label Studio."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ while true; do sleep 0.1; done
 
 def start(script: str, tmp_path) -> tuple[subprocess.Popen, int]:
     pid_file, done_file = tmp_path / "child.pid", tmp_path / "done"
-    process = subprocess.Popen(["bash", "-c", script, "serve", str(pid_file), str(done_file)],
-                               start_new_session=True)
+    process = subprocess.Popen(
+        ["bash", "-c", script, "serve", str(pid_file), str(done_file)], start_new_session=True
+    )
     deadline = time.monotonic() + 10
     while not (pid_file.exists() and pid_file.read_text().strip()):
         assert time.monotonic() < deadline, "the stand-in did not start its child"
@@ -49,7 +51,7 @@ def alive(pid: int) -> bool:
 def test_the_script_alone_gets_term_and_stops_its_children_itself(tmp_path):
     process, child = start(ORDERLY, tmp_path)
     lslocal.stop_serve(process, timeout_s=20)
-    assert process.returncode == 143                       # its own trap ran: not killed
+    assert process.returncode == 143  # its own trap ran: not killed
     assert (tmp_path / "done").read_text().strip() == "stopped-in-order"
     assert not alive(child)
 
@@ -62,7 +64,7 @@ def test_a_script_that_ignores_term_is_killed_with_its_group(tmp_path):
     deadline = time.monotonic() + 5
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not alive(child)                                # the group went with it
+    assert not alive(child)  # the group went with it
 
 
 def test_an_exited_script_is_left_alone(tmp_path):

@@ -36,7 +36,7 @@ class LabelStudioAdmin:
         self.timeout_s = timeout_s
         # Proxies from the environment are ignored: this traffic is for the local server only.
         self.api = LabelStudioClient(self.url, self.token, timeout_s=timeout_s, trust_env=False)
-        self.api.error_body_chars = 1000   # Label Studio's reasons (e.g. a refused /setup) run long
+        self.api.error_body_chars = 1000  # Label Studio's reasons (e.g. a refused /setup) run long
         self.uses_personal_access_token = self.api.auth.refreshes
 
     # ---- auth ------------------------------------------------------------------------------------

@@ -90,4 +90,3 @@ def _raise_for_status(response: requests.Response, what: str) -> None:
             f"could not {what}: {response.request.method} {response.url} -> HTTP {response.status_code}: "
             f"{response.text[:1000]}"
         )
-

@@ -1,8 +1,8 @@
 """The command line: ``python -m scripts.lib.lslocal --help`` (from the repository root).
 
-  ensure-venv   create Label Studio's venv and its database template
-  start         run Label Studio in the foreground (optionally writing a new PAT to a file)
-  token         print a new personal access token, or the legacy token
+ensure-venv   create Label Studio's venv and its database template
+start         run Label Studio in the foreground (optionally writing a new PAT to a file)
+token         print a new personal access token, or the legacy token
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ def _cli_token(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scripts.lib.lslocal",
-                                     description="Run and drive a local Label Studio " + LABEL_STUDIO_VERSION)
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.lib.lslocal",
+        description="Run and drive a local Label Studio " + LABEL_STUDIO_VERSION,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     venv = commands.add_parser("ensure-venv", help="create the Label Studio venv and its database template")

@@ -54,7 +54,6 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-
 class LabelStudioProcess:
     """A running Label Studio server; ``stop()`` ends its whole process group. A context manager."""
 
@@ -247,7 +246,6 @@ def _wait_until_healthy(server: LabelStudioProcess, deadline: float) -> None:
         time.sleep(0.5)
 
 
-
 def direct_session() -> requests.Session:
     """A session that ignores *_PROXY variables: this traffic is for the local server only."""
     session = requests.Session()
@@ -262,4 +260,3 @@ def _health_is_up(url: str) -> bool:
         return response.status_code == 200 and response.json().get("status") == "UP"
     except (requests.RequestException, ValueError):
         return False
-

@@ -60,7 +60,6 @@ def default_ls_venv_dir() -> Path:
     return cache_root() / f"venv-label-studio-{LABEL_STUDIO_VERSION}-{requirements_hash(LS_LOCK)}"
 
 
-
 def ensure_ls_venv(venv_dir: os.PathLike | str | None = None, python: str = "python3.11") -> Path:
     """Return ``venv_dir``, creating it from ``LS_LOCK`` if its marker file is missing.
 
@@ -97,7 +96,7 @@ def _run_pip(command: list[str]) -> None:
         timer.cancel()
     if returncode != 0:
         raise LabelStudioError(
-            f'pip install failed (exit {returncode}): {" ".join(command)}\n' + "".join(tail)
+            f"pip install failed (exit {returncode}): {' '.join(command)}\n" + "".join(tail)
         )
 
 
@@ -117,7 +116,6 @@ def label_studio_executable(venv_dir: os.PathLike | str) -> Path:
     if not executable.exists():
         raise LabelStudioError(f"{executable} not found: create the venv with ensure_ls_venv({venv_dir!r})")
     return executable
-
 
 
 def offline_environment(data_dir: Path, local_files_root: Path, extra_env: dict | None = None) -> dict:
@@ -149,7 +147,6 @@ def offline_environment(data_dir: Path, local_files_root: Path, extra_env: dict 
     return env
 
 
-
 def ensure_db_template(venv_dir: os.PathLike | str) -> Path:
     """Return a migrated, empty LS database kept in the venv, creating it (about a minute) if missing.
 
@@ -172,4 +169,3 @@ def ensure_db_template(venv_dir: os.PathLike | str) -> Path:
         shutil.copyfile(migrated, partial)
         os.replace(partial, template)  # atomic: a concurrent reader sees all or nothing
     return template
-

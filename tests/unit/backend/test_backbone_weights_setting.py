@@ -6,11 +6,14 @@ from backend.rounds.configs import model_config_from
 from backend.settings import Settings, SettingsError
 
 
-@pytest.mark.parametrize("env, needle", [
-    ({"BACKBONE": "resnet50", "BACKBONE_WEIGHTS": "DEFAULT", "PRETRAINED_WEIGHTS": "/w.pt"}, "not both"),
-    ({"BACKBONE_WEIGHTS": "DEFAULT"}, "BACKBONE_WEIGHTS needs a torchvision BACKBONE"),
-    ({"BACKBONE": "cifar_resnet18", "BACKBONE_WEIGHTS": "DEFAULT"}, "BACKBONE_WEIGHTS"),
-])
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"BACKBONE": "resnet50", "BACKBONE_WEIGHTS": "DEFAULT", "PRETRAINED_WEIGHTS": "/w.pt"}, "not both"),
+        ({"BACKBONE_WEIGHTS": "DEFAULT"}, "BACKBONE_WEIGHTS needs a torchvision BACKBONE"),
+        ({"BACKBONE": "cifar_resnet18", "BACKBONE_WEIGHTS": "DEFAULT"}, "BACKBONE_WEIGHTS"),
+    ],
+)
 def test_bad_combinations_name_the_variables(env, needle):
     with pytest.raises(SettingsError, match=needle):
         Settings.from_env(env)
@@ -24,8 +27,9 @@ def test_weights_bring_their_input_size_mean_and_std():
 
 
 def test_a_chosen_image_size_wins_over_the_weights():
-    config = model_config_from(Settings.from_env(
-        {"BACKBONE": "resnet50", "BACKBONE_WEIGHTS": "IMAGENET1K_V1", "IMAGE_SIZE": "96"}))
+    config = model_config_from(
+        Settings.from_env({"BACKBONE": "resnet50", "BACKBONE_WEIGHTS": "IMAGENET1K_V1", "IMAGE_SIZE": "96"})
+    )
     assert config.weights == "ResNet50_Weights.IMAGENET1K_V1"
     assert config.image_size == 96 and config.mean == (0.485, 0.456, 0.406)
 

@@ -1,4 +1,5 @@
 """The retraining cadence: how long an automatic round waits after the last one."""
+
 import pytest
 
 from backend.cadence import automatic_round_gap_s, automatic_round_wait_s
@@ -18,13 +19,16 @@ def test_no_round_yet_means_no_wait():
     assert automatic_round_wait_s(1000.0, None, None, 60, 1.0) == 0.0
 
 
-@pytest.mark.parametrize("now, expected", [
-    (1000.0, 300.0),     # just finished: the whole gap (the 300 s round, factor 1)
-    (1100.0, 200.0),
-    (1299.5, 0.5),
-    (1300.0, 0.0),       # the gap is over
-    (5000.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "now, expected",
+    [
+        (1000.0, 300.0),  # just finished: the whole gap (the 300 s round, factor 1)
+        (1100.0, 200.0),
+        (1299.5, 0.5),
+        (1300.0, 0.0),  # the gap is over
+        (5000.0, 0.0),
+    ],
+)
 def test_the_wait_counts_down_from_the_end_of_the_last_round(now, expected):
     assert automatic_round_wait_s(now, 1000.0, 300.0, 60, 1.0) == pytest.approx(expected)
 

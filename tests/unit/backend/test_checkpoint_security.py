@@ -5,6 +5,7 @@ the loaded model identical (bytes the container never reads); it must never load
 weights or raise anything else. A pickle that would run code is refused without running it.
 ModelStore.load_published returns None for a bad file and /predict keeps answering.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,7 @@ LABELS = ["0", "1", "two"]
 def small_result() -> TrainResult:
     torch.manual_seed(0)
     config = ModelConfig(image_size=8, small_cnn_width=4, lpm_width=8)
-    return TrainResult(build_network(config, len(LABELS)), LABELS, config, TrainConfig(),
-                       {"accuracy": 0.5})
+    return TrainResult(build_network(config, len(LABELS)), LABELS, config, TrainConfig(), {"accuracy": 0.5})
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,10 @@ def test_every_flipped_byte_is_refused_or_harmless(checkpoint_bytes, tmp_path):
         assert same_weights(loaded, reference) and loaded.labels == reference.labels, position
         assert loaded.model_config == reference.model_config and loaded.extra == reference.extra
         harmless += 1
-    print(f"\nflipped {refused + harmless} bytes of {len(original)}: {refused} refused, "
-          f"{harmless} ignored by the reader with the model unchanged")
+    print(
+        f"\nflipped {refused + harmless} bytes of {len(original)}: {refused} refused, "
+        f"{harmless} ignored by the reader with the model unchanged"
+    )
     assert refused > 0
 
 
@@ -103,8 +105,9 @@ def publish(store: ModelStore, project_id: int) -> str:
     version = new_version()
     result = small_result()
     save_checkpoint(store.checkpoint_path(project_id, version), result)
-    store.save_predictions(project_id, version, [(1, TaskPrediction("1", 0.8, 0.25, None))],
-                           strategy="learning_loss")
+    store.save_predictions(
+        project_id, version, [(1, TaskPrediction("1", 0.8, 0.25, None))], strategy="learning_loss"
+    )
     store.save_neighbours(project_id, version, [1], np.zeros((1, result.model.embedding_dim)))
     store.publish(project_id, version)
     return version
@@ -119,8 +122,9 @@ def test_a_tampered_published_checkpoint_gives_no_model_and_predict_still_answer
     from backend.app import create_app
     from backend.settings import Settings
 
-    settings = Settings.from_env({"MODEL_DIR": str(tmp_path / "models"), "DEVICE": "cpu",
-                                  "REDIS_URL": "redis://127.0.0.1:1/0"})
+    settings = Settings.from_env(
+        {"MODEL_DIR": str(tmp_path / "models"), "DEVICE": "cpu", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
     store = ModelStore(settings.model_dir)
     version = publish(store, 5)
     assert store.load_published(5) is not None
@@ -129,7 +133,7 @@ def test_a_tampered_published_checkpoint_gives_no_model_and_predict_still_answer
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
 
-    fresh = ModelStore(settings.model_dir)               # a new process: nothing cached
+    fresh = ModelStore(settings.model_dir)  # a new process: nothing cached
     assert fresh.published(5).version == version
     assert fresh.load_published(5) is None
 
@@ -137,11 +141,18 @@ def test_a_tampered_published_checkpoint_gives_no_model_and_predict_still_answer
     Image.new("RGB", (8, 8), (5, 5, 5)).save(png, format="PNG")
     uri = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
     app = create_app(settings, store=fresh)
-    response = app.test_client().post("/predict", data=json.dumps({
-        "project": "5.1700000000", "label_config": DIGITS,
-        "tasks": [{"id": 1, "data": {"image": uri}}, {"id": 2, "data": {"image": uri}}]}))
+    response = app.test_client().post(
+        "/predict",
+        data=json.dumps(
+            {
+                "project": "5.1700000000",
+                "label_config": DIGITS,
+                "tasks": [{"id": 1, "data": {"image": uri}}, {"id": 2, "data": {"image": uri}}],
+            }
+        ),
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     results = response.get_json()["results"]
     assert len(results) == 2
-    assert results[0]["model_version"] == version            # stored prediction of the round
-    assert results[1]["result"] == [] and results[1]["model_version"] != version   # no model
+    assert results[0]["model_version"] == version  # stored prediction of the round
+    assert results[1]["result"] == [] and results[1]["model_version"] != version  # no model

@@ -1,5 +1,6 @@
 """Cold-start rounds (too few labels or classes) and the pre-selection rule, with an in-process
 fake of the Label Studio client (the real Label Studio is covered in tests/e2e)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,12 +33,19 @@ PROJECT = 5
 
 # ----------------------------------------------------------------------------- the rule
 
-@pytest.mark.parametrize("probability, threshold, expected", [
-    (0.49, 0.5, False), (0.5, 0.5, True), (0.93, 0.5, True),
-    (0.01, 0.0, True),                 # 0 disables the rule: always pre-select
-    (0.99, 1.0, False), (1.0, 1.0, True),
-    (None, 0.0, False),                # no model, no choice
-])
+
+@pytest.mark.parametrize(
+    "probability, threshold, expected",
+    [
+        (0.49, 0.5, False),
+        (0.5, 0.5, True),
+        (0.93, 0.5, True),
+        (0.01, 0.0, True),  # 0 disables the rule: always pre-select
+        (0.99, 1.0, False),
+        (1.0, 1.0, True),
+        (None, 0.0, False),  # no model, no choice
+    ],
+)
 def test_preselects(probability, threshold, expected):
     assert preselects(probability, threshold) is expected
 
@@ -58,8 +66,12 @@ def test_settings_validate_the_new_fields():
     settings = Settings.from_env({"MIN_CLASSES_TO_TRAIN": "3", "PRESELECT_MIN_CONFIDENCE": "0"})
     assert settings.min_classes_to_train == 3 and settings.preselect_min_confidence == 0.0
     assert Settings().min_classes_to_train == 2 and Settings().preselect_min_confidence == 0.5
-    for env in ({"PRESELECT_MIN_CONFIDENCE": "1.5"}, {"PRESELECT_MIN_CONFIDENCE": "-0.1"},
-                {"MIN_CLASSES_TO_TRAIN": "0"}, {"COLDSTART_PICK": "densest"}):
+    for env in (
+        {"PRESELECT_MIN_CONFIDENCE": "1.5"},
+        {"PRESELECT_MIN_CONFIDENCE": "-0.1"},
+        {"MIN_CLASSES_TO_TRAIN": "0"},
+        {"COLDSTART_PICK": "densest"},
+    ):
         with pytest.raises(SettingsError, match=next(iter(env))):
             Settings.from_env(env)
 
@@ -81,6 +93,7 @@ def test_versions_of_both_kinds_are_ours_and_sort_by_time():
 
 
 # ----------------------------------------------------------------------------- the round
+
 
 def png(seed: int) -> bytes:
     """Four kinds of images (stripes in 4 orientations / colours) with pixel noise."""
@@ -105,11 +118,30 @@ class FakeClient:
     """The LabelStudioClient calls a round makes, recorded."""
 
     def __init__(self, n_tasks: int, annotated: dict[int, str]):
-        self.tasks = [{"id": i, "data": {"image": f"/data/upload/{PROJECT}/{i}.png"},
-                       "annotations": ([{"id": i, "result": [{
-                           "from_name": "digit", "to_name": "image", "type": "choices",
-                           "value": {"choices": [annotated[i]]}}]}] if i in annotated else [])}
-                      for i in range(1, n_tasks + 1)]
+        self.tasks = [
+            {
+                "id": i,
+                "data": {"image": f"/data/upload/{PROJECT}/{i}.png"},
+                "annotations": (
+                    [
+                        {
+                            "id": i,
+                            "result": [
+                                {
+                                    "from_name": "digit",
+                                    "to_name": "image",
+                                    "type": "choices",
+                                    "value": {"choices": [annotated[i]]},
+                                }
+                            ],
+                        }
+                    ]
+                    if i in annotated
+                    else []
+                ),
+            }
+            for i in range(1, n_tasks + 1)
+        ]
         self.imported: list[dict] = []
         self.patches: list[dict] = []
         self.views: list[dict] = [{"id": 1, "data": {"title": "Default", "hiddenColumns": {}}}]
@@ -122,7 +154,7 @@ class FakeClient:
         return iter(self.tasks)
 
     def image_downloader(self, allowed_hosts=(), local_files_root=None, **retry):
-        return self   # serves the images itself (fetch_image_bytes)
+        return self  # serves the images itself (fetch_image_bytes)
 
     def fetch_image_bytes(self, url, *, task_id, max_bytes, timeout_s):
         return png(task_id)
@@ -157,16 +189,22 @@ class FakeClient:
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(model_dir=tmp_path / "models", query_batch_size=4, seed=0,
-                    keep_prediction_versions=1, self_supervised_steps=0)
+    return Settings(
+        model_dir=tmp_path / "models",
+        query_batch_size=4,
+        seed=0,
+        keep_prediction_versions=1,
+        self_supervised_steps=0,
+    )
 
 
 def run(settings, client):
     store = ModelStore(settings.model_dir, settings.keep_model_versions)
     events = []
-    summary = run_training_round(settings, PROJECT, lambda **kw: events.append(kw), client=client,
-                                 store=store)
-    return summary.to_dict(), store, events   # the plain form the job stores and returns
+    summary = run_training_round(
+        settings, PROJECT, lambda **kw: events.append(kw), client=client, store=store
+    )
+    return summary.to_dict(), store, events  # the plain form the job stores and returns
 
 
 def test_no_labels_gives_a_cold_start_ranking_without_choices(settings):
@@ -186,12 +224,12 @@ def test_no_labels_gives_a_cold_start_ranking_without_choices(settings):
     # the first 4 (one per cluster) are one of each kind of image
     first = sorted(client.imported, key=lambda p: p["score"])[:4]
     assert sorted(p["task"] % 4 for p in first) == [0, 1, 2, 3]
-    assert client.patches == [{"model_version": version}]          # pushed first, then PATCH
+    assert client.patches == [{"model_version": version}]  # pushed first, then PATCH
     assert any(v["data"]["title"] == "Most informative first" for v in client.views)
     assert any(e.get("phase") == "cold_start_ranking" for e in events)
     published = store.published(PROJECT)
     assert published.version == version and published.cold_start
-    assert store.load_published(PROJECT) is None                   # no model to load
+    assert store.load_published(PROJECT) is None  # no model to load
 
 
 def test_one_class_of_labels_is_a_cold_start_with_their_clusters_covered(settings):
@@ -201,17 +239,18 @@ def test_one_class_of_labels_is_a_cold_start_with_their_clusters_covered(setting
     assert summary["state"] == "cold_start" and "MIN_CLASSES_TO_TRAIN" in summary["reason"]
     assert summary["annotations_used"] == 3 and summary["clusters_covered_by_labels"] == 1
     by_score = [p["task"] for p in sorted(client.imported, key=lambda p: p["score"])]
-    assert by_score[-3:] == [4, 8, 12]                          # labeled tasks after the pool
-    assert sorted(t % 4 for t in by_score[:3]) == [1, 2, 3]     # uncovered kinds first
-    assert by_score[3] % 4 == 0                                 # then the covered one
+    assert by_score[-3:] == [4, 8, 12]  # labeled tasks after the pool
+    assert sorted(t % 4 for t in by_score[:3]) == [1, 2, 3]  # uncovered kinds first
+    assert by_score[3] % 4 == 0  # then the covered one
 
 
 def test_predict_during_cold_start_answers_stored_scores_and_untrained_for_new_tasks(settings):
     client = FakeClient(8, {})
     summary, store, _ = run(settings, client)
     stored_score = {p["task"]: p["score"] for p in client.imported}
-    model = ActiveLearningModel(label_config=DIGITS, project_id=PROJECT, settings=settings,
-                                store=store, client=client)
+    model = ActiveLearningModel(
+        label_config=DIGITS, project_id=PROJECT, settings=settings, store=store, client=client
+    )
     new_task = {"id": 99, "data": {"image": f"/data/upload/{PROJECT}/99.png"}}
     known, new = model.predict([client.tasks[2], new_task])
     assert known == {"result": [], "score": stored_score[3], "model_version": summary["model_version"]}
@@ -226,7 +265,7 @@ def test_a_second_cold_start_replaces_the_first_and_prunes_it(settings, monkeypa
     first, store, _ = run(settings, client)
     second, store, _ = run(settings, client)
     assert second["model_version"] != first["model_version"]
-    assert client.deleted == [first["model_version"]]           # KEEP_PREDICTION_VERSIONS=1
+    assert client.deleted == [first["model_version"]]  # KEEP_PREDICTION_VERSIONS=1
     assert store.published(PROJECT).version == second["model_version"]
 
 
@@ -235,8 +274,7 @@ def test_a_project_with_only_labeled_tasks_is_skipped(settings):
     assert summary["state"] == "skipped" and "no unlabeled task" in summary["reason"]
 
 
-def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_it(settings,
-                                                                                   monkeypatch):
+def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_it(settings, monkeypatch):
     # versions carry second-resolution timestamps; a 4-step pre-training takes less than one
     names = (f"coldstart-20260101-00000{i}-000000" for i in range(10))
     monkeypatch.setattr("backend.rounds.cold_start.new_cold_start_version", lambda: next(names))
@@ -250,16 +288,18 @@ def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_
     assert summary["self_supervised"]["learned_now"] is True
     assert summary["model_version"] != first["model_version"]
     assert [p["model_version"] for p in client.imported] == [first["model_version"]] * 24 + [
-        summary["model_version"]] * 24
-    assert client.patches == [{"model_version": first["model_version"]},
-                              {"model_version": summary["model_version"]}]
+        summary["model_version"]
+    ] * 24
+    assert client.patches == [
+        {"model_version": first["model_version"]},
+        {"model_version": summary["model_version"]},
+    ]
     assert store.published(PROJECT).version == summary["model_version"]
-    assert first["model_version"] in client.deleted                # KEEP_PREDICTION_VERSIONS=1
+    assert first["model_version"] in client.deleted  # KEEP_PREDICTION_VERSIONS=1
     phases = [e.get("phase") for e in events if e.get("phase")]
     assert phases.index("self_supervised_pretraining") > phases.index("cold_start_ranking")
     final = [p for p in client.imported if p["model_version"] == summary["model_version"]]
-    assert sorted(p["task"] for p in final) == list(range(1, 25)) and all(
-        p["result"] == [] for p in final)
+    assert sorted(p["task"] for p in final) == list(range(1, 25)) and all(p["result"] == [] for p in final)
 
     # the next cold start ranks on the stored weights straight away
     again, _, _ = run(learning, client)
@@ -269,9 +309,19 @@ def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_
 
     # and the first trained round reuses them too
     for task, label in ((1, "0"), (2, "1")):
-        client.tasks[task - 1]["annotations"] = [{"id": task, "result": [{
-            "from_name": "digit", "to_name": "image", "type": "choices",
-            "value": {"choices": [label]}}]}]
+        client.tasks[task - 1]["annotations"] = [
+            {
+                "id": task,
+                "result": [
+                    {
+                        "from_name": "digit",
+                        "to_name": "image",
+                        "type": "choices",
+                        "value": {"choices": [label]},
+                    }
+                ],
+            }
+        ]
     trained, _, _ = run(dataclasses.replace(learning, train_steps=5), client)
     assert trained["state"] == "done", trained["reason"]
     assert trained["self_supervised"]["learned_now"] is False
@@ -279,7 +329,7 @@ def test_without_weights_a_cold_start_learns_the_projects_backbone_and_ranks_on_
 
 def test_a_cold_start_with_self_supervision_off_ranks_on_pixels_once(settings):
     client = FakeClient(12, {})
-    summary, _, _ = run(settings, client)          # SELF_SUPERVISED_STEPS=0
+    summary, _, _ = run(settings, client)  # SELF_SUPERVISED_STEPS=0
     assert summary["embedding"] == "pixels" and "first_push" not in summary
     assert "self_supervised" not in summary
     assert len({p["model_version"] for p in client.imported}) == 1

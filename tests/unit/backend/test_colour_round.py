@@ -2,6 +2,7 @@
 classes apart, trains with that choice, keeps each choice's self-supervised weights apart, and says
 why in the summary. Label Studio is the in-process fake of test_cold_start_round (the real one is
 covered in tests/e2e)."""
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,7 @@ from model.colour_choice import MIN_GAIN, ColourChoice
 from tests.unit.backend.test_cold_start_round import PROJECT, FakeClient, run
 
 CLASSES = ["0", "1", "two"]
-LABELS = {i: CLASSES[i % 3] for i in range(1, 31) if i % 5 != 0}   # 24 labels, 8 per class
+LABELS = {i: CLASSES[i % 3] for i in range(1, 31) if i % 5 != 0}  # 24 labels, 8 per class
 HUES = [(230, 40, 40), (40, 200, 60), (50, 80, 230)]
 
 
@@ -55,8 +56,16 @@ class ImagesClient(FakeClient):
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
-                    device="cpu", train_steps=10, self_supervised_steps=4, frozen_max_labels=0)
+    return Settings(
+        model_dir=tmp_path / "models",
+        image_size=16,
+        query_batch_size=4,
+        seed=0,
+        device="cpu",
+        train_steps=10,
+        self_supervised_steps=4,
+        frozen_max_labels=0,
+    )
 
 
 def test_the_round_decides_on_the_invariant_weights_and_reports_its_evidence(settings):
@@ -67,7 +76,7 @@ def test_the_round_decides_on_the_invariant_weights_and_reports_its_evidence(set
     assert colour["keep_colour"] == (gain >= MIN_GAIN) and colour["labels"] == len(LABELS)
     assert colour["folds"] == 5 and str(len(LABELS)) in colour["reason"]
     assert any(e.get("phase") == "choosing_colour" for e in events)
-    assert any(e.get("colour") == colour for e in events)   # shown in /status while the round runs
+    assert any(e.get("colour") == colour for e in events)  # shown in /status while the round runs
     assert (store.project_dir(PROJECT) / ssl.DIR_NAME / ssl.CURRENT_FILE).is_file()
     # the round history's accuracy estimate: the probe on the features kept, with its spread
     kept = "with_colour" if colour["keep_colour"] else "invariant"
@@ -82,8 +91,10 @@ def test_a_round_that_keeps_colour_trains_from_the_colour_kept_weights(settings,
     # backbone pre-trained for a few steps is not yet colour-invariant, so here the decision is
     # set to "kept" to follow what the round does with it.
     from backend.rounds import colour as colour_module
-    monkeypatch.setattr(colour_module, "choose_colour",
-                        lambda *a, **k: ColourChoice(True, "kept: set by the test"))
+
+    monkeypatch.setattr(
+        colour_module, "choose_colour", lambda *a, **k: ColourChoice(True, "kept: set by the test")
+    )
     summary, store, _ = run(settings, ImagesClient(colour_is_class=True))
     assert summary["self_supervised"]["colour"]["keep_colour"]
     project = store.project_dir(PROJECT)
@@ -106,8 +117,9 @@ def test_where_colour_varies_within_classes_the_round_looks_past_it(settings):
     assert not loaded.model_config.keep_colour
 
 
-@pytest.mark.parametrize("value, expected", [("true", "true"), ("Yes", "true"), ("0", "false"),
-                                             ("off", "false"), ("AUTO", "auto")])
+@pytest.mark.parametrize(
+    "value, expected", [("true", "true"), ("Yes", "true"), ("0", "false"), ("off", "false"), ("AUTO", "auto")]
+)
 def test_keep_colour_reads_booleans_and_auto(value, expected):
     assert Settings.from_env({"KEEP_COLOUR": value}).keep_colour == expected
 
@@ -119,6 +131,7 @@ def test_keep_colour_refuses_anything_else():
 
 def test_a_set_value_is_not_second_guessed(settings):
     import dataclasses
+
     forced = dataclasses.replace(settings, keep_colour="false")
     summary, _, events = run(forced, ImagesClient(colour_is_class=True))
     assert summary["self_supervised"]["colour"] == {"keep_colour": False, "reason": "KEEP_COLOUR=false"}

@@ -3,6 +3,7 @@
 Images are served over real HTTP on loopback by a small Flask app standing in for Label Studio's
 /data/upload/ route (which serves files as-is).
 """
+
 from __future__ import annotations
 
 import io
@@ -26,7 +27,7 @@ def png(size=16, shade=90) -> bytes:
 
 
 GOOD = png()
-ANSWERS: dict[str, list[bytes]] = {}    # name -> bodies to serve, one per request (last repeats)
+ANSWERS: dict[str, list[bytes]] = {}  # name -> bodies to serve, one per request (last repeats)
 HITS: dict[str, int] = {}
 
 
@@ -50,18 +51,19 @@ def fetcher(server, tmp_path):
     ANSWERS.clear()
     HITS.clear()
     client = LabelStudioClient(server.url, "legacy-token", retries=0)
-    return ImageFetcher(client.image_downloader(), tmp_path / "cache", max_bytes=1_000_000, max_pixels=1_000_000,
-                        timeout_s=5)
+    return ImageFetcher(
+        client.image_downloader(), tmp_path / "cache", max_bytes=1_000_000, max_pixels=1_000_000, timeout_s=5
+    )
 
 
 def test_a_truncated_download_is_not_cached_and_is_fetched_again(fetcher):
-    ANSWERS["a.png"] = [GOOD[:len(GOOD) // 2], GOOD]
+    ANSWERS["a.png"] = [GOOD[: len(GOOD) // 2], GOOD]
     url = "/data/upload/1/a.png"
     with pytest.raises(ImageError):
         fetcher.fetch_image(url, 1)
     assert cache_files(fetcher.cache.directory) == []
-    assert fetcher.fetch_image(url, 1).size == (16, 16)       # the next round gets it
-    assert fetcher.fetch_image(url, 1).size == (16, 16)       # ... and then from the cache
+    assert fetcher.fetch_image(url, 1).size == (16, 16)  # the next round gets it
+    assert fetcher.fetch_image(url, 1).size == (16, 16)  # ... and then from the cache
     assert HITS["a.png"] == 2
     assert fetcher.cache.path(url).read_bytes() == GOOD
 
@@ -89,11 +91,11 @@ def test_the_cache_stays_within_its_bound_evicting_the_least_recently_used(tmp_p
     for name in "abc":
         cache.put(name, b"x" * 1000)
     old = time.time() - 100
-    for name, age in (("a", 4), ("b", 3), ("c", 2)):        # a, then b, least recently used
+    for name, age in (("a", 4), ("b", 3), ("c", 2)):  # a, then b, least recently used
         os.utime(cache.path(name), (old - age, old - age))
-    assert cache.get("a") == b"x" * 1000                     # a hit refreshes "a"
-    cache.put("d", b"y" * 1000)                              # 4000 > 3500: prune to 3150
-    assert cache.get("b") is None                            # the least recently used went
+    assert cache.get("a") == b"x" * 1000  # a hit refreshes "a"
+    cache.put("d", b"y" * 1000)  # 4000 > 3500: prune to 3150
+    assert cache.get("b") is None  # the least recently used went
     assert all(cache.get(name) is not None for name in "acd")
     assert sum(size for _, _, size in cache_files(tmp_path)) <= 3500
 

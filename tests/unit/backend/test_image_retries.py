@@ -5,6 +5,7 @@ PUBLISH_MAX_UNSCORED_SHARE of its tasks unscored by such failures keeps the prev
 The images come over real HTTP from a fault-injecting stand-in of Label Studio's upload URLs on
 loopback, through the real downloader; the rest of the round is the in-process fake of
 test_cold_start_round."""
+
 from __future__ import annotations
 
 import threading
@@ -32,10 +33,10 @@ class FlakyUploads:
     def __init__(self):
         self.lock = threading.Lock()
         self.requests: Counter = Counter()
-        self.down: set[int] = set()           # always 503 (Label Studio restarting)
-        self.missing: set[int] = set()        # 404: no retry mends it
+        self.down: set[int] = set()  # always 503 (Label Studio restarting)
+        self.missing: set[int] = set()  # 404: no retry mends it
         self.flaky: dict[int, list[int]] = {}  # per task, the statuses before a 200, in order
-        self.slow_s: dict[int, float] = {}    # the first request of these tasks hangs this long
+        self.slow_s: dict[int, float] = {}  # the first request of these tasks hangs this long
 
     def answer(self, task_id: int):
         with self.lock:
@@ -81,10 +82,8 @@ def uploads(server):
 
 
 def fetcher(url: str, retries: int, timeout_s: float = 5.0) -> ImageFetcher:
-    downloader = LabelStudioClient(url, TOKEN, retries=0).image_downloader(retries=retries,
-                                                                           backoff_s=0.01)
-    return ImageFetcher(downloader, None, max_bytes=1_000_000, max_pixels=1_000_000,
-                        timeout_s=timeout_s)
+    downloader = LabelStudioClient(url, TOKEN, retries=0).image_downloader(retries=retries, backoff_s=0.01)
+    return ImageFetcher(downloader, None, max_bytes=1_000_000, max_pixels=1_000_000, timeout_s=timeout_s)
 
 
 def items(task_ids):
@@ -93,9 +92,10 @@ def items(task_ids):
 
 # ----------------------------------------------------------------------------- the retries
 
+
 def test_transient_failures_are_retried_and_permanent_ones_are_not(server, uploads):
     uploads.flaky = {1: [503, 503], 2: [429], 3: [502, 504, 500]}
-    uploads.slow_s = {4: 1.5}                # the first attempt times out
+    uploads.slow_s = {4: 1.5}  # the first attempt times out
     uploads.missing = {5}
     uploads.down = {6}
     report = FetchReport()
@@ -113,8 +113,11 @@ def test_retries_are_bounded_by_the_setting(server, uploads):
     assert fetcher(server.url, retries=1).fetch_many(items([1]), report) == []
     assert uploads.requests[1] == 2 and report.transient == {1}
     assert Settings().image_fetch_retries == 3 and Settings().image_fetch_backoff_s == 1.0
-    for env in ({"IMAGE_FETCH_RETRIES": "-1"}, {"IMAGE_FETCH_BACKOFF_S": "-1"},
-                {"PUBLISH_MAX_UNSCORED_SHARE": "1.5"}):
+    for env in (
+        {"IMAGE_FETCH_RETRIES": "-1"},
+        {"IMAGE_FETCH_BACKOFF_S": "-1"},
+        {"PUBLISH_MAX_UNSCORED_SHARE": "1.5"},
+    ):
         with pytest.raises(SettingsError, match=next(iter(env))):
             Settings.from_env(env)
 
@@ -130,13 +133,14 @@ def test_a_long_outage_stops_the_retries_until_an_image_comes_back(server, uploa
     assert sum(uploads.requests.values()) < 60 + (16 + one.threads) * 3
     uploads.down = set()
     uploads.flaky = {61: [503], 62: [503]}
-    assert [tid for tid, _ in one.fetch_many(items([61]), report)] == []   # no retry yet
-    assert [tid for tid, _ in one.fetch_many(items([63]), report)] == [63]   # one came back:
-    assert [tid for tid, _ in one.fetch_many(items([62]), report)] == [62]   # retries again
+    assert [tid for tid, _ in one.fetch_many(items([61]), report)] == []  # no retry yet
+    assert [tid for tid, _ in one.fetch_many(items([63]), report)] == [63]  # one came back:
+    assert [tid for tid, _ in one.fetch_many(items([62]), report)] == [62]  # retries again
     assert uploads.requests[62] == 2
 
 
 # ----------------------------------------------------------------------------- the round
+
 
 class HttpImagesClient(FakeClient):
     """The round's fake client, with its task images over HTTP (the real downloader)."""
@@ -149,21 +153,29 @@ class HttpImagesClient(FakeClient):
         return self.http.image_downloader(allowed_hosts, local_files_root, **retry)
 
     def add_tasks(self, task_ids):
-        self.tasks += [{"id": t, "data": {"image": f"/data/upload/{PROJECT}/{t}.png"},
-                        "annotations": []} for t in task_ids]
+        self.tasks += [
+            {"id": t, "data": {"image": f"/data/upload/{PROJECT}/{t}.png"}, "annotations": []}
+            for t in task_ids
+        ]
 
 
 @pytest.fixture
 def round_env(server, uploads, tmp_path):
     client = HttpImagesClient(24, {}, server.url)
-    settings = Settings(model_dir=tmp_path / "models", query_batch_size=4, seed=0,
-                        self_supervised_steps=0, image_fetch_retries=1,
-                        image_fetch_backoff_s=0.01, image_fetch_timeout_s=5)
+    settings = Settings(
+        model_dir=tmp_path / "models",
+        query_batch_size=4,
+        seed=0,
+        self_supervised_steps=0,
+        image_fetch_retries=1,
+        image_fetch_backoff_s=0.01,
+        image_fetch_timeout_s=5,
+    )
     store = ModelStore(settings.model_dir, settings.keep_model_versions)
 
     def round_(settings=settings):
-        return run_training_round(settings, PROJECT, lambda **_: None, client=client,
-                                  store=store).to_dict()
+        return run_training_round(settings, PROJECT, lambda **_: None, client=client, store=store).to_dict()
+
     first = round_()
     assert first["state"] == "cold_start" and len(client.imported) == 24
     return uploads, client, store, round_, first["model_version"]
@@ -171,13 +183,12 @@ def round_env(server, uploads, tmp_path):
 
 def test_a_round_missing_too_many_tasks_keeps_the_previous_version_live(round_env):
     uploads, client, store, round_, first = round_env
-    client.add_tasks(range(25, 29))          # uploaded while Label Studio restarts
-    uploads.down = {25, 26}                  # 2 of 28 tasks: 7 %, above 1 %
+    client.add_tasks(range(25, 29))  # uploaded while Label Studio restarts
+    uploads.down = {25, 26}  # 2 of 28 tasks: 7 %, above 1 %
     summary = round_()
     assert summary["state"] == "held_back" and "model_version" not in summary
     assert "2 of 28 tasks (7.1%)" in summary["reason"]
-    assert "HTTP 503" in summary["reason"] and "PUBLISH_MAX_UNSCORED_SHARE is 1.0%" in summary[
-        "reason"]
+    assert "HTTP 503" in summary["reason"] and "PUBLISH_MAX_UNSCORED_SHARE is 1.0%" in summary["reason"]
     assert store.published(PROJECT).version == first
     assert len(client.imported) == 24 and client.patches == [{"model_version": first}]
 
@@ -196,11 +207,17 @@ def test_retries_carry_a_round_through_a_short_outage(round_env):
 def test_failures_within_the_share_or_that_no_retry_mends_still_publish(round_env):
     uploads, client, store, round_, first = round_env
     client.add_tasks(range(25, 29))
-    uploads.missing = {25, 26}               # gone for good: not a reason to hold back
-    uploads.down = {27}                      # 1 of 28: 3.6 %, within a 5 % setting
-    settings = Settings(model_dir=store.model_dir, query_batch_size=4, seed=0,
-                        self_supervised_steps=0, image_fetch_retries=1,
-                        image_fetch_backoff_s=0.01, publish_max_unscored_share=0.05)
+    uploads.missing = {25, 26}  # gone for good: not a reason to hold back
+    uploads.down = {27}  # 1 of 28: 3.6 %, within a 5 % setting
+    settings = Settings(
+        model_dir=store.model_dir,
+        query_batch_size=4,
+        seed=0,
+        self_supervised_steps=0,
+        image_fetch_retries=1,
+        image_fetch_backoff_s=0.01,
+        publish_max_unscored_share=0.05,
+    )
     summary = round_(settings)
     assert summary["state"] == "cold_start" and summary["images"]["skipped_tasks"] == 3
     assert store.published(PROJECT).version == summary["model_version"] != first
@@ -209,14 +226,31 @@ def test_failures_within_the_share_or_that_no_retry_mends_still_publish(round_en
 def test_a_trained_round_missing_too_many_tasks_is_held_back_too(round_env):
     uploads, client, store, round_, first = round_env
     for task in client.tasks[:8]:
-        task["annotations"] = [{"id": task["id"], "result": [{
-            "from_name": "digit", "to_name": "image", "type": "choices",
-            "value": {"choices": [str(task["id"] % 2)]}}]}]
+        task["annotations"] = [
+            {
+                "id": task["id"],
+                "result": [
+                    {
+                        "from_name": "digit",
+                        "to_name": "image",
+                        "type": "choices",
+                        "value": {"choices": [str(task["id"] % 2)]},
+                    }
+                ],
+            }
+        ]
     client.add_tasks(range(25, 29))
     uploads.down = {25, 26}
-    settings = Settings(model_dir=store.model_dir, query_batch_size=4, seed=0, image_size=16,
-                        train_steps=5, self_supervised_steps=0, image_fetch_retries=1,
-                        image_fetch_backoff_s=0.01)
+    settings = Settings(
+        model_dir=store.model_dir,
+        query_batch_size=4,
+        seed=0,
+        image_size=16,
+        train_steps=5,
+        self_supervised_steps=0,
+        image_fetch_retries=1,
+        image_fetch_backoff_s=0.01,
+    )
     summary = round_(settings)
     assert summary["state"] == "held_back" and "2 of 28 tasks" in summary["reason"]
     assert store.published(PROJECT).version == first and store.versions(PROJECT) == []
@@ -224,18 +258,26 @@ def test_a_trained_round_missing_too_many_tasks_is_held_back_too(round_env):
 
 # ----------------------------------------------------------------------------- nothing scored
 
+
 def no_cache_settings(store: ModelStore, **overrides) -> Settings:
     """The round's settings with an empty image cache, so every image is asked for again."""
-    return Settings(model_dir=store.model_dir, query_batch_size=4, seed=0,
-                    self_supervised_steps=0, image_fetch_retries=1, image_fetch_backoff_s=0.01,
-                    image_cache_dir=store.model_dir.parent / "empty-cache", **overrides)
+    return Settings(
+        model_dir=store.model_dir,
+        query_batch_size=4,
+        seed=0,
+        self_supervised_steps=0,
+        image_fetch_retries=1,
+        image_fetch_backoff_s=0.01,
+        image_cache_dir=store.model_dir.parent / "empty-cache",
+        **overrides,
+    )
 
 
 @pytest.mark.parametrize("fault", ["down", "missing"])
 def test_a_round_that_scores_no_image_is_held_back_like_a_partial_one(round_env, fault):
     uploads, client, store, round_, first = round_env
     client.add_tasks(range(25, 29))
-    setattr(uploads, fault, set(range(1, 29)))   # Label Studio restarting, or every image gone
+    setattr(uploads, fault, set(range(1, 29)))  # Label Studio restarting, or every image gone
     summary = round_(no_cache_settings(store))
     assert summary["state"] == "held_back" and "model_version" not in summary
     assert summary["reason"].startswith("none of the 28 tasks' images could be scored (28 failed")
@@ -254,6 +296,6 @@ def test_nothing_scored_holds_back_a_trained_round_whatever_the_failures():
     settings = Settings(publish_max_unscored_share=1.0)
     reason = unscored_reason(settings, collected, [])
     assert reason is not None and reason.startswith("none of the 3 tasks' images")
-    assert unscored_reason(settings, collected, [3]) is None   # permanent failures: publishes
+    assert unscored_reason(settings, collected, [3]) is None  # permanent failures: publishes
     with pytest.raises(NothingScored, match="none of the 3 tasks' images"):
         raise NothingScored(report, 3)

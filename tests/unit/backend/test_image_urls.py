@@ -25,15 +25,18 @@ def test_absolute_url_on_label_studio_host_gets_auth_but_allowed_hosts_do_not():
     assert src.kind == "allowed_host" and not src.send_auth
 
 
-@pytest.mark.parametrize("raw", [
-    "http://127.0.0.2:9999/x.png",            # another host, not allowed
-    "http://127.0.0.1:8081/x.png",            # same host, other port
-    "file:///etc/passwd",
-    "ftp://127.0.0.1/x.png",
-    "http://169.254.169.254/latest/meta-data/",
-    "gopher://127.0.0.1:8080/",
-    "relative/path.png",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "http://127.0.0.2:9999/x.png",  # another host, not allowed
+        "http://127.0.0.1:8081/x.png",  # same host, other port
+        "file:///etc/passwd",
+        "ftp://127.0.0.1/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "gopher://127.0.0.1:8080/",
+        "relative/path.png",
+    ],
+)
 def test_everything_else_is_refused(raw):
     with pytest.raises(ImageURLRefused):
         resolve(raw)

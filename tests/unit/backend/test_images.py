@@ -15,8 +15,14 @@ def data_uri(image: Image.Image) -> str:
 
 def fetcher(resize_to=None):
     client = LabelStudioClient("http://127.0.0.1:9", "t", retries=0)
-    return ImageFetcher(client.image_downloader(), None, max_bytes=10_000_000, max_pixels=10_000_000,
-                        timeout_s=1, resize_to=resize_to)
+    return ImageFetcher(
+        client.image_downloader(),
+        None,
+        max_bytes=10_000_000,
+        max_pixels=10_000_000,
+        timeout_s=1,
+        resize_to=resize_to,
+    )
 
 
 def test_images_are_held_at_the_models_input_size():
@@ -29,8 +35,9 @@ def test_images_are_held_at_the_models_input_size():
 def test_one_bad_image_does_not_fail_the_batch():
     report = FetchReport()
     good = data_uri(Image.new("RGB", (8, 8)))
-    out = fetcher(8).fetch_many([(1, good), (2, "data:image/png;base64,AAAA"),
-                                 (3, "http://127.0.0.2:1/x.png"), (4, good)], report)
+    out = fetcher(8).fetch_many(
+        [(1, good), (2, "data:image/png;base64,AAAA"), (3, "http://127.0.0.2:1/x.png"), (4, good)], report
+    )
     assert [task_id for task_id, _ in out] == [1, 4]
     assert set(report.failed) == {2, 3}
     assert report.summary()["skipped_tasks"] == 2

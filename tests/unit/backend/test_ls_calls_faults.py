@@ -6,6 +6,7 @@ deleted-task case and the look-up are also run against a real one in
 tests/integration/test_prediction_push_label_studio.py). The stand-in stores what a request
 creates *before* it fails, as Label Studio's import does (create, then recount, no transaction).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from tests.conftest import ServerThread
 
 TOKEN = "legacy-token-for-fault-tests"
 BULK_TIMEOUT_S = 0.5
-HANG_S = 1.5          # longer than BULK_TIMEOUT_S: the client gives up, the server goes on
+HANG_S = 1.5  # longer than BULK_TIMEOUT_S: the client gives up, the server goes on
 
 
 class FaultyLabelStudio:
@@ -35,12 +36,12 @@ class FaultyLabelStudio:
         self.tasks = set(range(1, n_tasks + 1))
         self.predictions: list[dict] = []
         self.views: list[dict] = []
-        self.import_plan: list[str] = []      # one fault per import request, in order
+        self.import_plan: list[str] = []  # one fault per import request, in order
         self.view_plan: list[str] = []
         self.import_bodies: list[list[int]] = []
         self.view_posts = 0
         self.retry_after = "1"
-        self.late: threading.Thread | None = None   # an import still running after its answer
+        self.late: threading.Thread | None = None  # an import still running after its answer
         self.next_id = 1
 
     def store(self, predictions: list[dict]) -> None:
@@ -59,7 +60,7 @@ def make_app(state: FaultyLabelStudio) -> Flask:
     @app.route("/api/projects/<int:pid>/import/predictions", methods=["POST"])
     def import_predictions(pid):
         body = request.get_json()
-        if state.late is not None:          # the earlier request finishes before this one
+        if state.late is not None:  # the earlier request finishes before this one
             state.late.join()
             state.late = None
         with state.lock:
@@ -76,7 +77,7 @@ def make_app(state: FaultyLabelStudio) -> Flask:
             return jsonify({"detail": "gateway timeout"}), 504
         if any(p["task"] not in state.tasks for p in body):
             return jsonify({"detail": "invalid task"}), 400
-        stored = body[:len(body) // 2] if fault == "500 after storing half" else body
+        stored = body[: len(body) // 2] if fault == "500 after storing half" else body
         state.store(stored)
         if fault == "hang after storing":
             time.sleep(HANG_S)
@@ -88,9 +89,18 @@ def make_app(state: FaultyLabelStudio) -> Flask:
     def tasks():
         query = json.loads(request.args["query"])
         wanted = query["selectedItems"]["included"]
-        out = [{"id": t, "predictions": [{"id": p["id"], "model_version": p["model_version"]}
-                                          for p in state.predictions if p["task"] == t]}
-               for t in wanted if t in state.tasks]
+        out = [
+            {
+                "id": t,
+                "predictions": [
+                    {"id": p["id"], "model_version": p["model_version"]}
+                    for p in state.predictions
+                    if p["task"] == t
+                ],
+            }
+            for t in wanted
+            if t in state.tasks
+        ]
         return jsonify({"tasks": out, "total": len(out)})
 
     @app.route("/api/predictions/<int:prediction_id>/", methods=["DELETE"])
@@ -136,8 +146,9 @@ def ls(server):
 
 @pytest.fixture
 def client(server):
-    return LabelStudioClient(server.url, TOKEN, timeout_s=5, retries=3, backoff_s=0.01,
-                             bulk_timeout_s=BULK_TIMEOUT_S)
+    return LabelStudioClient(
+        server.url, TOKEN, timeout_s=5, retries=3, backoff_s=0.01, bulk_timeout_s=BULK_TIMEOUT_S
+    )
 
 
 def payload(task_ids, version="v1"):
@@ -147,7 +158,7 @@ def payload(task_ids, version="v1"):
 def test_a_chunk_whose_answer_is_lost_is_looked_up_not_posted_again(ls, client):
     ls.import_plan = ["hang after storing"]
     report = push_predictions(client, 1, payload(range(1, 11)), "v1", chunk_size=4)
-    assert ls.per_task() == Counter({t: 1 for t in range(1, 11)})   # no duplicate
+    assert ls.per_task() == Counter({t: 1 for t in range(1, 11)})  # no duplicate
     assert ls.import_bodies == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
     assert report.created == 10 and report.checked_chunks == 1
 
@@ -177,8 +188,8 @@ def test_a_5xx_that_stored_nothing_is_posted_again(ls, client):
 def test_a_chunk_stored_after_its_answer_was_lost_leaves_no_duplicate(ls, client):
     ls.import_plan = ["504 while still working"]
     report = push_predictions(client, 1, payload(range(1, 7)), "v1", chunk_size=4)
-    assert ls.import_bodies == [[1, 2, 3, 4], [1, 2, 3, 4], [5, 6]]   # looked up: none yet
-    assert ls.per_task() == Counter({t: 1 for t in range(1, 7)})     # the late copies removed
+    assert ls.import_bodies == [[1, 2, 3, 4], [1, 2, 3, 4], [5, 6]]  # looked up: none yet
+    assert ls.per_task() == Counter({t: 1 for t in range(1, 7)})  # the late copies removed
     assert report.duplicates_removed == 4
 
 
@@ -186,7 +197,7 @@ def test_a_429_waits_for_retry_after_then_posts_again_without_a_lookup(ls, clien
     ls.import_plan = ["429"]
     started = time.monotonic()
     report = push_predictions(client, 1, payload(range(1, 5)), "v1", chunk_size=4)
-    assert time.monotonic() - started >= 1.0                       # Retry-After: 1
+    assert time.monotonic() - started >= 1.0  # Retry-After: 1
     assert ls.per_task() == Counter({t: 1 for t in range(1, 5)})
     assert report.checked_chunks == 0 and len(ls.import_bodies) == 2
 
@@ -194,8 +205,7 @@ def test_a_429_waits_for_retry_after_then_posts_again_without_a_lookup(ls, clien
 def test_a_long_retry_after_is_capped(ls, server):
     ls.import_plan = ["429"]
     ls.retry_after = "3600"
-    client = LabelStudioClient(server.url, TOKEN, retries=2, backoff_s=0.01,
-                               retry_after_max_s=0.2)
+    client = LabelStudioClient(server.url, TOKEN, retries=2, backoff_s=0.01, retry_after_max_s=0.2)
     started = time.monotonic()
     push_predictions(client, 1, payload([1]), "v1", chunk_size=4)
     assert time.monotonic() - started < 5.0
@@ -219,7 +229,7 @@ def test_a_chunk_that_never_lands_fails_the_push_after_the_retries(ls, client):
 
 def test_a_tab_whose_creation_answer_is_lost_is_found_not_created_twice(ls, client):
     ls.view_plan = ["hang after creating"]
-    client.timeout_s = BULK_TIMEOUT_S       # tab creation is an ordinary (not bulk) call
+    client.timeout_s = BULK_TIMEOUT_S  # tab creation is an ordinary (not bulk) call
     view_id = ls_project.ensure_informative_view(client, 1, "Most informative first")
     titles = [v["data"]["title"] for v in ls.views]
     assert titles == ["Most informative first"] and view_id == ls.views[0]["id"]
@@ -240,6 +250,12 @@ def test_still_to_send_splits_a_chunk_by_what_label_studio_holds():
 
 
 def test_duplicate_ids_keeps_the_first_prediction_of_each_task():
-    held = {1: [{"id": 9, "model_version": "v1"}, {"id": 4, "model_version": "v1"},
-                {"id": 2, "model_version": "v0"}], 2: [{"id": 5, "model_version": "v1"}]}
+    held = {
+        1: [
+            {"id": 9, "model_version": "v1"},
+            {"id": 4, "model_version": "v1"},
+            {"id": 2, "model_version": "v0"},
+        ],
+        2: [{"id": 5, "model_version": "v1"}],
+    }
     assert duplicate_ids(held, "v1") == [9]

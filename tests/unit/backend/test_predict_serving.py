@@ -5,6 +5,7 @@ of one project never stalling /predict of another.
 
 /predict is called over real HTTP on loopback (the app served by a threaded WSGI server);
 images are data: URIs, so no Label Studio is needed; the checkpoints are real (small) ones."""
+
 from __future__ import annotations
 
 import base64
@@ -35,9 +36,17 @@ def image_uri(shade: int) -> str:
 
 def ask(url: str, project_id: int, task_ids) -> list[dict]:
     """POST /predict for new tasks (ids the round never stored) of ``project_id``."""
-    response = requests.post(f"{url}/predict", timeout=60, data=json.dumps({
-        "project": f"{project_id}.1700000000", "label_config": DIGITS,
-        "tasks": [{"id": t, "data": {"image": image_uri(t % 250)}} for t in task_ids]}))
+    response = requests.post(
+        f"{url}/predict",
+        timeout=60,
+        data=json.dumps(
+            {
+                "project": f"{project_id}.1700000000",
+                "label_config": DIGITS,
+                "tasks": [{"id": t, "data": {"image": image_uri(t % 250)}} for t in task_ids],
+            }
+        ),
+    )
     assert response.status_code == 200, response.text
     return response.json()["results"]
 
@@ -75,8 +84,9 @@ def counting(monkeypatch):
 
 def backend(tmp_path, serve_wsgi, **env):
     """The model store and URL of a backend served on loopback (its Serving as ``.serving``)."""
-    settings = Settings.from_env({"MODEL_DIR": str(tmp_path / "models"), "DEVICE": "cpu",
-                                  "REDIS_URL": "redis://127.0.0.1:1/0", **env})
+    settings = Settings.from_env(
+        {"MODEL_DIR": str(tmp_path / "models"), "DEVICE": "cpu", "REDIS_URL": "redis://127.0.0.1:1/0", **env}
+    )
     store = ModelStore(settings.model_dir)
     app = create_app(settings, store=store)
     store.serving = app.extensions[EXTENSION].serving
@@ -86,12 +96,12 @@ def backend(tmp_path, serve_wsgi, **env):
 def test_one_client_and_one_image_cache_scan_per_process(tmp_path, serve_wsgi, counting):
     store, url = backend(tmp_path, serve_wsgi)
     version = publish(store, 5)
-    for first_id in (100, 200, 300):                    # three calls, each with new tasks
+    for first_id in (100, 200, 300):  # three calls, each with new tasks
         answers = ask(url, 5, [first_id, first_id + 1])
         assert [a["model_version"] for a in answers] == [version, version]
         assert all(a["score"] == 0.25 for a in answers)  # the one ranked task's score
     assert counting["clients"] == 1
-    assert counting["scans"] == 1                       # before: one scan per call
+    assert counting["scans"] == 1  # before: one scan per call
     assert counting["checkpoints"] == [f"{version}.pt"] and counting["predictions"] == 1
 
 
@@ -102,7 +112,7 @@ def test_concurrent_calls_after_a_publish_load_the_version_once(tmp_path, serve_
         answers = list(pool.map(lambda i: ask(url, 5, [1000 + i]), range(16)))
     assert all(a["model_version"] == version for [a] in answers)
     assert counting["checkpoints"] == [f"{version}.pt"] and counting["predictions"] == 1
-    newer = publish(store, 5)                          # a publish: the newer version, once
+    newer = publish(store, 5)  # a publish: the newer version, once
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: ask(url, 5, [2000 + i]), range(16)))
     assert all(a["model_version"] == newer for [a] in answers)
@@ -111,12 +121,13 @@ def test_concurrent_calls_after_a_publish_load_the_version_once(tmp_path, serve_
 
 
 def test_at_most_predict_cache_projects_are_kept_least_recently_served_dropped_first(
-        tmp_path, serve_wsgi, counting):
+    tmp_path, serve_wsgi, counting
+):
     store, url = backend(tmp_path, serve_wsgi, PREDICT_CACHE_PROJECTS="2")
     versions = {project: publish(store, project) for project in (1, 2, 3)}
     for project in (1, 2, 1, 3):
         assert ask(url, project, [500])[0]["model_version"] == versions[project]
-    assert counting["predictions"] == 3                 # project 1's second call: kept
+    assert counting["predictions"] == 3  # project 1's second call: kept
     # 2 was served least recently when 3 came: 2 went, 1 and 3 stay
     assert store.serving.cached_versions() == [(1, versions[1]), (3, versions[3])]
     counting["checkpoints"].clear()
@@ -145,13 +156,14 @@ def test_a_slow_model_load_holds_up_only_its_own_project(tmp_path, serve_wsgi, m
         held = pool.submit(ask, url, 1, [700])
         assert loading.wait(30)
         started = time.monotonic()
-        assert ask(url, 2, [700])[0]["model_version"] == fast   # while project 1 loads
+        assert ask(url, 2, [700])[0]["model_version"] == fast  # while project 1 loads
         assert time.monotonic() - started < 10 and not held.done()
         release.set()
         assert held.result(timeout=60)[0]["model_version"] == slow
 
 
 # ----------------------------------------------------------------------------- the cache itself
+
 
 def test_the_lru_cache_loads_each_key_once_and_drops_the_least_recently_used():
     cache: LruCache[str, str] = LruCache(2)

@@ -5,6 +5,7 @@ after publishing is a warning of the round, not its failure.
 A fault-injection stand-in of Label Studio's project (GET, PATCH) and Data Manager tabs serves
 real HTTP on loopback and is called through the real client (retries and all); the rest of the
 round (tasks, images, the prediction import) is the in-process fake of test_cold_start_round."""
+
 from __future__ import annotations
 
 import threading
@@ -26,7 +27,7 @@ class StandInProject:
     def __init__(self):
         self.lock = threading.Lock()
         self.project = {"id": PROJECT, "label_config": DIGITS, "model_version": ""}
-        self.patch_plan: list[str] = []   # one fault per PATCH of the project, in order
+        self.patch_plan: list[str] = []  # one fault per PATCH of the project, in order
         self.views_fault: int | None = None
         self.views: list[dict] = []
         self.patch_requests = 0
@@ -46,7 +47,7 @@ def make_app(state: StandInProject) -> Flask:
             fault = state.patch_plan.pop(0) if state.patch_plan else "ok"
             if fault == "503":
                 return jsonify({"detail": "restarting"}), 503
-            if fault != "ignore":           # "ignore": answered, not applied
+            if fault != "ignore":  # "ignore": answered, not applied
                 state.project.update(request.get_json())
             return jsonify(state.project)
 
@@ -96,16 +97,14 @@ def label_studio():
 
 @pytest.fixture
 def round_env(label_studio, tmp_path):
-    http = LabelStudioClient(label_studio.url, "legacy-token", timeout_s=5, retries=2,
-                             backoff_s=0.01)
+    http = LabelStudioClient(label_studio.url, "legacy-token", timeout_s=5, retries=2, backoff_s=0.01)
     client = HttpProjectClient(12, http)
-    settings = Settings(model_dir=tmp_path / "models", query_batch_size=4, seed=0,
-                        self_supervised_steps=0)
+    settings = Settings(model_dir=tmp_path / "models", query_batch_size=4, seed=0, self_supervised_steps=0)
     store = ModelStore(settings.model_dir, settings.keep_model_versions)
 
     def round_():
-        return run_training_round(settings, PROJECT, lambda **_: None, client=client,
-                                  store=store).to_dict()
+        return run_training_round(settings, PROJECT, lambda **_: None, client=client, store=store).to_dict()
+
     return label_studio.state, client, store, round_
 
 
@@ -113,12 +112,12 @@ def test_a_pointer_patch_that_keeps_failing_leaves_the_previous_version_live(rou
     ls, _, store, round_ = round_env
     first = round_()["model_version"]
     assert ls.project["model_version"] == first == store.published(PROJECT).version
-    ls.patch_plan = ["503"] * 10                   # Label Studio down past the client's retries
+    ls.patch_plan = ["503"] * 10  # Label Studio down past the client's retries
     with pytest.raises(Exception) as failed:
         round_()
-    assert ls.patch_requests == 1 + 3              # the first round's PATCH; 1 + 2 retries
+    assert ls.patch_requests == 1 + 3  # the first round's PATCH; 1 + 2 retries
     assert ls.project["model_version"] == first
-    assert store.published(PROJECT).version == first   # /predict serves what the tab shows
+    assert store.published(PROJECT).version == first  # /predict serves what the tab shows
     assert failed.type is PublishError and "could not point Label Studio" in str(failed.value)
 
 
@@ -127,7 +126,7 @@ def test_a_pointer_patch_answered_but_not_applied_is_caught(round_env):
     ls.patch_plan = ["ignore"]
     with pytest.raises(PublishError, match="its model_version is ''"):
         round_()
-    assert store.published(PROJECT) is None          # nothing was live, nothing is
+    assert store.published(PROJECT) is None  # nothing was live, nothing is
 
 
 def test_a_pointer_patch_is_retried_through_a_short_outage(round_env):
@@ -149,5 +148,5 @@ def test_a_tab_that_cannot_be_updated_is_a_warning_not_a_failed_round(round_env)
     [warning] = summary["warnings"]
     assert "tab could not be updated" in warning and "HTTP 500" in warning
     ls.views_fault = None
-    assert "warnings" not in round_()                # a round that updated its tab has none
+    assert "warnings" not in round_()  # a round that updated its tab has none
     assert [v["data"]["title"] for v in ls.views] == ["Most informative first"]

@@ -1,6 +1,7 @@
 """The recipe search in a real full-mode round: when it runs, what it reports, and that the model
 the round publishes is trained with the chosen recipe. Label Studio is the in-process fake of
 test_cold_start_round (the real one is covered in tests/e2e)."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,9 +20,18 @@ LABELS = {i: ["0", "1", "two"][i % 4] for i in range(1, 17) if i % 4 != 3}
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(model_dir=tmp_path / "models", image_size=16, query_batch_size=4, seed=0,
-                    device="cpu", train_steps=20, recipe_search_budget_s=3600,
-                    recipe_search_min_labels=8, recipe_search_folds=2, self_supervised_steps=0)
+    return Settings(
+        model_dir=tmp_path / "models",
+        image_size=16,
+        query_batch_size=4,
+        seed=0,
+        device="cpu",
+        train_steps=20,
+        recipe_search_budget_s=3600,
+        recipe_search_min_labels=8,
+        recipe_search_folds=2,
+        self_supervised_steps=0,
+    )
 
 
 def test_skip_reasons():
@@ -32,10 +42,14 @@ def test_skip_reasons():
 
 
 def test_settings_are_read_and_checked():
-    settings = Settings.from_env({"RECIPE_SEARCH_BUDGET_S": "120", "RECIPE_SEARCH_FOLDS": "5",
-                                  "RECIPE_SEARCH_MIN_LABELS": "60"})
-    assert (settings.recipe_search_budget_s, settings.recipe_search_folds,
-            settings.recipe_search_min_labels) == (120.0, 5, 60)
+    settings = Settings.from_env(
+        {"RECIPE_SEARCH_BUDGET_S": "120", "RECIPE_SEARCH_FOLDS": "5", "RECIPE_SEARCH_MIN_LABELS": "60"}
+    )
+    assert (
+        settings.recipe_search_budget_s,
+        settings.recipe_search_folds,
+        settings.recipe_search_min_labels,
+    ) == (120.0, 5, 60)
     for env in ({"RECIPE_SEARCH_FOLDS": "1"}, {"RECIPE_SEARCH_BUDGET_S": "-1"}):
         with pytest.raises(SettingsError, match=next(iter(env))):
             Settings.from_env(env)
@@ -60,14 +74,16 @@ def test_a_round_searches_reports_and_trains_with_the_winner(settings):
     assert len(progress) == 2 * len(CANDIDATES)
     # the published checkpoint holds the chosen recipe's configuration
     loaded = load_checkpoint(store.checkpoint_path(PROJECT, summary["model_version"]))
-    model_config, train_config = resolve(candidate_named(search["chosen"]), loaded.model_config,
-                                         loaded.train_config)
+    model_config, train_config = resolve(
+        candidate_named(search["chosen"]), loaded.model_config, loaded.train_config
+    )
     assert (model_config, train_config) == (loaded.model_config, loaded.train_config)
     assert summary["predictions_pushed"] == 20
 
 
 def test_below_the_minimum_the_round_trains_the_configured_recipe(settings):
     import dataclasses
+
     settings = dataclasses.replace(settings, recipe_search_min_labels=50)
     summary, _, events = run(settings, FakeClient(20, LABELS))
     assert summary["recipe_search"]["chosen"] == "configured"

@@ -1,6 +1,7 @@
 """The label-studio-sdk defects that keep backend/ls_client.py's calls hand-written, each pinned
 against a local server over real HTTP. When a release fixes one, its test fails: then move the
 calls it names (comments in backend/ls_client.py) over to the SDK and delete the test."""
+
 from __future__ import annotations
 
 import base64
@@ -21,6 +22,7 @@ from label_studio_sdk.core.api_error import ApiError  # noqa: E402
 def jwt(token_type: str, lifetime_s: float) -> str:
     def part(data: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
     return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'token_type': token_type, 'exp': time.time() + lifetime_s})}.sig"
 
 
@@ -43,6 +45,7 @@ def stand_in(plan: dict[str, list]) -> tuple[Flask, list[tuple[str, str]]]:
             time.sleep(1.5)
             answer = 200
         return jsonify(id=1, created=1, email="a@example.com"), answer
+
     return app, seen
 
 
@@ -85,6 +88,9 @@ def test_sdk_fixed_waits_and_sdk_missing():
     assert (http_client.MAX_RETRY_DELAY_SECONDS, http_client.INITIAL_RETRY_DELAY_SECONDS) == (60.0, 1.0)
     # no call deletes a model version's predictions (only the legacy 1.x client had one)
     package = Path(label_studio_sdk.__file__).parent
-    calls = [p for p in package.rglob("*.py")
-             if "_legacy" not in p.parts and "model-versions" in p.read_text(errors="replace")]
+    calls = [
+        p
+        for p in package.rglob("*.py")
+        if "_legacy" not in p.parts and "model-versions" in p.read_text(errors="replace")
+    ]
     assert calls == [], f"the SDK now has a model-versions call: {calls}"

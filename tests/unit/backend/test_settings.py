@@ -12,15 +12,23 @@ def test_defaults_are_valid_and_documented():
     assert settings.port == 9090
     assert settings.strategy
     import dataclasses
+
     for f in dataclasses.fields(Settings):
         assert f.metadata.get("doc"), f"{f.name} has no documentation"
 
 
 def test_environment_values_are_parsed_by_type():
-    settings = Settings.from_env({
-        "PORT": "9191", "LABEL_STUDIO_URL": "http://ls:8080/", "MODEL_DIR": "/tmp/m",
-        "SET_UNCERTAINTY_SAMPLING": "yes", "ALLOWED_IMAGE_HOSTS": "a.example, b.example:81",
-        "LABEL_STUDIO_TIMEOUT_S": "2.5", "PRETRAINED_WEIGHTS": "/w.pt"})
+    settings = Settings.from_env(
+        {
+            "PORT": "9191",
+            "LABEL_STUDIO_URL": "http://ls:8080/",
+            "MODEL_DIR": "/tmp/m",
+            "SET_UNCERTAINTY_SAMPLING": "yes",
+            "ALLOWED_IMAGE_HOSTS": "a.example, b.example:81",
+            "LABEL_STUDIO_TIMEOUT_S": "2.5",
+            "PRETRAINED_WEIGHTS": "/w.pt",
+        }
+    )
     assert settings.port == 9191
     assert settings.label_studio_url == "http://ls:8080"
     assert settings.model_dir == Path("/tmp/m")
@@ -30,23 +38,27 @@ def test_environment_values_are_parsed_by_type():
     assert settings.pretrained_weights == Path("/w.pt")
 
 
-@pytest.mark.parametrize("env, needle", [
-    ({"PORT": "abc"}, "PORT"),
-    ({"LABEL_STUDIO_URL": "ftp://x"}, "LABEL_STUDIO_URL"),
-    ({"PREDICTION_CHUNK_SIZE": "0"}, "PREDICTION_CHUNK_SIZE"),
-    ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH"),
-    ({"LPM_LOSS": "hinge"}, "LPM_LOSS"),
-    ({"FEATURE_SHARD_IMAGES": "-1"}, "FEATURE_SHARD_IMAGES"),
-    ({"SET_UNCERTAINTY_SAMPLING": "maybe"}, "SET_UNCERTAINTY_SAMPLING"),
-])
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"LABEL_STUDIO_URL": "ftp://x"}, "LABEL_STUDIO_URL"),
+        ({"PREDICTION_CHUNK_SIZE": "0"}, "PREDICTION_CHUNK_SIZE"),
+        ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH"),
+        ({"LPM_LOSS": "hinge"}, "LPM_LOSS"),
+        ({"FEATURE_SHARD_IMAGES": "-1"}, "FEATURE_SHARD_IMAGES"),
+        ({"SET_UNCERTAINTY_SAMPLING": "maybe"}, "SET_UNCERTAINTY_SAMPLING"),
+    ],
+)
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(SettingsError, match=needle):
         Settings.from_env(env)
 
 
 def test_secrets_are_masked_in_description():
-    settings = Settings.from_env({"LABEL_STUDIO_API_KEY": "secret-token-123",
-                                  "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p4ss"})
+    settings = Settings.from_env(
+        {"LABEL_STUDIO_API_KEY": "secret-token-123", "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p4ss"}
+    )
     text = repr(settings) + str(settings.describe())
     assert "secret-token-123" not in text and "p4ss" not in text
     assert settings.describe()["label_studio_api_key"] == "***"
@@ -61,7 +73,8 @@ def test_settings_doc_holds_the_generated_table():
     missing = [env for env in Settings.env_names().values() if f"| `{env}` |" not in documented]
     assert not missing, f"docs/settings.md lacks settings: {missing}"
     assert documented == generator["table"](), (
-        "docs/settings.md is out of date: run scripts/python.sh scripts/settings_table.py --write")
+        "docs/settings.md is out of date: run scripts/python.sh scripts/settings_table.py --write"
+    )
 
 
 def test_readme_names_only_real_settings_and_links_the_table():
@@ -91,18 +104,22 @@ def test_settings_validation_does_not_import_torch():
     # A fresh interpreter: the check every entry point runs first must not pay for torch.
     import subprocess
     import sys
-    code = ("import sys\n"
-            "from backend.settings import Settings, SettingsError\n"
-            "Settings.from_env({'STRATEGY': 'margin_diverse'})\n"
-            "try:\n"
-            "    Settings.from_env({'STRATEGY': 'nope'})\n"
-            "    raise SystemExit('unknown STRATEGY accepted')\n"
-            "except SettingsError:\n"
-            "    pass\n"
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+
+    code = (
+        "import sys\n"
+        "from backend.settings import Settings, SettingsError\n"
+        "Settings.from_env({'STRATEGY': 'margin_diverse'})\n"
+        "try:\n"
+        "    Settings.from_env({'STRATEGY': 'nope'})\n"
+        "    raise SystemExit('unknown STRATEGY accepted')\n"
+        "except SettingsError:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
     root = Path(__file__).resolve().parents[3]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -111,13 +128,29 @@ def test_docker_entrypoint_check_refuses_an_unknown_strategy():
     import os
     import subprocess
     import sys
+
     root = Path(__file__).resolve().parents[3]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "STRATEGY": "margn_diverse"}
-    result = subprocess.run(["bash", str(root / "docker" / "entrypoint.sh"), "check"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "STRATEGY": "margn_diverse",
+    }
+    result = subprocess.run(
+        ["bash", str(root / "docker" / "entrypoint.sh"), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "STRATEGY='margn_diverse' is unknown" in result.stderr
     env["STRATEGY"] = "margin_diverse"
-    assert subprocess.run(["bash", str(root / "docker" / "entrypoint.sh"), "check"], env=env,
-                          capture_output=True, timeout=120).returncode == 0
+    assert (
+        subprocess.run(
+            ["bash", str(root / "docker" / "entrypoint.sh"), "check"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        ).returncode
+        == 0
+    )

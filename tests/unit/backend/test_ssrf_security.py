@@ -5,6 +5,7 @@ stand-in on 127.0.0.1 (the real Label Studio is covered by the e2e tests). Every
 must leave the canary untouched; an explicitly allowed canary is fetched, but without the Label
 Studio token (which only ever goes to Label Studio's own host) and without its cookies.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,8 +58,13 @@ def canary_app() -> Flask:
     @app.route("/", defaults={"path": ""})
     @app.route("/<path:path>")
     def anything(path):
-        app.hits.append({"path": request.full_path, "auth": request.headers.get("Authorization"),
-                         "cookie": request.headers.get("Cookie")})
+        app.hits.append(
+            {
+                "path": request.full_path,
+                "auth": request.headers.get("Authorization"),
+                "cookie": request.headers.get("Cookie"),
+            }
+        )
         if path == "bounce":
             response = app.response_class("", status=302)
             response.headers["Location"] = request.args["to"]
@@ -72,6 +78,7 @@ def canary_app() -> Flask:
 @pytest.fixture(scope="module")
 def running_servers():
     from tests.conftest import ServerThread
+
     presign_target = {"url": ""}
     ls_app, canary = ls_standin(presign_target), canary_app()
     with ServerThread(ls_app, "127.0.0.1") as ls, ServerThread(canary, "127.0.0.2") as can:
@@ -100,20 +107,43 @@ def fetch(client, raw):
 
 
 DIRECT = [
-    "http://{c}/x.png", "https://{c}/x.png", "HTTP://{c}/x.png", " http://{c}/x.png",
-    "http://{ls}@{c}/x.png", "http://{ls}\\@{c}/x.png", "http://user:{token}@{c}/x.png",
-    "http://{c}#@{ls}/x.png", "http://{c}?@{ls}/x.png", "http://{c}\t/x.png",
-    "//{c}/x.png", "///{c}/x.png", "http:/{c}/x.png", "http:{c}/x.png",
-    "http://2130706434:{cport}/x.png", "http://0x7f000002:{cport}/x.png",
-    "http://127.2:{cport}/x.png", "http://0177.0.0.2:{cport}/x.png",
-    "http://[::ffff:127.0.0.2]:{cport}/x.png", "http://0.0.0.0:{cport}/x.png",
-    "ftp://{c}/x.png", "gopher://{c}/x", "file:///etc/passwd", "dict://{c}/",
+    "http://{c}/x.png",
+    "https://{c}/x.png",
+    "HTTP://{c}/x.png",
+    " http://{c}/x.png",
+    "http://{ls}@{c}/x.png",
+    "http://{ls}\\@{c}/x.png",
+    "http://user:{token}@{c}/x.png",
+    "http://{c}#@{ls}/x.png",
+    "http://{c}?@{ls}/x.png",
+    "http://{c}\t/x.png",
+    "//{c}/x.png",
+    "///{c}/x.png",
+    "http:/{c}/x.png",
+    "http:{c}/x.png",
+    "http://2130706434:{cport}/x.png",
+    "http://0x7f000002:{cport}/x.png",
+    "http://127.2:{cport}/x.png",
+    "http://0177.0.0.2:{cport}/x.png",
+    "http://[::ffff:127.0.0.2]:{cport}/x.png",
+    "http://0.0.0.0:{cport}/x.png",
+    "ftp://{c}/x.png",
+    "gopher://{c}/x",
+    "file:///etc/passwd",
+    "dict://{c}/",
 ]
 REDIRECTS = [
-    "http://{c}/x.png", "https://{c}/x.png", "//{c}/x.png", "http://{ls}@{c}/x.png",
-    "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://0.0.0.0:{cport}/",
-    "http://metadata.google.internal/computeMetadata/v1/", "file:///etc/passwd",
-    "gopher://{c}/", "http://2130706434:{cport}/",
+    "http://{c}/x.png",
+    "https://{c}/x.png",
+    "//{c}/x.png",
+    "http://{ls}@{c}/x.png",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fe80::1]/",
+    "http://0.0.0.0:{cport}/",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "file:///etc/passwd",
+    "gopher://{c}/",
+    "http://2130706434:{cport}/",
 ]
 
 
@@ -139,6 +169,7 @@ def test_task_urls_pointing_elsewhere_are_refused_without_a_request(servers, tem
 def test_label_studio_redirects_elsewhere_are_refused(servers, template):
     ls, can = servers
     from urllib.parse import quote
+
     raw = f"/redir?to={quote(fill(template, ls, can), safe='')}"
     with pytest.raises(ImageFetchError, match="redirect refused|link-local|scheme"):
         fetch(client_for(ls), raw)
@@ -148,6 +179,7 @@ def test_label_studio_redirects_elsewhere_are_refused(servers, template):
 def test_redirect_loops_stop(servers):
     ls, can = servers
     from urllib.parse import quote
+
     url = "/data/upload/1/a.png"
     for _ in range(6):
         url = f"/redir?to={quote(url, safe='')}"
@@ -155,8 +187,9 @@ def test_redirect_loops_stop(servers):
         fetch(client_for(ls), url)
 
 
-@pytest.mark.parametrize("target", ["http://{c}/x.png", "https://169.254.169.254/x",
-                                    "file:///etc/passwd", "https://[fe80::1]/x"])
+@pytest.mark.parametrize(
+    "target", ["http://{c}/x.png", "https://169.254.169.254/x", "file:///etc/passwd", "https://[fe80::1]/x"]
+)
 def test_presigned_cloud_redirects_only_go_to_public_https_without_the_token(servers, target):
     ls, can = servers
     ls.presign["url"] = fill(target, ls, can)
@@ -168,15 +201,19 @@ def test_presigned_cloud_redirects_only_go_to_public_https_without_the_token(ser
 def test_an_allowed_host_is_fetched_but_never_gets_the_token_or_cookies(servers):
     ls, can = servers
     client = client_for(ls, allowed=(f"127.0.0.2:{can.port}",))
-    fetch(client, "/data/upload/1/a.png")            # Label Studio sets a session cookie
+    fetch(client, "/data/upload/1/a.png")  # Label Studio sets a session cookie
     assert fetch(client, f"http://{can.hostport}/direct.png") == PNG
     from urllib.parse import quote
+
     assert fetch(client, f"/redir?to={quote(can.url + '/via-ls.png', safe='')}") == PNG
     assert [hit["path"] for hit in can.app.hits] == ["/direct.png?", "/via-ls.png?"]
     assert all(hit["auth"] is None and hit["cookie"] is None for hit in can.app.hits)
     # the allowed host cannot bounce the fetch on to a metadata address or another host
-    for target in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.3:9/x.png",
-                   "file:///etc/passwd"):
+    for target in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.3:9/x.png",
+        "file:///etc/passwd",
+    ):
         with pytest.raises(ImageFetchError, match="redirect refused"):
             fetch(client, f"{can.url}/bounce?to={quote(target, safe='')}")
     # another port of the same allowed address is not allowed

@@ -1,6 +1,7 @@
 """What the model store keeps on disk and in memory as versions accumulate: old versions' files
 are pruned together, and each web process holds at most one parsed predictions file per project
 (backend.serving)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ def fake_version(store: ModelStore, project_id: int, version: str) -> None:
     """The files a trained round leaves (contents do not matter to pruning)."""
     store.checkpoint_path(project_id, version).parent.mkdir(parents=True, exist_ok=True)
     store.checkpoint_path(project_id, version).write_bytes(b"checkpoint")
-    store.predictions_path(project_id, version).write_text(json.dumps({"tasks": {"1": {
-        "label": None, "probability": None, "score": 0.5}}}))
+    store.predictions_path(project_id, version).write_text(
+        json.dumps({"tasks": {"1": {"label": None, "probability": None, "score": 0.5}}})
+    )
     store.save_neighbours(project_id, version, [1], [[0.0, 1.0]])
 
 
@@ -27,8 +29,9 @@ def test_pruning_a_version_deletes_all_of_its_files(tmp_path):
         store.publish(7, version)
     folder = store.project_dir(7) / "versions"
     kept = sorted(p.name for p in folder.iterdir())
-    assert kept == sorted(f"{v}{suffix}" for v in versions[-2:]
-                          for suffix in (".pt", ".predictions.json", ".neighbours.npz"))
+    assert kept == sorted(
+        f"{v}{suffix}" for v in versions[-2:] for suffix in (".pt", ".predictions.json", ".neighbours.npz")
+    )
 
 
 def served(store: ModelStore, project_id: int, version: str) -> Published:
@@ -58,7 +61,6 @@ def test_an_unreadable_predictions_file_answers_empty_and_is_not_cached(tmp_path
     assert serving.version(3, served(store, 3, version)).predictions.items() == []
     assert store.stored_predictions(3, version).items() == []
     assert serving.cached_versions() == []
-    path.write_text(json.dumps({"tasks": {"4": {"label": None, "probability": None,
-                                                "score": 0.5}}}))
+    path.write_text(json.dumps({"tasks": {"4": {"label": None, "probability": None, "score": 0.5}}}))
     assert serving.version(3, served(store, 3, version)).predictions.get(4).score == 0.5
     assert serving.cached_versions() == [(3, version)]

@@ -5,6 +5,7 @@ The server here is a small Flask STAND-IN for Label Studio 1.23 that imitates it
 /api/token/refresh/ for a short-lived access token sent as ``Bearer``; the PAT itself as Bearer
 gets 401). The real Label Studio is exercised by the e2e tests.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,7 +43,7 @@ class StandIn:
         self.counter = itertools.count(1)
         self.auth_seen: list = []
         self.hits: dict[str, int] = {}
-        self.fail_plan: dict[str, list[int]] = {}    # path -> statuses to answer first
+        self.fail_plan: dict[str, list[int]] = {}  # path -> statuses to answer first
         self.refresh_fail: list[int] = []
         self.pat_revoked = False
 
@@ -50,7 +51,7 @@ class StandIn:
         if header == f"Token {LEGACY}":
             return True
         if header and header.startswith("Bearer "):
-            return header[7:] in self.valid_access    # the PAT itself as Bearer: 401
+            return header[7:] in self.valid_access  # the PAT itself as Bearer: 401
         return False
 
     def expire_access_tokens(self):
@@ -92,8 +93,7 @@ def make_app(state: StandIn) -> Flask:
 
     @app.route("/api/current-user/whoami")
     def whoami():
-        return jsonify({"id": 1, "email": "admin@example.com",
-                        "x_test": request.headers.get("X-Test")})
+        return jsonify({"id": 1, "email": "admin@example.com", "x_test": request.headers.get("X-Test")})
 
     @app.route("/api/projects/<int:project_id>/")
     def project(project_id):
@@ -141,15 +141,15 @@ def test_personal_access_token_is_exchanged_once_then_sent_as_bearer_access(ls):
         assert c.get_project(project_id)["id"] == project_id
     assert ls.state.refresh_bodies == [{"refresh": PAT}]
     assert ls.state.auth_seen == ["Bearer access-1"] * 3
-    assert not any(PAT in (h or "") for h in ls.state.auth_seen)   # the PAT is never a header
+    assert not any(PAT in (h or "") for h in ls.state.auth_seen)  # the PAT is never a header
 
 
 def test_an_expired_access_token_mid_job_is_refreshed_exactly_once(ls):
     c = client(ls, PAT)
     c.get_project(1)
-    ls.state.expire_access_tokens()                       # LS access tokens live 300 s
+    ls.state.expire_access_tokens()  # LS access tokens live 300 s
     assert c.get_project(2)["id"] == 2
-    assert len(ls.state.refresh_bodies) == 2               # the first exchange + one refresh
+    assert len(ls.state.refresh_bodies) == 2  # the first exchange + one refresh
     assert ls.state.auth_seen == ["Bearer access-1", "Bearer access-1", "Bearer access-2"]
 
 
@@ -157,12 +157,13 @@ def test_parallel_image_downloads_after_expiry_share_one_refresh(ls):
     c = client(ls, PAT)
     c.whoami()
     ls.state.expire_access_tokens()
-    fetcher = ImageFetcher(c.image_downloader(), None, max_bytes=10_000, max_pixels=10_000,
-                           timeout_s=5, threads=8)
+    fetcher = ImageFetcher(
+        c.image_downloader(), None, max_bytes=10_000, max_pixels=10_000, timeout_s=5, threads=8
+    )
     report = FetchReport()
     images = fetcher.fetch_many([(i, f"/data/upload/1/{i}.png") for i in range(24)], report)
     assert report.failed == {} and len(images) == 24
-    assert len(ls.state.refresh_bodies) == 2               # one exchange + ONE refresh, not 8
+    assert len(ls.state.refresh_bodies) == 2  # one exchange + ONE refresh, not 8
     assert "Bearer access-2" in ls.state.auth_seen and "Bearer access-3" not in ls.state.auth_seen
 
 
@@ -183,10 +184,10 @@ def test_5xx_is_retried_with_bounded_backoff_then_raises_a_clear_error(ls):
     with pytest.raises(LabelStudioError) as error:
         c.get_project(5)
     elapsed = time.monotonic() - started
-    assert ls.state.hits["/api/projects/5/"] == 4          # 1 + 3 retries, then it gives up
+    assert ls.state.hits["/api/projects/5/"] == 4  # 1 + 3 retries, then it gives up
     assert "GET /api/projects/5/: HTTP 504 after 4 attempt(s)" in str(error.value)
     assert error.value.status == 504
-    assert 0.1 + 0.2 <= elapsed < 3.0    # urllib3: first retry at once, then 0.05 * (2 + 4)
+    assert 0.1 + 0.2 <= elapsed < 3.0  # urllib3: first retry at once, then 0.05 * (2 + 4)
 
 
 def test_a_transient_5xx_is_retried_and_the_caller_headers_survive_the_retry(ls):
@@ -204,8 +205,7 @@ def test_a_transient_failure_of_the_token_endpoint_is_retried(ls):
 
 
 def test_connection_errors_are_retried_then_raise(ls):
-    c = LabelStudioClient(f"http://127.0.0.1:{free_port()}", LEGACY, timeout_s=1, retries=2,
-                          backoff_s=0.02)
+    c = LabelStudioClient(f"http://127.0.0.1:{free_port()}", LEGACY, timeout_s=1, retries=2, backoff_s=0.02)
     with pytest.raises(LabelStudioError, match=r"unreachable after 3 attempt\(s\) \(ConnectionError\)"):
         c.whoami()
 
@@ -226,15 +226,13 @@ def leaks(text: str, secrets=(LEGACY, PAT, "access-1", "access-2")) -> list[str]
 
 @pytest.mark.parametrize("token", [LEGACY, PAT])
 def test_the_token_is_not_in_logs_or_error_messages(ls, caplog, token):
-    logging.getLogger("urllib3").setLevel(logging.DEBUG)      # urllib3 logs URLs at DEBUG
+    logging.getLogger("urllib3").setLevel(logging.DEBUG)  # urllib3 logs URLs at DEBUG
     caplog.set_level(logging.DEBUG)
     c = client(ls, token, retries=1)
     report = FetchReport()
-    fetcher = ImageFetcher(c.image_downloader(), None, max_bytes=10_000, max_pixels=10_000,
-                           timeout_s=5)
-    assert len(fetcher.fetch_many([(1, "/data/upload/1/a.png"), (2, "/data/upload/1/b.png")],
-                                  report)) == 2
-    ls.state.fail_plan["/api/projects/9/"] = [500, 500]      # the error body echoes the header
+    fetcher = ImageFetcher(c.image_downloader(), None, max_bytes=10_000, max_pixels=10_000, timeout_s=5)
+    assert len(fetcher.fetch_many([(1, "/data/upload/1/a.png"), (2, "/data/upload/1/b.png")], report)) == 2
+    ls.state.fail_plan["/api/projects/9/"] = [500, 500]  # the error body echoes the header
     with pytest.raises(LabelStudioError) as error:
         c.get_project(9)
     assert "echo" in str(error.value) and "***" in str(error.value)
@@ -244,9 +242,9 @@ def test_the_token_is_not_in_logs_or_error_messages(ls, caplog, token):
 
 
 @pytest.mark.redis
-def test_the_token_is_not_in_status_or_health_after_a_failed_job(ls, redis_server, redis_conn,
-                                                                  tmp_path, monkeypatch, caplog,
-                                                                  serve_wsgi):
+def test_the_token_is_not_in_status_or_health_after_a_failed_job(
+    ls, redis_server, redis_conn, tmp_path, monkeypatch, caplog, serve_wsgi
+):
     import requests
 
     from backend import jobs
@@ -254,20 +252,30 @@ def test_the_token_is_not_in_status_or_health_after_a_failed_job(ls, redis_serve
     from backend.settings import Settings
 
     caplog.set_level(logging.DEBUG)
-    env = {"REDIS_URL": redis_server, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": PAT,
-           "LABEL_STUDIO_RETRIES": "0", "MODEL_DIR": str(tmp_path / "models"),
-           "QUEUE_NAME": "token-test", "RECONCILE_INTERVAL_S": "0"}
+    env = {
+        "REDIS_URL": redis_server,
+        "LABEL_STUDIO_URL": ls.url,
+        "LABEL_STUDIO_API_KEY": PAT,
+        "LABEL_STUDIO_RETRIES": "0",
+        "MODEL_DIR": str(tmp_path / "models"),
+        "QUEUE_NAME": "token-test",
+        "RECONCILE_INTERVAL_S": "0",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     ls.state.fail_plan["/api/projects/41/"] = [500]
     server = serve_wsgi(create_app(Settings.from_env(env), redis_conn=redis_conn))
-    assert requests.post(server.url + "/webhook", json={"action": "START_TRAINING",
-                                                        "project": {"id": 41}}).status_code == 200
+    assert (
+        requests.post(
+            server.url + "/webhook", json={"action": "START_TRAINING", "project": {"id": 41}}
+        ).status_code
+        == 200
+    )
     with pytest.raises(LabelStudioError):
-        jobs.run_training_job(41, "token leak test")    # what the worker runs, in-process
+        jobs.run_training_job(41, "token leak test")  # what the worker runs, in-process
     status = requests.get(server.url + "/status", timeout=5)
     health = requests.get(server.url + "/health", timeout=5)
     error = status.json()["projects"]["41"]["error"]
-    assert "HTTP 500" in error and "***" in error            # the echoed header, masked
+    assert "HTTP 500" in error and "***" in error  # the echoed header, masked
     assert leaks(status.text) == [] and leaks(health.text) == []
     assert leaks(caplog.text) == [] and leaks(json.dumps(Settings.from_env(env).describe())) == []

@@ -81,11 +81,14 @@ def test_smaller_networks_are_preferred(hub):
     assert find_cached_weights()[:2] == ("resnet18", "ResNet18_Weights.IMAGENET1K_V1")
 
 
-@pytest.mark.parametrize("env", [
-    {"DISCOVER_WEIGHTS": "false"},
-    {"BACKBONE": "resnet34"},
-    {"PRETRAINED_WEIGHTS": "/nonexistent/weights.pt"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DISCOVER_WEIGHTS": "false"},
+        {"BACKBONE": "resnet34"},
+        {"PRETRAINED_WEIGHTS": "/nonexistent/weights.pt"},
+    ],
+)
 def test_a_user_choice_wins_over_discovery(hub, env):
     place(RESNET18, "resnet18")
     settings = Settings.from_env(env)
@@ -102,6 +105,7 @@ def test_an_empty_file_is_not_taken_for_weights(hub):
 
 def test_each_listed_network_names_its_preferred_weights():
     from model.weights_cache import weights_for
+
     assert weights_for("resnet50") == "ResNet50_Weights.IMAGENET1K_V2"
     assert weights_for("resnet18") == "ResNet18_Weights.IMAGENET1K_V1"
     with pytest.raises(ValueError, match="resnet18"):
@@ -110,6 +114,7 @@ def test_each_listed_network_names_its_preferred_weights():
 
 def test_the_fetch_command_refuses_an_unknown_network(capsys):
     from model.weights_cache import main
+
     with pytest.raises(SystemExit) as exited:
         main(["--fetch", "vgg16"])
     assert exited.value.code == 2 and "no pretrained weights are listed" in capsys.readouterr().err

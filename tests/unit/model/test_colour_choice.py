@@ -18,7 +18,9 @@ HUES = [(220, 40, 40), (40, 170, 60), (40, 80, 220), (230, 200, 30)]
 def draw(shape: int, colour: tuple[int, int, int], rng: np.random.Generator) -> Image.Image:
     grey = int(rng.integers(60, 200))
     image = Image.new("RGB", (32, 32), (grey, grey, grey))
-    box = tuple(int(v) for v in rng.integers(2, 8, size=2)) + tuple(int(v) for v in rng.integers(24, 30, size=2))
+    box = tuple(int(v) for v in rng.integers(2, 8, size=2)) + tuple(
+        int(v) for v in rng.integers(24, 30, size=2)
+    )
     (ImageDraw.Draw(image).ellipse if shape == 0 else ImageDraw.Draw(image).rectangle)(box, fill=colour)
     return image
 

@@ -1,4 +1,5 @@
 """The generic few-label augmentation: shapes, ranges, determinism, and each operation doing what it says."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,16 @@ import torch
 
 from model.augment import StrongAugment, strong_augment
 
-IDENTITY = StrongAugment(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), rotation_deg=0.0, brightness=0.0,
-                         contrast=0.0, saturation=0.0, grayscale_p=0.0, invert_p=0.0)
+IDENTITY = StrongAugment(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    rotation_deg=0.0,
+    brightness=0.0,
+    contrast=0.0,
+    saturation=0.0,
+    grayscale_p=0.0,
+    invert_p=0.0,
+)
 
 
 def _batch(n=6, size=16, seed=0):
@@ -42,7 +51,9 @@ def test_invert_grayscale_and_flip():
     # hflip=True flips about half of a large batch, exactly mirrored
     many = _batch(n=200, size=8, seed=3)
     flipped = strong_augment(many, StrongAugment(**{**IDENTITY.__dict__, "hflip": True}), gen)
-    is_flip = torch.tensor([torch.allclose(f, m.flip(-1), atol=1e-5) for f, m in zip(flipped, many, strict=False)])
+    is_flip = torch.tensor(
+        [torch.allclose(f, m.flip(-1), atol=1e-5) for f, m in zip(flipped, many, strict=False)]
+    )
     is_same = torch.tensor([torch.allclose(f, m, atol=1e-5) for f, m in zip(flipped, many, strict=False)])
     assert bool((is_flip | is_same).all()) and 60 < int(is_flip.sum()) < 140
 
@@ -84,7 +95,7 @@ def test_keep_colour_makes_no_training_view_grey_or_inverted():
 
     def red_stays_dominant(cfg: ModelConfig) -> torch.Tensor:
         views = train_batch(red, cfg, torch.Generator().manual_seed(0))
-        centre = views[:, :, 6:10, 6:10].mean((2, 3))   # away from rotation's filled corners
+        centre = views[:, :, 6:10, 6:10].mean((2, 3))  # away from rotation's filled corners
         return (centre[:, 0] > centre[:, 1] + 0.1) & (centre[:, 0] > centre[:, 2] + 0.1)
 
     assert red_stays_dominant(ModelConfig(image_size=16, keep_colour=True)).all()

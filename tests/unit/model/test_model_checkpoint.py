@@ -25,7 +25,9 @@ def trained(digits):
 
     images, targets = digits
     config = ModelConfig(image_size=8, small_cnn_width=4, lpm_width=8)
-    result = train(images[:30], targets[:30].tolist(), DIGIT_LABELS, config, TrainConfig(epochs=2, batch_size=8))
+    result = train(
+        images[:30], targets[:30].tolist(), DIGIT_LABELS, config, TrainConfig(epochs=2, batch_size=8)
+    )
     return result, images[30:50]
 
 
@@ -78,7 +80,9 @@ def test_damaged_files_raise_checkpoint_error(tmp_path, trained, damage):
         path.write_bytes(b"")
     else:
         middle = len(data) // 2
-        path.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :])
+        path.write_bytes(
+            data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 64]) + data[middle + 64 :]
+        )
     with pytest.raises(CheckpointError):
         load_checkpoint(path)
 
@@ -133,7 +137,11 @@ def fixture_images() -> list[Image.Image]:
 
 
 def test_plain_converts_numpy_and_nan():
-    assert plain({"a": np.float32(1.5), "b": (1, np.nan), "c": np.arange(2)}) == {"a": 1.5, "b": [1, None], "c": [0, 1]}
+    assert plain({"a": np.float32(1.5), "b": (1, np.nan), "c": np.arange(2)}) == {
+        "a": 1.5,
+        "b": [1, None],
+        "c": [0, 1],
+    }
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_small"])
@@ -142,7 +150,9 @@ def test_torchvision_backbone_trains_and_round_trips(tmp_path, digits, backbone)
 
     images, targets = digits
     config = ModelConfig(backbone=backbone, image_size=32)
-    result = train(images[:6], targets[:6].tolist(), DIGIT_LABELS, config, TrainConfig(epochs=1, batch_size=4))
+    result = train(
+        images[:6], targets[:6].tolist(), DIGIT_LABELS, config, TrainConfig(epochs=1, batch_size=4)
+    )
     save_checkpoint(tmp_path / "tv.pt", result)
     loaded = load_checkpoint(tmp_path / "tv.pt")
     before = score(result.model, images[6:9], config)
@@ -161,8 +171,9 @@ def test_load_accepts_device_auto_as_the_backend_passes_it(tmp_path):
     from model.trainer import train
 
     images = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (0, 255, 10, 245)]
-    result = train(images, [0, 1, 0, 1], ["a", "b"], ModelConfig(image_size=8),
-                   TrainConfig(epochs=1, batch_size=2))
+    result = train(
+        images, [0, 1, 0, 1], ["a", "b"], ModelConfig(image_size=8), TrainConfig(epochs=1, batch_size=2)
+    )
     save_checkpoint(tmp_path / "m.pt", result)
     loaded = load_checkpoint(tmp_path / "m.pt", device="auto")
     assert next(loaded.model.parameters()).device.type == "cpu"
@@ -190,17 +201,18 @@ class _DiskFills:
         self.handle.close()
 
 
-def test_a_full_disk_fails_the_save_with_enospc_and_leaves_no_temp_file(tmp_path, trained,
-                                                                         monkeypatch):
+def test_a_full_disk_fails_the_save_with_enospc_and_leaves_no_temp_file(tmp_path, trained, monkeypatch):
     """torch's own writer turns the failed write into an opaque RuntimeError ("unexpected pos");
     the round's status must name the full disk."""
     import model.atomic
+
     result, _ = trained
     path = tmp_path / "model.pt"
     save_checkpoint(path, result, extra={"version": 1})
     real_fdopen = os.fdopen
-    monkeypatch.setattr(model.atomic.os, "fdopen",
-                        lambda fd, *args, **kw: _DiskFills(real_fdopen(fd, *args, **kw), 1000))
+    monkeypatch.setattr(
+        model.atomic.os, "fdopen", lambda fd, *args, **kw: _DiskFills(real_fdopen(fd, *args, **kw), 1000)
+    )
     with pytest.raises(OSError) as failure:
         save_checkpoint(path, result, extra={"version": 2})
     assert failure.value.errno == errno.ENOSPC

@@ -1,4 +1,4 @@
-"""Cold start: the pixel embedding and the TypiClust ranking (model/cold_start.py)."""
+"""Cold start: the pixel embedding and the TypiClust ranking (model/cold_start.py, model/pixel_pca.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from model import cold_start, rank
-from model.cold_start import pixel_embedding, thumbnails, typiclust, typiclust_order
+from model.cold_start import typiclust, typiclust_order
+from model.pixel_pca import pixel_embedding, thumbnails
 
 
 def blobs(sizes, dim=4, spread=0.3, seed=0):
@@ -85,8 +86,8 @@ def test_typical_items_are_central_not_outliers():
     outlier = np.array([[6.0, 6.0]])
     x = np.concatenate([outlier, core]).astype(np.float32)
     result = typiclust(x, n_clusters=1, seed=0)
-    assert result.order[-1] == 0                         # the outlier is the least typical
-    assert np.linalg.norm(x[result.order[0]]) < 0.5      # the first pick sits in the dense core
+    assert result.order[-1] == 0  # the outlier is the least typical
+    assert np.linalg.norm(x[result.order[0]]) < 0.5  # the first pick sits in the dense core
 
 
 def test_large_clusters_use_a_subsample_and_stay_a_permutation(monkeypatch):
@@ -126,7 +127,7 @@ def test_pixel_embedding_shapes_and_determinism():
     first = pixel_embedding(images, size=8, dims=16, seed=3)
     assert first.shape == (40, 16) and first.dtype == np.float32
     np.testing.assert_array_equal(first, pixel_embedding(images, size=8, dims=16, seed=3))
-    assert pixel_embedding(images[:5], size=8, dims=16).shape == (5, 5)   # capped at N
+    assert pixel_embedding(images[:5], size=8, dims=16).shape == (5, 5)  # capped at N
     assert pixel_embedding(images[:1]).shape == (1, 0)
     assert pixel_embedding(np.zeros((0, 8, 8), np.uint8)).shape == (0, 0)
 
@@ -154,8 +155,9 @@ def test_digits_first_picks_cover_more_classes_than_random(digits):
     embedding = pixel_embedding(images, seed=0)
     order = typiclust_order(embedding, n_clusters=20, seed=0)
     covered = len(set(targets[order[:20]].tolist()))
-    random_cover = np.mean([len(set(targets[np.random.default_rng(s).permutation(len(targets))[:20]]))
-                            for s in range(5)])
+    random_cover = np.mean(
+        [len(set(targets[np.random.default_rng(s).permutation(len(targets))[:20]])) for s in range(5)]
+    )
     assert covered >= 9 and covered >= random_cover
 
 
@@ -165,7 +167,7 @@ def test_registered_as_a_strategy_on_the_score_embedding(outputs_factory):
     assert is_permutation(ranking.order, 40)
     assert ranking.cluster.shape == (40,) and ranking.cluster.max() < 6
     first = ranking.cluster[ranking.order[:6]]
-    assert len(set(first.tolist())) == 6       # one pick per cluster before any repeat
+    assert len(set(first.tolist())) == 6  # one pick per cluster before any repeat
 
 
 def test_coarse_to_fine_every_prefix_is_a_batch():
@@ -174,10 +176,12 @@ def test_coarse_to_fine_every_prefix_is_a_batch():
     order = typiclust_order(x, n_clusters=8, seed=0, start_clusters=2)
     assert is_permutation(order, len(x))
     np.testing.assert_array_equal(order, typiclust_order(x, n_clusters=8, seed=0, start_clusters=2))
-    assert order[:2].tolist() == plain_first.tolist()       # the first batch: 2 clusters
-    assert len(set(ids[order[:8]].tolist())) == 8           # by 8 picks every blob is covered
-    assert typiclust_order(x, n_clusters=8, seed=0, start_clusters=8).tolist() == \
-        typiclust_order(x, n_clusters=8, seed=0).tolist()   # nothing to refine
+    assert order[:2].tolist() == plain_first.tolist()  # the first batch: 2 clusters
+    assert len(set(ids[order[:8]].tolist())) == 8  # by 8 picks every blob is covered
+    assert (
+        typiclust_order(x, n_clusters=8, seed=0, start_clusters=8).tolist()
+        == typiclust_order(x, n_clusters=8, seed=0).tolist()
+    )  # nothing to refine
 
 
 def test_coarse_to_fine_respects_labeled_coverage():
@@ -195,7 +199,7 @@ def test_cluster_structure_separates_clusters_from_a_structureless_cloud():
     x, _ = blobs([60, 60, 60, 60, 60], dim=8)
     assert cold_start.cluster_structure(x, 5, seed=0) < 0.2
     rng = np.random.default_rng(1)
-    cloud = rng.normal(size=(400, 8)) * np.linspace(0.5, 3.0, 8)   # one anisotropic Gaussian
+    cloud = rng.normal(size=(400, 8)) * np.linspace(0.5, 3.0, 8)  # one anisotropic Gaussian
     # correlated dimensions: the reference has the same covariance, so a rotation changes nothing
     rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     for points in (cloud, cloud @ rotation):
@@ -205,7 +209,7 @@ def test_cluster_structure_separates_clusters_from_a_structureless_cloud():
 def test_cluster_structure_of_degenerate_inputs_is_neutral():
     assert cold_start.cluster_structure(np.zeros((1, 4)), 5) == 1.0
     assert cold_start.cluster_structure(np.zeros((10, 0)), 5) == 1.0
-    assert cold_start.cluster_structure(np.ones((10, 3)), 5) == 1.0   # no spread
+    assert cold_start.cluster_structure(np.ones((10, 3)), 5) == 1.0  # no spread
     assert cold_start.cluster_structure(np.random.default_rng(0).normal(size=(10, 3)), 1) == 1.0
 
 
@@ -215,21 +219,25 @@ def test_stratified_pick_keeps_coverage_but_not_typicality():
     picked = {seed: typiclust(x, n_clusters=3, seed=seed, pick="stratified") for seed in range(4)}
     for result in picked.values():
         assert result.pick == "stratified" and is_permutation(result.order, 120)
-        assert sorted(ids[result.order[:3]].tolist()) == [0, 1, 2]      # one of each cluster first
+        assert sorted(ids[result.order[:3]].tolist()) == [0, 1, 2]  # one of each cluster first
     # the typical pick is each cluster's densest member; random members mostly are not
     densest = typical.typicality[typical.order[:3]]
-    assert all(densest[i] == typical.typicality[typical.cluster == typical.cluster[j]].max()
-               for i, j in enumerate(typical.order[:3]))
+    assert all(
+        densest[i] == typical.typicality[typical.cluster == typical.cluster[j]].max()
+        for i, j in enumerate(typical.order[:3])
+    )
     # (the blobs are the clusters whatever the seed, so the typical run's typicality applies)
     densest_of = {c: typical.typicality[typical.cluster == c].max() for c in range(3)}
-    not_densest = [typical.typicality[i] < densest_of[typical.cluster[i]]
-                   for r in picked.values() for i in r.order[:3]]
+    not_densest = [
+        typical.typicality[i] < densest_of[typical.cluster[i]] for r in picked.values() for i in r.order[:3]
+    ]
     assert sum(not_densest) >= 6
-    assert not picked[0].typicality.any()          # not computed for a stratified pick
+    assert not picked[0].typicality.any()  # not computed for a stratified pick
     firsts = {tuple(sorted(r.order[:3].tolist())) for r in picked.values()}
-    assert len(firsts) > 1                                             # the draw follows the seed
-    np.testing.assert_array_equal(picked[0].order,
-                                  typiclust(x, n_clusters=3, seed=0, pick="stratified").order)
+    assert len(firsts) > 1  # the draw follows the seed
+    np.testing.assert_array_equal(
+        picked[0].order, typiclust(x, n_clusters=3, seed=0, pick="stratified").order
+    )
 
 
 def test_auto_pick_follows_the_measured_structure():
@@ -239,15 +247,21 @@ def test_auto_pick_follows_the_measured_structure():
     on_cloud = typiclust(cloud, n_clusters=4, seed=0, pick="auto", start_clusters=2)
     assert on_clusters.pick == "typical" and on_clusters.structure < cold_start.TYPICAL_MAX_INERTIA_RATIO
     assert on_cloud.pick == "stratified" and on_cloud.structure > cold_start.TYPICAL_MAX_INERTIA_RATIO
-    assert typiclust(cloud, n_clusters=4, pick="typical").structure is None   # not measured
+    assert typiclust(cloud, n_clusters=4, pick="typical").structure is None  # not measured
     with pytest.raises(ValueError, match="pick"):
         typiclust(cloud, n_clusters=4, pick="densest")
 
 
-@pytest.mark.parametrize("setting, embedding, expected", [
-    ("auto", "self_supervised", "stratified"), ("auto", "pixels", "auto"),
-    ("auto", "backbone", "auto"), ("typical", "self_supervised", "typical"),
-    ("stratified", "pixels", "stratified")])
+@pytest.mark.parametrize(
+    "setting, embedding, expected",
+    [
+        ("auto", "self_supervised", "stratified"),
+        ("auto", "pixels", "auto"),
+        ("auto", "backbone", "auto"),
+        ("typical", "self_supervised", "typical"),
+        ("stratified", "pixels", "stratified"),
+    ],
+)
 def test_the_pick_on_each_embedding(setting, embedding, expected):
     assert cold_start.pick_for(setting, embedding) == expected
 

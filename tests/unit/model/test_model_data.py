@@ -111,13 +111,18 @@ def test_augmentation_crops_with_scaled_padding_and_flips_only_when_asked():
         row = image[0, 32].to(torch.int64)
         inside = row[row > 0]
         assert torch.all(inside[1:] >= inside[:-1])
-    flipped = augment_batch(batch, ModelConfig(image_size=64, hflip=True, crop_padding=0), torch.Generator().manual_seed(1))
+    flipped = augment_batch(
+        batch, ModelConfig(image_size=64, hflip=True, crop_padding=0), torch.Generator().manual_seed(1)
+    )
     assert any(torch.equal(img, batch[0].flip(-1)) for img in flipped)
 
 
 def test_augmentation_is_reproducible_under_a_seed():
     cfg = ModelConfig(image_size=16, hflip=True)
-    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)) for i in range(4)]
+    images = [
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        for i in range(4)
+    ]
     first = images_to_tensor(images, cfg, train=True, generator=torch.Generator().manual_seed(5))
     second = images_to_tensor(images, cfg, train=True, generator=torch.Generator().manual_seed(5))
     assert torch.equal(first, second)
@@ -134,9 +139,11 @@ def test_uint8_cache_matches_resize():
 def test_ready_arrays_stack_exactly_like_the_images_they_were_made_from(channels):
     """A model-ready array kept from an earlier pass is the same input as decoding again."""
     rng = np.random.default_rng(3)
-    images = [Image.fromarray(rng.integers(0, 255, (37, 23, 3), dtype=np.uint8)),
-              Image.fromarray(rng.integers(0, 255, (9, 9), dtype=np.uint8), mode="L"),
-              Image.new("RGBA", (40, 40), (200, 10, 10, 64))]
+    images = [
+        Image.fromarray(rng.integers(0, 255, (37, 23, 3), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 255, (9, 9), dtype=np.uint8), mode="L"),
+        Image.new("RGBA", (40, 40), (200, 10, 10, 64)),
+    ]
     cfg = ModelConfig(image_size=16, channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels)
     arrays = [model_ready_array(img, 16, channels) for img in images]
     assert all(a.shape == (16, 16, channels) and a.dtype == np.uint8 for a in arrays)
@@ -144,7 +151,7 @@ def test_ready_arrays_stack_exactly_like_the_images_they_were_made_from(channels
     assert torch.equal(images_to_uint8(arrays, cfg), from_images)
     assert torch.equal(images_to_uint8([arrays[0], images[1], arrays[2]], cfg), from_images)
     read_only = arrays[0].copy()
-    read_only.flags.writeable = False        # e.g. an array read from a cache file
+    read_only.flags.writeable = False  # e.g. an array read from a cache file
     assert torch.equal(images_to_uint8([read_only], cfg)[0], from_images[0])
 
 
@@ -163,7 +170,9 @@ def test_per_image_standardisation_removes_brightness_and_contrast():
     rng = np.random.default_rng(0)
     bright = rng.integers(0, 256, size=(8, 8, 3)).astype(np.float64)
     dim = 40 + 0.5 * bright
-    x = images_to_tensor([Image.fromarray(bright.astype(np.uint8)), Image.fromarray(np.rint(dim).astype(np.uint8))], cfg)
+    x = images_to_tensor(
+        [Image.fromarray(bright.astype(np.uint8)), Image.fromarray(np.rint(dim).astype(np.uint8))], cfg
+    )
     assert torch.allclose(x[0].mean(), torch.tensor(0.0), atol=1e-5)
     assert torch.allclose(x[0].std(unbiased=False), torch.tensor(1.0), atol=1e-4)
     assert torch.allclose(x[0], x[1], atol=0.05)

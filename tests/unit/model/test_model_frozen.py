@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from model import ModelConfig, TrainConfig, build_network, load_checkpoint, save_checkpoint, score
-from model.feature_cache import FeatureCache, backbone_fingerprint, backbone_key, item_key
+from model.feature_cache import FeatureCache
+from model.feature_keys import backbone_fingerprint, backbone_key, item_key
 from model.frozen import FrozenConfig, PooledFeatures, extract_pooled, score_pooled, train_frozen
 from model.trainer import TrainingError
 
@@ -81,7 +82,9 @@ def test_pooled_features_shapes_subset_concat_and_matrix(data, cfg):
     # A uint8 tensor gives the same rows as the PIL images.
     from model.data import images_to_uint8
 
-    again = extract_pooled(model, images_to_uint8(data["train_images"], cfg), cfg, device="cpu", batch_size=40)
+    again = extract_pooled(
+        model, images_to_uint8(data["train_images"], cfg), cfg, device="cpu", batch_size=40
+    )
     np.testing.assert_allclose(again.to_matrix(), feats.to_matrix(), atol=1e-6)
     assert len(extract_pooled(model, [], cfg, device="cpu")) == 0
 
@@ -91,7 +94,9 @@ def test_score_pooled_equals_score(data, cfg):
     result = train_frozen(model, data["train"], data["train_targets"], LABELS, cfg, quick_train_config())
     images = data["test_images"]
     expected = score(result.model, images, cfg, device="cpu", mc_samples=3, seed=5)
-    got = score_pooled(result.model, extract_pooled(result.model, images, cfg, device="cpu"), mc_samples=3, seed=5)
+    got = score_pooled(
+        result.model, extract_pooled(result.model, images, cfg, device="cpu"), mc_samples=3, seed=5
+    )
     np.testing.assert_allclose(got.probs, expected.probs, atol=1e-5)
     np.testing.assert_allclose(got.predicted_loss, expected.predicted_loss, atol=1e-5)
     np.testing.assert_allclose(got.embedding, expected.embedding, atol=1e-5)
@@ -111,7 +116,12 @@ def test_only_head_and_lpm_train_and_backbone_stays_bit_identical(data, cfg):
     before_head = copy.deepcopy(model.head.state_dict())
     before_lpm = copy.deepcopy(model.lpm.state_dict())
     train_frozen(
-        model, data["train"], data["train_targets"], LABELS, cfg, quick_train_config(),
+        model,
+        data["train"],
+        data["train_targets"],
+        LABELS,
+        cfg,
+        quick_train_config(),
         frozen_config=FrozenConfig(reinit=False),
     )
     after = backbone_state(model)
@@ -125,7 +135,13 @@ def test_only_head_and_lpm_train_and_backbone_stays_bit_identical(data, cfg):
 def test_learns_a_separable_problem_and_reports_metrics(data, cfg):
     seen = []
     result = train_frozen(
-        fresh(data), data["train"], data["train_targets"], LABELS, cfg, quick_train_config(), progress=seen.append
+        fresh(data),
+        data["train"],
+        data["train_targets"],
+        LABELS,
+        cfg,
+        quick_train_config(),
+        progress=seen.append,
     )
     metrics = result.metrics
     assert metrics["mode"] == "frozen" and metrics["train_acc"] == 1.0
@@ -143,7 +159,9 @@ def test_deterministic_for_a_seed_and_independent_of_the_incoming_head(data, cfg
         model = fresh(data)
         if scramble_head:
             torch.nn.init.normal_(model.head.weight)
-        result = train_frozen(model, data["train"], data["train_targets"], LABELS, cfg, quick_train_config(seed=seed))
+        result = train_frozen(
+            model, data["train"], data["train_targets"], LABELS, cfg, quick_train_config(seed=seed)
+        )
         return {k: v.clone() for k, v in result.model.state_dict().items()}
 
     first, second, other = run(0, False), run(0, True), run(1, False)
@@ -156,12 +174,22 @@ def test_augmented_views_validation_and_cancel(data, cfg):
     rng = np.random.default_rng(0)
     noisy = PooledFeatures([t + rng.normal(0, 0.01, t.shape) for t in feats.taps], feats.embedding * 1.01)
     result = train_frozen(
-        fresh(data), feats, targets, LABELS, cfg, quick_train_config(val_fraction=0.25), augmented=[noisy, noisy]
+        fresh(data),
+        feats,
+        targets,
+        LABELS,
+        cfg,
+        quick_train_config(val_fraction=0.25),
+        augmented=[noisy, noisy],
     )
-    assert result.metrics["n_train"] == 30 and result.metrics["n_rows"] == 90 and result.metrics["n_val"] == 10
+    assert (
+        result.metrics["n_train"] == 30 and result.metrics["n_rows"] == 90 and result.metrics["n_val"] == 10
+    )
     assert 0.0 <= result.metrics["val_acc"] <= 1.0
     with pytest.raises(ValueError, match="augmented view"):
-        train_frozen(fresh(data), feats, targets, LABELS, cfg, quick_train_config(), augmented=[feats.subset([0])])
+        train_frozen(
+            fresh(data), feats, targets, LABELS, cfg, quick_train_config(), augmented=[feats.subset([0])]
+        )
     with pytest.raises(ValueError, match="do not fit"):
         wrong = PooledFeatures(feats.taps[:2], feats.embedding)
         train_frozen(fresh(data), wrong, targets, LABELS, cfg, quick_train_config())
@@ -186,7 +214,9 @@ def test_augmented_views_validation_and_cancel(data, cfg):
 
 
 def test_checkpoint_of_a_frozen_model_reloads_and_scores_identically(data, cfg, tmp_path):
-    result = train_frozen(fresh(data), data["train"], data["train_targets"], LABELS, cfg, quick_train_config())
+    result = train_frozen(
+        fresh(data), data["train"], data["train_targets"], LABELS, cfg, quick_train_config()
+    )
     save_checkpoint(tmp_path / "frozen.pt", result)
     loaded = load_checkpoint(tmp_path / "frozen.pt")
     assert loaded.metrics["mode"] == "frozen"
@@ -258,7 +288,9 @@ def test_cache_keys_invalidate_and_prune(data, cfg, tmp_path):
     key = backbone_key(cfg, fingerprint, model.taps)
     assert key.startswith("small_cnn-") and key == backbone_key(cfg, fingerprint, model.taps)
     bigger = ModelConfig(backbone="small_cnn", image_size=24, small_cnn_width=8, lpm_width=16)
-    other_head = ModelConfig(backbone="small_cnn", image_size=16, small_cnn_width=8, lpm_width=64, dropout=0.5)
+    other_head = ModelConfig(
+        backbone="small_cnn", image_size=16, small_cnn_width=8, lpm_width=64, dropout=0.5
+    )
     assert backbone_key(bigger, fingerprint, model.taps) != key
     assert backbone_key(cfg, "another-weights", model.taps) != key
     assert backbone_key(other_head, fingerprint, model.taps) == key  # head/LPM settings do not matter
@@ -301,7 +333,7 @@ def test_cache_corrupt_shard_or_index_is_a_miss(data, tmp_path, caplog):
     (tmp_path / "k" / "index.jsonl").write_text("{not json\n")
     fresh_cache = FeatureCache(tmp_path, "k")
     assert fresh_cache.get_many(["a", "c"]) == (None, ["a", "c"])
-    for old in (tmp_path / "k" / "shards").iterdir():   # a put in flight names its shard sooner
+    for old in (tmp_path / "k" / "shards").iterdir():  # a put in flight names its shard sooner
         os.utime(old, (0, 0))
     fresh_cache.put_many(["c"], feats.subset([2]))  # a new index; unreferenced shards are removed
     assert len(list((tmp_path / "k" / "shards").iterdir())) == 1

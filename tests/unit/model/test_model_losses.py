@@ -44,7 +44,9 @@ def test_mse_and_selection_by_name():
 def test_odd_batch_drops_the_last_sample_and_single_sample_gives_zero(name):
     odd_pred = torch.cat([PREDICTED, torch.tensor([100.0])])
     odd_true = torch.cat([TRUE_LOSS, torch.tensor([-100.0])])
-    assert lpm_loss(name, odd_pred, odd_true).item() == pytest.approx(lpm_loss(name, PREDICTED, TRUE_LOSS).item())
+    assert lpm_loss(name, odd_pred, odd_true).item() == pytest.approx(
+        lpm_loss(name, PREDICTED, TRUE_LOSS).item()
+    )
     single = torch.tensor([1.5], requires_grad=True)
     loss = lpm_loss(name, single, torch.tensor([2.0]))
     assert loss.item() == 0.0

@@ -30,7 +30,9 @@ def test_lpm_ranks_held_out_images_by_their_true_loss(digits):
     train_config = TrainConfig(auto_target_steps=400, seed=0, device="cpu")
 
     started = time.monotonic()
-    result = train([images[i] for i in labeled], targets[labeled].tolist(), DIGIT_LABELS, model_config, train_config)
+    result = train(
+        [images[i] for i in labeled], targets[labeled].tolist(), DIGIT_LABELS, model_config, train_config
+    )
     seconds = time.monotonic() - started
     outputs = score(result.model, [images[i] for i in held_out], model_config, device="cpu")
 

@@ -55,8 +55,13 @@ def test_full_training_target_does_not_depend_on_dropout(monkeypatch, digits):
     for dropout in (0.5, 0.0):
         seen = first_lpm_target(monkeypatch, objective_module)
         config = ModelConfig(image_size=8, small_cnn_width=4, lpm_width=8, dropout=dropout)
-        result = train(images[:48], targets[:48].tolist(), LABELS, config,
-                       TrainConfig(epochs=1, batch_size=16, seed=0, val_fraction=0.0))
+        result = train(
+            images[:48],
+            targets[:48].tolist(),
+            LABELS,
+            config,
+            TrainConfig(epochs=1, batch_size=16, seed=0, val_fraction=0.0),
+        )
         firsts.append(seen[0])
         monkeypatch.undo()
     torch.testing.assert_close(firsts[0], firsts[1])
@@ -74,8 +79,14 @@ def test_frozen_training_target_does_not_depend_on_dropout(monkeypatch, digits):
         seen = first_lpm_target(monkeypatch, objective_module)
         model = copy.deepcopy(base)
         model.dropout.p = dropout
-        train_frozen(model, features, targets[:48].tolist(), LABELS, config,
-                     TrainConfig(seed=0, device="cpu", batch_size=16, val_fraction=0.0))
+        train_frozen(
+            model,
+            features,
+            targets[:48].tolist(),
+            LABELS,
+            config,
+            TrainConfig(seed=0, device="cpu", batch_size=16, val_fraction=0.0),
+        )
         firsts.append(seen[0])
         monkeypatch.undo()
     torch.testing.assert_close(firsts[0], firsts[1])

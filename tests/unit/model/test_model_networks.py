@@ -69,7 +69,9 @@ def test_pretrained_weights_load_from_a_local_file_with_a_new_head(tmp_path):
     torch.save(source.state_dict(), path)
     model = build_network(ModelConfig(backbone="resnet18", image_size=32, pretrained_weights=str(path)), 4)
     torch.testing.assert_close(model.features.conv1.weight, source.conv1.weight)
-    torch.testing.assert_close(model.features.get_submodule("layer4.1.conv2").weight, source.layer4[1].conv2.weight)
+    torch.testing.assert_close(
+        model.features.get_submodule("layer4.1.conv2").weight, source.layer4[1].conv2.weight
+    )
     assert model.head.out_features == 4  # head replaced for our classes
 
 
@@ -120,8 +122,13 @@ def test_head_and_loss_module_stay_fp32_under_autocast_and_rankings_agree(digits
 
     images, targets = digits
     config = ModelConfig(image_size=16, small_cnn_width=8, lpm_width=16)
-    result = train(images[:300], targets[:300].tolist(), [str(d) for d in range(10)], config,
-                   TrainConfig(epochs=4, batch_size=32))
+    result = train(
+        images[:300],
+        targets[:300].tolist(),
+        [str(d) for d in range(10)],
+        config,
+        TrainConfig(epochs=4, batch_size=32),
+    )
     net = result.model.eval()
     x = normalize(images_to_uint8(images, config), config)
     with torch.inference_mode():

@@ -68,8 +68,9 @@ def test_default_weights_load_from_the_hub_cache_with_a_new_head(cached_resnet18
     cfg = ModelConfig(backbone="resnet18", weights="DEFAULT", image_size=64)
     model = build_network(cfg, 4)
     torch.testing.assert_close(model.features.conv1.weight, cached_resnet18["conv1.weight"])
-    torch.testing.assert_close(model.features.get_submodule("layer4.1.conv2").weight,
-                               cached_resnet18["layer4.1.conv2.weight"])
+    torch.testing.assert_close(
+        model.features.get_submodule("layer4.1.conv2").weight, cached_resnet18["layer4.1.conv2.weight"]
+    )
     assert model.head.out_features == 4  # head re-initialised for our classes
 
 
@@ -86,8 +87,9 @@ def test_preprocessing_comes_from_the_weights_transforms():
     assert (cfg.image_size, cfg.mean, cfg.std) == (224, IMAGENET_MEAN, IMAGENET_STD)
     assert cfg.weights == "ResNet50_Weights.IMAGENET1K_V2"  # DEFAULT pinned in the config
     # An explicitly chosen size wins; mean and std still follow the weights.
-    kept = with_weights_preprocessing(ModelConfig(backbone="resnet50", weights="DEFAULT", image_size=96),
-                                      keep_image_size=True)
+    kept = with_weights_preprocessing(
+        ModelConfig(backbone="resnet50", weights="DEFAULT", image_size=96), keep_image_size=True
+    )
     assert (kept.image_size, kept.mean) == (96, IMAGENET_MEAN)
     assert with_weights_preprocessing(ModelConfig()) == ModelConfig()  # no weights: unchanged
 
@@ -122,8 +124,9 @@ def test_weights_need_a_torchvision_backbone_and_exclude_a_local_file():
 
 
 def test_a_checkpoint_reloads_without_the_weights_file(cached_resnet18, torch_home, tmp_path):
-    cfg = with_weights_preprocessing(ModelConfig(backbone="resnet18", weights="DEFAULT", image_size=64),
-                                     keep_image_size=True)
+    cfg = with_weights_preprocessing(
+        ModelConfig(backbone="resnet18", weights="DEFAULT", image_size=64), keep_image_size=True
+    )
     model = build_network(cfg, 3)
     path = tmp_path / "model.pt"
     save_checkpoint(path, TrainResult(model, ["a", "b", "c"], cfg, TrainConfig()))

@@ -48,7 +48,7 @@ def test_ties_are_stable():
 def test_nearest_rows_matches_brute_force_across_chunks(monkeypatch):
     from model.strategies import placement
 
-    monkeypatch.setattr(placement, "CHUNK_ROWS", 7)       # several reference chunks
+    monkeypatch.setattr(placement, "CHUNK_ROWS", 7)  # several reference chunks
     monkeypatch.setattr(placement, "NEAREST_BLOCK_ROWS", 5)
     rng = np.random.default_rng(0)
     x, reference = rng.normal(size=(23, 4)), rng.normal(size=(31, 4))

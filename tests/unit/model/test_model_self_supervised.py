@@ -47,7 +47,11 @@ def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) ->
     total = 0.0
     for i in range(2 * n):
         positive = (i + n) % (2 * n)
-        sims = {j: sum(a * b for a, b in zip(z[i], z[j], strict=False)) / temperature for j in range(2 * n) if j != i}
+        sims = {
+            j: sum(a * b for a, b in zip(z[i], z[j], strict=False)) / temperature
+            for j in range(2 * n)
+            if j != i
+        }
         total += -(sims[positive] - math.log(sum(math.exp(s) for s in sims.values())))
     return total / (2 * n)
 
@@ -157,5 +161,6 @@ def test_a_weights_file_is_learned_once(pool, tmp_path):
     learned = fingerprint(path)
     assert pretrained_file(path, pool[:40], SSL_MODEL, quick_cfg(steps=2)) is None
     assert fingerprint(path) == learned
-    build_network(dataclasses.replace(SSL_MODEL, pretrained_weights=str(path)),
-                  num_classes=3)   # loads strictly
+    build_network(
+        dataclasses.replace(SSL_MODEL, pretrained_weights=str(path)), num_classes=3
+    )  # loads strictly

@@ -23,8 +23,16 @@ def is_permutation(order: np.ndarray, n: int) -> bool:
 
 def test_registry_has_the_documented_strategies():
     assert set(ALL) >= {
-        "random", "least_confidence", "margin", "entropy", "bald", "coreset", "badge",
-        "learning_loss", "learning_loss_v2", "hybrid",
+        "random",
+        "least_confidence",
+        "margin",
+        "entropy",
+        "bald",
+        "coreset",
+        "badge",
+        "learning_loss",
+        "learning_loss_v2",
+        "hybrid",
     }
 
 
@@ -107,7 +115,9 @@ def test_score_based_strategies_rank_by_their_value():
     for name in ("least_confidence", "margin", "entropy"):
         assert rank(name, outputs).order.tolist() == [1, 2, 0]
     assert rank("learning_loss", outputs).order.tolist() == [1, 2, 0]
-    np.testing.assert_array_equal(rank("learning_loss_v2", outputs).order, rank("learning_loss", outputs).order)
+    np.testing.assert_array_equal(
+        rank("learning_loss_v2", outputs).order, rank("learning_loss", outputs).order
+    )
 
 
 def test_ties_keep_pool_order():

@@ -46,8 +46,9 @@ def test_value_based_entries_rank_by_their_values(name):
     if entry.ranking is not None:
         pytest.skip("ranks with its own function")
     outputs = make_outputs(40)
-    np.testing.assert_array_equal(rank(name, outputs, seed=2).order,
-                                  order_by_value(informativeness_values(name, outputs, seed=2)))
+    np.testing.assert_array_equal(
+        rank(name, outputs, seed=2).order, order_by_value(informativeness_values(name, outputs, seed=2))
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -98,8 +99,12 @@ def test_clusters_flag_is_honest(name):
 
 def test_unknown_names_are_refused_everywhere_with_the_known_ones():
     outputs = make_outputs(3)
-    for call in (lambda: rank("nope", outputs), lambda: informativeness_values("nope", outputs),
-                 lambda: needs_mc_samples("nope"), lambda: spec("nope")):
+    for call in (
+        lambda: rank("nope", outputs),
+        lambda: informativeness_values("nope", outputs),
+        lambda: needs_mc_samples("nope"),
+        lambda: spec("nope"),
+    ):
         with pytest.raises(ValueError, match="unknown strategy 'nope'.*margin_diverse"):
             call()
 
@@ -118,4 +123,6 @@ def test_learning_loss_v2_is_learning_loss_ranking_with_v2_training():
     same = ("values", "ranking", "batch_aware", "needs_mc_samples", "uses_labeled_embedding", "clusters")
     assert all(getattr(v1, f) == getattr(v2, f) for f in same)
     outputs = make_outputs(50)
-    np.testing.assert_array_equal(rank("learning_loss", outputs).order, rank("learning_loss_v2", outputs).order)
+    np.testing.assert_array_equal(
+        rank("learning_loss", outputs).order, rank("learning_loss_v2", outputs).order
+    )

@@ -41,7 +41,9 @@ def test_deterministic_under_a_seed_on_cpu(digits, tiny_model_config):
     second = train(images, targets, DIGIT_LABELS, tiny_model_config, config).model.state_dict()
     for key in first:
         assert torch.equal(first[key], second[key]), key
-    other = train(images, targets, DIGIT_LABELS, tiny_model_config, TrainConfig(epochs=3, batch_size=8, seed=12))
+    other = train(
+        images, targets, DIGIT_LABELS, tiny_model_config, TrainConfig(epochs=3, batch_size=8, seed=12)
+    )
     assert any(not torch.equal(first[k], other.model.state_dict()[k]) for k in first)
 
 
@@ -54,7 +56,9 @@ def test_global_rng_is_left_untouched(digits, tiny_model_config, quick_train_con
     assert torch.equal(torch.rand(3), expected)
 
 
-@pytest.mark.parametrize("lpm_loss,optimizer,lr", [("v1", "sgd", 0.05), ("v2", "adamw", 1e-3), ("mse", "sgd", 0.05)])
+@pytest.mark.parametrize(
+    "lpm_loss,optimizer,lr", [("v1", "sgd", 0.05), ("v2", "adamw", 1e-3), ("mse", "sgd", 0.05)]
+)
 def test_losses_and_optimizers_are_selectable(digits, tiny_model_config, lpm_loss, optimizer, lr):
     images, targets = _subset(digits, range(20))
     config = TrainConfig(epochs=2, batch_size=8, lpm_loss=lpm_loss, optimizer=optimizer, lr=lr)
@@ -82,8 +86,9 @@ def test_progress_reports_each_epoch_and_can_cancel(digits, tiny_model_config):
 def test_learning_rate_milestone_and_detach_schedule(digits, tiny_model_config):
     images, targets = _subset(digits, range(16))
     events = []
-    config = TrainConfig(epochs=10, batch_size=16, lr=0.01, lr_schedule="step", lr_milestone_fraction=0.8,
-                         detach_fraction=0.6)
+    config = TrainConfig(
+        epochs=10, batch_size=16, lr=0.01, lr_schedule="step", lr_milestone_fraction=0.8, detach_fraction=0.6
+    )
     train(images, targets, DIGIT_LABELS, tiny_model_config, config, events.append)
     assert [e["lr"] for e in events] == pytest.approx([0.01] * 8 + [0.001] * 2)
     assert [e["lpm_input_detached"] for e in events] == [False] * 6 + [True] * 4
@@ -91,7 +96,13 @@ def test_learning_rate_milestone_and_detach_schedule(digits, tiny_model_config):
 
 def test_validation_split_reports_accuracy_and_lpm_spearman(digits, tiny_model_config):
     images, targets = _subset(digits, range(40))
-    result = train(images, targets, DIGIT_LABELS, tiny_model_config, TrainConfig(epochs=2, batch_size=8, val_fraction=0.25))
+    result = train(
+        images,
+        targets,
+        DIGIT_LABELS,
+        tiny_model_config,
+        TrainConfig(epochs=2, batch_size=8, val_fraction=0.25),
+    )
     assert result.metrics["n_val"] == 10 and result.metrics["n_train"] == 30
     assert 0.0 <= result.metrics["val_acc"] <= 1.0
     assert "lpm_spearman" in result.metrics
@@ -124,10 +135,18 @@ def test_cosine_schedule_warms_up_then_decays_to_zero(digits, tiny_model_config)
     assert lrs[-1] < 0.0001
     images, targets = _subset(digits, range(16))
     events = []
-    train(images, targets, DIGIT_LABELS, tiny_model_config,
-          TrainConfig(epochs=4, batch_size=16, lr=0.01, warmup_fraction=0.0), events.append)
+    train(
+        images,
+        targets,
+        DIGIT_LABELS,
+        tiny_model_config,
+        TrainConfig(epochs=4, batch_size=16, lr=0.01, warmup_fraction=0.0),
+        events.append,
+    )
     seen = [e["lr"] for e in events]  # one step per epoch: the lr of steps 0..3
-    assert seen == pytest.approx([lr_at(TrainConfig(lr=0.01, warmup_fraction=0.0), 0.01, s, 4) for s in range(4)])
+    assert seen == pytest.approx(
+        [lr_at(TrainConfig(lr=0.01, warmup_fraction=0.0), 0.01, s, 4) for s in range(4)]
+    )
     assert seen[0] == pytest.approx(0.01) and seen == sorted(seen, reverse=True) and seen[-1] < 0.002
 
 
@@ -135,7 +154,9 @@ def test_batches_never_hold_a_single_sample():
     batches = batch_index_lists(9, 4, torch.arange(9))
     assert [len(b) for b in batches] == [4, 5]
     assert [len(b) for b in batch_index_lists(1, 4, torch.arange(1))] == [2]
-    assert torch.equal(torch.sort(torch.cat(batch_index_lists(10, 3, torch.arange(10)))).values, torch.arange(10))
+    assert torch.equal(
+        torch.sort(torch.cat(batch_index_lists(10, 3, torch.arange(10)))).values, torch.arange(10)
+    )
 
 
 def test_class_weights_balance_and_clip():
@@ -157,13 +178,19 @@ def test_training_result_scores_its_own_images(digits, tiny_model_config, quick_
 
 def test_initial_state_starts_training_from_given_weights(digits, tiny_model_config):
     images, targets = digits
-    first = train(images[:40], targets[:40].tolist(), DIGIT_LABELS, tiny_model_config,
-                  TrainConfig(epochs=2, batch_size=8, seed=0))
+    first = train(
+        images[:40],
+        targets[:40].tolist(),
+        DIGIT_LABELS,
+        tiny_model_config,
+        TrainConfig(epochs=2, batch_size=8, seed=0),
+    )
     start = {k: v.clone() for k, v in first.model.state_dict().items()}
     # a learning rate too small to move anything: the result is the state it started from
     still = TrainConfig(epochs=1, batch_size=8, seed=5, lr=1e-12, weight_decay=0.0)
-    warm = train(images[40:80], targets[40:80].tolist(), DIGIT_LABELS, tiny_model_config, still,
-                 initial_state=start)
+    warm = train(
+        images[40:80], targets[40:80].tolist(), DIGIT_LABELS, tiny_model_config, still, initial_state=start
+    )
     cold = train(images[40:80], targets[40:80].tolist(), DIGIT_LABELS, tiny_model_config, still)
     key = "features.block1.0.weight"
     assert key in start
