@@ -8,9 +8,9 @@ import logging
 import numpy as np
 
 from backend.constants import RoundPhase
-from backend.images import FetchReport, ImageFetcher
+from backend.images import ImageFetcher
 from backend.rounds.progress import RoundRun
-from backend.rounds.score import array_chunks
+from backend.rounds.score import load_arrays
 from backend.self_supervised import sample_pool
 from backend.settings import Settings
 from model.config import ModelConfig
@@ -41,14 +41,14 @@ def load_consistency_pool(
     if settings.pool_consistency_weight <= 0:
         return None
     items = consistency_items(pool_items, labeled_ids, settings.pool_consistency_max_images, settings.seed)
-    arrays: list[np.ndarray] = []
-    for _, chunk in array_chunks(fetcher, items, FetchReport(), model_config):
-        arrays += [array for _, array in chunk]
-        run.status(
+    arrays = load_arrays(
+        fetcher,
+        items,
+        model_config,
+        lambda loaded, total: run.status(
             phase=RoundPhase.TRAINING,
-            pool_consistency_progress={"images_loaded": len(arrays), "images": len(items)},
-        )
-    log.info(
-        "project pool: %d of %d unlabeled images loaded for consistency training", len(arrays), len(items)
+            pool_consistency_progress={"images_loaded": loaded, "images": total},
+        ),
     )
+    log.info("%d of %d unlabeled pool images loaded for consistency training", len(arrays), len(items))
     return arrays or None

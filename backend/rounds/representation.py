@@ -13,10 +13,10 @@ import numpy as np
 
 from backend import self_supervised
 from backend.constants import RoundPhase
-from backend.images import FetchReport, ImageFetcher
+from backend.images import ImageFetcher
 from backend.model_store import ModelStore
 from backend.rounds.progress import RoundRun
-from backend.rounds.score import array_chunks
+from backend.rounds.score import load_arrays
 from backend.settings import Settings
 from model.config import ModelConfig
 from model.modes import fine_tunes_like_scratch
@@ -91,15 +91,15 @@ def self_supervised_start(
         return model_config, {"weights": None, "why": skip}
 
     def load_images(items: list[tuple[int, str]]) -> list[np.ndarray]:
-        # a report of its own: scoring reports the pool's failures once, later in the round
-        arrays: list[np.ndarray] = []
-        for _, chunk in array_chunks(fetcher, items, FetchReport(), model_config):
-            arrays += [array for _, array in chunk]
-            run.status(
+        return load_arrays(
+            fetcher,
+            items,
+            model_config,
+            lambda loaded, total: run.status(
                 phase=RoundPhase.SELF_SUPERVISED_PRETRAINING,
-                self_supervised_progress={"images_loaded": len(arrays), "images": len(items)},
-            )
-        return arrays
+                self_supervised_progress={"images_loaded": loaded, "images": total},
+            ),
+        )
 
     path, summary = self_supervised.ensure_weights(
         self_supervised_dir(store, project_id, model_config.keep_colour),

@@ -47,6 +47,22 @@ def array_chunks(
         )
 
 
+def load_arrays(
+    fetcher: ImageFetcher,
+    items: list[tuple[int, str]],
+    model_config: ModelConfig,
+    on_progress: Callable[[int, int], None],
+) -> list[np.ndarray]:
+    """The model-ready arrays of ``items`` that can be read, in order; ``on_progress(loaded,
+    len(items))`` after each chunk. Failures go to a report of their own: scoring reports the
+    pool's failures once, later in the round."""
+    arrays: list[np.ndarray] = []
+    for _, chunk in array_chunks(fetcher, items, FetchReport(), model_config):
+        arrays += [array for _, array in chunk]
+        on_progress(len(arrays), len(items))
+    return arrays
+
+
 def score_pool(
     model,
     model_config: ModelConfig,
