@@ -14,6 +14,7 @@ pool".
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +40,7 @@ CUTOUT_SIDE = 0.4
 
 def weak_view(batch_uint8: torch.Tensor, cfg: ModelConfig, generator: torch.Generator) -> torch.Tensor:
     """The network's input for pseudo-labelling: ``WEAK_VIEW`` (with cfg.hflip), standardised."""
-    policy = StrongAugment(**{**WEAK_VIEW.__dict__, "hflip": cfg.hflip})
+    policy = dataclasses.replace(WEAK_VIEW, hflip=cfg.hflip)
     return standardize(policy(to_unit_float(batch_uint8), generator), cfg)
 
 
