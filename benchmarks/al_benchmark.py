@@ -201,6 +201,29 @@ FEWLABEL_RECIPE: dict[str, Any] = dict(
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
+
+def _fewlabel_preset(domain: str) -> dict[str, Any]:
+    """The strategy comparison on the few-label default recipe for a domain of
+    benchmarks/domains.py: 20 + 20 x 3 labels, 3 paired seeds. 1,000 steps instead of the
+    backend's 2,000 so that 48 trainings fit in about half an hour per domain on one CPU core."""
+    return dict(
+        dataset=domain,
+        test_size=500,
+        image_size=32,
+        channels=3,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        initial=20,
+        query=20,
+        cycles=4,
+        pool_subsample=10_000,
+        strategies=("random", "margin", "margin_diverse", "learning_loss"),
+        seeds=(0, 1, 2),
+        **{**FEWLABEL_RECIPE, "auto_target_steps": 1000},
+        reference=False,
+    )
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # A few minutes on 2 CPU cores: sklearn digits (1,797 8x8 images), 16 px.
     "digits-fast": dict(
@@ -258,49 +281,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         strategies=ABLATION_STRATEGIES[:7],
         seeds=(0, 1, 2, 3, 4),
     ),
-    # The paper's CIFAR-10 protocol (Yoo & Kweon 2019): needs --data-dir with torchvision's
-    # cifar-10-batches-py (or --fake-data for a smoke test) and a GPU.
-    # The strategy comparison re-run on the few-label default recipe, on non-digit domains
-    # (benchmarks/domains.py): 20 + 20 x 3 labels, 3 paired seeds. 1,000 steps instead of the
-    # backend's 2,000 so that 48 trainings fit in about half an hour per domain on one CPU core.
-    **{
-        f"{domain}-fewlabel": dict(
-            dataset=domain,
-            test_size=500,
-            image_size=32,
-            channels=3,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            initial=20,
-            query=20,
-            cycles=4,
-            pool_subsample=10_000,
-            strategies=("random", "margin", "margin_diverse", "learning_loss"),
-            seeds=(0, 1, 2),
-            **{**FEWLABEL_RECIPE, "auto_target_steps": 1000},
-            reference=False,
-        )
-        for domain in ("shapes", "textures")
-    },
+    # The strategy comparison re-run on the few-label default recipe, on non-digit domains.
+    **{f"{domain}-fewlabel": _fewlabel_preset(domain) for domain in ("shapes", "textures")},
     # The same on textures, every training started from self-supervised weights learned on the
     # pool (the backend's default since SELF_SUPERVISED_STEPS): does the ranking stand differently?
-    "textures-fewlabel-selfsup": dict(
-        dataset="textures",
-        test_size=500,
-        image_size=32,
-        channels=3,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        initial=20,
-        query=20,
-        cycles=4,
-        pool_subsample=10_000,
-        strategies=("random", "margin", "margin_diverse", "learning_loss"),
-        seeds=(0, 1, 2),
-        **{**FEWLABEL_RECIPE, "auto_target_steps": 1000},
-        reference=False,
-        selfsup_steps=1000,
-    ),
+    "textures-fewlabel-selfsup": {**_fewlabel_preset("textures"), "selfsup_steps": 1000},
+    # The paper's CIFAR-10 protocol (Yoo & Kweon 2019): needs --data-dir with torchvision's
+    # cifar-10-batches-py (or --fake-data for a smoke test) and a GPU.
     "cifar10-paper": dict(
         dataset="cifar10",
         backbone="cifar_resnet18",
